@@ -1,0 +1,11 @@
+//! Producing adstream events into Kafka.
+//!
+//! Layout:
+//! - [`generator`] — a deterministic, realistic traffic generator (pure: no Kafka, no clock).
+//! - [`pipeline`]  — drains the generator into the producer with rate limiting and progress.
+//! - [`producer`]  — the Kafka producer: idempotent, batched, lz4-compressed, keyed, Confluent wire format,
+//!   CloudEvents headers, delivery failures reported.
+
+pub mod generator;
+pub mod producer;
+pub mod pipeline;

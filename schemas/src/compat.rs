@@ -1,0 +1,1 @@
+//! Avro schema compatibility (owned by the compat work).

@@ -1,0 +1,1 @@
+//! The adstream topology file.
