@@ -4,6 +4,7 @@
 //! `adstream-producers`, `topology` to `adstream-topology`. This file only parses arguments, resolves settings
 //! (see [`config`]) and wires the libraries together; logic lives in the crates.
 
+mod cmd;
 mod config;
 
 use std::net::SocketAddr;
@@ -39,6 +40,88 @@ enum Command {
     /// The Confluent-compatible schema registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Register local schemas and check their compatibility with the registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Produce events.
+    #[command(subcommand)]
+    Produce(ProduceCommand),
+    /// Topics and processors declared in the topology file.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Record counts of every topology topic.
+    Topics {
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// Print the first records of a topic, decoded, with headers (JSON lines).
+    Consume {
+        /// Topic to read.
+        topic: String,
+        /// How many records to print.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Register every topic's value schema (`<topic>-value`) from the schema folder.
+    Register {
+        #[command(flatten)]
+        args: cmd::schemas::SchemaArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// Check local schemas against the registry under each subject's compatibility level; non-zero exit if any
+    /// is incompatible.
+    Check {
+        #[command(flatten)]
+        args: cmd::schemas::SchemaArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProduceCommand {
+    /// Generate realistic, deterministic ad traffic and write a ground-truth manifest.
+    Generate {
+        #[command(flatten)]
+        args: cmd::produce::GenerateArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Create or alter topics so the cluster matches the topology file.
+    Apply {
+        /// Print what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// Print the topics and processors of the topology file.
+    Describe {
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct TopologyArg {
+    /// The topology file.
+    #[arg(long = "topology", env = "ADSTREAM_TOPOLOGY", default_value = "topology/adstream.yaml")]
+    path: PathBuf,
+}
+
+impl TopologyArg {
+    fn load(&self) -> Result<adstream_topology::Topology> {
+        Ok(adstream_topology::Topology::load(&self.path)?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -87,6 +170,24 @@ async fn run(cli: Cli) -> Result<()> {
                 kafka_timeout: Duration::from_secs(10),
             };
             adstream_schemas::registry::serve(listener, config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Schemas(SchemasCommand::Register { args, topology }) => {
+            cmd::schemas::register(&settings, &topology.load()?, args).await
+        }
+        Command::Schemas(SchemasCommand::Check { args, topology }) => {
+            cmd::schemas::check(&settings, &topology.load()?, args).await
+        }
+        Command::Produce(ProduceCommand::Generate { args, topology }) => {
+            cmd::produce::generate(&settings, &topology.load()?, args).await
+        }
+        Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
+            cmd::topology::apply(&settings, &topology.load()?, dry_run).await
+        }
+        Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
+        Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
+        Command::Topology(TopologyCommand::Describe { topology }) => {
+            cmd::topology::describe(&topology.load()?);
             Ok(())
         }
     }

@@ -1,0 +1,6 @@
+//! One module per subcommand group; each turns parsed arguments into library calls and prints results.
+
+pub mod inspect;
+pub mod produce;
+pub mod schemas;
+pub mod topology;

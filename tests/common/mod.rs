@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests: the broker address, an in-process registry on a private `_schemas`
+//! topic, running the `adstream` binary, scratch folders.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Bootstrap servers of the local broker (`./dev/kafka up`).
+pub fn bootstrap() -> String {
+    std::env::var("ADSTREAM_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name unique to this test run, for topics and folders.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// A registry served in-process until the test ends.
+pub struct TestRegistry {
+    /// Base URL.
+    pub url: String,
+    /// Its `_schemas` topic.
+    pub topic: String,
+}
+
+/// Starts the registry on `127.0.0.1:0` with a private `_schemas` topic.
+pub async fn start_registry(name: &str) -> TestRegistry {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let topic = unique(&format!("_schemas-{name}"));
+    let mut kafka = rdkafka::ClientConfig::new();
+    kafka.set("bootstrap.servers", bootstrap());
+    let config = adstream_schemas::registry::RegistryConfig {
+        kafka,
+        topic: topic.clone(),
+        kafka_timeout: Duration::from_secs(10),
+    };
+    tokio::spawn(adstream_schemas::registry::serve(listener, config, std::future::pending()));
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return TestRegistry { url, topic };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("registry on {url} did not come up");
+}
+
+/// Output of one `adstream` run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+}
+
+impl std::ops::Deref for Run {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.0
+    }
+}
+
+/// Runs the `adstream` binary from the repository root against the local broker.
+pub fn adstream(args: &[&str]) -> Run {
+    Run(Command::new(env!("CARGO_BIN_EXE_adstream"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ADSTREAM_BOOTSTRAP_SERVERS", bootstrap())
+        .env_remove("ADSTREAM_REGISTRY_URL")
+        .env_remove("ADSTREAM_CONFIG")
+        .output()
+        .expect("adstream runs"))
+}
+
+/// A scratch copy of `schemas/*.avsc`.
+pub fn copy_schemas(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    for entry in std::fs::read_dir(&source).expect("schemas dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("avsc") {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    dir
+}
