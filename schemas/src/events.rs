@@ -54,7 +54,12 @@ pub enum Platform {
 
 impl Platform {
     /// The four platforms adstream generates and normalises.
-    pub const ALL: [Platform; 4] = [Platform::GoogleAds, Platform::Meta, Platform::Tiktok, Platform::Linkedin];
+    pub const ALL: [Platform; 4] = [
+        Platform::GoogleAds,
+        Platform::Meta,
+        Platform::Tiktok,
+        Platform::Linkedin,
+    ];
 
     /// Short lowercase slug used in ids and CloudEvents sources.
     pub fn slug(self) -> &'static str {
@@ -357,23 +362,49 @@ mod tests {
 
     /// Field names of a record schema and of a serialized value must be identical and in the same order, and the
     /// value must survive an Avro binary round trip through the schema back into the same Rust value.
-    fn assert_matches_schema<T: AvroRecord + DeserializeOwned + PartialEq + std::fmt::Debug>(sample: T) {
+    fn assert_matches_schema<T: AvroRecord + DeserializeOwned + PartialEq + std::fmt::Debug>(
+        sample: T,
+    ) {
         let schema = Schema::parse_str(T::SCHEMA).expect("schema parses");
-        let Schema::Record(record) = &schema else { panic!("{} is not a record", T::FULL_NAME) };
+        let Schema::Record(record) = &schema else {
+            panic!("{} is not a record", T::FULL_NAME)
+        };
         assert_eq!(record.name.fullname(None), T::FULL_NAME);
         let value = to_value(&sample).expect("serializes");
-        let Value::Record(fields) = &value else { panic!("not a record value") };
+        let Value::Record(fields) = &value else {
+            panic!("not a record value")
+        };
         let schema_fields: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
         let value_fields: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(schema_fields, value_fields, "{}: field names/order differ", T::FULL_NAME);
+        assert_eq!(
+            schema_fields,
+            value_fields,
+            "{}: field names/order differ",
+            T::FULL_NAME
+        );
         for field in &record.fields {
-            assert!(field.doc.is_some(), "{}.{} has no doc", T::FULL_NAME, field.name);
+            assert!(
+                field.doc.is_some(),
+                "{}.{} has no doc",
+                T::FULL_NAME,
+                field.name
+            );
         }
         // The producer's path: serde straight into Avro binary, validated against the schema.
-        let writer = GenericDatumWriter::builder(&schema).build().expect("writer");
-        let datum = writer.write_ser_to_vec(&sample).expect("encodes with the schema");
-        assert_eq!(datum, writer.write_value_to_vec(value).expect("value encodes"), "serde and Value paths agree");
-        let reader = GenericDatumReader::builder(&schema).build().expect("reader");
+        let writer = GenericDatumWriter::builder(&schema)
+            .build()
+            .expect("writer");
+        let datum = writer
+            .write_ser_to_vec(&sample)
+            .expect("encodes with the schema");
+        assert_eq!(
+            datum,
+            writer.write_value_to_vec(value).expect("value encodes"),
+            "serde and Value paths agree"
+        );
+        let reader = GenericDatumReader::builder(&schema)
+            .build()
+            .expect("reader");
         let decoded = reader.read_value(&mut datum.as_slice()).expect("decodes");
         let back: T = from_value(&decoded).expect("deserializes");
         assert_eq!(back, sample);
@@ -442,7 +473,12 @@ mod tests {
             start_time: 1_700_000_000_000,
             end_time: Some(1_800_000_000_000),
             time_zone: "Europe/Berlin".into(),
-            targets: CampaignTargets { min_ctr: Some(0.01), max_cpc_micros: None, target_cpa_micros: Some(20_000_000), min_roas: Some(2.5) },
+            targets: CampaignTargets {
+                min_ctr: Some(0.01),
+                max_cpc_micros: None,
+                target_cpa_micros: Some(20_000_000),
+                min_roas: Some(2.5),
+            },
             updated_at: 1_700_000_000_000,
         });
     }
@@ -468,10 +504,18 @@ mod tests {
             match json {
                 serde_json::Value::Object(map) => {
                     if map.get("type").and_then(|t| t.as_str()) == Some("enum") {
-                        assert!(map.contains_key("default"), "{file}: enum {:?} has no default", map.get("name"));
+                        assert!(
+                            map.contains_key("default"),
+                            "{file}: enum {:?} has no default",
+                            map.get("name")
+                        );
                     }
                     if map.get("type").and_then(|t| t.as_str()) == Some("record") {
-                        assert!(map.contains_key("doc"), "{file}: record {:?} has no doc", map.get("name"));
+                        assert!(
+                            map.contains_key("doc"),
+                            "{file}: record {:?} has no doc",
+                            map.get("name")
+                        );
                     }
                     for value in map.values() {
                         walk(value, file);
@@ -487,7 +531,9 @@ mod tests {
             for field in json["fields"].as_array().expect("fields") {
                 let fname = field["name"].as_str().unwrap_or_default();
                 if fname.ends_with("_time") || fname.ends_with("_at") {
-                    let logical = field["type"]["logicalType"].as_str().or_else(|| field["type"][1]["logicalType"].as_str());
+                    let logical = field["type"]["logicalType"]
+                        .as_str()
+                        .or_else(|| field["type"][1]["logicalType"].as_str());
                     assert_eq!(logical, Some("timestamp-millis"), "{name}.{fname}");
                 }
             }

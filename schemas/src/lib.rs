@@ -5,6 +5,7 @@
 //! - `compat`   — Avro reader/writer compatibility with Confluent's seven levels.
 //! - `registry` — a Confluent-compatible schema registry server storing its state in `_schemas`.
 
+pub mod client;
 pub mod compat;
 pub mod events;
 pub mod registry;

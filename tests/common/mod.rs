@@ -13,7 +13,10 @@ pub fn bootstrap() -> String {
 
 /// A name unique to this test run, for topics and folders.
 pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
@@ -27,7 +30,9 @@ pub struct TestRegistry {
 
 /// Starts the registry on `127.0.0.1:0` with a private `_schemas` topic.
 pub async fn start_registry(name: &str) -> TestRegistry {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let topic = unique(&format!("_schemas-{name}"));
     let mut kafka = rdkafka::ClientConfig::new();
@@ -37,10 +42,19 @@ pub async fn start_registry(name: &str) -> TestRegistry {
         topic: topic.clone(),
         kafka_timeout: Duration::from_secs(10),
     };
-    tokio::spawn(adstream_schemas::registry::serve(listener, config, std::future::pending()));
+    tokio::spawn(adstream_schemas::registry::serve(
+        listener,
+        config,
+        std::future::pending(),
+    ));
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return TestRegistry { url, topic };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

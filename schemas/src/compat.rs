@@ -1,1 +1,0 @@
-//! Avro schema compatibility (owned by the compat work).
