@@ -39,11 +39,19 @@ struct RawRecord {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let events: u64 = std::env::var("ADSTREAM_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let bootstrap = std::env::var("ADSTREAM_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let events: u64 = std::env::var("ADSTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let bootstrap =
+        std::env::var("ADSTREAM_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let mut kafka = ClientConfig::new();
     kafka.set("bootstrap.servers", &bootstrap);
-    let run = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp());
+    let run = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp()
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry_url = format!("http://{}", listener.local_addr()?);
@@ -52,15 +60,31 @@ async fn main() -> Result<()> {
         topic: format!("_schemas-{run}"),
         kafka_timeout: Duration::from_secs(10),
     };
-    tokio::spawn(adstream_schemas::registry::serve(listener, registry_config, std::future::pending()));
+    tokio::spawn(adstream_schemas::registry::serve(
+        listener,
+        registry_config,
+        std::future::pending(),
+    ));
 
-    let kinds = ["impressions", "clicks", "conversions", "campaigns", "creatives"];
+    let kinds = [
+        "impressions",
+        "clicks",
+        "conversions",
+        "campaigns",
+        "creatives",
+    ];
     let full_topics: Vec<String> = kinds.iter().map(|k| format!("{run}.full.{k}")).collect();
     let raw_topics: Vec<String> = kinds.iter().map(|k| format!("{run}.raw.{k}")).collect();
     let admin: AdminClient<DefaultClientContext> = kafka.create()?;
-    let new_topics: Vec<NewTopic> =
-        full_topics.iter().chain(&raw_topics).map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1))).collect();
-    for result in admin.create_topics(&new_topics, &AdminOptions::new()).await? {
+    let new_topics: Vec<NewTopic> = full_topics
+        .iter()
+        .chain(&raw_topics)
+        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await?
+    {
         if let Err((topic, code)) = result {
             bail!("cannot create {topic}: {code}");
         }
@@ -79,7 +103,11 @@ async fn main() -> Result<()> {
         source: "/adstream/bench".into(),
         connect_timeout: Duration::from_secs(10),
     };
-    let config = GeneratorConfig { seed: 7, events, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        seed: 7,
+        events,
+        ..GeneratorConfig::default()
+    };
     println!("adstream produce benchmark: {events} events, broker {bootstrap}, 1 producer thread");
 
     // 1. Generation alone.
@@ -98,23 +126,53 @@ async fn main() -> Result<()> {
             let (topic, key, timestamp, id, ce_type) = match &g.event {
                 GeneratedEvent::Impression(e) => {
                     encoders.impressions.encode(e, &mut buffer)?;
-                    (0, &e.campaign_id, e.event_time, &e.event_id, "io.adstream.ad.impression.v1")
+                    (
+                        0,
+                        &e.campaign_id,
+                        e.event_time,
+                        &e.event_id,
+                        "io.adstream.ad.impression.v1",
+                    )
                 }
                 GeneratedEvent::Click(e) => {
                     encoders.clicks.encode(e, &mut buffer)?;
-                    (1, &e.campaign_id, e.event_time, &e.event_id, "io.adstream.ad.click.v1")
+                    (
+                        1,
+                        &e.campaign_id,
+                        e.event_time,
+                        &e.event_id,
+                        "io.adstream.ad.click.v1",
+                    )
                 }
                 GeneratedEvent::Conversion(e) => {
                     encoders.conversions.encode(e, &mut buffer)?;
-                    (2, &e.user_id, e.event_time, &e.conversion_id, "io.adstream.conversion.v1")
+                    (
+                        2,
+                        &e.user_id,
+                        e.event_time,
+                        &e.conversion_id,
+                        "io.adstream.conversion.v1",
+                    )
                 }
                 GeneratedEvent::Campaign(e) => {
                     encoders.campaigns.encode(e, &mut buffer)?;
-                    (3, &e.campaign_id, e.updated_at, &e.campaign_id, "io.adstream.campaign.v1")
+                    (
+                        3,
+                        &e.campaign_id,
+                        e.updated_at,
+                        &e.campaign_id,
+                        "io.adstream.campaign.v1",
+                    )
                 }
                 GeneratedEvent::Creative(e) => {
                     encoders.creatives.encode(e, &mut buffer)?;
-                    (4, &e.creative_id, e.created_at, &e.creative_id, "io.adstream.creative.v1")
+                    (
+                        4,
+                        &e.creative_id,
+                        e.created_at,
+                        &e.creative_id,
+                        "io.adstream.creative.v1",
+                    )
                 }
             };
             raw.push(RawRecord {
@@ -137,13 +195,17 @@ async fn main() -> Result<()> {
     let encode_rate = raw.len() as f64 / started.elapsed().as_secs_f64();
 
     // 3. Baseline: produce the pre-serialized records with the same producer settings.
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        producer_config(&kafka).create().context("baseline producer")?;
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(&kafka)
+        .create()
+        .context("baseline producer")?;
     let started = Instant::now();
     for record in &raw {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
-            headers = headers.insert(Header { key, value: Some(value.as_str()) });
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
         }
         let mut pending = BaseRecord::to(&raw_topics[record.topic])
             .key(record.key.as_str())
@@ -167,14 +229,39 @@ async fn main() -> Result<()> {
     // 4. Full path.
     let full = EventProducer::connect(&settings(topics_of(&full_topics))).await?;
     let mut generator = Generator::new(config);
-    let done = tokio::task::block_in_place(|| produce_generated(&full, &mut generator, &RunOptions::default(), |_| {}))?;
+    let done = tokio::task::block_in_place(|| {
+        produce_generated(&full, &mut generator, &RunOptions::default(), |_| {})
+    })?;
     let full_rate = done.rate();
 
     println!("{:<52} {:>14} {:>10}", "path", "records/s", "vs raw");
-    println!("{:<52} {:>14.0} {:>10}", "generate only (no Kafka)", generate_rate, "-");
-    println!("{:<52} {:>14.0} {:>10}", "generate + encode (no Kafka)", encode_rate, "-");
-    println!("{:<52} {:>14.0} {:>9.2}x", "baseline: produce pre-serialized records", raw_rate, 1.0);
-    println!("{:<52} {:>14.0} {:>9.2}x", "generate + encode + produce (acknowledged)", full_rate, full_rate / raw_rate);
-    let _ = admin.delete_topics(&full_topics.iter().chain(&raw_topics).map(String::as_str).collect::<Vec<_>>(), &AdminOptions::new()).await;
+    println!(
+        "{:<52} {:>14.0} {:>10}",
+        "generate only (no Kafka)", generate_rate, "-"
+    );
+    println!(
+        "{:<52} {:>14.0} {:>10}",
+        "generate + encode (no Kafka)", encode_rate, "-"
+    );
+    println!(
+        "{:<52} {:>14.0} {:>9.2}x",
+        "baseline: produce pre-serialized records", raw_rate, 1.0
+    );
+    println!(
+        "{:<52} {:>14.0} {:>9.2}x",
+        "generate + encode + produce (acknowledged)",
+        full_rate,
+        full_rate / raw_rate
+    );
+    let _ = admin
+        .delete_topics(
+            &full_topics
+                .iter()
+                .chain(&raw_topics)
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            &AdminOptions::new(),
+        )
+        .await;
     Ok(())
 }

@@ -36,7 +36,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        serde_yaml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        serde_yaml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))
     }
 }
 
@@ -105,7 +106,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("adstream-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
-        std::fs::write(&path, "bootstrap_servers: file:9092\nkafka:\n  security.protocol: SASL_SSL\n").unwrap();
+        std::fs::write(
+            &path,
+            "bootstrap_servers: file:9092\nkafka:\n  security.protocol: SASL_SSL\n",
+        )
+        .unwrap();
         let s = Settings::resolve(None, None, Some(&path), &["linger.ms=7".into()]).unwrap();
         assert_eq!(s.bootstrap_servers, "file:9092");
         assert_eq!(s.registry_url, DEFAULT_REGISTRY_URL);
@@ -121,7 +126,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
         std::fs::write(&path, "bootstrap_server: x:1\n").unwrap();
-        let err = format!("{:#}", Settings::resolve(None, None, Some(&path), &[]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Settings::resolve(None, None, Some(&path), &[]).unwrap_err()
+        );
         assert!(err.contains("bootstrap_server"), "{err}");
         assert!(err.contains("c.yaml"), "{err}");
     }

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "adstream", version, about = "Stream processing for advertising events on Apache Kafka")]
+#[command(
+    name = "adstream",
+    version,
+    about = "Stream processing for advertising events on Apache Kafka"
+)]
 struct Cli {
     /// Kafka bootstrap servers [default: 127.0.0.1:9092].
     #[arg(long, global = true, env = "ADSTREAM_BOOTSTRAP_SERVERS")]
@@ -114,7 +118,11 @@ enum TopologyCommand {
 #[derive(clap::Args)]
 struct TopologyArg {
     /// The topology file.
-    #[arg(long = "topology", env = "ADSTREAM_TOPOLOGY", default_value = "topology/adstream.yaml")]
+    #[arg(
+        long = "topology",
+        env = "ADSTREAM_TOPOLOGY",
+        default_value = "topology/adstream.yaml"
+    )]
     path: PathBuf,
 }
 
@@ -198,13 +206,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -13,18 +13,32 @@ fn assert_fails_fast_with(args: &[&str], needle: &str, limit: Duration) {
     let took = started.elapsed();
     assert!(!run.status.success(), "{args:?} should fail");
     let stderr = run.stderr_text();
-    assert!(stderr.contains(needle), "{args:?}: expected '{needle}' in stderr:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected '{needle}' in stderr:\n{stderr}"
+    );
     assert!(took < limit, "{args:?} took {took:?}");
 }
 
 #[test]
 fn unreachable_broker_is_reported_within_seconds() {
     assert_fails_fast_with(
-        &["produce", "generate", "--events", "10", "--bootstrap-servers", "127.0.0.1:1"],
+        &[
+            "produce",
+            "generate",
+            "--events",
+            "10",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+        ],
         "cannot reach Kafka at 127.0.0.1:1",
         Duration::from_secs(20),
     );
-    assert_fails_fast_with(&["topics", "--bootstrap-servers", "127.0.0.1:1"], "127.0.0.1:1", Duration::from_secs(20));
+    assert_fails_fast_with(
+        &["topics", "--bootstrap-servers", "127.0.0.1:1"],
+        "127.0.0.1:1",
+        Duration::from_secs(20),
+    );
 }
 
 #[test]
@@ -32,7 +46,14 @@ fn unreachable_registry_is_reported_within_seconds() {
     let apply = adstream(&["topology", "apply"]);
     assert!(apply.status.success(), "{}", apply.stderr_text());
     assert_fails_fast_with(
-        &["produce", "generate", "--events", "10", "--registry-url", "http://127.0.0.1:1"],
+        &[
+            "produce",
+            "generate",
+            "--events",
+            "10",
+            "--registry-url",
+            "http://127.0.0.1:1",
+        ],
         "http://127.0.0.1:1",
         Duration::from_secs(20),
     );
@@ -46,7 +67,11 @@ fn unreachable_registry_is_reported_within_seconds() {
 #[test]
 fn bad_config_names_the_field_and_the_file() {
     let path = std::env::temp_dir().join(format!("{}.yaml", unique("bad-config")));
-    std::fs::write(&path, "bootstrap_servers: 127.0.0.1:9092\nregistry_ulr: http://x\n").expect("write");
+    std::fs::write(
+        &path,
+        "bootstrap_servers: 127.0.0.1:9092\nregistry_ulr: http://x\n",
+    )
+    .expect("write");
     let run = adstream(&["--config", path.to_str().expect("utf-8"), "topics"]);
     assert!(!run.status.success());
     let stderr = run.stderr_text();
@@ -56,14 +81,27 @@ fn bad_config_names_the_field_and_the_file() {
 
 #[test]
 fn missing_topology_file_is_named() {
-    let run = adstream(&["topology", "describe", "--topology", "no/such/topology.yaml"]);
+    let run = adstream(&[
+        "topology",
+        "describe",
+        "--topology",
+        "no/such/topology.yaml",
+    ]);
     assert!(!run.status.success());
-    assert!(run.stderr_text().contains("no/such/topology.yaml"), "{}", run.stderr_text());
+    assert!(
+        run.stderr_text().contains("no/such/topology.yaml"),
+        "{}",
+        run.stderr_text()
+    );
 }
 
 #[test]
 fn invalid_start_time_is_named() {
     let run = adstream(&["produce", "generate", "--start", "yesterday"]);
     assert!(!run.status.success());
-    assert!(run.stderr_text().contains("--start 'yesterday'"), "{}", run.stderr_text());
+    assert!(
+        run.stderr_text().contains("--start 'yesterday'"),
+        "{}",
+        run.stderr_text()
+    );
 }

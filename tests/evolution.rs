@@ -20,8 +20,12 @@ use common::{adstream, copy_schemas, start_registry};
 const CLICK_SUBJECT: &str = "ads.clicks-value";
 
 fn v2_click_schema(extra_field: serde_json::Value) -> String {
-    let mut schema: serde_json::Value = serde_json::from_str(AdClick::SCHEMA).expect("contract parses");
-    schema["fields"].as_array_mut().expect("fields").push(extra_field);
+    let mut schema: serde_json::Value =
+        serde_json::from_str(AdClick::SCHEMA).expect("contract parses");
+    schema["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(extra_field);
     serde_json::to_string_pretty(&schema).expect("serializes")
 }
 
@@ -57,7 +61,8 @@ async fn schema_by_id(registry: &str, id: u32) -> Schema {
         .json()
         .await
         .expect("json");
-    Schema::parse_str(body["schema"].as_str().expect("schema string")).expect("registry schema parses")
+    Schema::parse_str(body["schema"].as_str().expect("schema string"))
+        .expect("registry schema parses")
 }
 
 /// Decodes a wire-format record the way a consumer does: writer schema from the id, resolved to `reader`.
@@ -74,7 +79,9 @@ async fn decode(registry: &str, bytes: &[u8], reader: &Schema) -> Value {
 }
 
 fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
-    let Value::Record(fields) = value else { panic!("not a record: {value:?}") };
+    let Value::Record(fields) = value else {
+        panic!("not a record: {value:?}")
+    };
     fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
@@ -90,9 +97,17 @@ async fn v1_to_v2_evolution_end_to_end() {
     // v1: register the contract.
     let out = adstream(&["schemas", "register", "--registry-url", url]);
     assert!(out.status.success(), "{}", out.stderr_text());
-    assert!(out.stdout_text().contains(&format!("+ {CLICK_SUBJECT}")), "{}", out.stdout_text());
+    assert!(
+        out.stdout_text().contains(&format!("+ {CLICK_SUBJECT}")),
+        "{}",
+        out.stdout_text()
+    );
     let again = adstream(&["schemas", "register", "--registry-url", url]);
-    assert!(again.stdout_text().contains("unchanged"), "{}", again.stdout_text());
+    assert!(
+        again.stdout_text().contains("unchanged"),
+        "{}",
+        again.stdout_text()
+    );
 
     // v2: an optional field with a default is compatible under BACKWARD; check, then register.
     let v2_dir = copy_schemas("evolution-v2");
@@ -101,10 +116,35 @@ async fn v1_to_v2_evolution_end_to_end() {
         "doc": "URL the click landed on, when the platform reports it."
     }));
     write_click_schema(&v2_dir, &v2_text);
-    let check = adstream(&["schemas", "check", "--registry-url", url, "--dir", v2_dir.to_str().expect("utf-8")]);
-    assert!(check.status.success(), "{}\n{}", check.stdout_text(), check.stderr_text());
-    assert!(check.stdout_text().contains(&format!("ok   {CLICK_SUBJECT}")), "{}", check.stdout_text());
-    let register = adstream(&["schemas", "register", "--registry-url", url, "--dir", v2_dir.to_str().expect("utf-8")]);
+    let check = adstream(&[
+        "schemas",
+        "check",
+        "--registry-url",
+        url,
+        "--dir",
+        v2_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        check.stdout_text(),
+        check.stderr_text()
+    );
+    assert!(
+        check
+            .stdout_text()
+            .contains(&format!("ok   {CLICK_SUBJECT}")),
+        "{}",
+        check.stdout_text()
+    );
+    let register = adstream(&[
+        "schemas",
+        "register",
+        "--registry-url",
+        url,
+        "--dir",
+        v2_dir.to_str().expect("utf-8"),
+    ]);
     assert!(register.status.success(), "{}", register.stderr_text());
 
     let versions: Vec<u32> = reqwest::get(format!("{url}/subjects/{CLICK_SUBJECT}/versions"))
@@ -117,7 +157,12 @@ async fn v1_to_v2_evolution_end_to_end() {
     let id_of = |version: u32| {
         let url = format!("{url}/subjects/{CLICK_SUBJECT}/versions/{version}");
         async move {
-            let body: serde_json::Value = reqwest::get(url).await.expect("version").json().await.expect("json");
+            let body: serde_json::Value = reqwest::get(url)
+                .await
+                .expect("version")
+                .json()
+                .await
+                .expect("json");
             body["id"].as_u64().expect("id") as u32
         }
     };
@@ -127,12 +172,32 @@ async fn v1_to_v2_evolution_end_to_end() {
     // Data written with each version.
     let v1 = Schema::parse_str(AdClick::SCHEMA).expect("v1");
     let v2 = Schema::parse_str(&v2_text).expect("v2");
-    let v1_bytes = wire(v1_id, GenericDatumWriter::builder(&v1).build().expect("w1").write_ser_to_vec(&click()).expect("v1 data"));
+    let v1_bytes = wire(
+        v1_id,
+        GenericDatumWriter::builder(&v1)
+            .build()
+            .expect("w1")
+            .write_ser_to_vec(&click())
+            .expect("v1 data"),
+    );
     let mut v2_value = apache_avro::to_value(click()).expect("value");
     if let Value::Record(fields) = &mut v2_value {
-        fields.push(("landing_page_url".into(), Value::Union(1, Box::new(Value::String("https://shop.example/p/1".into())))));
+        fields.push((
+            "landing_page_url".into(),
+            Value::Union(
+                1,
+                Box::new(Value::String("https://shop.example/p/1".into())),
+            ),
+        ));
     }
-    let v2_bytes = wire(v2_id, GenericDatumWriter::builder(&v2).build().expect("w2").write_value_to_vec(v2_value).expect("v2 data"));
+    let v2_bytes = wire(
+        v2_id,
+        GenericDatumWriter::builder(&v2)
+            .build()
+            .expect("w2")
+            .write_value_to_vec(v2_value)
+            .expect("v2 data"),
+    );
 
     // A v1 reader reads both: the new field is skipped.
     for bytes in [&v1_bytes, &v2_bytes] {
@@ -143,11 +208,17 @@ async fn v1_to_v2_evolution_end_to_end() {
     }
     // A v2 reader reads both: v1 data gets the default.
     let old = decode(url, &v1_bytes, &v2).await;
-    assert_eq!(field(&old, "landing_page_url"), Some(&Value::Union(0, Box::new(Value::Null))));
+    assert_eq!(
+        field(&old, "landing_page_url"),
+        Some(&Value::Union(0, Box::new(Value::Null)))
+    );
     let new = decode(url, &v2_bytes, &v2).await;
     assert_eq!(
         field(&new, "landing_page_url"),
-        Some(&Value::Union(1, Box::new(Value::String("https://shop.example/p/1".into()))))
+        Some(&Value::Union(
+            1,
+            Box::new(Value::String("https://shop.example/p/1".into()))
+        ))
     );
 
     // An incompatible v3: a required field without a default cannot read old data.
@@ -156,12 +227,32 @@ async fn v1_to_v2_evolution_end_to_end() {
         "name": "attribution_window_days", "type": "int", "doc": "Required, no default: breaks old data."
     }));
     write_click_schema(&bad_dir, &bad_text);
-    let check = adstream(&["schemas", "check", "--registry-url", url, "--dir", bad_dir.to_str().expect("utf-8")]);
-    assert!(!check.status.success(), "incompatible schema must fail the check");
+    let check = adstream(&[
+        "schemas",
+        "check",
+        "--registry-url",
+        url,
+        "--dir",
+        bad_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        !check.status.success(),
+        "incompatible schema must fail the check"
+    );
     let report = check.stdout_text();
-    assert!(report.contains(&format!("FAIL {CLICK_SUBJECT}")), "{report}");
-    assert!(report.contains("attribution_window_days"), "the message names the field: {report}");
-    assert!(check.stderr_text().contains("incompatible"), "{}", check.stderr_text());
+    assert!(
+        report.contains(&format!("FAIL {CLICK_SUBJECT}")),
+        "{report}"
+    );
+    assert!(
+        report.contains("attribution_window_days"),
+        "the message names the field: {report}"
+    );
+    assert!(
+        check.stderr_text().contains("incompatible"),
+        "{}",
+        check.stderr_text()
+    );
 
     let response = reqwest::Client::new()
         .post(format!("{url}/subjects/{CLICK_SUBJECT}/versions"))
@@ -173,5 +264,11 @@ async fn v1_to_v2_evolution_end_to_end() {
     assert_eq!(response.status().as_u16(), 409);
     let body: serde_json::Value = response.json().await.expect("error body");
     assert_eq!(body["error_code"], 409);
-    assert!(body["message"].as_str().unwrap_or_default().contains("attribution_window_days"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("attribution_window_days"),
+        "{body}"
+    );
 }

@@ -17,7 +17,13 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use common::{bootstrap, start_registry, unique};
 
-const KINDS: [&str; 5] = ["impressions", "clicks", "conversions", "campaigns", "creatives"];
+const KINDS: [&str; 5] = [
+    "impressions",
+    "clicks",
+    "conversions",
+    "campaigns",
+    "creatives",
+];
 
 fn kafka() -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -34,8 +40,16 @@ async fn create_topics(prefix: &str, impression_configs: &[(&str, &str)]) -> Eve
         impressions = impressions.set(key, value);
     }
     let mut topics = vec![impressions];
-    topics.extend(names[1..].iter().map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1))));
-    for result in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
+    topics.extend(
+        names[1..]
+            .iter()
+            .map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1))),
+    );
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("create topics")
+    {
         result.expect("topic created");
     }
     EventTopics {
@@ -60,21 +74,32 @@ fn settings(topics: EventTopics, registry_url: &str) -> ProducerSettings {
 /// Reads a whole topic from the beginning (to the high watermark at call time).
 fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     let mut config = kafka();
-    config.set("group.id", unique("read")).set("enable.auto.commit", "false");
+    config
+        .set("group.id", unique("read"))
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let partitions = metadata.topics()[0].partitions().len() as i32;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0;
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
         remaining += high - low;
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
     let mut out = Vec::new();
     while remaining > 0 {
-        let message = consumer.poll(Duration::from_secs(10)).expect("a record before the timeout").expect("no error");
+        let message = consumer
+            .poll(Duration::from_secs(10))
+            .expect("a record before the timeout")
+            .expect("no error");
         out.push(message.detach());
         remaining -= 1;
     }
@@ -85,10 +110,18 @@ fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
 async fn generated_events_land_keyed_timestamped_with_headers() {
     let registry = start_registry("produce").await;
     let topics = create_topics(&unique("produce"), &[]).await;
-    let producer = EventProducer::connect(&settings(topics.clone(), &registry.url)).await.expect("connect");
-    let mut generator = Generator::new(GeneratorConfig { seed: 17, events: 5_000, ..GeneratorConfig::default() });
-    let done = tokio::task::block_in_place(|| produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {}))
-        .expect("all delivered");
+    let producer = EventProducer::connect(&settings(topics.clone(), &registry.url))
+        .await
+        .expect("connect");
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 17,
+        events: 5_000,
+        ..GeneratorConfig::default()
+    });
+    let done = tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    })
+    .expect("all delivered");
     let counts = generator.counts().clone();
     assert_eq!(done.delivered, 5_000 + counts.campaigns + counts.creatives);
 
@@ -100,18 +133,27 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
         let payload = message.payload().expect("payload");
         assert_eq!(payload[0], 0, "magic byte");
         assert_eq!(&payload[1..5], &click_schema_id, "schema id");
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&producer.schemas.clicks.schema)
-            .build()
-            .expect("reader")
-            .read_value(&mut &payload[5..])
-            .expect("decodes");
-        let click: adstream_schemas::events::AdClick = apache_avro::from_value(&value).expect("AdClick");
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(
+            &producer.schemas.clicks.schema,
+        )
+        .build()
+        .expect("reader")
+        .read_value(&mut &payload[5..])
+        .expect("decodes");
+        let click: adstream_schemas::events::AdClick =
+            apache_avro::from_value(&value).expect("AdClick");
         let key = std::str::from_utf8(message.key().expect("key")).expect("utf-8");
         assert_eq!(key, click.campaign_id);
         assert_eq!(message.timestamp().to_millis(), Some(click.event_time));
         // One key, one partition: co-partitioning rests on it.
-        let partition = *keys_per_partition.entry(key.to_string()).or_insert(message.partition());
-        assert_eq!(partition, message.partition(), "campaign {key} spread over partitions");
+        let partition = *keys_per_partition
+            .entry(key.to_string())
+            .or_insert(message.partition());
+        assert_eq!(
+            partition,
+            message.partition(),
+            "campaign {key} spread over partitions"
+        );
         let headers: HashMap<&str, &[u8]> = message
             .headers()
             .expect("headers")
@@ -123,11 +165,22 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
         assert_eq!(headers["ce_specversion"], b"1.0");
         assert_eq!(headers["ce_source"], b"/adstream/test");
         assert!(headers["ce_time"].starts_with(b"2026-11-"));
-        assert_eq!(headers["correlation_id"], click.impression_id.expect("generated clicks know their impression").as_bytes());
+        assert_eq!(
+            headers["correlation_id"],
+            click
+                .impression_id
+                .expect("generated clicks know their impression")
+                .as_bytes()
+        );
     }
     let conversions = read_all(&topics.conversions);
     assert_eq!(conversions.len() as u64, counts.conversions);
-    assert!(conversions.iter().all(|m| m.key().is_some_and(|k| k.starts_with(b"u-"))), "conversions keyed by user");
+    assert!(
+        conversions
+            .iter()
+            .all(|m| m.key().is_some_and(|k| k.starts_with(b"u-"))),
+        "conversions keyed by user"
+    );
 }
 
 /// Regression guard for "delivery failures are never swallowed": the broker refuses records larger than the
@@ -138,13 +191,25 @@ async fn refused_deliveries_fail_the_run() {
     let topics = create_topics(&unique("produce-fail"), &[("max.message.bytes", "64")]).await;
     let mut settings = settings(topics, &registry.url);
     // Send records one by one so that each one is judged alone against the limit.
-    settings.kafka.set("batch.num.messages", "1").set("compression.type", "none");
+    settings
+        .kafka
+        .set("batch.num.messages", "1")
+        .set("compression.type", "none");
     let producer = EventProducer::connect(&settings).await.expect("connect");
-    let mut generator = Generator::new(GeneratorConfig { seed: 3, events: 500, ..GeneratorConfig::default() });
-    let outcome = tokio::task::block_in_place(|| produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {}));
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 3,
+        events: 500,
+        ..GeneratorConfig::default()
+    });
+    let outcome = tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    });
     match outcome {
         Err(ProduceError::Delivery { failed, first, .. }) => {
-            assert!(failed >= generator.counts().impressions, "every impression failed: {failed}");
+            assert!(
+                failed >= generator.counts().impressions,
+                "every impression failed: {failed}"
+            );
             assert!(first.contains("impressions"), "{first}");
         }
         other => panic!("expected a delivery error, got {other:?}"),

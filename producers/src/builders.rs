@@ -5,7 +5,9 @@
 //! negative, a real event time), so that an invalid event is refused where it is made rather than dead-lettered
 //! downstream.
 
-use adstream_schemas::events::{AdClick, AdImpression, Conversion, ConversionType, Device, Placement, Platform};
+use adstream_schemas::events::{
+    AdClick, AdImpression, Conversion, ConversionType, Device, Placement, Platform,
+};
 
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +22,11 @@ pub struct InvalidEvent {
 }
 
 fn invalid(record: &'static str, field: &'static str, problem: impl Into<String>) -> InvalidEvent {
-    InvalidEvent { record, field, problem: problem.into() }
+    InvalidEvent {
+        record,
+        field,
+        problem: problem.into(),
+    }
 }
 
 fn require_id(record: &'static str, field: &'static str, value: &str) -> Result<(), InvalidEvent> {
@@ -32,12 +38,20 @@ fn require_id(record: &'static str, field: &'static str, value: &str) -> Result<
 
 fn require_currency(record: &'static str, value: &str) -> Result<(), InvalidEvent> {
     if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(record, "currency", format!("'{value}' is not an ISO 4217 code like USD")));
+        return Err(invalid(
+            record,
+            "currency",
+            format!("'{value}' is not an ISO 4217 code like USD"),
+        ));
     }
     Ok(())
 }
 
-fn require_non_negative(record: &'static str, field: &'static str, value: i64) -> Result<(), InvalidEvent> {
+fn require_non_negative(
+    record: &'static str,
+    field: &'static str,
+    value: i64,
+) -> Result<(), InvalidEvent> {
     if value < 0 {
         return Err(invalid(record, field, format!("{value} is negative")));
     }
@@ -47,7 +61,11 @@ fn require_non_negative(record: &'static str, field: &'static str, value: i64) -
 fn require_time(record: &'static str, value: i64) -> Result<(), InvalidEvent> {
     // Before 2000-01-01 is a unit mistake (seconds instead of millis) or a zero default, not an ad event.
     if value < 946_684_800_000 {
-        return Err(invalid(record, "event_time", format!("{value} is not epoch milliseconds after 2000")));
+        return Err(invalid(
+            record,
+            "event_time",
+            format!("{value} is not epoch milliseconds after 2000"),
+        ));
     }
     Ok(())
 }
@@ -214,7 +232,11 @@ pub struct ConversionBuilder {
 
 impl ConversionBuilder {
     /// Starts a conversion of `user_id` at `event_time_ms`, with no value.
-    pub fn new(conversion_id: impl Into<String>, event_time_ms: i64, user_id: impl Into<String>) -> Self {
+    pub fn new(
+        conversion_id: impl Into<String>,
+        event_time_ms: i64,
+        user_id: impl Into<String>,
+    ) -> Self {
         Self {
             event: Conversion {
                 conversion_id: conversion_id.into(),
@@ -277,22 +299,42 @@ mod tests {
             .expect("valid");
         assert_eq!(click.user_id.as_deref(), Some("u"));
         assert_eq!(click.currency, "EUR");
-        let imp = ImpressionBuilder::new("imp", 1_793_491_200_000, serving()).cost(4_000, "USD").build();
+        let imp = ImpressionBuilder::new("imp", 1_793_491_200_000, serving())
+            .cost(4_000, "USD")
+            .build();
         assert!(imp.is_ok());
-        let conv = ConversionBuilder::new("cv", 1_793_491_200_000, "u").kind(ConversionType::Purchase).value(5, "GBP");
+        let conv = ConversionBuilder::new("cv", 1_793_491_200_000, "u")
+            .kind(ConversionType::Purchase)
+            .value(5, "GBP");
         assert!(conv.build().is_ok());
     }
 
     #[test]
     fn refuses_what_the_schema_cannot_express() {
-        let err = ClickBuilder::new("clk", 1_793_491_200_000, serving()).cost(-1, "USD").build().unwrap_err();
+        let err = ClickBuilder::new("clk", 1_793_491_200_000, serving())
+            .cost(-1, "USD")
+            .build()
+            .unwrap_err();
         assert_eq!((err.record, err.field), ("AdClick", "cost_micros"));
-        let err = ImpressionBuilder::new("imp", 1_793_491_200, serving()).build().unwrap_err();
-        assert_eq!(err.field, "event_time", "seconds instead of millis is caught");
-        let err = ConversionBuilder::new("cv", 1_793_491_200_000, "u").value(1, "usd").build().unwrap_err();
+        let err = ImpressionBuilder::new("imp", 1_793_491_200, serving())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.field, "event_time",
+            "seconds instead of millis is caught"
+        );
+        let err = ConversionBuilder::new("cv", 1_793_491_200_000, "u")
+            .value(1, "usd")
+            .build()
+            .unwrap_err();
         assert_eq!(err.field, "currency");
-        let err = ConversionBuilder::new("cv", 1_793_491_200_000, " ").build().unwrap_err();
+        let err = ConversionBuilder::new("cv", 1_793_491_200_000, " ")
+            .build()
+            .unwrap_err();
         assert_eq!(err.field, "user_id");
-        assert_eq!(err.to_string(), "invalid Conversion.user_id: must not be empty");
+        assert_eq!(
+            err.to_string(),
+            "invalid Conversion.user_id: must not be empty"
+        );
     }
 }

@@ -26,8 +26,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use adstream_schemas::events::{
-    AdClick, AdImpression, Campaign, CampaignStatus, CampaignTargets, Conversion, ConversionType, Creative,
-    CreativeFormat, Device, Objective, Placement, Platform,
+    AdClick, AdImpression, Campaign, CampaignStatus, CampaignTargets, Conversion, ConversionType,
+    Creative, CreativeFormat, Device, Objective, Placement, Platform,
 };
 use chrono::{DateTime, Offset, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
@@ -50,9 +50,21 @@ const TIME_ZONES: [&str; 8] = [
     "America/Sao_Paulo",
     "Asia/Singapore",
 ];
-const CURRENCIES: [&str; 9] = ["USD", "USD", "USD", "USD", "USD", "USD", "EUR", "EUR", "GBP"];
+const CURRENCIES: [&str; 9] = [
+    "USD", "USD", "USD", "USD", "USD", "USD", "EUR", "EUR", "GBP",
+];
 const HEADLINE_WORDS: [&str; 12] = [
-    "Save", "Today", "New", "Free shipping", "Limited", "Discover", "Upgrade", "Exclusive", "Now", "Deals", "Try",
+    "Save",
+    "Today",
+    "New",
+    "Free shipping",
+    "Limited",
+    "Discover",
+    "Upgrade",
+    "Exclusive",
+    "Now",
+    "Deals",
+    "Try",
     "Winter",
 ];
 
@@ -203,6 +215,9 @@ pub struct CreativeTruth {
     pub reach: u64,
 }
 
+/// Touches and conversions per numeric user id, in emission order; kept only for runs small enough to list journeys.
+type JourneyLog = BTreeMap<u64, (Vec<Touch>, Vec<JourneyConversion>)>;
+
 /// A converting user's touches and conversions, in event-time order.
 #[derive(Debug, Clone, Serialize)]
 pub struct Journey {
@@ -276,8 +291,13 @@ impl CreativeModel {
     }
 
     fn current_ctr(&self, exposure: f64) -> f64 {
-        match (self.truth.fatigue_onset_frequency, self.truth.fatigue_lambda) {
-            (Some(f0), Some(lambda)) if exposure > f0 => self.truth.baseline_ctr * (-lambda * (exposure - f0)).exp(),
+        match (
+            self.truth.fatigue_onset_frequency,
+            self.truth.fatigue_lambda,
+        ) {
+            (Some(f0), Some(lambda)) if exposure > f0 => {
+                self.truth.baseline_ctr * (-lambda * (exposure - f0)).exp()
+            }
             _ => self.truth.baseline_ctr,
         }
     }
@@ -340,7 +360,7 @@ pub struct Generator {
     last_ms: Option<i64>,
     out_of_order_ids: Vec<String>,
     late_ids: Vec<String>,
-    touches: Option<BTreeMap<u64, (Vec<Touch>, Vec<JourneyConversion>)>>,
+    touches: Option<JourneyLog>,
 }
 
 impl Generator {
@@ -353,7 +373,9 @@ impl Generator {
         let days = f64::from(config.days.max(1));
         let mut campaigns = Vec::with_capacity(campaign_count);
         let mut creatives = Vec::new();
-        let mut shares: Vec<f64> = (0..campaign_count).map(|_| lognormal(&mut rng, 0.5)).collect();
+        let mut shares: Vec<f64> = (0..campaign_count)
+            .map(|_| lognormal(&mut rng, 0.5))
+            .collect();
         let total_share: f64 = shares.iter().sum();
         shares.iter_mut().for_each(|s| *s /= total_share);
 
@@ -362,22 +384,46 @@ impl Generator {
             let platform = Platform::ALL[index % Platform::ALL.len()];
             let creative_count = rng.gen_range(3..=6usize);
             let campaign_impressions = expected_impressions * share;
-            let audience = ((campaign_impressions / creative_count as f64 / TARGET_FREQUENCY).ceil() as u64).max(20);
+            let audience =
+                ((campaign_impressions / creative_count as f64 / TARGET_FREQUENCY).ceil() as u64)
+                    .max(20);
             audience_sizes.push((platform, creative_count, audience));
         }
         // Campaign audiences are ranges of one user pool; the pool is smaller than their sum, so they overlap.
-        let pool: u64 = ((audience_sizes.iter().map(|a| a.2).sum::<u64>() as f64) * 0.6).ceil() as u64;
+        let pool: u64 =
+            ((audience_sizes.iter().map(|a| a.2).sum::<u64>() as f64) * 0.6).ceil() as u64;
         let pool = pool.max(audience_sizes.iter().map(|a| a.2).max().unwrap_or(1));
 
-        for (index, (platform, creative_count, audience)) in audience_sizes.into_iter().enumerate() {
+        for (index, (platform, creative_count, audience)) in audience_sizes.into_iter().enumerate()
+        {
             let share = shares[index];
             let slug = platform.slug();
             let campaign_id = format!("{slug}-cmp-{index:04}");
             let (billing, base_ctr_median, cpm_usd, cpc_usd, objective) = match platform {
-                Platform::GoogleAds => ("CPC", 0.035, 0.0, rng.gen_range(0.8..3.0), Objective::Conversions),
-                Platform::Linkedin => ("CPC", 0.006, 0.0, rng.gen_range(4.0..8.0), Objective::Leads),
-                Platform::Meta => ("CPM", 0.012, rng.gen_range(7.0..13.0), 0.0, Objective::Conversions),
-                _ => ("CPM", 0.009, rng.gen_range(5.0..10.0), 0.0, Objective::AppInstalls),
+                Platform::GoogleAds => (
+                    "CPC",
+                    0.035,
+                    0.0,
+                    rng.gen_range(0.8..3.0),
+                    Objective::Conversions,
+                ),
+                Platform::Linkedin => {
+                    ("CPC", 0.006, 0.0, rng.gen_range(4.0..8.0), Objective::Leads)
+                }
+                Platform::Meta => (
+                    "CPM",
+                    0.012,
+                    rng.gen_range(7.0..13.0),
+                    0.0,
+                    Objective::Conversions,
+                ),
+                _ => (
+                    "CPM",
+                    0.009,
+                    rng.gen_range(5.0..10.0),
+                    0.0,
+                    Objective::AppInstalls,
+                ),
             };
             let base_ctr = (base_ctr_median * lognormal(&mut rng, 0.3)).min(0.2);
             let cvr = rng.gen_range(0.02..0.06);
@@ -401,14 +447,20 @@ impl Generator {
                 campaign_id: campaign_id.clone(),
                 platform,
                 account_id: format!("{slug}-acct-{:02}", index / 8),
-                name: format!("{} {} #{index}", platform_name(platform), objective_name(objective)),
+                name: format!(
+                    "{} {} #{index}",
+                    platform_name(platform),
+                    objective_name(objective)
+                ),
                 objective,
                 status: CampaignStatus::Active,
                 currency: currency.to_string(),
                 daily_budget_micros: Some(daily_budget),
                 lifetime_budget_micros: lifetime_budget,
                 start_time: config.start_ms - 30 * DAY_MS,
-                end_time: rng.gen_bool(0.5).then_some(config.start_ms + (i64::from(config.days) + 30) * DAY_MS),
+                end_time: rng
+                    .gen_bool(0.5)
+                    .then_some(config.start_ms + (i64::from(config.days) + 30) * DAY_MS),
                 time_zone: time_zone.to_string(),
                 targets,
                 updated_at: config.start_ms,
@@ -419,7 +471,10 @@ impl Generator {
                 let planted = rng.gen_bool(config.fatigued_creative_share.clamp(0.0, 1.0));
                 let baseline_ctr = (base_ctr * lognormal(&mut rng, 0.15)).min(0.25);
                 let (onset, lambda) = if planted {
-                    (Some(round4(rng.gen_range(1.5..3.0))), Some(round4(rng.gen_range(0.25..0.5))))
+                    (
+                        Some(round4(rng.gen_range(1.5..3.0))),
+                        Some(round4(rng.gen_range(0.25..0.5))),
+                    )
                 } else {
                     (None, None)
                 };
@@ -430,8 +485,11 @@ impl Generator {
                         campaign_id: campaign_id.clone(),
                         ad_group_id: format!("{campaign_id}-ag-{}", j % 2),
                         platform,
-                        format: [CreativeFormat::Image, CreativeFormat::Video, CreativeFormat::Carousel]
-                            [rng.gen_range(0..3)],
+                        format: [
+                            CreativeFormat::Image,
+                            CreativeFormat::Video,
+                            CreativeFormat::Carousel,
+                        ][rng.gen_range(0..3)],
                         headline: format!(
                             "{} {}",
                             HEADLINE_WORDS[rng.gen_range(0..HEADLINE_WORDS.len())],
@@ -484,14 +542,18 @@ impl Generator {
                 let mut cumulative = Vec::with_capacity(campaigns.len());
                 let mut total = 0.0;
                 for campaign in &campaigns {
-                    let local_hour = (hour as i64 + i64::from(campaign.tz_offset_hours)).rem_euclid(24) as f64;
+                    let local_hour =
+                        (hour as i64 + i64::from(campaign.tz_offset_hours)).rem_euclid(24) as f64;
                     total += campaign.share * diurnal(local_hour);
                     cumulative.push(total);
                 }
                 (total, cumulative)
             })
             .collect();
-        let weight_ms: f64 = hourly_weights.iter().map(|(total, _)| total * HOUR_MS as f64).sum();
+        let weight_ms: f64 = hourly_weights
+            .iter()
+            .map(|(total, _)| total * HOUR_MS as f64)
+            .sum();
         let rate_per_weight_ms = expected_impressions.max(1.0) / weight_ms;
 
         let mut reference = Vec::with_capacity(campaigns.len() + creatives.len());
@@ -561,17 +623,36 @@ impl Generator {
         &self.counts
     }
 
-    fn schedule(&mut self, event_ms: i64, event: GeneratedEvent, correlation_id: String, creative: Option<usize>) {
+    fn schedule(
+        &mut self,
+        event_ms: i64,
+        event: GeneratedEvent,
+        correlation_id: String,
+        creative: Option<usize>,
+    ) {
         let roll: f64 = self.rng.gen();
         let (disorder, emit_ms) = if roll < self.config.late_share {
-            (Disorder::Late, event_ms + self.rng.gen_range(HOUR_MS..6 * HOUR_MS))
+            (
+                Disorder::Late,
+                event_ms + self.rng.gen_range(HOUR_MS..6 * HOUR_MS),
+            )
         } else if roll < self.config.late_share + self.config.out_of_order_share {
-            (Disorder::OutOfOrder, event_ms + self.rng.gen_range(1_000..120_000))
+            (
+                Disorder::OutOfOrder,
+                event_ms + self.rng.gen_range(1_000..120_000),
+            )
         } else {
             (Disorder::InOrder, event_ms)
         };
         self.seq += 1;
-        self.queue.push(Reverse(Pending { emit_ms, seq: self.seq, event, correlation_id, disorder, creative }));
+        self.queue.push(Reverse(Pending {
+            emit_ms,
+            seq: self.seq,
+            event,
+            correlation_id,
+            disorder,
+            creative,
+        }));
     }
 
     /// Draws the next impression (and schedules its click and conversion, if any).
@@ -580,7 +661,9 @@ impl Generator {
         let hour = (((now as i64) - self.config.start_ms) / HOUR_MS).max(0) as usize;
         let (total, cumulative) = &self.hourly_weights[hour % self.hourly_weights.len()];
         let (total, pick) = (*total, self.rng.gen::<f64>() * *total);
-        let campaign_index = cumulative.partition_point(|w| *w < pick).min(self.campaigns.len() - 1);
+        let campaign_index = cumulative
+            .partition_point(|w| *w < pick)
+            .min(self.campaigns.len() - 1);
         self.next_impression_ms += exp1(&mut self.rng) / (self.rate_per_weight_ms * total);
         let event_ms = now as i64;
 
@@ -592,7 +675,10 @@ impl Generator {
         let exposure = self.creatives[creative_index].expose(user_offset);
         let ctr = {
             let creative = &mut self.creatives[creative_index];
-            if let (Some(f0), None) = (creative.truth.fatigue_onset_frequency, creative.truth.fatigue_onset_ms) {
+            if let (Some(f0), None) = (
+                creative.truth.fatigue_onset_frequency,
+                creative.truth.fatigue_onset_ms,
+            ) {
                 if exposure >= f0 {
                     creative.truth.fatigue_onset_ms = Some(event_ms);
                 }
@@ -604,8 +690,13 @@ impl Generator {
         let noise = lognormal(&mut self.rng, 0.25);
         self.seq += 1;
         let impression_id = format!("imp-{:x}-{}", self.config.seed, self.seq);
-        let device = [Device::Mobile, Device::Mobile, Device::Mobile, Device::Desktop, Device::Tablet]
-            [self.rng.gen_range(0..5)];
+        let device = [
+            Device::Mobile,
+            Device::Mobile,
+            Device::Mobile,
+            Device::Desktop,
+            Device::Tablet,
+        ][self.rng.gen_range(0..5)];
         let impression = AdImpression {
             event_id: impression_id.clone(),
             event_time: event_ms,
@@ -643,13 +734,17 @@ impl Generator {
                 currency: impression.currency.clone(),
             });
             if self.rng.gen_bool(campaign.truth.cvr) {
-                conversion_at = Some(event_ms + delay + (exp1(&mut self.rng) * 3.0 * HOUR_MS as f64) as i64 + 1_000);
+                conversion_at = Some(
+                    event_ms + delay + (exp1(&mut self.rng) * 3.0 * HOUR_MS as f64) as i64 + 1_000,
+                );
             }
         } else if view_through {
-            conversion_at = Some(event_ms + (exp1(&mut self.rng) * 12.0 * HOUR_MS as f64) as i64 + 60_000);
+            conversion_at =
+                Some(event_ms + (exp1(&mut self.rng) * 12.0 * HOUR_MS as f64) as i64 + 60_000);
         }
         let conversion = conversion_at.map(|at| {
-            let value_micros = (campaign.median_order_value_micros * lognormal(&mut self.rng, 0.5)) as i64;
+            let value_micros =
+                (campaign.median_order_value_micros * lognormal(&mut self.rng, 0.5)) as i64;
             Conversion {
                 conversion_id: format!("cv-{:x}-{}", self.config.seed, self.seq + 1),
                 event_time: at,
@@ -662,12 +757,27 @@ impl Generator {
         if conversion.is_some() {
             self.seq += 1;
         }
-        self.schedule(event_ms, GeneratedEvent::Impression(impression), impression_id.clone(), Some(creative_index));
+        self.schedule(
+            event_ms,
+            GeneratedEvent::Impression(impression),
+            impression_id.clone(),
+            Some(creative_index),
+        );
         if let Some(click) = click {
-            self.schedule(click.event_time, GeneratedEvent::Click(click), impression_id.clone(), Some(creative_index));
+            self.schedule(
+                click.event_time,
+                GeneratedEvent::Click(click),
+                impression_id.clone(),
+                Some(creative_index),
+            );
         }
         if let Some(conversion) = conversion {
-            self.schedule(conversion.event_time, GeneratedEvent::Conversion(conversion), impression_id, None);
+            self.schedule(
+                conversion.event_time,
+                GeneratedEvent::Conversion(conversion),
+                impression_id,
+                None,
+            );
         }
     }
 
@@ -678,18 +788,33 @@ impl Generator {
                 if let Some(c) = pending.creative.and_then(|i| self.creatives.get_mut(i)) {
                     c.truth.impressions += 1;
                 }
-                (&e.event_id, e.event_time, e.user_id.as_deref(), Some(("impression", &e.campaign_id, &e.creative_id)))
+                (
+                    &e.event_id,
+                    e.event_time,
+                    e.user_id.as_deref(),
+                    Some(("impression", &e.campaign_id, &e.creative_id)),
+                )
             }
             GeneratedEvent::Click(e) => {
                 self.counts.clicks += 1;
                 if let Some(c) = pending.creative.and_then(|i| self.creatives.get_mut(i)) {
                     c.truth.clicks += 1;
                 }
-                (&e.event_id, e.event_time, e.user_id.as_deref(), Some(("click", &e.campaign_id, &e.creative_id)))
+                (
+                    &e.event_id,
+                    e.event_time,
+                    e.user_id.as_deref(),
+                    Some(("click", &e.campaign_id, &e.creative_id)),
+                )
             }
             GeneratedEvent::Conversion(e) => {
                 self.counts.conversions += 1;
-                (&e.conversion_id, e.event_time, Some(e.user_id.as_str()), None)
+                (
+                    &e.conversion_id,
+                    e.event_time,
+                    Some(e.user_id.as_str()),
+                    None,
+                )
             }
             GeneratedEvent::Campaign(_) | GeneratedEvent::Creative(_) => return,
         };
@@ -700,7 +825,8 @@ impl Generator {
         }
         self.first_ms = Some(self.first_ms.map_or(time, |t| t.min(time)));
         self.last_ms = Some(self.last_ms.map_or(time, |t| t.max(time)));
-        let (Some(touches), Some(user)) = (self.touches.as_mut(), user.and_then(parse_user_id)) else {
+        let (Some(touches), Some(user)) = (self.touches.as_mut(), user.and_then(parse_user_id))
+        else {
             return;
         };
         let entry = touches.entry(user).or_default();
@@ -738,12 +864,18 @@ impl Iterator for Generator {
             return None;
         }
         loop {
-            let due = self.queue.peek().map(|Reverse(p)| p.emit_ms as f64 <= self.next_impression_ms);
+            let due = self
+                .queue
+                .peek()
+                .map(|Reverse(p)| p.emit_ms as f64 <= self.next_impression_ms);
             if due == Some(true) {
                 let Reverse(pending) = self.queue.pop()?;
                 self.record_emitted(&pending);
                 self.emitted += 1;
-                return Some(Generated { event: pending.event, correlation_id: pending.correlation_id });
+                return Some(Generated {
+                    event: pending.event,
+                    correlation_id: pending.correlation_id,
+                });
             }
             self.generate_impression();
         }
@@ -756,9 +888,17 @@ fn diurnal(local_hour: f64) -> f64 {
 }
 
 fn utc_offset_hours(time_zone: &str, at_ms: i64) -> i32 {
-    let Ok(tz) = time_zone.parse::<chrono_tz::Tz>() else { return 0 };
-    let Some(utc) = DateTime::<Utc>::from_timestamp_millis(at_ms) else { return 0 };
-    tz.from_utc_datetime(&utc.naive_utc()).offset().fix().local_minus_utc() / 3600
+    let Ok(tz) = time_zone.parse::<chrono_tz::Tz>() else {
+        return 0;
+    };
+    let Some(utc) = DateTime::<Utc>::from_timestamp_millis(at_ms) else {
+        return 0;
+    };
+    tz.from_utc_datetime(&utc.naive_utc())
+        .offset()
+        .fix()
+        .local_minus_utc()
+        / 3600
 }
 
 fn user_id(index: u64) -> String {
@@ -818,7 +958,11 @@ mod tests {
     use std::collections::HashSet;
 
     fn config(seed: u64, events: u64) -> GeneratorConfig {
-        GeneratorConfig { seed, events, ..GeneratorConfig::default() }
+        GeneratorConfig {
+            seed,
+            events,
+            ..GeneratorConfig::default()
+        }
     }
 
     fn id_of(event: &GeneratedEvent) -> &str {
@@ -845,16 +989,28 @@ mod tests {
         let mut generator = Generator::new(config(3, 20_000));
         let all: Vec<Generated> = generator.by_ref().collect();
         let counts = generator.counts().clone();
-        assert_eq!(counts.impressions + counts.clicks + counts.conversions, 20_000);
-        assert_eq!(all.len() as u64, 20_000 + counts.campaigns + counts.creatives);
+        assert_eq!(
+            counts.impressions + counts.clicks + counts.conversions,
+            20_000
+        );
+        assert_eq!(
+            all.len() as u64,
+            20_000 + counts.campaigns + counts.creatives
+        );
         assert_eq!(counts.campaigns, 24);
         let reference = (counts.campaigns + counts.creatives) as usize;
-        assert!(all[..reference].iter().all(|g| matches!(g.event, GeneratedEvent::Campaign(_) | GeneratedEvent::Creative(_))));
+        assert!(all[..reference].iter().all(|g| matches!(
+            g.event,
+            GeneratedEvent::Campaign(_) | GeneratedEvent::Creative(_)
+        )));
         let ids: HashSet<&str> = all.iter().map(|g| id_of(&g.event)).collect();
         assert_eq!(ids.len(), all.len(), "ids are unique");
         let platforms: HashSet<Platform> = all
             .iter()
-            .filter_map(|g| match &g.event { GeneratedEvent::Campaign(c) => Some(c.platform), _ => None })
+            .filter_map(|g| match &g.event {
+                GeneratedEvent::Campaign(c) => Some(c.platform),
+                _ => None,
+            })
             .collect();
         assert_eq!(platforms.len(), 4);
     }
@@ -864,12 +1020,21 @@ mod tests {
         let all: Vec<Generated> = Generator::new(config(11, 50_000)).collect();
         let impressions: std::collections::HashMap<&str, &AdImpression> = all
             .iter()
-            .filter_map(|g| match &g.event { GeneratedEvent::Impression(i) => Some((i.event_id.as_str(), i)), _ => None })
+            .filter_map(|g| match &g.event {
+                GeneratedEvent::Impression(i) => Some((i.event_id.as_str(), i)),
+                _ => None,
+            })
             .collect();
         let mut clicks = 0;
         for g in &all {
             if let GeneratedEvent::Click(click) = &g.event {
-                let Some(imp) = click.impression_id.as_deref().and_then(|id| impressions.get(id)) else { continue };
+                let Some(imp) = click
+                    .impression_id
+                    .as_deref()
+                    .and_then(|id| impressions.get(id))
+                else {
+                    continue;
+                };
                 assert!(click.event_time > imp.event_time);
                 assert_eq!(click.campaign_id, imp.campaign_id);
                 assert_eq!(g.correlation_id, imp.event_id);
@@ -887,7 +1052,10 @@ mod tests {
         let ctr = m.counts.clicks as f64 / m.counts.impressions as f64;
         assert!((0.003..0.05).contains(&ctr), "overall CTR {ctr}");
         let conversions_per_click = m.counts.conversions as f64 / m.counts.clicks as f64;
-        assert!((0.01..0.15).contains(&conversions_per_click), "{conversions_per_click}");
+        assert!(
+            (0.01..0.15).contains(&conversions_per_click),
+            "{conversions_per_click}"
+        );
         let ooo = m.out_of_order_ids.len() as f64 / 200_000.0;
         let late = m.late_ids.len() as f64 / 200_000.0;
         assert!((0.007..0.013).contains(&ooo), "out-of-order share {ooo}");
@@ -896,9 +1064,19 @@ mod tests {
         assert!(!journeys.is_empty());
         let multi_campaign = journeys
             .iter()
-            .filter(|j| j.touches.iter().map(|t| &t.campaign_id).collect::<HashSet<_>>().len() > 1)
+            .filter(|j| {
+                j.touches
+                    .iter()
+                    .map(|t| &t.campaign_id)
+                    .collect::<HashSet<_>>()
+                    .len()
+                    > 1
+            })
             .count();
-        assert!(multi_campaign * 4 > journeys.len(), "most converting users meet several campaigns");
+        assert!(
+            multi_campaign * 4 > journeys.len(),
+            "most converting users meet several campaigns"
+        );
     }
 
     /// The planted curve is visible in the data: a fatigued creative's CTR after onset is well below its CTR
@@ -908,8 +1086,16 @@ mod tests {
         let mut generator = Generator::new(config(21, 300_000));
         let all: Vec<Generated> = generator.by_ref().collect();
         let manifest = generator.manifest();
-        let fatigued: Vec<&CreativeTruth> = manifest.creatives.iter().filter(|c| c.fatigue_onset_ms.is_some()).collect();
-        assert!(fatigued.len() >= 5, "some creatives fatigue: {}", fatigued.len());
+        let fatigued: Vec<&CreativeTruth> = manifest
+            .creatives
+            .iter()
+            .filter(|c| c.fatigue_onset_ms.is_some())
+            .collect();
+        assert!(
+            fatigued.len() >= 5,
+            "some creatives fatigue: {}",
+            fatigued.len()
+        );
         let (mut before, mut after) = ((0u64, 0u64), (0u64, 0u64));
         for creative in &fatigued {
             let onset = creative.fatigue_onset_ms.unwrap_or(i64::MAX);
@@ -922,12 +1108,23 @@ mod tests {
                 if *id != creative.creative_id {
                     continue;
                 }
-                let bucket = if time < onset { &mut before } else { &mut after };
-                if click { bucket.1 += 1 } else { bucket.0 += 1 }
+                let bucket = if time < onset {
+                    &mut before
+                } else {
+                    &mut after
+                };
+                if click {
+                    bucket.1 += 1
+                } else {
+                    bucket.0 += 1
+                }
             }
         }
         let ctr_before = before.1 as f64 / before.0 as f64;
         let ctr_after = after.1 as f64 / after.0 as f64;
-        assert!(ctr_after < ctr_before * 0.8, "before {ctr_before} after {ctr_after}");
+        assert!(
+            ctr_after < ctr_before * 0.8,
+            "before {ctr_before} after {ctr_after}"
+        );
     }
 }

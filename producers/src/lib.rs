@@ -9,5 +9,5 @@
 
 pub mod builders;
 pub mod generator;
-pub mod producer;
 pub mod pipeline;
+pub mod producer;

@@ -21,7 +21,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { rate: None, progress_every: Duration::from_secs(1), flush_timeout: Duration::from_secs(60) }
+        Self {
+            rate: None,
+            progress_every: Duration::from_secs(1),
+            flush_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -65,11 +69,21 @@ pub fn produce_generated(
             };
             let correlation = generated.correlation_id.as_str();
             match &generated.event {
-                GeneratedEvent::Impression(e) => producer.send(&encoders.impressions, e, correlation, &mut buffer)?,
-                GeneratedEvent::Click(e) => producer.send(&encoders.clicks, e, correlation, &mut buffer)?,
-                GeneratedEvent::Conversion(e) => producer.send(&encoders.conversions, e, correlation, &mut buffer)?,
-                GeneratedEvent::Campaign(e) => producer.send(&encoders.campaigns, e, correlation, &mut buffer)?,
-                GeneratedEvent::Creative(e) => producer.send(&encoders.creatives, e, correlation, &mut buffer)?,
+                GeneratedEvent::Impression(e) => {
+                    producer.send(&encoders.impressions, e, correlation, &mut buffer)?
+                }
+                GeneratedEvent::Click(e) => {
+                    producer.send(&encoders.clicks, e, correlation, &mut buffer)?
+                }
+                GeneratedEvent::Conversion(e) => {
+                    producer.send(&encoders.conversions, e, correlation, &mut buffer)?
+                }
+                GeneratedEvent::Campaign(e) => {
+                    producer.send(&encoders.campaigns, e, correlation, &mut buffer)?
+                }
+                GeneratedEvent::Creative(e) => {
+                    producer.send(&encoders.creatives, e, correlation, &mut buffer)?
+                }
             }
             sent += 1;
         }
@@ -81,9 +95,17 @@ pub fn produce_generated(
         }
         if last_report.elapsed() >= options.progress_every {
             last_report = Instant::now();
-            on_progress(Progress { sent, delivered: producer.stats().delivered(), elapsed: started.elapsed() });
+            on_progress(Progress {
+                sent,
+                delivered: producer.stats().delivered(),
+                elapsed: started.elapsed(),
+            });
         }
     }
     let delivered = producer.flush(options.flush_timeout)?;
-    Ok(Progress { sent, delivered, elapsed: started.elapsed() })
+    Ok(Progress {
+        sent,
+        delivered,
+        elapsed: started.elapsed(),
+    })
 }

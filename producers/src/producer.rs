@@ -29,7 +29,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, ClientContext, Message};
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 
 /// How many failed deliveries keep their error message for the final report.
 const KEPT_FAILURES: usize = 5;
@@ -86,12 +88,14 @@ pub enum ProduceError {
         id: String,
         /// Topic.
         topic: String,
-        /// librdkafka's error.
+        /// librdkafka's error (boxed: it is large and this path is cold).
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// Some records were not delivered before the flush deadline or failed permanently.
-    #[error("{failed} record(s) were not delivered ({delivered} delivered); first failures: {first}")]
+    #[error(
+        "{failed} record(s) were not delivered ({delivered} delivered); first failures: {first}"
+    )]
     Delivery {
         /// Failed deliveries.
         failed: u64,
@@ -178,7 +182,11 @@ impl ProducerContext for DeliveryContext {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut failures) = self.stats.failures.lock() {
                     if failures.len() < KEPT_FAILURES {
-                        failures.push(format!("{}[{}]: {error}", message.topic(), message.partition()));
+                        failures.push(format!(
+                            "{}[{}]: {error}",
+                            message.topic(),
+                            message.partition()
+                        ));
                     }
                 }
             }
@@ -206,23 +214,33 @@ pub struct WireEncoder<'a> {
 impl<'a> WireEncoder<'a> {
     /// Builds an encoder for `topic`; resolving the schema costs a walk over it, so build once per batch.
     pub fn new(topic: &'a TopicSchema) -> Result<Self, ProduceError> {
-        let writer = GenericDatumWriter::builder(&topic.schema).build().map_err(|source| ProduceError::Encode {
-            id: String::new(),
-            schema: "(schema resolution)",
-            source: Box::new(source),
-        })?;
+        let writer = GenericDatumWriter::builder(&topic.schema)
+            .build()
+            .map_err(|source| ProduceError::Encode {
+                id: String::new(),
+                schema: "(schema resolution)",
+                source: Box::new(source),
+            })?;
         Ok(Self { topic, writer })
     }
 
     /// Clears `buffer` and writes magic byte, schema id and the Avro body of `record` into it.
-    pub fn encode<T: AvroRecord>(&self, record: &T, buffer: &mut Vec<u8>) -> Result<(), ProduceError> {
+    pub fn encode<T: AvroRecord>(
+        &self,
+        record: &T,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), ProduceError> {
         buffer.clear();
         buffer.push(0);
         buffer.extend_from_slice(&self.topic.id.to_be_bytes());
         self.writer
             .write_ser(buffer, record)
             .map(|_| ())
-            .map_err(|source| ProduceError::Encode { id: record.id().to_string(), schema: T::FULL_NAME, source: Box::new(source) })
+            .map_err(|source| ProduceError::Encode {
+                id: record.id().to_string(),
+                schema: T::FULL_NAME,
+                source: Box::new(source),
+            })
     }
 
     /// The topic this encoder writes for.
@@ -312,9 +330,15 @@ impl EventProducer {
     pub async fn connect(settings: &ProducerSettings) -> Result<Self, ProduceError> {
         let stats = Arc::new(DeliveryStats::default());
         let producer: ThreadedProducer<DeliveryContext> = producer_config(&settings.kafka)
-            .create_with_context(DeliveryContext { stats: Arc::clone(&stats) })
+            .create_with_context(DeliveryContext {
+                stats: Arc::clone(&stats),
+            })
             .map_err(ProduceError::Config)?;
-        let bootstrap = settings.kafka.get("bootstrap.servers").unwrap_or_default().to_string();
+        let bootstrap = settings
+            .kafka
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_string();
         let metadata = {
             let client = producer.client();
             let timeout = settings.connect_timeout;
@@ -323,8 +347,17 @@ impl EventProducer {
         }
         .map_err(|source| ProduceError::Unreachable { bootstrap, source })?;
         let topics = &settings.topics;
-        for topic in [&topics.impressions, &topics.clicks, &topics.conversions, &topics.campaigns, &topics.creatives] {
-            let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none());
+        for topic in [
+            &topics.impressions,
+            &topics.clicks,
+            &topics.conversions,
+            &topics.campaigns,
+            &topics.creatives,
+        ] {
+            let exists = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none());
             if !exists {
                 return Err(ProduceError::MissingTopic(topic.clone()));
             }
@@ -332,13 +365,22 @@ impl EventProducer {
         let registry = Registry::new(&settings.registry_url, settings.connect_timeout)?;
         use adstream_schemas::events::{AdClick, AdImpression, Campaign, Conversion, Creative};
         let schemas = EventSchemas {
-            impressions: registry.topic_schema::<AdImpression>(&topics.impressions).await?,
+            impressions: registry
+                .topic_schema::<AdImpression>(&topics.impressions)
+                .await?,
             clicks: registry.topic_schema::<AdClick>(&topics.clicks).await?,
-            conversions: registry.topic_schema::<Conversion>(&topics.conversions).await?,
+            conversions: registry
+                .topic_schema::<Conversion>(&topics.conversions)
+                .await?,
             campaigns: registry.topic_schema::<Campaign>(&topics.campaigns).await?,
             creatives: registry.topic_schema::<Creative>(&topics.creatives).await?,
         };
-        Ok(Self { producer, stats, source: settings.source.clone(), schemas })
+        Ok(Self {
+            producer,
+            stats,
+            source: settings.source.clone(),
+            schemas,
+        })
     }
 
     /// Encodes `record` with `encoder` into `buffer` and enqueues it keyed by [`AvroRecord::key`], timestamped
@@ -357,13 +399,34 @@ impl EventProducer {
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
             .unwrap_or_default();
         let headers = OwnedHeaders::new_with_capacity(7)
-            .insert(Header { key: "ce_specversion", value: Some(CLOUDEVENTS_SPEC_VERSION) })
-            .insert(Header { key: "ce_id", value: Some(record.id()) })
-            .insert(Header { key: "ce_type", value: Some(T::CE_TYPE) })
-            .insert(Header { key: "ce_source", value: Some(self.source.as_str()) })
-            .insert(Header { key: "ce_time", value: Some(ce_time.as_str()) })
-            .insert(Header { key: "content-type", value: Some(CONTENT_TYPE) })
-            .insert(Header { key: CORRELATION_ID_HEADER, value: Some(correlation_id) });
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some(CLOUDEVENTS_SPEC_VERSION),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(record.id()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(T::CE_TYPE),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(self.source.as_str()),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(ce_time.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some(CONTENT_TYPE),
+            })
+            .insert(Header {
+                key: CORRELATION_ID_HEADER,
+                value: Some(correlation_id),
+            });
         let mut pending = BaseRecord::to(encoder.topic())
             .key(record.key())
             .payload(buffer.as_slice())
@@ -381,7 +444,7 @@ impl EventProducer {
                     return Err(ProduceError::Enqueue {
                         id: record.id().to_string(),
                         topic: encoder.topic().to_string(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             }
@@ -402,11 +465,23 @@ impl EventProducer {
         if failed == 0 && flushed.is_ok() {
             return Ok(self.stats.delivered());
         }
-        let mut first = self.stats.failures.lock().map(|f| f.join("; ")).unwrap_or_default();
+        let mut first = self
+            .stats
+            .failures
+            .lock()
+            .map(|f| f.join("; "))
+            .unwrap_or_default();
         if in_flight > 0 {
-            first.push_str(&format!("{}{in_flight} still in flight after {timeout:?}", if first.is_empty() { "" } else { "; " }));
+            first.push_str(&format!(
+                "{}{in_flight} still in flight after {timeout:?}",
+                if first.is_empty() { "" } else { "; " }
+            ));
         }
-        Err(ProduceError::Delivery { failed, delivered: self.stats.delivered(), first })
+        Err(ProduceError::Delivery {
+            failed,
+            delivered: self.stats.delivered(),
+            first,
+        })
     }
 }
 
@@ -417,21 +492,47 @@ struct Registry {
 
 impl Registry {
     fn new(url: &str, timeout: Duration) -> Result<Self, ProduceError> {
-        let settings = SrSettings::new_builder(url.to_string()).set_timeout(timeout).no_proxy().build().map_err(|e| {
-            ProduceError::Registry { url: url.to_string(), subject: String::new(), message: e.to_string() }
-        })?;
-        Ok(Self { url: url.to_string(), encoder: AvroEncoder::new(settings) })
+        let settings = SrSettings::new_builder(url.to_string())
+            .set_timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| ProduceError::Registry {
+                url: url.to_string(),
+                subject: String::new(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            url: url.to_string(),
+            encoder: AvroEncoder::new(settings),
+        })
     }
 
     async fn topic_schema<T: AvroRecord>(&self, topic: &str) -> Result<TopicSchema, ProduceError> {
         let subject = format!("{topic}-value");
-        let supplied = SuppliedSchema::new(Some(T::FULL_NAME.to_string()), SchemaType::Avro, T::SCHEMA.to_string());
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
-        let registered = self.encoder.get_schema_and_id(&subject, strategy).await.map_err(|e| {
-            let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
-            ProduceError::Registry { url: self.url.clone(), subject: subject.clone(), message: format!("{}{cause}", e.error) }
-        })?;
-        Ok(TopicSchema { topic: topic.to_string(), id: registered.id, schema: registered.parsed.clone() })
+        let supplied = SuppliedSchema::new(
+            Some(T::FULL_NAME.to_string()),
+            SchemaType::Avro,
+            T::SCHEMA.to_string(),
+        );
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
+        let registered = self
+            .encoder
+            .get_schema_and_id(&subject, strategy)
+            .await
+            .map_err(|e| {
+                let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
+                ProduceError::Registry {
+                    url: self.url.clone(),
+                    subject: subject.clone(),
+                    message: format!("{}{cause}", e.error),
+                }
+            })?;
+        Ok(TopicSchema {
+            topic: topic.to_string(),
+            id: registered.id,
+            schema: registered.parsed.clone(),
+        })
     }
 }
 

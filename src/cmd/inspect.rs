@@ -20,7 +20,9 @@ fn consumer(settings: &Settings) -> Result<BaseConsumer> {
         .set("group.id", "adstream-inspect")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    config.create().context("invalid Kafka client configuration")
+    config
+        .create()
+        .context("invalid Kafka client configuration")
 }
 
 /// `adstream topics`: every topology topic with its partitions and record count (high − low watermark, summed).
@@ -30,21 +32,38 @@ pub fn topics(settings: &Settings, topology: &Topology) -> Result<()> {
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
         .with_context(|| format!("cannot reach Kafka at {bootstrap}"))?;
-    println!("{:<28} {:>10} {:>12}  key", "topic", "partitions", "records");
+    println!(
+        "{:<28} {:>10} {:>12}  key",
+        "topic", "partitions", "records"
+    );
     for topic in topology.topics() {
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic.name && t.error().is_none()) else {
-            println!("{:<28} {:>10} {:>12}  (missing: run `adstream topology apply`)", topic.name, "-", "-");
+        let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.name && t.error().is_none())
+        else {
+            println!(
+                "{:<28} {:>10} {:>12}  (missing: run `adstream topology apply`)",
+                topic.name, "-", "-"
+            );
             continue;
         };
         let mut records = 0;
         for partition in found.partitions() {
             let (low, high) = consumer
                 .fetch_watermarks(&topic.name, partition.id(), TIMEOUT)
-                .with_context(|| format!("cannot read offsets of {}[{}]", topic.name, partition.id()))?;
+                .with_context(|| {
+                    format!("cannot read offsets of {}[{}]", topic.name, partition.id())
+                })?;
             records += high - low;
         }
         let key = topic.key.as_deref().unwrap_or("-");
-        println!("{:<28} {:>10} {:>12}  {key}", topic.name, found.partitions().len(), records);
+        println!(
+            "{:<28} {:>10} {:>12}  {key}",
+            topic.name,
+            found.partitions().len(),
+            records
+        );
     }
     Ok(())
 }
@@ -69,11 +88,16 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    let sr = SrSettings::new_builder(settings.registry_url.clone()).set_timeout(TIMEOUT).no_proxy().build()?;
+    let sr = SrSettings::new_builder(settings.registry_url.clone())
+        .set_timeout(TIMEOUT)
+        .no_proxy()
+        .build()?;
     let decoder = AvroDecoder::new(sr);
     let (mut printed, mut finished) = (0, 0);
     while printed < limit && finished < partitions {
-        let Some(result) = consumer.poll(TIMEOUT) else { break };
+        let Some(result) = consumer.poll(TIMEOUT) else {
+            break;
+        };
         let message = match result {
             Ok(message) => message,
             Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
@@ -91,7 +115,12 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -43,11 +43,18 @@ pub struct GenerateArgs {
 /// Resolves which topic carries each record type from the topology's `value_schema` declarations.
 pub fn event_topics(topology: &Topology) -> Result<EventTopics> {
     let find = |full_name: &str| -> Result<String> {
-        let mut matches = topology.topics().iter().filter(|t| t.value_schema.as_deref() == Some(full_name));
+        let mut matches = topology
+            .topics()
+            .iter()
+            .filter(|t| t.value_schema.as_deref() == Some(full_name));
         match (matches.next(), matches.next()) {
             (Some(topic), None) => Ok(topic.name.clone()),
             (None, _) => bail!("the topology declares no topic with value_schema {full_name}"),
-            (Some(a), Some(b)) => bail!("topics {} and {} both declare value_schema {full_name}", a.name, b.name),
+            (Some(a), Some(b)) => bail!(
+                "topics {} and {} both declare value_schema {full_name}",
+                a.name,
+                b.name
+            ),
         }
     };
     Ok(EventTopics {
@@ -87,10 +94,15 @@ pub async fn generate(settings: &Settings, topology: &Topology, args: GenerateAr
         args.campaigns,
         args.days,
         start.to_rfc3339(),
-        args.rate.map(|r| format!(" at {r:.0}/s")).unwrap_or_default()
+        args.rate
+            .map(|r| format!(" at {r:.0}/s"))
+            .unwrap_or_default()
     );
     let mut generator = Generator::new(config);
-    let options = RunOptions { rate: args.rate, ..RunOptions::default() };
+    let options = RunOptions {
+        rate: args.rate,
+        ..RunOptions::default()
+    };
     let total = args.events;
     let done = tokio::task::block_in_place(|| {
         produce_generated(&producer, &mut generator, &options, |p| {
@@ -121,7 +133,11 @@ pub async fn generate(settings: &Settings, topology: &Topology, args: GenerateAr
     println!("  {:<24} {:>10}", t.conversions, c.conversions);
     println!("  {:<24} {:>10}", t.campaigns, c.campaigns);
     println!("  {:<24} {:>10}", t.creatives, c.creatives);
-    let fatigued = manifest.creatives.iter().filter(|c| c.fatigue_onset_ms.is_some()).count();
+    let fatigued = manifest
+        .creatives
+        .iter()
+        .filter(|c| c.fatigue_onset_ms.is_some())
+        .count();
     println!(
         "  out of order {}, late {}, creatives fatiguing {fatigued}/{}; manifest {}",
         manifest.out_of_order_ids.len(),

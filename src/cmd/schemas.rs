@@ -31,22 +31,37 @@ struct LocalSchema {
 /// Reads every `.avsc` in `dir`, keyed by the record's full name; a file that does not parse is an error naming it.
 fn local_schemas(dir: &Path) -> Result<BTreeMap<String, LocalSchema>> {
     let mut schemas = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read schema folder {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read schema folder {}", dir.display()))?;
     for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
         if path.extension().and_then(|e| e.to_str()) != Some("avsc") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let schema = Schema::parse_str(&text).with_context(|| format!("{}: invalid Avro schema", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let schema = Schema::parse_str(&text)
+            .with_context(|| format!("{}: invalid Avro schema", path.display()))?;
         let name = match &schema {
             Schema::Record(r) => r.name.fullname(None),
             Schema::Enum(e) => e.name.fullname(None),
             Schema::Fixed(f) => f.name.fullname(None),
             _ => bail!("{}: top-level schema must be a named type", path.display()),
         };
-        if let Some(previous) = schemas.insert(name.clone(), LocalSchema { path: path.clone(), text }) {
-            bail!("{} and {} both define {name}", previous.path.display(), path.display());
+        if let Some(previous) = schemas.insert(
+            name.clone(),
+            LocalSchema {
+                path: path.clone(),
+                text,
+            },
+        ) {
+            bail!(
+                "{} and {} both define {name}",
+                previous.path.display(),
+                path.display()
+            );
         }
     }
     Ok(schemas)
@@ -59,9 +74,14 @@ fn subjects<'a>(
 ) -> Result<Vec<(String, &'a LocalSchema)>> {
     let mut out = Vec::new();
     for topic in topology.topics() {
-        let Some(full_name) = topic.value_schema.as_deref() else { continue };
+        let Some(full_name) = topic.value_schema.as_deref() else {
+            continue;
+        };
         let Some(schema) = local.get(full_name) else {
-            bail!("topic {} declares value_schema {full_name}, but no .avsc file defines it", topic.name);
+            bail!(
+                "topic {} declares value_schema {full_name}, but no .avsc file defines it",
+                topic.name
+            );
         };
         out.push((format!("{}-value", topic.name), schema));
     }
@@ -79,8 +99,13 @@ pub async fn register(settings: &Settings, topology: &Topology, args: SchemaArgs
             .await
             .with_context(|| format!("registering {} as {subject}", schema.path.display()))?;
         match existing {
-            Some((_, version)) => println!("= {subject:<28} id {id:<4} version {version} (unchanged)"),
-            None => println!("+ {subject:<28} id {id:<4} registered from {}", schema.path.display()),
+            Some((_, version)) => {
+                println!("= {subject:<28} id {id:<4} version {version} (unchanged)")
+            }
+            None => println!(
+                "+ {subject:<28} id {id:<4} registered from {}",
+                schema.path.display()
+            ),
         }
     }
     Ok(())
@@ -94,12 +119,20 @@ pub async fn check(settings: &Settings, topology: &Topology, args: SchemaArgs) -
     let mut incompatible = 0;
     for (subject, schema) in subjects(topology, &local)? {
         let level = client.config(&subject).await?;
-        let verdict = client.check_compatibility(&subject, &schema.text, true).await?;
+        let verdict = client
+            .check_compatibility(&subject, &schema.text, true)
+            .await?;
         if verdict.is_compatible {
-            println!("ok   {subject:<28} compatible under {level} ({})", schema.path.display());
+            println!(
+                "ok   {subject:<28} compatible under {level} ({})",
+                schema.path.display()
+            );
         } else {
             incompatible += 1;
-            println!("FAIL {subject:<28} incompatible under {level} ({})", schema.path.display());
+            println!(
+                "FAIL {subject:<28} incompatible under {level} ({})",
+                schema.path.display()
+            );
             for message in &verdict.messages {
                 println!("       - {message}");
             }

@@ -14,8 +14,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `topology apply [--dry-run]`: prints the plan, then (unless dry-run) applies it.
 pub async fn apply(settings: &Settings, topology: &Topology, dry_run: bool) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings.kafka_config().create().context("invalid Kafka client configuration")?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .kafka_config()
+        .create()
+        .context("invalid Kafka client configuration")?;
     let plan = adstream_topology::plan(&admin, topology, ADMIN_TIMEOUT).await?;
     print!("{plan}");
     if dry_run {

@@ -463,14 +463,13 @@ fn the_project_topology_is_valid() {
             )
         })
         .collect();
-    let week = Some(7 * 24 * 3_600_000);
-    let month = Some(30 * 24 * 3_600_000);
+    let forever = Some(-1);
     assert_eq!(
         summary,
         [
-            ("ads.impressions", 4, "delete", Some("campaign_id"), week),
-            ("ads.clicks", 4, "delete", Some("campaign_id"), week),
-            ("ads.conversions", 4, "delete", Some("user_id"), month),
+            ("ads.impressions", 4, "delete", Some("campaign_id"), forever),
+            ("ads.clicks", 4, "delete", Some("campaign_id"), forever),
+            ("ads.conversions", 4, "delete", Some("user_id"), forever),
             ("ads.campaigns", 4, "compact", Some("campaign_id"), None),
             ("ads.creatives", 4, "compact", Some("creative_id"), None),
             (
@@ -487,7 +486,7 @@ fn the_project_topology_is_valid() {
                 Some("campaign_window"),
                 None
             ),
-            ("alerts.campaign", 4, "delete", Some("campaign_id"), month),
+            ("alerts.campaign", 4, "delete", Some("campaign_id"), forever),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
