@@ -164,6 +164,20 @@ impl RegistryClient {
         }
     }
 
+    /// The schema text registered under global `id`; None when no schema has that id (40403).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Option<String>, RegistryClientError> {
+        #[derive(Deserialize)]
+        struct SchemaAnswer {
+            schema: String,
+        }
+        let url = self.url(&["schemas", "ids", &id.to_string()], &[]);
+        match self.call::<SchemaAnswer>(Method::GET, url, None).await {
+            Ok(found) => Ok(Some(found.schema)),
+            Err(e) if matches!(e.code(), Some(40403)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The newest live version of `subject`, if it has one.
     pub async fn latest(
         &self,

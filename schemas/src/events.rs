@@ -343,17 +343,25 @@ avro_record!(Campaign, "io.adstream.ads.Campaign", avsc::CAMPAIGN, "io.adstream.
 avro_record!(Creative, "io.adstream.ads.Creative", avsc::CREATIVE, "io.adstream.creative.v1",
     id: creative_id, key: creative_id, time: created_at);
 
-/// Every schema of the contract by record full name, for registration and lookup.
-pub const ALL_SCHEMAS: [(&str, &str); 5] = [
+/// Every schema of the contract (input events and processor outputs) by record full name.
+pub const ALL_SCHEMAS: [(&str, &str); 7] = [
     (AdImpression::FULL_NAME, avsc::AD_IMPRESSION),
     (AdClick::FULL_NAME, avsc::AD_CLICK),
     (Conversion::FULL_NAME, avsc::CONVERSION),
     (Campaign::FULL_NAME, avsc::CAMPAIGN),
     (Creative::FULL_NAME, avsc::CREATIVE),
+    (
+        crate::outputs::CampaignMetrics::FULL_NAME,
+        crate::outputs::CAMPAIGN_METRICS_AVSC,
+    ),
+    (
+        crate::outputs::CampaignAlert::FULL_NAME,
+        crate::outputs::CAMPAIGN_ALERT_AVSC,
+    ),
 ];
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::writer::datum::GenericDatumWriter;
@@ -362,14 +370,27 @@ mod tests {
 
     /// Field names of a record schema and of a serialized value must be identical and in the same order, and the
     /// value must survive an Avro binary round trip through the schema back into the same Rust value.
-    fn assert_matches_schema<T: AvroRecord + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    fn assert_record_matches_schema<
+        T: AvroRecord + DeserializeOwned + PartialEq + std::fmt::Debug,
+    >(
         sample: T,
     ) {
-        let schema = Schema::parse_str(T::SCHEMA).expect("schema parses");
+        assert_matches_schema(T::FULL_NAME, T::SCHEMA, sample)
+    }
+
+    /// [`assert_record_matches_schema`] for any serde type and schema text (also used by the output types).
+    pub(crate) fn assert_matches_schema<
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    >(
+        full_name: &str,
+        schema_text: &str,
+        sample: T,
+    ) {
+        let schema = Schema::parse_str(schema_text).expect("schema parses");
         let Schema::Record(record) = &schema else {
-            panic!("{} is not a record", T::FULL_NAME)
+            panic!("{full_name} is not a record")
         };
-        assert_eq!(record.name.fullname(None), T::FULL_NAME);
+        assert_eq!(record.name.fullname(None), full_name);
         let value = to_value(&sample).expect("serializes");
         let Value::Record(fields) = &value else {
             panic!("not a record value")
@@ -377,16 +398,15 @@ mod tests {
         let schema_fields: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
         let value_fields: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
-            schema_fields,
-            value_fields,
+            schema_fields, value_fields,
             "{}: field names/order differ",
-            T::FULL_NAME
+            full_name
         );
         for field in &record.fields {
             assert!(
                 field.doc.is_some(),
                 "{}.{} has no doc",
-                T::FULL_NAME,
+                full_name,
                 field.name
             );
         }
@@ -412,7 +432,7 @@ mod tests {
 
     #[test]
     fn impression_matches_schema() {
-        assert_matches_schema(AdImpression {
+        assert_record_matches_schema(AdImpression {
             event_id: "imp-1".into(),
             event_time: 1_700_000_000_000,
             platform: Platform::Meta,
@@ -430,7 +450,7 @@ mod tests {
 
     #[test]
     fn click_matches_schema() {
-        assert_matches_schema(AdClick {
+        assert_record_matches_schema(AdClick {
             event_id: "clk-1".into(),
             event_time: 1_700_000_000_001,
             platform: Platform::GoogleAds,
@@ -448,7 +468,7 @@ mod tests {
 
     #[test]
     fn conversion_matches_schema() {
-        assert_matches_schema(Conversion {
+        assert_record_matches_schema(Conversion {
             conversion_id: "cv-1".into(),
             event_time: 1_700_000_000_002,
             user_id: "u1".into(),
@@ -460,7 +480,7 @@ mod tests {
 
     #[test]
     fn campaign_matches_schema() {
-        assert_matches_schema(Campaign {
+        assert_record_matches_schema(Campaign {
             campaign_id: "tiktok-c1".into(),
             platform: Platform::Tiktok,
             account_id: "act".into(),
@@ -485,7 +505,7 @@ mod tests {
 
     #[test]
     fn creative_matches_schema() {
-        assert_matches_schema(Creative {
+        assert_record_matches_schema(Creative {
             creative_id: "cr".into(),
             campaign_id: "linkedin-c1".into(),
             ad_group_id: "g".into(),

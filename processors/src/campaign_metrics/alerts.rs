@@ -1,0 +1,1433 @@
+//! Campaign alerts: budget pacing, budget reached and KPI targets, as a per-campaign state machine that emits
+//! only changes of state.
+//!
+//! The job calls [`AlertState::evaluate`] for a campaign whenever its totals or watermark move, with the campaign's
+//! settings from the compacted campaigns table and an [`Observation`] of its current local day. Each alert kind is
+//! either inactive or active at one [`Severity`]. An [`AlertChange`] is emitted when an alert **starts**, **changes
+//! severity** (up or down) or **resolves** (a change with `severity: None`). Evaluating the same observation again
+//! emits nothing, so evaluating more often than needed never repeats an alert; with the state restored from its
+//! changelog, neither does re-processing after a restart.
+//!
+//! Money is in micros of the campaign's currency; messages show it in currency units with two decimals.
+//!
+//! # Rules
+//!
+//! ## Pacing: `PACING_OVER`, `PACING_UNDER` (needs a daily budget)
+//!
+//! - `elapsed share = (now − day start) / (day end − day start)`, clamped to [0, 1], over the campaign's *local* day
+//!   (so a 23-hour or 25-hour day at a daylight-saving change is paced over its real length).
+//! - `expected by now = daily budget × elapsed share`. The curve is linear; a diurnal curve (most spend in the
+//!   afternoon and evening) is a later refinement, so expect some `PACING_UNDER` in the morning.
+//! - `deviation = day spend / expected by now − 1`.
+//! - `|deviation|` below [`PACING_INFO_DEVIATION`] (10 %): no pacing alert. From 10 %: `INFO`; from
+//!   [`PACING_WARNING_DEVIATION`] (20 %): `WARNING`; from [`PACING_CRITICAL_DEVIATION`] (30 %): `CRITICAL`.
+//! - A positive deviation is `PACING_OVER`, a negative one `PACING_UNDER`. Only one of the two is active at a time:
+//!   when the direction switches, the old direction's resolution is emitted before the new direction starts.
+//! - During the first [`PACING_GRACE_MS`] (one hour) of the local day, pacing is not evaluated: the expected spend
+//!   is too small for a ratio to mean anything. An alert that was active stays as it is until the hour is over,
+//!   including one carried over from the previous day.
+//!
+//! ## Budget reached: `DAILY_BUDGET_REACHED`, `LIFETIME_BUDGET_REACHED`
+//!
+//! - The current local day's spend is compared with the daily budget, the lifetime spend with the lifetime budget.
+//! - From [`BUDGET_WARNING_PERCENT`] (90 %) of the budget: `WARNING`; from [`BUDGET_CRITICAL_PERCENT`] (100 %):
+//!   `CRITICAL`. The comparison is exact in integer micros: 900.00 of 1000.00 is 90 %, 899.999999 is not.
+//! - Evaluated at any time of day. At a new local day the day totals start again from zero, so an active
+//!   `DAILY_BUDGET_REACHED` resolves at the first evaluation of the new day.
+//!
+//! ## KPI targets: `CTR_BELOW_TARGET`, `CPC_ABOVE_TARGET`, `ROAS_BELOW_TARGET`
+//!
+//! Evaluated on the current local day's totals (KPIs as in [`super::kpi`]), only with enough evidence:
+//!
+//! | Alert               | Condition         | Evidence needed                                          |
+//! |---------------------|-------------------|----------------------------------------------------------|
+//! | `CTR_BELOW_TARGET`  | CTR < min CTR     | at least [`MIN_IMPRESSIONS_FOR_CTR`] (1000) impressions  |
+//! | `CPC_ABOVE_TARGET`  | CPC > max CPC     | at least [`MIN_CLICKS_FOR_CPC`] (20) clicks              |
+//! | `ROAS_BELOW_TARGET` | ROAS < min ROAS   | spend > 0 and conversions > 0                            |
+//!
+//! - `miss = |observed − target| / target` on the wrong side of the target. Below [`KPI_CRITICAL_MISS`] (25 %):
+//!   `WARNING`; from 25 %: `CRITICAL`. Example: min CTR 2 %, observed 1.6 % → 20 % miss → `WARNING`; observed
+//!   1.4 % → 30 % miss → `CRITICAL`.
+//! - With enough evidence and the target met, an active alert resolves. Without enough evidence (for example
+//!   early in a new day) the state is kept as it is: not enough data is not good news.
+//!
+//! ## Common to all rules
+//!
+//! - Thresholds are inclusive ("from 20 %" means `|deviation| ≥ 0.20`). For the ratio rules (pacing, KPI targets) a
+//!   ratio within [`THRESHOLD_TOLERANCE`] below a threshold counts as reaching it, so that spend of exactly 600.00
+//!   against 500.00 expected is 20 % over even though `600 / 500 − 1` is `0.19999999999999996` in floating point.
+//! - A budget or target that is missing, zero, negative or not finite counts as *not set*. When a setting is
+//!   removed, the alerts that depend on it resolve (message "… no longer set", `threshold` 0).
+//! - Within one evaluation, changes are appended in this order: pacing, daily budget, lifetime budget, CTR, CPC,
+//!   ROAS.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::kpi::{Kpis, Totals};
+
+/// Pacing deviation `|spend / expected by now − 1|` from which a pacing alert starts, at `INFO`.
+pub const PACING_INFO_DEVIATION: f64 = 0.10;
+/// Pacing deviation from which the alert is `WARNING`.
+pub const PACING_WARNING_DEVIATION: f64 = 0.20;
+/// Pacing deviation from which the alert is `CRITICAL`.
+pub const PACING_CRITICAL_DEVIATION: f64 = 0.30;
+/// Time from the start of the local day during which pacing is not evaluated (one hour, in milliseconds).
+pub const PACING_GRACE_MS: i64 = 60 * 60 * 1000;
+/// Percentage of a budget spent from which a budget-reached alert is `WARNING`.
+pub const BUDGET_WARNING_PERCENT: i64 = 90;
+/// Percentage of a budget spent from which a budget-reached alert is `CRITICAL`.
+pub const BUDGET_CRITICAL_PERCENT: i64 = 100;
+/// Impressions in the day needed before the CTR target is judged.
+pub const MIN_IMPRESSIONS_FOR_CTR: u64 = 1_000;
+/// Clicks in the day needed before the CPC target is judged.
+pub const MIN_CLICKS_FOR_CPC: u64 = 20;
+/// Miss of a KPI target (as a fraction of the target) from which a KPI alert is `CRITICAL` instead of `WARNING`.
+pub const KPI_CRITICAL_MISS: f64 = 0.25;
+/// How far below a threshold a computed ratio may be and still count as reaching it: a few units in the last
+/// place of `f64` around 1, far below any difference a campaign manager could mean.
+pub const THRESHOLD_TOLERANCE: f64 = 1e-12;
+
+/// A campaign's budgets and KPI targets, as the compacted campaigns table holds them. `None` means not set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CampaignSettings {
+    /// Budget per local day, in micros. Enables pacing and `DAILY_BUDGET_REACHED`.
+    pub daily_budget_micros: Option<i64>,
+    /// Budget over the campaign's life, in micros. Enables `LIFETIME_BUDGET_REACHED`.
+    pub lifetime_budget_micros: Option<i64>,
+    /// Minimum click-through rate, as a fraction (0.02 = 2 %). Enables `CTR_BELOW_TARGET`.
+    pub min_ctr: Option<f64>,
+    /// Maximum cost per click, in micros. Enables `CPC_ABOVE_TARGET`.
+    pub max_cpc_micros: Option<i64>,
+    /// Minimum return on ad spend, as a ratio (2.0 = revenue twice the spend). Enables `ROAS_BELOW_TARGET`.
+    pub min_roas: Option<f64>,
+}
+
+/// Where a campaign stands at one point of event time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// The event-time watermark, in epoch milliseconds: how far the day has progressed.
+    pub now_ms: i64,
+    /// Start of the campaign's current local day (inclusive), in epoch milliseconds.
+    pub day_start_ms: i64,
+    /// End of the campaign's current local day (exclusive), in epoch milliseconds.
+    pub day_end_ms: i64,
+    /// Totals of the current local day so far.
+    pub day: Totals,
+    /// Spend since the campaign started, in micros.
+    pub lifetime_spend_micros: i64,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertKind {
+    /// The day's spend is ahead of the linear pace of the daily budget.
+    PacingOver,
+    /// The day's spend is behind the linear pace of the daily budget.
+    PacingUnder,
+    /// The day's spend has reached 90 % or more of the daily budget.
+    DailyBudgetReached,
+    /// The lifetime spend has reached 90 % or more of the lifetime budget.
+    LifetimeBudgetReached,
+    /// The day's click-through rate is below the campaign's minimum.
+    CtrBelowTarget,
+    /// The day's cost per click is above the campaign's maximum.
+    CpcAboveTarget,
+    /// The day's return on ad spend is below the campaign's minimum.
+    RoasBelowTarget,
+}
+
+impl AlertKind {
+    /// The stable name of this kind, as the symbol of the Avro enum in the alerts topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::PacingOver => "PACING_OVER",
+            AlertKind::PacingUnder => "PACING_UNDER",
+            AlertKind::DailyBudgetReached => "DAILY_BUDGET_REACHED",
+            AlertKind::LifetimeBudgetReached => "LIFETIME_BUDGET_REACHED",
+            AlertKind::CtrBelowTarget => "CTR_BELOW_TARGET",
+            AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
+            AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
+        }
+    }
+}
+
+/// How urgent an active alert is; ordered from least to most urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    /// Worth knowing; no action needed yet.
+    Info,
+    /// Needs attention today.
+    Warning,
+    /// Needs action now.
+    Critical,
+}
+
+impl Severity {
+    /// The stable name of this severity, as the symbol of the Avro enum in the alerts topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// One change of an alert's state: it started, changed severity, or resolved.
+///
+/// `observed` and `threshold` are in the same unit, so `observed / threshold` is meaningful:
+/// pacing — day spend and spend expected by now (micros); budget reached — spend and budget (micros);
+/// CTR — observed and minimum CTR (fractions); CPC — observed and maximum CPC (micros); ROAS — observed and
+/// minimum ROAS (ratios). When the alert resolves because its setting was removed, `threshold` is 0, and so is
+/// `observed` if the KPI is not defined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    /// What the alert is about.
+    pub kind: AlertKind,
+    /// The new severity; `None` means the alert resolved.
+    pub severity: Option<Severity>,
+    /// The severity before this change; `None` means the alert was not active.
+    pub previous: Option<Severity>,
+    /// The value that was judged (see the type doc for units).
+    pub observed: f64,
+    /// The value it was judged against (see the type doc for units).
+    pub threshold: f64,
+    /// One readable line with the numbers, in currency units and percentages; resolutions start with "resolved: ".
+    pub message: String,
+}
+
+/// The alert state of one campaign: which alerts are active, at which severity.
+///
+/// Small and serializable so the job can keep it in a state store; missing fields deserialize as inactive, so
+/// alert kinds can be added without migrating stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertState {
+    pacing_over: Option<Severity>,
+    pacing_under: Option<Severity>,
+    daily_budget_reached: Option<Severity>,
+    lifetime_budget_reached: Option<Severity>,
+    ctr_below_target: Option<Severity>,
+    cpc_above_target: Option<Severity>,
+    roas_below_target: Option<Severity>,
+}
+
+impl AlertState {
+    /// The severity at which `kind` is active, or `None` when it is not.
+    pub fn active(&self, kind: AlertKind) -> Option<Severity> {
+        match kind {
+            AlertKind::PacingOver => self.pacing_over,
+            AlertKind::PacingUnder => self.pacing_under,
+            AlertKind::DailyBudgetReached => self.daily_budget_reached,
+            AlertKind::LifetimeBudgetReached => self.lifetime_budget_reached,
+            AlertKind::CtrBelowTarget => self.ctr_below_target,
+            AlertKind::CpcAboveTarget => self.cpc_above_target,
+            AlertKind::RoasBelowTarget => self.roas_below_target,
+        }
+    }
+
+    /// Applies the rules of the module doc to `observation` and appends to `out` the alerts that started, changed
+    /// severity or resolved since the last evaluation. Allocates only for the changes it appends.
+    pub fn evaluate(
+        &mut self,
+        settings: &CampaignSettings,
+        observation: &Observation,
+        out: &mut Vec<AlertChange>,
+    ) {
+        self.evaluate_pacing(settings, observation, out);
+        self.evaluate_budget(
+            AlertKind::DailyBudgetReached,
+            settings.daily_budget_micros,
+            observation.day.spend_micros,
+            BudgetLabels {
+                spend: "day spend",
+                budget: "daily budget",
+            },
+            out,
+        );
+        self.evaluate_budget(
+            AlertKind::LifetimeBudgetReached,
+            settings.lifetime_budget_micros,
+            observation.lifetime_spend_micros,
+            BudgetLabels {
+                spend: "lifetime spend",
+                budget: "lifetime budget",
+            },
+            out,
+        );
+        self.evaluate_kpi_targets(settings, &observation.day, out);
+    }
+
+    fn evaluate_pacing(
+        &mut self,
+        settings: &CampaignSettings,
+        observation: &Observation,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let spend = observation.day.spend_micros as f64;
+        let Some(daily_budget) = positive_budget(settings.daily_budget_micros) else {
+            for kind in [AlertKind::PacingOver, AlertKind::PacingUnder] {
+                self.transition(
+                    kind,
+                    None,
+                    spend,
+                    0.0,
+                    || "daily budget no longer set".to_owned(),
+                    out,
+                );
+            }
+            return;
+        };
+        let day_length_ms = observation
+            .day_end_ms
+            .saturating_sub(observation.day_start_ms);
+        let elapsed_ms = observation.now_ms.saturating_sub(observation.day_start_ms);
+        // An empty or inverted day cannot be paced; keeping the state is safer than resolving on bad input.
+        if day_length_ms <= 0 || elapsed_ms < PACING_GRACE_MS {
+            return;
+        }
+        let elapsed_share = (elapsed_ms as f64 / day_length_ms as f64).clamp(0.0, 1.0);
+        // Positive: the budget is positive and at least the grace hour of a non-empty day has elapsed.
+        let expected = daily_budget as f64 * elapsed_share;
+        let deviation = spend / expected - 1.0;
+        let severity = pacing_severity(deviation.abs());
+        let (over, under) = if deviation > 0.0 {
+            (severity, None)
+        } else {
+            (None, severity)
+        };
+        // Resolve the old direction before starting the new one, so a reader never sees both active.
+        let in_order = if over.is_some() {
+            [
+                (AlertKind::PacingUnder, under),
+                (AlertKind::PacingOver, over),
+            ]
+        } else {
+            [
+                (AlertKind::PacingOver, over),
+                (AlertKind::PacingUnder, under),
+            ]
+        };
+        for (kind, target) in in_order {
+            self.transition(
+                kind,
+                target,
+                spend,
+                expected,
+                || {
+                    format!(
+                        "spend {} is {:.0}% {} the {} expected by now (daily budget {})",
+                        Money(spend),
+                        deviation.abs() * 100.0,
+                        if deviation > 0.0 { "above" } else { "below" },
+                        Money(expected),
+                        Money(daily_budget as f64),
+                    )
+                },
+                out,
+            );
+        }
+    }
+
+    fn evaluate_budget(
+        &mut self,
+        kind: AlertKind,
+        budget_micros: Option<i64>,
+        spend_micros: i64,
+        labels: BudgetLabels,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let spend = spend_micros as f64;
+        let Some(budget) = positive_budget(budget_micros) else {
+            self.transition(
+                kind,
+                None,
+                spend,
+                0.0,
+                || format!("{} no longer set", labels.budget),
+                out,
+            );
+            return;
+        };
+        let severity = if spent_at_least(spend_micros, budget, BUDGET_CRITICAL_PERCENT) {
+            Some(Severity::Critical)
+        } else if spent_at_least(spend_micros, budget, BUDGET_WARNING_PERCENT) {
+            Some(Severity::Warning)
+        } else {
+            None
+        };
+        let budget = budget as f64;
+        self.transition(
+            kind,
+            severity,
+            spend,
+            budget,
+            || {
+                format!(
+                    "{} {} is {:.0}% of the {} {}",
+                    labels.spend,
+                    Money(spend),
+                    spend / budget * 100.0,
+                    labels.budget,
+                    Money(budget),
+                )
+            },
+            out,
+        );
+    }
+
+    fn evaluate_kpi_targets(
+        &mut self,
+        settings: &CampaignSettings,
+        day: &Totals,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let kpis = Kpis::of(day);
+
+        let ctr_evidence = day.impressions >= MIN_IMPRESSIONS_FOR_CTR;
+        self.evaluate_kpi_target(
+            KpiTarget {
+                kind: AlertKind::CtrBelowTarget,
+                goal: Goal::AtLeast,
+                target: positive_target(settings.min_ctr),
+                value: kpis.ctr,
+                enough_evidence: ctr_evidence,
+                setting_name: "minimum CTR",
+            },
+            |ctr, min_ctr, miss| {
+                format!(
+                    "CTR {:.2}% {} the {:.2}% minimum ({} clicks from {} impressions)",
+                    ctr * 100.0,
+                    Verdict {
+                        miss,
+                        goal: Goal::AtLeast
+                    },
+                    min_ctr * 100.0,
+                    day.clicks,
+                    day.impressions,
+                )
+            },
+            out,
+        );
+
+        let cpc_evidence = day.clicks >= MIN_CLICKS_FOR_CPC;
+        self.evaluate_kpi_target(
+            KpiTarget {
+                kind: AlertKind::CpcAboveTarget,
+                goal: Goal::AtMost,
+                target: positive_budget(settings.max_cpc_micros).map(|max_cpc| max_cpc as f64),
+                value: kpis.cpc_micros,
+                enough_evidence: cpc_evidence,
+                setting_name: "maximum CPC",
+            },
+            |cpc, max_cpc, miss| {
+                format!(
+                    "CPC {} {} the {} maximum (spend {} over {} clicks)",
+                    Money(cpc),
+                    Verdict {
+                        miss,
+                        goal: Goal::AtMost
+                    },
+                    Money(max_cpc),
+                    Money(day.spend_micros as f64),
+                    day.clicks,
+                )
+            },
+            out,
+        );
+
+        let roas_evidence = day.spend_micros > 0 && day.conversions > 0.0;
+        self.evaluate_kpi_target(
+            KpiTarget {
+                kind: AlertKind::RoasBelowTarget,
+                goal: Goal::AtLeast,
+                target: positive_target(settings.min_roas),
+                value: kpis.roas,
+                enough_evidence: roas_evidence,
+                setting_name: "minimum ROAS",
+            },
+            |roas, min_roas, miss| {
+                format!(
+                    "ROAS {roas:.2} {} the {min_roas:.2} minimum (revenue {} on spend {})",
+                    Verdict {
+                        miss,
+                        goal: Goal::AtLeast
+                    },
+                    Money(day.revenue_micros),
+                    Money(day.spend_micros as f64),
+                )
+            },
+            out,
+        );
+    }
+
+    /// `describe(observed, target, miss)` writes the message; it runs only when there is a change to report.
+    fn evaluate_kpi_target(
+        &mut self,
+        kpi: KpiTarget,
+        describe: impl FnOnce(f64, f64, f64) -> String,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let Some(target) = kpi.target else {
+            let observed = kpi.value.unwrap_or(0.0);
+            self.transition(
+                kpi.kind,
+                None,
+                observed,
+                0.0,
+                || format!("{} no longer set", kpi.setting_name),
+                out,
+            );
+            return;
+        };
+        // Too little data (or a KPI that is not defined) says nothing either way: keep the current state.
+        let Some(observed) = kpi.value.filter(|_| kpi.enough_evidence) else {
+            return;
+        };
+        let miss = match kpi.goal {
+            Goal::AtLeast => (target - observed) / target,
+            Goal::AtMost => (observed - target) / target,
+        };
+        let severity = if miss <= THRESHOLD_TOLERANCE {
+            None
+        } else if reaches(miss, KPI_CRITICAL_MISS) {
+            Some(Severity::Critical)
+        } else {
+            Some(Severity::Warning)
+        };
+        self.transition(
+            kpi.kind,
+            severity,
+            observed,
+            target,
+            || describe(observed, target, miss),
+            out,
+        );
+    }
+
+    /// Moves `kind` to `target` and reports it, unless it is already there.
+    fn transition(
+        &mut self,
+        kind: AlertKind,
+        target: Option<Severity>,
+        observed: f64,
+        threshold: f64,
+        describe: impl FnOnce() -> String,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let slot = self.slot_mut(kind);
+        let previous = *slot;
+        if previous == target {
+            return;
+        }
+        *slot = target;
+        let description = describe();
+        let message = match target {
+            Some(_) => description,
+            None => format!("resolved: {description}"),
+        };
+        out.push(AlertChange {
+            kind,
+            severity: target,
+            previous,
+            observed,
+            threshold,
+            message,
+        });
+    }
+
+    fn slot_mut(&mut self, kind: AlertKind) -> &mut Option<Severity> {
+        match kind {
+            AlertKind::PacingOver => &mut self.pacing_over,
+            AlertKind::PacingUnder => &mut self.pacing_under,
+            AlertKind::DailyBudgetReached => &mut self.daily_budget_reached,
+            AlertKind::LifetimeBudgetReached => &mut self.lifetime_budget_reached,
+            AlertKind::CtrBelowTarget => &mut self.ctr_below_target,
+            AlertKind::CpcAboveTarget => &mut self.cpc_above_target,
+            AlertKind::RoasBelowTarget => &mut self.roas_below_target,
+        }
+    }
+}
+
+/// The words a budget-reached message uses for its spend and its budget.
+struct BudgetLabels {
+    spend: &'static str,
+    budget: &'static str,
+}
+
+/// Which side of its target a KPI should be on.
+#[derive(Clone, Copy)]
+enum Goal {
+    /// The KPI should be at least the target (CTR, ROAS).
+    AtLeast,
+    /// The KPI should be at most the target (CPC).
+    AtMost,
+}
+
+/// One KPI target rule, ready to evaluate.
+struct KpiTarget {
+    kind: AlertKind,
+    goal: Goal,
+    /// The target when it is set (positive and finite).
+    target: Option<f64>,
+    /// The day's KPI, `None` when not defined.
+    value: Option<f64>,
+    enough_evidence: bool,
+    /// How a message names the setting when it is removed.
+    setting_name: &'static str,
+}
+
+/// The budget when it is set and positive: a zero or negative budget cannot be paced or reached meaningfully.
+fn positive_budget(budget_micros: Option<i64>) -> Option<i64> {
+    budget_micros.filter(|budget| *budget > 0)
+}
+
+/// The target when it is set, positive and finite: a miss relative to any other target is not a number.
+fn positive_target(target: Option<f64>) -> Option<f64> {
+    target.filter(|target| target.is_finite() && *target > 0.0)
+}
+
+/// Whether `spend_micros` is at least `percent` % of `budget_micros`, exactly: in `i128` the products cannot
+/// overflow, so no rounding decides whether a budget is reached.
+fn spent_at_least(spend_micros: i64, budget_micros: i64, percent: i64) -> bool {
+    i128::from(spend_micros) * 100 >= i128::from(budget_micros) * i128::from(percent)
+}
+
+/// Whether `ratio` has reached the inclusive `threshold`, forgiving floating-point noise just below it.
+fn reaches(ratio: f64, threshold: f64) -> bool {
+    ratio >= threshold - THRESHOLD_TOLERANCE
+}
+
+fn pacing_severity(absolute_deviation: f64) -> Option<Severity> {
+    if reaches(absolute_deviation, PACING_CRITICAL_DEVIATION) {
+        Some(Severity::Critical)
+    } else if reaches(absolute_deviation, PACING_WARNING_DEVIATION) {
+        Some(Severity::Warning)
+    } else if reaches(absolute_deviation, PACING_INFO_DEVIATION) {
+        Some(Severity::Info)
+    } else {
+        None
+    }
+}
+
+/// Micros shown in currency units with two decimals, written straight into the message without a temporary.
+struct Money(f64);
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2}", self.0 / 1_000_000.0)
+    }
+}
+
+/// "is 20% below" / "is 30% above" when a KPI misses its target, "meets" / "is within" when it does not.
+struct Verdict {
+    miss: f64,
+    goal: Goal,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let missed = self.miss > THRESHOLD_TOLERANCE;
+        match (self.goal, missed) {
+            (Goal::AtLeast, true) => write!(f, "is {:.0}% below", self.miss * 100.0),
+            (Goal::AtMost, true) => write!(f, "is {:.0}% above", self.miss * 100.0),
+            (Goal::AtLeast, false) => f.write_str("meets"),
+            (Goal::AtMost, false) => f.write_str("is within"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: i64 = 60 * 60 * 1000;
+    /// 2024-06-01T00:00 in Europe/Paris (UTC+2), a 24-hour local day.
+    const DAY_START_MS: i64 = 1_717_192_800_000;
+    const DAY_END_MS: i64 = DAY_START_MS + 24 * HOUR_MS;
+    const UNIT: i64 = 1_000_000;
+
+    fn daily_budget(units: i64) -> CampaignSettings {
+        CampaignSettings {
+            daily_budget_micros: Some(units * UNIT),
+            ..CampaignSettings::default()
+        }
+    }
+
+    /// An observation `elapsed_ms` into the 2024-06-01 day with the given day spend and nothing else.
+    fn at(elapsed_ms: i64, spend_micros: i64) -> Observation {
+        Observation {
+            now_ms: DAY_START_MS + elapsed_ms,
+            day_start_ms: DAY_START_MS,
+            day_end_ms: DAY_END_MS,
+            day: Totals {
+                spend_micros,
+                ..Totals::default()
+            },
+            lifetime_spend_micros: spend_micros,
+        }
+    }
+
+    fn with_day(mut observation: Observation, day: Totals) -> Observation {
+        observation.day = day;
+        observation
+    }
+
+    fn evaluate(
+        state: &mut AlertState,
+        settings: &CampaignSettings,
+        observation: &Observation,
+    ) -> Vec<AlertChange> {
+        let mut out = Vec::new();
+        state.evaluate(settings, observation, &mut out);
+        out
+    }
+
+    fn only(changes: &[AlertChange], kind: AlertKind) -> Vec<AlertChange> {
+        changes
+            .iter()
+            .filter(|change| change.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// (kind, new severity, previous severity) of each change, for compact assertions.
+    fn transitions(
+        changes: &[AlertChange],
+    ) -> Vec<(AlertKind, Option<Severity>, Option<Severity>)> {
+        changes
+            .iter()
+            .map(|change| (change.kind, change.severity, change.previous))
+            .collect()
+    }
+
+    use AlertKind::*;
+    use Severity::*;
+
+    #[test]
+    fn pacing_starts_escalates_deescalates_and_resolves() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        let noon = 12 * HOUR_MS; // half the day: 500.00 expected
+
+        // 540.00 is 8 % above: within tolerance.
+        assert!(evaluate(&mut state, &settings, &at(noon, 540 * UNIT)).is_empty());
+
+        // 560.00 is 12 % above: INFO starts.
+        let changes = evaluate(&mut state, &settings, &at(noon, 560 * UNIT));
+        assert_eq!(transitions(&changes), [(PacingOver, Some(Info), None)]);
+        assert_eq!(changes[0].observed, 560e6);
+        assert_eq!(changes[0].threshold, 500e6);
+        assert_eq!(
+            changes[0].message,
+            "spend 560.00 is 12% above the 500.00 expected by now (daily budget 1000.00)"
+        );
+
+        // 612.40 is 22.48 % above: WARNING.
+        let changes = evaluate(&mut state, &settings, &at(noon, 612_400_000));
+        assert_eq!(
+            transitions(&changes),
+            [(PacingOver, Some(Warning), Some(Info))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "spend 612.40 is 22% above the 500.00 expected by now (daily budget 1000.00)"
+        );
+
+        // 660.00 is 32 % above: CRITICAL.
+        let changes = evaluate(&mut state, &settings, &at(noon, 660 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(PacingOver, Some(Critical), Some(Warning))]
+        );
+
+        // Later in the day the same overspend weighs less against the larger expected spend:
+        // at 16:00, 666.67 expected; 800.00 is 20 % above → back to WARNING.
+        let changes = evaluate(&mut state, &settings, &at(16 * HOUR_MS, 800 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(PacingOver, Some(Warning), Some(Critical))]
+        );
+
+        // At 20:00, 833.33 expected; 880.00 is 5.6 % above → resolved.
+        let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 880 * UNIT));
+        assert_eq!(transitions(&changes), [(PacingOver, None, Some(Warning))]);
+        assert_eq!(
+            changes[0].message,
+            "resolved: spend 880.00 is 6% above the 833.33 expected by now (daily budget 1000.00)"
+        );
+        assert_eq!(state, AlertState::default());
+    }
+
+    #[test]
+    fn pacing_tiers_are_inclusive_at_exactly_10_20_and_30_percent() {
+        let settings = daily_budget(1_000);
+        let noon = 12 * HOUR_MS;
+        let tier = |spend_units: i64| {
+            let mut state = AlertState::default();
+            transitions(&evaluate(
+                &mut state,
+                &settings,
+                &at(noon, spend_units * UNIT),
+            ))
+        };
+        // 1.2 − 1 is 0.19999999999999996 in f64; the tolerance makes exactly 20 % count as 20 %.
+        assert_eq!(tier(550), [(PacingOver, Some(Info), None)]);
+        assert_eq!(tier(600), [(PacingOver, Some(Warning), None)]);
+        assert_eq!(tier(650), [(PacingOver, Some(Critical), None)]);
+        assert_eq!(tier(450), [(PacingUnder, Some(Info), None)]);
+        assert_eq!(tier(400), [(PacingUnder, Some(Warning), None)]);
+        assert_eq!(tier(350), [(PacingUnder, Some(Critical), None)]);
+        // Just inside the band: 9.8 % either way.
+        assert!(tier(549).is_empty());
+        assert!(tier(451).is_empty());
+    }
+
+    #[test]
+    fn pacing_direction_switch_resolves_the_other_direction_first() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        let noon = 12 * HOUR_MS;
+
+        evaluate(&mut state, &settings, &at(noon, 620 * UNIT)); // 24 % over: WARNING
+        assert_eq!(state.active(PacingOver), Some(Warning));
+
+        // At 20:00, 833.33 expected; 620.00 is 25.6 % under: over resolves, then under starts.
+        let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 620 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [
+                (PacingOver, None, Some(Warning)),
+                (PacingUnder, Some(Warning), None)
+            ]
+        );
+        assert_eq!(
+            changes[1].message,
+            "spend 620.00 is 26% below the 833.33 expected by now (daily budget 1000.00)"
+        );
+
+        // A burst puts it 32 % over at 20:00 (1100.00 vs 833.33): under resolves, then over starts as CRITICAL.
+        // (1100.00 is also past the daily budget, which is not what this test is about.)
+        let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 1_100 * UNIT));
+        let pacing: Vec<_> = changes
+            .into_iter()
+            .filter(|change| matches!(change.kind, PacingOver | PacingUnder))
+            .collect();
+        assert_eq!(
+            transitions(&pacing),
+            [
+                (PacingUnder, None, Some(Warning)),
+                (PacingOver, Some(Critical), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn pacing_is_not_evaluated_in_the_first_hour_of_the_local_day() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+
+        // Nothing spent 59 minutes into the day: 100 % under, but too early to say.
+        assert!(evaluate(&mut state, &settings, &at(HOUR_MS - 60_000, 0)).is_empty());
+
+        // Yesterday ended 40 % under pace...
+        let yesterday = Observation {
+            now_ms: DAY_START_MS - 1,
+            day_start_ms: DAY_START_MS - 24 * HOUR_MS,
+            day_end_ms: DAY_START_MS,
+            day: Totals {
+                spend_micros: 600 * UNIT,
+                ..Totals::default()
+            },
+            lifetime_spend_micros: 600 * UNIT,
+        };
+        let changes = evaluate(&mut state, &settings, &yesterday);
+        assert_eq!(transitions(&changes), [(PacingUnder, Some(Critical), None)]);
+
+        // ...and in the first hour of today the alert stays as it is.
+        assert!(evaluate(&mut state, &settings, &at(30 * 60_000, 20 * UNIT)).is_empty());
+        assert_eq!(state.active(PacingUnder), Some(Critical));
+
+        // At exactly 01:00 pacing is evaluated again: 41.67 expected, 40.00 spent is 4 % under → resolved.
+        let changes = evaluate(&mut state, &settings, &at(HOUR_MS, 40 * UNIT));
+        assert_eq!(transitions(&changes), [(PacingUnder, None, Some(Critical))]);
+    }
+
+    #[test]
+    fn pacing_uses_the_real_length_of_a_daylight_saving_day() {
+        // 2024-03-31 in Europe/Paris has 23 hours.
+        let day_start_ms = 1_711_839_600_000;
+        let day_end_ms = 1_711_922_400_000;
+        assert_eq!(day_end_ms - day_start_ms, 23 * HOUR_MS);
+        let observation = |elapsed_ms: i64, spend_micros: i64| Observation {
+            now_ms: day_start_ms + elapsed_ms,
+            day_start_ms,
+            day_end_ms,
+            day: Totals {
+                spend_micros,
+                ..Totals::default()
+            },
+            lifetime_spend_micros: spend_micros,
+        };
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        // 11.5 hours is half of this day: 500.00 expected, so 500.00 is on pace (on a 24-hour day it would be 4 % over).
+        assert!(evaluate(
+            &mut state,
+            &settings,
+            &observation(23 * HOUR_MS / 2, 500 * UNIT)
+        )
+        .is_empty());
+        // 560.00 is 12 % over.
+        let changes = evaluate(
+            &mut state,
+            &settings,
+            &observation(23 * HOUR_MS / 2, 560 * UNIT),
+        );
+        assert_eq!(transitions(&changes), [(PacingOver, Some(Info), None)]);
+        assert_eq!(changes[0].threshold, 500e6);
+    }
+
+    #[test]
+    fn pacing_after_the_end_of_the_day_expects_the_whole_budget() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        // A watermark past the day's end clamps the elapsed share to 1: 1000.00 expected, 800.00 is 20 % under.
+        let changes = evaluate(&mut state, &settings, &at(30 * HOUR_MS, 800 * UNIT));
+        assert_eq!(transitions(&changes), [(PacingUnder, Some(Warning), None)]);
+        assert_eq!(changes[0].threshold, 1_000e6);
+    }
+
+    #[test]
+    fn daily_budget_reached_at_exactly_90_and_100_percent() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        let evening = 23 * HOUR_MS;
+        let daily = |state: &mut AlertState, spend_micros: i64| {
+            only(
+                &evaluate(state, &settings, &at(evening, spend_micros)),
+                DailyBudgetReached,
+            )
+        };
+
+        assert!(daily(&mut state, 900 * UNIT - 1).is_empty());
+
+        let changes = daily(&mut state, 900 * UNIT);
+        assert_eq!(
+            transitions(&changes),
+            [(DailyBudgetReached, Some(Warning), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "day spend 900.00 is 90% of the daily budget 1000.00"
+        );
+        assert_eq!(
+            (changes[0].observed, changes[0].threshold),
+            (900e6, 1_000e6)
+        );
+
+        assert!(daily(&mut state, 1_000 * UNIT - 1).is_empty());
+
+        let changes = daily(&mut state, 1_000 * UNIT);
+        assert_eq!(
+            transitions(&changes),
+            [(DailyBudgetReached, Some(Critical), Some(Warning))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "day spend 1000.00 is 100% of the daily budget 1000.00"
+        );
+
+        assert!(daily(&mut state, 1_250 * UNIT).is_empty());
+    }
+
+    #[test]
+    fn daily_budget_alert_resolves_on_the_new_local_day() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        let spent_out = only(
+            &evaluate(&mut state, &settings, &at(22 * HOUR_MS, 1_000 * UNIT)),
+            DailyBudgetReached,
+        );
+        assert_eq!(
+            transitions(&spent_out),
+            [(DailyBudgetReached, Some(Critical), None)]
+        );
+
+        // The next day, 10 minutes in, its totals restart: 12.00 spent is 1.2 % of the budget.
+        let next_day = Observation {
+            now_ms: DAY_END_MS + 10 * 60_000,
+            day_start_ms: DAY_END_MS,
+            day_end_ms: DAY_END_MS + 24 * HOUR_MS,
+            day: Totals {
+                spend_micros: 12 * UNIT,
+                ..Totals::default()
+            },
+            lifetime_spend_micros: 1_012 * UNIT,
+        };
+        let changes = evaluate(&mut state, &settings, &next_day);
+        // Within the first hour: pacing is left alone, only the budget alert resolves.
+        assert_eq!(
+            transitions(&changes),
+            [(DailyBudgetReached, None, Some(Critical))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "resolved: day spend 12.00 is 1% of the daily budget 1000.00"
+        );
+    }
+
+    #[test]
+    fn lifetime_budget_reached_at_exactly_90_and_100_percent() {
+        let settings = CampaignSettings {
+            lifetime_budget_micros: Some(10_000 * UNIT),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+        let lifetime = |state: &mut AlertState, lifetime_spend_micros: i64| {
+            let mut observation = at(12 * HOUR_MS, 0);
+            observation.lifetime_spend_micros = lifetime_spend_micros;
+            evaluate(state, &settings, &observation)
+        };
+
+        assert!(lifetime(&mut state, 8_999 * UNIT).is_empty());
+        let changes = lifetime(&mut state, 9_000 * UNIT);
+        assert_eq!(
+            transitions(&changes),
+            [(LifetimeBudgetReached, Some(Warning), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "lifetime spend 9000.00 is 90% of the lifetime budget 10000.00"
+        );
+        let changes = lifetime(&mut state, 10_000 * UNIT);
+        assert_eq!(
+            transitions(&changes),
+            [(LifetimeBudgetReached, Some(Critical), Some(Warning))]
+        );
+        // The lifetime budget is raised to 20,000.00: 50 % spent, resolved.
+        let raised = CampaignSettings {
+            lifetime_budget_micros: Some(20_000 * UNIT),
+            ..settings
+        };
+        let mut observation = at(12 * HOUR_MS, 0);
+        observation.lifetime_spend_micros = 10_000 * UNIT;
+        let changes = evaluate(&mut state, &raised, &observation);
+        assert_eq!(
+            transitions(&changes),
+            [(LifetimeBudgetReached, None, Some(Critical))]
+        );
+    }
+
+    fn ctr_day(impressions: u64, clicks: u64) -> Observation {
+        with_day(
+            at(12 * HOUR_MS, 0),
+            Totals {
+                impressions,
+                clicks,
+                ..Totals::default()
+            },
+        )
+    }
+
+    #[test]
+    fn ctr_below_target_tiers_and_resolution() {
+        let settings = CampaignSettings {
+            min_ctr: Some(0.02),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+
+        // 16 / 1000 = 1.6 %, 20 % below 2 %: WARNING.
+        let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 16));
+        assert_eq!(
+            transitions(&changes),
+            [(CtrBelowTarget, Some(Warning), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "CTR 1.60% is 20% below the 2.00% minimum (16 clicks from 1000 impressions)"
+        );
+        assert_eq!((changes[0].observed, changes[0].threshold), (0.016, 0.02));
+
+        // 14 / 1000 = 1.4 %, 30 % below: CRITICAL.
+        let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 14));
+        assert_eq!(
+            transitions(&changes),
+            [(CtrBelowTarget, Some(Critical), Some(Warning))]
+        );
+
+        // 17 / 1000 = 1.7 %, 15 % below: back to WARNING.
+        let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 17));
+        assert_eq!(
+            transitions(&changes),
+            [(CtrBelowTarget, Some(Warning), Some(Critical))]
+        );
+
+        // 20 / 1000 = 2 % exactly: the minimum is met, resolved.
+        let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 20));
+        assert_eq!(
+            transitions(&changes),
+            [(CtrBelowTarget, None, Some(Warning))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "resolved: CTR 2.00% meets the 2.00% minimum (20 clicks from 1000 impressions)"
+        );
+    }
+
+    #[test]
+    fn ctr_miss_of_exactly_25_percent_is_critical() {
+        let settings = CampaignSettings {
+            min_ctr: Some(0.02),
+            ..CampaignSettings::default()
+        };
+        // 15 / 1000 = 1.5 %, 25 % below 2 %.
+        let changes = evaluate(&mut AlertState::default(), &settings, &ctr_day(1_000, 15));
+        assert_eq!(
+            transitions(&changes),
+            [(CtrBelowTarget, Some(Critical), None)]
+        );
+    }
+
+    #[test]
+    fn ctr_needs_1000_impressions_and_keeps_its_state_without_them() {
+        let settings = CampaignSettings {
+            min_ctr: Some(0.02),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+        // 0 clicks in 999 impressions: not enough evidence to judge.
+        assert!(evaluate(&mut state, &settings, &ctr_day(999, 0)).is_empty());
+
+        evaluate(&mut state, &settings, &ctr_day(1_000, 10)); // 1 %: CRITICAL
+        assert_eq!(state.active(CtrBelowTarget), Some(Critical));
+        // A new day starts with few impressions, all clicked: not enough evidence, the alert is kept.
+        assert!(evaluate(&mut state, &settings, &ctr_day(50, 50)).is_empty());
+        assert_eq!(state.active(CtrBelowTarget), Some(Critical));
+    }
+
+    fn cpc_day(clicks: u64, spend_micros: i64) -> Observation {
+        with_day(
+            at(12 * HOUR_MS, spend_micros),
+            Totals {
+                impressions: 10_000,
+                clicks,
+                spend_micros,
+                ..Totals::default()
+            },
+        )
+    }
+
+    #[test]
+    fn cpc_above_target_tiers_evidence_and_resolution() {
+        let settings = CampaignSettings {
+            max_cpc_micros: Some(UNIT),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+
+        // 19 clicks at 5.00 each: far above, but not enough clicks to judge.
+        assert!(evaluate(&mut state, &settings, &cpc_day(19, 95 * UNIT)).is_empty());
+
+        // 20 clicks for 24.00 = 1.20 per click, 20 % above 1.00: WARNING.
+        let changes = evaluate(&mut state, &settings, &cpc_day(20, 24 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpcAboveTarget, Some(Warning), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "CPC 1.20 is 20% above the 1.00 maximum (spend 24.00 over 20 clicks)"
+        );
+        assert_eq!(
+            (changes[0].observed, changes[0].threshold),
+            (1_200_000.0, 1_000_000.0)
+        );
+
+        // 25.00 / 20 = 1.25, exactly 25 % above: CRITICAL.
+        let changes = evaluate(&mut state, &settings, &cpc_day(20, 25 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpcAboveTarget, Some(Critical), Some(Warning))]
+        );
+
+        // 22.00 / 20 = 1.10, 10 % above: WARNING.
+        let changes = evaluate(&mut state, &settings, &cpc_day(20, 22 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpcAboveTarget, Some(Warning), Some(Critical))]
+        );
+
+        // 20.00 / 20 = 1.00, at the maximum: resolved.
+        let changes = evaluate(&mut state, &settings, &cpc_day(20, 20 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpcAboveTarget, None, Some(Warning))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "resolved: CPC 1.00 is within the 1.00 maximum (spend 20.00 over 20 clicks)"
+        );
+    }
+
+    fn roas_day(spend_micros: i64, conversions: f64, revenue_micros: f64) -> Observation {
+        with_day(
+            at(12 * HOUR_MS, spend_micros),
+            Totals {
+                impressions: 10_000,
+                clicks: 100,
+                spend_micros,
+                conversions,
+                revenue_micros,
+            },
+        )
+    }
+
+    #[test]
+    fn roas_below_target_tiers_evidence_and_resolution() {
+        let settings = CampaignSettings {
+            min_roas: Some(2.0),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+
+        // Spend but no conversions yet: ROAS would be 0, but there is no evidence to judge.
+        assert!(evaluate(&mut state, &settings, &roas_day(100 * UNIT, 0.0, 0.0)).is_empty());
+
+        // 2.5 conversions worth 150.00 on 100.00 spend: ROAS 1.5, 25 % below 2.0: CRITICAL.
+        let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 2.5, 150e6));
+        assert_eq!(
+            transitions(&changes),
+            [(RoasBelowTarget, Some(Critical), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "ROAS 1.50 is 25% below the 2.00 minimum (revenue 150.00 on spend 100.00)"
+        );
+        assert_eq!((changes[0].observed, changes[0].threshold), (1.5, 2.0));
+
+        // Revenue 170.00: ROAS 1.7, 15 % below: WARNING.
+        let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 3.0, 170e6));
+        assert_eq!(
+            transitions(&changes),
+            [(RoasBelowTarget, Some(Warning), Some(Critical))]
+        );
+
+        // A new day with no spend yet: no evidence, the alert is kept.
+        assert!(evaluate(&mut state, &settings, &roas_day(0, 0.0, 0.0)).is_empty());
+
+        // Revenue 250.00 on 100.00: ROAS 2.5, resolved.
+        let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 4.0, 250e6));
+        assert_eq!(
+            transitions(&changes),
+            [(RoasBelowTarget, None, Some(Warning))]
+        );
+        assert_eq!(
+            changes[0].message,
+            "resolved: ROAS 2.50 meets the 2.00 minimum (revenue 250.00 on spend 100.00)"
+        );
+    }
+
+    fn everything_set() -> CampaignSettings {
+        CampaignSettings {
+            daily_budget_micros: Some(1_000 * UNIT),
+            lifetime_budget_micros: Some(10_000 * UNIT),
+            min_ctr: Some(0.02),
+            max_cpc_micros: Some(UNIT),
+            min_roas: Some(2.0),
+        }
+    }
+
+    /// At noon: 950.00 spent (90 % over pace, 95 % of the day's budget), lifetime 10,000.00, CTR 1 %, CPC 1.90,
+    /// ROAS 0.5 — every rule fires.
+    fn everything_wrong() -> Observation {
+        let mut observation = with_day(
+            at(12 * HOUR_MS, 0),
+            Totals {
+                impressions: 50_000,
+                clicks: 500,
+                spend_micros: 950 * UNIT,
+                conversions: 5.0,
+                revenue_micros: 475e6,
+            },
+        );
+        observation.lifetime_spend_micros = 10_000 * UNIT;
+        observation
+    }
+
+    #[test]
+    fn every_rule_fires_in_the_documented_order() {
+        let changes = evaluate(
+            &mut AlertState::default(),
+            &everything_set(),
+            &everything_wrong(),
+        );
+        assert_eq!(
+            transitions(&changes),
+            [
+                (PacingOver, Some(Critical), None),
+                (DailyBudgetReached, Some(Warning), None),
+                (LifetimeBudgetReached, Some(Critical), None),
+                (CtrBelowTarget, Some(Critical), None),
+                (CpcAboveTarget, Some(Critical), None),
+                (RoasBelowTarget, Some(Critical), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn evaluating_the_same_observation_twice_emits_nothing_the_second_time() {
+        let mut state = AlertState::default();
+        let settings = everything_set();
+        let observation = everything_wrong();
+        assert_eq!(evaluate(&mut state, &settings, &observation).len(), 6);
+        let after_first = state;
+        assert!(evaluate(&mut state, &settings, &observation).is_empty());
+        assert_eq!(state, after_first);
+
+        let calm = roas_day(100 * UNIT, 4.0, 250e6);
+        assert!(!evaluate(&mut state, &settings, &calm).is_empty());
+        assert!(evaluate(&mut state, &settings, &calm).is_empty());
+    }
+
+    #[test]
+    fn no_settings_no_alerts() {
+        let mut state = AlertState::default();
+        let settings = CampaignSettings::default();
+        for observation in [everything_wrong(), at(0, 0), at(12 * HOUR_MS, i64::MAX)] {
+            assert!(evaluate(&mut state, &settings, &observation).is_empty());
+        }
+        assert_eq!(state, AlertState::default());
+    }
+
+    #[test]
+    fn zero_negative_and_non_finite_settings_count_as_not_set() {
+        let settings = CampaignSettings {
+            daily_budget_micros: Some(0),
+            lifetime_budget_micros: Some(-1),
+            min_ctr: Some(f64::NAN),
+            max_cpc_micros: Some(0),
+            min_roas: Some(f64::INFINITY),
+        };
+        assert!(evaluate(&mut AlertState::default(), &settings, &everything_wrong()).is_empty());
+    }
+
+    #[test]
+    fn removing_a_setting_resolves_its_alerts() {
+        let mut state = AlertState::default();
+        evaluate(&mut state, &everything_set(), &everything_wrong());
+        let changes = evaluate(
+            &mut state,
+            &CampaignSettings::default(),
+            &everything_wrong(),
+        );
+        assert_eq!(
+            transitions(&changes),
+            [
+                (PacingOver, None, Some(Critical)),
+                (DailyBudgetReached, None, Some(Warning)),
+                (LifetimeBudgetReached, None, Some(Critical)),
+                (CtrBelowTarget, None, Some(Critical)),
+                (CpcAboveTarget, None, Some(Critical)),
+                (RoasBelowTarget, None, Some(Critical)),
+            ]
+        );
+        assert_eq!(changes[0].message, "resolved: daily budget no longer set");
+        assert_eq!(
+            changes[2].message,
+            "resolved: lifetime budget no longer set"
+        );
+        assert_eq!(changes[4].message, "resolved: maximum CPC no longer set");
+        assert!(changes.iter().all(|change| change.threshold == 0.0));
+        // The CTR is still reported: 500 / 50,000.
+        assert_eq!(changes[3].observed, 0.01);
+        assert_eq!(state, AlertState::default());
+    }
+
+    #[test]
+    fn extreme_and_inverted_inputs_do_not_panic() {
+        let settings = CampaignSettings {
+            daily_budget_micros: Some(i64::MAX),
+            lifetime_budget_micros: Some(1),
+            min_ctr: Some(f64::MIN_POSITIVE),
+            max_cpc_micros: Some(i64::MAX),
+            min_roas: Some(f64::MAX),
+        };
+        let extremes = [
+            (i64::MIN, i64::MAX, i64::MIN, i64::MIN),
+            (i64::MAX, i64::MIN, i64::MAX, i64::MAX),
+            (0, 0, 0, 0),
+            (DAY_END_MS, DAY_END_MS, DAY_START_MS, -5),
+        ];
+        for (now_ms, day_start_ms, day_end_ms, spend_micros) in extremes {
+            let observation = Observation {
+                now_ms,
+                day_start_ms,
+                day_end_ms,
+                day: Totals {
+                    impressions: u64::MAX,
+                    clicks: u64::MAX,
+                    spend_micros,
+                    conversions: f64::NAN,
+                    revenue_micros: f64::INFINITY,
+                },
+                lifetime_spend_micros: spend_micros,
+            };
+            let mut state = AlertState::default();
+            for change in evaluate(&mut state, &settings, &observation) {
+                assert!(
+                    change.observed.is_finite() && change.threshold.is_finite(),
+                    "{change:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_inverted_day_leaves_pacing_as_it_is() {
+        let settings = daily_budget(1_000);
+        let mut state = AlertState::default();
+        evaluate(&mut state, &settings, &at(12 * HOUR_MS, 700 * UNIT)); // 40 % over: CRITICAL
+        let mut inverted = at(12 * HOUR_MS, 0);
+        inverted.day_end_ms = inverted.day_start_ms;
+        assert!(only(&evaluate(&mut state, &settings, &inverted), PacingOver).is_empty());
+        assert_eq!(state.active(PacingOver), Some(Critical));
+    }
+
+    #[test]
+    fn names_are_stable_and_severities_ordered() {
+        let names: Vec<_> = [
+            PacingOver,
+            PacingUnder,
+            DailyBudgetReached,
+            LifetimeBudgetReached,
+            CtrBelowTarget,
+            CpcAboveTarget,
+            RoasBelowTarget,
+        ]
+        .map(AlertKind::as_str)
+        .to_vec();
+        assert_eq!(
+            names,
+            [
+                "PACING_OVER",
+                "PACING_UNDER",
+                "DAILY_BUDGET_REACHED",
+                "LIFETIME_BUDGET_REACHED",
+                "CTR_BELOW_TARGET",
+                "CPC_ABOVE_TARGET",
+                "ROAS_BELOW_TARGET"
+            ]
+        );
+        assert_eq!(
+            [Info, Warning, Critical].map(Severity::as_str),
+            ["INFO", "WARNING", "CRITICAL"]
+        );
+        assert!(Info < Warning && Warning < Critical);
+    }
+}

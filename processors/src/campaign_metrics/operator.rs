@@ -1,0 +1,541 @@
+//! The campaign-metrics operator: impressions and clicks into hourly and daily rows per campaign.
+//!
+//! Inputs: `ads.impressions` and `ads.clicks` (streams) and `ads.campaigns` (a table), all keyed by campaign id and
+//! co-partitioned. Each impression or click updates two windows of its campaign: the local clock hour and the local
+//! day in the campaign's time zone (UTC while the campaign is unknown). Window rows live in the `windows` store.
+//!
+//! Lateness (see [`crate::window::Lateness`]): an event whose hourly window's retention has passed (watermark ≥
+//! hour end + retention) is expired: it touches no window and goes to `late.<topic>`. Otherwise it updates both
+//! windows; updating a row that is already final (watermark passed end + grace) is a correction, counted in the
+//! row's `corrections` and re-emitted under the same key.
+//!
+//! Emission ([`EmitMode`]): `Updating` emits every row changed since the last commit, at each commit; `Final` emits
+//! a row once when it becomes final, and again for each commit in which corrections changed it. Rows leave the
+//! store (tombstone in the changelog, not in the output) once their retention has passed.
+//!
+//! Records that do not decode, or that break a rule (negative cost, a currency different from the row's), go to
+//! `dlq.<topic>`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, Platform};
+use adstream_schemas::outputs::{
+    write_metrics_key, CampaignMetrics, Granularity as OutputGranularity,
+};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::kpi::{Kpis, Totals};
+use crate::runtime::{
+    ChangelogStore, Context, DecodeError, InputKind, InputSpec, KeyedStore, Operator, OutputSpec,
+    Record, TypedDecoder, WireEncoder,
+};
+use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
+
+/// When rows are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmitMode {
+    /// Every changed row at every commit (BI dashboards see the current hour fill up).
+    #[default]
+    Updating,
+    /// Each row once when final, then only corrections.
+    Final,
+}
+
+/// Topic names and rules of the job.
+#[derive(Debug, Clone)]
+pub struct CampaignMetricsConfig {
+    /// Impressions topic.
+    pub impressions: String,
+    /// Clicks topic.
+    pub clicks: String,
+    /// Campaigns table topic.
+    pub campaigns: String,
+    /// Hourly output topic.
+    pub hourly: String,
+    /// Daily output topic.
+    pub daily: String,
+    /// Grace period and retention of windows.
+    pub lateness: Lateness,
+    /// When rows are emitted.
+    pub emit: EmitMode,
+}
+
+/// One window row as kept in the store and its changelog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRow {
+    /// Campaign.
+    pub campaign_id: String,
+    /// true = daily, false = hourly.
+    pub daily: bool,
+    /// Window start (UTC epoch millis).
+    pub start_ms: i64,
+    /// Window end (UTC epoch millis).
+    pub end_ms: i64,
+    /// Time zone of the boundaries.
+    pub time_zone: String,
+    /// Platform of the events.
+    pub platform: Platform,
+    /// Account of the events.
+    pub account_id: String,
+    /// Currency of spend.
+    pub currency: String,
+    /// Impressions.
+    pub impressions: u64,
+    /// Clicks.
+    pub clicks: u64,
+    /// Spend in micros.
+    pub spend_micros: i64,
+    /// Credited conversions.
+    pub conversions: f64,
+    /// Credited revenue in micros.
+    pub revenue_micros: f64,
+    /// Whether the final row was emitted (or, in updating mode, the row was marked final).
+    pub is_final: bool,
+    /// Corrections after final.
+    pub corrections: u64,
+    /// Rows emitted for this key.
+    pub revision: u64,
+    /// Correlation id of the last record that changed the row.
+    pub correlation_id: String,
+}
+
+impl WindowRow {
+    fn totals(&self) -> Totals {
+        Totals {
+            impressions: self.impressions,
+            clicks: self.clicks,
+            spend_micros: self.spend_micros,
+            conversions: self.conversions,
+            revenue_micros: self.revenue_micros,
+        }
+    }
+}
+
+/// What the job needs of a campaign from the table.
+struct CampaignInfo {
+    time_zone: Tz,
+    time_zone_name: String,
+}
+
+/// Counters of the job, for the summary and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CampaignMetricsCounters {
+    /// Events applied to windows.
+    pub applied: u64,
+    /// Events that corrected a final row.
+    pub corrections: u64,
+    /// Events past retention, sent to late topics.
+    pub expired: u64,
+    /// Rows emitted.
+    pub rows_emitted: u64,
+}
+
+/// The operator; see the module doc.
+pub struct CampaignMetricsJob {
+    config: CampaignMetricsConfig,
+    windows: KeyedStore<String, WindowRow>,
+    campaigns: HashMap<String, CampaignInfo>,
+    impression_decoder: TypedDecoder,
+    click_decoder: TypedDecoder,
+    campaign_decoder: TypedDecoder,
+    encoders: Vec<WireEncoder>,
+    /// Keys changed since the last commit, with their partition.
+    changed: HashSet<(i32, String)>,
+    /// Rows not final yet, by (end, key): the first ones become final first.
+    open: BTreeSet<(i64, String, i32)>,
+    /// Every row held, by (end, key): the first ones expire first.
+    held: BTreeSet<(i64, String, i32)>,
+    /// `open`/`held` must be rebuilt from the store (after a restore).
+    indexes_stale: bool,
+    counters: CampaignMetricsCounters,
+    value_buffer: Vec<u8>,
+}
+
+const IMPRESSIONS: usize = 0;
+const CAMPAIGNS: usize = 2;
+const HOURLY: usize = 0;
+const DAILY: usize = 1;
+
+/// An impression or a click, reduced to what the windows need.
+struct AdEvent {
+    campaign_id: String,
+    event_time: i64,
+    platform: Platform,
+    account_id: String,
+    cost_micros: i64,
+    currency: String,
+    click: bool,
+}
+
+impl CampaignMetricsJob {
+    /// The operator for `config`.
+    pub fn new(config: CampaignMetricsConfig) -> Result<CampaignMetricsJob, String> {
+        Ok(CampaignMetricsJob {
+            config,
+            windows: KeyedStore::new("windows"),
+            campaigns: HashMap::new(),
+            impression_decoder: TypedDecoder::new(
+                "io.adstream.ads.AdImpression",
+                avsc::AD_IMPRESSION,
+            )?,
+            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            campaign_decoder: TypedDecoder::new("io.adstream.ads.Campaign", avsc::CAMPAIGN)?,
+            encoders: Vec::new(),
+            changed: HashSet::new(),
+            open: BTreeSet::new(),
+            held: BTreeSet::new(),
+            indexes_stale: true,
+            counters: CampaignMetricsCounters::default(),
+            value_buffer: Vec::new(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> CampaignMetricsCounters {
+        self.counters
+    }
+
+    fn decode_event(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<AdEvent, DecodeError> {
+        // Inputs other than impressions and the campaigns table are clicks.
+        let event = if record.input == IMPRESSIONS {
+            let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
+            AdEvent {
+                campaign_id: i.campaign_id,
+                event_time: i.event_time,
+                platform: i.platform,
+                account_id: i.account_id,
+                cost_micros: i.cost_micros,
+                currency: i.currency,
+                click: false,
+            }
+        } else {
+            let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
+            AdEvent {
+                campaign_id: c.campaign_id,
+                event_time: c.event_time,
+                platform: c.platform,
+                account_id: c.account_id,
+                cost_micros: c.cost_micros,
+                currency: c.currency,
+                click: true,
+            }
+        };
+        if event.campaign_id.is_empty() {
+            return Err(DecodeError::Invalid("campaign_id is empty".into()));
+        }
+        if event.cost_micros < 0 {
+            return Err(DecodeError::Invalid(format!(
+                "cost_micros is negative ({})",
+                event.cost_micros
+            )));
+        }
+        if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(DecodeError::Invalid(format!(
+                "currency '{}' is not an ISO 4217 code",
+                event.currency
+            )));
+        }
+        Ok(event)
+    }
+
+    fn apply_campaign(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), DecodeError> {
+        if record.value.is_none() {
+            // A tombstone deletes the campaign from the table.
+            if let Some(key) = record.key.and_then(|k| std::str::from_utf8(k).ok()) {
+                self.campaigns.remove(key);
+            }
+            return Ok(());
+        }
+        let campaign: Campaign = self.campaign_decoder.decode(ctx.schemas, record.value)?;
+        let time_zone: Tz = campaign.time_zone.parse().map_err(|_| {
+            DecodeError::Invalid(format!(
+                "campaign {}: time_zone '{}' is not an IANA zone",
+                campaign.campaign_id, campaign.time_zone
+            ))
+        })?;
+        self.campaigns.insert(
+            campaign.campaign_id,
+            CampaignInfo {
+                time_zone,
+                time_zone_name: campaign.time_zone,
+            },
+        );
+        Ok(())
+    }
+
+    fn rebuild_indexes(&mut self) {
+        self.open.clear();
+        self.held.clear();
+        for (partition, key, row) in self.windows.iter() {
+            self.held.insert((row.end_ms, key.clone(), partition));
+            if !row.is_final {
+                self.open.insert((row.end_ms, key.clone(), partition));
+            }
+        }
+        self.indexes_stale = false;
+    }
+
+    fn emit_row(&mut self, partition: i32, key: &str, ctx: &mut Context<'_>) {
+        let Some(row) = self.windows.get(partition, key) else {
+            return;
+        };
+        let kpis = Kpis::of(&row.totals());
+        let granularity = if row.daily {
+            OutputGranularity::Daily
+        } else {
+            OutputGranularity::Hourly
+        };
+        let output = CampaignMetrics {
+            campaign_id: row.campaign_id.clone(),
+            granularity,
+            window_start: row.start_ms,
+            window_end: row.end_ms,
+            time_zone: row.time_zone.clone(),
+            platform: row.platform,
+            account_id: row.account_id.clone(),
+            currency: row.currency.clone(),
+            impressions: i64::try_from(row.impressions).unwrap_or(i64::MAX),
+            clicks: i64::try_from(row.clicks).unwrap_or(i64::MAX),
+            spend_micros: row.spend_micros,
+            conversions: row.conversions,
+            revenue_micros: row.revenue_micros,
+            ctr: kpis.ctr,
+            cpc_micros: kpis.cpc_micros,
+            cpm_micros: kpis.cpm_micros,
+            cpa_micros: kpis.cpa_micros,
+            roas: kpis.roas,
+            is_final: row.is_final,
+            corrections: i64::try_from(row.corrections).unwrap_or(i64::MAX),
+            revision: i64::try_from(row.revision + 1).unwrap_or(i64::MAX),
+            emitted_at: ctx.now_ms,
+            correlation_id: row.correlation_id.clone(),
+        };
+        let index = if row.daily { DAILY } else { HOURLY };
+        let start = row.start_ms;
+        if let Err(e) = self.encoders[index].encode(&output, &mut self.value_buffer) {
+            tracing::error!(error = %e, key, "output row does not match its schema");
+            return;
+        }
+        ctx.emit(
+            index,
+            key.as_bytes(),
+            &self.value_buffer,
+            start,
+            &output.correlation_id,
+        );
+        if let Some(row) = self.windows.get_mut(partition, key) {
+            row.revision += 1;
+        }
+        self.counters.rows_emitted += 1;
+    }
+}
+
+impl Operator for CampaignMetricsJob {
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                topic: self.config.impressions.clone(),
+                kind: InputKind::Stream,
+            },
+            InputSpec {
+                topic: self.config.clicks.clone(),
+                kind: InputKind::Stream,
+            },
+            InputSpec {
+                topic: self.config.campaigns.clone(),
+                kind: InputKind::Table,
+            },
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                topic: self.config.hourly.clone(),
+                value_schema: CampaignMetrics::SCHEMA,
+            },
+            OutputSpec {
+                topic: self.config.daily.clone(),
+                value_schema: CampaignMetrics::SCHEMA,
+            },
+        ]
+    }
+
+    fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
+        vec![&mut self.windows]
+    }
+
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+        self.encoders = ids
+            .iter()
+            .map(|id| WireEncoder::new(CampaignMetrics::SCHEMA, *id))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+        if record.input == CAMPAIGNS {
+            return self.apply_campaign(record, ctx);
+        }
+        let event = self.decode_event(record, ctx)?;
+        let (tz, tz_name) = match self.campaigns.get(&event.campaign_id) {
+            Some(info) => (info.time_zone, info.time_zone_name.as_str()),
+            None => (Tz::UTC, "UTC"),
+        };
+        let hour = calendar_window(Granularity::Hour, event.event_time, tz);
+        let day = calendar_window(Granularity::Day, event.event_time, tz);
+        if self.config.lateness.classify(hour, ctx.watermark) == Arrival::Expired {
+            self.counters.expired += 1;
+            ctx.late(
+                record,
+                &format!(
+                    "event time {} is past the retention of its hourly window (ends {}, retention {} ms)",
+                    event.event_time, hour.end_ms, self.config.lateness.retention_ms
+                ),
+            );
+            return Ok(());
+        }
+        // Validate both rows before changing either, so a rejected record changes nothing.
+        let mut keys = [String::new(), String::new()];
+        for (slot, (window, daily)) in keys.iter_mut().zip([(hour, false), (day, true)]) {
+            let granularity = if daily {
+                OutputGranularity::Daily
+            } else {
+                OutputGranularity::Hourly
+            };
+            write_metrics_key(&event.campaign_id, granularity, window.start_ms, slot);
+            if let Some(row) = self.windows.get(record.partition, slot) {
+                if row.currency != event.currency {
+                    return Err(DecodeError::Invalid(format!(
+                        "currency {} differs from the campaign's {} in window {slot}",
+                        event.currency, row.currency
+                    )));
+                }
+            }
+        }
+        let tz_name = tz_name.to_owned();
+        let mut corrected = false;
+        for (key, (window, daily)) in keys.into_iter().zip([(hour, false), (day, true)]) {
+            let mut created = false;
+            let row = self.windows.get_or_insert_with(record.partition, &key, || {
+                created = true;
+                WindowRow {
+                    campaign_id: event.campaign_id.clone(),
+                    daily,
+                    start_ms: window.start_ms,
+                    end_ms: window.end_ms,
+                    time_zone: tz_name.clone(),
+                    platform: event.platform,
+                    account_id: event.account_id.clone(),
+                    currency: event.currency.clone(),
+                    impressions: 0,
+                    clicks: 0,
+                    spend_micros: 0,
+                    conversions: 0.0,
+                    revenue_micros: 0.0,
+                    is_final: false,
+                    corrections: 0,
+                    revision: 0,
+                    correlation_id: String::new(),
+                }
+            });
+            if event.click {
+                row.clicks += 1;
+            } else {
+                row.impressions += 1;
+            }
+            row.spend_micros = row.spend_micros.saturating_add(event.cost_micros);
+            row.correlation_id.clear();
+            row.correlation_id.push_str(record.correlation_id);
+            if row.is_final {
+                row.corrections += 1;
+                corrected = true;
+            }
+            if created && !self.indexes_stale {
+                self.open
+                    .insert((window.end_ms, key.clone(), record.partition));
+                self.held
+                    .insert((window.end_ms, key.clone(), record.partition));
+            }
+            self.changed.insert((record.partition, key));
+        }
+        self.counters.applied += 1;
+        if corrected {
+            self.counters.corrections += 1;
+        }
+        Ok(())
+    }
+
+    fn on_commit(&mut self, ctx: &mut Context<'_>) {
+        if self.indexes_stale {
+            self.rebuild_indexes();
+        }
+        // Rows whose grace has passed become final.
+        let mut became_final = Vec::new();
+        while let Some((end, key, partition)) = self.open.first().cloned() {
+            let window = Window {
+                start_ms: end,
+                end_ms: end,
+            };
+            if !self.config.lateness.is_final(window, ctx.watermark) {
+                break;
+            }
+            self.open.pop_first();
+            if let Some(row) = self.windows.get_mut(partition, key.as_str()) {
+                if !row.is_final {
+                    row.is_final = true;
+                    became_final.push((partition, key));
+                }
+            }
+        }
+        let mut due: Vec<(i32, String)> = match self.config.emit {
+            EmitMode::Updating => self.changed.drain().collect(),
+            EmitMode::Final => {
+                let changed: Vec<(i32, String)> = self.changed.drain().collect();
+                // Only rows already final: corrections. Open rows wait for their final emission.
+                changed
+                    .into_iter()
+                    .filter(|(p, k)| self.windows.get(*p, k).is_some_and(|r| r.is_final))
+                    .collect()
+            }
+        };
+        due.extend(became_final);
+        due.sort();
+        due.dedup();
+        for (partition, key) in due {
+            self.emit_row(partition, &key, ctx);
+        }
+        // Rows past retention leave the store.
+        while let Some((end, key, partition)) = self.held.first().cloned() {
+            let window = Window {
+                start_ms: end,
+                end_ms: end,
+            };
+            if !self.config.lateness.is_expired(window, ctx.watermark) {
+                break;
+            }
+            self.held.pop_first();
+            self.open.remove(&(end, key.clone(), partition));
+            self.windows.delete(partition, &key);
+        }
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.changed.retain(|(p, _)| *p != partition);
+        self.indexes_stale = true;
+    }
+
+    fn on_restored(&mut self, _partitions: &[i32]) {
+        self.indexes_stale = true;
+    }
+}

@@ -1,0 +1,15 @@
+//! adstream's stream processors.
+//!
+//! Layout:
+//! - `window`           — event-time window assignment (tumbling, hopping, calendar hours and days in a time
+//!   zone) and the lateness rule (on time, correction, expired). Pure.
+//! - `watermark`        — per-partition event-time watermarks with idle-partition handling. Pure.
+//! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
+//! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
+//!
+//! Domain logic here never imports rdkafka, so replays and backtests call the same code as the live jobs.
+
+pub mod campaign_metrics;
+pub mod runtime;
+pub mod watermark;
+pub mod window;

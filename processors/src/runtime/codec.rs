@@ -1,0 +1,301 @@
+//! Confluent wire-format Avro: decoding input values into the contract's Rust types, encoding outputs.
+//!
+//! A value is `0x00`, a big-endian u32 schema id, then the Avro binary datum written with that schema. Writer
+//! schemas are fetched from the registry once per id and kept for the life of the process (ids are few). When the
+//! writer schema is the reader's own (the common case) the datum is deserialized straight into the Rust type;
+//! otherwise it is decoded with the writer schema and resolved to the reader schema (schema evolution).
+//!
+//! Every failure is a [`DecodeError`] with a stable class, which the runtime turns into a dead letter.
+
+use std::collections::HashMap;
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde::Serialize;
+
+use adstream_schemas::client::RegistryClient;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+
+/// Why a record could not be decoded. `class()` names the kind for the dead-letter headers.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The record has no value (a tombstone on a stream topic).
+    #[error("the record has no value")]
+    MissingValue,
+    /// Shorter than the 5-byte Confluent header.
+    #[error("value of {0} bytes is shorter than the 5-byte Confluent wire header")]
+    TooShort(usize),
+    /// The first byte is not the Confluent magic byte 0.
+    #[error("magic byte is {0:#04x}, expected 0x00 (not Confluent wire format)")]
+    BadMagic(u8),
+    /// The registry has no schema with this id.
+    #[error("schema id {0} is unknown to the registry")]
+    UnknownSchema(u32),
+    /// The registry could not be asked (after the client's timeout).
+    #[error("schema id {id}: registry unavailable: {message}")]
+    RegistryUnavailable {
+        /// Schema id.
+        id: u32,
+        /// The client's message.
+        message: String,
+    },
+    /// The writer schema does not parse, or cannot be resolved to the reader schema.
+    #[error("schema id {id} cannot be read as {reader}: {message}")]
+    IncompatibleSchema {
+        /// Schema id.
+        id: u32,
+        /// Reader record full name.
+        reader: &'static str,
+        /// apache-avro's message.
+        message: String,
+    },
+    /// The datum does not decode with its writer schema (truncated, mistyped or trailing bytes).
+    #[error("Avro datum does not decode with schema id {id}: {message}")]
+    BadDatum {
+        /// Schema id.
+        id: u32,
+        /// What went wrong.
+        message: String,
+    },
+    /// Decoded, but a field breaks a rule of the contract.
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+impl DecodeError {
+    /// Stable name of the failure kind, written to the `dlq_error_class` header.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DecodeError::MissingValue => "missing-value",
+            DecodeError::TooShort(_) => "truncated-header",
+            DecodeError::BadMagic(_) => "bad-magic-byte",
+            DecodeError::UnknownSchema(_) => "unknown-schema-id",
+            DecodeError::RegistryUnavailable { .. } => "registry-unavailable",
+            DecodeError::IncompatibleSchema { .. } => "incompatible-schema",
+            DecodeError::BadDatum { .. } => "undecodable-avro",
+            DecodeError::Invalid(_) => "invalid-value",
+        }
+    }
+
+    /// Whether retrying later could succeed: such records must not be dead-lettered; the task stops instead.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::RegistryUnavailable { .. })
+    }
+}
+
+/// How values written with one schema id are read as one Rust type.
+enum Plan {
+    /// The writer schema is the reader's: deserialize directly.
+    Direct(GenericDatumReader<'static>),
+    /// Decode with the writer schema, resolve to the reader's.
+    Resolve(GenericDatumReader<'static>),
+}
+
+/// A reader schema (one contract type) and its plans per writer schema id.
+pub struct TypedDecoder {
+    full_name: &'static str,
+    reader: &'static Schema,
+    reader_canonical: String,
+    plans: HashMap<u32, Plan>,
+}
+
+/// Writer schemas by id, shared by every [`TypedDecoder`] of a task, fetched from the registry on first use.
+pub struct SchemaCache {
+    registry: RegistryClient,
+    runtime: tokio::runtime::Handle,
+    schemas: HashMap<u32, &'static Schema>,
+}
+
+impl SchemaCache {
+    /// A cache that asks `registry`, blocking on `runtime` for the rare fetch of an unseen id.
+    pub fn new(registry: RegistryClient, runtime: tokio::runtime::Handle) -> SchemaCache {
+        SchemaCache {
+            registry,
+            runtime,
+            schemas: HashMap::new(),
+        }
+    }
+
+    fn writer(&mut self, id: u32) -> Result<&'static Schema, DecodeError> {
+        if let Some(schema) = self.schemas.get(&id) {
+            return Ok(schema);
+        }
+        let registry = self.registry.clone();
+        let text = self
+            .runtime
+            .block_on(async move { registry.schema_by_id(id).await })
+            .map_err(|e| match e.code() {
+                Some(code) if code < 50000 => DecodeError::UnknownSchema(id),
+                _ => DecodeError::RegistryUnavailable {
+                    id,
+                    message: e.to_string(),
+                },
+            })?
+            .ok_or(DecodeError::UnknownSchema(id))?;
+        let schema = Schema::parse_str(&text).map_err(|e| DecodeError::IncompatibleSchema {
+            id,
+            reader: "(any)",
+            message: e.to_string(),
+        })?;
+        // Writer schemas live for the process: there are few, and decoders borrow them for 'static.
+        let schema: &'static Schema = Box::leak(Box::new(schema));
+        self.schemas.insert(id, schema);
+        Ok(schema)
+    }
+}
+
+impl TypedDecoder {
+    /// A decoder into the type whose schema is `schema_text` (a contract `.avsc`).
+    pub fn new(full_name: &'static str, schema_text: &str) -> Result<TypedDecoder, String> {
+        let reader = Schema::parse_str(schema_text).map_err(|e| e.to_string())?;
+        let reader_canonical = reader.canonical_form();
+        Ok(TypedDecoder {
+            full_name,
+            reader: Box::leak(Box::new(reader)),
+            reader_canonical,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// Decodes one Confluent wire-format value into `T`.
+    pub fn decode<T: DeserializeOwned>(
+        &mut self,
+        cache: &mut SchemaCache,
+        value: Option<&[u8]>,
+    ) -> Result<T, DecodeError> {
+        let value = value.ok_or(DecodeError::MissingValue)?;
+        if value.len() < 5 {
+            return Err(DecodeError::TooShort(value.len()));
+        }
+        if value[0] != 0 {
+            return Err(DecodeError::BadMagic(value[0]));
+        }
+        let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+        if !self.plans.contains_key(&id) {
+            let plan = self.plan(cache, id)?;
+            self.plans.insert(id, plan);
+        }
+        let mut datum = &value[5..];
+        let bad = |message: String| DecodeError::BadDatum { id, message };
+        let decoded = match &self.plans[&id] {
+            Plan::Direct(reader) => reader
+                .read_deser::<T>(&mut datum)
+                .map_err(|e| bad(e.to_string()))?,
+            Plan::Resolve(reader) => {
+                let resolved = reader
+                    .read_value(&mut datum)
+                    .map_err(|e| bad(e.to_string()))?;
+                apache_avro::from_value::<T>(&resolved).map_err(|e| bad(e.to_string()))?
+            }
+        };
+        if !datum.is_empty() {
+            return Err(bad(format!(
+                "{} trailing byte(s) after the datum",
+                datum.len()
+            )));
+        }
+        Ok(decoded)
+    }
+
+    fn plan(&self, cache: &mut SchemaCache, id: u32) -> Result<Plan, DecodeError> {
+        let writer = cache.writer(id)?;
+        let incompatible = |message: String| DecodeError::IncompatibleSchema {
+            id,
+            reader: self.full_name,
+            message,
+        };
+        if writer.canonical_form() == self.reader_canonical {
+            return GenericDatumReader::builder(writer)
+                .build()
+                .map(Plan::Direct)
+                .map_err(|e| incompatible(e.to_string()));
+        }
+        if let Err(problems) = adstream_schemas::compat::can_read(writer, self.reader) {
+            let message = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(incompatible(message));
+        }
+        GenericDatumReader::builder(writer)
+            .reader_schema(self.reader)
+            .build()
+            .map(Plan::Resolve)
+            .map_err(|e| incompatible(e.to_string()))
+    }
+}
+
+/// Encodes one output type in Confluent wire format under a registered schema id.
+pub struct WireEncoder {
+    writer: GenericDatumWriter<'static>,
+    header: [u8; 5],
+}
+
+impl WireEncoder {
+    /// An encoder for values of the schema `schema_text`, registered under `schema_id`.
+    pub fn new(schema_text: &str, schema_id: u32) -> Result<WireEncoder, String> {
+        let schema = Schema::parse_str(schema_text).map_err(|e| e.to_string())?;
+        // Output schemas are few and live for the process.
+        let schema: &'static Schema = Box::leak(Box::new(schema));
+        let writer = GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let id = schema_id.to_be_bytes();
+        Ok(WireEncoder {
+            writer,
+            header: [0, id[0], id[1], id[2], id[3]],
+        })
+    }
+
+    /// Clears `out` and writes `value` into it: header, then the Avro datum.
+    pub fn encode<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        out.extend_from_slice(&self.header);
+        self.writer
+            .write_ser(out, value)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tokio::runtime::Runtime, SchemaCache) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Port 9 (discard) on loopback: nothing answers, so any fetch fails fast; these tests never fetch.
+        let client = RegistryClient::new("http://127.0.0.1:9").expect("client");
+        let cache = SchemaCache::new(client, runtime.handle().clone());
+        (runtime, cache)
+    }
+
+    #[test]
+    fn header_problems_are_classified_before_any_registry_call() {
+        let (_rt, mut cache) = cache();
+        let mut decoder = TypedDecoder::new(
+            "io.adstream.ads.AdClick",
+            adstream_schemas::events::avsc::AD_CLICK,
+        )
+        .expect("schema");
+        let class = |d: &mut TypedDecoder, c: &mut SchemaCache, v: Option<&[u8]>| {
+            d.decode::<adstream_schemas::events::AdClick>(c, v)
+                .expect_err("must fail")
+                .class()
+        };
+        assert_eq!(class(&mut decoder, &mut cache, None), "missing-value");
+        assert_eq!(
+            class(&mut decoder, &mut cache, Some(&[0, 0, 1])),
+            "truncated-header"
+        );
+        assert_eq!(
+            class(&mut decoder, &mut cache, Some(b"{\"json\":1}")),
+            "bad-magic-byte"
+        );
+    }
+}

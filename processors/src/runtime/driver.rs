@@ -1,0 +1,1009 @@
+//! The poll loop: consume, hand records to the operator, commit state, outputs and offsets together.
+//!
+//! One thread owns the consumer. The group's rebalance callbacks run inside `poll` on that same thread, so the
+//! task state they need sits behind a mutex that the loop never holds across `poll`:
+//! - before partitions are revoked, everything processed so far is committed (so the next owner starts exactly
+//!   where this one stopped), then their state is dropped;
+//! - after partitions are assigned, their stores are restored from the changelogs and their tables read to the
+//!   end, before `poll` returns any of their records.
+//!
+//! Co-partitioning: partition n of every input holds the same keys, so partition n of all inputs must be owned by
+//! one member. The group uses Kafka's consumer protocol (KIP-848) with the broker-side `range` assignor, which
+//! assigns equal partition numbers of equally partitioned topics together and rebalances incrementally.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use adstream_schemas::client::RegistryClient;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::{debug, info, info_span, warn};
+
+use super::{
+    DeliveryGuarantee, InputKind, InputSpec, Operator, OutputSpec, Record, RuntimeConfig,
+    SchemaCache,
+};
+use crate::watermark::PartitionWatermarks;
+
+/// How long a transactional or admin call may take before it counts as timed out.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a retriable transactional error is retried before the job gives up.
+const RETRIES: u32 = 5;
+
+/// Why a job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The job could not be set up (topics, schemas, clients).
+    #[error("cannot start: {0}")]
+    Setup(String),
+    /// A fatal Kafka error: the producer was fenced by a newer instance with the same transactional id, or the
+    /// broker lost its state. The job must be restarted.
+    #[error("fatal Kafka error: {0}")]
+    Fatal(String),
+    /// A commit's outcome is unknown after its retries. Nothing is reported as committed; a restart resumes from
+    /// what Kafka committed.
+    #[error("commit outcome unknown after {RETRIES} attempts: {0}")]
+    CommitUnknown(String),
+    /// A changelog could not be restored.
+    #[error("restore failed: {0}")]
+    Restore(String),
+    /// Records could not be delivered under at-least-once.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+    /// The registry was unavailable for a record's schema; the record was not processed.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// What a run did, returned at a clean shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Records handed to the operator.
+    pub records: u64,
+    /// Records sent to dead-letter topics.
+    pub dead_letters: u64,
+    /// Records sent to late topics.
+    pub late: u64,
+    /// Transactions (or at-least-once commits) committed.
+    pub commits: u64,
+    /// Transactions aborted (state restored and input rewound each time).
+    pub aborts: u64,
+    /// Changelog and table records restored.
+    pub restored: u64,
+}
+
+/// Delivery outcome counters of the producer, read at commit time.
+#[derive(Default)]
+struct DeliveryCounters {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+struct DeliveryContext(Arc<DeliveryCounters>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.0.first_error.lock() {
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// Where the operator's records go: outputs, dead letters and late records, all through one producer.
+pub struct Emitter {
+    producer: BaseProducer<DeliveryContext>,
+    exactly_once: bool,
+    transaction_open: bool,
+    outputs: Vec<String>,
+    input_topics: Vec<String>,
+    dead_letters: u64,
+    late: u64,
+}
+
+impl Emitter {
+    fn ensure_transaction(&mut self) -> Result<(), KafkaError> {
+        if self.exactly_once && !self.transaction_open {
+            self.producer.begin_transaction()?;
+            self.transaction_open = true;
+        }
+        Ok(())
+    }
+
+    /// Sends one record, waiting out a full local queue. Errors here are enqueue errors (unknown topic, record too
+    /// large); delivery errors surface at commit.
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        self.ensure_transaction()?;
+        let mut record = BaseRecord::to(topic).key(key).headers(headers);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(ts) = timestamp_ms {
+            record = record.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+}
+
+/// What an operator may do while handling a record or a commit.
+pub struct Context<'a> {
+    emitter: &'a mut Emitter,
+    /// Writer-schema cache for decoding inputs.
+    pub schemas: &'a mut SchemaCache,
+    /// Event-time watermark of the task's stream partitions; None until one has seen an event.
+    pub watermark: Option<i64>,
+    /// Wall-clock time of this call (epoch millis).
+    pub now_ms: i64,
+    error: &'a mut Option<KafkaError>,
+}
+
+impl Context<'_> {
+    /// Sends a value to output `output` (index into the operator's outputs), partitioned by key.
+    pub fn emit(
+        &mut self,
+        output: usize,
+        key: &[u8],
+        value: &[u8],
+        timestamp_ms: i64,
+        correlation_id: &str,
+    ) {
+        let Some(topic) = self.emitter.outputs.get(output).cloned() else {
+            return;
+        };
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "correlation_id",
+            value: Some(correlation_id),
+        });
+        if let Err(e) =
+            self.emitter
+                .send(&topic, None, key, Some(value), Some(timestamp_ms), headers)
+        {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Sends `record` unchanged to `late.<topic>` with a reason: it arrived after its window's retention.
+    pub fn late(&mut self, record: &Record<'_>, reason: &str) {
+        self.emitter.late += 1;
+        self.redirect(record, "late", reason, "expired");
+    }
+
+    fn redirect(&mut self, record: &Record<'_>, prefix: &str, message: &str, class: &str) {
+        let Some(source) = self.emitter.input_topics.get(record.input).cloned() else {
+            return;
+        };
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let now = self.now_ms.to_string();
+        let reason_key = if prefix == "dlq" {
+            "dlq_error_message"
+        } else {
+            "late_reason"
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: if prefix == "dlq" {
+                    "dlq_error_class"
+                } else {
+                    "late_class"
+                },
+                value: Some(class),
+            })
+            .insert(Header {
+                key: reason_key,
+                value: Some(message),
+            })
+            .insert(Header {
+                key: "source_topic",
+                value: Some(source.as_str()),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: "redirected_at",
+                value: Some(now.as_str()),
+            })
+            .insert(Header {
+                key: "correlation_id",
+                value: Some(record.correlation_id),
+            });
+        let topic = format!("{prefix}.{source}");
+        if let Err(e) = self.emitter.send(
+            &topic,
+            Some(record.partition),
+            record.key.unwrap_or_default(),
+            record.value,
+            record.timestamp_ms,
+            headers,
+        ) {
+            self.error.get_or_insert(e);
+        }
+    }
+}
+
+/// Everything the loop and the rebalance callbacks share.
+struct Task {
+    config: RuntimeConfig,
+    operator: Box<dyn Operator>,
+    emitter: Emitter,
+    schemas: SchemaCache,
+    inputs: Vec<InputSpec>,
+    /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
+    positions: HashMap<(usize, i32), i64>,
+    /// Partition numbers this member owns.
+    owned: BTreeSet<i32>,
+    watermarks: PartitionWatermarks<(usize, i32)>,
+    delivery: Arc<DeliveryCounters>,
+    summary: RunSummary,
+    last_commit: Instant,
+    /// An error raised inside a rebalance callback, handed to the loop.
+    failed: Option<RuntimeError>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Task {
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+        let Some(input) = self.inputs.iter().position(|i| i.topic == message.topic()) else {
+            return Ok(());
+        };
+        let fallback;
+        let correlation_id = match message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "correlation_id")
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        }) {
+            Some(id) => id,
+            None => {
+                fallback = format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                );
+                fallback.as_str()
+            }
+        };
+        let record = Record {
+            input,
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+            value: message.payload(),
+            correlation_id,
+        };
+        let now = now_ms();
+        if self.inputs[input].kind == InputKind::Stream {
+            if let Some(ts) = record.timestamp_ms {
+                self.watermarks.observe((input, record.partition), ts, now);
+            }
+        }
+        let mut error = None;
+        let mut ctx = Context {
+            emitter: &mut self.emitter,
+            schemas: &mut self.schemas,
+            watermark: self.watermarks.current(now),
+            now_ms: now,
+            error: &mut error,
+        };
+        let span = info_span!("record", correlation_id = record.correlation_id);
+        let _entered = span.enter();
+        match self.operator.process(&record, &mut ctx) {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(RuntimeError::Transient(e.to_string())),
+            Err(e) => {
+                debug!(error = %e, offset = record.offset, "dead-lettering record");
+                ctx.emitter.dead_letters += 1;
+                ctx.redirect(&record, "dlq", &e.to_string(), e.class());
+            }
+        }
+        if let Some(e) = error {
+            return Err(RuntimeError::Delivery(format!(
+                "cannot enqueue output of record {}: {e}",
+                record.correlation_id
+            )));
+        }
+        self.summary.records += 1;
+        self.positions
+            .insert((input, record.partition), record.offset + 1);
+        Ok(())
+    }
+
+    /// Emits what is due, writes changelogs and commits them with the offsets. On an abortable failure the
+    /// transaction is aborted and the task rewound to the last commit (state restored, consumer seeked).
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        self.last_commit = Instant::now();
+        let now = now_ms();
+        let mut error = None;
+        {
+            let mut ctx = Context {
+                emitter: &mut self.emitter,
+                schemas: &mut self.schemas,
+                watermark: self.watermarks.current(now),
+                now_ms: now,
+                error: &mut error,
+            };
+            self.operator.on_commit(&mut ctx);
+        }
+        let emitter = &mut self.emitter;
+        let config = &self.config;
+        for store in self.operator.stores() {
+            let topic = config.changelog_topic(store.name());
+            store.flush(&mut |partition, key, value| {
+                if let Err(e) = emitter.send(
+                    &topic,
+                    Some(partition),
+                    key,
+                    value,
+                    None,
+                    OwnedHeaders::new(),
+                ) {
+                    error.get_or_insert(e);
+                }
+            });
+        }
+        if let Some(e) = error {
+            return self.abort_and_rewind(consumer, &format!("enqueue failed: {e}"));
+        }
+        if self.positions.is_empty() && !self.emitter.transaction_open {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((input, partition), offset) in &self.positions {
+            let topic = &self.inputs[*input].topic;
+            if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            {
+                return Err(RuntimeError::Fatal(format!("offset list: {e}")));
+            }
+        }
+        match self.config.guarantee {
+            DeliveryGuarantee::ExactlyOnce => self.commit_transaction(consumer, &offsets)?,
+            DeliveryGuarantee::AtLeastOnce => self.commit_at_least_once(consumer, &offsets)?,
+        }
+        self.positions.clear();
+        self.summary.commits += 1;
+        Ok(())
+    }
+
+    fn commit_transaction<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+    ) -> Result<(), RuntimeError> {
+        let producer = &self.emitter.producer;
+        if !self.emitter.transaction_open {
+            retry("begin transaction", || producer.begin_transaction())
+                .map_err(|e| classify(e, "begin"))?;
+            self.emitter.transaction_open = true;
+        }
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| RuntimeError::Fatal("consumer has no group metadata".into()))?;
+        let outcome = retry("send offsets", || {
+            producer.send_offsets_to_transaction(offsets, &group, CALL_TIMEOUT)
+        })
+        .and_then(|()| retry("commit", || producer.commit_transaction(CALL_TIMEOUT)));
+        match outcome {
+            Ok(()) => {
+                self.emitter.transaction_open = false;
+                Ok(())
+            }
+            Err(e) if requires_abort(&e) => {
+                warn!(error = %e, "transaction must be aborted");
+                self.abort_and_rewind(consumer, &e.to_string())
+            }
+            Err(e) => Err(classify(e, "commit")),
+        }
+    }
+
+    fn commit_at_least_once<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+    ) -> Result<(), RuntimeError> {
+        // Outputs first: only offsets of records whose effects Kafka acknowledged are committed.
+        self.emitter
+            .producer
+            .flush(CALL_TIMEOUT)
+            .map_err(|e| RuntimeError::Delivery(format!("flush: {e}")))?;
+        let failed = self.delivery.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first = self
+                .delivery
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take())
+                .unwrap_or_default();
+            return Err(RuntimeError::Delivery(format!(
+                "{failed} record(s) not delivered; first: {first}"
+            )));
+        }
+        consumer
+            .commit(offsets, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|e| RuntimeError::CommitUnknown(e.to_string()))
+    }
+
+    /// Aborts the open transaction and puts the task back where the last commit left it.
+    fn abort_and_rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        reason: &str,
+    ) -> Result<(), RuntimeError> {
+        if self.config.guarantee == DeliveryGuarantee::AtLeastOnce {
+            return Err(RuntimeError::Delivery(reason.to_owned()));
+        }
+        warn!(
+            reason,
+            "aborting transaction and rewinding to the last commit"
+        );
+        if self.emitter.transaction_open {
+            retry("abort", || {
+                self.emitter.producer.abort_transaction(CALL_TIMEOUT)
+            })
+            .map_err(|e| classify(e, "abort"))?;
+            self.emitter.transaction_open = false;
+        }
+        self.summary.aborts += 1;
+        self.positions.clear();
+        let owned: Vec<i32> = self.owned.iter().copied().collect();
+        for partition in &owned {
+            self.drop_partition(*partition);
+        }
+        self.restore(&owned)?;
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| RuntimeError::Fatal(format!("assignment: {e}")))?;
+        let committed = consumer
+            .committed_offsets(assignment, CALL_TIMEOUT)
+            .map_err(|e| RuntimeError::CommitUnknown(format!("committed offsets: {e}")))?;
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            consumer
+                .seek(element.topic(), element.partition(), offset, CALL_TIMEOUT)
+                .map_err(|e| RuntimeError::Fatal(format!("seek: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn drop_partition(&mut self, partition: i32) {
+        for store in self.operator.stores() {
+            store.drop_partition(partition);
+        }
+        self.operator.on_revoked(partition);
+    }
+
+    /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
+    fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let store_names: Vec<String> = self
+            .operator
+            .stores()
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        let mut restored = 0u64;
+        for (index, name) in store_names.iter().enumerate() {
+            let topic = self.config.changelog_topic(name);
+            let operator = &mut self.operator;
+            restored += read_to_end(
+                &self.config,
+                &topic,
+                partitions,
+                |partition, _, key, value| {
+                    let mut stores = operator.stores();
+                    stores[index]
+                        .restore(partition, key.unwrap_or_default(), value)
+                        .map_err(|e| e.to_string())
+                },
+            )?;
+        }
+        let tables: Vec<(usize, String)> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.kind == InputKind::Table)
+            .map(|(n, i)| (n, i.topic.clone()))
+            .collect();
+        for (input, topic) in tables {
+            let now = now_ms();
+            let operator = &mut self.operator;
+            let emitter = &mut self.emitter;
+            let schemas = &mut self.schemas;
+            restored += read_to_end(
+                &self.config,
+                &topic,
+                partitions,
+                |partition, offset, key, value| {
+                    let record = Record {
+                        input,
+                        partition,
+                        offset,
+                        timestamp_ms: None,
+                        key,
+                        value,
+                        correlation_id: "table-bootstrap",
+                    };
+                    let mut error = None;
+                    let mut ctx = Context {
+                        emitter: &mut *emitter,
+                        schemas: &mut *schemas,
+                        watermark: None,
+                        now_ms: now,
+                        error: &mut error,
+                    };
+                    // A table record that does not decode is dead-lettered when the consumer reaches it; here it is
+                    // skipped so that bootstrap never writes outside a transaction.
+                    let _ = operator.process(&record, &mut ctx);
+                    Ok(())
+                },
+            )?;
+        }
+        self.operator.on_restored(partitions);
+        self.summary.restored += restored;
+        info!(
+            partitions = ?partitions,
+            records = restored,
+            seconds = started.elapsed().as_secs_f64(),
+            "restored state and tables"
+        );
+        Ok(())
+    }
+}
+
+/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
+/// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
+fn read_to_end(
+    config: &RuntimeConfig,
+    topic: &str,
+    partitions: &[i32],
+    mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+) -> Result<u64, RuntimeError> {
+    let mut client = config.kafka.clone();
+    client
+        .set("group.id", format!("{}-restore", config.application_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition_offset(topic, *partition, Offset::Beginning)
+            .map_err(|e| RuntimeError::Restore(format!("{topic}: {e}")))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| RuntimeError::Restore(format!("{topic}: assign: {e}")))?;
+    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut count = 0u64;
+    let started = Instant::now();
+    let mut last_message = Instant::now();
+    while !open.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                if last_message.elapsed() > CALL_TIMEOUT {
+                    return Err(RuntimeError::Restore(format!(
+                        "{topic}: no progress for {}s (partitions {open:?} not at their end)",
+                        CALL_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+                last_message = Instant::now();
+            }
+            Some(Err(e)) => return Err(RuntimeError::Restore(format!("{topic}: {e}"))),
+            Some(Ok(message)) => {
+                last_message = Instant::now();
+                apply(
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.payload(),
+                )
+                .map_err(RuntimeError::Restore)?;
+                count += 1;
+                if count.is_multiple_of(100_000) {
+                    info!(
+                        topic,
+                        records = count,
+                        rate = count as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                        "restoring"
+                    );
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Retries `call` while librdkafka says the error is retriable.
+fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < RETRIES => {
+                attempt += 1;
+                warn!(what, attempt, error = %e, "retrying");
+                std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn requires_abort(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.txn_requires_abort())
+}
+
+/// Maps a transactional error that was neither retried away nor abortable.
+fn classify(error: KafkaError, what: &str) -> RuntimeError {
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => {
+            RuntimeError::Fatal(format!("{what}: {error}"))
+        }
+        KafkaError::Transaction(e) if e.is_retriable() => {
+            RuntimeError::CommitUnknown(format!("{what}: {error}"))
+        }
+        _ => RuntimeError::CommitUnknown(format!("{what}: {error}")),
+    }
+}
+
+/// Consumer context: commits before revocation, restores after assignment.
+struct RebalanceHook {
+    task: Arc<Mutex<Task>>,
+}
+
+impl RebalanceHook {
+    fn lock(&self) -> MutexGuard<'_, Task> {
+        // A poisoned lock means a panic in the operator; the state is still the last consistent one the panic
+        // left, and the loop will stop on the panic anyway.
+        self.task.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientContext for RebalanceHook {}
+
+impl ConsumerContext for RebalanceHook {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let revoked = match rebalance {
+            Rebalance::Revoke(list) => partitions_of(list),
+            _ => return,
+        };
+        let mut task = self.lock();
+        if task.failed.is_some() {
+            return;
+        }
+        info!(partitions = ?revoked, "partitions revoked: committing before handing them over");
+        if let Err(e) = task.commit(consumer) {
+            task.failed = Some(e);
+            return;
+        }
+        for partition in revoked {
+            if task.owned.remove(&partition) {
+                task.drop_partition(partition);
+            }
+            let inputs = task.inputs.len();
+            for input in 0..inputs {
+                task.watermarks.revoke((input, partition));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = match rebalance {
+            Rebalance::Assign(list) => partitions_of(list),
+            _ => return,
+        };
+        let mut task = self.lock();
+        if task.failed.is_some() {
+            return;
+        }
+        let new: Vec<i32> = assigned
+            .into_iter()
+            .filter(|p| !task.owned.contains(p))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        info!(partitions = ?new, "partitions assigned: restoring before processing");
+        if let Err(e) = task.restore(&new) {
+            task.failed = Some(e);
+            return;
+        }
+        let now = now_ms();
+        for partition in new {
+            task.owned.insert(partition);
+            for input in 0..task.inputs.len() {
+                if task.inputs[input].kind == InputKind::Stream {
+                    task.watermarks.assign((input, partition), now);
+                }
+            }
+        }
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> BTreeSet<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Creates missing changelog, dead-letter and late topics and registers the output schemas.
+fn prepare(
+    config: &RuntimeConfig,
+    operator: &mut dyn Operator,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), RuntimeError> {
+    let setup = |m: String| RuntimeError::Setup(m);
+    let admin: AdminClient<DefaultClientContext> = config
+        .kafka
+        .clone()
+        .create()
+        .map_err(|e| setup(format!("admin client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| setup(format!("cannot reach Kafka: {e}")))?;
+    let partition_count = |topic: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+    };
+    let mut partitions = 0;
+    for input in operator.inputs() {
+        let count = partition_count(&input.topic).ok_or_else(|| {
+            setup(format!(
+                "input topic '{}' does not exist (run `adstream topology apply`)",
+                input.topic
+            ))
+        })?;
+        if partitions != 0 && count != partitions {
+            return Err(setup(format!(
+                "inputs are not co-partitioned: '{}' has {count} partitions, others {partitions}",
+                input.topic
+            )));
+        }
+        partitions = count;
+    }
+    for output in operator.outputs() {
+        if partition_count(&output.topic).is_none() {
+            return Err(setup(format!(
+                "output topic '{}' does not exist (run `adstream topology apply`)",
+                output.topic
+            )));
+        }
+    }
+    let mut wanted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
+    for store in operator.stores() {
+        wanted.push((
+            config.changelog_topic(store.name()),
+            vec![
+                ("cleanup.policy", "compact"),
+                ("min.cleanable.dirty.ratio", "0.1"),
+            ],
+        ));
+    }
+    for input in operator.inputs() {
+        for prefix in ["dlq", "late"] {
+            wanted.push((
+                format!("{prefix}.{}", input.topic),
+                vec![("retention.ms", "-1")],
+            ));
+        }
+    }
+    let missing: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .filter(|(name, _)| partition_count(name).is_none())
+        .map(|(name, configs)| {
+            configs.iter().fold(
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        let results = runtime
+            .block_on(admin.create_topics(&missing, &AdminOptions::new()))
+            .map_err(|e| setup(format!("create topics: {e}")))?;
+        for result in results {
+            match result {
+                Ok(topic) => info!(topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(setup(format!("create topic {topic}: {code}"))),
+            }
+        }
+    }
+    let registry = RegistryClient::new(&config.registry_url).map_err(|e| setup(e.to_string()))?;
+    let mut ids = Vec::new();
+    for OutputSpec {
+        topic,
+        value_schema,
+    } in operator.outputs()
+    {
+        let subject = format!("{topic}-value");
+        let id = runtime
+            .block_on(registry.register(&subject, value_schema))
+            .map_err(|e| setup(format!("register {subject}: {e}")))?;
+        ids.push(id);
+    }
+    operator.set_output_schema_ids(&ids).map_err(setup)
+}
+
+/// Runs `operator` until `shutdown` is set, then commits and leaves the group. Blocking: call it from a thread
+/// (or `spawn_blocking`); `runtime` serves the registry and admin calls.
+pub fn run(
+    config: RuntimeConfig,
+    mut operator: Box<dyn Operator>,
+    shutdown: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<RunSummary, RuntimeError> {
+    let span =
+        info_span!("job", application_id = %config.application_id, instance = %config.instance_id);
+    let _entered = span.enter();
+    prepare(&config, operator.as_mut(), &runtime)?;
+    let exactly_once = config.guarantee == DeliveryGuarantee::ExactlyOnce;
+    let delivery = Arc::new(DeliveryCounters::default());
+    let mut producer_config = config.kafka.clone();
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5");
+    if exactly_once {
+        producer_config
+            .set(
+                "transactional.id",
+                format!("{}-{}", config.application_id, config.instance_id),
+            )
+            .set("transaction.timeout.ms", "60000");
+    }
+    let producer: BaseProducer<DeliveryContext> = producer_config
+        .create_with_context(DeliveryContext(delivery.clone()))
+        .map_err(|e| RuntimeError::Setup(format!("producer: {e}")))?;
+    if exactly_once {
+        // Also fences and aborts whatever a previous incarnation with the same transactional id left open.
+        producer
+            .init_transactions(CALL_TIMEOUT)
+            .map_err(|e| RuntimeError::Setup(format!("init transactions: {e}")))?;
+    }
+    let inputs = operator.inputs();
+    let emitter = Emitter {
+        producer,
+        exactly_once,
+        transaction_open: false,
+        outputs: operator.outputs().into_iter().map(|o| o.topic).collect(),
+        input_topics: inputs.iter().map(|i| i.topic.clone()).collect(),
+        dead_letters: 0,
+        late: 0,
+    };
+    let registry = RegistryClient::new(&config.registry_url)
+        .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let task = Arc::new(Mutex::new(Task {
+        config: config.clone(),
+        operator,
+        emitter,
+        schemas: SchemaCache::new(registry, runtime.clone()),
+        inputs: inputs.clone(),
+        positions: HashMap::new(),
+        owned: BTreeSet::new(),
+        watermarks: PartitionWatermarks::new(config.idle_timeout),
+        delivery,
+        summary: RunSummary::default(),
+        last_commit: Instant::now(),
+        failed: None,
+    }));
+    let mut consumer_config = config.kafka.clone();
+    consumer_config
+        .set("group.id", &config.application_id)
+        .set("group.protocol", "consumer")
+        .set("group.remote.assignor", "range")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<RebalanceHook> = consumer_config
+        .create_with_context(RebalanceHook { task: task.clone() })
+        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
+    let topics: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
+    info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
+
+    let result = poll_loop(&consumer, &task, &config, &shutdown);
+    let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
+    let result = result.and_then(|()| guard.commit(&consumer));
+    if result.is_err() && guard.emitter.transaction_open {
+        // Leave nothing open: whatever was not committed is invisible to read_committed readers either way.
+        let _ = guard.emitter.producer.abort_transaction(CALL_TIMEOUT);
+    }
+    let mut summary = guard.summary.clone();
+    summary.dead_letters = guard.emitter.dead_letters;
+    summary.late = guard.emitter.late;
+    drop(guard);
+    consumer.unsubscribe();
+    result.map(|()| {
+        info!(?summary, "job stopped");
+        summary
+    })
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<RebalanceHook>,
+    task: &Arc<Mutex<Task>>,
+    config: &RuntimeConfig,
+    shutdown: &AtomicBool,
+) -> Result<(), RuntimeError> {
+    let lock = || task.lock().unwrap_or_else(|p| p.into_inner());
+    while !shutdown.load(Ordering::Relaxed) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let mut task = lock();
+        if let Some(error) = task.failed.take() {
+            return Err(error);
+        }
+        match polled {
+            None => {}
+            Some(Ok(message)) => task.handle(&message)?,
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+        }
+        if task.last_commit.elapsed() >= config.commit_interval {
+            task.commit(consumer)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The consume–process–produce runtime that every adstream job runs on.
+//!
+//! A job is an [`Operator`]: it declares its inputs (streams and co-partitioned tables), outputs and state stores,
+//! and handles one record at a time plus a hook at every commit. The runtime owns everything Kafka:
+//!
+//! - one consumer-group member (cooperative rebalancing, `read_committed`, no auto-commit);
+//! - with [`DeliveryGuarantee::ExactlyOnce`] (the default) a transactional producer: outputs, dead letters, late
+//!   records, changelog records and the consumed offsets (`send_offsets_to_transaction` with the consumer's group
+//!   metadata) all commit in one transaction per commit interval, the pattern of Kafka Streams' exactly_once_v2;
+//! - state restore from changelogs and table bootstrap before a newly assigned partition is processed;
+//! - per-partition event-time watermarks;
+//! - dead letters (`dlq.<topic>`) for records that do not decode, with headers saying why and where from.
+//!
+//! Failure rules (see [`driver`]): a retriable error is retried; an error that requires an abort aborts the
+//! transaction, drops all state and restores it from the changelogs, and rewinds the consumer to the committed
+//! offsets; a fatal error (fenced, unknown producer id) stops the job with an error. A commit whose outcome is not
+//! known after its retries is never reported as a success: the job stops with an error and a restart recovers from
+//! what Kafka committed.
+//!
+//! - `codec`  — Confluent wire-format Avro decoding/encoding.
+//! - `store`  — keyed state stores with changelogs.
+//! - `driver` — the poll loop, transactions, rebalances, restore.
+
+pub mod codec;
+pub mod driver;
+pub mod store;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
+pub use driver::{run, Context, RunSummary, RuntimeError};
+pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
+
+/// Delivery guarantee of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryGuarantee {
+    /// Kafka transactions: each input record affects outputs and state exactly once, as seen by `read_committed`
+    /// readers.
+    #[default]
+    ExactlyOnce,
+    /// Idempotent producer, outputs flushed before offsets are committed: nothing is lost, but after a crash the
+    /// records since the last commit are processed again and their effects may appear twice.
+    AtLeastOnce,
+}
+
+/// Runtime settings shared by all jobs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Consumer group id, prefix of changelog topics and of the transactional id.
+    pub application_id: String,
+    /// Identifies this instance among the job's replicas; part of the transactional id, so it must be unique per
+    /// replica and stable across its restarts (a restart then fences its previous incarnation's open transaction).
+    pub instance_id: String,
+    /// Exactly-once (default) or at-least-once.
+    pub guarantee: DeliveryGuarantee,
+    /// How often state, outputs and offsets are committed (one transaction each under exactly-once).
+    pub commit_interval: Duration,
+    /// A partition without records for this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
+    /// Base client config: bootstrap servers and pass-through properties (SASL/TLS); the runtime adds its own.
+    pub kafka: ClientConfig,
+    /// Schema registry URL.
+    pub registry_url: String,
+}
+
+impl RuntimeConfig {
+    /// Settings with the defaults: exactly-once, 1 s commit interval, 30 s idle timeout.
+    pub fn new(application_id: &str, kafka: ClientConfig, registry_url: &str) -> RuntimeConfig {
+        RuntimeConfig {
+            application_id: application_id.to_owned(),
+            instance_id: "0".to_owned(),
+            guarantee: DeliveryGuarantee::ExactlyOnce,
+            commit_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            kafka,
+            registry_url: registry_url.to_owned(),
+        }
+    }
+
+    /// The changelog topic of store `store`.
+    pub fn changelog_topic(&self, store: &str) -> String {
+        format!("{}-{}-changelog", self.application_id, store)
+    }
+}
+
+/// How an input topic is consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Events: every record is processed once and drives the watermark.
+    Stream,
+    /// A compacted table co-partitioned with the streams (latest value per key): on assignment the partition is
+    /// read to its end before any stream record of the same partition is processed.
+    Table,
+}
+
+/// One input topic of a job.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// Topic name.
+    pub topic: String,
+    /// Stream or table.
+    pub kind: InputKind,
+}
+
+/// One output topic of a job.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    /// Topic name.
+    pub topic: String,
+    /// Avro schema of its values, registered under `<topic>-value` at start.
+    pub value_schema: &'static str,
+}
+
+/// One consumed record as an operator sees it.
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// Index into the operator's inputs.
+    pub input: usize,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp (the event time for adstream events).
+    pub timestamp_ms: Option<i64>,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes (Confluent wire format).
+    pub value: Option<&'a [u8]>,
+    /// The record's `correlation_id` header, or `<topic>/<partition>/<offset>` when it has none.
+    pub correlation_id: &'a str,
+}
+
+/// A job: what it reads and writes and how it handles records. Called from one thread.
+pub trait Operator: Send {
+    /// Input topics in a fixed order; [`Record::input`] indexes it.
+    fn inputs(&self) -> Vec<InputSpec>;
+    /// Output topics in a fixed order; [`Context::emit`] indexes it.
+    fn outputs(&self) -> Vec<OutputSpec>;
+    /// The operator's state stores (for restore, flush and partition drops).
+    fn stores(&mut self) -> Vec<&mut dyn ChangelogStore>;
+    /// Output schemas were registered under these ids (same order as [`Operator::outputs`]).
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String>;
+    /// Handles one record. A [`DecodeError`] sends the record to `dlq.<topic>` and processing continues.
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError>;
+    /// Called before every commit: emit what the emit mode says is due, expire state.
+    fn on_commit(&mut self, ctx: &mut Context<'_>);
+    /// A partition was revoked (after its state was committed), or is about to be restored again after an abort;
+    /// drop whatever non-store state the operator keeps for it.
+    fn on_revoked(&mut self, _partition: i32) {}
+    /// The stores of `partitions` were restored and their tables read; rebuild indexes over store contents.
+    fn on_restored(&mut self, _partitions: &[i32]) {}
+}
