@@ -53,6 +53,12 @@ enum Command {
     /// Topics and processors declared in the topology file.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Run a stream processor until SIGTERM/SIGINT.
+    #[command(subcommand)]
+    Process(ProcessCommand),
+    /// Dead-letter topics (`dlq.<topic>`): list what landed there and why, re-send selected records.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -95,6 +101,31 @@ enum ProduceCommand {
         args: cmd::produce::GenerateArgs,
         #[command(flatten)]
         topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProcessCommand {
+    /// Hourly and daily KPIs per campaign, and campaign alerts.
+    CampaignMetrics {
+        #[command(flatten)]
+        args: cmd::process::CampaignMetricsArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters of a topic readably: why, where from, when, and the record.
+    Inspect {
+        #[command(flatten)]
+        args: cmd::dlq::InspectArgs,
+    },
+    /// Re-send selected dead letters to the topic they came from.
+    Redrive {
+        #[command(flatten)]
+        args: cmd::dlq::RedriveArgs,
     },
 }
 
@@ -192,6 +223,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
             cmd::topology::apply(&settings, &topology.load()?, dry_run).await
         }
+        Command::Process(ProcessCommand::CampaignMetrics { args, topology }) => {
+            cmd::process::campaign_metrics(&settings, &topology.load()?, args, shutdown_signal())
+                .await
+        }
+        Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
+        Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

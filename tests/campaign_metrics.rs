@@ -1,12 +1,9 @@
-//! The campaign-metrics job on the real broker, checked against a batch recomputation from the raw input topics.
-//!
-//! The recomputation below is written separately from the job: it decodes the raw topics with apache-avro, places
-//! events in local hours and days with chrono-tz directly, and sums. Every key of the job's compacted outputs must
-//! hold exactly the recomputed row, and every recomputed row must be there.
+//! The campaign-metrics job on the real broker, checked against a batch recomputation from the raw input topics
+//! (`common/recompute.rs`, written separately from the job): every key of the job's compacted outputs must hold
+//! exactly the recomputed row, and every recomputed row must be there.
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,244 +13,10 @@ use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
 use adstream_producers::generator::{Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
-use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign};
-use adstream_schemas::outputs::{self, CampaignMetrics};
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::Schema;
-use chrono::{DateTime, NaiveTime, TimeZone, Timelike};
-use chrono_tz::Tz;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use adstream_producers::producer::{EventProducer, ProducerSettings};
 
-use common::{bootstrap, start_registry, unique};
-
-const PARTITIONS: i32 = 4;
-
-fn kafka() -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap());
-    config
-}
-
-struct Topics {
-    events: EventTopics,
-    hourly: String,
-    daily: String,
-}
-
-async fn create_topics(prefix: &str) -> Topics {
-    let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
-    let name = |kind: &str| format!("{prefix}.{kind}");
-    let plain = ["impressions", "clicks", "conversions"];
-    let compacted = ["campaigns", "creatives", "hourly", "daily"];
-    let mut topics: Vec<NewTopic<'_>> = Vec::new();
-    let names: Vec<(String, bool)> = plain
-        .iter()
-        .map(|k| (name(k), false))
-        .chain(compacted.iter().map(|k| (name(k), true)))
-        .collect();
-    for (topic, compact) in &names {
-        let mut new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
-        if *compact {
-            new = new.set("cleanup.policy", "compact");
-        }
-        topics.push(new);
-    }
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create topics")
-    {
-        result.expect("topic created");
-    }
-    Topics {
-        events: EventTopics {
-            impressions: name("impressions"),
-            clicks: name("clicks"),
-            conversions: name("conversions"),
-            campaigns: name("campaigns"),
-            creatives: name("creatives"),
-        },
-        hourly: name("hourly"),
-        daily: name("daily"),
-    }
-}
-
-/// A record's key and value bytes.
-type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// Every record of `topic` (read_committed, from the beginning to the end at call time).
-fn read_committed(topic: &str) -> Vec<KeyValue> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("read"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut open = PARTITIONS;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open > 0 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => panic!("read {topic}: {e}"),
-            Some(Ok(m)) => out.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))),
-            None => {}
-        }
-    }
-    assert_eq!(open, 0, "{topic} not read to its end in time");
-    out
-}
-
-fn decode<T: serde::de::DeserializeOwned>(schema: &Schema, payload: &[u8]) -> T {
-    assert_eq!(payload[0], 0, "magic byte");
-    let value = GenericDatumReader::builder(schema)
-        .build()
-        .expect("reader")
-        .read_value(&mut &payload[5..])
-        .expect("decodes");
-    apache_avro::from_value(&value).expect("deserializes")
-}
-
-/// The recomputed row of one (campaign, granularity, window).
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Expected {
-    window_end: i64,
-    impressions: i64,
-    clicks: i64,
-    spend_micros: i64,
-}
-
-/// Local hour containing `t`, computed from the local wall clock: the instant minus the minutes, seconds and
-/// millis shown on the local clock.
-fn local_hour(t: i64, tz: Tz) -> (i64, i64) {
-    let local = DateTime::from_timestamp_millis(t)
-        .expect("time")
-        .with_timezone(&tz);
-    let into_hour = i64::from(local.minute()) * 60_000
-        + i64::from(local.second()) * 1000
-        + i64::from(local.timestamp_subsec_millis());
-    let start = t - into_hour;
-    (start, start + 3_600_000)
-}
-
-/// Local calendar day containing `t`: midnight of its local date to midnight of the next.
-fn local_day(t: i64, tz: Tz) -> (i64, i64) {
-    let date = DateTime::from_timestamp_millis(t)
-        .expect("time")
-        .with_timezone(&tz)
-        .date_naive();
-    let midnight = |d: chrono::NaiveDate| {
-        tz.from_local_datetime(&d.and_time(NaiveTime::MIN))
-            .earliest()
-            .expect("zones used by the generator have every midnight")
-            .timestamp_millis()
-    };
-    (midnight(date), midnight(date.succ_opt().expect("next day")))
-}
-
-fn recompute(topics: &Topics) -> BTreeMap<String, Expected> {
-    let campaign_schema = Schema::parse_str(avsc::CAMPAIGN).expect("schema");
-    let mut zones: HashMap<String, Tz> = HashMap::new();
-    for (_, value) in read_committed(&topics.events.campaigns) {
-        let campaign: Campaign = decode(&campaign_schema, &value.expect("value"));
-        zones.insert(
-            campaign.campaign_id,
-            campaign.time_zone.parse().expect("zone"),
-        );
-    }
-    let mut rows: BTreeMap<String, Expected> = BTreeMap::new();
-    let mut add = |campaign: &str, t: i64, cost: i64, click: bool| {
-        let tz = zones[campaign];
-        for (granularity, (start, end)) in
-            [("hourly", local_hour(t, tz)), ("daily", local_day(t, tz))]
-        {
-            let start_text = DateTime::from_timestamp_millis(start)
-                .expect("start")
-                .format("%Y-%m-%dT%H:%M:%SZ");
-            let row = rows
-                .entry(format!("{campaign}|{granularity}|{start_text}"))
-                .or_default();
-            row.window_end = end;
-            row.spend_micros += cost;
-            if click {
-                row.clicks += 1;
-            } else {
-                row.impressions += 1;
-            }
-        }
-    };
-    let impression_schema = Schema::parse_str(avsc::AD_IMPRESSION).expect("schema");
-    for (_, value) in read_committed(&topics.events.impressions) {
-        let i: AdImpression = decode(&impression_schema, &value.expect("value"));
-        add(&i.campaign_id, i.event_time, i.cost_micros, false);
-    }
-    let click_schema = Schema::parse_str(avsc::AD_CLICK).expect("schema");
-    for (_, value) in read_committed(&topics.events.clicks) {
-        let c: AdClick = decode(&click_schema, &value.expect("value"));
-        add(&c.campaign_id, c.event_time, c.cost_micros, true);
-    }
-    rows
-}
-
-/// The latest row per key of the job's two outputs.
-fn outputs(topics: &Topics) -> BTreeMap<String, CampaignMetrics> {
-    let schema = Schema::parse_str(outputs::CAMPAIGN_METRICS_AVSC).expect("schema");
-    let mut latest = BTreeMap::new();
-    for topic in [&topics.hourly, &topics.daily] {
-        for (key, value) in read_committed(topic) {
-            let key = String::from_utf8(key.expect("key")).expect("utf-8");
-            let row: CampaignMetrics = decode(&schema, &value.expect("value"));
-            latest.insert(key, row);
-        }
-    }
-    latest
-}
-
-fn differences(
-    expected: &BTreeMap<String, Expected>,
-    actual: &BTreeMap<String, CampaignMetrics>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (key, want) in expected {
-        match actual.get(key) {
-            None => problems.push(format!("{key}: missing")),
-            Some(row) => {
-                let got = Expected {
-                    window_end: row.window_end,
-                    impressions: row.impressions,
-                    clicks: row.clicks,
-                    spend_micros: row.spend_micros,
-                };
-                if &got != want {
-                    problems.push(format!("{key}: expected {want:?}, got {got:?}"));
-                }
-                let ctr = (row.impressions > 0).then(|| row.clicks as f64 / row.impressions as f64);
-                if row.ctr != ctr {
-                    problems.push(format!("{key}: ctr {:?} != {ctr:?}", row.ctr));
-                }
-                if row.clicks == 0 && row.cpc_micros.is_some() {
-                    problems.push(format!("{key}: cpc defined without clicks"));
-                }
-            }
-        }
-    }
-    for key in actual.keys().filter(|k| !expected.contains_key(*k)) {
-        problems.push(format!("{key}: unexpected row"));
-    }
-    problems
-}
+use common::recompute::{create_topics, differences, kafka, outputs, recompute};
+use common::{start_registry, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_equal_a_batch_recomputation_of_the_input() {
@@ -289,6 +52,7 @@ async fn outputs_equal_a_batch_recomputation_of_the_input() {
         campaigns: topics.events.campaigns.clone(),
         hourly: topics.hourly.clone(),
         daily: topics.daily.clone(),
+        alerts: topics.alerts.clone(),
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,

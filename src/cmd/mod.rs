@@ -1,6 +1,8 @@
 //! One module per subcommand group; each turns parsed arguments into library calls and prints results.
 
+pub mod dlq;
 pub mod inspect;
+pub mod process;
 pub mod produce;
 pub mod schemas;
 pub mod topology;

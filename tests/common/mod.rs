@@ -2,6 +2,8 @@
 //! topic, running the `adstream` binary, scratch folders.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod recompute;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;

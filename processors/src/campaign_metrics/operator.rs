@@ -13,6 +13,11 @@
 //! a row once when it becomes final, and again for each commit in which corrections changed it. Rows leave the
 //! store (tombstone in the changelog, not in the output) once their retention has passed.
 //!
+//! Alerts (see [`super::alerts`]): at each commit, every campaign that received events since the last commit is
+//! evaluated at the watermark against its budgets and targets from the campaigns table, using its current local
+//! day's row and its lifetime spend; changes of alert state go to the alerts topic keyed by campaign id. A
+//! campaign's alert state and lifetime spend live in the `campaigns` store.
+//!
 //! Records that do not decode, or that break a rule (negative cost, a currency different from the row's), go to
 //! `dlq.<topic>`.
 
@@ -20,11 +25,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, Platform};
 use adstream_schemas::outputs::{
-    write_metrics_key, CampaignMetrics, Granularity as OutputGranularity,
+    write_metrics_key, AlertKind as OutputAlertKind, AlertSeverity, CampaignAlert, CampaignMetrics,
+    Granularity as OutputGranularity,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::alerts::{AlertChange, AlertKind, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, Context, DecodeError, InputKind, InputSpec, KeyedStore, Operator, OutputSpec,
@@ -56,6 +63,8 @@ pub struct CampaignMetricsConfig {
     pub hourly: String,
     /// Daily output topic.
     pub daily: String,
+    /// Alerts output topic.
+    pub alerts: String,
     /// Grace period and retention of windows.
     pub lateness: Lateness,
     /// When rows are emitted.
@@ -117,6 +126,16 @@ impl WindowRow {
 struct CampaignInfo {
     time_zone: Tz,
     time_zone_name: String,
+    settings: CampaignSettings,
+}
+
+/// Per-campaign state kept in the `campaigns` store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignState {
+    /// Spend of every applied event of the campaign, in micros.
+    pub lifetime_spend_micros: i64,
+    /// Which alerts are active.
+    pub alerts: AlertState,
 }
 
 /// Counters of the job, for the summary and metrics.
@@ -130,13 +149,20 @@ pub struct CampaignMetricsCounters {
     pub expired: u64,
     /// Rows emitted.
     pub rows_emitted: u64,
+    /// Alert changes emitted.
+    pub alerts_emitted: u64,
 }
 
 /// The operator; see the module doc.
 pub struct CampaignMetricsJob {
     config: CampaignMetricsConfig,
     windows: KeyedStore<String, WindowRow>,
+    campaign_states: KeyedStore<String, CampaignState>,
     campaigns: HashMap<String, CampaignInfo>,
+    /// Campaigns with events since the last commit (their alerts are evaluated at the commit), with the
+    /// correlation id of the last such event.
+    touched: HashMap<(i32, String), String>,
+    alert_changes: Vec<AlertChange>,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     campaign_decoder: TypedDecoder,
@@ -157,6 +183,7 @@ const IMPRESSIONS: usize = 0;
 const CAMPAIGNS: usize = 2;
 const HOURLY: usize = 0;
 const DAILY: usize = 1;
+const ALERTS: usize = 2;
 
 /// An impression or a click, reduced to what the windows need.
 struct AdEvent {
@@ -175,7 +202,10 @@ impl CampaignMetricsJob {
         Ok(CampaignMetricsJob {
             config,
             windows: KeyedStore::new("windows"),
+            campaign_states: KeyedStore::new("campaigns"),
             campaigns: HashMap::new(),
+            touched: HashMap::new(),
+            alert_changes: Vec::new(),
             impression_decoder: TypedDecoder::new(
                 "io.adstream.ads.AdImpression",
                 avsc::AD_IMPRESSION,
@@ -263,11 +293,19 @@ impl CampaignMetricsJob {
                 campaign.campaign_id, campaign.time_zone
             ))
         })?;
+        let settings = CampaignSettings {
+            daily_budget_micros: campaign.daily_budget_micros,
+            lifetime_budget_micros: campaign.lifetime_budget_micros,
+            min_ctr: campaign.targets.min_ctr,
+            max_cpc_micros: campaign.targets.max_cpc_micros,
+            min_roas: campaign.targets.min_roas,
+        };
         self.campaigns.insert(
             campaign.campaign_id,
             CampaignInfo {
                 time_zone,
                 time_zone_name: campaign.time_zone,
+                settings,
             },
         );
         Ok(())
@@ -340,6 +378,102 @@ impl CampaignMetricsJob {
     }
 }
 
+impl CampaignMetricsJob {
+    /// Evaluates the alert rules of every campaign touched since the last commit, at the watermark, and emits the
+    /// changes.
+    fn evaluate_alerts(&mut self, ctx: &mut Context<'_>) {
+        let Some(now) = ctx.watermark else {
+            // Without a watermark there is no "now" in event time to pace against; keep the campaigns touched.
+            return;
+        };
+        let touched: Vec<((i32, String), String)> = self.touched.drain().collect();
+        for ((partition, campaign_id), correlation_id) in touched {
+            let Some(info) = self.campaigns.get(&campaign_id) else {
+                continue;
+            };
+            let day = calendar_window(Granularity::Day, now, info.time_zone);
+            let mut key = String::new();
+            write_metrics_key(
+                &campaign_id,
+                OutputGranularity::Daily,
+                day.start_ms,
+                &mut key,
+            );
+            let day_totals = self
+                .windows
+                .get(partition, &key)
+                .map(WindowRow::totals)
+                .unwrap_or_default();
+            let settings = info.settings;
+            let Some(state) = self
+                .campaign_states
+                .get_mut(partition, campaign_id.as_str())
+            else {
+                continue;
+            };
+            let observation = Observation {
+                now_ms: now,
+                day_start_ms: day.start_ms,
+                day_end_ms: day.end_ms,
+                day: day_totals,
+                lifetime_spend_micros: state.lifetime_spend_micros,
+            };
+            self.alert_changes.clear();
+            state
+                .alerts
+                .evaluate(&settings, &observation, &mut self.alert_changes);
+            for change in &self.alert_changes {
+                let alert = CampaignAlert {
+                    alert_id: format!("{campaign_id}|{}|{now}", change.kind.as_str()),
+                    campaign_id: campaign_id.clone(),
+                    kind: output_kind(change.kind),
+                    severity: output_severity(change.severity),
+                    previous_severity: change.previous.map(|p| output_severity(Some(p))),
+                    observed: change.observed,
+                    threshold: change.threshold,
+                    message: change.message.clone(),
+                    day_start: day.start_ms,
+                    event_time: now,
+                    correlation_id: correlation_id.clone(),
+                };
+                if let Err(e) = self.encoders[ALERTS].encode(&alert, &mut self.value_buffer) {
+                    tracing::error!(error = %e, "alert does not match its schema");
+                    continue;
+                }
+                ctx.emit(
+                    ALERTS,
+                    campaign_id.as_bytes(),
+                    &self.value_buffer,
+                    now,
+                    &correlation_id,
+                );
+                self.counters.alerts_emitted += 1;
+            }
+        }
+    }
+}
+
+fn output_severity(severity: Option<Severity>) -> AlertSeverity {
+    match severity {
+        Some(Severity::Info) => AlertSeverity::Info,
+        Some(Severity::Warning) => AlertSeverity::Warning,
+        Some(Severity::Critical) => AlertSeverity::Critical,
+        None => AlertSeverity::Resolved,
+    }
+}
+
+fn output_kind(kind: AlertKind) -> OutputAlertKind {
+    match kind {
+        AlertKind::PacingOver => OutputAlertKind::PacingOver,
+        AlertKind::PacingUnder => OutputAlertKind::PacingUnder,
+        AlertKind::DailyBudgetReached => OutputAlertKind::DailyBudgetReached,
+        AlertKind::LifetimeBudgetReached => OutputAlertKind::LifetimeBudgetReached,
+        AlertKind::CtrBelowTarget => OutputAlertKind::CtrBelowTarget,
+        AlertKind::CpcAboveTarget => OutputAlertKind::CpcAboveTarget,
+        AlertKind::RoasBelowTarget => OutputAlertKind::RoasBelowTarget,
+    }
+}
+
 impl Operator for CampaignMetricsJob {
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
@@ -368,18 +502,26 @@ impl Operator for CampaignMetricsJob {
                 topic: self.config.daily.clone(),
                 value_schema: CampaignMetrics::SCHEMA,
             },
+            OutputSpec {
+                topic: self.config.alerts.clone(),
+                value_schema: CampaignAlert::SCHEMA,
+            },
         ]
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.windows]
+        vec![&mut self.windows, &mut self.campaign_states]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
-        self.encoders = ids
-            .iter()
-            .map(|id| WireEncoder::new(CampaignMetrics::SCHEMA, *id))
-            .collect::<Result<_, _>>()?;
+        let [hourly, daily, alerts] = ids else {
+            return Err(format!("expected 3 output schema ids, got {}", ids.len()));
+        };
+        self.encoders = vec![
+            WireEncoder::new(CampaignMetrics::SCHEMA, *hourly)?,
+            WireEncoder::new(CampaignMetrics::SCHEMA, *daily)?,
+            WireEncoder::new(CampaignAlert::SCHEMA, *alerts)?,
+        ];
         Ok(())
     }
 
@@ -457,7 +599,11 @@ impl Operator for CampaignMetricsJob {
             row.spend_micros = row.spend_micros.saturating_add(event.cost_micros);
             row.correlation_id.clear();
             row.correlation_id.push_str(record.correlation_id);
-            if row.is_final {
+            // A correction: the row was emitted as final, or its grace has passed at this watermark even if the
+            // commit that marks it final has not run yet (so the count does not depend on commit timing).
+            if row.is_final
+                || self.config.lateness.classify(window, ctx.watermark) == Arrival::Correction
+            {
                 row.corrections += 1;
                 corrected = true;
             }
@@ -469,6 +615,18 @@ impl Operator for CampaignMetricsJob {
             }
             self.changed.insert((record.partition, key));
         }
+        let state = self.campaign_states.get_or_insert_with(
+            record.partition,
+            &event.campaign_id,
+            CampaignState::default,
+        );
+        state.lifetime_spend_micros = state
+            .lifetime_spend_micros
+            .saturating_add(event.cost_micros);
+        self.touched.insert(
+            (record.partition, event.campaign_id),
+            record.correlation_id.to_owned(),
+        );
         self.counters.applied += 1;
         if corrected {
             self.counters.corrections += 1;
@@ -515,6 +673,7 @@ impl Operator for CampaignMetricsJob {
         for (partition, key) in due {
             self.emit_row(partition, &key, ctx);
         }
+        self.evaluate_alerts(ctx);
         // Rows past retention leave the store.
         while let Some((end, key, partition)) = self.held.first().cloned() {
             let window = Window {
@@ -532,10 +691,42 @@ impl Operator for CampaignMetricsJob {
 
     fn on_revoked(&mut self, partition: i32) {
         self.changed.retain(|(p, _)| *p != partition);
+        self.touched.retain(|(p, _), _| *p != partition);
         self.indexes_stale = true;
     }
 
     fn on_restored(&mut self, _partitions: &[i32]) {
         self.indexes_stale = true;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = self.counters;
+        vec![
+            (
+                "applied_events",
+                "Impressions and clicks applied to windows.",
+                c.applied,
+            ),
+            (
+                "corrections",
+                "Events that updated a window row after it was final.",
+                c.corrections,
+            ),
+            (
+                "expired_events",
+                "Events past their window's retention, sent to late.<topic>.",
+                c.expired,
+            ),
+            (
+                "rows_emitted",
+                "Window rows emitted to the metrics topics.",
+                c.rows_emitted,
+            ),
+            (
+                "alerts_emitted",
+                "Alert state changes emitted.",
+                c.alerts_emitted,
+            ),
+        ]
     }
 }

@@ -11,7 +11,7 @@
 //! one member. The group uses Kafka's consumer protocol (KIP-848) with the broker-side `range` assignor, which
 //! assigns equal partition numbers of equally partitioned topics together and rebalances incrementally.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
+use super::metrics::{Counters, JobMetrics};
 use super::{
     DeliveryGuarantee, InputKind, InputSpec, Operator, OutputSpec, Record, RuntimeConfig,
     SchemaCache,
@@ -109,8 +110,14 @@ pub struct Emitter {
     transaction_open: bool,
     outputs: Vec<String>,
     input_topics: Vec<String>,
-    dead_letters: u64,
-    late: u64,
+    /// Records sent per output index.
+    sent_outputs: Vec<u64>,
+    /// Changelog records sent per topic.
+    sent_changelog: BTreeMap<String, u64>,
+    /// Dead letters per (source topic, class).
+    dead_letters: BTreeMap<(String, String), u64>,
+    /// Late records per source topic.
+    late: BTreeMap<String, u64>,
 }
 
 impl Emitter {
@@ -186,17 +193,22 @@ impl Context<'_> {
             key: "correlation_id",
             value: Some(correlation_id),
         });
-        if let Err(e) =
-            self.emitter
-                .send(&topic, None, key, Some(value), Some(timestamp_ms), headers)
+        match self
+            .emitter
+            .send(&topic, None, key, Some(value), Some(timestamp_ms), headers)
         {
-            self.error.get_or_insert(e);
+            Ok(()) => self.emitter.sent_outputs[output] += 1,
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
     /// Sends `record` unchanged to `late.<topic>` with a reason: it arrived after its window's retention.
     pub fn late(&mut self, record: &Record<'_>, reason: &str) {
-        self.emitter.late += 1;
+        if let Some(topic) = self.emitter.input_topics.get(record.input) {
+            *self.emitter.late.entry(topic.clone()).or_default() += 1;
+        }
         self.redirect(record, "late", reason, "expired");
     }
 
@@ -273,6 +285,13 @@ struct Task {
     watermarks: PartitionWatermarks<(usize, i32)>,
     delivery: Arc<DeliveryCounters>,
     summary: RunSummary,
+    metrics: Arc<JobMetrics>,
+    counters: Counters,
+    /// Records consumed per input index.
+    records_in: Vec<u64>,
+    /// (event time, append time when the topic has LogAppendTime, poll time) of records since the last commit,
+    /// for the latency histograms.
+    uncommitted: Vec<(Option<i64>, Option<i64>, i64)>,
     last_commit: Instant,
     /// An error raised inside a rebalance callback, handed to the loop.
     failed: Option<RuntimeError>,
@@ -315,7 +334,14 @@ impl Task {
             correlation_id,
         };
         let now = now_ms();
+        self.records_in[input] += 1;
+        let append_time = match message.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(t) => Some(t),
+            _ => None,
+        };
         if self.inputs[input].kind == InputKind::Stream {
+            self.uncommitted
+                .push((record.timestamp_ms, append_time, now));
             if let Some(ts) = record.timestamp_ms {
                 self.watermarks.observe((input, record.partition), ts, now);
             }
@@ -335,7 +361,11 @@ impl Task {
             Err(e) if e.is_transient() => return Err(RuntimeError::Transient(e.to_string())),
             Err(e) => {
                 debug!(error = %e, offset = record.offset, "dead-lettering record");
-                ctx.emitter.dead_letters += 1;
+                let source = ctx.emitter.input_topics[record.input].clone();
+                *ctx.emitter
+                    .dead_letters
+                    .entry((source, e.class().to_owned()))
+                    .or_default() += 1;
                 ctx.redirect(&record, "dlq", &e.to_string(), e.class());
             }
         }
@@ -374,7 +404,9 @@ impl Task {
         let config = &self.config;
         for store in self.operator.stores() {
             let topic = config.changelog_topic(store.name());
+            let mut sent = 0u64;
             store.flush(&mut |partition, key, value| {
+                sent += 1;
                 if let Err(e) = emitter.send(
                     &topic,
                     Some(partition),
@@ -386,6 +418,7 @@ impl Task {
                     error.get_or_insert(e);
                 }
             });
+            *emitter.sent_changelog.entry(topic).or_default() += sent;
         }
         if let Some(e) = error {
             return self.abort_and_rewind(consumer, &format!("enqueue failed: {e}"));
@@ -407,7 +440,60 @@ impl Task {
         }
         self.positions.clear();
         self.summary.commits += 1;
+        self.record_commit();
         Ok(())
+    }
+
+    /// After a successful commit: latencies of the records it covered, and a fresh copy of the counters for the
+    /// metrics endpoint.
+    fn record_commit(&mut self) {
+        let now = now_ms();
+        for (event, append, polled) in self.uncommitted.drain(..) {
+            if let Some(event) = event {
+                self.counters
+                    .event_time_latency
+                    .observe((now - event) as f64 / 1000.0);
+            }
+            if let Some(append) = append {
+                self.counters
+                    .append_time_latency
+                    .observe((now - append) as f64 / 1000.0);
+            }
+            self.counters
+                .processing_latency
+                .observe((now - polled) as f64 / 1000.0);
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let c = &mut self.counters;
+        for (input, n) in self.inputs.iter().zip(&self.records_in) {
+            c.records_in.insert(input.topic.clone(), *n);
+        }
+        for (topic, n) in self.emitter.outputs.iter().zip(&self.emitter.sent_outputs) {
+            c.records_out.insert(topic.clone(), *n);
+        }
+        for (topic, n) in &self.emitter.sent_changelog {
+            c.records_out.insert(topic.clone(), *n);
+        }
+        let mut dead_letters_per_topic: BTreeMap<String, u64> = BTreeMap::new();
+        for ((topic, class), n) in &self.emitter.dead_letters {
+            *dead_letters_per_topic
+                .entry(format!("dlq.{topic}"))
+                .or_default() += n;
+            c.dead_letters.insert((topic.clone(), class.clone()), *n);
+        }
+        c.records_out.extend(dead_letters_per_topic);
+        for (topic, n) in &self.emitter.late {
+            c.records_out.insert(format!("late.{topic}"), *n);
+            c.late.insert(topic.clone(), *n);
+        }
+        c.commits = self.summary.commits;
+        c.aborts = self.summary.aborts;
+        c.restored = self.summary.restored;
+        c.job = self.operator.counters();
+        self.metrics.publish(c);
     }
 
     fn commit_transaction<C: ConsumerContext>(
@@ -491,6 +577,8 @@ impl Task {
         }
         self.summary.aborts += 1;
         self.positions.clear();
+        // Aborted work is reprocessed; its latencies count when it commits.
+        self.uncommitted.clear();
         let owned: Vec<i32> = self.owned.iter().copied().collect();
         for partition in &owned {
             self.drop_partition(*partition);
@@ -527,6 +615,7 @@ impl Task {
             return Ok(());
         }
         let started = Instant::now();
+        self.metrics.set_restoring(true);
         let store_names: Vec<String> = self
             .operator
             .stores()
@@ -592,6 +681,8 @@ impl Task {
         }
         self.operator.on_restored(partitions);
         self.summary.restored += restored;
+        self.metrics.set_restoring(false);
+        self.publish();
         info!(
             partitions = ?partitions,
             records = restored,
@@ -617,8 +708,8 @@ fn read_to_end(
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = client
-        .create()
+    let consumer: BaseConsumer<QuietEof> = client
+        .create_with_context(QuietEof)
         .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let mut list = TopicPartitionList::new();
     for partition in partitions {
@@ -671,6 +762,19 @@ fn read_to_end(
     Ok(count)
 }
 
+/// A client context that does not log the end-of-partition events it asked for as errors.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(%error, reason, "restore consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// Retries `call` while librdkafka says the error is retriable.
 fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
     let mut attempt = 0;
@@ -706,6 +810,8 @@ fn classify(error: KafkaError, what: &str) -> RuntimeError {
 /// Consumer context: commits before revocation, restores after assignment.
 struct RebalanceHook {
     task: Arc<Mutex<Task>>,
+    /// Held apart from the task so the statistics callback never waits for the task lock.
+    metrics: Arc<JobMetrics>,
 }
 
 impl RebalanceHook {
@@ -716,7 +822,26 @@ impl RebalanceHook {
     }
 }
 
-impl ClientContext for RebalanceHook {}
+impl ClientContext for RebalanceHook {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition events are requested with exit_at_end_of_input and are not errors.
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(%error, reason, "Kafka client error");
+        }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let metrics = &self.metrics;
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // Partition -1 is librdkafka's internal unassigned queue; lag -1 means unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics.set_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceHook {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -729,6 +854,7 @@ impl ConsumerContext for RebalanceHook {
             return;
         }
         info!(partitions = ?revoked, "partitions revoked: committing before handing them over");
+        task.metrics.clear_lag();
         if let Err(e) = task.commit(consumer) {
             task.failed = Some(e);
             return;
@@ -765,6 +891,7 @@ impl ConsumerContext for RebalanceHook {
             task.failed = Some(e);
             return;
         }
+        task.metrics.set_ready(true);
         let now = now_ms();
         for partition in new {
             task.owned.insert(partition);
@@ -786,7 +913,7 @@ fn prepare(
     config: &RuntimeConfig,
     operator: &mut dyn Operator,
     runtime: &tokio::runtime::Handle,
-) -> Result<(), RuntimeError> {
+) -> Result<i32, RuntimeError> {
     let setup = |m: String| RuntimeError::Setup(m);
     let admin: AdminClient<DefaultClientContext> = config
         .kafka
@@ -881,7 +1008,8 @@ fn prepare(
             .map_err(|e| setup(format!("register {subject}: {e}")))?;
         ids.push(id);
     }
-    operator.set_output_schema_ids(&ids).map_err(setup)
+    operator.set_output_schema_ids(&ids).map_err(setup)?;
+    Ok(partitions)
 }
 
 /// Runs `operator` until `shutdown` is set, then commits and leaves the group. Blocking: call it from a thread
@@ -895,7 +1023,7 @@ pub fn run(
     let span =
         info_span!("job", application_id = %config.application_id, instance = %config.instance_id);
     let _entered = span.enter();
-    prepare(&config, operator.as_mut(), &runtime)?;
+    let partitions = prepare(&config, operator.as_mut(), &runtime)?;
     let exactly_once = config.guarantee == DeliveryGuarantee::ExactlyOnce;
     let delivery = Arc::new(DeliveryCounters::default());
     let mut producer_config = config.kafka.clone();
@@ -928,8 +1056,10 @@ pub fn run(
         transaction_open: false,
         outputs: operator.outputs().into_iter().map(|o| o.topic).collect(),
         input_topics: inputs.iter().map(|i| i.topic.clone()).collect(),
-        dead_letters: 0,
-        late: 0,
+        sent_outputs: vec![0; operator.outputs().len()],
+        sent_changelog: BTreeMap::new(),
+        dead_letters: BTreeMap::new(),
+        late: BTreeMap::new(),
     };
     let registry = RegistryClient::new(&config.registry_url)
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
@@ -944,6 +1074,10 @@ pub fn run(
         watermarks: PartitionWatermarks::new(config.idle_timeout),
         delivery,
         summary: RunSummary::default(),
+        metrics: config.metrics.clone(),
+        counters: Counters::default(),
+        records_in: vec![0; inputs.len()],
+        uncommitted: Vec::new(),
         last_commit: Instant::now(),
         failed: None,
     }));
@@ -955,9 +1089,16 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    if config.exit_at_end_of_input {
+        consumer_config.set("enable.partition.eof", "true");
+    }
     let consumer: BaseConsumer<RebalanceHook> = consumer_config
-        .create_with_context(RebalanceHook { task: task.clone() })
+        .create_with_context(RebalanceHook {
+            task: task.clone(),
+            metrics: config.metrics.clone(),
+        })
         .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
     let topics: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
     consumer
@@ -965,7 +1106,7 @@ pub fn run(
         .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
     info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
 
-    let result = poll_loop(&consumer, &task, &config, &shutdown);
+    let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
     let result = result.and_then(|()| guard.commit(&consumer));
     if result.is_err() && guard.emitter.transaction_open {
@@ -973,8 +1114,9 @@ pub fn run(
         let _ = guard.emitter.producer.abort_transaction(CALL_TIMEOUT);
     }
     let mut summary = guard.summary.clone();
-    summary.dead_letters = guard.emitter.dead_letters;
-    summary.late = guard.emitter.late;
+    summary.dead_letters = guard.emitter.dead_letters.values().sum();
+    summary.late = guard.emitter.late.values().sum();
+    guard.publish();
     drop(guard);
     consumer.unsubscribe();
     result.map(|()| {
@@ -987,23 +1129,63 @@ fn poll_loop(
     consumer: &BaseConsumer<RebalanceHook>,
     task: &Arc<Mutex<Task>>,
     config: &RuntimeConfig,
+    partitions: i32,
     shutdown: &AtomicBool,
 ) -> Result<(), RuntimeError> {
     let lock = || task.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last_end_check = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
         let mut task = lock();
         if let Some(error) = task.failed.take() {
             return Err(error);
         }
+        let mut check_end = false;
         match polled {
-            None => {}
+            None => check_end = last_end_check.elapsed() >= Duration::from_secs(1),
             Some(Ok(message)) => task.handle(&message)?,
+            Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
         if task.last_commit.elapsed() >= config.commit_interval {
             task.commit(consumer)?;
         }
+        if config.exit_at_end_of_input && check_end {
+            last_end_check = Instant::now();
+            let every_partition = task.inputs.len() * usize::try_from(partitions).unwrap_or(0);
+            if read_to_the_end(consumer, every_partition)? {
+                info!("every input partition read to its end: stopping");
+                return Ok(());
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether the consumer owns all `every_partition` input partitions and its position in each has reached the
+/// partition's high watermark. (librdkafka's end-of-partition event does not name the topic, so the end is
+/// confirmed here.)
+fn read_to_the_end(
+    consumer: &BaseConsumer<RebalanceHook>,
+    every_partition: usize,
+) -> Result<bool, RuntimeError> {
+    let positions = consumer
+        .position()
+        .map_err(|e| RuntimeError::Fatal(format!("positions: {e}")))?;
+    if positions.count() < every_partition {
+        return Ok(false);
+    }
+    for element in positions.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), CALL_TIMEOUT)
+            .map_err(|e| RuntimeError::Fatal(format!("watermarks: {e}")))?;
+        let position = match element.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        if position < high {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

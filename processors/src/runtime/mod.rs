@@ -23,14 +23,17 @@
 
 pub mod codec;
 pub mod driver;
+pub mod metrics;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
 pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use driver::{run, Context, RunSummary, RuntimeError};
+pub use metrics::JobMetrics;
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
 
 /// Delivery guarantee of a job.
@@ -64,10 +67,15 @@ pub struct RuntimeConfig {
     pub kafka: ClientConfig,
     /// Schema registry URL.
     pub registry_url: String,
+    /// Stop (with a final commit) once every partition of every input has been read to its end: for replays,
+    /// benchmarks and tests. A live job leaves it false and runs until shut down.
+    pub exit_at_end_of_input: bool,
+    /// Where the job publishes its metrics, readiness and lag (served by the binary's HTTP endpoint).
+    pub metrics: Arc<JobMetrics>,
 }
 
 impl RuntimeConfig {
-    /// Settings with the defaults: exactly-once, 1 s commit interval, 30 s idle timeout.
+    /// Settings with the defaults: exactly-once, 1 s commit interval, 30 s idle timeout, run until shut down.
     pub fn new(application_id: &str, kafka: ClientConfig, registry_url: &str) -> RuntimeConfig {
         RuntimeConfig {
             application_id: application_id.to_owned(),
@@ -77,6 +85,8 @@ impl RuntimeConfig {
             idle_timeout: Duration::from_secs(30),
             kafka,
             registry_url: registry_url.to_owned(),
+            exit_at_end_of_input: false,
+            metrics: Arc::new(JobMetrics::default()),
         }
     }
 
@@ -152,4 +162,9 @@ pub trait Operator: Send {
     fn on_revoked(&mut self, _partition: i32) {}
     /// The stores of `partitions` were restored and their tables read; rebuild indexes over store contents.
     fn on_restored(&mut self, _partitions: &[i32]) {}
+    /// The operator's own counters for the metrics endpoint: (name, help, value); exported as
+    /// `adstream_job_<name>_total`.
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -1,0 +1,293 @@
+//! What a running job exports: counters, lag, latency histograms, restore progress and readiness, rendered in the
+//! Prometheus text format.
+//!
+//! The poll loop counts into plain fields it owns (no atomics or locks per record) and publishes a copy into
+//! [`JobMetrics`] at every commit; the HTTP endpoint renders the last published copy. Consumer lag comes from
+//! librdkafka's statistics callback.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+    86400.0,
+];
+
+/// A cumulative latency histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot counts those above every bound.
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of observations, seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation in seconds (negative values count as 0: clocks of producers may run ahead).
+    pub fn observe(&mut self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// The smallest bucket bound below which at least `quantile` of the observations fall (None when empty or
+    /// above every bound).
+    pub fn quantile_bound(&self, quantile: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let wanted = (quantile * self.count as f64).ceil() as u64;
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return LATENCY_BUCKETS.get(index).copied();
+            }
+        }
+        None
+    }
+}
+
+/// Counters of one run, owned by the poll loop and published at commits.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Records consumed per input topic.
+    pub records_in: BTreeMap<String, u64>,
+    /// Records produced per output, dead-letter, late and changelog topic.
+    pub records_out: BTreeMap<String, u64>,
+    /// Dead letters per (source topic, class).
+    pub dead_letters: BTreeMap<(String, String), u64>,
+    /// Late (expired) records per source topic.
+    pub late: BTreeMap<String, u64>,
+    /// Committed transactions (or at-least-once commits).
+    pub commits: u64,
+    /// Aborted transactions.
+    pub aborts: u64,
+    /// Changelog and table records restored.
+    pub restored: u64,
+    /// Event time → commit latency of processed records.
+    pub event_time_latency: Histogram,
+    /// Broker append time → commit latency, for inputs whose timestamps are `LogAppendTime`.
+    pub append_time_latency: Histogram,
+    /// Poll → commit latency: how long a record's effects waited in the open transaction.
+    pub processing_latency: Histogram,
+    /// Operator counters: (name, help, value).
+    pub job: Vec<(&'static str, &'static str, u64)>,
+}
+
+/// Shared between the job and the HTTP endpoint.
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    published: Mutex<Counters>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    restoring: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl JobMetrics {
+    /// Replaces the published counters.
+    pub fn publish(&self, counters: &Counters) {
+        if let Ok(mut published) = self.published.lock() {
+            published.clone_from(counters);
+        }
+    }
+
+    /// Records the consumer lag of one partition.
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        if let Ok(mut lags) = self.lag.lock() {
+            lags.insert((topic.to_owned(), partition), lag);
+        }
+    }
+
+    /// Forgets the lag of partitions no longer owned.
+    pub fn clear_lag(&self) {
+        if let Ok(mut lags) = self.lag.lock() {
+            lags.clear();
+        }
+    }
+
+    /// Marks a restore as running or finished.
+    pub fn set_restoring(&self, restoring: bool) {
+        self.restoring.store(restoring, Ordering::Relaxed);
+    }
+
+    /// Marks the job ready (assigned and restored) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the job has partitions, restored, and is processing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.restoring.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the last published counters.
+    pub fn snapshot(&self) -> Counters {
+        self.published.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition of everything, labelled with the job's application id.
+    pub fn render(&self, application_id: &str) -> String {
+        let c = self.snapshot();
+        let mut out = String::new();
+        let job = escape(application_id);
+        let _ = writeln!(out, "# HELP adstream_records_in_total Records consumed per input topic.\n# TYPE adstream_records_in_total counter");
+        for (topic, n) in &c.records_in {
+            let _ = writeln!(
+                out,
+                "adstream_records_in_total{{job=\"{job}\",topic=\"{}\"}} {n}",
+                escape(topic)
+            );
+        }
+        let _ = writeln!(out, "# HELP adstream_records_out_total Records produced per topic (outputs, dead letters, late records, changelogs).\n# TYPE adstream_records_out_total counter");
+        for (topic, n) in &c.records_out {
+            let _ = writeln!(
+                out,
+                "adstream_records_out_total{{job=\"{job}\",topic=\"{}\"}} {n}",
+                escape(topic)
+            );
+        }
+        let _ = writeln!(out, "# HELP adstream_dead_letters_total Records sent to dlq.<topic>, by source topic and error class.\n# TYPE adstream_dead_letters_total counter");
+        for ((topic, class), n) in &c.dead_letters {
+            let _ = writeln!(
+                out,
+                "adstream_dead_letters_total{{job=\"{job}\",topic=\"{}\",class=\"{}\"}} {n}",
+                escape(topic),
+                escape(class)
+            );
+        }
+        let _ = writeln!(out, "# HELP adstream_late_records_total Records past their window's retention, sent to late.<topic>.\n# TYPE adstream_late_records_total counter");
+        for (topic, n) in &c.late {
+            let _ = writeln!(
+                out,
+                "adstream_late_records_total{{job=\"{job}\",topic=\"{}\"}} {n}",
+                escape(topic)
+            );
+        }
+        let _ = writeln!(out, "# HELP adstream_transactions_total Transactions by outcome.\n# TYPE adstream_transactions_total counter");
+        let _ = writeln!(
+            out,
+            "adstream_transactions_total{{job=\"{job}\",outcome=\"commit\"}} {}",
+            c.commits
+        );
+        let _ = writeln!(
+            out,
+            "adstream_transactions_total{{job=\"{job}\",outcome=\"abort\"}} {}",
+            c.aborts
+        );
+        let _ = writeln!(out, "# HELP adstream_restored_records_total Changelog and table records restored.\n# TYPE adstream_restored_records_total counter");
+        let _ = writeln!(
+            out,
+            "adstream_restored_records_total{{job=\"{job}\"}} {}",
+            c.restored
+        );
+        let _ = writeln!(out, "# HELP adstream_restoring Whether a restore is running.\n# TYPE adstream_restoring gauge");
+        let _ = writeln!(
+            out,
+            "adstream_restoring{{job=\"{job}\"}} {}",
+            u8::from(self.restoring.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "# HELP adstream_ready Whether the job is assigned, restored and processing.\n# TYPE adstream_ready gauge");
+        let _ = writeln!(
+            out,
+            "adstream_ready{{job=\"{job}\"}} {}",
+            u8::from(self.is_ready())
+        );
+        let _ = writeln!(out, "# HELP adstream_consumer_lag Records behind the end of each input partition.\n# TYPE adstream_consumer_lag gauge");
+        if let Ok(lags) = self.lag.lock() {
+            for ((topic, partition), lag) in lags.iter() {
+                let _ = writeln!(
+                    out,
+                    "adstream_consumer_lag{{job=\"{job}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                    escape(topic)
+                );
+            }
+        }
+        for (name, help, histogram) in [
+            ("adstream_event_time_latency_seconds", "Event time to the commit that made the record's effects visible.", &c.event_time_latency),
+            ("adstream_append_time_latency_seconds", "Broker append time (LogAppendTime inputs) to the commit that made the record's effects visible.", &c.append_time_latency),
+            ("adstream_processing_latency_seconds", "Poll to the commit that made the record's effects visible.", &c.processing_latency),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut cumulative = 0;
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.counts.iter()) {
+                cumulative += count;
+                let _ = writeln!(out, "{name}_bucket{{job=\"{job}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{job=\"{job}\",le=\"+Inf\"}} {}", histogram.count);
+            let _ = writeln!(out, "{name}_sum{{job=\"{job}\"}} {}", histogram.sum);
+            let _ = writeln!(out, "{name}_count{{job=\"{job}\"}} {}", histogram.count);
+        }
+        for (name, help, value) in &c.job {
+            let _ = writeln!(
+                out,
+                "# HELP adstream_job_{name}_total {help}\n# TYPE adstream_job_{name}_total counter"
+            );
+            let _ = writeln!(out, "adstream_job_{name}_total{{job=\"{job}\"}} {value}");
+        }
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let mut h = Histogram::default();
+        for ms in [1.0, 2.0, 20.0, 200.0, 2000.0] {
+            h.observe(ms / 1000.0);
+        }
+        h.observe(-1.0);
+        assert_eq!(h.count, 6);
+        assert_eq!(h.counts[0], 3, "-1 ms, 1 ms and 2 ms fall under 5 ms");
+        assert_eq!(h.quantile_bound(0.5), Some(0.005));
+        assert_eq!(h.quantile_bound(0.99), Some(2.5));
+        assert_eq!(Histogram::default().quantile_bound(0.5), None);
+    }
+
+    #[test]
+    fn rendering_is_prometheus_text() {
+        let metrics = JobMetrics::default();
+        let mut c = Counters::default();
+        c.records_in.insert("ads.clicks".into(), 7);
+        c.dead_letters
+            .insert(("ads.clicks".into(), "bad-magic-byte".into()), 2);
+        c.event_time_latency.observe(0.02);
+        c.job
+            .push(("corrections", "Events that corrected a final row.", 3));
+        metrics.publish(&c);
+        metrics.set_lag("ads.clicks", 1, 42);
+        let text = metrics.render("campaign-metrics");
+        for line in [
+            "adstream_records_in_total{job=\"campaign-metrics\",topic=\"ads.clicks\"} 7",
+            "adstream_dead_letters_total{job=\"campaign-metrics\",topic=\"ads.clicks\",class=\"bad-magic-byte\"} 2",
+            "adstream_consumer_lag{job=\"campaign-metrics\",topic=\"ads.clicks\",partition=\"1\"} 42",
+            "adstream_event_time_latency_seconds_bucket{job=\"campaign-metrics\",le=\"0.025\"} 1",
+            "adstream_event_time_latency_seconds_count{job=\"campaign-metrics\"} 1",
+            "adstream_job_corrections_total{job=\"campaign-metrics\"} 3",
+            "adstream_ready{job=\"campaign-metrics\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,888 @@
+//! Dead letters end to end on the real broker: poison records of every kind mixed into valid generator data, the
+//! campaign-metrics job run in-process until its inputs are read, then `adstream dlq inspect` and `adstream dlq
+//! redrive` run as a user would.
+//!
+//! Needs the local broker (`./dev/kafka up`); the registry runs in-process on a private `_schemas` topic.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use adstream_processors::runtime::{self, RunSummary, RuntimeConfig, WireEncoder};
+use adstream_processors::window::Lateness;
+use adstream_producers::generator::{Generator, GeneratorConfig};
+use adstream_producers::pipeline::{produce_generated, RunOptions};
+use adstream_producers::producer::{EventProducer, ProducerSettings};
+use adstream_schemas::client::RegistryClient;
+use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Device, Placement, Platform};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use common::recompute::{create_topics, differences, kafka, outputs, recompute, Topics};
+use common::{adstream, start_registry, unique};
+
+const PARTITIONS: i32 = 4;
+/// Start of the generator's simulated period (its default); poison records carry it as their timestamp so they
+/// never move a watermark.
+const START_MS: i64 = 1_793_491_200_000;
+
+/// One record as read back, with everything the dead-letter contract talks about.
+#[derive(Debug, Clone)]
+struct Stored {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<String>)>,
+}
+
+impl Stored {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Every record of `topic` (read_committed, from the beginning to the end at call time).
+fn read_all(topic: &str) -> Vec<Stored> {
+    let mut config = kafka();
+    config
+        .set("group.id", unique("dead-letters-read"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut open = PARTITIONS;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => panic!("read {topic}: {e}"),
+            Some(Ok(m)) => out.push(Stored {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp_ms: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            None => {}
+        }
+    }
+    assert_eq!(open, 0, "{topic} not read to its end in time");
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Confluent wire format: magic byte, big-endian id, body.
+fn wire(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn click(cost_micros: i64, currency: &str) -> AdClick {
+    AdClick {
+        event_id: "poison-click".into(),
+        event_time: START_MS,
+        platform: Platform::Tiktok,
+        account_id: "tiktok-acct-00".into(),
+        campaign_id: "tiktok-cmp-0002".into(),
+        ad_group_id: "tiktok-cmp-0002-ag-0".into(),
+        creative_id: "tiktok-cmp-0002-cr-1".into(),
+        user_id: Some("u-00000042".into()),
+        impression_id: None,
+        device: Device::Mobile,
+        cost_micros,
+        currency: currency.into(),
+    }
+}
+
+fn impression(cost_micros: i64, currency: &str) -> AdImpression {
+    AdImpression {
+        event_id: "poison-impression".into(),
+        event_time: START_MS,
+        platform: Platform::Meta,
+        account_id: "meta-acct-00".into(),
+        campaign_id: "meta-cmp-0001".into(),
+        ad_group_id: "meta-cmp-0001-ag-0".into(),
+        creative_id: "meta-cmp-0001-cr-0".into(),
+        user_id: None,
+        placement: Placement::Feed,
+        device: Device::Desktop,
+        cost_micros,
+        currency: currency.into(),
+    }
+}
+
+/// One poison record as produced, and the class the runtime must give it.
+#[derive(Debug, Clone)]
+struct Poison {
+    topic: String,
+    kind: &'static str,
+    class: &'static str,
+    partition: i32,
+    offset: i64,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// The poison values of one topic: (kind, class, value). `valid` encodes a contract-valid datum of the topic's
+/// type; `cheap` and `lower` encode ones that break a rule (negative cost, lower-case currency).
+fn poison_values(
+    valid: &[u8],
+    cheap: Vec<u8>,
+    lower: Vec<u8>,
+    own_id: u32,
+    other_id: u32,
+) -> Vec<(&'static str, &'static str, Option<Vec<u8>>)> {
+    let datum = &valid[5..];
+    let mut trailing = valid.to_vec();
+    trailing.extend_from_slice(&[0x02, 0x04, 0x06]);
+    vec![
+        (
+            "json instead of Avro",
+            "bad-magic-byte",
+            Some(br#"{"campaign_id":"x"}"#.to_vec()),
+        ),
+        ("three bytes", "truncated-header", Some(vec![0, 0, 0])),
+        (
+            "unknown schema id",
+            "unknown-schema-id",
+            Some(wire(999_999, datum)),
+        ),
+        (
+            "another record type's schema",
+            "incompatible-schema",
+            Some(wire(other_id, &[0x54])),
+        ),
+        (
+            "datum cut in half",
+            "undecodable-avro",
+            Some(wire(own_id, &datum[..datum.len() / 2])),
+        ),
+        (
+            "garbage after a valid header",
+            "undecodable-avro",
+            Some(wire(own_id, &[0xff; 12])),
+        ),
+        ("trailing bytes", "undecodable-avro", Some(trailing)),
+        ("tombstone on a stream", "missing-value", None),
+        ("negative cost", "invalid-value", Some(cheap)),
+        ("lower-case currency", "invalid-value", Some(lower)),
+    ]
+}
+
+/// Produces the poison records of both event topics and returns where each landed.
+async fn produce_poison(registry_url: &str, topics: &Topics) -> Vec<Poison> {
+    let registry = RegistryClient::new(registry_url).expect("registry client");
+    let click_id = registry
+        .register(&format!("{}-value", topics.events.clicks), AdClick::SCHEMA)
+        .await
+        .expect("click schema id");
+    let impression_id = registry
+        .register(
+            &format!("{}-value", topics.events.impressions),
+            AdImpression::SCHEMA,
+        )
+        .await
+        .expect("impression schema id");
+    let other_id = registry
+        .register(
+            &format!("{}.other-value", unique("dead-letters")),
+            r#"{"type":"record","name":"Other","namespace":"io.adstream.test","fields":[{"name":"x","type":"long"}]}"#,
+        )
+        .await
+        .expect("other schema id");
+    assert!(
+        other_id != click_id && other_id != impression_id,
+        "a distinct schema"
+    );
+    let clicks = WireEncoder::new(AdClick::SCHEMA, click_id).expect("encoder");
+    let impressions = WireEncoder::new(AdImpression::SCHEMA, impression_id).expect("encoder");
+    let encode_click = |c: AdClick| {
+        let mut out = Vec::new();
+        clicks.encode(&c, &mut out).expect("encodes");
+        out
+    };
+    let encode_impression = |i: AdImpression| {
+        let mut out = Vec::new();
+        impressions.encode(&i, &mut out).expect("encodes");
+        out
+    };
+    let plan = [
+        (
+            topics.events.clicks.clone(),
+            poison_values(
+                &encode_click(click(250_000, "USD")),
+                encode_click(click(-5, "USD")),
+                encode_click(click(250_000, "usd")),
+                click_id,
+                other_id,
+            ),
+        ),
+        (
+            topics.events.impressions.clone(),
+            poison_values(
+                &encode_impression(impression(1_500, "EUR")),
+                encode_impression(impression(-1, "EUR")),
+                encode_impression(impression(1_500, "eur")),
+                impression_id,
+                other_id,
+            ),
+        ),
+    ];
+    let mut config = kafka();
+    config.set("enable.idempotence", "true").set("acks", "all");
+    let producer: FutureProducer = config.create().expect("producer");
+    let mut produced = Vec::new();
+    for (topic, values) in plan {
+        for (n, (kind, class, value)) in values.into_iter().enumerate() {
+            let key = format!("poison-{n}").into_bytes();
+            let correlation = format!("poison-{n}-{class}");
+            let partition = n as i32 % PARTITIONS;
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "correlation_id",
+                    value: Some(correlation.as_str()),
+                })
+                .insert(Header {
+                    key: "ce_id",
+                    value: Some(correlation.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                .key(key.as_slice())
+                .partition(partition)
+                .timestamp(START_MS)
+                .headers(headers);
+            if let Some(value) = &value {
+                record = record.payload(value.as_slice());
+            }
+            let delivery = producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("poison record delivered");
+            produced.push(Poison {
+                topic: topic.clone(),
+                kind,
+                class,
+                partition: delivery.partition,
+                offset: delivery.offset,
+                key,
+                value,
+            });
+        }
+    }
+    produced
+}
+
+/// A private set of topics with valid generator data, then the poison records, and the batch recomputation of
+/// the job's outputs over the valid data alone.
+struct Setup {
+    prefix: String,
+    registry_url: String,
+    topics: Topics,
+    poison: Vec<Poison>,
+    expected: BTreeMap<String, common::recompute::Expected>,
+    valid_impressions: i64,
+    _registry: common::TestRegistry,
+}
+
+async fn setup(name: &str) -> Setup {
+    let registry = start_registry(name).await;
+    let prefix = unique(name);
+    let topics = create_topics(&prefix).await;
+    tokio::task::block_in_place(|| wait_for_topics(&topics));
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry.url.clone(),
+        topics: topics.events.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 7,
+        events: 6_000,
+        ..GeneratorConfig::default()
+    });
+    tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    })
+    .expect("all delivered");
+    // Over the valid data only: the recomputation decodes every record and would reject the poison.
+    let expected = tokio::task::block_in_place(|| recompute(&topics));
+    assert!(expected.len() > 50, "the run covers many windows");
+    let valid_impressions = expected
+        .iter()
+        .filter(|(key, _)| key.contains("|daily|"))
+        .map(|(_, row)| row.impressions)
+        .sum();
+    let impressions_in_topic =
+        tokio::task::block_in_place(|| read_all(&topics.events.impressions)).len() as i64;
+    assert_eq!(
+        valid_impressions, impressions_in_topic,
+        "the recomputation counts every produced impression once"
+    );
+    let poison = produce_poison(&registry.url, &topics).await;
+    Setup {
+        prefix,
+        registry_url: registry.url.clone(),
+        topics,
+        poison,
+        expected,
+        valid_impressions,
+        _registry: registry,
+    }
+}
+
+/// Waits until the broker's metadata shows every topic just created (creation returns before it propagates).
+fn wait_for_topics(topics: &Topics) {
+    let events = &topics.events;
+    wait_for(&[
+        &events.impressions,
+        &events.clicks,
+        &events.conversions,
+        &events.campaigns,
+        &events.creatives,
+        &topics.hourly,
+        &topics.daily,
+        &topics.alerts,
+    ]);
+}
+
+/// Waits until every topic of `names` shows all its partitions with a leader.
+fn wait_for(names: &[&String]) {
+    let consumer: BaseConsumer = kafka().create().expect("client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        let visible = |name: &&String| {
+            metadata.topics().iter().any(|t| {
+                t.name() == name.as_str()
+                    && t.error().is_none()
+                    && t.partitions().len() == PARTITIONS as usize
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        };
+        if names.iter().all(visible) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topics not visible after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the campaign-metrics job over everything in the inputs; it stops by itself at their end.
+async fn run_job(setup: &Setup) -> RunSummary {
+    let mut config = RuntimeConfig::new(
+        &format!("{}-job", setup.prefix),
+        kafka(),
+        &setup.registry_url,
+    );
+    config.commit_interval = Duration::from_millis(300);
+    config.exit_at_end_of_input = true;
+    let topics = &setup.topics;
+    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
+        impressions: topics.events.impressions.clone(),
+        clicks: topics.events.clicks.clone(),
+        campaigns: topics.events.campaigns.clone(),
+        hourly: topics.hourly.clone(),
+        daily: topics.daily.clone(),
+        alerts: topics.alerts.clone(),
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
+            .expect("lateness"),
+        emit: EmitMode::Updating,
+    })
+    .expect("job");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let stop = shutdown.clone();
+    let worker = std::thread::spawn(move || runtime::run(config, Box::new(job), stop, handle));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !worker.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stopped_by_itself = worker.is_finished();
+    shutdown.store(true, Ordering::Relaxed);
+    let result = worker.join().expect("job thread");
+    assert!(
+        stopped_by_itself,
+        "the job did not stop at the end of its input within 180 s"
+    );
+    result.expect("the job ran without error")
+}
+
+/// Per-class counts of the poison records of `topic`.
+fn expected_classes(poison: &[Poison], topic: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for p in poison.iter().filter(|p| p.topic == topic) {
+        *counts.entry(p.class.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// Checks every poison record of `topic` is in `dlq.<topic>` exactly once with its class, source headers and
+/// original partition, key, value and timestamp; and that nothing else is.
+fn check_dead_letters(poison: &[Poison], topic: &str) -> Vec<Stored> {
+    let dlq = format!("dlq.{topic}");
+    let letters = read_all(&dlq);
+    let mut by_source: HashMap<(i32, i64), Vec<&Stored>> = HashMap::new();
+    for letter in &letters {
+        assert_eq!(
+            letter.header("source_topic"),
+            Some(topic),
+            "{dlq}: {letter:?}"
+        );
+        let partition: i32 = letter
+            .header("source_partition")
+            .and_then(|p| p.parse().ok())
+            .expect("source_partition is a number");
+        let offset: i64 = letter
+            .header("source_offset")
+            .and_then(|o| o.parse().ok())
+            .expect("source_offset is a number");
+        by_source
+            .entry((partition, offset))
+            .or_default()
+            .push(letter);
+    }
+    let ours: Vec<&Poison> = poison.iter().filter(|p| p.topic == topic).collect();
+    for p in &ours {
+        let found = by_source
+            .get(&(p.partition, p.offset))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert_eq!(
+            found.len(),
+            1,
+            "{} ({}) at {topic}/{}/{} must be dead-lettered exactly once",
+            p.kind,
+            p.class,
+            p.partition,
+            p.offset
+        );
+        let letter = found[0];
+        assert_eq!(
+            letter.header("dlq_error_class"),
+            Some(p.class),
+            "class of {}: message {:?}",
+            p.kind,
+            letter.header("dlq_error_message")
+        );
+        assert!(
+            letter
+                .header("dlq_error_message")
+                .is_some_and(|m| !m.is_empty()),
+            "{}: a message",
+            p.kind
+        );
+        assert_eq!(letter.partition, p.partition, "{}: same partition", p.kind);
+        assert_eq!(
+            letter.key.as_deref(),
+            Some(p.key.as_slice()),
+            "{}: key",
+            p.kind
+        );
+        assert_eq!(letter.value, p.value, "{}: value bytes", p.kind);
+        assert_eq!(letter.timestamp_ms, Some(START_MS), "{}: timestamp", p.kind);
+        let redirected: i64 = letter
+            .header("redirected_at")
+            .and_then(|t| t.parse().ok())
+            .expect("redirected_at is epoch millis");
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(
+            redirected > now - 3_600_000 && redirected <= now,
+            "{}: redirected_at {redirected} is recent",
+            p.kind
+        );
+        let correlation = format!("poison-{}-{}", ours_index(&ours, p), p.class);
+        assert_eq!(
+            letter.header("correlation_id"),
+            Some(correlation.as_str()),
+            "{}: correlation id propagated",
+            p.kind
+        );
+    }
+    assert_eq!(
+        letters.len(),
+        ours.len(),
+        "{dlq} holds the poison records and nothing else"
+    );
+    letters
+}
+
+/// Position of `p` among the poison records of its topic (the `n` of its key and correlation id).
+fn ours_index(ours: &[&Poison], p: &Poison) -> usize {
+    ours.iter()
+        .position(|o| o.partition == p.partition && o.offset == p.offset)
+        .expect("listed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_once_with_their_class_and_valid_data_still_counts() {
+    let setup = setup("dead-letters").await;
+    let summary = run_job(&setup).await;
+    let topics = &setup.topics;
+    assert_eq!(
+        summary.dead_letters,
+        setup.poison.len() as u64,
+        "{summary:?}"
+    );
+    assert!(summary.commits > 0);
+
+    let classes: std::collections::BTreeSet<&str> = setup.poison.iter().map(|p| p.class).collect();
+    assert!(
+        classes.len() >= 6,
+        "at least six kinds of poison: {classes:?}"
+    );
+    for topic in [&topics.events.clicks, &topics.events.impressions] {
+        tokio::task::block_in_place(|| check_dead_letters(&setup.poison, topic));
+    }
+
+    // The valid data went through untouched: every output row equals the recomputation over the valid data.
+    let actual = tokio::task::block_in_place(|| outputs(topics));
+    let problems = differences(&setup.expected, &actual);
+    assert!(
+        problems.is_empty(),
+        "{} difference(s), first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    let daily_impressions: i64 = actual
+        .iter()
+        .filter(|(key, _)| key.contains("|daily|"))
+        .map(|(_, row)| row.impressions)
+        .sum();
+    assert_eq!(daily_impressions, setup.valid_impressions);
+    assert_eq!(summary.late, 0, "no valid event was past retention");
+}
+
+/// The per-class counts of the summary `dlq inspect` prints (lines after the `class  count` header).
+fn summary_counts(stdout: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let mut in_summary = false;
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words == ["class", "count"] {
+            in_summary = true;
+            continue;
+        }
+        if in_summary {
+            if let [class, count] = words.as_slice() {
+                counts.insert(
+                    (*class).to_owned(),
+                    count.parse().expect("count is a number"),
+                );
+            }
+        }
+    }
+    counts
+}
+
+fn success(args: &[&str]) -> String {
+    let run = adstream(args);
+    assert!(
+        run.status.success(),
+        "{args:?} failed:\n{}",
+        run.stderr_text()
+    );
+    run.stdout_text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_inspect_and_redrive_show_and_resend_the_jobs_dead_letters() {
+    let setup = setup("dlq-cli").await;
+    run_job(&setup).await;
+    let clicks = setup.topics.events.clicks.clone();
+    let impressions = setup.topics.events.impressions.clone();
+    let dlq_clicks = format!("dlq.{clicks}");
+
+    // inspect: the summary counts every class; blocks say where from and why.
+    let stdout = tokio::task::block_in_place(|| success(&["dlq", "inspect", &clicks]));
+    assert_eq!(
+        summary_counts(&stdout),
+        expected_classes(&setup.poison, &clicks),
+        "summary of:\n{stdout}"
+    );
+    let blocks = stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{dlq_clicks}  partition")))
+        .count();
+    assert_eq!(blocks, 10, "one block per dead letter:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("source          {clicks}  partition")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redirected at   20"),
+        "RFC 3339 time:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("(none: tombstone)"),
+        "the tombstone is shown:\n{stdout}"
+    );
+
+    // --limit shows fewer; the summary still counts all; the dlq.-name is accepted too.
+    let limited =
+        tokio::task::block_in_place(|| success(&["dlq", "inspect", &dlq_clicks, "--limit", "3"]));
+    assert_eq!(
+        limited
+            .lines()
+            .filter(|l| l.starts_with(&format!("{dlq_clicks}  partition")))
+            .count(),
+        3
+    );
+    assert!(limited.contains("10 dead letter(s), 3 shown"), "{limited}");
+
+    // JSON lines with a class filter: every header, the exact value bytes.
+    let run = tokio::task::block_in_place(|| {
+        adstream(&[
+            "dlq",
+            "inspect",
+            &impressions,
+            "--format",
+            "json",
+            "--class",
+            "invalid-value",
+        ])
+    });
+    assert!(run.status.success(), "{}", run.stderr_text());
+    let lines: Vec<serde_json::Value> = run
+        .stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let invalid: Vec<&Poison> = setup
+        .poison
+        .iter()
+        .filter(|p| p.topic == impressions && p.class == "invalid-value")
+        .collect();
+    assert_eq!(lines.len(), invalid.len(), "{}", run.stdout_text());
+    for line in &lines {
+        assert_eq!(line["class"], "invalid-value");
+        assert_eq!(line["headers"]["dlq_error_class"], "invalid-value");
+        assert_eq!(line["headers"]["source_topic"], impressions.as_str());
+        let source_offset: i64 = line["headers"]["source_offset"]
+            .as_str()
+            .and_then(|o| o.parse().ok())
+            .expect("source_offset");
+        let poison = invalid
+            .iter()
+            .find(|p| p.offset == source_offset && i64::from(p.partition) == line["partition"])
+            .expect("a dead letter of a poison record");
+        let value = poison.value.as_deref().expect("has a value");
+        assert_eq!(line["value_hex"], hex(value));
+        assert_eq!(line["value_size"], value.len());
+    }
+    assert!(
+        run.stderr_text().contains("invalid-value"),
+        "summary on stderr"
+    );
+
+    // redrive refuses to run without a selection.
+    let run = tokio::task::block_in_place(|| adstream(&["dlq", "redrive", &clicks]));
+    assert!(!run.status.success());
+    assert!(
+        run.stderr_text().contains("nothing selected"),
+        "{}",
+        run.stderr_text()
+    );
+
+    // A dry run lists the selection and sends nothing.
+    let before = tokio::task::block_in_place(|| read_all(&clicks)).len();
+    let stdout = tokio::task::block_in_place(|| {
+        success(&[
+            "dlq",
+            "redrive",
+            &clicks,
+            "--class",
+            "invalid-value",
+            "--dry-run",
+        ])
+    });
+    let listed = stdout
+        .lines()
+        .filter(|l| l.contains(&format!("-> {clicks} partition")))
+        .count();
+    assert_eq!(listed, 2, "{stdout}");
+    assert!(stdout.contains("nothing was sent"), "{stdout}");
+    assert_eq!(
+        tokio::task::block_in_place(|| read_all(&clicks)).len(),
+        before,
+        "a dry run sends nothing"
+    );
+
+    // Offsets that are not in the dead-letter topic are refused.
+    let run = tokio::task::block_in_place(|| {
+        adstream(&[
+            "dlq",
+            "redrive",
+            &clicks,
+            "--offsets",
+            "0,99999",
+            "--partition",
+            "0",
+        ])
+    });
+    assert!(!run.status.success());
+    assert!(run.stderr_text().contains("99999"), "{}", run.stderr_text());
+
+    // A real redrive of one class: the records reappear in the source topic as they were, marked.
+    let letters = tokio::task::block_in_place(|| read_all(&dlq_clicks));
+    let stdout = tokio::task::block_in_place(|| {
+        success(&["dlq", "redrive", &clicks, "--class", "invalid-value"])
+    });
+    assert!(stdout.contains("re-sent 2 dead letter(s)"), "{stdout}");
+    let after = tokio::task::block_in_place(|| read_all(&clicks));
+    assert_eq!(after.len(), before + 2);
+    let redriven: Vec<&Stored> = after
+        .iter()
+        .filter(|r| r.header("redriven_from").is_some())
+        .collect();
+    assert_eq!(redriven.len(), 2);
+    for record in redriven {
+        let from = record.header("redriven_from").expect("header");
+        let letter = letters
+            .iter()
+            .find(|l| format!("{dlq_clicks}/{}/{}", l.partition, l.offset) == from)
+            .unwrap_or_else(|| panic!("redriven_from {from} names a dead letter"));
+        assert_eq!(letter.header("dlq_error_class"), Some("invalid-value"));
+        let source_partition: i32 = letter
+            .header("source_partition")
+            .and_then(|p| p.parse().ok())
+            .expect("source_partition");
+        assert_eq!(record.partition, source_partition, "back to its partition");
+        assert_eq!(record.key, letter.key);
+        assert_eq!(record.value, letter.value);
+        assert_eq!(record.timestamp_ms, letter.timestamp_ms);
+        assert_eq!(
+            record.header("correlation_id"),
+            letter.header("correlation_id")
+        );
+        for (name, _) in &record.headers {
+            assert!(
+                !name.starts_with("dlq_")
+                    && ![
+                        "source_topic",
+                        "source_partition",
+                        "source_offset",
+                        "redirected_at"
+                    ]
+                    .contains(&name.as_str()),
+                "dead-letter header {name} copied"
+            );
+        }
+    }
+
+    // --offsets with --partition selects exactly that dead letter.
+    let bad_magic = letters
+        .iter()
+        .find(|l| l.header("dlq_error_class") == Some("bad-magic-byte"))
+        .expect("a bad-magic dead letter");
+    let (partition, offset) = (
+        bad_magic.partition.to_string(),
+        bad_magic.offset.to_string(),
+    );
+    let stdout = tokio::task::block_in_place(|| {
+        success(&[
+            "dlq",
+            "redrive",
+            &dlq_clicks,
+            "--offsets",
+            &offset,
+            "--partition",
+            &partition,
+            "--dry-run",
+        ])
+    });
+    assert!(
+        stdout.contains(&format!(
+            "{dlq_clicks}/{partition}/{offset}  bad-magic-byte"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would re-send 1 dead letter(s)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_inspect_names_a_missing_topic_and_says_when_one_is_empty() {
+    let missing = unique("no-such-topic");
+    let run = tokio::task::block_in_place(|| adstream(&["dlq", "inspect", &missing]));
+    assert!(!run.status.success(), "a missing dead-letter topic fails");
+    assert!(
+        run.stderr_text().contains(&format!("dlq.{missing}")),
+        "{}",
+        run.stderr_text()
+    );
+
+    let source = unique("empty");
+    let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &format!("dlq.{source}"),
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic")
+    {
+        result.expect("topic created");
+    }
+    let dlq = format!("dlq.{source}");
+    tokio::task::block_in_place(|| wait_for(&[&dlq]));
+    let stdout = tokio::task::block_in_place(|| success(&["dlq", "inspect", &source]));
+    assert!(
+        stdout.contains(&format!("dlq.{source} is empty")),
+        "{stdout}"
+    );
+    let stdout = tokio::task::block_in_place(|| success(&["dlq", "redrive", &source, "--all"]));
+    assert!(stdout.contains("nothing to redrive"), "{stdout}");
+}

@@ -1,0 +1,253 @@
+//! Exactly-once under faults: the `adstream process campaign-metrics` process is killed with SIGKILL at random
+//! points at least five times, and the broker is restarted once, while it works through generator data. After a
+//! final run to the end of the input:
+//! - the compacted outputs equal a batch recomputation of the input (shared with `campaign_metrics.rs`);
+//! - a `read_committed` reader sees, per output key, revisions 1, 2, 3, … with no repeats or gaps — a repeat
+//!   would be the effect of aborted work leaking, a gap a lost commit;
+//! - in the `windows` changelog, counts never go backwards per key (a leaked aborted update followed by a restore
+//!   of the older committed state would show as a decrease).
+//!
+//! This file holds one test because it restarts the broker: other tests in the same binary would see it go away.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adstream_producers::generator::{Generator, GeneratorConfig};
+use adstream_producers::pipeline::{produce_generated, RunOptions};
+use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
+use adstream_schemas::outputs::{self, CampaignMetrics};
+use apache_avro::Schema;
+use rand::{Rng, SeedableRng};
+
+use common::recompute::{self, differences, kafka, read_committed_records, recompute, Topics};
+use common::{bootstrap, start_registry, unique};
+
+fn topology_yaml(prefix: &str, processor: &str) -> String {
+    format!(
+        "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
+         \x20 - {{ name: {prefix}.impressions, key: campaign_id, value_schema: io.adstream.ads.AdImpression }}\n\
+         \x20 - {{ name: {prefix}.clicks, key: campaign_id, value_schema: io.adstream.ads.AdClick }}\n\
+         \x20 - {{ name: {prefix}.conversions, key: user_id, value_schema: io.adstream.ads.Conversion }}\n\
+         \x20 - {{ name: {prefix}.campaigns, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.creatives, key: creative_id, value_schema: io.adstream.ads.Creative, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.hourly, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.daily, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}\n\
+         processors:\n\
+         \x20 - name: {processor}\n\
+         \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns]\n\
+         \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
+         \x20   key: campaign_id\n"
+    )
+}
+
+fn adstream(registry: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_adstream"));
+    command
+        .args(args)
+        .env("ADSTREAM_BOOTSTRAP_SERVERS", bootstrap())
+        .env("ADSTREAM_REGISTRY_URL", registry)
+        .env("ADSTREAM_LOG", "warn");
+    command
+}
+
+fn start_job(registry: &str, topology: &str, processor: &str, until_end: bool) -> Child {
+    let mut args = vec![
+        "process",
+        "campaign-metrics",
+        "--topology",
+        topology,
+        "--application-id",
+        processor,
+        "--commit-interval-ms",
+        "200",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    if until_end {
+        args.push("--until-end");
+    }
+    adstream(registry, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the job")
+}
+
+/// Restarts the broker through the project script, if the script manages it. Returns whether it did.
+fn restart_broker() -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/kafka");
+    let down = Command::new(script)
+        .arg("down")
+        .output()
+        .expect("dev/kafka down");
+    let said = String::from_utf8_lossy(&down.stdout).to_string();
+    if !said.contains("stopped") {
+        eprintln!("broker not managed by dev/kafka ({said}): skipping the broker restart");
+        return false;
+    }
+    let up = Command::new(script)
+        .arg("up")
+        .output()
+        .expect("dev/kafka up");
+    assert!(
+        up.status.success(),
+        "broker restart failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
+    let registry = start_registry("eos").await;
+    let prefix = unique("eos");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("eos-topology"));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let topology_path = dir.join("topology.yaml");
+    std::fs::File::create(&topology_path)
+        .and_then(|mut f| f.write_all(topology_yaml(&prefix, &processor).as_bytes()))
+        .expect("write topology");
+    let topology = topology_path.to_str().expect("utf-8 path");
+    let applied = adstream(
+        &registry.url,
+        &["topology", "apply", "--topology", topology],
+    )
+    .output()
+    .expect("apply");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let name = |kind: &str| format!("{prefix}.{kind}");
+    let topics = Topics {
+        events: EventTopics {
+            impressions: name("impressions"),
+            clicks: name("clicks"),
+            conversions: name("conversions"),
+            campaigns: name("campaigns"),
+            creatives: name("creatives"),
+        },
+        hourly: name("hourly"),
+        daily: name("daily"),
+        alerts: name("alerts"),
+    };
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry.url.clone(),
+        topics: topics.events.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 31,
+        events: 150_000,
+        ..GeneratorConfig::default()
+    });
+    tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    })
+    .expect("all delivered");
+    drop(producer);
+
+    // Kill the job at random points; restart the broker once in the middle.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut kills = 0;
+    let mut broker_restarted = false;
+    while kills < 6 {
+        let mut job = start_job(&registry.url, topology, &processor, false);
+        let run_for = Duration::from_millis(rng.gen_range(1500..5000));
+        std::thread::sleep(run_for);
+        if kills == 3 && !broker_restarted {
+            broker_restarted = restart_broker();
+            // Give the job time to notice the broker's return and work on.
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        if let Some(status) = job.try_wait().expect("wait") {
+            panic!("the job exited on its own with {status}");
+        }
+        job.kill().expect("SIGKILL");
+        job.wait().expect("reap");
+        kills += 1;
+    }
+
+    // A final run to the end of the input, which must exit by itself and cleanly.
+    let started = Instant::now();
+    let mut last = start_job(&registry.url, topology, &processor, true);
+    let status = loop {
+        if let Some(status) = last.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = last.kill();
+            panic!("the final run did not reach the end of its input within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.success(),
+        "final run failed after {:?}: {status}",
+        started.elapsed()
+    );
+
+    let expected = tokio::task::block_in_place(|| recompute(&topics));
+    let actual = tokio::task::block_in_place(|| recompute::outputs(&topics));
+    let problems = differences(&expected, &actual);
+    assert!(
+        problems.is_empty(),
+        "{} difference(s) after {kills} kills: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+
+    // Revisions per key: 1, 2, 3, ... as a read_committed reader sees them.
+    let schema = Schema::parse_str(outputs::CAMPAIGN_METRICS_AVSC).expect("schema");
+    for topic in [&topics.hourly, &topics.daily] {
+        let mut revisions: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for (key, value) in tokio::task::block_in_place(|| read_committed_records(topic)) {
+            let row: CampaignMetrics = recompute::decode(&schema, &value.expect("value"));
+            let key = key.expect("key");
+            let last = revisions.entry(key.clone()).or_insert(0);
+            assert_eq!(
+                row.revision,
+                *last + 1,
+                "{topic} {}: revision {} after {}",
+                String::from_utf8_lossy(&key),
+                row.revision,
+                last
+            );
+            *last = row.revision;
+        }
+    }
+    // Window counts in the changelog never go backwards.
+    let changelog = format!("{processor}-windows-changelog");
+    let mut counts: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    for (key, value) in tokio::task::block_in_place(|| read_committed_records(&changelog)) {
+        let (Some(key), Some(value)) = (key, value) else {
+            continue;
+        };
+        let row: serde_json::Value = serde_json::from_slice(&value).expect("changelog JSON");
+        let now = (
+            row["impressions"].as_u64().expect("impressions"),
+            row["clicks"].as_u64().expect("clicks"),
+        );
+        let before = counts.entry(key.clone()).or_insert((0, 0));
+        assert!(
+            now.0 >= before.0 && now.1 >= before.1,
+            "changelog {}: counts went from {before:?} to {now:?}",
+            String::from_utf8_lossy(&key)
+        );
+        *before = now;
+    }
+    assert!(kills >= 5);
+    let _ = std::fs::remove_dir_all(dir);
+    eprintln!("killed {kills} times, broker restarted: {broker_restarted}");
+}

@@ -1,0 +1,233 @@
+//! Late events on the real broker: on time within grace, a correction after grace but within retention, and
+//! `late.<topic>` after retention, each with exact counts.
+//!
+//! One-partition topics and a zero idle timeout make the watermark the largest event time seen so far, so the
+//! sequence below fixes every event's path:
+//!
+//! | event | time (UTC)   | watermark before | hour window path                                    |
+//! |-------|--------------|------------------|-----------------------------------------------------|
+//! | a     | day0 10:05   | –                | on time                                             |
+//! | b     | day0 10:20   | 10:05            | on time                                             |
+//! | c     | day0 12:00   | 10:20            | on time (moves the watermark past 10:00's grace)    |
+//! | d     | day0 10:30   | 12:00            | correction of 10:00 (grace ended 11:10)             |
+//! | e     | day0 11:50   | 12:00            | on time: 11:00 ends 12:00, grace runs to 12:10      |
+//! | f     | day3 09:00   | 12:00            | on time                                             |
+//! | g     | day0 10:40   | day3 09:00       | expired: 10:00's retention (1 day) ended day1 11:00 |
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use adstream_processors::runtime::{self, RuntimeConfig};
+use adstream_processors::window::Lateness;
+use adstream_producers::builders::{ImpressionBuilder, Serving};
+use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
+use adstream_schemas::events::Platform;
+use adstream_schemas::outputs::{self, CampaignMetrics};
+use apache_avro::Schema;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use common::recompute::{decode, kafka};
+use common::{start_registry, unique};
+
+const HOUR: i64 = 3_600_000;
+const DAY0: i64 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
+
+/// Every record of one-partition `topic` with its headers.
+fn read_with_headers(topic: &str) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    let mut config = kafka();
+    config
+        .set("group.id", unique("read"))
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&list).expect("assign");
+    let mut out = Vec::new();
+    loop {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("read {topic}: {e}"),
+            None => panic!("{topic}: no end of partition within 30 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_lateness_takes_its_documented_path() {
+    let registry = start_registry("lateness").await;
+    let prefix = unique("late");
+    let name = |kind: &str| format!("{prefix}.{kind}");
+    let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
+    let kinds = [
+        "impressions",
+        "clicks",
+        "conversions",
+        "campaigns",
+        "creatives",
+        "hourly",
+        "daily",
+        "alerts",
+    ];
+    let names: Vec<String> = kinds.iter().map(|k| name(k)).collect();
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .expect("create")
+    {
+        result.expect("created");
+    }
+    let events = EventTopics {
+        impressions: name("impressions"),
+        clicks: name("clicks"),
+        conversions: name("conversions"),
+        campaigns: name("campaigns"),
+        creatives: name("creatives"),
+    };
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry.url.clone(),
+        topics: events.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let serving = Serving {
+        platform: Platform::Meta,
+        account_id: "act-1".into(),
+        campaign_id: "meta-late".into(),
+        ad_group_id: "g".into(),
+        creative_id: "cr".into(),
+    };
+    let minutes = |m: i64| m * 60_000;
+    let times = [
+        ("a", DAY0 + 10 * HOUR + minutes(5)),
+        ("b", DAY0 + 10 * HOUR + minutes(20)),
+        ("c", DAY0 + 12 * HOUR),
+        ("d", DAY0 + 10 * HOUR + minutes(30)),
+        ("e", DAY0 + 11 * HOUR + minutes(50)),
+        ("f", DAY0 + 3 * 24 * HOUR + 9 * HOUR),
+        ("g", DAY0 + 10 * HOUR + minutes(40)),
+    ];
+    let encoders = producer.schemas.encoders().expect("encoders");
+    let mut buffer = Vec::new();
+    for (id, time) in times {
+        let impression = ImpressionBuilder::new(id, time, serving.clone())
+            .cost(1_000, "USD")
+            .build()
+            .expect("valid");
+        producer
+            .send(&encoders.impressions, &impression, id, &mut buffer)
+            .expect("enqueued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    let mut config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
+    config.exit_at_end_of_input = true;
+    config.idle_timeout = Duration::ZERO;
+    config.commit_interval = Duration::from_millis(100);
+    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
+        impressions: events.impressions.clone(),
+        clicks: events.clicks.clone(),
+        campaigns: events.campaigns.clone(),
+        hourly: name("hourly"),
+        daily: name("daily"),
+        alerts: name("alerts"),
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
+            .expect("lateness"),
+        emit: EmitMode::Updating,
+    })
+    .expect("job");
+    let metrics = config.metrics.clone();
+    let handle = tokio::runtime::Handle::current();
+    let summary = tokio::task::spawn_blocking(move || {
+        runtime::run(
+            config,
+            Box::new(job),
+            Arc::new(AtomicBool::new(false)),
+            handle,
+        )
+    })
+    .await
+    .expect("thread")
+    .expect("job ran");
+    assert_eq!(summary.records, 7);
+    assert_eq!(summary.late, 1, "g is past retention");
+    assert_eq!(summary.dead_letters, 0);
+    let counters: BTreeMap<&str, u64> = metrics
+        .snapshot()
+        .job
+        .iter()
+        .map(|(n, _, v)| (*n, *v))
+        .collect();
+    assert_eq!(counters["corrections"], 1, "only d corrects a final row");
+    assert_eq!(counters["expired_events"], 1);
+    assert_eq!(counters["applied_events"], 6);
+
+    let schema = Schema::parse_str(outputs::CAMPAIGN_METRICS_AVSC).expect("schema");
+    let latest = |topic: &str| -> BTreeMap<i64, CampaignMetrics> {
+        read_with_headers(topic)
+            .into_iter()
+            .map(|(value, _)| decode::<CampaignMetrics>(&schema, &value))
+            .map(|row| (row.window_start, row))
+            .collect()
+    };
+    let hourly = latest(&name("hourly"));
+    let summary_of = |row: &CampaignMetrics| (row.impressions, row.corrections, row.spend_micros);
+    assert_eq!(
+        summary_of(&hourly[&(DAY0 + 10 * HOUR)]),
+        (3, 1, 3_000),
+        "a, b, d; d corrected"
+    );
+    assert_eq!(
+        summary_of(&hourly[&(DAY0 + 11 * HOUR)]),
+        (1, 0, 1_000),
+        "e within grace"
+    );
+    assert_eq!(summary_of(&hourly[&(DAY0 + 12 * HOUR)]), (1, 0, 1_000), "c");
+    assert_eq!(hourly.len(), 4, "10:00, 11:00, 12:00 and day3 09:00");
+    let daily = latest(&name("daily"));
+    assert_eq!(summary_of(&daily[&DAY0]), (5, 0, 5_000), "a..e; g expired");
+    assert_eq!(daily[&(DAY0 + 3 * 24 * HOUR)].impressions, 1);
+
+    let late = read_with_headers(&format!("late.{}", events.impressions));
+    assert_eq!(late.len(), 1);
+    let headers = &late[0].1;
+    assert_eq!(headers["late_class"], "expired");
+    assert_eq!(headers["source_topic"], events.impressions);
+    assert_eq!(headers["source_offset"], "6");
+    assert_eq!(headers["correlation_id"], "g");
+    assert!(headers["late_reason"].contains("retention"), "{headers:?}");
+}
