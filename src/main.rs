@@ -56,6 +56,9 @@ enum Command {
     /// Run a stream processor until SIGTERM/SIGINT.
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// Summaries of the processors' compacted outputs.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Dead-letter topics (`dlq.<topic>`): list what landed there and why, re-send selected records.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -110,6 +113,17 @@ enum ProcessCommand {
     CampaignMetrics {
         #[command(flatten)]
         args: cmd::process::CampaignMetricsArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Top campaigns by spend with their KPIs, summed over the metrics windows, and the alerts firing now.
+    Campaigns {
+        #[command(flatten)]
+        args: cmd::report::CampaignsArgs,
         #[command(flatten)]
         topology: TopologyArg,
     },
@@ -226,6 +240,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Process(ProcessCommand::CampaignMetrics { args, topology }) => {
             cmd::process::campaign_metrics(&settings, &topology.load()?, args, shutdown_signal())
                 .await
+        }
+        Command::Report(ReportCommand::Campaigns { args, topology }) => {
+            cmd::report::campaigns(&settings, &topology.load()?, args).await
         }
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,

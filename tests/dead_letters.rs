@@ -328,7 +328,6 @@ async fn setup(name: &str) -> Setup {
     let registry = start_registry(name).await;
     let prefix = unique(name);
     let topics = create_topics(&prefix).await;
-    tokio::task::block_in_place(|| wait_for_topics(&topics));
     let producer = EventProducer::connect(&ProducerSettings {
         kafka: kafka(),
         registry_url: registry.url.clone(),
@@ -370,47 +369,6 @@ async fn setup(name: &str) -> Setup {
         expected,
         valid_impressions,
         _registry: registry,
-    }
-}
-
-/// Waits until the broker's metadata shows every topic just created (creation returns before it propagates).
-fn wait_for_topics(topics: &Topics) {
-    let events = &topics.events;
-    wait_for(&[
-        &events.impressions,
-        &events.clicks,
-        &events.conversions,
-        &events.campaigns,
-        &events.creatives,
-        &topics.hourly,
-        &topics.daily,
-        &topics.alerts,
-    ]);
-}
-
-/// Waits until every topic of `names` shows all its partitions with a leader.
-fn wait_for(names: &[&String]) {
-    let consumer: BaseConsumer = kafka().create().expect("client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .expect("metadata");
-        let visible = |name: &&String| {
-            metadata.topics().iter().any(|t| {
-                t.name() == name.as_str()
-                    && t.error().is_none()
-                    && t.partitions().len() == PARTITIONS as usize
-                    && t.partitions()
-                        .iter()
-                        .all(|p| p.leader() >= 0 && p.error().is_none())
-            })
-        };
-        if names.iter().all(visible) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "topics not visible after 30 s");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -850,7 +808,7 @@ async fn dlq_inspect_and_redrive_show_and_resend_the_jobs_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dlq_inspect_names_a_missing_topic_and_says_when_one_is_empty() {
+async fn dlq_commands_name_missing_topics_and_say_when_a_dlq_is_empty() {
     let missing = unique("no-such-topic");
     let run = tokio::task::block_in_place(|| adstream(&["dlq", "inspect", &missing]));
     assert!(!run.status.success(), "a missing dead-letter topic fails");
@@ -877,7 +835,7 @@ async fn dlq_inspect_names_a_missing_topic_and_says_when_one_is_empty() {
         result.expect("topic created");
     }
     let dlq = format!("dlq.{source}");
-    tokio::task::block_in_place(|| wait_for(&[&dlq]));
+    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&dlq)));
     let stdout = tokio::task::block_in_place(|| success(&["dlq", "inspect", &source]));
     assert!(
         stdout.contains(&format!("dlq.{source} is empty")),
@@ -885,4 +843,47 @@ async fn dlq_inspect_names_a_missing_topic_and_says_when_one_is_empty() {
     );
     let stdout = tokio::task::block_in_place(|| success(&["dlq", "redrive", &source, "--all"]));
     assert!(stdout.contains("nothing to redrive"), "{stdout}");
+
+    // A dead letter whose source topic is gone: the dry run lists it, the real redrive fails naming the topic.
+    let gone = unique("gone");
+    let producer: FutureProducer = kafka().create().expect("producer");
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "dlq_error_class",
+            value: Some("invalid-value"),
+        })
+        .insert(Header {
+            key: "source_topic",
+            value: Some(gone.as_str()),
+        })
+        .insert(Header {
+            key: "source_partition",
+            value: Some("0"),
+        });
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&dlq)
+                .partition(0)
+                .key(b"k".as_slice())
+                .payload(b"v".as_slice())
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let stdout =
+        tokio::task::block_in_place(|| success(&["dlq", "redrive", &source, "--all", "--dry-run"]));
+    assert!(
+        stdout.contains(&format!("-> {gone} partition 0")),
+        "{stdout}"
+    );
+    let run = tokio::task::block_in_place(|| adstream(&["dlq", "redrive", &source, "--all"]));
+    assert!(!run.status.success(), "a missing source topic fails");
+    assert!(
+        run.stderr_text()
+            .contains(&format!("source topic '{gone}' does not exist")),
+        "{}",
+        run.stderr_text()
+    );
 }

@@ -12,71 +12,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use adstream_producers::generator::{Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
+use adstream_producers::producer::{EventProducer, ProducerSettings};
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
-use common::recompute::{self, differences, kafka, read_committed_records, recompute, Topics};
-use common::{bootstrap, start_registry, unique};
-
-fn topology_yaml(prefix: &str, processor: &str) -> String {
-    format!(
-        "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
-         \x20 - {{ name: {prefix}.impressions, key: campaign_id, value_schema: io.adstream.ads.AdImpression }}\n\
-         \x20 - {{ name: {prefix}.clicks, key: campaign_id, value_schema: io.adstream.ads.AdClick }}\n\
-         \x20 - {{ name: {prefix}.conversions, key: user_id, value_schema: io.adstream.ads.Conversion }}\n\
-         \x20 - {{ name: {prefix}.campaigns, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n\
-         \x20 - {{ name: {prefix}.creatives, key: creative_id, value_schema: io.adstream.ads.Creative, cleanup_policy: compact }}\n\
-         \x20 - {{ name: {prefix}.hourly, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
-         \x20 - {{ name: {prefix}.daily, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
-         \x20 - {{ name: {prefix}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}\n\
-         processors:\n\
-         \x20 - name: {processor}\n\
-         \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns]\n\
-         \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
-         \x20   key: campaign_id\n"
-    )
-}
-
-fn adstream(registry: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_adstream"));
-    command
-        .args(args)
-        .env("ADSTREAM_BOOTSTRAP_SERVERS", bootstrap())
-        .env("ADSTREAM_REGISTRY_URL", registry)
-        .env("ADSTREAM_LOG", "warn");
-    command
-}
-
-fn start_job(registry: &str, topology: &str, processor: &str, until_end: bool) -> Child {
-    let mut args = vec![
-        "process",
-        "campaign-metrics",
-        "--topology",
-        topology,
-        "--application-id",
-        processor,
-        "--commit-interval-ms",
-        "200",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
-    if until_end {
-        args.push("--until-end");
-    }
-    adstream(registry, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the job")
-}
+use common::jobs::{apply_private_topology, start_job};
+use common::recompute::{self, differences, kafka, read_committed_records, recompute};
+use common::{start_registry, unique};
 
 /// Restarts the broker through the project script, if the script manages it. Returns whether it did.
 fn restart_broker() -> bool {
@@ -108,36 +56,8 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
     let prefix = unique("eos");
     let processor = format!("{prefix}-job");
     let dir = std::env::temp_dir().join(unique("eos-topology"));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let topology_path = dir.join("topology.yaml");
-    std::fs::File::create(&topology_path)
-        .and_then(|mut f| f.write_all(topology_yaml(&prefix, &processor).as_bytes()))
-        .expect("write topology");
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
     let topology = topology_path.to_str().expect("utf-8 path");
-    let applied = adstream(
-        &registry.url,
-        &["topology", "apply", "--topology", topology],
-    )
-    .output()
-    .expect("apply");
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let name = |kind: &str| format!("{prefix}.{kind}");
-    let topics = Topics {
-        events: EventTopics {
-            impressions: name("impressions"),
-            clicks: name("clicks"),
-            conversions: name("conversions"),
-            campaigns: name("campaigns"),
-            creatives: name("creatives"),
-        },
-        hourly: name("hourly"),
-        daily: name("daily"),
-        alerts: name("alerts"),
-    };
     let producer = EventProducer::connect(&ProducerSettings {
         kafka: kafka(),
         registry_url: registry.url.clone(),
@@ -163,7 +83,7 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
     let mut kills = 0;
     let mut broker_restarted = false;
     while kills < 6 {
-        let mut job = start_job(&registry.url, topology, &processor, false);
+        let mut job = start_job(&registry.url, topology, &processor, "127.0.0.1:0", false);
         let run_for = Duration::from_millis(rng.gen_range(1500..5000));
         std::thread::sleep(run_for);
         if kills == 3 && !broker_restarted {
@@ -181,7 +101,7 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
 
     // A final run to the end of the input, which must exit by itself and cleanly.
     let started = Instant::now();
-    let mut last = start_job(&registry.url, topology, &processor, true);
+    let mut last = start_job(&registry.url, topology, &processor, "127.0.0.1:0", true);
     let status = loop {
         if let Some(status) = last.try_wait().expect("wait") {
             break status;

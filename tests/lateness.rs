@@ -108,6 +108,7 @@ async fn each_lateness_takes_its_documented_path() {
     {
         result.expect("created");
     }
+    tokio::task::block_in_place(|| common::wait_for_topics(&names));
     let events = EventTopics {
         impressions: name("impressions"),
         clicks: name("clicks"),

@@ -301,8 +301,11 @@ impl EventSchemas {
 }
 
 /// Producer properties adstream sets unless the user's config already has them.
-pub const PRODUCER_DEFAULTS: [(&str, &str); 8] = [
+pub const PRODUCER_DEFAULTS: [(&str, &str); 9] = [
     ("enable.idempotence", "true"),
+    // The Java client's partitioner, so that a key lands on the same partition whichever client wrote it
+    // (co-partitioning with topics written by Kafka Streams or Java producers rests on it).
+    ("partitioner", "murmur2_random"),
     ("acks", "all"),
     ("compression.type", "lz4"),
     ("linger.ms", "20"),

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::Settings;
 
@@ -175,6 +175,23 @@ fn topics_of(argument: &str) -> Result<(String, String)> {
     }
 }
 
+/// Client context of the dead-letter reader: librdkafka also reports each end of partition as a client-wide error
+/// (logged by default); the reader sees it in `poll` already, so only other errors are logged.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// The consumer type of every read here.
+type Reader = BaseConsumer<ReaderContext>;
+
 fn reader_config(settings: &Settings) -> ClientConfig {
     let mut config = settings.kafka_config();
     config
@@ -188,7 +205,7 @@ fn reader_config(settings: &Settings) -> ClientConfig {
 
 /// Number of partitions of `topic`, or None when it does not exist. A topic the broker knows but cannot describe
 /// yet (just created, leader election) is asked again until [`TIMEOUT`].
-fn partition_count(consumer: &BaseConsumer, bootstrap: &str, topic: &str) -> Result<Option<i32>> {
+fn partition_count(consumer: &Reader, bootstrap: &str, topic: &str) -> Result<Option<i32>> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let metadata = consumer
@@ -217,8 +234,8 @@ fn partition_count(consumer: &BaseConsumer, bootstrap: &str, topic: &str) -> Res
     }
 }
 
-/// Reads every partition of `topic` from its beginning to its end at call time, in partition then offset order,
-/// handing each record to `visit`. Fails naming the topic when it does not exist.
+/// Reads every partition of `topic` from its beginning to its end at call time, handing each record to `visit`:
+/// in offset order within a partition, partitions interleaved. Fails naming the topic when it does not exist.
 fn scan(
     config: &ClientConfig,
     bootstrap: &str,
@@ -226,8 +243,8 @@ fn scan(
     source: &str,
     mut visit: impl FnMut(DeadLetter) -> Result<()>,
 ) -> Result<i32> {
-    let consumer: BaseConsumer = config
-        .create()
+    let consumer: Reader = config
+        .create_with_context(ReaderContext)
         .context("invalid Kafka client configuration")?;
     let partitions = partition_count(&consumer, bootstrap, topic)?.with_context(|| {
         format!(
@@ -235,63 +252,71 @@ fn scan(
              wrong"
         )
     })?;
+    // Partitions with records, each with its end at call time (the high watermark).
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         let (low, high) = watermarks(&consumer, topic, partition)?;
-        if high <= low {
-            continue;
+        if high > low {
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .with_context(|| format!("cannot assign {topic} partition {partition}"))?;
         }
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .with_context(|| format!("cannot assign {topic} partition {partition}"))?;
-        consumer
-            .assign(&assignment)
-            .with_context(|| format!("cannot assign {topic} partition {partition}"))?;
-        let mut last_progress = Instant::now();
-        let mut next = low;
-        // read_committed: the end is the last stable offset, announced by an end-of-partition event; a record at
-        // high - 1 also ends the partition (later records arrived after the call).
-        loop {
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {
-                    if last_progress.elapsed() > STALL {
-                        bail!(
-                            "reading {topic} partition {partition}: no progress for {}s at offset {next} \
-                             (end {high})",
-                            STALL.as_secs()
-                        );
-                    }
+    }
+    if ends.is_empty() {
+        return Ok(partitions);
+    }
+    consumer
+        .assign(&assignment)
+        .with_context(|| format!("cannot read {topic}"))?;
+    let mut last_progress = Instant::now();
+    // read_committed: a partition ends at its last stable offset, announced by an end-of-partition event, or at
+    // the record just before the high watermark (records after it arrived after the call).
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {
+                if last_progress.elapsed() > STALL {
+                    let open: Vec<String> = ends.keys().map(i32::to_string).collect();
+                    bail!(
+                        "reading {topic}: no progress for {}s (partition(s) {} not at their end)",
+                        STALL.as_secs(),
+                        open.join(", ")
+                    );
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => {
-                    return Err(e).with_context(|| format!("reading {topic} partition {partition}"))
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                ends.remove(&partition);
+            }
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                let partition = message.partition();
+                let Some(&high) = ends.get(&partition) else {
+                    continue;
+                };
+                if message.offset() + 1 >= high {
+                    ends.remove(&partition);
                 }
-                Some(Ok(message)) => {
-                    last_progress = Instant::now();
-                    if message.partition() != partition {
-                        continue;
-                    }
-                    next = message.offset() + 1;
-                    let headers = message
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    visit(DeadLetter {
-                        partition,
-                        offset: message.offset(),
-                        timestamp_ms: message.timestamp().to_millis(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        value: message.payload().map(<[u8]>::to_vec),
-                        headers,
-                    })?;
-                    if next >= high {
-                        break;
-                    }
+                if message.offset() >= high {
+                    continue;
                 }
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                visit(DeadLetter {
+                    partition,
+                    offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    headers,
+                })?;
             }
         }
     }
@@ -300,7 +325,7 @@ fn scan(
 
 /// Low and high watermarks of one partition. A partition without a leader yet (a topic just created, a broker
 /// restarting) is asked again until [`TIMEOUT`].
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+fn watermarks(consumer: &Reader, topic: &str, partition: i32) -> Result<(i64, i64)> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
@@ -478,16 +503,19 @@ fn unmatched_class_note(class: &str, counts: &BTreeMap<String, u64>) -> String {
 struct Inspection {
     counts: BTreeMap<String, u64>,
     total: u64,
+    /// The first `limit` selected dead letters of each partition (partitions arrive interleaved; the first
+    /// `limit` overall in partition, offset order are among these).
+    first: BTreeMap<i32, Vec<DeadLetter>>,
     shown: u64,
 }
 
-/// `adstream dlq inspect <topic>`: every dead letter of the topic, readably, then a count per class.
+/// `adstream dlq inspect <topic>`: the dead letters of the topic in partition, offset order, readably, then a
+/// count per class.
 pub async fn inspect(settings: &Settings, args: InspectArgs) -> Result<()> {
     let (dlq_topic, source) = topics_of(&args.topic)?;
-    let printed_topic = dlq_topic.clone();
     let class = args.class.clone();
-    let (limit, format) = (args.limit, args.format);
-    let (found, _) = scan_blocking(
+    let limit = args.limit;
+    let (mut found, _) = scan_blocking(
         settings,
         &dlq_topic,
         &source,
@@ -496,18 +524,24 @@ pub async fn inspect(settings: &Settings, args: InspectArgs) -> Result<()> {
             let letter_class = letter.class();
             state.total += 1;
             *state.counts.entry(letter_class.clone()).or_default() += 1;
-            let selected = class.as_deref().is_none_or(|c| c == letter_class);
-            if selected && state.shown < limit as u64 {
-                state.shown += 1;
-                match format {
-                    Format::Table => print_block(&printed_topic, &letter),
-                    Format::Json => println!("{}", json_line(&printed_topic, &letter)),
+            if class.as_deref().is_none_or(|c| c == letter_class) {
+                let kept = state.first.entry(letter.partition).or_default();
+                if kept.len() < limit {
+                    kept.push(letter);
                 }
             }
             Ok(())
         },
     )
     .await?;
+    let first = std::mem::take(&mut found.first);
+    for letter in first.into_values().flatten().take(limit) {
+        found.shown += 1;
+        match args.format {
+            Format::Table => print_block(&dlq_topic, &letter),
+            Format::Json => println!("{}", json_line(&dlq_topic, &letter)),
+        }
+    }
     let summary = summary_text(&dlq_topic, &found, args.class.as_deref());
     match args.format {
         Format::Table => print!("{summary}"),
@@ -628,6 +662,7 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         println!("nothing to redrive from {dlq_topic}: {why}");
         return Ok(());
     }
+    found.selected.sort_by_key(|l| (l.partition, l.offset));
     // Every selected record must say where it goes before anything is sent.
     let mut targets = Vec::with_capacity(found.selected.len());
     for letter in &found.selected {
@@ -688,8 +723,8 @@ async fn check_targets(settings: &Settings, targets: &[(String, i32)]) -> Result
     let config = reader_config(settings);
     let bootstrap = settings.bootstrap_servers.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: Reader = config
+            .create_with_context(ReaderContext)
             .context("invalid Kafka client configuration")?;
         for (topic, partition) in highest {
             match partition_count(&consumer, &bootstrap, &topic)? {

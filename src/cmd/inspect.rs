@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use adstream_processors::runtime::QuietEof;
 use adstream_topology::Topology;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,14 +15,14 @@ use crate::config::Settings;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn consumer(settings: &Settings) -> Result<BaseConsumer> {
+fn consumer(settings: &Settings) -> Result<BaseConsumer<QuietEof>> {
     let mut config = settings.kafka_config();
     config
         .set("group.id", "adstream-inspect")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
     config
-        .create()
+        .create_with_context(QuietEof)
         .context("invalid Kafka client configuration")
 }
 

@@ -4,5 +4,6 @@ pub mod dlq;
 pub mod inspect;
 pub mod process;
 pub mod produce;
+pub mod report;
 pub mod schemas;
 pub mod topology;

@@ -2,6 +2,7 @@
 //! topic, running the `adstream` binary, scratch folders.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod jobs;
 pub mod recompute;
 
 use std::path::PathBuf;
@@ -107,4 +108,39 @@ pub fn copy_schemas(name: &str) -> PathBuf {
         }
     }
     dir
+}
+
+/// Waits until every topic in `names` is in the metadata with a leader for each partition: right after
+/// `create_topics` returns, a producer or consumer may still see the topic as missing or leaderless.
+pub fn wait_for_topics(names: &[String]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap());
+    let consumer: BaseConsumer = config.create().expect("metadata client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|metadata| {
+                names.iter().all(|name| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                })
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topics {names:?} not ready within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -59,6 +59,8 @@ pub async fn create_topics(prefix: &str) -> Topics {
     {
         result.expect("topic created");
     }
+    let created: Vec<String> = names.iter().map(|(name, _)| name.clone()).collect();
+    tokio::task::block_in_place(|| super::wait_for_topics(&created));
     Topics {
         events: EventTopics {
             impressions: name("impressions"),

@@ -257,6 +257,21 @@ impl Context<'_> {
                 key: "correlation_id",
                 value: Some(record.correlation_id),
             });
+        // The record's own headers (CloudEvents, content type, an earlier redrive's provenance) travel with it;
+        // the ones set above are not repeated.
+        let mut headers = headers;
+        if let Some(original) = record.headers {
+            for header in original.iter() {
+                let ours = header.key == "correlation_id"
+                    || header.key == "redirected_at"
+                    || header.key.starts_with("dlq_")
+                    || header.key.starts_with("late_")
+                    || header.key.starts_with("source_");
+                if !ours {
+                    headers = headers.insert(header);
+                }
+            }
+        }
         let topic = format!("{prefix}.{source}");
         if let Err(e) = self.emitter.send(
             &topic,
@@ -331,6 +346,7 @@ impl Task {
             timestamp_ms: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
+            headers: message.headers(),
             correlation_id,
         };
         let now = now_ms();
@@ -662,6 +678,7 @@ impl Task {
                         timestamp_ms: None,
                         key,
                         value,
+                        headers: None,
                         correlation_id: "table-bootstrap",
                     };
                     let mut error = None;
@@ -762,8 +779,9 @@ fn read_to_end(
     Ok(count)
 }
 
-/// A client context that does not log the end-of-partition events it asked for as errors.
-struct QuietEof;
+/// A client context for consumers that read to the end (`enable.partition.eof`): it does not log the
+/// end-of-partition events they asked for as errors, and logs every other client error as a warning.
+pub struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -834,9 +852,18 @@ impl ClientContext for RebalanceHook {
         let metrics = &self.metrics;
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                // Partition -1 is librdkafka's internal unassigned queue; lag -1 means unknown.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics.set_lag(topic, *partition, p.consumer_lag);
+                // Partition -1 is librdkafka's internal queue. librdkafka's own consumer_lag is measured from the
+                // consumer's committed offset, which it does not learn when offsets are committed through the
+                // producer's transactions; so the lag is the last stable offset minus the position of what the
+                // application received (or the committed/low offset before it received anything).
+                if *partition < 0 || p.ls_offset < 0 {
+                    continue;
+                }
+                let from = [p.app_offset, p.committed_offset, p.lo_offset]
+                    .into_iter()
+                    .find(|offset| *offset >= 0);
+                if let Some(from) = from {
+                    metrics.set_lag(topic, *partition, (p.ls_offset - from).max(0));
                 }
             }
         }
@@ -1029,6 +1056,8 @@ pub fn run(
     let mut producer_config = config.kafka.clone();
     producer_config
         .set("enable.idempotence", "true")
+        // Java's partitioner: outputs keyed like Kafka Streams' land on the same partitions.
+        .set("partitioner", "murmur2_random")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5");

@@ -32,7 +32,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
-pub use driver::{run, Context, RunSummary, RuntimeError};
+pub use driver::{run, Context, QuietEof, RunSummary, RuntimeError};
 pub use metrics::JobMetrics;
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
 
@@ -125,7 +125,6 @@ pub struct OutputSpec {
 }
 
 /// One consumed record as an operator sees it.
-#[derive(Debug)]
 pub struct Record<'a> {
     /// Index into the operator's inputs.
     pub input: usize,
@@ -139,8 +138,22 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// Value bytes (Confluent wire format).
     pub value: Option<&'a [u8]>,
+    /// The record's headers.
+    pub headers: Option<&'a rdkafka::message::BorrowedHeaders>,
     /// The record's `correlation_id` header, or `<topic>/<partition>/<offset>` when it has none.
     pub correlation_id: &'a str,
+}
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("input", &self.input)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("correlation_id", &self.correlation_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A job: what it reads and writes and how it handles records. Called from one thread.

@@ -1,0 +1,114 @@
+//! Running `adstream process campaign-metrics` as a process over private topics: a topology file naming them, and
+//! the command lines.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use adstream_producers::producer::EventTopics;
+
+use super::bootstrap;
+use super::recompute::Topics;
+
+/// A topology with the campaign-metrics topics under `prefix` and one processor called `processor`.
+pub fn topology_yaml(prefix: &str, processor: &str) -> String {
+    format!(
+        "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
+         \x20 - {{ name: {prefix}.impressions, key: campaign_id, value_schema: io.adstream.ads.AdImpression }}\n\
+         \x20 - {{ name: {prefix}.clicks, key: campaign_id, value_schema: io.adstream.ads.AdClick }}\n\
+         \x20 - {{ name: {prefix}.conversions, key: user_id, value_schema: io.adstream.ads.Conversion }}\n\
+         \x20 - {{ name: {prefix}.campaigns, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.creatives, key: creative_id, value_schema: io.adstream.ads.Creative, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.hourly, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.daily, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}\n\
+         processors:\n\
+         \x20 - name: {processor}\n\
+         \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns]\n\
+         \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
+         \x20   key: campaign_id\n"
+    )
+}
+
+pub fn adstream(registry: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_adstream"));
+    command
+        .args(args)
+        .env("ADSTREAM_BOOTSTRAP_SERVERS", bootstrap())
+        .env("ADSTREAM_REGISTRY_URL", registry)
+        .env("ADSTREAM_LOG", "warn");
+    command
+}
+
+pub fn start_job(
+    registry: &str,
+    topology: &str,
+    processor: &str,
+    metrics_listen: &str,
+    until_end: bool,
+) -> Child {
+    let mut args = vec![
+        "process",
+        "campaign-metrics",
+        "--topology",
+        topology,
+        "--application-id",
+        processor,
+        "--commit-interval-ms",
+        "200",
+        "--metrics-listen",
+        metrics_listen,
+    ];
+    if until_end {
+        args.push("--until-end");
+    }
+    adstream(registry, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the job")
+}
+
+/// Writes [`topology_yaml`] into `dir` and applies it with the binary; returns the file and the topic names.
+pub fn apply_private_topology(
+    registry: &str,
+    dir: &Path,
+    prefix: &str,
+    processor: &str,
+) -> (PathBuf, Topics) {
+    std::fs::create_dir_all(dir).expect("scratch dir");
+    let path = dir.join("topology.yaml");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(topology_yaml(prefix, processor).as_bytes()))
+        .expect("write topology");
+    let applied = adstream(
+        registry,
+        &[
+            "topology",
+            "apply",
+            "--topology",
+            path.to_str().expect("utf-8 path"),
+        ],
+    )
+    .output()
+    .expect("apply");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let name = |kind: &str| format!("{prefix}.{kind}");
+    let topics = Topics {
+        events: EventTopics {
+            impressions: name("impressions"),
+            clicks: name("clicks"),
+            conversions: name("conversions"),
+            campaigns: name("campaigns"),
+            creatives: name("creatives"),
+        },
+        hourly: name("hourly"),
+        daily: name("daily"),
+        alerts: name("alerts"),
+    };
+    (path, topics)
+}

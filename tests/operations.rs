@@ -1,0 +1,130 @@
+//! The job's operations surface, through the binary: `/healthz`, `/readyz` once partitions are restored,
+//! Prometheus `/metrics` with per-topic counts, lag and latency, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use adstream_producers::generator::{Generator, GeneratorConfig};
+use adstream_producers::pipeline::{produce_generated, RunOptions};
+use adstream_producers::producer::{EventProducer, ProducerSettings};
+
+use common::jobs::{apply_private_topology, start_job};
+use common::recompute::kafka;
+use common::{start_registry, unique};
+
+/// A port free on loopback right now (bind, read, release).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of the first sample of `metric` whose labels contain `labels`.
+fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_readiness_and_sigterm() {
+    let registry = start_registry("ops").await;
+    let prefix = unique("ops");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("ops-topology"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry.url.clone(),
+        topics: topics.events.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 5,
+        events: 5_000,
+        ..GeneratorConfig::default()
+    });
+    tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    })
+    .expect("delivered");
+    let counts = generator.counts().clone();
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{listen}");
+    let job = start_job(
+        &registry.url,
+        topology_path.to_str().expect("utf-8"),
+        &processor,
+        &listen,
+        false,
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready = false;
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if get(&format!("{base}/healthz")).await.map(|r| r.0) != Some(200) {
+            continue;
+        }
+        ready = ready || get(&format!("{base}/readyz")).await.map(|r| r.0) == Some(200);
+        let Some((200, body)) = get(&format!("{base}/metrics")).await else {
+            continue;
+        };
+        let impressions = sample(
+            &body,
+            "adstream_records_in_total",
+            &format!("topic=\"{}\"", topics.events.impressions),
+        );
+        let lag_reported = body.contains("adstream_consumer_lag{");
+        text = body;
+        if ready && impressions == Some(counts.impressions as f64) && lag_reported {
+            break;
+        }
+    }
+    assert!(ready, "/readyz never answered 200");
+    assert_eq!(
+        sample(
+            &text,
+            "adstream_records_in_total",
+            &format!("topic=\"{}\"", topics.events.clicks)
+        ),
+        Some(counts.clicks as f64),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "adstream_transactions_total", "outcome=\"commit\"").unwrap_or(0.0) >= 1.0
+    );
+    assert!(sample(&text, "adstream_event_time_latency_seconds_count", "").unwrap_or(0.0) > 0.0);
+    assert!(text.contains("# TYPE adstream_processing_latency_seconds histogram"));
+    assert!(sample(&text, "adstream_job_applied_events_total", "").unwrap_or(0.0) > 0.0);
+
+    // SIGTERM: the job commits, leaves the group and exits 0 with its summary.
+    let pid = job.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let output = tokio::task::block_in_place(|| job.wait_with_output()).expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stdout}",
+        output.status
+    );
+    assert!(stdout.contains("campaign-metrics stopped"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
