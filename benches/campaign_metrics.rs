@@ -528,6 +528,8 @@ fn job_config(inputs: &EventTopics, outputs: &str) -> Result<CampaignMetricsJob>
         hourly: format!("{outputs}.hourly"),
         daily: format!("{outputs}.daily"),
         alerts: format!("{outputs}.alerts"),
+        credits: None,
+        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .map_err(|e| anyhow!("lateness: {e}"))?,
         emit: EmitMode::Updating,

@@ -9,14 +9,69 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use adstream_processors::runtime::WireEncoder;
 use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
 use adstream_producers::generator::{Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, ProducerSettings};
+use adstream_schemas::client::RegistryClient;
+use adstream_schemas::outputs::{AttributionCredit, AttributionModel};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use common::recompute::{create_topics, differences, kafka, outputs, recompute};
+use common::recompute::{campaigns, create_topics, differences, kafka, outputs, recompute, Topics};
 use common::{start_registry, unique};
+
+/// Attribution credits over the generated period: LAST_TOUCH ones (counted by the job) and LINEAR ones for the
+/// same conversions (skipped: the job counts one model).
+async fn produce_credits(registry_url: &str, topics: &Topics) {
+    let subject = format!("{}-value", topics.credits);
+    let id = RegistryClient::new(registry_url)
+        .expect("client")
+        .register(&subject, AttributionCredit::SCHEMA)
+        .await
+        .expect("register");
+    let encoder = WireEncoder::new(AttributionCredit::SCHEMA, id).expect("encoder");
+    let mut config = kafka();
+    config
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true");
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
+    let campaigns = tokio::task::block_in_place(|| campaigns(topics));
+    let start = 1_793_491_200_000_i64; // the generator's default start, 2026-11-01
+    let mut value = Vec::new();
+    for i in 0..400_i64 {
+        let (campaign_id, currency) = &campaigns[i as usize % campaigns.len()];
+        for (model, share) in [
+            (AttributionModel::LastTouch, 1.0),
+            (AttributionModel::Linear, 0.5),
+        ] {
+            let credit = AttributionCredit {
+                credit_id: format!("cv-{i}|{campaign_id}|{model:?}"),
+                conversion_id: format!("cv-{i}"),
+                campaign_id: campaign_id.clone(),
+                model,
+                conversions: share,
+                revenue_micros: share * (i as f64 + 1.0) * 1_234_567.0,
+                currency: currency.clone(),
+                conversion_time: start + i * 1_500_000,
+            };
+            encoder.encode(&credit, &mut value).expect("encodes");
+            producer
+                .send(
+                    BaseRecord::to(&topics.credits)
+                        .key(campaign_id.as_str())
+                        .payload(&value)
+                        .timestamp(credit.conversion_time),
+                )
+                .map_err(|(e, _)| e)
+                .expect("enqueued");
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("credits delivered");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_equal_a_batch_recomputation_of_the_input() {
@@ -41,8 +96,13 @@ async fn outputs_equal_a_batch_recomputation_of_the_input() {
         produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
     })
     .expect("all delivered");
+    produce_credits(&registry.url, &topics).await;
     let expected = recompute(&topics);
     assert!(expected.len() > 100, "the run covers many windows");
+    assert!(
+        expected.values().any(|row| row.conversions > 0.0),
+        "credits reach the recomputation"
+    );
 
     let mut config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
     config.commit_interval = Duration::from_millis(300);
@@ -53,6 +113,8 @@ async fn outputs_equal_a_batch_recomputation_of_the_input() {
         hourly: topics.hourly.clone(),
         daily: topics.daily.clone(),
         alerts: topics.alerts.clone(),
+        credits: Some(topics.credits.clone()),
+        attribution_model: AttributionModel::LastTouch,
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,

@@ -389,6 +389,8 @@ async fn run_job(setup: &Setup) -> RunSummary {
         hourly: topics.hourly.clone(),
         daily: topics.daily.clone(),
         alerts: topics.alerts.clone(),
+        credits: None,
+        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,

@@ -166,6 +166,8 @@ async fn each_lateness_takes_its_documented_path() {
         hourly: name("hourly"),
         daily: name("daily"),
         alerts: name("alerts"),
+        credits: None,
+        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,

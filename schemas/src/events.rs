@@ -344,7 +344,7 @@ avro_record!(Creative, "io.adstream.ads.Creative", avsc::CREATIVE, "io.adstream.
     id: creative_id, key: creative_id, time: created_at);
 
 /// Every schema of the contract (input events and processor outputs) by record full name.
-pub const ALL_SCHEMAS: [(&str, &str); 7] = [
+pub const ALL_SCHEMAS: [(&str, &str); 8] = [
     (AdImpression::FULL_NAME, avsc::AD_IMPRESSION),
     (AdClick::FULL_NAME, avsc::AD_CLICK),
     (Conversion::FULL_NAME, avsc::CONVERSION),
@@ -357,6 +357,10 @@ pub const ALL_SCHEMAS: [(&str, &str); 7] = [
     (
         crate::outputs::CampaignAlert::FULL_NAME,
         crate::outputs::CAMPAIGN_ALERT_AVSC,
+    ),
+    (
+        crate::outputs::AttributionCredit::FULL_NAME,
+        crate::outputs::ATTRIBUTION_CREDIT_AVSC,
     ),
 ];
 

@@ -1,4 +1,5 @@
-//! Rust types for the processors' output records: `schemas/campaign_metrics.avsc` and `schemas/campaign_alert.avsc`.
+//! Rust types for the processors' output records: `schemas/campaign_metrics.avsc`, `schemas/campaign_alert.avsc`
+//! and `schemas/attribution_credit.avsc`.
 //!
 //! Like [`crate::events`], each struct serializes to exactly its `.avsc` record, checked by the tests below. Output
 //! records are keyed by the processor (the metrics key combines campaign, granularity and window start), so they do
@@ -12,6 +13,8 @@ use crate::events::Platform;
 pub const CAMPAIGN_METRICS_AVSC: &str = include_str!("../campaign_metrics.avsc");
 /// `schemas/campaign_alert.avsc`.
 pub const CAMPAIGN_ALERT_AVSC: &str = include_str!("../campaign_alert.avsc");
+/// `schemas/attribution_credit.avsc`.
+pub const ATTRIBUTION_CREDIT_AVSC: &str = include_str!("../attribution_credit.avsc");
 
 /// Window length of a metrics row. Unknown symbols from newer writers read as [`Granularity::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -191,6 +194,56 @@ impl CampaignAlert {
     pub const SCHEMA: &'static str = CAMPAIGN_ALERT_AVSC;
 }
 
+/// Attribution model of a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttributionModel {
+    /// All credit to the last touch before the conversion.
+    LastTouch,
+    /// All credit to the first touch in the lookback window.
+    FirstTouch,
+    /// Equal credit to every touch.
+    Linear,
+    /// Credit halving with every half-life before the conversion.
+    TimeDecay,
+    /// 40 % first, 40 % last, 20 % spread over the middle.
+    PositionBased,
+    /// Shapley value over channel sets.
+    Shapley,
+    /// Markov-chain removal effect.
+    Markov,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// One conversion's credit to one campaign under one model; see the schema's docs for each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionCredit {
+    /// `<conversion_id>|<campaign_id>|<model>`.
+    pub credit_id: String,
+    /// The credited conversion.
+    pub conversion_id: String,
+    /// The campaign credited; the record key.
+    pub campaign_id: String,
+    /// The model.
+    pub model: AttributionModel,
+    /// Credited share of the conversion.
+    pub conversions: f64,
+    /// Credited share of the value, in micros.
+    pub revenue_micros: f64,
+    /// Currency of the revenue.
+    pub currency: String,
+    /// Conversion time (UTC epoch millis).
+    pub conversion_time: i64,
+}
+
+impl AttributionCredit {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.attribution.AttributionCredit";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = ATTRIBUTION_CREDIT_AVSC;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +299,24 @@ mod tests {
                 day_start: 1_700_000_000_000,
                 event_time: 1_700_000_100_000,
                 correlation_id: "corr".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn credit_matches_schema() {
+        assert_matches_schema(
+            AttributionCredit::FULL_NAME,
+            AttributionCredit::SCHEMA,
+            AttributionCredit {
+                credit_id: "cv-1|meta-c1|LINEAR".into(),
+                conversion_id: "cv-1".into(),
+                campaign_id: "meta-c1".into(),
+                model: AttributionModel::Linear,
+                conversions: 0.5,
+                revenue_micros: 12_500_000.0,
+                currency: "USD".into(),
+                conversion_time: 1_700_000_000_000,
             },
         );
     }

@@ -2,7 +2,8 @@
 //!
 //! The job's topics come from its processor entry in the topology file, matched by the records they carry
 //! (`value_schema`): inputs carrying impressions, clicks and campaigns; outputs carrying `CampaignMetrics` (the one
-//! whose name contains `hourly`, and the one whose name contains `daily`) and `CampaignAlert`.
+//! whose name contains `hourly`, and the one whose name contains `daily`) and `CampaignAlert`; an input carrying
+//! `AttributionCredit` is optional.
 //!
 //! The endpoint serves `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz` (200 once the
 //! job owns partitions and has restored them). SIGTERM or SIGINT commits what was processed and leaves the group.
@@ -17,7 +18,9 @@ use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetri
 use adstream_processors::runtime::{self, DeliveryGuarantee, JobMetrics, RuntimeConfig};
 use adstream_processors::window::Lateness;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign};
-use adstream_schemas::outputs::{CampaignAlert, CampaignMetrics};
+use adstream_schemas::outputs::{
+    AttributionCredit, AttributionModel, CampaignAlert, CampaignMetrics,
+};
 use adstream_topology::{Processor, Topology};
 use anyhow::{anyhow, bail, Context, Result};
 use axum::http::StatusCode;
@@ -43,6 +46,39 @@ pub enum Emit {
     Updating,
     /// Each row once when final (watermark past end + grace), then corrections.
     Final,
+}
+
+/// Attribution model flag values.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Model {
+    /// All credit to the last touch.
+    LastTouch,
+    /// All credit to the first touch.
+    FirstTouch,
+    /// Equal credit to every touch.
+    Linear,
+    /// Credit halving with every half-life before the conversion.
+    TimeDecay,
+    /// 40/20/40 over first, middle and last touches.
+    PositionBased,
+    /// Shapley value.
+    Shapley,
+    /// Markov removal effect.
+    Markov,
+}
+
+impl From<Model> for AttributionModel {
+    fn from(model: Model) -> Self {
+        match model {
+            Model::LastTouch => AttributionModel::LastTouch,
+            Model::FirstTouch => AttributionModel::FirstTouch,
+            Model::Linear => AttributionModel::Linear,
+            Model::TimeDecay => AttributionModel::TimeDecay,
+            Model::PositionBased => AttributionModel::PositionBased,
+            Model::Shapley => AttributionModel::Shapley,
+            Model::Markov => AttributionModel::Markov,
+        }
+    }
 }
 
 /// Arguments of `process campaign-metrics`.
@@ -71,6 +107,10 @@ pub struct CampaignMetricsArgs {
     /// When rows are emitted.
     #[arg(long, value_enum, default_value = "updating")]
     emit: Emit,
+    /// Attribution model whose credits (from the processor's input carrying AttributionCredit, if it has one)
+    /// count as conversions and revenue.
+    #[arg(long, value_enum, default_value = "last-touch")]
+    attribution_model: Model,
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
@@ -161,6 +201,16 @@ pub async fn campaign_metrics(
             "daily",
         )?,
         alerts: topic_for(topology, processor, true, CampaignAlert::FULL_NAME, "")?,
+        credits: processor
+            .inputs
+            .iter()
+            .any(|name| {
+                topology.topic(name).and_then(|t| t.value_schema.as_deref())
+                    == Some(AttributionCredit::FULL_NAME)
+            })
+            .then(|| topic_for(topology, processor, false, AttributionCredit::FULL_NAME, ""))
+            .transpose()?,
+        attribution_model: args.attribution_model.into(),
         lateness,
         emit: match args.emit {
             Emit::Updating => EmitMode::Updating,

@@ -22,9 +22,10 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
          \x20 - {{ name: {prefix}.hourly, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
          \x20 - {{ name: {prefix}.daily, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
          \x20 - {{ name: {prefix}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}\n\
+         \x20 - {{ name: {prefix}.credits, key: campaign_id, value_schema: io.adstream.attribution.AttributionCredit }}\n\
          processors:\n\
          \x20 - name: {processor}\n\
-         \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns]\n\
+         \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns, {prefix}.credits]\n\
          \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
          \x20   key: campaign_id\n"
     )
@@ -109,6 +110,7 @@ pub fn apply_private_topology(
         hourly: name("hourly"),
         daily: name("daily"),
         alerts: name("alerts"),
+        credits: name("credits"),
     };
     (path, topics)
 }

@@ -32,12 +32,13 @@ pub struct Topics {
     pub hourly: String,
     pub daily: String,
     pub alerts: String,
+    pub credits: String,
 }
 
 pub async fn create_topics(prefix: &str) -> Topics {
     let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
     let name = |kind: &str| format!("{prefix}.{kind}");
-    let plain = ["impressions", "clicks", "conversions", "alerts"];
+    let plain = ["impressions", "clicks", "conversions", "alerts", "credits"];
     let compacted = ["campaigns", "creatives", "hourly", "daily"];
     let mut topics: Vec<NewTopic<'_>> = Vec::new();
     let names: Vec<(String, bool)> = plain
@@ -72,6 +73,7 @@ pub async fn create_topics(prefix: &str) -> Topics {
         hourly: name("hourly"),
         daily: name("daily"),
         alerts: name("alerts"),
+        credits: name("credits"),
     }
 }
 
@@ -126,6 +128,9 @@ pub struct Expected {
     pub impressions: i64,
     pub clicks: i64,
     pub spend_micros: i64,
+    /// Sums of LAST_TOUCH credits (compared with a tolerance: the job adds them in another order).
+    pub conversions: f64,
+    pub revenue_micros: f64,
 }
 
 /// Local hour containing `t`, computed from the local wall clock: the instant minus the minutes, seconds and
@@ -167,7 +172,8 @@ pub fn recompute(topics: &Topics) -> BTreeMap<String, Expected> {
         );
     }
     let mut rows: BTreeMap<String, Expected> = BTreeMap::new();
-    let mut add = |campaign: &str, t: i64, cost: i64, click: bool| {
+    // (campaign, time, cost, kind): kind 0 impression, 1 click, 2 credit with (conversions, revenue).
+    let mut add = |campaign: &str, t: i64, cost: i64, kind: u8, credit: (f64, f64)| {
         let tz = zones[campaign];
         for (granularity, (start, end)) in
             [("hourly", local_hour(t, tz)), ("daily", local_day(t, tz))]
@@ -180,22 +186,38 @@ pub fn recompute(topics: &Topics) -> BTreeMap<String, Expected> {
                 .or_default();
             row.window_end = end;
             row.spend_micros += cost;
-            if click {
-                row.clicks += 1;
-            } else {
-                row.impressions += 1;
+            match kind {
+                0 => row.impressions += 1,
+                1 => row.clicks += 1,
+                _ => {
+                    row.conversions += credit.0;
+                    row.revenue_micros += credit.1;
+                }
             }
         }
     };
     let impression_schema = Schema::parse_str(avsc::AD_IMPRESSION).expect("schema");
     for (_, value) in read_committed_records(&topics.events.impressions) {
         let i: AdImpression = decode(&impression_schema, &value.expect("value"));
-        add(&i.campaign_id, i.event_time, i.cost_micros, false);
+        add(&i.campaign_id, i.event_time, i.cost_micros, 0, (0.0, 0.0));
     }
     let click_schema = Schema::parse_str(avsc::AD_CLICK).expect("schema");
     for (_, value) in read_committed_records(&topics.events.clicks) {
         let c: AdClick = decode(&click_schema, &value.expect("value"));
-        add(&c.campaign_id, c.event_time, c.cost_micros, true);
+        add(&c.campaign_id, c.event_time, c.cost_micros, 1, (0.0, 0.0));
+    }
+    let credit_schema = Schema::parse_str(outputs::ATTRIBUTION_CREDIT_AVSC).expect("schema");
+    for (_, value) in read_committed_records(&topics.credits) {
+        let credit: outputs::AttributionCredit = decode(&credit_schema, &value.expect("value"));
+        if credit.model == outputs::AttributionModel::LastTouch {
+            add(
+                &credit.campaign_id,
+                credit.conversion_time,
+                0,
+                2,
+                (credit.conversions, credit.revenue_micros),
+            );
+        }
     }
     rows
 }
@@ -228,8 +250,23 @@ pub fn differences(
                     impressions: row.impressions,
                     clicks: row.clicks,
                     spend_micros: row.spend_micros,
+                    conversions: row.conversions,
+                    revenue_micros: row.revenue_micros,
                 };
-                if &got != want {
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
+                let same = (
+                    got.window_end,
+                    got.impressions,
+                    got.clicks,
+                    got.spend_micros,
+                ) == (
+                    want.window_end,
+                    want.impressions,
+                    want.clicks,
+                    want.spend_micros,
+                ) && close(got.conversions, want.conversions)
+                    && close(got.revenue_micros, want.revenue_micros);
+                if !same {
                     problems.push(format!("{key}: expected {want:?}, got {got:?}"));
                 }
                 let ctr = (row.impressions > 0).then(|| row.clicks as f64 / row.impressions as f64);
@@ -239,6 +276,17 @@ pub fn differences(
                 if row.clicks == 0 && row.cpc_micros.is_some() {
                     problems.push(format!("{key}: cpc defined without clicks"));
                 }
+                if (row.conversions > 0.0) != row.cpa_micros.is_some() {
+                    problems.push(format!(
+                        "{key}: cpa {:?} with {} conversions",
+                        row.cpa_micros, row.conversions
+                    ));
+                }
+                let roas =
+                    (row.spend_micros > 0).then(|| row.revenue_micros / row.spend_micros as f64);
+                if row.roas != roas {
+                    problems.push(format!("{key}: roas {:?} != {roas:?}", row.roas));
+                }
             }
         }
     }
@@ -246,4 +294,16 @@ pub fn differences(
         problems.push(format!("{key}: unexpected row"));
     }
     problems
+}
+
+/// Every campaign of the campaigns topic with its currency.
+pub fn campaigns(topics: &Topics) -> Vec<(String, String)> {
+    let schema = Schema::parse_str(avsc::CAMPAIGN).expect("schema");
+    read_committed_records(&topics.events.campaigns)
+        .into_iter()
+        .map(|(_, value)| {
+            let campaign: Campaign = decode(&schema, &value.expect("value"));
+            (campaign.campaign_id, campaign.currency)
+        })
+        .collect()
 }

@@ -1,7 +1,9 @@
 //! The campaign-metrics operator: impressions and clicks into hourly and daily rows per campaign.
 //!
-//! Inputs: `ads.impressions` and `ads.clicks` (streams) and `ads.campaigns` (a table), all keyed by campaign id and
-//! co-partitioned. Each impression or click updates two windows of its campaign: the local clock hour and the local
+//! Inputs: `ads.impressions` and `ads.clicks` (streams), `ads.campaigns` (a table) and optionally
+//! `attribution.credits` (a stream), all keyed by campaign id and co-partitioned. Credits of the configured
+//! attribution model add conversions and revenue to the windows of their conversion time (CPA and ROAS follow);
+//! credits of other models are skipped; with no credits, conversions and revenue stay 0 and CPA/ROAS null. Each impression or click updates two windows of its campaign: the local clock hour and the local
 //! day in the campaign's time zone (UTC while the campaign is unknown). Window rows live in the `windows` store.
 //!
 //! Lateness (see [`crate::window::Lateness`]): an event whose hourly window's retention has passed (watermark ≥
@@ -25,8 +27,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, Platform};
 use adstream_schemas::outputs::{
-    write_metrics_key, AlertKind as OutputAlertKind, AlertSeverity, CampaignAlert, CampaignMetrics,
-    Granularity as OutputGranularity,
+    write_metrics_key, AlertKind as OutputAlertKind, AlertSeverity, AttributionCredit,
+    AttributionModel, CampaignAlert, CampaignMetrics, Granularity as OutputGranularity,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,10 @@ pub struct CampaignMetricsConfig {
     pub daily: String,
     /// Alerts output topic.
     pub alerts: String,
+    /// Attribution credits topic, if the job reads one.
+    pub credits: Option<String>,
+    /// Whose credits count as the campaign's conversions and revenue.
+    pub attribution_model: AttributionModel,
     /// Grace period and retention of windows.
     pub lateness: Lateness,
     /// When rows are emitted.
@@ -151,6 +157,8 @@ pub struct CampaignMetricsCounters {
     pub rows_emitted: u64,
     /// Alert changes emitted.
     pub alerts_emitted: u64,
+    /// Credits of attribution models other than the configured one, skipped.
+    pub other_model_credits: u64,
 }
 
 /// The operator; see the module doc.
@@ -166,6 +174,7 @@ pub struct CampaignMetricsJob {
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     campaign_decoder: TypedDecoder,
+    credit_decoder: TypedDecoder,
     encoders: Vec<WireEncoder>,
     /// Keys changed since the last commit, with their partition.
     changed: HashSet<(i32, String)>,
@@ -184,16 +193,30 @@ const CAMPAIGNS: usize = 2;
 const HOURLY: usize = 0;
 const DAILY: usize = 1;
 const ALERTS: usize = 2;
+const CREDITS: usize = 3;
 
 /// An impression or a click, reduced to what the windows need.
 struct AdEvent {
     campaign_id: String,
     event_time: i64,
+    /// Unknown for credits.
     platform: Platform,
+    /// Empty for credits.
     account_id: String,
     cost_micros: i64,
     currency: String,
-    click: bool,
+    kind: EventKind,
+}
+
+/// What an input record adds to a window.
+#[derive(Clone, Copy)]
+enum EventKind {
+    Impression,
+    Click,
+    Credit {
+        conversions: f64,
+        revenue_micros: f64,
+    },
 }
 
 impl CampaignMetricsJob {
@@ -212,6 +235,10 @@ impl CampaignMetricsJob {
             )?,
             click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
             campaign_decoder: TypedDecoder::new("io.adstream.ads.Campaign", avsc::CAMPAIGN)?,
+            credit_decoder: TypedDecoder::new(
+                AttributionCredit::FULL_NAME,
+                AttributionCredit::SCHEMA,
+            )?,
             encoders: Vec::new(),
             changed: HashSet::new(),
             open: BTreeSet::new(),
@@ -227,13 +254,37 @@ impl CampaignMetricsJob {
         self.counters
     }
 
+    /// The record as a window contribution; None for a credit of another attribution model.
     fn decode_event(
         &mut self,
         record: &Record<'_>,
         ctx: &mut Context<'_>,
-    ) -> Result<AdEvent, DecodeError> {
-        // Inputs other than impressions and the campaigns table are clicks.
-        let event = if record.input == IMPRESSIONS {
+    ) -> Result<Option<AdEvent>, DecodeError> {
+        let event = if record.input == CREDITS {
+            let credit: AttributionCredit =
+                self.credit_decoder.decode(ctx.schemas, record.value)?;
+            if credit.model != self.config.attribution_model {
+                return Ok(None);
+            }
+            if !(credit.conversions.is_finite() && credit.revenue_micros.is_finite()) {
+                return Err(DecodeError::Invalid(format!(
+                    "credit {} is not finite",
+                    credit.credit_id
+                )));
+            }
+            AdEvent {
+                campaign_id: credit.campaign_id,
+                event_time: credit.conversion_time,
+                platform: Platform::Unknown,
+                account_id: String::new(),
+                cost_micros: 0,
+                currency: credit.currency,
+                kind: EventKind::Credit {
+                    conversions: credit.conversions,
+                    revenue_micros: credit.revenue_micros,
+                },
+            }
+        } else if record.input == IMPRESSIONS {
             let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
             AdEvent {
                 campaign_id: i.campaign_id,
@@ -242,7 +293,7 @@ impl CampaignMetricsJob {
                 account_id: i.account_id,
                 cost_micros: i.cost_micros,
                 currency: i.currency,
-                click: false,
+                kind: EventKind::Impression,
             }
         } else {
             let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
@@ -253,7 +304,7 @@ impl CampaignMetricsJob {
                 account_id: c.account_id,
                 cost_micros: c.cost_micros,
                 currency: c.currency,
-                click: true,
+                kind: EventKind::Click,
             }
         };
         if event.campaign_id.is_empty() {
@@ -271,7 +322,7 @@ impl CampaignMetricsJob {
                 event.currency
             )));
         }
-        Ok(event)
+        Ok(Some(event))
     }
 
     fn apply_campaign(
@@ -490,6 +541,12 @@ impl Operator for CampaignMetricsJob {
                 kind: InputKind::Table,
             },
         ]
+        .into_iter()
+        .chain(self.config.credits.iter().map(|topic| InputSpec {
+            topic: topic.clone(),
+            kind: InputKind::Stream,
+        }))
+        .collect()
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
@@ -529,7 +586,10 @@ impl Operator for CampaignMetricsJob {
         if record.input == CAMPAIGNS {
             return self.apply_campaign(record, ctx);
         }
-        let event = self.decode_event(record, ctx)?;
+        let Some(event) = self.decode_event(record, ctx)? else {
+            self.counters.other_model_credits += 1;
+            return Ok(());
+        };
         let (tz, tz_name) = match self.campaigns.get(&event.campaign_id) {
             Some(info) => (info.time_zone, info.time_zone_name.as_str()),
             None => (Tz::UTC, "UTC"),
@@ -591,10 +651,21 @@ impl Operator for CampaignMetricsJob {
                     correlation_id: String::new(),
                 }
             });
-            if event.click {
-                row.clicks += 1;
-            } else {
-                row.impressions += 1;
+            match event.kind {
+                EventKind::Impression => row.impressions += 1,
+                EventKind::Click => row.clicks += 1,
+                EventKind::Credit {
+                    conversions,
+                    revenue_micros,
+                } => {
+                    row.conversions += conversions;
+                    row.revenue_micros += revenue_micros;
+                }
+            }
+            // A row opened by a credit learns its platform and account from the first ad event.
+            if row.platform == Platform::Unknown && event.platform != Platform::Unknown {
+                row.platform = event.platform;
+                row.account_id.clone_from(&event.account_id);
             }
             row.spend_micros = row.spend_micros.saturating_add(event.cost_micros);
             row.correlation_id.clear();
@@ -726,6 +797,11 @@ impl Operator for CampaignMetricsJob {
                 "alerts_emitted",
                 "Alert state changes emitted.",
                 c.alerts_emitted,
+            ),
+            (
+                "other_model_credits",
+                "Attribution credits of models other than the configured one, skipped.",
+                c.other_model_credits,
             ),
         ]
     }
