@@ -176,8 +176,10 @@ pub struct CampaignMetricsJob {
     campaign_decoder: TypedDecoder,
     credit_decoder: TypedDecoder,
     encoders: Vec<WireEncoder>,
-    /// Keys changed since the last commit, with their partition.
-    changed: HashSet<(i32, String)>,
+    /// Keys changed since the last commit, per partition.
+    changed: HashMap<i32, HashSet<String>>,
+    /// Reused for the two window keys of each record.
+    key_buffers: [String; 2],
     /// Rows not final yet, by (end, key): the first ones become final first.
     open: BTreeSet<(i64, String, i32)>,
     /// Every row held, by (end, key): the first ones expire first.
@@ -240,7 +242,8 @@ impl CampaignMetricsJob {
                 AttributionCredit::SCHEMA,
             )?,
             encoders: Vec::new(),
-            changed: HashSet::new(),
+            changed: HashMap::new(),
+            key_buffers: [String::new(), String::new()],
             open: BTreeSet::new(),
             held: BTreeSet::new(),
             indexes_stale: true,
@@ -608,13 +611,14 @@ impl Operator for CampaignMetricsJob {
             return Ok(());
         }
         // Validate both rows before changing either, so a rejected record changes nothing.
-        let mut keys = [String::new(), String::new()];
+        let mut keys = std::mem::take(&mut self.key_buffers);
         for (slot, (window, daily)) in keys.iter_mut().zip([(hour, false), (day, true)]) {
             let granularity = if daily {
                 OutputGranularity::Daily
             } else {
                 OutputGranularity::Hourly
             };
+            slot.clear();
             write_metrics_key(&event.campaign_id, granularity, window.start_ms, slot);
             if let Some(row) = self.windows.get(record.partition, slot) {
                 if row.currency != event.currency {
@@ -625,18 +629,17 @@ impl Operator for CampaignMetricsJob {
                 }
             }
         }
-        let tz_name = tz_name.to_owned();
         let mut corrected = false;
-        for (key, (window, daily)) in keys.into_iter().zip([(hour, false), (day, true)]) {
+        for (key, (window, daily)) in keys.iter().zip([(hour, false), (day, true)]) {
             let mut created = false;
-            let row = self.windows.get_or_insert_with(record.partition, &key, || {
+            let row = self.windows.get_or_insert_with(record.partition, key, || {
                 created = true;
                 WindowRow {
                     campaign_id: event.campaign_id.clone(),
                     daily,
                     start_ms: window.start_ms,
                     end_ms: window.end_ms,
-                    time_zone: tz_name.clone(),
+                    time_zone: tz_name.to_owned(),
                     platform: event.platform,
                     account_id: event.account_id.clone(),
                     currency: event.currency.clone(),
@@ -684,8 +687,12 @@ impl Operator for CampaignMetricsJob {
                 self.held
                     .insert((window.end_ms, key.clone(), record.partition));
             }
-            self.changed.insert((record.partition, key));
+            let changed = self.changed.entry(record.partition).or_default();
+            if !changed.contains(key.as_str()) {
+                changed.insert(key.clone());
+            }
         }
+        self.key_buffers = keys;
         let state = self.campaign_states.get_or_insert_with(
             record.partition,
             &event.campaign_id,
@@ -694,10 +701,17 @@ impl Operator for CampaignMetricsJob {
         state.lifetime_spend_micros = state
             .lifetime_spend_micros
             .saturating_add(event.cost_micros);
-        self.touched.insert(
-            (record.partition, event.campaign_id),
-            record.correlation_id.to_owned(),
-        );
+        let campaign = (record.partition, event.campaign_id);
+        match self.touched.get_mut(&campaign) {
+            Some(correlation_id) => {
+                correlation_id.clear();
+                correlation_id.push_str(record.correlation_id);
+            }
+            None => {
+                self.touched
+                    .insert(campaign, record.correlation_id.to_owned());
+            }
+        }
         self.counters.applied += 1;
         if corrected {
             self.counters.corrections += 1;
@@ -728,9 +742,17 @@ impl Operator for CampaignMetricsJob {
             }
         }
         let mut due: Vec<(i32, String)> = match self.config.emit {
-            EmitMode::Updating => self.changed.drain().collect(),
+            EmitMode::Updating => self
+                .changed
+                .drain()
+                .flat_map(|(p, keys)| keys.into_iter().map(move |k| (p, k)))
+                .collect(),
             EmitMode::Final => {
-                let changed: Vec<(i32, String)> = self.changed.drain().collect();
+                let changed: Vec<(i32, String)> = self
+                    .changed
+                    .drain()
+                    .flat_map(|(p, keys)| keys.into_iter().map(move |k| (p, k)))
+                    .collect();
                 // Only rows already final: corrections. Open rows wait for their final emission.
                 changed
                     .into_iter()
@@ -761,7 +783,7 @@ impl Operator for CampaignMetricsJob {
     }
 
     fn on_revoked(&mut self, partition: i32) {
-        self.changed.retain(|(p, _)| *p != partition);
+        self.changed.remove(&partition);
         self.touched.retain(|(p, _), _| *p != partition);
         self.indexes_stale = true;
     }

@@ -127,7 +127,8 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> KeyedStore<K, V> {
         Some(value)
     }
 
-    /// The value of `key`, inserted with `default()` when absent; marks the key changed.
+    /// The value of `key`, inserted with `default()` when absent; marks the key changed. Clones the key only
+    /// when it is new to the store or to the set of changed keys (the hot path of a busy key allocates nothing).
     pub fn get_or_insert_with(
         &mut self,
         partition: i32,
@@ -138,7 +139,13 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> KeyedStore<K, V> {
         if !state.dirty.contains(key) {
             state.dirty.insert(key.clone());
         }
-        state.entries.entry(key.clone()).or_insert_with(default)
+        if !state.entries.contains_key(key) {
+            state.entries.insert(key.clone(), default());
+        }
+        state
+            .entries
+            .get_mut(key)
+            .expect("the key was inserted just above")
     }
 
     /// Sets `key` to `value`.
