@@ -12,14 +12,14 @@ use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetri
 use adstream_processors::runtime::WireEncoder;
 use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
-use adstream_producers::generator::{Generator, GeneratorConfig};
-use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, ProducerSettings};
 use adstream_schemas::client::RegistryClient;
 use adstream_schemas::outputs::{AttributionCredit, AttributionModel};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use common::recompute::{campaigns, create_topics, differences, kafka, outputs, recompute, Topics};
+use common::recompute::{
+    campaigns, create_topics, differences, kafka, outputs, produce_generated_events, recompute,
+    Topics,
+};
 use common::{start_registry, unique};
 
 /// Attribution credits over the generated period: LAST_TOUCH ones (counted by the job) and LINEAR ones for the
@@ -78,24 +78,7 @@ async fn outputs_equal_a_batch_recomputation_of_the_input() {
     let registry = start_registry("metrics").await;
     let prefix = unique("metrics");
     let topics = create_topics(&prefix).await;
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: topics.events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 23,
-        events: 30_000,
-        ..GeneratorConfig::default()
-    });
-    tokio::task::block_in_place(|| {
-        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
-    })
-    .expect("all delivered");
+    produce_generated_events(&registry.url, &topics.events, 23, 30_000).await;
     produce_credits(&registry.url, &topics).await;
     let expected = recompute(&topics);
     assert!(expected.len() > 100, "the run covers many windows");

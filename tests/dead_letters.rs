@@ -14,19 +14,18 @@ use std::time::{Duration, Instant};
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::runtime::{self, RunSummary, RuntimeConfig, WireEncoder};
 use adstream_processors::window::Lateness;
-use adstream_producers::generator::{Generator, GeneratorConfig};
-use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, ProducerSettings};
 use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Device, Placement, Platform};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 
-use common::recompute::{create_topics, differences, kafka, outputs, recompute, Topics};
+use common::recompute::{
+    create_topics, differences, kafka, outputs, produce_generated_events, read_committed_messages,
+    recompute, Topics,
+};
 use common::{adstream, start_registry, unique};
 
 const PARTITIONS: i32 = 4;
@@ -56,52 +55,29 @@ impl Stored {
 
 /// Every record of `topic` (read_committed, from the beginning to the end at call time).
 fn read_all(topic: &str) -> Vec<Stored> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("dead-letters-read"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut open = PARTITIONS;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open > 0 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => panic!("read {topic}: {e}"),
-            Some(Ok(m)) => out.push(Stored {
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
-            None => {}
-        }
-    }
-    assert_eq!(open, 0, "{topic} not read to its end in time");
-    out
+    read_committed_messages(topic)
+        .into_iter()
+        .map(|m| Stored {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -328,24 +304,7 @@ async fn setup(name: &str) -> Setup {
     let registry = start_registry(name).await;
     let prefix = unique(name);
     let topics = create_topics(&prefix).await;
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: topics.events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 7,
-        events: 6_000,
-        ..GeneratorConfig::default()
-    });
-    tokio::task::block_in_place(|| {
-        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
-    })
-    .expect("all delivered");
+    produce_generated_events(&registry.url, &topics.events, 7, 6_000).await;
     // Over the valid data only: the recomputation decodes every record and would reject the poison.
     let expected = tokio::task::block_in_place(|| recompute(&topics));
     assert!(expected.len() > 50, "the run covers many windows");

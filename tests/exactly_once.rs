@@ -15,15 +15,14 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use adstream_producers::generator::{Generator, GeneratorConfig};
-use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, ProducerSettings};
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
 use common::jobs::{apply_private_topology, start_job};
-use common::recompute::{self, differences, kafka, read_committed_records, recompute};
+use common::recompute::{
+    self, differences, produce_generated_events, read_committed_records, recompute,
+};
 use common::{start_registry, unique};
 
 /// Restarts the broker through the project script, if the script manages it. Returns whether it did.
@@ -58,25 +57,7 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
     let dir = std::env::temp_dir().join(unique("eos-topology"));
     let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
     let topology = topology_path.to_str().expect("utf-8 path");
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: topics.events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 31,
-        events: 150_000,
-        ..GeneratorConfig::default()
-    });
-    tokio::task::block_in_place(|| {
-        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
-    })
-    .expect("all delivered");
-    drop(producer);
+    produce_generated_events(&registry.url, &topics.events, 31, 150_000).await;
 
     // Kill the job at random points; restart the broker once in the middle.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

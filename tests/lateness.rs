@@ -31,53 +31,36 @@ use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 
-use common::recompute::{decode, kafka};
+use common::recompute::{decode, kafka, read_committed_messages};
 use common::{start_registry, unique};
 
 const HOUR: i64 = 3_600_000;
 const DAY0: i64 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
 
-/// Every record of one-partition `topic` with its headers.
+/// Every record of `topic` with its headers.
 fn read_with_headers(topic: &str) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("read"))
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("partition");
-    consumer.assign(&list).expect("assign");
-    let mut out = Vec::new();
-    loop {
-        match consumer.poll(Duration::from_secs(30)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(e)) => panic!("read {topic}: {e}"),
-            None => panic!("{topic}: no end of partition within 30 s"),
-        }
-    }
+    read_committed_messages(topic)
+        .into_iter()
+        .map(|m| {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (m.payload().unwrap_or_default().to_vec(), headers)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,12 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use adstream_producers::generator::{Generator, GeneratorConfig};
-use adstream_producers::pipeline::{produce_generated, RunOptions};
-use adstream_producers::producer::{EventProducer, ProducerSettings};
-
 use common::jobs::{apply_private_topology, start_job};
-use common::recompute::kafka;
+use common::recompute::produce_generated_events;
 use common::{start_registry, unique};
 
 /// A port free on loopback right now (bind, read, release).
@@ -42,25 +38,7 @@ async fn metrics_readiness_and_sigterm() {
     let processor = format!("{prefix}-job");
     let dir = std::env::temp_dir().join(unique("ops-topology"));
     let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: topics.events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 5,
-        events: 5_000,
-        ..GeneratorConfig::default()
-    });
-    tokio::task::block_in_place(|| {
-        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
-    })
-    .expect("delivered");
-    let counts = generator.counts().clone();
+    let counts = produce_generated_events(&registry.url, &topics.events, 5, 5_000).await;
 
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use adstream_producers::producer::EventTopics;
+use adstream_producers::generator::{Counts, Generator, GeneratorConfig};
+use adstream_producers::pipeline::{produce_generated, RunOptions};
+use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
 use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign};
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::reader::datum::GenericDatumReader;
@@ -82,6 +84,15 @@ pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Every record of `topic` (read_committed, from the beginning to the end at call time).
 pub fn read_committed_records(topic: &str) -> Vec<KeyValue> {
+    read_committed_messages(topic)
+        .into_iter()
+        .map(|m| (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)))
+        .collect()
+}
+
+/// Every record of every partition of `topic` (read_committed, from the beginning to the end at call time), with
+/// partitions, offsets, timestamps and headers.
+pub fn read_committed_messages(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     let mut config = kafka();
     config
         .set("group.id", unique("read"))
@@ -89,21 +100,26 @@ pub fn read_committed_records(topic: &str) -> Vec<KeyValue> {
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = config.create().expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    assert!(partitions > 0, "{topic} does not exist");
     let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
+            .add_partition_offset(topic, p as i32, Offset::Beginning)
             .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
-    let mut open = PARTITIONS;
+    let mut open = partitions;
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while open > 0 && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
             Some(Err(e)) => panic!("read {topic}: {e}"),
-            Some(Ok(m)) => out.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))),
+            Some(Ok(m)) => out.push(m.detach()),
             None => {}
         }
     }
@@ -306,4 +322,33 @@ pub fn campaigns(topics: &Topics) -> Vec<(String, String)> {
             (campaign.campaign_id, campaign.currency)
         })
         .collect()
+}
+
+/// Produces `events` generator events (seed `seed`) into `topics` through the project's producer, registering the
+/// schemas in the registry at `registry_url`; returns what the generator says it sent.
+pub async fn produce_generated_events(
+    registry_url: &str,
+    topics: &EventTopics,
+    seed: u64,
+    events: u64,
+) -> Counts {
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry_url.to_owned(),
+        topics: topics.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let mut generator = Generator::new(GeneratorConfig {
+        seed,
+        events,
+        ..GeneratorConfig::default()
+    });
+    tokio::task::block_in_place(|| {
+        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
+    })
+    .expect("all delivered");
+    generator.counts().clone()
 }
