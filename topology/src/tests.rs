@@ -487,6 +487,13 @@ fn the_project_topology_is_valid() {
                 None
             ),
             ("alerts.campaign", 4, "delete", Some("campaign_id"), forever),
+            (
+                "attribution.credits",
+                4,
+                "delete",
+                Some("campaign_id"),
+                forever
+            ),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -502,6 +509,19 @@ fn the_project_topology_is_valid() {
             ("ads.conversions", "io.adstream.ads.Conversion"),
             ("ads.campaigns", "io.adstream.ads.Campaign"),
             ("ads.creatives", "io.adstream.ads.Creative"),
+            (
+                "metrics.campaign.hourly",
+                "io.adstream.metrics.CampaignMetrics"
+            ),
+            (
+                "metrics.campaign.daily",
+                "io.adstream.metrics.CampaignMetrics"
+            ),
+            ("alerts.campaign", "io.adstream.alerts.CampaignAlert"),
+            (
+                "attribution.credits",
+                "io.adstream.attribution.AttributionCredit"
+            ),
         ]
     );
     let processor = topology
@@ -509,7 +529,12 @@ fn the_project_topology_is_valid() {
         .expect("campaign-metrics");
     assert_eq!(
         processor.inputs,
-        ["ads.impressions", "ads.clicks", "ads.campaigns"]
+        [
+            "ads.impressions",
+            "ads.clicks",
+            "ads.campaigns",
+            "attribution.credits"
+        ]
     );
     assert_eq!(
         processor.outputs,

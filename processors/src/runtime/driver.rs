@@ -632,27 +632,15 @@ impl Task {
         }
         let started = Instant::now();
         self.metrics.set_restoring(true);
-        let store_names: Vec<String> = self
-            .operator
-            .stores()
-            .iter()
-            .map(|s| s.name().to_owned())
-            .collect();
         let mut restored = 0u64;
-        for (index, name) in store_names.iter().enumerate() {
-            let topic = self.config.changelog_topic(name);
-            let operator = &mut self.operator;
-            restored += read_to_end(
-                &self.config,
-                &topic,
-                partitions,
-                |partition, _, key, value| {
-                    let mut stores = operator.stores();
-                    stores[index]
-                        .restore(partition, key.unwrap_or_default(), value)
-                        .map_err(|e| e.to_string())
-                },
-            )?;
+        let config = &self.config;
+        for store in self.operator.stores() {
+            let topic = config.changelog_topic(store.name());
+            restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
+                store
+                    .restore(partition, key.unwrap_or_default(), value)
+                    .map_err(|e| e.to_string())
+            })?;
         }
         let tables: Vec<(usize, String)> = self
             .inputs
