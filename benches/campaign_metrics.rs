@@ -63,6 +63,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+/// A topic to create: name, partitions, configs.
+type TopicSpec = (String, i32, Vec<(&'static str, &'static str)>);
 const PARTITIONS: i32 = 4;
 const HOUR_MS: i64 = 3_600_000;
 
@@ -226,7 +228,7 @@ impl Kafka {
     }
 
     /// Creates `topics` (name, partitions, configs); existing ones are an error.
-    async fn create(&self, topics: &[(String, i32, Vec<(&str, &str)>)]) -> Result<()> {
+    async fn create(&self, topics: &[TopicSpec]) -> Result<()> {
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|(name, partitions, configs)| {
@@ -366,9 +368,7 @@ fn event_topics(prefix: &str) -> EventTopics {
     }
 }
 
-fn event_topic_specs(
-    topics: &EventTopics,
-) -> Vec<(String, i32, Vec<(&'static str, &'static str)>)> {
+fn event_topic_specs(topics: &EventTopics) -> Vec<TopicSpec> {
     let plain = vec![("retention.ms", "-1")];
     let compact = vec![("cleanup.policy", "compact")];
     vec![
