@@ -243,6 +243,15 @@ impl Kafka {
                 bail!("cannot create {topic}: {code}");
             }
         }
+        // The runtime checks its topics in metadata at start: wait until the broker lists them.
+        let names: Vec<&str> = topics.iter().map(|(n, _, _)| n.as_str()).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.existing(&names)?.len() < names.len() {
+            if Instant::now() > deadline {
+                bail!("topics {names:?} not in metadata 30 s after creation");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
@@ -105,7 +105,9 @@ impl ProducerContext for DeliveryContext {
 
 /// Where the operator's records go: outputs, dead letters and late records, all through one producer.
 pub struct Emitter {
-    producer: BaseProducer<DeliveryContext>,
+    /// Threaded: librdkafka's transactional calls (abort in particular) need delivery reports served while they
+    /// wait, which a producer polled only from this loop's thread cannot do.
+    producer: ThreadedProducer<DeliveryContext>,
     exactly_once: bool,
     transaction_open: bool,
     outputs: Vec<String>,
@@ -156,7 +158,8 @@ impl Emitter {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(10));
+                    // The producer's own thread serves deliveries; give it a moment to make room.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((error, _)) => return Err(error),
             }
@@ -1057,7 +1060,7 @@ pub fn run(
             )
             .set("transaction.timeout.ms", "60000");
     }
-    let producer: BaseProducer<DeliveryContext> = producer_config
+    let producer: ThreadedProducer<DeliveryContext> = producer_config
         .create_with_context(DeliveryContext(delivery.clone()))
         .map_err(|e| RuntimeError::Setup(format!("producer: {e}")))?;
     if exactly_once {
