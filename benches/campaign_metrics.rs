@@ -22,15 +22,18 @@
 //! 2. measures the baseline: a plain `BaseConsumer` reading every impression and click to the end, no decoding;
 //! 3. runs the job under exactly-once, then at-least-once (fresh application id each, so each starts from the
 //!    beginning), with `exit_at_end_of_input`, the default 1 s commit interval and the test's lateness (10 min grace,
-//!    3 days retention), and times it from `runtime::run` to its return (start-up and the final commit included);
+//!    3 days retention), and times it from `runtime::run` to its return (start-up and the final commit included) and,
+//!    separately, from the moment the job reports ready (assigned and restored) to its return;
 //! 4. measures restore of the exactly-once run's `windows` changelog: a raw read of the changelog (baseline), the
-//!    same read applied to a fresh `KeyedStore` through `ChangelogStore::restore`, and a restart of the job with the
-//!    same application id over its fully committed input, timed from `runtime::run` until the job reports ready
-//!    (start-up, group join, restore of both stores, table bootstrap; the job is then shut down);
+//!    same read applied to a fresh `KeyedStore` through `ChangelogStore::restore`, `ChangelogStore::restore` alone
+//!    (the same records from memory; its per-core column is left empty: too short for 10 ms CPU ticks), and a
+//!    restart of the job with the same application id over its fully committed input, timed from `runtime::run`
+//!    until the job reports ready (start-up, group join, restore of both stores, table bootstrap; the job is then
+//!    shut down);
 //! 5. measures end-to-end latency: a live producer writes impressions (and one click in 30) for 24 campaigns with
-//!    event time = wall clock at send, at a fixed rate, into fresh topics, while the job runs exactly-once with a
-//!    short commit interval; a `read_committed` consumer on the hourly output matches rows to sends (see
-//!    [`latency`] for why the matching is exact) and prints percentiles.
+//!    event time = wall clock at send, at a fixed rate, into fresh topics, while the job runs exactly-once, once per
+//!    commit interval listed; a `read_committed` consumer on the hourly output matches rows to sends (see
+//!    [`latency`] for why the matching is exact) and prints percentiles, and says so when the job fell behind.
 //!
 //! "per core" is records per CPU-second of this whole process (user + system time of every thread, from
 //! `/proc/self/stat`): the job's own threads and librdkafka's. The broker's CPU is not included. Not a test: nothing

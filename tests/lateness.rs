@@ -17,7 +17,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use apache_avro::Schema;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message;
 
 use common::recompute::{decode, kafka, read_committed_messages};
@@ -63,10 +64,8 @@ fn read_with_headers(topic: &str) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_lateness_takes_its_documented_path() {
-    let registry = start_registry("lateness").await;
-    let prefix = unique("late");
+/// The job's topics under `prefix`, each with `partitions` partitions, ready for use.
+async fn create_job_topics(prefix: &str, partitions: i32) -> EventTopics {
     let name = |kind: &str| format!("{prefix}.{kind}");
     let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
     let kinds = [
@@ -82,7 +81,7 @@ async fn each_lateness_takes_its_documented_path() {
     let names: Vec<String> = kinds.iter().map(|k| name(k)).collect();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
         .collect();
     for result in admin
         .create_topics(&new_topics, &AdminOptions::new())
@@ -92,13 +91,21 @@ async fn each_lateness_takes_its_documented_path() {
         result.expect("created");
     }
     tokio::task::block_in_place(|| common::wait_for_topics(&names));
-    let events = EventTopics {
+    EventTopics {
         impressions: name("impressions"),
         clicks: name("clicks"),
         conversions: name("conversions"),
         campaigns: name("campaigns"),
         creatives: name("creatives"),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_lateness_takes_its_documented_path() {
+    let registry = start_registry("lateness").await;
+    let prefix = unique("late");
+    let name = |kind: &str| format!("{prefix}.{kind}");
+    let events = create_job_topics(&prefix, 1).await;
     let producer = EventProducer::connect(&ProducerSettings {
         kafka: kafka(),
         registry_url: registry.url.clone(),
@@ -216,4 +223,142 @@ async fn each_lateness_takes_its_documented_path() {
     assert_eq!(headers["source_offset"], "6");
     assert_eq!(headers["correlation_id"], "g");
     assert!(headers["late_reason"].contains("retention"), "{headers:?}");
+}
+
+/// Regression: watermarks are per task. A task far ahead in event time (partition 1, five days of events) must not
+/// expire the windows of another task (partition 0) whose first events arrive later: with one watermark over all
+/// owned partitions they went to `late.<topic>`. Seen when a restarted instance was assigned partitions that a
+/// killed one had left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
+    let registry = start_registry("task-watermarks").await;
+    let prefix = unique("taskwm");
+    let name = |kind: &str| format!("{prefix}.{kind}");
+    let events = create_job_topics(&prefix, 2).await;
+    let producer = EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry.url.clone(),
+        topics: events.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let encoders = producer.schemas.encoders().expect("encoders");
+    let mut config = kafka();
+    config.set("enable.idempotence", "true");
+    let raw: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
+    // Explicit partitions: which partition a key hashes to does not matter here.
+    let send = |partition: i32, campaign: &str, id: &str, time: i64, buffer: &mut Vec<u8>| {
+        let serving = Serving {
+            platform: Platform::Meta,
+            account_id: "act-1".into(),
+            campaign_id: campaign.into(),
+            ad_group_id: "g".into(),
+            creative_id: "cr".into(),
+        };
+        let impression = ImpressionBuilder::new(id, time, serving)
+            .cost(1_000, "USD")
+            .build()
+            .expect("valid");
+        encoders
+            .impressions
+            .encode(&impression, buffer)
+            .expect("encodes");
+        raw.send(
+            BaseRecord::to(&events.impressions)
+                .partition(partition)
+                .key(campaign)
+                .payload(buffer.as_slice())
+                .timestamp(time),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueued");
+    };
+    let mut buffer = Vec::new();
+    for hour in 0..(5 * 24) {
+        send(
+            1,
+            "ahead",
+            &format!("ahead-{hour}"),
+            DAY0 + hour * HOUR,
+            &mut buffer,
+        );
+    }
+    raw.flush(Duration::from_secs(30)).expect("delivered");
+
+    let mut runtime_config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
+    runtime_config.idle_timeout = Duration::ZERO;
+    runtime_config.commit_interval = Duration::from_millis(100);
+    let metrics = runtime_config.metrics.clone();
+    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
+        impressions: events.impressions.clone(),
+        clicks: events.clicks.clone(),
+        campaigns: events.campaigns.clone(),
+        hourly: name("hourly"),
+        daily: name("daily"),
+        alerts: name("alerts"),
+        credits: None,
+        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
+            .expect("lateness"),
+        emit: EmitMode::Updating,
+    })
+    .expect("job");
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || runtime::run(runtime_config, Box::new(job), stop, handle))
+    };
+    let applied = |metrics: &runtime::JobMetrics| {
+        metrics
+            .snapshot()
+            .job
+            .iter()
+            .find(|(n, _, _)| *n == "applied_events")
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    };
+    // Partition 1 is processed (its task's watermark is day 5) before partition 0 sees anything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while applied(&metrics) < 5 * 24 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 1 not processed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for minute in 0..3 {
+        send(
+            0,
+            "behind",
+            &format!("behind-{minute}"),
+            DAY0 + 10 * HOUR + minute * 60_000,
+            &mut buffer,
+        );
+    }
+    raw.flush(Duration::from_secs(30)).expect("delivered");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while applied(&metrics) < 5 * 24 + 3 {
+        let expired = metrics
+            .snapshot()
+            .job
+            .iter()
+            .find(|(n, _, _)| *n == "expired_events")
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0);
+        assert_eq!(
+            expired, 0,
+            "partition 0's events were expired by partition 1's progress"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 not processed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let summary = worker.join().expect("thread").expect("job ran");
+    assert_eq!(summary.late, 0);
 }

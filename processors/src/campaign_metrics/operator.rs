@@ -181,9 +181,9 @@ pub struct CampaignMetricsJob {
     /// Reused for the two window keys of each record.
     key_buffers: [String; 2],
     /// Rows not final yet, by (end, key): the first ones become final first.
-    open: BTreeSet<(i64, String, i32)>,
+    open: HashMap<i32, BTreeSet<(i64, String)>>,
     /// Every row held, by (end, key): the first ones expire first.
-    held: BTreeSet<(i64, String, i32)>,
+    held: HashMap<i32, BTreeSet<(i64, String)>>,
     /// `open`/`held` must be rebuilt from the store (after a restore).
     indexes_stale: bool,
     counters: CampaignMetricsCounters,
@@ -244,8 +244,8 @@ impl CampaignMetricsJob {
             encoders: Vec::new(),
             changed: HashMap::new(),
             key_buffers: [String::new(), String::new()],
-            open: BTreeSet::new(),
-            held: BTreeSet::new(),
+            open: HashMap::new(),
+            held: HashMap::new(),
             indexes_stale: true,
             counters: CampaignMetricsCounters::default(),
             value_buffer: Vec::new(),
@@ -369,9 +369,15 @@ impl CampaignMetricsJob {
         self.open.clear();
         self.held.clear();
         for (partition, key, row) in self.windows.iter() {
-            self.held.insert((row.end_ms, key.clone(), partition));
+            self.held
+                .entry(partition)
+                .or_default()
+                .insert((row.end_ms, key.clone()));
             if !row.is_final {
-                self.open.insert((row.end_ms, key.clone(), partition));
+                self.open
+                    .entry(partition)
+                    .or_default()
+                    .insert((row.end_ms, key.clone()));
             }
         }
         self.indexes_stale = false;
@@ -436,12 +442,14 @@ impl CampaignMetricsJob {
     /// Evaluates the alert rules of every campaign touched since the last commit, at the watermark, and emits the
     /// changes.
     fn evaluate_alerts(&mut self, ctx: &mut Context<'_>) {
-        let Some(now) = ctx.watermark else {
-            // Without a watermark there is no "now" in event time to pace against; keep the campaigns touched.
-            return;
-        };
         let touched: Vec<((i32, String), String)> = self.touched.drain().collect();
         for ((partition, campaign_id), correlation_id) in touched {
+            let Some(now) = ctx.watermark_of(partition) else {
+                // Without a watermark there is no "now" in event time to pace against; evaluate at a later commit.
+                self.touched
+                    .insert((partition, campaign_id), correlation_id);
+                continue;
+            };
             let Some(info) = self.campaigns.get(&campaign_id) else {
                 continue;
             };
@@ -683,9 +691,13 @@ impl Operator for CampaignMetricsJob {
             }
             if created && !self.indexes_stale {
                 self.open
-                    .insert((window.end_ms, key.clone(), record.partition));
+                    .entry(record.partition)
+                    .or_default()
+                    .insert((window.end_ms, key.clone()));
                 self.held
-                    .insert((window.end_ms, key.clone(), record.partition));
+                    .entry(record.partition)
+                    .or_default()
+                    .insert((window.end_ms, key.clone()));
             }
             let changed = self.changed.entry(record.partition).or_default();
             if !changed.contains(key.as_str()) {
@@ -723,21 +735,24 @@ impl Operator for CampaignMetricsJob {
         if self.indexes_stale {
             self.rebuild_indexes();
         }
-        // Rows whose grace has passed become final.
+        // Rows whose grace has passed (by their own task's watermark) become final.
         let mut became_final = Vec::new();
-        while let Some((end, key, partition)) = self.open.first().cloned() {
-            let window = Window {
-                start_ms: end,
-                end_ms: end,
-            };
-            if !self.config.lateness.is_final(window, ctx.watermark) {
-                break;
-            }
-            self.open.pop_first();
-            if let Some(row) = self.windows.get_mut(partition, key.as_str()) {
-                if !row.is_final {
-                    row.is_final = true;
-                    became_final.push((partition, key));
+        for (partition, open) in &mut self.open {
+            let watermark = ctx.watermark_of(*partition);
+            while let Some((end, key)) = open.first().cloned() {
+                let window = Window {
+                    start_ms: end,
+                    end_ms: end,
+                };
+                if !self.config.lateness.is_final(window, watermark) {
+                    break;
+                }
+                open.pop_first();
+                if let Some(row) = self.windows.get_mut(*partition, key.as_str()) {
+                    if !row.is_final {
+                        row.is_final = true;
+                        became_final.push((*partition, key));
+                    }
                 }
             }
         }
@@ -767,24 +782,31 @@ impl Operator for CampaignMetricsJob {
             self.emit_row(partition, &key, ctx);
         }
         self.evaluate_alerts(ctx);
-        // Rows past retention leave the store.
-        while let Some((end, key, partition)) = self.held.first().cloned() {
-            let window = Window {
-                start_ms: end,
-                end_ms: end,
-            };
-            if !self.config.lateness.is_expired(window, ctx.watermark) {
-                break;
+        // Rows past retention (by their own task's watermark) leave the store.
+        for (partition, held) in &mut self.held {
+            let watermark = ctx.watermark_of(*partition);
+            while let Some((end, key)) = held.first().cloned() {
+                let window = Window {
+                    start_ms: end,
+                    end_ms: end,
+                };
+                if !self.config.lateness.is_expired(window, watermark) {
+                    break;
+                }
+                held.pop_first();
+                if let Some(open) = self.open.get_mut(partition) {
+                    open.remove(&(end, key.clone()));
+                }
+                self.windows.delete(*partition, &key);
             }
-            self.held.pop_first();
-            self.open.remove(&(end, key.clone(), partition));
-            self.windows.delete(partition, &key);
         }
     }
 
     fn on_revoked(&mut self, partition: i32) {
         self.changed.remove(&partition);
         self.touched.retain(|(p, _), _| *p != partition);
+        self.open.remove(&partition);
+        self.held.remove(&partition);
         self.indexes_stale = true;
     }
 

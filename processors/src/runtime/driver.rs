@@ -172,14 +172,26 @@ pub struct Context<'a> {
     emitter: &'a mut Emitter,
     /// Writer-schema cache for decoding inputs.
     pub schemas: &'a mut SchemaCache,
-    /// Event-time watermark of the task's stream partitions; None until one has seen an event.
+    /// While handling a record: the event-time watermark of its task (partition number n of every stream input);
+    /// None until one of them has seen an event. At a commit: None (see [`Context::watermark_of`]).
     pub watermark: Option<i64>,
+    /// Watermark of every owned task at this call.
+    task_watermarks: &'a BTreeMap<i32, Option<i64>>,
     /// Wall-clock time of this call (epoch millis).
     pub now_ms: i64,
     error: &'a mut Option<KafkaError>,
 }
 
 impl Context<'_> {
+    /// The watermark of task `partition` (partition number `partition` of every stream input).
+    ///
+    /// Watermarks are per task, like Kafka Streams' stream time: a task's windows are judged by the progress of its
+    /// own partitions only, so a task that is far ahead never expires the windows of a task that was just assigned
+    /// and is behind.
+    pub fn watermark_of(&self, partition: i32) -> Option<i64> {
+        self.task_watermarks.get(&partition).copied().flatten()
+    }
+
     /// Sends a value to output `output` (index into the operator's outputs), partitioned by key.
     pub fn emit(
         &mut self,
@@ -300,7 +312,10 @@ struct Task {
     positions: HashMap<(usize, i32), i64>,
     /// Partition numbers this member owns.
     owned: BTreeSet<i32>,
-    watermarks: PartitionWatermarks<(usize, i32)>,
+    /// Per task (partition number): the watermark over its stream inputs.
+    watermarks: BTreeMap<i32, PartitionWatermarks<usize>>,
+    /// The latest watermark of each task, handed to operators at commits.
+    task_watermarks: BTreeMap<i32, Option<i64>>,
     delivery: Arc<DeliveryCounters>,
     summary: RunSummary,
     metrics: Arc<JobMetrics>,
@@ -362,14 +377,20 @@ impl Task {
             self.uncommitted
                 .push((record.timestamp_ms, append_time, now));
             if let Some(ts) = record.timestamp_ms {
-                self.watermarks.observe((input, record.partition), ts, now);
+                if let Some(task) = self.watermarks.get_mut(&record.partition) {
+                    task.observe(input, ts, now);
+                }
             }
         }
         let mut error = None;
         let mut ctx = Context {
             emitter: &mut self.emitter,
             schemas: &mut self.schemas,
-            watermark: self.watermarks.current(now),
+            watermark: self
+                .watermarks
+                .get_mut(&record.partition)
+                .and_then(|task| task.current(now)),
+            task_watermarks: &self.task_watermarks,
             now_ms: now,
             error: &mut error,
         };
@@ -409,11 +430,15 @@ impl Task {
         self.last_commit = Instant::now();
         let now = now_ms();
         let mut error = None;
+        for (partition, task) in &mut self.watermarks {
+            self.task_watermarks.insert(*partition, task.current(now));
+        }
         {
             let mut ctx = Context {
                 emitter: &mut self.emitter,
                 schemas: &mut self.schemas,
-                watermark: self.watermarks.current(now),
+                watermark: None,
+                task_watermarks: &self.task_watermarks,
                 now_ms: now,
                 error: &mut error,
             };
@@ -657,6 +682,7 @@ impl Task {
             let operator = &mut self.operator;
             let emitter = &mut self.emitter;
             let schemas = &mut self.schemas;
+            let task_watermarks = &self.task_watermarks;
             restored += read_to_end(
                 &self.config,
                 &topic,
@@ -677,6 +703,7 @@ impl Task {
                         emitter: &mut *emitter,
                         schemas: &mut *schemas,
                         watermark: None,
+                        task_watermarks,
                         now_ms: now,
                         error: &mut error,
                     };
@@ -881,10 +908,8 @@ impl ConsumerContext for RebalanceHook {
             if task.owned.remove(&partition) {
                 task.drop_partition(partition);
             }
-            let inputs = task.inputs.len();
-            for input in 0..inputs {
-                task.watermarks.revoke((input, partition));
-            }
+            task.watermarks.remove(&partition);
+            task.task_watermarks.remove(&partition);
         }
     }
 
@@ -913,11 +938,13 @@ impl ConsumerContext for RebalanceHook {
         let now = now_ms();
         for partition in new {
             task.owned.insert(partition);
+            let mut watermarks = PartitionWatermarks::new(task.config.idle_timeout);
             for input in 0..task.inputs.len() {
                 if task.inputs[input].kind == InputKind::Stream {
-                    task.watermarks.assign((input, partition), now);
+                    watermarks.assign(input, now);
                 }
             }
+            task.watermarks.insert(partition, watermarks);
         }
     }
 }
@@ -1091,7 +1118,8 @@ pub fn run(
         inputs: inputs.clone(),
         positions: HashMap::new(),
         owned: BTreeSet::new(),
-        watermarks: PartitionWatermarks::new(config.idle_timeout),
+        watermarks: BTreeMap::new(),
+        task_watermarks: BTreeMap::new(),
         delivery,
         summary: RunSummary::default(),
         metrics: config.metrics.clone(),
@@ -1169,6 +1197,9 @@ fn poll_loop(
         }
         if task.last_commit.elapsed() >= config.commit_interval {
             task.commit(consumer)?;
+            // Measured from the end of the commit: a commit slower than the interval (two broker round trips
+            // and the markers) must still leave a full interval of processing before the next one.
+            task.last_commit = Instant::now();
         }
         if config.exit_at_end_of_input && check_end {
             last_end_check = Instant::now();
