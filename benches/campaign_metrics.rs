@@ -1098,7 +1098,8 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     ));
     let http = reqwest::Client::new();
     let mut up = false;
-    for _ in 0..200 {
+    // Up to 60 s: after a broker restart the registry waits for its topic's coordinator to load.
+    for _ in 0..1200 {
         if http
             .get(&registry_url)
             .send()
@@ -1111,7 +1112,7 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !up {
-        bail!("registry on {registry_url} did not come up");
+        bail!("registry on {registry_url} did not come up within 60 s");
     }
 
     // 1. Inputs.
