@@ -92,6 +92,15 @@ impl<K: Copy + Eq + Hash> PartitionWatermarks<K> {
         true
     }
 
+    /// Keeps `partition` active at wall-clock `now_ms` without an event: the caller knows it still has records to
+    /// deliver (it lags behind its end), so a pause in delivery (a broker restart, a slow fetch) is a stall, not
+    /// idleness, and must not let the other partitions move the watermark past its backlog.
+    pub fn mark_active(&mut self, partition: K, now_ms: i64) {
+        if let Some(progress) = self.partitions.get_mut(&partition) {
+            progress.last_activity_ms = progress.last_activity_ms.max(now_ms);
+        }
+    }
+
     /// The task's watermark at wall-clock `now_ms`: `None` until some partition has seen an event, and never lower
     /// than a value returned before. O(number of partitions).
     pub fn current(&mut self, now_ms: i64) -> Option<i64> {
@@ -128,6 +137,24 @@ impl<K: Copy + Eq + Hash> PartitionWatermarks<K> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lagging_partition_kept_active_holds_the_watermark_through_a_stall() {
+        let mut w = super::PartitionWatermarks::new(std::time::Duration::from_secs(30));
+        w.assign(0, 0);
+        w.assign(1, 0);
+        w.observe(0, 1_000, 0);
+        w.observe(1, 9_000, 0);
+        // 60 s without records from either; partition 0 still has a backlog.
+        w.mark_active(0, 60_000);
+        assert_eq!(
+            w.current(60_000),
+            Some(1_000),
+            "the stalled partition with a backlog holds it"
+        );
+        // Without the mark both would be idle and the watermark would jump to 9 000.
+        assert_eq!(w.current(200_000), Some(9_000));
+    }
+
     use super::*;
 
     const IDLE_TIMEOUT_MS: i64 = 10_000;

@@ -435,6 +435,20 @@ impl Task {
         self.last_commit = Instant::now();
         let now = now_ms();
         let mut error = None;
+        // Idleness is for partitions that have nothing to deliver: one that still lags behind its end is kept
+        // active however long its records take to arrive.
+        for (partition, task) in &mut self.watermarks {
+            for (input, spec) in self.inputs.iter().enumerate() {
+                if spec.kind == InputKind::Stream
+                    && self
+                        .metrics
+                        .lag(&spec.topic, *partition)
+                        .is_some_and(|lag| lag > 0)
+                {
+                    task.mark_active(input, now);
+                }
+            }
+        }
         for (partition, task) in &mut self.watermarks {
             self.task_watermarks.insert(*partition, task.current(now));
         }

@@ -109,6 +109,15 @@ impl JobMetrics {
         }
     }
 
+    /// The last known lag of one partition (from librdkafka's statistics, refreshed every few seconds).
+    pub fn lag(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lag
+            .lock()
+            .ok()?
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
     /// Forgets the lag of partitions no longer owned.
     pub fn clear_lag(&self) {
         if let Ok(mut lags) = self.lag.lock() {
