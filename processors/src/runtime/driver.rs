@@ -555,6 +555,11 @@ impl Task {
         c.commits = self.summary.commits;
         c.aborts = self.summary.aborts;
         c.restored = self.summary.restored;
+        c.watermarks = self
+            .task_watermarks
+            .iter()
+            .filter_map(|(p, w)| w.map(|w| (*p, w)))
+            .collect();
         c.job = self.operator.counters();
         self.metrics.publish(c);
     }

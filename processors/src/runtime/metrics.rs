@@ -81,6 +81,8 @@ pub struct Counters {
     pub append_time_latency: Histogram,
     /// Poll → commit latency: how long a record's effects waited in the open transaction.
     pub processing_latency: Histogram,
+    /// Event-time watermark per task (partition number), epoch millis.
+    pub watermarks: BTreeMap<i32, i64>,
     /// Operator counters: (name, help, value).
     pub job: Vec<(&'static str, &'static str, u64)>,
 }
@@ -236,6 +238,13 @@ impl JobMetrics {
             let _ = writeln!(out, "{name}_bucket{{job=\"{job}\",le=\"+Inf\"}} {}", histogram.count);
             let _ = writeln!(out, "{name}_sum{{job=\"{job}\"}} {}", histogram.sum);
             let _ = writeln!(out, "{name}_count{{job=\"{job}\"}} {}", histogram.count);
+        }
+        let _ = writeln!(out, "# HELP adstream_watermark_ms Event-time watermark of each task (partition number), epoch millis.\n# TYPE adstream_watermark_ms gauge");
+        for (partition, watermark) in &c.watermarks {
+            let _ = writeln!(
+                out,
+                "adstream_watermark_ms{{job=\"{job}\",task=\"{partition}\"}} {watermark}"
+            );
         }
         for (name, help, value) in &c.job {
             let _ = writeln!(
