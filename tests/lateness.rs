@@ -25,7 +25,7 @@ use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetri
 use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
 use adstream_producers::builders::{ImpressionBuilder, Serving};
-use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
+use adstream_producers::producer::EventTopics;
 use adstream_schemas::events::Platform;
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
@@ -35,7 +35,7 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message;
 
-use common::recompute::{decode, kafka, read_committed_messages};
+use common::recompute::{connect_producer, decode, kafka, read_committed_messages};
 use common::{start_registry, unique};
 
 const HOUR: i64 = 3_600_000;
@@ -106,15 +106,7 @@ async fn each_lateness_takes_its_documented_path() {
     let prefix = unique("late");
     let name = |kind: &str| format!("{prefix}.{kind}");
     let events = create_job_topics(&prefix, 1).await;
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
+    let producer = connect_producer(&registry.url, &events).await;
     let serving = Serving {
         platform: Platform::Meta,
         account_id: "act-1".into(),
@@ -235,15 +227,7 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     let prefix = unique("taskwm");
     let name = |kind: &str| format!("{prefix}.{kind}");
     let events = create_job_topics(&prefix, 2).await;
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry.url.clone(),
-        topics: events.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
+    let producer = connect_producer(&registry.url, &events).await;
     let encoders = producer.schemas.encoders().expect("encoders");
     let mut config = kafka();
     config.set("enable.idempotence", "true");

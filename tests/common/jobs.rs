@@ -5,8 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use adstream_producers::producer::EventTopics;
-
 use super::bootstrap;
 use super::recompute::Topics;
 
@@ -98,19 +96,6 @@ pub fn apply_private_topology(
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let name = |kind: &str| format!("{prefix}.{kind}");
-    let topics = Topics {
-        events: EventTopics {
-            impressions: name("impressions"),
-            clicks: name("clicks"),
-            conversions: name("conversions"),
-            campaigns: name("campaigns"),
-            creatives: name("creatives"),
-        },
-        hourly: name("hourly"),
-        daily: name("daily"),
-        alerts: name("alerts"),
-        credits: name("credits"),
-    };
+    let topics = Topics::under(prefix);
     (path, topics)
 }

@@ -64,18 +64,26 @@ pub async fn create_topics(prefix: &str) -> Topics {
     }
     let created: Vec<String> = names.iter().map(|(name, _)| name.clone()).collect();
     tokio::task::block_in_place(|| super::wait_for_topics(&created));
-    Topics {
-        events: EventTopics {
-            impressions: name("impressions"),
-            clicks: name("clicks"),
-            conversions: name("conversions"),
-            campaigns: name("campaigns"),
-            creatives: name("creatives"),
-        },
-        hourly: name("hourly"),
-        daily: name("daily"),
-        alerts: name("alerts"),
-        credits: name("credits"),
+    Topics::under(prefix)
+}
+
+impl Topics {
+    /// The job's topics named `<prefix>.<kind>`.
+    pub fn under(prefix: &str) -> Topics {
+        let name = |kind: &str| format!("{prefix}.{kind}");
+        Topics {
+            events: EventTopics {
+                impressions: name("impressions"),
+                clicks: name("clicks"),
+                conversions: name("conversions"),
+                campaigns: name("campaigns"),
+                creatives: name("creatives"),
+            },
+            hourly: name("hourly"),
+            daily: name("daily"),
+            alerts: name("alerts"),
+            credits: name("credits"),
+        }
     }
 }
 
@@ -332,15 +340,7 @@ pub async fn produce_generated_events(
     seed: u64,
     events: u64,
 ) -> Counts {
-    let producer = EventProducer::connect(&ProducerSettings {
-        kafka: kafka(),
-        registry_url: registry_url.to_owned(),
-        topics: topics.clone(),
-        source: "/adstream/test".into(),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("connect");
+    let producer = connect_producer(registry_url, topics).await;
     let mut generator = Generator::new(GeneratorConfig {
         seed,
         events,
@@ -351,4 +351,17 @@ pub async fn produce_generated_events(
     })
     .expect("all delivered");
     generator.counts().clone()
+}
+
+/// The project's event producer for `topics`, registering the schemas in the registry at `registry_url`.
+pub async fn connect_producer(registry_url: &str, topics: &EventTopics) -> EventProducer {
+    EventProducer::connect(&ProducerSettings {
+        kafka: kafka(),
+        registry_url: registry_url.to_owned(),
+        topics: topics.clone(),
+        source: "/adstream/test".into(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect")
 }
