@@ -1,5 +1,6 @@
-//! Rust types for the processors' output records: `schemas/campaign_metrics.avsc`, `schemas/campaign_alert.avsc`
-//! and `schemas/attribution_credit.avsc`.
+//! Rust types for the processors' output and internal records: `schemas/campaign_metrics.avsc`,
+//! `schemas/campaign_alert.avsc`, `schemas/attribution_credit.avsc`, `schemas/attributed_conversion.avsc`,
+//! `schemas/attribution_touch.avsc` (the attribution job's repartition topic) and `schemas/creative_fatigue.avsc`.
 //!
 //! Like [`crate::events`], each struct serializes to exactly its `.avsc` record, checked by the tests below. Output
 //! records are keyed by the processor (the metrics key combines campaign, granularity and window start), so they do
@@ -15,6 +16,12 @@ pub const CAMPAIGN_METRICS_AVSC: &str = include_str!("../campaign_metrics.avsc")
 pub const CAMPAIGN_ALERT_AVSC: &str = include_str!("../campaign_alert.avsc");
 /// `schemas/attribution_credit.avsc`.
 pub const ATTRIBUTION_CREDIT_AVSC: &str = include_str!("../attribution_credit.avsc");
+/// `schemas/attributed_conversion.avsc`.
+pub const ATTRIBUTED_CONVERSION_AVSC: &str = include_str!("../attributed_conversion.avsc");
+/// `schemas/attribution_touch.avsc`.
+pub const ATTRIBUTION_TOUCH_AVSC: &str = include_str!("../attribution_touch.avsc");
+/// `schemas/creative_fatigue.avsc`.
+pub const CREATIVE_FATIGUE_AVSC: &str = include_str!("../creative_fatigue.avsc");
 
 /// Window length of a metrics row. Unknown symbols from newer writers read as [`Granularity::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -244,6 +251,208 @@ impl AttributionCredit {
     pub const SCHEMA: &'static str = ATTRIBUTION_CREDIT_AVSC;
 }
 
+/// How a user met an ad. Unknown symbols from newer writers read as [`TouchKind::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TouchKind {
+    /// An impression.
+    View,
+    /// A click.
+    Click,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// One ad touch re-keyed by user (the attribution job's repartition topic); see the schema's docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionTouch {
+    /// Id of the impression or click.
+    pub event_id: String,
+    /// View or click.
+    pub kind: TouchKind,
+    /// Event time (UTC epoch millis).
+    pub event_time: i64,
+    /// The user; the record key.
+    pub user_id: String,
+    /// Campaign of the ad.
+    pub campaign_id: String,
+    /// Creative of the ad.
+    pub creative_id: String,
+}
+
+impl AttributionTouch {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.attribution.Touch";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = ATTRIBUTION_TOUCH_AVSC;
+}
+
+/// One touch that preceded a conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Touchpoint {
+    /// Id of the impression or click.
+    pub event_id: String,
+    /// View or click.
+    pub kind: TouchKind,
+    /// Event time (UTC epoch millis).
+    pub event_time: i64,
+    /// Campaign of the ad.
+    pub campaign_id: String,
+    /// Creative of the ad.
+    pub creative_id: String,
+}
+
+/// One model's shares of a conversion, per touchpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelShares {
+    /// The model.
+    pub model: AttributionModel,
+    /// Share per touchpoint, in the order of the touchpoints.
+    pub shares: Vec<f64>,
+}
+
+/// A conversion with its touchpoints and every rule model's shares; see the schema's docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributedConversion {
+    /// The conversion; the record key.
+    pub conversion_id: String,
+    /// The converting user.
+    pub user_id: String,
+    /// Conversion time (UTC epoch millis).
+    pub conversion_time: i64,
+    /// Value in micros.
+    pub value_micros: i64,
+    /// Currency of the value.
+    pub currency: String,
+    /// The lookback window used.
+    pub lookback_ms: i64,
+    /// Eligible touches, oldest first.
+    pub touchpoints: Vec<Touchpoint>,
+    /// Shares per model.
+    pub credits: Vec<ModelShares>,
+    /// When the job attributed it (wall clock).
+    pub attributed_at: i64,
+    /// Correlation id of the conversion record.
+    pub correlation_id: String,
+}
+
+impl AttributedConversion {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.attribution.AttributedConversion";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = ATTRIBUTED_CONVERSION_AVSC;
+}
+
+/// Fatigue status of a creative. Unknown symbols from newer writers read as [`FatigueStatus::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FatigueStatus {
+    /// No confirmed decline.
+    Healthy,
+    /// A decline that is confirmed but small, or large but not yet confirmed.
+    Limited,
+    /// A confirmed, large decline.
+    Fatigued,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// The fitted decay curve CTR(f) = ctr_at_zero · exp(−lambda · f).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecayCurve {
+    /// Fitted CTR at exposure 0.
+    pub ctr_at_zero: f64,
+    /// Decay rate per unit of exposure.
+    pub lambda: f64,
+    /// Standard error of lambda.
+    pub lambda_std_error: f64,
+    /// Hourly points fitted.
+    pub points: i32,
+    /// Exposure where the fitted segment starts.
+    pub from_exposure: f64,
+}
+
+/// One closed hour of a creative.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FatiguePoint {
+    /// Start of the hour (UTC epoch millis).
+    pub hour_start: i64,
+    /// Impressions in the hour.
+    pub impressions: i64,
+    /// Clicks in the hour.
+    pub clicks: i64,
+    /// Spend in the hour, in micros.
+    pub spend_micros: i64,
+    /// Exposure at the hour's end.
+    pub exposure: f64,
+}
+
+/// A creative's fatigue assessment; see the schema's docs for each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreativeFatigue {
+    /// The creative; the record key.
+    pub creative_id: String,
+    /// Its campaign.
+    pub campaign_id: String,
+    /// Status.
+    pub status: FatigueStatus,
+    /// Status of the previous record for this creative.
+    pub previous_status: Option<FatigueStatus>,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// Baseline CTR.
+    pub baseline_ctr: Option<f64>,
+    /// Current CTR.
+    pub current_ctr: Option<f64>,
+    /// Baseline cost per click, micros.
+    pub baseline_cost_per_click_micros: Option<f64>,
+    /// Current cost per click, micros.
+    pub current_cost_per_click_micros: Option<f64>,
+    /// Change-point statistic.
+    pub change_statistic: f64,
+    /// Its alarm threshold.
+    pub change_threshold: f64,
+    /// When the decline was confirmed.
+    pub change_detected_at: Option<i64>,
+    /// When the decline began (estimate).
+    pub change_started_at: Option<i64>,
+    /// Impressions per reached user.
+    pub exposure: f64,
+    /// Estimated reach.
+    pub reach_estimate: i64,
+    /// Impressions so far.
+    pub impressions: i64,
+    /// Clicks so far.
+    pub clicks: i64,
+    /// Spend so far, micros.
+    pub spend_micros: i64,
+    /// The fitted decay curve.
+    pub decay: Option<DecayCurve>,
+    /// Predicted days until CTR falls below the configured share of baseline.
+    pub days_remaining: Option<f64>,
+    /// Lower end of the interval.
+    pub days_remaining_low: Option<f64>,
+    /// Upper end of the interval.
+    pub days_remaining_high: Option<f64>,
+    /// Recent closed hours, oldest first.
+    pub recent_points: Vec<FatiguePoint>,
+    /// End of the last closed hour covered.
+    pub assessed_until: i64,
+    /// `status_change` or `periodic`.
+    pub reason: String,
+    /// Wall-clock emit time.
+    pub emitted_at: i64,
+    /// Correlation id of the last event that changed the creative.
+    pub correlation_id: String,
+}
+
+impl CreativeFatigue {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.fatigue.CreativeFatigue";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = CREATIVE_FATIGUE_AVSC;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +526,100 @@ mod tests {
                 revenue_micros: 12_500_000.0,
                 currency: "USD".into(),
                 conversion_time: 1_700_000_000_000,
+            },
+        );
+    }
+
+    #[test]
+    fn touch_matches_schema() {
+        assert_matches_schema(
+            AttributionTouch::FULL_NAME,
+            AttributionTouch::SCHEMA,
+            AttributionTouch {
+                event_id: "imp-1".into(),
+                kind: TouchKind::View,
+                event_time: 1_700_000_000_000,
+                user_id: "u-1".into(),
+                campaign_id: "meta-c1".into(),
+                creative_id: "meta-c1-cr-0".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn attributed_conversion_matches_schema() {
+        assert_matches_schema(
+            AttributedConversion::FULL_NAME,
+            AttributedConversion::SCHEMA,
+            AttributedConversion {
+                conversion_id: "cv-1".into(),
+                user_id: "u-1".into(),
+                conversion_time: 1_700_000_500_000,
+                value_micros: 25_000_000,
+                currency: "USD".into(),
+                lookback_ms: 30 * 86_400_000,
+                touchpoints: vec![Touchpoint {
+                    event_id: "clk-1".into(),
+                    kind: TouchKind::Click,
+                    event_time: 1_700_000_000_000,
+                    campaign_id: "meta-c1".into(),
+                    creative_id: "meta-c1-cr-0".into(),
+                }],
+                credits: vec![ModelShares {
+                    model: AttributionModel::TimeDecay,
+                    shares: vec![1.0],
+                }],
+                attributed_at: 1_700_000_600_000,
+                correlation_id: "corr".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn fatigue_matches_schema() {
+        assert_matches_schema(
+            CreativeFatigue::FULL_NAME,
+            CreativeFatigue::SCHEMA,
+            CreativeFatigue {
+                creative_id: "meta-c1-cr-0".into(),
+                campaign_id: "meta-c1".into(),
+                status: FatigueStatus::Fatigued,
+                previous_status: Some(FatigueStatus::Limited),
+                score: 0.8,
+                baseline_ctr: Some(0.02),
+                current_ctr: Some(0.012),
+                baseline_cost_per_click_micros: Some(500_000.0),
+                current_cost_per_click_micros: None,
+                change_statistic: 12.5,
+                change_threshold: 8.0,
+                change_detected_at: Some(1_700_000_000_000),
+                change_started_at: None,
+                exposure: 3.2,
+                reach_estimate: 10_000,
+                impressions: 32_000,
+                clicks: 500,
+                spend_micros: 250_000_000,
+                decay: Some(DecayCurve {
+                    ctr_at_zero: 0.03,
+                    lambda: 0.3,
+                    lambda_std_error: 0.05,
+                    points: 24,
+                    from_exposure: 2.1,
+                }),
+                days_remaining: Some(2.5),
+                days_remaining_low: Some(1.9),
+                days_remaining_high: None,
+                recent_points: vec![FatiguePoint {
+                    hour_start: 1_699_999_200_000,
+                    impressions: 100,
+                    clicks: 2,
+                    spend_micros: 700_000,
+                    exposure: 3.19,
+                }],
+                assessed_until: 1_700_000_000_000,
+                reason: "status_change".into(),
+                emitted_at: 1_700_000_100_000,
+                correlation_id: "corr".into(),
             },
         );
     }

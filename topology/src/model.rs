@@ -190,6 +190,9 @@ pub struct Processor {
     pub description: Option<String>,
     /// Topics it reads; all keyed by `key` and co-partitioned.
     pub inputs: Vec<String>,
+    /// Topics it reads and re-keys by `key` through an internal repartition topic first (any key, any partition
+    /// count).
+    pub repartition: Vec<String>,
     /// Topics it writes.
     pub outputs: Vec<String>,
     /// The key its inputs are partitioned by.
@@ -277,7 +280,17 @@ impl Topology {
                 vec![
                     p.name.clone(),
                     p.key.clone(),
-                    format!("{} -> {}", p.inputs.join(", "), p.outputs.join(", ")),
+                    if p.repartition.is_empty() {
+                        format!("{} -> {}", p.inputs.join(", "), p.outputs.join(", "))
+                    } else {
+                        format!(
+                            "{} (repartitioned by {}), {} -> {}",
+                            p.repartition.join(", "),
+                            p.key,
+                            p.inputs.join(", "),
+                            p.outputs.join(", ")
+                        )
+                    },
                 ]
             })
             .collect();

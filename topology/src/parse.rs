@@ -32,7 +32,14 @@ const COMPACTION_FIELDS: &[&str] = &[
     "min_compaction_lag_ms",
     "max_compaction_lag_ms",
 ];
-const PROCESSOR_FIELDS: &[&str] = &["name", "description", "inputs", "outputs", "key"];
+const PROCESSOR_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "inputs",
+    "repartition",
+    "outputs",
+    "key",
+];
 
 /// Kafka's longest legal topic name.
 const MAX_TOPIC_NAME: usize = 249;
@@ -712,6 +719,21 @@ impl Checker<'_> {
                 None => Vec::new(),
             };
             let outputs = self.strings(map, "outputs", &owner).unwrap_or_default();
+            let repartition = self.strings(map, "repartition", &owner).unwrap_or_default();
+            for (topic, at) in &repartition {
+                if !by_name.contains_key(topic.as_str()) {
+                    let message = format!(
+                        "{owner} repartitions unknown topic '{topic}'{}",
+                        suggestion(topic, &by_name)
+                    );
+                    self.error(*at, message);
+                } else if inputs.iter().any(|(input, _)| input == topic) {
+                    self.error(
+                        *at,
+                        format!("{owner} lists '{topic}' both as an input and to repartition"),
+                    );
+                }
+            }
             self.check_inputs(
                 &owner,
                 key.as_ref().map(|(k, _)| k.as_str()),
@@ -731,6 +753,7 @@ impl Checker<'_> {
                 name,
                 description,
                 inputs: inputs.into_iter().map(|(t, _)| t).collect(),
+                repartition: repartition.into_iter().map(|(t, _)| t).collect(),
                 outputs: outputs.into_iter().map(|(t, _)| t).collect(),
                 key: key.map(|(k, _)| k).unwrap_or_default(),
                 location: start(map),

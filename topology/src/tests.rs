@@ -194,6 +194,35 @@ fn inputs_must_be_keyed_by_the_processors_key() {
 }
 
 #[test]
+fn topics_with_another_key_are_read_through_a_repartition() {
+    let attribution = "  - name: attribution\n    repartition: [ads.impressions, ads.clicks]\n    \
+                       inputs: [ads.conversions]\n    outputs: []\n    key: user_id\n";
+    let topology = Topology::parse(&format!("{VALID}{attribution}"), "t.yaml")
+        .expect("a repartition is valid");
+    let processor = topology.processor("attribution").expect("processor");
+    assert_eq!(processor.repartition, ["ads.impressions", "ads.clicks"]);
+    assert_eq!(processor.inputs, ["ads.conversions"]);
+
+    let unknown = attribution.replace("ads.clicks]", "ads.clickz]");
+    assert_eq!(
+        errors(&format!("{VALID}{unknown}")),
+        ["t.yaml:21:36: processor 'attribution' repartitions unknown topic 'ads.clickz' (did you mean 'ads.clicks'?)"]
+    );
+    let twice = attribution.replace(
+        "inputs: [ads.conversions]",
+        "inputs: [ads.conversions, ads.clicks]",
+    );
+    assert_eq!(
+        errors(&format!("{VALID}{twice}")),
+        [
+            "t.yaml:21:36: processor 'attribution' lists 'ads.clicks' both as an input and to repartition",
+            "t.yaml:22:31: processor 'attribution' is keyed by 'user_id' but its input 'ads.clicks' is keyed by \
+             'campaign_id' (repartition it by 'user_id' into another topic)"
+        ]
+    );
+}
+
+#[test]
 fn duplicate_topics_are_refused() {
     let yaml = VALID.replace(
         "processors:",
@@ -494,6 +523,14 @@ fn the_project_topology_is_valid() {
                 Some("campaign_id"),
                 forever
             ),
+            (
+                "attribution.conversions",
+                4,
+                "compact",
+                Some("conversion_id"),
+                None
+            ),
+            ("fatigue.creatives", 4, "compact", Some("creative_id"), None),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -522,6 +559,11 @@ fn the_project_topology_is_valid() {
                 "attribution.credits",
                 "io.adstream.attribution.AttributionCredit"
             ),
+            (
+                "attribution.conversions",
+                "io.adstream.attribution.AttributedConversion"
+            ),
+            ("fatigue.creatives", "io.adstream.fatigue.CreativeFatigue"),
         ]
     );
     let processor = topology

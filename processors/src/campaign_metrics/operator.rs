@@ -562,18 +562,9 @@ impl Operator for CampaignMetricsJob {
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                topic: self.config.hourly.clone(),
-                value_schema: CampaignMetrics::SCHEMA,
-            },
-            OutputSpec {
-                topic: self.config.daily.clone(),
-                value_schema: CampaignMetrics::SCHEMA,
-            },
-            OutputSpec {
-                topic: self.config.alerts.clone(),
-                value_schema: CampaignAlert::SCHEMA,
-            },
+            OutputSpec::topology(&self.config.hourly, CampaignMetrics::SCHEMA),
+            OutputSpec::topology(&self.config.daily, CampaignMetrics::SCHEMA),
+            OutputSpec::topology(&self.config.alerts, CampaignAlert::SCHEMA),
         ]
     }
 

@@ -507,6 +507,30 @@ impl Task {
         Ok(())
     }
 
+    /// Lets the operator emit what waits for event time, before the last commit of a run that read all its input.
+    fn end_of_input(&mut self) -> Result<(), RuntimeError> {
+        let mut error = None;
+        {
+            let mut ctx = Context {
+                emitter: &mut self.emitter,
+                schemas: &mut self.schemas,
+                watermark: None,
+                task_watermarks: &self.task_watermarks,
+                now_ms: now_ms(),
+                error: &mut error,
+            };
+            self.operator.on_end_of_input(&mut ctx);
+        }
+        // Committing without what failed to enqueue would lose it: stop instead, and leave the transaction to be
+        // aborted (a restart processes the end of input again).
+        match error {
+            Some(e) => Err(RuntimeError::Delivery(format!(
+                "emitting at the end of input: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// After a successful commit: latencies of the records it covered, and a fresh copy of the counters for the
     /// metrics endpoint.
     fn record_commit(&mut self) {
@@ -1025,18 +1049,29 @@ fn prepare(
         }
         partitions = count;
     }
+    // Topics the job creates if missing: (name, partitions, configs).
+    type Wanted = (String, i32, Vec<(&'static str, &'static str)>);
+    let mut wanted: Vec<Wanted> = Vec::new();
     for output in operator.outputs() {
-        if partition_count(&output.topic).is_none() {
-            return Err(setup(format!(
-                "output topic '{}' does not exist (run `adstream topology apply`)",
-                output.topic
-            )));
+        match (partition_count(&output.topic), output.internal_partitions) {
+            (Some(_), _) => {}
+            // Repartition topics are the job's own: kept until Kafka Streams-style purging exists, because the
+            // records' timestamps are event times that time retention would judge by.
+            (None, Some(count)) => {
+                wanted.push((output.topic.clone(), count, vec![("retention.ms", "-1")]))
+            }
+            (None, None) => {
+                return Err(setup(format!(
+                    "output topic '{}' does not exist (run `adstream topology apply`)",
+                    output.topic
+                )))
+            }
         }
     }
-    let mut wanted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
     for store in operator.stores() {
         wanted.push((
             config.changelog_topic(store.name()),
+            partitions,
             vec![
                 ("cleanup.policy", "compact"),
                 ("min.cleanable.dirty.ratio", "0.1"),
@@ -1047,16 +1082,17 @@ fn prepare(
         for prefix in ["dlq", "late"] {
             wanted.push((
                 format!("{prefix}.{}", input.topic),
+                partitions,
                 vec![("retention.ms", "-1")],
             ));
         }
     }
     let missing: Vec<NewTopic<'_>> = wanted
         .iter()
-        .filter(|(name, _)| partition_count(name).is_none())
-        .map(|(name, configs)| {
+        .filter(|(name, _, _)| partition_count(name).is_none())
+        .map(|(name, count, configs)| {
             configs.iter().fold(
-                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+                NewTopic::new(name, *count, TopicReplication::Fixed(1)),
                 |t, (k, v)| t.set(k, v),
             )
         })
@@ -1078,6 +1114,7 @@ fn prepare(
     for OutputSpec {
         topic,
         value_schema,
+        ..
     } in operator.outputs()
     {
         let subject = format!("{topic}-value");
@@ -1189,7 +1226,12 @@ pub fn run(
 
     let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
-    let result = result.and_then(|()| guard.commit(&consumer));
+    let result = result.and_then(|stop| {
+        if stop == Stop::EndOfInput {
+            guard.end_of_input()?;
+        }
+        guard.commit(&consumer)
+    });
     if result.is_err() && guard.emitter.transaction_open {
         // Leave nothing open: whatever was not committed is invisible to read_committed readers either way.
         let _ = guard.emitter.producer.abort_transaction(CALL_TIMEOUT);
@@ -1206,13 +1248,22 @@ pub fn run(
     })
 }
 
+/// Why the poll loop returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Shutdown was requested.
+    Shutdown,
+    /// Every input partition was read to its end (with `exit_at_end_of_input`).
+    EndOfInput,
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<RebalanceHook>,
     task: &Arc<Mutex<Task>>,
     config: &RuntimeConfig,
     partitions: i32,
     shutdown: &AtomicBool,
-) -> Result<(), RuntimeError> {
+) -> Result<Stop, RuntimeError> {
     let lock = || task.lock().unwrap_or_else(|p| p.into_inner());
     let mut last_end_check = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
@@ -1239,11 +1290,11 @@ fn poll_loop(
             let every_partition = task.inputs.len() * usize::try_from(partitions).unwrap_or(0);
             if read_to_the_end(consumer, every_partition)? {
                 info!("every input partition read to its end: stopping");
-                return Ok(());
+                return Ok(Stop::EndOfInput);
             }
         }
     }
-    Ok(())
+    Ok(Stop::Shutdown)
 }
 
 /// Whether the consumer owns all `every_partition` input partitions and its position in each has reached the

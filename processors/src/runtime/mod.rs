@@ -122,6 +122,20 @@ pub struct OutputSpec {
     pub topic: String,
     /// Avro schema of its values, registered under `<topic>-value` at start.
     pub value_schema: &'static str,
+    /// An internal topic (a repartition topic) that the runtime creates with this many partitions when it does
+    /// not exist; None for a topology topic, which must exist.
+    pub internal_partitions: Option<i32>,
+}
+
+impl OutputSpec {
+    /// A topic of the topology (it must exist when the job starts).
+    pub fn topology(topic: impl Into<String>, value_schema: &'static str) -> OutputSpec {
+        OutputSpec {
+            topic: topic.into(),
+            value_schema,
+            internal_partitions: None,
+        }
+    }
 }
 
 /// One consumed record as an operator sees it.
@@ -170,6 +184,10 @@ pub trait Operator: Send {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError>;
     /// Called before every commit: emit what the emit mode says is due, expire state.
     fn on_commit(&mut self, ctx: &mut Context<'_>);
+    /// Every input partition was read to its end and the job is about to make its last commit and stop (only with
+    /// [`RuntimeConfig::exit_at_end_of_input`]): emit what is waiting for event time to pass, since nothing more
+    /// will come.
+    fn on_end_of_input(&mut self, _ctx: &mut Context<'_>) {}
     /// A partition was revoked (after its state was committed), or is about to be restored again after an abort;
     /// drop whatever non-store state the operator keeps for it.
     fn on_revoked(&mut self, _partition: i32) {}
