@@ -116,6 +116,13 @@ enum ProcessCommand {
         #[command(flatten)]
         topology: TopologyArg,
     },
+    /// Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model.
+    Attribution {
+        #[command(flatten)]
+        args: cmd::process::AttributionArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +243,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
             cmd::topology::apply(&settings, &topology.load()?, dry_run).await
+        }
+        Command::Process(ProcessCommand::Attribution { args, topology }) => {
+            cmd::process::attribution(&settings, &topology.load()?, args, shutdown_signal()).await
         }
         Command::Process(ProcessCommand::CampaignMetrics { args, topology }) => {
             cmd::process::campaign_metrics(&settings, &topology.load()?, args, shutdown_signal())

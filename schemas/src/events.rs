@@ -432,6 +432,12 @@ pub(crate) mod tests {
         let decoded = reader.read_value(&mut datum.as_slice()).expect("decodes");
         let back: T = from_value(&decoded).expect("deserializes");
         assert_eq!(back, sample);
+        // The processors' path: Avro binary straight into the type, which also checks that each struct's name
+        // is its record's name.
+        let direct: T = reader
+            .read_deser(&mut datum.as_slice())
+            .expect("reads straight into the type");
+        assert_eq!(direct, sample);
     }
 
     #[test]

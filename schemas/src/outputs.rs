@@ -265,6 +265,8 @@ pub enum TouchKind {
 
 /// One ad touch re-keyed by user (the attribution job's repartition topic); see the schema's docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// The Avro record is `Touch`; Avro's serde reader checks the struct name against it.
+#[serde(rename = "Touch")]
 pub struct AttributionTouch {
     /// Id of the impression or click.
     pub event_id: String,

@@ -14,12 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use adstream_processors::attribution::models::RuleSettings;
+use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
+use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
-use adstream_processors::runtime::{self, DeliveryGuarantee, JobMetrics, RuntimeConfig};
+use adstream_processors::runtime::{
+    self, merge_expositions, DeliveryGuarantee, JobMetrics, Operator, RuntimeConfig,
+};
 use adstream_processors::window::Lateness;
-use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign};
+use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign, Conversion};
 use adstream_schemas::outputs::{
-    AttributionCredit, AttributionModel, CampaignAlert, CampaignMetrics,
+    AttributedConversion, AttributionCredit, AttributionModel, CampaignAlert, CampaignMetrics,
 };
 use adstream_topology::{Processor, Topology};
 use anyhow::{anyhow, bail, Context, Result};
@@ -81,13 +86,9 @@ impl From<Model> for AttributionModel {
     }
 }
 
-/// Arguments of `process campaign-metrics`.
+/// Settings every job takes: identity, delivery guarantee, commits, the operations endpoint.
 #[derive(Args)]
-pub struct CampaignMetricsArgs {
-    /// Processor name in the topology; also the consumer group, the changelog prefix and the transactional id
-    /// prefix.
-    #[arg(long, default_value = "campaign-metrics")]
-    application_id: String,
+pub struct RunArgs {
     /// This replica's id: unique per replica, stable across its restarts (e.g. a StatefulSet pod name).
     #[arg(long, env = "ADSTREAM_INSTANCE_ID", default_value = "0")]
     instance_id: String,
@@ -97,6 +98,42 @@ pub struct CampaignMetricsArgs {
     /// How often outputs, state and offsets are committed, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
+    /// Stop once every input partition has been read to its end (replays, batch catch-up).
+    #[arg(long)]
+    until_end: bool,
+}
+
+impl RunArgs {
+    /// The runtime settings of the job (or stage) `application_id`.
+    fn runtime_config(&self, settings: &Settings, application_id: &str) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(
+            application_id,
+            settings.kafka_config(),
+            &settings.registry_url,
+        );
+        config.instance_id = self.instance_id.clone();
+        config.guarantee = match self.guarantee {
+            Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
+            Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
+        };
+        config.commit_interval = Duration::from_millis(self.commit_interval_ms.max(1));
+        config.exit_at_end_of_input = self.until_end;
+        config
+    }
+}
+
+/// Arguments of `process campaign-metrics`.
+#[derive(Args)]
+pub struct CampaignMetricsArgs {
+    /// Processor name in the topology; also the consumer group, the changelog prefix and the transactional id
+    /// prefix.
+    #[arg(long, default_value = "campaign-metrics")]
+    application_id: String,
+    #[command(flatten)]
+    run: RunArgs,
     /// Grace period after a window's end (watermark time) before its row is final, in seconds.
     #[arg(long, default_value_t = 600)]
     grace_secs: u64,
@@ -111,12 +148,36 @@ pub struct CampaignMetricsArgs {
     /// count as conversions and revenue.
     #[arg(long, value_enum, default_value = "last-touch")]
     attribution_model: Model,
-    /// Address of the /metrics, /healthz and /readyz endpoint.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics_listen: SocketAddr,
-    /// Stop once every input partition has been read to its end (replays, batch catch-up).
-    #[arg(long)]
-    until_end: bool,
+}
+
+/// Arguments of `process attribution`.
+#[derive(Args)]
+pub struct AttributionArgs {
+    /// Processor name in the topology. The repartition stage runs as `<name>-repartition` (its own consumer group
+    /// and transactional id) and writes the internal topic `<name>-repartition`.
+    #[arg(long, default_value = "attribution")]
+    application_id: String,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Touches older than this before a conversion do not count, in days.
+    #[arg(long, default_value_t = 30.0)]
+    lookback_days: f64,
+    /// How long a conversion waits, in watermark time, for touches that are still on their way, in seconds.
+    #[arg(long, default_value_t = 600)]
+    grace_secs: u64,
+    /// How long past the watermark a late conversion can still be attributed completely, in seconds (touches are
+    /// kept this much longer than the lookback).
+    #[arg(long, default_value_t = 86_400)]
+    retention_secs: u64,
+    /// Time-decay half-life, in hours.
+    #[arg(long, default_value_t = 168.0)]
+    half_life_hours: f64,
+    /// Whether impressions (views) count as touches.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    count_views: bool,
+    /// Weight of a view against a click (1 = equal).
+    #[arg(long, default_value_t = 1.0)]
+    view_weight: f64,
 }
 
 /// The topic of `processor`'s `list` (inputs or outputs) whose value schema is `full_name` and whose name contains
@@ -170,13 +231,7 @@ pub async fn campaign_metrics(
     args: CampaignMetricsArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let processor = topology.processor(&args.application_id).ok_or_else(|| {
-        anyhow!(
-            "no processor named '{}' in {}",
-            args.application_id,
-            topology.origin()
-        )
-    })?;
+    let processor = find_processor(topology, &args.application_id)?;
     let lateness = Lateness::new(
         Duration::from_secs(args.grace_secs),
         Duration::from_secs(args.retention_secs),
@@ -219,78 +274,213 @@ pub async fn campaign_metrics(
     })
     .map_err(|e| anyhow!("cannot build the job: {e}"))?;
 
-    let mut config = RuntimeConfig::new(
-        &args.application_id,
-        settings.kafka_config(),
-        &settings.registry_url,
-    );
-    config.instance_id = args.instance_id;
-    config.guarantee = match args.guarantee {
-        Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
-        Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
-    };
-    config.commit_interval = Duration::from_millis(args.commit_interval_ms.max(1));
-    config.exit_at_end_of_input = args.until_end;
-    let metrics = config.metrics.clone();
-
-    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--metrics-listen)",
-                args.metrics_listen
-            )
-        })?;
-    info!(address = %args.metrics_listen, "serving /metrics, /healthz, /readyz");
-    let server = tokio::spawn(serve_operations(
-        listener,
-        metrics,
-        args.application_id.clone(),
-    ));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = tokio::runtime::Handle::current();
-    let worker = {
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || runtime::run(config, Box::new(job), stop, handle))
-    };
-    tokio::pin!(shutdown);
-    tokio::pin!(worker);
-    let outcome = tokio::select! {
-        outcome = &mut worker => outcome,
-        () = &mut shutdown => {
-            info!("shutting down: committing and leaving the group");
-            stop.store(true, Ordering::Relaxed);
-            (&mut worker).await
-        }
-    };
-    server.abort();
-    let summary = outcome
-        .context("the job thread panicked")?
-        .context("the job stopped with an error")?;
-    println!(
-        "campaign-metrics stopped: {} records, {} commits, {} aborts, {} dead letters, {} late, {} restored",
-        summary.records,
-        summary.commits,
-        summary.aborts,
-        summary.dead_letters,
-        summary.late,
-        summary.restored
-    );
-    Ok(())
+    let config = args.run.runtime_config(settings, &args.application_id);
+    run_stages(
+        vec![Stage {
+            name: args.application_id.clone(),
+            config,
+            operator: Box::new(job),
+        }],
+        &args.run,
+        shutdown,
+    )
+    .await
 }
 
-async fn serve_operations(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<JobMetrics>,
-    application_id: String,
-) {
-    let for_metrics = metrics.clone();
+/// Runs the attribution job: the repartition stage and the attribution stage, side by side (with `--until-end`,
+/// one after the other, so the second reads everything the first wrote).
+pub async fn attribution(
+    settings: &Settings,
+    topology: &Topology,
+    args: AttributionArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let processor = find_processor(topology, &args.application_id)?;
+    let repartitioned = |full_name: &str| -> Result<String> {
+        let found: Vec<&String> = processor
+            .repartition
+            .iter()
+            .filter(|name| {
+                topology.topic(name).and_then(|t| t.value_schema.as_deref()) == Some(full_name)
+            })
+            .collect();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => bail!(
+                "processor {} in {} must repartition exactly one topic carrying {full_name}",
+                processor.name,
+                topology.origin()
+            ),
+        }
+    };
+    let conversions = topic_for(topology, processor, false, Conversion::FULL_NAME, "")?;
+    let partitions = topology
+        .topic(&conversions)
+        .map(|t| t.partitions)
+        .ok_or_else(|| anyhow!("topic {conversions} is not in {}", topology.origin()))?;
+    let touches = format!("{}-repartition", args.application_id);
+    let repartition = TouchRepartition::new(RepartitionConfig {
+        impressions: repartitioned(AdImpression::FULL_NAME)?,
+        clicks: repartitioned(AdClick::FULL_NAME)?,
+        touches: touches.clone(),
+        partitions,
+    })
+    .map_err(|e| anyhow!("cannot build the repartition stage: {e}"))?;
+    let hours = |h: f64, flag: &str| -> Result<i64> {
+        if h.is_finite() && h > 0.0 {
+            Ok((h * 3_600_000.0) as i64)
+        } else {
+            bail!("{flag} must be a positive number, got {h}")
+        }
+    };
+    let attribution = AttributionJob::new(AttributionConfig {
+        touches,
+        conversions,
+        partitions,
+        attributed: topic_for(
+            topology,
+            processor,
+            true,
+            AttributedConversion::FULL_NAME,
+            "",
+        )?,
+        credits: topic_for(topology, processor, true, AttributionCredit::FULL_NAME, "")?,
+        lookback_ms: hours(args.lookback_days * 24.0, "--lookback-days")?,
+        grace_ms: i64::try_from(args.grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        retention_ms: i64::try_from(args.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        settings: RuleSettings {
+            half_life_ms: hours(args.half_life_hours, "--half-life-hours")?,
+            count_views: args.count_views,
+            view_weight: args.view_weight,
+        },
+    })
+    .map_err(|e| anyhow!("invalid attribution settings: {e}"))?;
+    let stage_one = format!("{}-repartition", args.application_id);
+    run_stages(
+        vec![
+            Stage {
+                config: args.run.runtime_config(settings, &stage_one),
+                name: stage_one,
+                operator: Box::new(repartition),
+            },
+            Stage {
+                name: args.application_id.clone(),
+                config: args.run.runtime_config(settings, &args.application_id),
+                operator: Box::new(attribution),
+            },
+        ],
+        &args.run,
+        shutdown,
+    )
+    .await
+}
+
+fn find_processor<'t>(topology: &'t Topology, name: &str) -> Result<&'t Processor> {
+    topology
+        .processor(name)
+        .ok_or_else(|| anyhow!("no processor named '{name}' in {}", topology.origin()))
+}
+
+/// One consume–process–produce loop of a job.
+struct Stage {
+    /// Application id of the stage (metrics label, consumer group).
+    name: String,
+    config: RuntimeConfig,
+    operator: Box<dyn Operator>,
+}
+
+/// Runs `stages` with one operations endpoint until `shutdown` resolves: all at once, or, with `--until-end`, one
+/// after the other. The first stage to fail stops the others.
+async fn run_stages(
+    stages: Vec<Stage>,
+    run: &RunArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(run.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--metrics-listen)", run.metrics_listen))?;
+    info!(address = %run.metrics_listen, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(serve_operations(
+        listener,
+        stages
+            .iter()
+            .map(|s| (s.name.clone(), s.config.metrics.clone()))
+            .collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let start = |stage: Stage| {
+        let stop = stop.clone();
+        let handle = handle.clone();
+        let name = stage.name;
+        tokio::task::spawn_blocking(move || {
+            let outcome = runtime::run(stage.config, stage.operator, stop, handle);
+            (name, outcome)
+        })
+    };
+    let mut waiting: std::collections::VecDeque<Stage> = stages.into();
+    let mut running = tokio::task::JoinSet::new();
+    let start_next = |running: &mut tokio::task::JoinSet<_>,
+                      waiting: &mut std::collections::VecDeque<Stage>| {
+        let count = if run.until_end { 1 } else { waiting.len() };
+        for stage in waiting.drain(..count.min(waiting.len())) {
+            running.spawn(start(stage));
+        }
+    };
+    start_next(&mut running, &mut waiting);
+    tokio::pin!(shutdown);
+    let mut failure = None;
+    let mut shutting_down = false;
+    while !running.is_empty() {
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { break };
+                let (name, outcome) = joined.context("a job thread failed")?.context("a job thread panicked")?;
+                match outcome {
+                    Ok(summary) => println!(
+                        "{name} stopped: {} records, {} commits, {} aborts, {} dead letters, {} late, {} restored",
+                        summary.records,
+                        summary.commits,
+                        summary.aborts,
+                        summary.dead_letters,
+                        summary.late,
+                        summary.restored
+                    ),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        failure.get_or_insert(anyhow::Error::new(e).context(format!("{name} stopped with an error")));
+                    }
+                }
+                if failure.is_none() && !shutting_down {
+                    start_next(&mut running, &mut waiting);
+                }
+            }
+            () = &mut shutdown, if !shutting_down => {
+                info!("shutting down: committing and leaving the group");
+                shutting_down = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    server.abort();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn serve_operations(listener: tokio::net::TcpListener, jobs: Vec<(String, Arc<JobMetrics>)>) {
+    let jobs = Arc::new(jobs);
+    let for_metrics = jobs.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
             get(move || {
-                let text = for_metrics.render(&application_id);
+                let text = merge_expositions(
+                    for_metrics
+                        .iter()
+                        .map(|(name, metrics)| metrics.render(name)),
+                );
                 async move {
                     (
                         [(
@@ -306,7 +496,7 @@ async fn serve_operations(
         .route(
             "/readyz",
             get(move || {
-                let ready = metrics.is_ready();
+                let ready = jobs.iter().all(|(_, metrics)| metrics.is_ready());
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n")

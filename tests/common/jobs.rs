@@ -1,5 +1,5 @@
-//! Running `adstream process campaign-metrics` as a process over private topics: a topology file naming them, and
-//! the command lines.
+//! Running `adstream process <job>` as a process over private topics: a topology file naming them, and the
+//! command lines.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use super::bootstrap;
 use super::recompute::Topics;
 
-/// A topology with the campaign-metrics topics under `prefix` and one processor called `processor`.
+/// A topology with the jobs' topics under `prefix`: the campaign-metrics processor is called `processor`, the
+/// attribution processor `<processor>-attribution` and the creative-fatigue processor `<processor>-fatigue`.
 pub fn topology_yaml(prefix: &str, processor: &str) -> String {
     format!(
         "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
@@ -21,10 +22,21 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
          \x20 - {{ name: {prefix}.daily, key: campaign_window, value_schema: io.adstream.metrics.CampaignMetrics, cleanup_policy: compact }}\n\
          \x20 - {{ name: {prefix}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}\n\
          \x20 - {{ name: {prefix}.credits, key: campaign_id, value_schema: io.adstream.attribution.AttributionCredit }}\n\
+         \x20 - {{ name: {prefix}.attributed, key: conversion_id, value_schema: io.adstream.attribution.AttributedConversion, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.fatigue, key: creative_id, value_schema: io.adstream.fatigue.CreativeFatigue, cleanup_policy: compact }}\n\
          processors:\n\
          \x20 - name: {processor}\n\
          \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns, {prefix}.credits]\n\
          \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
+         \x20   key: campaign_id\n\
+         \x20 - name: {processor}-attribution\n\
+         \x20   repartition: [{prefix}.impressions, {prefix}.clicks]\n\
+         \x20   inputs: [{prefix}.conversions]\n\
+         \x20   outputs: [{prefix}.attributed, {prefix}.credits]\n\
+         \x20   key: user_id\n\
+         \x20 - name: {processor}-fatigue\n\
+         \x20   inputs: [{prefix}.impressions, {prefix}.clicks]\n\
+         \x20   outputs: [{prefix}.fatigue]\n\
          \x20   key: campaign_id\n"
     )
 }
@@ -39,7 +51,27 @@ pub fn adstream(registry: &str, args: &[&str]) -> Command {
     command
 }
 
+/// Starts `adstream process campaign-metrics`.
 pub fn start_job(
+    registry: &str,
+    topology: &str,
+    processor: &str,
+    metrics_listen: &str,
+    until_end: bool,
+) -> Child {
+    start_process(
+        "campaign-metrics",
+        registry,
+        topology,
+        processor,
+        metrics_listen,
+        until_end,
+    )
+}
+
+/// Starts `adstream process <job>` with application id `processor` and a 200 ms commit interval.
+pub fn start_process(
+    job: &str,
     registry: &str,
     topology: &str,
     processor: &str,
@@ -48,7 +80,7 @@ pub fn start_job(
 ) -> Child {
     let mut args = vec![
         "process",
-        "campaign-metrics",
+        job,
         "--topology",
         topology,
         "--application-id",

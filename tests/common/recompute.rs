@@ -35,6 +35,8 @@ pub struct Topics {
     pub daily: String,
     pub alerts: String,
     pub credits: String,
+    pub attributed: String,
+    pub fatigue: String,
 }
 
 pub async fn create_topics(prefix: &str) -> Topics {
@@ -83,6 +85,8 @@ impl Topics {
             daily: name("daily"),
             alerts: name("alerts"),
             credits: name("credits"),
+            attributed: name("attributed"),
+            fatigue: name("fatigue"),
         }
     }
 }
@@ -188,12 +192,14 @@ fn local_day(t: i64, tz: Tz) -> (i64, i64) {
 pub fn recompute(topics: &Topics) -> BTreeMap<String, Expected> {
     let campaign_schema = Schema::parse_str(avsc::CAMPAIGN).expect("schema");
     let mut zones: HashMap<String, Tz> = HashMap::new();
+    let mut currencies: HashMap<String, String> = HashMap::new();
     for (_, value) in read_committed_records(&topics.events.campaigns) {
         let campaign: Campaign = decode(&campaign_schema, &value.expect("value"));
         zones.insert(
-            campaign.campaign_id,
+            campaign.campaign_id.clone(),
             campaign.time_zone.parse().expect("zone"),
         );
+        currencies.insert(campaign.campaign_id, campaign.currency);
     }
     let mut rows: BTreeMap<String, Expected> = BTreeMap::new();
     // (campaign, time, cost, kind): kind 0 impression, 1 click, 2 credit with (conversions, revenue).
@@ -231,9 +237,15 @@ pub fn recompute(topics: &Topics) -> BTreeMap<String, Expected> {
         add(&c.campaign_id, c.event_time, c.cost_micros, 1, (0.0, 0.0));
     }
     let credit_schema = Schema::parse_str(outputs::ATTRIBUTION_CREDIT_AVSC).expect("schema");
-    for (_, value) in read_committed_records(&topics.credits) {
-        let credit: outputs::AttributionCredit = decode(&credit_schema, &value.expect("value"));
-        if credit.model == outputs::AttributionModel::LastTouch {
+    // Records without a value are the attribution job's watermark markers.
+    for value in read_committed_records(&topics.credits)
+        .into_iter()
+        .filter_map(|(_, value)| value)
+    {
+        let credit: outputs::AttributionCredit = decode(&credit_schema, &value);
+        // Credits in another currency than their campaign's are not summed (no exchange rates).
+        let same_currency = currencies.get(&credit.campaign_id) == Some(&credit.currency);
+        if credit.model == outputs::AttributionModel::LastTouch && same_currency {
             add(
                 &credit.campaign_id,
                 credit.conversion_time,
@@ -340,17 +352,31 @@ pub async fn produce_generated_events(
     seed: u64,
     events: u64,
 ) -> Counts {
-    let producer = connect_producer(registry_url, topics).await;
-    let mut generator = Generator::new(GeneratorConfig {
+    let config = GeneratorConfig {
         seed,
         events,
         ..GeneratorConfig::default()
-    });
+    };
+    produce_generator(registry_url, topics, config)
+        .await
+        .counts()
+        .clone()
+}
+
+/// Produces everything a generator with `config` yields into `topics`; returns the drained generator (its
+/// manifest holds the ground truth).
+pub async fn produce_generator(
+    registry_url: &str,
+    topics: &EventTopics,
+    config: GeneratorConfig,
+) -> Generator {
+    let producer = connect_producer(registry_url, topics).await;
+    let mut generator = Generator::new(config);
     tokio::task::block_in_place(|| {
         produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
     })
     .expect("all delivered");
-    generator.counts().clone()
+    generator
 }
 
 /// The project's event producer for `topics`, registering the schemas in the registry at `registry_url`.

@@ -3,7 +3,8 @@
 //! Inputs: `ads.impressions` and `ads.clicks` (streams), `ads.campaigns` (a table) and optionally
 //! `attribution.credits` (a stream), all keyed by campaign id and co-partitioned. Credits of the configured
 //! attribution model add conversions and revenue to the windows of their conversion time (CPA and ROAS follow);
-//! credits of other models are skipped; with no credits, conversions and revenue stay 0 and CPA/ROAS null. Each impression or click updates two windows of its campaign: the local clock hour and the local
+//! credits of other models, and credits in a currency other than their campaign's (no exchange rates), are skipped
+//! and counted; with no credits, conversions and revenue stay 0 and CPA/ROAS null. Each impression or click updates two windows of its campaign: the local clock hour and the local
 //! day in the campaign's time zone (UTC while the campaign is unknown). Window rows live in the `windows` store.
 //!
 //! Lateness (see [`crate::window::Lateness`]): an event whose hourly window's retention has passed (watermark ≥
@@ -36,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use super::alerts::{AlertChange, AlertKind, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
-    ChangelogStore, Context, DecodeError, InputKind, InputSpec, KeyedStore, Operator, OutputSpec,
-    Record, TypedDecoder, WireEncoder,
+    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
+    TypedDecoder, WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
 
@@ -132,6 +133,8 @@ impl WindowRow {
 struct CampaignInfo {
     time_zone: Tz,
     time_zone_name: String,
+    /// Currency of the campaign's spend: credits in another currency are not added to its rows.
+    currency: String,
     settings: CampaignSettings,
 }
 
@@ -159,6 +162,8 @@ pub struct CampaignMetricsCounters {
     pub alerts_emitted: u64,
     /// Credits of attribution models other than the configured one, skipped.
     pub other_model_credits: u64,
+    /// Credits in a currency other than their campaign's, skipped (no exchange rates here).
+    pub other_currency_credits: u64,
 }
 
 /// The operator; see the module doc.
@@ -359,6 +364,7 @@ impl CampaignMetricsJob {
             CampaignInfo {
                 time_zone,
                 time_zone_name: campaign.time_zone,
+                currency: campaign.currency,
                 settings,
             },
         );
@@ -539,23 +545,16 @@ fn output_kind(kind: AlertKind) -> OutputAlertKind {
 impl Operator for CampaignMetricsJob {
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                topic: self.config.impressions.clone(),
-                kind: InputKind::Stream,
-            },
-            InputSpec {
-                topic: self.config.clicks.clone(),
-                kind: InputKind::Stream,
-            },
-            InputSpec {
-                topic: self.config.campaigns.clone(),
-                kind: InputKind::Table,
-            },
+            InputSpec::stream(&self.config.impressions),
+            InputSpec::stream(&self.config.clicks),
+            InputSpec::table(&self.config.campaigns),
         ]
         .into_iter()
+        // Credits are written by the attribution job's tasks, each at its own pace: their progress comes from its
+        // watermark markers.
         .chain(self.config.credits.iter().map(|topic| InputSpec {
-            topic: topic.clone(),
-            kind: InputKind::Stream,
+            watermark_markers: true,
+            ..InputSpec::stream(topic)
         }))
         .collect()
     }
@@ -592,6 +591,17 @@ impl Operator for CampaignMetricsJob {
             self.counters.other_model_credits += 1;
             return Ok(());
         };
+        if matches!(event.kind, EventKind::Credit { .. })
+            && self
+                .campaigns
+                .get(&event.campaign_id)
+                .is_some_and(|info| info.currency != event.currency)
+        {
+            // A conversion caused by another campaign's ad can be valued in another currency: its credit is valid
+            // but cannot be summed with this campaign's spend without exchange rates.
+            self.counters.other_currency_credits += 1;
+            return Ok(());
+        }
         let (tz, tz_name) = match self.campaigns.get(&event.campaign_id) {
             Some(info) => (info.time_zone, info.time_zone_name.as_str()),
             None => (Tz::UTC, "UTC"),
@@ -837,6 +847,11 @@ impl Operator for CampaignMetricsJob {
                 "other_model_credits",
                 "Attribution credits of models other than the configured one, skipped.",
                 c.other_model_credits,
+            ),
+            (
+                "other_currency_credits",
+                "Attribution credits in a currency other than their campaign's, skipped.",
+                c.other_currency_credits,
             ),
         ]
     }

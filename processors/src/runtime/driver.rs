@@ -328,6 +328,38 @@ struct Task {
     last_commit: Instant,
     /// An error raised inside a rebalance callback, handed to the loop.
     failed: Option<RuntimeError>,
+    /// Partition count of the inputs (the number of tasks of the job).
+    partitions: i32,
+    /// Outputs with watermark markers, with their partition counts: markers go to each partition.
+    marked_outputs: Vec<(String, i32)>,
+    /// Per task, the watermark last announced on the internal outputs.
+    announced: BTreeMap<i32, i64>,
+    /// Per (internal input, partition): the latest watermark announced by each task of the writing stage.
+    upstream: HashMap<(usize, i32), Vec<Option<i64>>>,
+}
+
+/// Header of a watermark marker on an internal topic: the writing stage's task watermark (decimal millis).
+const WATERMARK_HEADER: &str = "adstream_watermark";
+/// Header of a watermark marker: the writing stage's task number.
+const WATERMARK_TASK_HEADER: &str = "adstream_watermark_task";
+/// Header of a watermark marker: how many tasks the writing stage has.
+const WATERMARK_TASKS_HEADER: &str = "adstream_watermark_tasks";
+
+/// A watermark marker read from an internal topic: (watermark, task, tasks).
+fn watermark_marker(message: &BorrowedMessage<'_>) -> Option<(i64, usize, usize)> {
+    let headers = message.headers()?;
+    let find = |key: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let watermark = find(WATERMARK_HEADER)?.parse().ok()?;
+    let task = find(WATERMARK_TASK_HEADER)?.parse().ok()?;
+    let tasks = find(WATERMARK_TASKS_HEADER)?.parse().ok()?;
+    // A marker from a writer with absurdly many tasks is not one of ours.
+    (task < tasks && tasks <= 100_000).then_some((watermark, task, tasks))
 }
 
 fn now_ms() -> i64 {
@@ -339,6 +371,26 @@ impl Task {
         let Some(input) = self.inputs.iter().position(|i| i.topic == message.topic()) else {
             return Ok(());
         };
+        let spec = &self.inputs[input];
+        // Record timestamps of a marked input do not say how far its writer got; until a topology topic shows a
+        // marker they still count.
+        let marked = spec.watermark_markers
+            && (spec.internal_partitions.is_some()
+                || self.upstream.contains_key(&(input, message.partition())));
+        if spec.watermark_markers {
+            if let Some((watermark, writer_task, writer_tasks)) = watermark_marker(message) {
+                self.observe_marker(
+                    input,
+                    message.partition(),
+                    watermark,
+                    writer_task,
+                    writer_tasks,
+                );
+                self.positions
+                    .insert((input, message.partition()), message.offset() + 1);
+                return Ok(());
+            }
+        }
         let fallback;
         let correlation_id = match message.headers().and_then(|h| {
             h.iter()
@@ -376,9 +428,15 @@ impl Task {
         if self.inputs[input].kind == InputKind::Stream {
             self.uncommitted
                 .push((record.timestamp_ms, append_time, now));
-            if let Some(ts) = record.timestamp_ms {
-                if let Some(task) = self.watermarks.get_mut(&record.partition) {
-                    task.observe(input, ts, now);
+            if let Some(task) = self.watermarks.get_mut(&record.partition) {
+                match record.timestamp_ms {
+                    // An internal topic interleaves records of every task of the writing stage, each at its own
+                    // pace: only the markers say how far all of them got.
+                    _ if marked => task.mark_active(input, now),
+                    Some(ts) => {
+                        task.observe(input, ts, now);
+                    }
+                    None => {}
                 }
             }
         }
@@ -463,6 +521,9 @@ impl Task {
             };
             self.operator.on_commit(&mut ctx);
         }
+        if let Some(e) = self.announce_watermarks() {
+            error.get_or_insert(e);
+        }
         let emitter = &mut self.emitter;
         let config = &self.config;
         for store in self.operator.stores() {
@@ -505,6 +566,79 @@ impl Task {
         self.summary.commits += 1;
         self.record_commit();
         Ok(())
+    }
+
+    /// A watermark marker of task `writer_task` (of `writer_tasks`) of the stage writing internal input `input`:
+    /// the partition's event time is the minimum over the writer's tasks, once each has announced one.
+    fn observe_marker(
+        &mut self,
+        input: usize,
+        partition: i32,
+        watermark: i64,
+        writer_task: usize,
+        writer_tasks: usize,
+    ) {
+        let announced = self
+            .upstream
+            .entry((input, partition))
+            .or_insert_with(|| vec![None; writer_tasks]);
+        if announced.len() != writer_tasks {
+            // The writing stage was repartitioned: start over with its new task count.
+            *announced = vec![None; writer_tasks];
+        }
+        announced[writer_task] =
+            Some(announced[writer_task].map_or(watermark, |w| w.max(watermark)));
+        let slowest = announced.iter().copied().min().flatten();
+        if let (Some(slowest), Some(task)) = (slowest, self.watermarks.get_mut(&partition)) {
+            task.observe(input, slowest, now_ms());
+        }
+    }
+
+    /// Announces each task's watermark on every partition of the internal outputs, when it moved: the stage
+    /// reading them cannot derive it from the records, which interleave all tasks.
+    fn announce_watermarks(&mut self) -> Option<KafkaError> {
+        if self.marked_outputs.is_empty() {
+            return None;
+        }
+        let tasks = self.partitions.to_string();
+        for (task, watermark) in &self.task_watermarks {
+            let Some(watermark) = watermark.map(|w| self.operator.announced_watermark(w)) else {
+                continue;
+            };
+            if self.announced.get(task) == Some(&watermark) {
+                continue;
+            }
+            let (text, task_text) = (watermark.to_string(), task.to_string());
+            for (topic, partitions) in &self.marked_outputs {
+                for partition in 0..*partitions {
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: WATERMARK_HEADER,
+                            value: Some(text.as_str()),
+                        })
+                        .insert(Header {
+                            key: WATERMARK_TASK_HEADER,
+                            value: Some(task_text.as_str()),
+                        })
+                        .insert(Header {
+                            key: WATERMARK_TASKS_HEADER,
+                            value: Some(tasks.as_str()),
+                        });
+                    if let Err(e) = self.emitter.send(
+                        topic,
+                        Some(partition),
+                        b"",
+                        None,
+                        Some(watermark),
+                        headers,
+                    ) {
+                        return Some(e);
+                    }
+                }
+            }
+            self.announced.insert(*task, watermark);
+        }
+        None
     }
 
     /// Lets the operator emit what waits for event time, before the last commit of a run that read all its input.
@@ -698,6 +832,10 @@ impl Task {
         for store in self.operator.stores() {
             store.drop_partition(partition);
         }
+        // Announce again after a restore or hand-over; forget what the upstream stage said for this partition
+        // (its markers are read again from the committed offset or by the next owner).
+        self.announced.remove(&partition);
+        self.upstream.retain(|(_, p), _| *p != partition);
         self.operator.on_revoked(partition);
     }
 
@@ -1011,21 +1149,107 @@ fn partitions_of(list: &TopicPartitionList) -> BTreeSet<i32> {
 }
 
 /// Creates missing changelog, dead-letter and late topics and registers the output schemas.
+/// Creates `topics`; one that exists already (another instance or stage was first) is fine.
+fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[NewTopic<'_>],
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), RuntimeError> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let results = runtime
+        .block_on(admin.create_topics(topics, &AdminOptions::new()))
+        .map_err(|e| RuntimeError::Setup(format!("create topics: {e}")))?;
+    for result in results {
+        match result {
+            Ok(topic) => info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(RuntimeError::Setup(format!("create topic {topic}: {code}")))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`prepare`] found out.
+struct Prepared {
+    /// Partition count of the inputs.
+    partitions: i32,
+    /// Outputs with watermark markers and their partition counts.
+    marked_outputs: Vec<(String, i32)>,
+}
+
 fn prepare(
     config: &RuntimeConfig,
     operator: &mut dyn Operator,
     runtime: &tokio::runtime::Handle,
-) -> Result<i32, RuntimeError> {
+) -> Result<Prepared, RuntimeError> {
     let setup = |m: String| RuntimeError::Setup(m);
     let admin: AdminClient<DefaultClientContext> = config
         .kafka
         .clone()
         .create()
         .map_err(|e| setup(format!("admin client: {e}")))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| setup(format!("cannot reach Kafka: {e}")))?;
+    let fetch = || {
+        admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| setup(format!("cannot reach Kafka: {e}")))
+    };
+    let mut metadata = fetch()?;
+    // Internal topics (repartition topics) first: a stage that reads one may start before the stage that writes
+    // it, and whichever comes first creates it.
+    let internal: Vec<(String, i32)> = operator
+        .inputs()
+        .into_iter()
+        .filter_map(|i| i.internal_partitions.map(|n| (i.topic, n)))
+        .chain(
+            operator
+                .outputs()
+                .into_iter()
+                .filter_map(|o| o.internal_partitions.map(|n| (o.topic, n))),
+        )
+        .filter(|(topic, _)| {
+            !metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none())
+        })
+        .collect();
+    if !internal.is_empty() {
+        // Repartition topics are the job's own: kept until Kafka Streams-style purging exists, because the
+        // records' timestamps are event times that time retention would judge by.
+        let topics: Vec<NewTopic<'_>> = internal
+            .iter()
+            .map(|(name, count)| {
+                NewTopic::new(name, *count, TopicReplication::Fixed(1)).set("retention.ms", "-1")
+            })
+            .collect();
+        create_topics(&admin, &topics, runtime)?;
+        // A topic just created (here, or by the other stage a moment ago) takes a moment to show in metadata.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            metadata = fetch()?;
+            let visible = internal.iter().all(|(topic, _)| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            });
+            if visible {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(setup(format!(
+                    "internal topics {:?} were created but do not show in the metadata",
+                    internal.iter().map(|(t, _)| t).collect::<Vec<_>>()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let partition_count = |topic: &str| {
         metadata
             .topics()
@@ -1049,29 +1273,22 @@ fn prepare(
         }
         partitions = count;
     }
-    // Topics the job creates if missing: (name, partitions, configs).
-    type Wanted = (String, i32, Vec<(&'static str, &'static str)>);
-    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut wanted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
+    let mut marked_outputs = Vec::new();
     for output in operator.outputs() {
-        match (partition_count(&output.topic), output.internal_partitions) {
-            (Some(_), _) => {}
-            // Repartition topics are the job's own: kept until Kafka Streams-style purging exists, because the
-            // records' timestamps are event times that time retention would judge by.
-            (None, Some(count)) => {
-                wanted.push((output.topic.clone(), count, vec![("retention.ms", "-1")]))
-            }
-            (None, None) => {
-                return Err(setup(format!(
-                    "output topic '{}' does not exist (run `adstream topology apply`)",
-                    output.topic
-                )))
-            }
+        let Some(count) = partition_count(&output.topic) else {
+            return Err(setup(format!(
+                "output topic '{}' does not exist (run `adstream topology apply`)",
+                output.topic
+            )));
+        };
+        if output.watermark_markers {
+            marked_outputs.push((output.topic.clone(), count));
         }
     }
     for store in operator.stores() {
         wanted.push((
             config.changelog_topic(store.name()),
-            partitions,
             vec![
                 ("cleanup.policy", "compact"),
                 ("min.cleanable.dirty.ratio", "0.1"),
@@ -1082,33 +1299,21 @@ fn prepare(
         for prefix in ["dlq", "late"] {
             wanted.push((
                 format!("{prefix}.{}", input.topic),
-                partitions,
                 vec![("retention.ms", "-1")],
             ));
         }
     }
     let missing: Vec<NewTopic<'_>> = wanted
         .iter()
-        .filter(|(name, _, _)| partition_count(name).is_none())
-        .map(|(name, count, configs)| {
+        .filter(|(name, _)| partition_count(name).is_none())
+        .map(|(name, configs)| {
             configs.iter().fold(
-                NewTopic::new(name, *count, TopicReplication::Fixed(1)),
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
                 |t, (k, v)| t.set(k, v),
             )
         })
         .collect();
-    if !missing.is_empty() {
-        let results = runtime
-            .block_on(admin.create_topics(&missing, &AdminOptions::new()))
-            .map_err(|e| setup(format!("create topics: {e}")))?;
-        for result in results {
-            match result {
-                Ok(topic) => info!(topic, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(setup(format!("create topic {topic}: {code}"))),
-            }
-        }
-    }
+    create_topics(&admin, &missing, runtime)?;
     let registry = RegistryClient::new(&config.registry_url).map_err(|e| setup(e.to_string()))?;
     let mut ids = Vec::new();
     for OutputSpec {
@@ -1124,7 +1329,10 @@ fn prepare(
         ids.push(id);
     }
     operator.set_output_schema_ids(&ids).map_err(setup)?;
-    Ok(partitions)
+    Ok(Prepared {
+        partitions,
+        marked_outputs,
+    })
 }
 
 /// Runs `operator` until `shutdown` is set, then commits and leaves the group. Blocking: call it from a thread
@@ -1138,7 +1346,10 @@ pub fn run(
     let span =
         info_span!("job", application_id = %config.application_id, instance = %config.instance_id);
     let _entered = span.enter();
-    let partitions = prepare(&config, operator.as_mut(), &runtime)?;
+    let Prepared {
+        partitions,
+        marked_outputs,
+    } = prepare(&config, operator.as_mut(), &runtime)?;
     let exactly_once = config.guarantee == DeliveryGuarantee::ExactlyOnce;
     let delivery = Arc::new(DeliveryCounters::default());
     let mut producer_config = config.kafka.clone();
@@ -1198,6 +1409,10 @@ pub fn run(
         uncommitted: Vec::new(),
         last_commit: Instant::now(),
         failed: None,
+        partitions,
+        marked_outputs,
+        announced: BTreeMap::new(),
+        upstream: HashMap::new(),
     }));
     let mut consumer_config = config.kafka.clone();
     consumer_config
@@ -1333,6 +1548,13 @@ fn read_to_the_end(
                 }),
         };
         if position.unwrap_or(0) < high {
+            debug!(
+                topic = element.topic(),
+                partition = element.partition(),
+                ?position,
+                high,
+                "not at the end yet"
+            );
             return Ok(false);
         }
     }

@@ -265,9 +265,60 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One Prometheus text exposition out of several jobs' (each from [`JobMetrics::render`]): the samples of each
+/// metric family are grouped under one `# HELP`/`# TYPE` header, as the format requires, in first-seen order.
+pub fn merge_expositions(texts: impl IntoIterator<Item = String>) -> String {
+    // (header lines, sample lines) per family name.
+    let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for text in texts {
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            let header = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "));
+            if let Some(rest) = header {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                let index = match families.iter().position(|(n, _, _)| n == name) {
+                    Some(index) => index,
+                    None => {
+                        families.push((name.to_owned(), Vec::new(), Vec::new()));
+                        families.len() - 1
+                    }
+                };
+                let headers = &mut families[index].1;
+                if !headers.iter().any(|h| h == line) {
+                    headers.push(line.to_owned());
+                }
+                current = Some(index);
+            } else if let Some(index) = current {
+                families[index].2.push(line.to_owned());
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, headers, samples) in families {
+        for line in headers.iter().chain(&samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expositions_of_several_jobs_share_one_header_per_family() {
+        let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total{job=\"a\"} 1\n# HELP y Y.\n# TYPE y gauge\ny{job=\"a\"} 2\n";
+        let b = a.replace("job=\"a\"", "job=\"b\"");
+        assert_eq!(
+            merge_expositions([a.to_owned(), b]),
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total{job=\"a\"} 1\nx_total{job=\"b\"} 1\n\
+             # HELP y Y.\n# TYPE y gauge\ny{job=\"a\"} 2\ny{job=\"b\"} 2\n"
+        );
+    }
 
     #[test]
     fn histogram_buckets_and_quantiles() {

@@ -33,7 +33,7 @@ use rdkafka::ClientConfig;
 
 pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use driver::{run, Context, QuietEof, RunSummary, RuntimeError};
-pub use metrics::JobMetrics;
+pub use metrics::{merge_expositions, JobMetrics};
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
 
 /// Delivery guarantee of a job.
@@ -113,6 +113,34 @@ pub struct InputSpec {
     pub topic: String,
     /// Stream or table.
     pub kind: InputKind,
+    /// An internal topic (a repartition topic another stage writes) that the runtime creates with this many
+    /// partitions when it does not exist yet; None for a topology topic, which must exist.
+    pub internal_partitions: Option<i32>,
+    /// The topic's writer announces its progress with watermark markers (see [`OutputSpec::watermark_markers`]):
+    /// the partition's event time comes from them, not from record timestamps, because the records interleave
+    /// the writer's tasks. Until a partition of a topology topic carries a marker, its record timestamps count (a
+    /// writer that announces nothing still moves the watermark).
+    pub watermark_markers: bool,
+}
+
+impl InputSpec {
+    /// A stream topic of the topology.
+    pub fn stream(topic: impl Into<String>) -> InputSpec {
+        InputSpec {
+            topic: topic.into(),
+            kind: InputKind::Stream,
+            internal_partitions: None,
+            watermark_markers: false,
+        }
+    }
+
+    /// A table topic of the topology.
+    pub fn table(topic: impl Into<String>) -> InputSpec {
+        InputSpec {
+            kind: InputKind::Table,
+            ..InputSpec::stream(topic)
+        }
+    }
 }
 
 /// One output topic of a job.
@@ -125,6 +153,11 @@ pub struct OutputSpec {
     /// An internal topic (a repartition topic) that the runtime creates with this many partitions when it does
     /// not exist; None for a topology topic, which must exist.
     pub internal_partitions: Option<i32>,
+    /// At each commit, each task whose watermark moved writes a marker to every partition of the topic (no key,
+    /// no value; headers `adstream_watermark`, `adstream_watermark_task`, `adstream_watermark_tasks`), so that a
+    /// reader whose partitions mix the records of several tasks knows how far all of them got. The value
+    /// announced is [`Operator::announced_watermark`] of the task's watermark.
+    pub watermark_markers: bool,
 }
 
 impl OutputSpec {
@@ -134,6 +167,7 @@ impl OutputSpec {
             topic: topic.into(),
             value_schema,
             internal_partitions: None,
+            watermark_markers: false,
         }
     }
 }
@@ -193,6 +227,11 @@ pub trait Operator: Send {
     fn on_revoked(&mut self, _partition: i32) {}
     /// The stores of `partitions` were restored and their tables read; rebuild indexes over store contents.
     fn on_restored(&mut self, _partitions: &[i32]) {}
+    /// What a task with watermark `task_watermark` announces on outputs with watermark markers: a time before which
+    /// it will write no more records (except late-data corrections). By default the watermark itself.
+    fn announced_watermark(&self, task_watermark: i64) -> i64 {
+        task_watermark
+    }
     /// The operator's own counters for the metrics endpoint: (name, help, value); exported as
     /// `adstream_job_<name>_total`.
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {

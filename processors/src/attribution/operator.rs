@@ -1,0 +1,702 @@
+//! The attribution job's second stage: each user's touches in a store, every conversion credited under every rule
+//! model once its touches are known.
+//!
+//! Inputs, both keyed by user id and co-partitioned: the repartition topic of touches (see [`super::repartition`])
+//! and the conversions topic. State, in two stores with changelogs:
+//! - `touches`: per user, the touches of the last `lookback` (plus `retention`, below), oldest first;
+//! - `pending`: conversions waiting for their touches.
+//!
+//! **When a conversion is attributed.** Touches and conversions travel different paths (the touches through the
+//! repartition stage), so a conversion can arrive before the touches that preceded it. A conversion therefore waits
+//! until its task's event-time watermark (the minimum over both inputs' partitions) has passed its time plus
+//! `grace`; then every in-order touch before it has arrived. It is attributed at that commit: the touches within
+//! `[time − lookback, time]` get each model's share ([`super::models::rule_shares`]), written to
+//! `attribution.conversions` (key conversion id) and summed per campaign into `attribution.credits` (key campaign
+//! id, one record per conversion, campaign and model). At the end of the input (replays, backtests) every pending
+//! conversion is attributed at once.
+//!
+//! **Late data.** A conversion that arrives after its grace is attributed at the next commit; its touches are still
+//! there as long as it is within `retention` of the watermark. Touches are kept until the watermark passes their time
+//! plus `lookback` plus `retention`; then they leave the store, and a user without touches leaves it with a tombstone in
+//! the changelog, so state stays bounded by the users active in the lookback. A conversion older than the watermark
+//! minus `retention`, or a touch older than the watermark minus `lookback` minus `retention`, could no longer be
+//! attributed completely: it goes to `late.<topic>` with the reason. A touch that arrives after a conversion it
+//! preceded was already attributed (more than `grace` late) is kept for later conversions and counted.
+//!
+//! Conversions are attributed exactly once under exactly-once processing: a pending conversion leaves the store in
+//! the same transaction as its outputs. Duplicates in the input itself (the same conversion id produced twice) are
+//! the producer's to prevent, and are attributed twice under the same keys (compaction keeps one).
+
+use std::collections::{BTreeSet, HashMap};
+
+use adstream_schemas::events::{avsc, Conversion};
+use adstream_schemas::outputs::{
+    AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, ModelShares,
+    TouchKind as OutputTouchKind, Touchpoint,
+};
+use serde::{Deserialize, Serialize};
+
+use super::models::{rule_shares, RuleModel, RuleSettings, Touch, TouchKind};
+use crate::runtime::{
+    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
+    TypedDecoder, WireEncoder,
+};
+
+/// Topics and rules of the job.
+#[derive(Debug, Clone)]
+pub struct AttributionConfig {
+    /// The repartition topic of touches (keyed by user id).
+    pub touches: String,
+    /// Conversions topic (keyed by user id).
+    pub conversions: String,
+    /// Partition count of the conversions topic, which the touches topic shares (created with it if missing).
+    pub partitions: i32,
+    /// Output: attributed conversions (key conversion id).
+    pub attributed: String,
+    /// Output: credits per campaign and model (key campaign id).
+    pub credits: String,
+    /// Touches older than this before a conversion do not count.
+    pub lookback_ms: i64,
+    /// How far behind the watermark a conversion may be before it is attributed: the wait for its touches.
+    pub grace_ms: i64,
+    /// How long after the watermark passed a conversion's time it can still be attributed completely (touches are
+    /// kept this much longer than the lookback).
+    pub retention_ms: i64,
+    /// The rule models' settings.
+    pub settings: RuleSettings,
+}
+
+impl AttributionConfig {
+    /// Checks that the durations make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lookback_ms <= 0 {
+            return Err(format!(
+                "lookback must be positive, got {} ms",
+                self.lookback_ms
+            ));
+        }
+        if self.grace_ms < 0 || self.retention_ms < self.grace_ms {
+            return Err(format!(
+                "need 0 <= grace <= retention, got grace {} ms and retention {} ms",
+                self.grace_ms, self.retention_ms
+            ));
+        }
+        if self.settings.half_life_ms <= 0 {
+            return Err(format!(
+                "time-decay half-life must be positive, got {} ms",
+                self.settings.half_life_ms
+            ));
+        }
+        if !(self.settings.view_weight.is_finite() && self.settings.view_weight >= 0.0) {
+            return Err(format!(
+                "view weight must be a finite number >= 0, got {}",
+                self.settings.view_weight
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One touch as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTouch {
+    /// Impression or click id.
+    pub id: String,
+    /// View or click.
+    pub kind: TouchKind,
+    /// Event time.
+    pub t: i64,
+    /// Campaign.
+    pub campaign: String,
+    /// Creative.
+    pub creative: String,
+}
+
+/// A user's touches, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserTouches {
+    /// Touches within lookback + retention of the watermark, by (time, id).
+    pub touches: Vec<StoredTouch>,
+    /// Time of the latest conversion of the user attributed so far: a touch before it arrived too late for it.
+    pub attributed_until_ms: Option<i64>,
+}
+
+/// A conversion waiting for its touches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingConversion {
+    /// The converting user.
+    pub user_id: String,
+    /// Conversion time.
+    pub time_ms: i64,
+    /// Value in micros.
+    pub value_micros: i64,
+    /// Currency of the value.
+    pub currency: String,
+    /// Correlation id of the conversion record.
+    pub correlation_id: String,
+}
+
+/// Counters of the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttributionCounters {
+    /// Touches stored.
+    pub touches: u64,
+    /// Conversions attributed to at least one touch.
+    pub attributed: u64,
+    /// Conversions without any eligible touch in the lookback.
+    pub unattributed: u64,
+    /// Credit records emitted.
+    pub credits: u64,
+    /// Touches that arrived after a later conversion of their user was attributed.
+    pub touches_after_attribution: u64,
+    /// Touches that left the store past lookback + retention.
+    pub touches_expired: u64,
+    /// Records sent to late topics.
+    pub late: u64,
+}
+
+const TOUCHES: usize = 0;
+const ATTRIBUTED: usize = 0;
+const CREDITS: usize = 1;
+
+/// The operator; see the module doc.
+pub struct AttributionJob {
+    config: AttributionConfig,
+    touches: KeyedStore<String, UserTouches>,
+    pending: KeyedStore<String, PendingConversion>,
+    touch_decoder: TypedDecoder,
+    conversion_decoder: TypedDecoder,
+    encoders: Vec<WireEncoder>,
+    /// Per partition, (oldest touch time, user): the users whose oldest touch expires first come first.
+    expiry: HashMap<i32, BTreeSet<(i64, String)>>,
+    /// Per partition, (conversion time, conversion id) of pending conversions.
+    waiting: HashMap<i32, BTreeSet<(i64, String)>>,
+    counters: AttributionCounters,
+    value_buffer: Vec<u8>,
+    /// Reused per attribution.
+    journey: Vec<Touch>,
+}
+
+impl AttributionJob {
+    /// The operator for `config`.
+    pub fn new(config: AttributionConfig) -> Result<AttributionJob, String> {
+        config.validate()?;
+        Ok(AttributionJob {
+            config,
+            touches: KeyedStore::new("touches"),
+            pending: KeyedStore::new("pending"),
+            touch_decoder: TypedDecoder::new(
+                AttributionTouch::FULL_NAME,
+                AttributionTouch::SCHEMA,
+            )?,
+            conversion_decoder: TypedDecoder::new("io.adstream.ads.Conversion", avsc::CONVERSION)?,
+            encoders: Vec::new(),
+            expiry: HashMap::new(),
+            waiting: HashMap::new(),
+            counters: AttributionCounters::default(),
+            value_buffer: Vec::new(),
+            journey: Vec::new(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> AttributionCounters {
+        self.counters
+    }
+
+    /// Touches older than this (event time) have left or may leave the store; None before the first watermark.
+    fn touch_horizon(&self, watermark: Option<i64>) -> Option<i64> {
+        watermark.map(|w| {
+            w.saturating_sub(self.config.retention_ms)
+                .saturating_sub(self.config.lookback_ms)
+        })
+    }
+
+    fn add_touch(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+        let touch: AttributionTouch = self.touch_decoder.decode(ctx.schemas, record.value)?;
+        let kind = match touch.kind {
+            OutputTouchKind::View => TouchKind::View,
+            OutputTouchKind::Click => TouchKind::Click,
+            OutputTouchKind::Unknown => {
+                return Err(DecodeError::Invalid(format!(
+                    "touch {} has an unknown kind",
+                    touch.event_id
+                )))
+            }
+        };
+        if touch.user_id.is_empty() || touch.campaign_id.is_empty() {
+            return Err(DecodeError::Invalid(format!(
+                "touch {} has no user or campaign",
+                touch.event_id
+            )));
+        }
+        if self
+            .touch_horizon(ctx.watermark)
+            .is_some_and(|horizon| touch.event_time < horizon)
+        {
+            self.counters.late += 1;
+            ctx.late(
+                record,
+                &format!(
+                    "touch at {} is older than the watermark minus lookback ({} ms) and retention ({} ms)",
+                    touch.event_time, self.config.lookback_ms, self.config.retention_ms
+                ),
+            );
+            return Ok(());
+        }
+        let partition = record.partition;
+        let user = self
+            .touches
+            .get_or_insert_with(partition, &touch.user_id, UserTouches::default);
+        let old_oldest = user.touches.first().map(|t| t.t);
+        let at = user.touches.partition_point(|t| {
+            (t.t, t.id.as_str()) < (touch.event_time, touch.event_id.as_str())
+        });
+        if user.touches.get(at).is_some_and(|t| t.id == touch.event_id) {
+            // The same touch again (a re-driven record): already counted.
+            return Ok(());
+        }
+        if user
+            .attributed_until_ms
+            .is_some_and(|until| touch.event_time <= until)
+        {
+            self.counters.touches_after_attribution += 1;
+        }
+        user.touches.insert(
+            at,
+            StoredTouch {
+                id: touch.event_id,
+                kind,
+                t: touch.event_time,
+                campaign: touch.campaign_id,
+                creative: touch.creative_id,
+            },
+        );
+        self.counters.touches += 1;
+        if old_oldest.is_none_or(|oldest| touch.event_time < oldest) {
+            let index = self.expiry.entry(partition).or_default();
+            if let Some(oldest) = old_oldest {
+                index.remove(&(oldest, touch.user_id.clone()));
+            }
+            index.insert((touch.event_time, touch.user_id));
+        }
+        Ok(())
+    }
+
+    fn add_conversion(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), DecodeError> {
+        let conversion: Conversion = self.conversion_decoder.decode(ctx.schemas, record.value)?;
+        if conversion.user_id.is_empty() || conversion.conversion_id.is_empty() {
+            return Err(DecodeError::Invalid(
+                "conversion has no user_id or no conversion_id".into(),
+            ));
+        }
+        if conversion.value_micros < 0 {
+            return Err(DecodeError::Invalid(format!(
+                "value_micros is negative ({})",
+                conversion.value_micros
+            )));
+        }
+        if conversion.currency.len() != 3
+            || !conversion.currency.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            return Err(DecodeError::Invalid(format!(
+                "currency '{}' is not an ISO 4217 code",
+                conversion.currency
+            )));
+        }
+        if ctx
+            .watermark
+            .is_some_and(|w| conversion.event_time < w.saturating_sub(self.config.retention_ms))
+        {
+            self.counters.late += 1;
+            ctx.late(
+                record,
+                &format!(
+                    "conversion at {} is older than the watermark minus retention ({} ms): its touches may be gone",
+                    conversion.event_time, self.config.retention_ms
+                ),
+            );
+            return Ok(());
+        }
+        self.waiting
+            .entry(record.partition)
+            .or_default()
+            .insert((conversion.event_time, conversion.conversion_id.clone()));
+        self.pending.put(
+            record.partition,
+            conversion.conversion_id,
+            PendingConversion {
+                user_id: conversion.user_id,
+                time_ms: conversion.event_time,
+                value_micros: conversion.value_micros,
+                currency: conversion.currency,
+                correlation_id: record.correlation_id.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Attributes the pending conversions of `partition` whose time is at or before `until` (all with None).
+    fn attribute_due(&mut self, partition: i32, until: Option<i64>, ctx: &mut Context<'_>) {
+        loop {
+            let Some(index) = self.waiting.get_mut(&partition) else {
+                return;
+            };
+            let Some((time, _)) = index.first() else {
+                return;
+            };
+            if until.is_some_and(|until| *time > until) {
+                return;
+            }
+            let Some((_, conversion_id)) = index.pop_first() else {
+                return;
+            };
+            if let Some(conversion) = self.pending.delete(partition, &conversion_id) {
+                self.attribute(partition, &conversion_id, &conversion, ctx);
+            }
+        }
+    }
+
+    fn attribute(
+        &mut self,
+        partition: i32,
+        conversion_id: &str,
+        conversion: &PendingConversion,
+        ctx: &mut Context<'_>,
+    ) {
+        let from = conversion.time_ms.saturating_sub(self.config.lookback_ms);
+        let settings = &self.config.settings;
+        let eligible: Vec<StoredTouch> = self
+            .touches
+            .get(partition, conversion.user_id.as_str())
+            .map(|user| {
+                user.touches
+                    .iter()
+                    .filter(|t| t.t >= from && t.t <= conversion.time_ms)
+                    .filter(|t| settings.count_views || t.kind == TouchKind::Click)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.journey.clear();
+        self.journey.extend(eligible.iter().map(|t| Touch {
+            time_ms: t.t,
+            kind: t.kind,
+        }));
+        let shares: Vec<(RuleModel, Vec<f64>)> = RuleModel::ALL
+            .iter()
+            .map(|model| {
+                (
+                    *model,
+                    rule_shares(*model, &self.journey, conversion.time_ms, settings),
+                )
+            })
+            .collect();
+        if eligible.is_empty() {
+            self.counters.unattributed += 1;
+        } else {
+            self.counters.attributed += 1;
+        }
+        let output = AttributedConversion {
+            conversion_id: conversion_id.to_owned(),
+            user_id: conversion.user_id.clone(),
+            conversion_time: conversion.time_ms,
+            value_micros: conversion.value_micros,
+            currency: conversion.currency.clone(),
+            lookback_ms: self.config.lookback_ms,
+            touchpoints: eligible
+                .iter()
+                .map(|t| Touchpoint {
+                    event_id: t.id.clone(),
+                    kind: match t.kind {
+                        TouchKind::View => OutputTouchKind::View,
+                        TouchKind::Click => OutputTouchKind::Click,
+                    },
+                    event_time: t.t,
+                    campaign_id: t.campaign.clone(),
+                    creative_id: t.creative.clone(),
+                })
+                .collect(),
+            credits: shares
+                .iter()
+                .map(|(model, shares)| ModelShares {
+                    model: output_model(*model),
+                    shares: shares.clone(),
+                })
+                .collect(),
+            attributed_at: ctx.now_ms,
+            correlation_id: conversion.correlation_id.clone(),
+        };
+        self.send(ATTRIBUTED, conversion_id, &output, conversion, ctx);
+        for (model, shares) in &shares {
+            // One credit per campaign: a campaign touched several times gets the sum of its touches' shares.
+            let mut per_campaign: Vec<(&str, f64)> = Vec::new();
+            for (touch, share) in eligible.iter().zip(shares) {
+                match per_campaign.iter_mut().find(|(c, _)| *c == touch.campaign) {
+                    Some((_, total)) => *total += share,
+                    None => per_campaign.push((&touch.campaign, *share)),
+                }
+            }
+            let model = output_model(*model);
+            // A campaign a model gives nothing (last touch: every campaign but one) gets no record.
+            for (campaign, share) in per_campaign.into_iter().filter(|(_, share)| *share > 0.0) {
+                let credit = AttributionCredit {
+                    credit_id: format!("{conversion_id}|{campaign}|{}", model_symbol(model)),
+                    conversion_id: conversion_id.to_owned(),
+                    campaign_id: campaign.to_owned(),
+                    model,
+                    conversions: share,
+                    revenue_micros: share * conversion.value_micros as f64,
+                    currency: conversion.currency.clone(),
+                    conversion_time: conversion.time_ms,
+                };
+                self.send(CREDITS, campaign, &credit, conversion, ctx);
+                self.counters.credits += 1;
+            }
+        }
+        if let Some(user) = self.touches.get_mut(partition, conversion.user_id.as_str()) {
+            user.attributed_until_ms = Some(
+                user.attributed_until_ms
+                    .map_or(conversion.time_ms, |t| t.max(conversion.time_ms)),
+            );
+        }
+    }
+
+    fn send<T: Serialize>(
+        &mut self,
+        output: usize,
+        key: &str,
+        value: &T,
+        conversion: &PendingConversion,
+        ctx: &mut Context<'_>,
+    ) {
+        let Some(encoder) = self.encoders.get(output) else {
+            return;
+        };
+        self.value_buffer.clear();
+        match encoder.encode(value, &mut self.value_buffer) {
+            Ok(()) => ctx.emit(
+                output,
+                key.as_bytes(),
+                &self.value_buffer,
+                conversion.time_ms,
+                &conversion.correlation_id,
+            ),
+            // The output types are built here from validated values; a failure is a bug, not input to skip.
+            Err(e) => tracing::error!(error = %e, key, "attribution output does not encode"),
+        }
+    }
+
+    /// Drops touches of `partition` older than `horizon`; users left without touches leave the store.
+    fn expire(&mut self, partition: i32, horizon: i64) {
+        let Some(index) = self.expiry.get_mut(&partition) else {
+            return;
+        };
+        while index.first().is_some_and(|(oldest, _)| *oldest < horizon) {
+            let Some((_, user_id)) = index.pop_first() else {
+                break;
+            };
+            let Some(user) = self.touches.get_mut(partition, user_id.as_str()) else {
+                continue;
+            };
+            let keep_from = user.touches.partition_point(|t| t.t < horizon);
+            self.counters.touches_expired += keep_from as u64;
+            user.touches.drain(..keep_from);
+            match user.touches.first() {
+                Some(next) => {
+                    index.insert((next.t, user_id));
+                }
+                None => {
+                    self.touches.delete(partition, user_id.as_str());
+                }
+            }
+        }
+    }
+
+    fn rebuild_indexes(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.expiry.remove(partition);
+            self.waiting.remove(partition);
+        }
+        for (partition, user_id, user) in self.touches.iter() {
+            if let (true, Some(oldest)) = (partitions.contains(&partition), user.touches.first()) {
+                self.expiry
+                    .entry(partition)
+                    .or_default()
+                    .insert((oldest.t, user_id.clone()));
+            }
+        }
+        for (partition, conversion_id, conversion) in self.pending.iter() {
+            if partitions.contains(&partition) {
+                self.waiting
+                    .entry(partition)
+                    .or_default()
+                    .insert((conversion.time_ms, conversion_id.clone()));
+            }
+        }
+    }
+}
+
+/// The output schema's symbol of a rule model.
+fn output_model(model: RuleModel) -> AttributionModel {
+    match model {
+        RuleModel::LastTouch => AttributionModel::LastTouch,
+        RuleModel::FirstTouch => AttributionModel::FirstTouch,
+        RuleModel::Linear => AttributionModel::Linear,
+        RuleModel::TimeDecay => AttributionModel::TimeDecay,
+        RuleModel::PositionBased => AttributionModel::PositionBased,
+    }
+}
+
+/// The Avro symbol of `model`, as used in credit ids.
+fn model_symbol(model: AttributionModel) -> &'static str {
+    match model {
+        AttributionModel::LastTouch => "LAST_TOUCH",
+        AttributionModel::FirstTouch => "FIRST_TOUCH",
+        AttributionModel::Linear => "LINEAR",
+        AttributionModel::TimeDecay => "TIME_DECAY",
+        AttributionModel::PositionBased => "POSITION_BASED",
+        AttributionModel::Shapley => "SHAPLEY",
+        AttributionModel::Markov => "MARKOV",
+        AttributionModel::Unknown => "UNKNOWN",
+    }
+}
+
+impl Operator for AttributionJob {
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                internal_partitions: Some(self.config.partitions),
+                watermark_markers: true,
+                ..InputSpec::stream(&self.config.touches)
+            },
+            InputSpec::stream(&self.config.conversions),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::topology(&self.config.attributed, AttributedConversion::SCHEMA),
+            // campaign-metrics reads the credits by campaign: each of its partitions mixes credits of all of this
+            // job's tasks, so it needs the markers to know how far they all got.
+            OutputSpec {
+                watermark_markers: true,
+                ..OutputSpec::topology(&self.config.credits, AttributionCredit::SCHEMA)
+            },
+        ]
+    }
+
+    fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
+        vec![&mut self.touches, &mut self.pending]
+    }
+
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+        let [attributed, credits] = ids else {
+            return Err(format!("expected 2 output schema ids, got {}", ids.len()));
+        };
+        self.encoders = vec![
+            WireEncoder::new(AttributedConversion::SCHEMA, *attributed)?,
+            WireEncoder::new(AttributionCredit::SCHEMA, *credits)?,
+        ];
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+        if record.input == TOUCHES {
+            self.add_touch(record, ctx)
+        } else {
+            self.add_conversion(record, ctx)
+        }
+    }
+
+    fn on_commit(&mut self, ctx: &mut Context<'_>) {
+        let partitions: Vec<i32> = self
+            .waiting
+            .keys()
+            .chain(self.expiry.keys())
+            .copied()
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        for partition in partitions {
+            let Some(watermark) = ctx.watermark_of(partition) else {
+                continue;
+            };
+            self.attribute_due(
+                partition,
+                Some(watermark.saturating_sub(self.config.grace_ms)),
+                ctx,
+            );
+            if let Some(horizon) = self.touch_horizon(Some(watermark)) {
+                self.expire(partition, horizon);
+            }
+        }
+    }
+
+    fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
+        let partitions: Vec<i32> = self.waiting.keys().copied().collect();
+        for partition in partitions {
+            self.attribute_due(partition, None, ctx);
+        }
+    }
+
+    fn announced_watermark(&self, task_watermark: i64) -> i64 {
+        // A conversion is attributed once the watermark passed its time plus grace: credits of later conversions
+        // can still come for times down to the watermark minus grace.
+        task_watermark.saturating_sub(self.config.grace_ms)
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.expiry.remove(&partition);
+        self.waiting.remove(&partition);
+    }
+
+    fn on_restored(&mut self, partitions: &[i32]) {
+        self.rebuild_indexes(partitions);
+    }
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = self.counters;
+        vec![
+            (
+                "touches_stored",
+                "Touches added to users' journeys.",
+                c.touches,
+            ),
+            (
+                "conversions_attributed",
+                "Conversions credited to at least one touch.",
+                c.attributed,
+            ),
+            (
+                "conversions_unattributed",
+                "Conversions without an eligible touch in the lookback window.",
+                c.unattributed,
+            ),
+            (
+                "credits_emitted",
+                "Credit records (conversion, campaign, model) emitted.",
+                c.credits,
+            ),
+            (
+                "touches_after_attribution",
+                "Touches that arrived after a later conversion of their user had been attributed.",
+                c.touches_after_attribution,
+            ),
+            (
+                "touches_expired",
+                "Touches removed from the store past lookback plus retention.",
+                c.touches_expired,
+            ),
+            (
+                "late_records",
+                "Touches and conversions too old to attribute completely, sent to late topics.",
+                c.late,
+            ),
+        ]
+    }
+}

@@ -1,0 +1,184 @@
+//! The attribution job's first stage: impressions and clicks (keyed by campaign) re-keyed by user into the
+//! internal repartition topic, so that a user's touches and conversions meet in one partition of the second stage.
+//!
+//! Stateless: each impression or click with a user id becomes one [`AttributionTouch`] keyed by that user id
+//! (partitioned with the same murmur2 partitioner as the conversions topic, so partition n of both holds the same
+//! users). Under exactly-once the touches and the consumed offsets commit in one transaction, like every job.
+//! Impressions and clicks without a user id cannot be attributed to anyone and are counted, not forwarded.
+
+use adstream_schemas::events::{avsc, AdClick, AdImpression};
+use adstream_schemas::outputs::{AttributionTouch, TouchKind};
+
+use crate::runtime::{
+    ChangelogStore, Context, DecodeError, InputSpec, Operator, OutputSpec, Record, TypedDecoder,
+    WireEncoder,
+};
+
+/// Topics of the repartition stage.
+#[derive(Debug, Clone)]
+pub struct RepartitionConfig {
+    /// Impressions topic (keyed by campaign).
+    pub impressions: String,
+    /// Clicks topic (keyed by campaign).
+    pub clicks: String,
+    /// The internal topic the touches go to, keyed by user id.
+    pub touches: String,
+    /// Partition count of the internal topic: that of the conversions topic it is co-partitioned with.
+    pub partitions: i32,
+}
+
+/// Counters of the stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepartitionCounters {
+    /// Touches forwarded.
+    pub forwarded: u64,
+    /// Impressions and clicks without a user id.
+    pub without_user: u64,
+}
+
+/// The operator; see the module doc.
+pub struct TouchRepartition {
+    config: RepartitionConfig,
+    impression_decoder: TypedDecoder,
+    click_decoder: TypedDecoder,
+    encoder: Option<WireEncoder>,
+    value_buffer: Vec<u8>,
+    counters: RepartitionCounters,
+}
+
+const IMPRESSIONS: usize = 0;
+
+impl TouchRepartition {
+    /// The operator for `config`.
+    pub fn new(config: RepartitionConfig) -> Result<TouchRepartition, String> {
+        Ok(TouchRepartition {
+            config,
+            impression_decoder: TypedDecoder::new(
+                "io.adstream.ads.AdImpression",
+                avsc::AD_IMPRESSION,
+            )?,
+            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            encoder: None,
+            value_buffer: Vec::new(),
+            counters: RepartitionCounters::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> RepartitionCounters {
+        self.counters
+    }
+
+    fn touch(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Option<AttributionTouch>, DecodeError> {
+        let (event_id, kind, event_time, user_id, campaign_id, creative_id) =
+            if record.input == IMPRESSIONS {
+                let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
+                (
+                    i.event_id,
+                    TouchKind::View,
+                    i.event_time,
+                    i.user_id,
+                    i.campaign_id,
+                    i.creative_id,
+                )
+            } else {
+                let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
+                (
+                    c.event_id,
+                    TouchKind::Click,
+                    c.event_time,
+                    c.user_id,
+                    c.campaign_id,
+                    c.creative_id,
+                )
+            };
+        let Some(user_id) = user_id.filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if campaign_id.is_empty() {
+            return Err(DecodeError::Invalid("campaign_id is empty".into()));
+        }
+        Ok(Some(AttributionTouch {
+            event_id,
+            kind,
+            event_time,
+            user_id,
+            campaign_id,
+            creative_id,
+        }))
+    }
+}
+
+impl Operator for TouchRepartition {
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::stream(&self.config.impressions),
+            InputSpec::stream(&self.config.clicks),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![OutputSpec {
+            topic: self.config.touches.clone(),
+            value_schema: AttributionTouch::SCHEMA,
+            internal_partitions: Some(self.config.partitions),
+            watermark_markers: true,
+        }]
+    }
+
+    fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
+        Vec::new()
+    }
+
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+        let [touches] = ids else {
+            return Err(format!("expected 1 output schema id, got {}", ids.len()));
+        };
+        self.encoder = Some(WireEncoder::new(AttributionTouch::SCHEMA, *touches)?);
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+        let Some(touch) = self.touch(record, ctx)? else {
+            self.counters.without_user += 1;
+            return Ok(());
+        };
+        let Some(encoder) = &self.encoder else {
+            return Err(DecodeError::Invalid("output schema not registered".into()));
+        };
+        self.value_buffer.clear();
+        encoder
+            .encode(&touch, &mut self.value_buffer)
+            .map_err(|e| DecodeError::Invalid(format!("touch does not encode: {e}")))?;
+        ctx.emit(
+            0,
+            touch.user_id.as_bytes(),
+            &self.value_buffer,
+            touch.event_time,
+            record.correlation_id,
+        );
+        self.counters.forwarded += 1;
+        Ok(())
+    }
+
+    fn on_commit(&mut self, _ctx: &mut Context<'_>) {}
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![
+            (
+                "touches_forwarded",
+                "Impressions and clicks re-keyed by user into the repartition topic.",
+                self.counters.forwarded,
+            ),
+            (
+                "touches_without_user",
+                "Impressions and clicks without a user id (not attributable).",
+                self.counters.without_user,
+            ),
+        ]
+    }
+}
