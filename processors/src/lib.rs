@@ -6,9 +6,12 @@
 //! - `watermark`        — per-partition event-time watermarks with idle-partition handling. Pure.
 //! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
 //! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
+//! - `attribution`      — multi-touch attribution models: rule models per journey, Shapley and Markov removal
+//!   effects over path datasets. Pure.
 //!
 //! Domain logic here never imports rdkafka, so replays and backtests call the same code as the live jobs.
 
+pub mod attribution;
 pub mod campaign_metrics;
 pub mod runtime;
 pub mod watermark;
