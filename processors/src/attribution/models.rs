@@ -46,7 +46,8 @@
 //!   conversions equally between its *distinct* channels. Exact, in time linear in the dataset.
 //! - **Markov** ([`markov`]): a first-order chain with states start, the channels, conversion and null, fitted
 //!   like ChannelAttribution's `markov_model` with its default `order=1`: consecutive repeats of a channel collapse
-//!   into one visit (`a > a > b` is `a > b`, no self-loops), and every transition of a path is counted
+//!   into one visit (`a > a > b` is `a > b`, no self-loops; keeping them would only rescale a state's other
+//!   transitions, so absorption probabilities are the same either way), and every transition of a path is counted
 //!   `conversions + nulls` times, ending in conversion `conversions` times and in null `nulls` times. The
 //!   absorption probabilities are solved exactly (Gaussian elimination with partial pivoting) rather than
 //!   simulated, as are the chain with each channel removed (a removed channel leads to null). Removal effect
