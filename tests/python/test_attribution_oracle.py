@@ -15,10 +15,11 @@ Oracles and what each checks:
   ``processors/src/attribution/models.rs``):
 
   * Time unit and origin: mam takes Δt in *hours* per touch (its journey format) or measures it to the journey's
-    last touch (its session format); ours is milliseconds to the conversion. Path datasets carry no times, so ours
-    puts a path's touches one hour apart with the last at the conversion — mam's journey format with Δt
-    ``k > ... > 1 > 0``, which is what these tests feed it. mam's grouped format (the path-data format) has no
-    times at all and mam refuses time decay on it.
+    last touch (its session format); ours is milliseconds to the conversion. Normalised shares depend only on the
+    gaps between touches, so the origin does not matter short of the underflow below. Path datasets carry no
+    times, so ours puts a path's touches one hour apart with the last at the conversion — mam's journey format
+    with Δt ``k > ... > 1 > 0``, which is what these tests feed it. mam's grouped format (the path-data format)
+    has no times at all and mam refuses time decay on it.
   * Decay: both use ``0.5 ** (Δt / H)`` with half-life H (default 168 h). mam normalises the raw weights, which all
     underflow to 0 when every touch is more than ~1,075 half-lives before the conversion, and then credits NaN;
     ours normalises relative to the newest touch (it gets everything in that limit). With the last touch at the
@@ -40,7 +41,6 @@ import math
 import random
 import subprocess
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -272,7 +272,8 @@ def test_markov_agrees_with_channelattribution_within_simulation_error(adstream_
             tolerance = simulation_tolerance(effect, k, MARKOV_SIMULATIONS)
             simulated = theirs.loc[channel, column]
             assert abs(effect - simulated) <= tolerance, (
-                f"{dataset} {field} {channel}: exact {effect:.5f}, simulated {simulated:.5f}, tolerance {tolerance:.5f}")
+                f"{dataset} {field} {channel}: exact {effect:.5f}, simulated {simulated:.5f}, "
+                f"tolerance {tolerance:.5f}")
 
 
 # --- time decay and position based against mam -----------------------------------------------------------------

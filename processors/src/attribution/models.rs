@@ -64,9 +64,9 @@
 //!
 //! - **Time unit and origin.** mam takes `Δt` in hours per touch. From its journey format it uses the hours given;
 //!   from its session format it measures them to the *last touch* of the journey, not to a conversion. Ours is
-//!   milliseconds to the conversion. Both give the same shares when the conversion happens at the last touch, and
-//!   our path-dataset convention (1 hour per position, 0 at the end) is mam's journey format with `Δt` = `k > … >
-//!   1 > 0`.
+//!   milliseconds to the conversion. As normalised shares depend only on the gaps between touches, the origin
+//!   does not matter (short of the underflow below), and our path-dataset convention (1 hour per position, 0 at
+//!   the end) is mam's journey format with `Δt` = `k > … > 1 > 0`.
 //! - **Decay.** Same parameterisation (`0.5^(Δt/H)`, half-life `H`, default 168 h) — but mam normalises the raw
 //!   weights, which all underflow to 0 once every touch is more than about 1,075 half-lives old, and then credits
 //!   NaN. Ours normalises relative to the newest touch and gives it everything in that limit.
@@ -233,12 +233,12 @@ impl RuleSettings {
 }
 
 /// Shares of one conversion per touch, same order and length as `touches` (sorted by time, oldest first; the
-/// caller guarantees every touch is at or before `conversion_time_ms`). Each share in [0,1]; they sum to 1
+/// caller guarantees every touch is at or before `conversion_time_ms`). Each share in `[0, 1]`; they sum to 1
 /// (within 1e-12) when at least one touch is eligible, else all are 0. Views get 0 when !count_views.
 ///
 /// See the module documentation for the models. Allocates only the returned vector, never panics and never
 /// returns NaN, whatever the input: settings that fail [`RuleSettings::validate`] get the fallback described
-/// there, and a touch after the conversion (which the caller rules out) still gets a share in [0,1], as time
+/// there, and a touch after the conversion (which the caller rules out) still gets a share in `[0, 1]`, as time
 /// decay only looks at the gaps between touches.
 pub fn rule_shares(
     model: RuleModel,
