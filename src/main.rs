@@ -62,6 +62,9 @@ enum Command {
     /// Dead-letter topics (`dlq.<topic>`): list what landed there and why, re-send selected records.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Multi-touch attribution models.
+    #[command(subcommand)]
+    Attribution(AttributionCommand),
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -147,6 +150,15 @@ enum DlqCommand {
     Redrive {
         #[command(flatten)]
         args: cmd::dlq::RedriveArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AttributionCommand {
+    /// Credit a path dataset under every model.
+    Models {
+        #[command(flatten)]
+        args: cmd::attribution::ModelsArgs,
     },
 }
 
@@ -256,6 +268,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
+        Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

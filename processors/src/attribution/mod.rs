@@ -1,7 +1,8 @@
 //! Multi-touch attribution: the pure models and the two-stage job that applies them to live traffic.
 //!
-//! - `models`      — rule models (last/first touch, linear, time-decay, position-based) per journey, and the
-//!   data-driven models (Shapley value, Markov removal effect) over path datasets. Pure: backtests call them.
+//! - `models`      — rule models (last touch, first touch, linear, time decay, position based) per journey and over
+//!   path datasets; Shapley value and first-order Markov removal effects over path datasets. Pure: backtests call
+//!   them.
 //! - `repartition` — stage one of the job: impressions and clicks re-keyed by user into an internal topic.
 //! - `operator`    — stage two: each user's touches in a store with expiry; every conversion credited under every
 //!   rule model once its touches are known.
