@@ -6,10 +6,13 @@
 //! - `watermark`        — per-partition event-time watermarks with idle-partition handling. Pure.
 //! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
 //! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
+//! - `fatigue`          — creative fatigue: hourly series, CUSUM change detection, Poisson decay fit, score and
+//!   days remaining per creative, and its evaluation against planted ground truth. Pure.
 //!
 //! Domain logic here never imports rdkafka, so replays and backtests call the same code as the live jobs.
 
 pub mod campaign_metrics;
+pub mod fatigue;
 pub mod runtime;
 pub mod watermark;
 pub mod window;

@@ -1,6 +1,7 @@
 //! One module per subcommand group; each turns parsed arguments into library calls and prints results.
 
 pub mod dlq;
+pub mod fatigue;
 pub mod inspect;
 pub mod process;
 pub mod produce;
