@@ -3,7 +3,8 @@
 //! hours closed behind a watermark), and scored against the manifest.
 //!
 //! Sized so that there are more than 20 fatiguing creatives, each with enough clicks for a decline to be
-//! measurable (ten campaigns share six million events over two weeks; half the creatives carry a fatigue curve).
+//! measurable (twelve campaigns share six million events over a week; half the creatives carry a fatigue curve).
+//! Takes about a minute in a debug build, nearly all of it generating the events.
 
 use adstream_processors::fatigue::detector::{FatigueConfig, FatigueStatus};
 use adstream_processors::fatigue::evaluate::{
@@ -34,8 +35,8 @@ fn planted_fatigue_is_found_with_high_recall_and_precision() {
     let mut generator = Generator::new(GeneratorConfig {
         seed: 7,
         events: 6_000_000,
-        campaigns: 10,
-        days: 14,
+        campaigns: 12,
+        days: 7,
         fatigued_creative_share: 0.5,
         journey_limit: 0,
         ..GeneratorConfig::default()

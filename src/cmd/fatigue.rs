@@ -33,13 +33,13 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Ad events and conversions to generate.
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, default_value_t = 6_000_000)]
     events: u64,
     /// Campaigns (three to six creatives each); fewer campaigns give each creative more traffic.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 12)]
     campaigns: usize,
     /// Length of the simulated period in days.
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = 7)]
     days: u32,
     /// Share of creatives with a planted fatigue curve.
     #[arg(long, default_value_t = 0.5)]

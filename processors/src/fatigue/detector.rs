@@ -76,17 +76,19 @@ pub struct FatigueConfig {
     /// Impressions the baseline needs at least. Default 2,000.
     pub baseline_min_impressions: u64,
     /// Clicks the baseline needs at least. Its CTR has a relative standard error of about `1/sqrt(clicks)`, and
-    /// an over-estimated baseline reads as a decline later, so this bounds false alarms. Default 200 (7 %).
+    /// an over-estimated baseline reads as a decline later; `baseline_margin` absorbs that error, while a
+    /// higher minimum would delay the baseline of low-traffic creatives past their fatigue onset. Default 100
+    /// (10 %).
     pub baseline_min_clicks: u64,
     /// How many standard errors the CUSUM's reference CTR sits below the baseline CTR: it compares hours with
     /// `p0 · (1 − z/sqrt(baseline clicks))`, a lower confidence bound of the baseline, so that a baseline that
     /// came out high by chance does not make a steady creative drift towards an alarm. Default 1.
     pub baseline_margin: f64,
     /// The decline the CUSUM is designed to detect: a drop of CTR from the baseline `p0` to `(1 - d)·p0`. It
-    /// accumulates evidence whenever CTR runs below about `(1 - d/2)·p0`. Default 0.3.
+    /// accumulates evidence whenever CTR runs below about `(1 - d/2)·p0`. Default 0.2.
     pub design_decline: f64,
     /// CUSUM decision threshold `h` on the log-likelihood ratio: alarm when the statistic exceeds it. Higher
-    /// means fewer false alarms and later detection. Default 12.
+    /// means fewer false alarms and later detection. Default 10.
     pub cusum_threshold: f64,
     /// CTR decline (as a share of the baseline) at which the score reaches 1; the score is
     /// `clamp(decline / score_full_decline, 0, 1)`. Default 0.5.
@@ -124,10 +126,10 @@ impl Default for FatigueConfig {
         Self {
             baseline_hours: 24,
             baseline_min_impressions: 2_000,
-            baseline_min_clicks: 200,
+            baseline_min_clicks: 100,
             baseline_margin: 1.0,
-            design_decline: 0.3,
-            cusum_threshold: 12.0,
+            design_decline: 0.2,
+            cusum_threshold: 10.0,
             score_full_decline: 0.5,
             limited_score: 0.3,
             fatigued_score: 0.4,
