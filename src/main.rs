@@ -65,6 +65,9 @@ enum Command {
     /// Multi-touch attribution models.
     #[command(subcommand)]
     Attribution(AttributionCommand),
+    /// Creative fatigue offline (no Kafka): evaluate the detector on generated traffic, fit a decay curve.
+    #[command(subcommand)]
+    Fatigue(cmd::fatigue::FatigueCommand),
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -269,6 +272,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
+        Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

@@ -7,11 +7,14 @@
 //! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
 //! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
 //! - `attribution`      — multi-touch attribution: models (pure) and the two-stage job (repartition by user, credit).
+//! - `fatigue`          — creative fatigue: hourly series, CUSUM change detection, Poisson decay fit, score and
+//!   days remaining per creative, and its evaluation against planted ground truth. Pure.
 //!
 //! Domain logic here never imports rdkafka, so replays and backtests call the same code as the live jobs.
 
 pub mod attribution;
 pub mod campaign_metrics;
+pub mod fatigue;
 pub mod runtime;
 pub mod watermark;
 pub mod window;

@@ -2,6 +2,7 @@
 
 pub mod attribution;
 pub mod dlq;
+pub mod fatigue;
 pub mod inspect;
 pub mod process;
 pub mod produce;

@@ -1,0 +1,1827 @@
+//! Per-creative fatigue state and maths: hourly series, baseline, Bernoulli CUSUM, Poisson decay fit, score,
+//! status and days remaining. Pure (no I/O, no clock); see the [module overview](super) for the method.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One hour of event time in milliseconds; the series is bucketed by epoch-aligned UTC hours.
+pub const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: f64 = 86_400_000.0;
+/// At most this many hours are open (recorded, not yet closed) at once. A caller that closes hours as its
+/// watermark advances has one or two; the cap only keeps the state bounded if a caller stops closing hours.
+pub const MAX_OPEN_HOURS: usize = 48;
+/// The reach sketch has `2^REACH_SKETCH_PRECISION` registers: 1,024, a relative standard error of about 3.3 %.
+/// Part of the serialized state, so changing it invalidates stored states.
+pub const REACH_SKETCH_PRECISION: u32 = 10;
+const REACH_REGISTERS: usize = 1 << REACH_SKETCH_PRECISION;
+/// Hash bits left for the rank after the register index; ranks are `1..=RANK_BITS + 1`.
+const RANK_BITS: u32 = 64 - REACH_SKETCH_PRECISION;
+/// Largest CTR the CUSUM accepts as a baseline: `ln(1 - p0)` must stay finite even if a creative logs more
+/// clicks than impressions (clicks joined to the wrong creative upstream).
+const MAX_CUSUM_CTR: f64 = 0.999;
+/// Newton iterations allowed for the Poisson fit; it converges in under ten on well-posed data.
+const MAX_FIT_ITERATIONS: usize = 100;
+/// The fit has converged when no parameter moves by more than this, relative to `1 + |parameter|`.
+const FIT_TOLERANCE: f64 = 1e-11;
+/// The two-sided 95 % normal quantile, for the days-remaining interval.
+const Z_95: f64 = 1.959_963_984_540_054;
+
+/// Why a [`FatigueConfig`] was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FatigueError {
+    /// A field is outside its valid range.
+    #[error("fatigue config: {field} must be {requirement}, got {value}")]
+    InvalidConfig {
+        /// The field name, as in the serialized config.
+        field: &'static str,
+        /// The valid range, in words.
+        requirement: &'static str,
+        /// The rejected value (integers converted to `f64`).
+        value: f64,
+    },
+}
+
+/// Why [`fit_poisson_decay`] could not fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    /// A fit of two parameters needs at least two points.
+    #[error("a Poisson decay fit needs at least 2 points, got {0}")]
+    TooFewPoints(usize),
+    /// A point has no impressions (its offset `ln(impressions)` is undefined) or a non-finite exposure.
+    #[error("point {index} is invalid: impressions must be positive and exposure finite")]
+    InvalidPoint {
+        /// Zero-based position of the point in the input.
+        index: usize,
+    },
+    /// Without clicks the intercept's estimate is minus infinity.
+    #[error("the points have no clicks, so the CTR level cannot be estimated")]
+    NoClicks,
+    /// Every point has the same exposure, so the slope is not identified.
+    #[error("every point has the same exposure, so the decay rate cannot be estimated")]
+    NoExposureSpread,
+    /// Newton's method did not converge, which happens when the maximum-likelihood estimate does not exist
+    /// (e.g. all clicks at the lowest exposure and none elsewhere: the slope runs to minus infinity).
+    #[error("the Poisson fit did not converge (the data may not determine a finite decay rate)")]
+    NotConverged,
+}
+
+/// Tuning of the fatigue detector. Every field has a default (`#[serde(default)]`), so a partial JSON object
+/// overrides only what it names. Changing a field changes how new hours are assessed; stored series stay valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FatigueConfig {
+    /// Hours of event time, from the creative's first closed hour, that form its own baseline. The baseline
+    /// grows past this until it also holds `baseline_min_impressions` and `baseline_min_clicks`. Default 24:
+    /// a full day, so the time-of-day mix of the baseline matches the later comparisons.
+    pub baseline_hours: u32,
+    /// Impressions the baseline needs at least. Default 2,000.
+    pub baseline_min_impressions: u64,
+    /// Clicks the baseline needs at least. Its CTR has a relative standard error of about `1/sqrt(clicks)`, and
+    /// an over-estimated baseline reads as a decline later; `baseline_margin` absorbs that error, while a
+    /// higher minimum would delay the baseline of low-traffic creatives past their fatigue onset. Default 100
+    /// (10 %).
+    pub baseline_min_clicks: u64,
+    /// How many standard errors the CUSUM's reference CTR sits below the baseline CTR: it compares hours with
+    /// `p0 · (1 − z/sqrt(baseline clicks))`, a lower confidence bound of the baseline, so that a baseline that
+    /// came out high by chance does not make a steady creative drift towards an alarm. Default 1.
+    pub baseline_margin: f64,
+    /// The decline the CUSUM is designed to detect: a drop of CTR from the baseline `p0` to `(1 - d)·p0`. It
+    /// accumulates evidence whenever CTR runs below about `(1 - d/2)·p0`. Default 0.2.
+    pub design_decline: f64,
+    /// CUSUM decision threshold `h` on the log-likelihood ratio: alarm when the statistic exceeds it. Higher
+    /// means fewer false alarms and later detection. Default 10.
+    pub cusum_threshold: f64,
+    /// CTR decline (as a share of the baseline) at which the score reaches 1; the score is
+    /// `clamp(decline / score_full_decline, 0, 1)`. Default 0.5.
+    pub score_full_decline: f64,
+    /// Score from which a creative is `limited` even without a detected change. Default 0.3 (a 15 % decline
+    /// at the default scale).
+    pub limited_score: f64,
+    /// Score a detected change needs to make the creative `fatigued`; a detected change with a lower score is
+    /// `limited`. Default 0.4 (a 20 % decline at the default scale).
+    pub fatigued_score: f64,
+    /// θ: days remaining count until the fitted CTR falls below `θ · baseline`. Default 0.5.
+    pub remaining_share: f64,
+    /// Closed hourly points kept per creative (the fit's and windows' history); older ones are dropped, which
+    /// bounds the state. Default 168 (a week).
+    pub max_points: usize,
+    /// Consecutive hours are pooled into one fit point until it has this many impressions, so quiet night
+    /// hours do not add near-empty points. Default 200.
+    pub min_fit_point_impressions: u64,
+    /// Pooled points the decay fit needs at least. Default 6.
+    pub min_fit_points: usize,
+    /// Clicks the decay fit needs at least. Default 30.
+    pub min_fit_clicks: u64,
+    /// Hours of recent points whose pooled CTR is the current CTR when there is no decay fit, and whose cost
+    /// per click is the current one. Default 24 (a whole day, so time-of-day effects cancel).
+    pub current_window_hours: u32,
+    /// Hours of recent points over which exposure growth per day is measured for days remaining. Default 24.
+    pub growth_window_hours: u32,
+    /// Days remaining are capped here, also when the interval is unbounded (the slower-decay end of the
+    /// interval is not declining at all). Default 365.
+    pub max_days_remaining: f64,
+}
+
+impl Default for FatigueConfig {
+    fn default() -> Self {
+        Self {
+            baseline_hours: 24,
+            baseline_min_impressions: 2_000,
+            baseline_min_clicks: 100,
+            baseline_margin: 1.0,
+            design_decline: 0.2,
+            cusum_threshold: 10.0,
+            score_full_decline: 0.5,
+            limited_score: 0.3,
+            fatigued_score: 0.4,
+            remaining_share: 0.5,
+            max_points: 168,
+            min_fit_point_impressions: 200,
+            min_fit_points: 6,
+            min_fit_clicks: 30,
+            current_window_hours: 24,
+            growth_window_hours: 24,
+            max_days_remaining: 365.0,
+        }
+    }
+}
+
+/// Upper bound of [`FatigueConfig::max_points`], so a configuration cannot make the state unbounded in practice.
+pub const MAX_POINTS_LIMIT: usize = 24 * 366;
+
+impl FatigueConfig {
+    /// Checks every field's range. [`CreativeSeries::close_hours`] assumes a valid config: with an invalid
+    /// one its outputs stay finite but are meaningless.
+    pub fn validate(&self) -> Result<(), FatigueError> {
+        fn check(
+            ok: bool,
+            field: &'static str,
+            requirement: &'static str,
+            value: f64,
+        ) -> Result<(), FatigueError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(FatigueError::InvalidConfig {
+                    field,
+                    requirement,
+                    value,
+                })
+            }
+        }
+        let open_unit = |x: f64| x > 0.0 && x < 1.0;
+        check(
+            self.baseline_hours >= 1,
+            "baseline_hours",
+            "at least 1",
+            f64::from(self.baseline_hours),
+        )?;
+        check(
+            self.baseline_min_impressions >= 1,
+            "baseline_min_impressions",
+            "at least 1",
+            self.baseline_min_impressions as f64,
+        )?;
+        check(
+            self.baseline_min_clicks >= 1,
+            "baseline_min_clicks",
+            "at least 1",
+            self.baseline_min_clicks as f64,
+        )?;
+        check(
+            self.baseline_margin.is_finite() && self.baseline_margin >= 0.0,
+            "baseline_margin",
+            "finite and not negative",
+            self.baseline_margin,
+        )?;
+        check(
+            open_unit(self.design_decline),
+            "design_decline",
+            "in (0, 1)",
+            self.design_decline,
+        )?;
+        check(
+            self.cusum_threshold.is_finite() && self.cusum_threshold > 0.0,
+            "cusum_threshold",
+            "positive and finite",
+            self.cusum_threshold,
+        )?;
+        check(
+            self.score_full_decline > 0.0 && self.score_full_decline <= 1.0,
+            "score_full_decline",
+            "in (0, 1]",
+            self.score_full_decline,
+        )?;
+        check(
+            self.limited_score > 0.0 && self.limited_score <= 1.0,
+            "limited_score",
+            "in (0, 1]",
+            self.limited_score,
+        )?;
+        check(
+            self.fatigued_score > 0.0 && self.fatigued_score <= 1.0,
+            "fatigued_score",
+            "in (0, 1]",
+            self.fatigued_score,
+        )?;
+        check(
+            open_unit(self.remaining_share),
+            "remaining_share",
+            "in (0, 1)",
+            self.remaining_share,
+        )?;
+        check(
+            (2..=MAX_POINTS_LIMIT).contains(&self.max_points),
+            "max_points",
+            "in 2..=8784",
+            self.max_points as f64,
+        )?;
+        check(
+            self.min_fit_points >= 2 && self.min_fit_points <= self.max_points,
+            "min_fit_points",
+            "at least 2 and at most max_points",
+            self.min_fit_points as f64,
+        )?;
+        check(
+            self.min_fit_clicks >= 1,
+            "min_fit_clicks",
+            "at least 1",
+            self.min_fit_clicks as f64,
+        )?;
+        check(
+            self.current_window_hours >= 1,
+            "current_window_hours",
+            "at least 1",
+            f64::from(self.current_window_hours),
+        )?;
+        check(
+            self.growth_window_hours >= 1,
+            "growth_window_hours",
+            "at least 1",
+            f64::from(self.growth_window_hours),
+        )?;
+        check(
+            self.max_days_remaining.is_finite() && self.max_days_remaining > 0.0,
+            "max_days_remaining",
+            "positive and finite",
+            self.max_days_remaining,
+        )
+    }
+}
+
+/// A creative's fatigue status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FatigueStatus {
+    /// No meaningful decline (or no baseline yet).
+    Healthy,
+    /// Declining: either a moderate decline without a confirmed change, or a confirmed change that is still
+    /// small.
+    Limited,
+    /// A confirmed change (CUSUM alarm) with a large decline: time to refresh the creative.
+    Fatigued,
+}
+
+/// One closed hour of a creative.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Start of the UTC hour, epoch milliseconds.
+    pub hour_start_ms: i64,
+    /// Impressions counted in the hour.
+    pub impressions: u64,
+    /// Clicks counted in the hour.
+    pub clicks: u64,
+    /// Impression and click cost counted in the hour, micros.
+    pub spend_micros: i64,
+    /// Cumulative impressions / estimated reach at the hour's end (measured when the hour closes, see
+    /// [`CreativeSeries::close_hours`]).
+    pub exposure: f64,
+}
+
+/// A Poisson decay fit in the form the assessment reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecayFit {
+    /// CTR at exposure 0, `exp(β0)`.
+    pub ctr_at_zero: f64,
+    /// Decay rate per unit of exposure, `λ = −β1`.
+    pub lambda: f64,
+    /// Standard error of λ from the inverse Fisher information.
+    pub lambda_std_error: f64,
+    /// Pooled points fitted.
+    pub points: usize,
+    /// Exposure where the fitted segment starts (its first point).
+    pub from_exposure: f64,
+}
+
+/// Days until the fitted CTR falls below `θ · baseline`, with a 95 % interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DaysRemaining {
+    /// Point estimate from λ.
+    pub estimate: f64,
+    /// From the faster decay `λ + 1.96·se`.
+    pub low: f64,
+    /// From the slower decay `λ − 1.96·se`; [`FatigueConfig::max_days_remaining`] when that is not a decay.
+    pub high: f64,
+}
+
+/// The detector's view of one creative after its last closed hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// Healthy, limited or fatigued.
+    pub status: FatigueStatus,
+    /// Severity in [0, 1]: the current CTR's decline from the baseline, scaled by
+    /// [`FatigueConfig::score_full_decline`]. 0 while there is no baseline.
+    pub score: f64,
+    /// CTR of the baseline hours; `None` until the baseline is complete.
+    pub baseline_ctr: Option<f64>,
+    /// The more precise of two estimates: the decay fit's CTR at the current exposure, or the pooled CTR of the
+    /// last [`FatigueConfig::current_window_hours`] (relative standard error about `1/sqrt(clicks)`). `None`
+    /// without a fit and without impressions in the window.
+    pub current_ctr: Option<f64>,
+    /// Spend per click of the baseline hours.
+    pub baseline_cost_per_click_micros: Option<f64>,
+    /// Spend per click over the last [`FatigueConfig::current_window_hours`]; `None` without clicks there.
+    pub current_cost_per_click_micros: Option<f64>,
+    /// The CUSUM statistic after the last closed hour.
+    pub change_statistic: f64,
+    /// The CUSUM threshold it is compared with.
+    pub change_threshold: f64,
+    /// End of the hour in which the statistic crossed the threshold, while it stays above zero.
+    pub change_detected_at_ms: Option<i64>,
+    /// The detector's estimate of when the decline began: start of the first hour of the statistic's current
+    /// run above zero. `None` while the statistic is zero.
+    pub change_started_at_ms: Option<i64>,
+    /// Exposure (impressions per reached user) at the last closed hour.
+    pub exposure: f64,
+    /// Estimated distinct users reached.
+    pub reach_estimate: u64,
+    /// Impressions in closed hours.
+    pub impressions: u64,
+    /// Clicks in closed hours.
+    pub clicks: u64,
+    /// Spend in closed hours, micros.
+    pub spend_micros: i64,
+    /// Poisson fit of CTR against exposure over the points since the change started.
+    pub decay: Option<DecayFit>,
+    /// Days until CTR falls below `θ · baseline`; needs a decay fit with λ > 0 and growing exposure.
+    pub days_remaining: Option<DaysRemaining>,
+    /// End of the last closed hour that had traffic (event time); `i64::MIN` before any.
+    pub assessed_until_ms: i64,
+}
+
+impl Assessment {
+    fn empty() -> Self {
+        Self {
+            status: FatigueStatus::Healthy,
+            score: 0.0,
+            baseline_ctr: None,
+            current_ctr: None,
+            baseline_cost_per_click_micros: None,
+            current_cost_per_click_micros: None,
+            change_statistic: 0.0,
+            change_threshold: 0.0,
+            change_detected_at_ms: None,
+            change_started_at_ms: None,
+            exposure: 0.0,
+            reach_estimate: 0,
+            impressions: 0,
+            clicks: 0,
+            spend_micros: 0,
+            decay: None,
+            days_remaining: None,
+            assessed_until_ms: i64::MIN,
+        }
+    }
+}
+
+/// One point of a Poisson decay fit: impressions and clicks at an exposure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitPoint {
+    /// The covariate (impressions per reached user).
+    pub exposure: f64,
+    /// Impressions; the model's offset is `ln(impressions)`, so it must be positive.
+    pub impressions: u64,
+    /// Clicks.
+    pub clicks: u64,
+}
+
+/// Maximum-likelihood estimate of `clicks ~ Poisson(impressions · exp(β0 + β1 · exposure))`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoissonFit {
+    /// Intercept: `ln` of the CTR at exposure 0.
+    pub beta0: f64,
+    /// Slope: change of `ln CTR` per unit of exposure (`−λ`).
+    pub beta1: f64,
+    /// Standard error of β0 (inverse Fisher information).
+    pub se_beta0: f64,
+    /// Standard error of β1 (inverse Fisher information).
+    pub se_beta1: f64,
+    /// Covariance of β0 and β1 (inverse Fisher information), for the standard error of a prediction.
+    pub cov_beta0_beta1: f64,
+    /// Newton iterations taken.
+    pub iterations: usize,
+    /// Points fitted.
+    pub points: usize,
+}
+
+/// Fits `clicks ~ Poisson(impressions · exp(β0 + β1 · exposure))` (a Poisson GLM with log link and offset
+/// `ln(impressions)`) by Newton's method, which for the canonical log link is the same as IRLS / Fisher scoring.
+///
+/// The exposure is centred on its impression-weighted mean while iterating, which keeps the Hessian well
+/// conditioned; the start is the pooled CTR with slope 0, and a step that lowers the likelihood is halved.
+/// Standard errors come from the inverse Fisher information `(Xᵀ W X)⁻¹`, `W = diag(μ)`, at the estimate.
+pub fn fit_poisson_decay(points: &[FitPoint]) -> Result<PoissonFit, FitError> {
+    if let Some(index) = points
+        .iter()
+        .position(|p| p.impressions == 0 || !p.exposure.is_finite())
+    {
+        return Err(FitError::InvalidPoint { index });
+    }
+    if points.len() < 2 {
+        return Err(FitError::TooFewPoints(points.len()));
+    }
+    let impressions: f64 = points.iter().map(|p| p.impressions as f64).sum();
+    let clicks: f64 = points.iter().map(|p| p.clicks as f64).sum();
+    if clicks == 0.0 {
+        return Err(FitError::NoClicks);
+    }
+    let center = points
+        .iter()
+        .map(|p| p.impressions as f64 * p.exposure)
+        .sum::<f64>()
+        / impressions;
+    let (min, max) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.exposure), hi.max(p.exposure))
+        });
+    if max - min <= 1e-12 * center.abs().max(1.0) {
+        return Err(FitError::NoExposureSpread);
+    }
+    // Parameters in the centred form ln CTR = a + b·(x − center).
+    let (mut a, mut b) = ((clicks / impressions).ln(), 0.0);
+    let mut log_likelihood = poisson_log_likelihood(points, center, a, b);
+    let mut iterations = 0;
+    loop {
+        if iterations == MAX_FIT_ITERATIONS {
+            return Err(FitError::NotConverged);
+        }
+        iterations += 1;
+        let (da, db) = newton_step(points, center, a, b).ok_or(FitError::NotConverged)?;
+        // Step halving: the full Newton step is taken whenever it does not lower the likelihood, which near
+        // the optimum is always (the small tolerance absorbs rounding in the sum).
+        let mut t = 1.0;
+        let (next_a, next_b, next_ll) = loop {
+            let (na, nb) = (a + t * da, b + t * db);
+            let ll = poisson_log_likelihood(points, center, na, nb);
+            if ll >= log_likelihood - 1e-12 * log_likelihood.abs().max(1.0) || t < 1e-10 {
+                break (na, nb, ll);
+            }
+            t *= 0.5;
+        };
+        if !(next_a.is_finite() && next_b.is_finite() && next_ll.is_finite()) {
+            return Err(FitError::NotConverged);
+        }
+        let moved = (next_a - a).abs() / (1.0 + a.abs()) + (next_b - b).abs() / (1.0 + b.abs());
+        (a, b, log_likelihood) = (next_a, next_b, next_ll);
+        if moved <= FIT_TOLERANCE {
+            break;
+        }
+    }
+    let info = fisher_information(points, center, a, b);
+    let det = info.det();
+    if !(det > 0.0 && det.is_finite()) {
+        return Err(FitError::NotConverged);
+    }
+    let (var_a, var_b, cov_ab) = (info.i11 / det, info.i00 / det, -info.i01 / det);
+    // Back from the centred form: β0 = a − b·center, so var(β0) = var(a) + c²·var(b) − 2c·cov(a, b).
+    let beta0 = a - b * center;
+    let var_beta0 = var_a + center * center * var_b - 2.0 * center * cov_ab;
+    let fit = PoissonFit {
+        beta0,
+        beta1: b,
+        se_beta0: var_beta0.max(0.0).sqrt(),
+        se_beta1: var_b.max(0.0).sqrt(),
+        // cov(a − b·c, b) = cov(a, b) − c·var(b).
+        cov_beta0_beta1: cov_ab - center * var_b,
+        iterations,
+        points: points.len(),
+    };
+    if [fit.beta0, fit.se_beta0, fit.se_beta1, fit.cov_beta0_beta1]
+        .iter()
+        .all(|x| x.is_finite())
+    {
+        Ok(fit)
+    } else {
+        Err(FitError::NotConverged)
+    }
+}
+
+/// Fisher information of the centred parameters `(a, b)`: `Σ μ [1, x−c; x−c, (x−c)²]`.
+struct Information {
+    i00: f64,
+    i01: f64,
+    i11: f64,
+    /// Score (gradient of the log-likelihood) `Σ (k − μ) [1, x−c]`.
+    g0: f64,
+    g1: f64,
+}
+
+impl Information {
+    fn det(&self) -> f64 {
+        self.i00 * self.i11 - self.i01 * self.i01
+    }
+}
+
+fn fisher_information(points: &[FitPoint], center: f64, a: f64, b: f64) -> Information {
+    let mut info = Information {
+        i00: 0.0,
+        i01: 0.0,
+        i11: 0.0,
+        g0: 0.0,
+        g1: 0.0,
+    };
+    for p in points {
+        let x = p.exposure - center;
+        let mu = p.impressions as f64 * (a + b * x).exp();
+        let residual = p.clicks as f64 - mu;
+        info.i00 += mu;
+        info.i01 += mu * x;
+        info.i11 += mu * x * x;
+        info.g0 += residual;
+        info.g1 += residual * x;
+    }
+    info
+}
+
+/// The Newton step `I⁻¹ U` at `(a, b)`, or `None` when the information matrix is singular or not finite.
+fn newton_step(points: &[FitPoint], center: f64, a: f64, b: f64) -> Option<(f64, f64)> {
+    let info = fisher_information(points, center, a, b);
+    let det = info.det();
+    if !(det > 0.0 && det.is_finite()) {
+        return None;
+    }
+    Some((
+        (info.i11 * info.g0 - info.i01 * info.g1) / det,
+        (info.i00 * info.g1 - info.i01 * info.g0) / det,
+    ))
+}
+
+/// `Σ k·η − μ` with `η = ln n + a + b(x − c)`, dropping terms that do not depend on the parameters.
+fn poisson_log_likelihood(points: &[FitPoint], center: f64, a: f64, b: f64) -> f64 {
+    let ll: f64 = points
+        .iter()
+        .map(|p| {
+            let eta = a + b * (p.exposure - center);
+            p.clicks as f64 * eta - p.impressions as f64 * eta.exp()
+        })
+        .sum();
+    if ll.is_finite() {
+        ll
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// Counts of one hour that has not closed yet. Serialized as a tuple to keep the changelog small:
+/// `[hour_start_ms, impressions, clicks, spend_micros]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct OpenHour(i64, u64, u64, i64);
+
+/// Baseline accumulation; `ctr` is set once the baseline is complete and never changes afterwards.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+struct Baseline {
+    /// Start of the first closed hour with traffic.
+    start_ms: Option<i64>,
+    impressions: u64,
+    clicks: u64,
+    spend_micros: i64,
+    ctr: Option<f64>,
+    cost_per_click_micros: Option<f64>,
+}
+
+/// Bernoulli CUSUM state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+struct Cusum {
+    statistic: f64,
+    /// Start of the first hour of the statistic's current run above zero.
+    run_start_ms: Option<i64>,
+    /// End of the hour in which the current run crossed the threshold.
+    detected_at_ms: Option<i64>,
+}
+
+/// A HyperLogLog sketch of distinct user ids: fixed size (1,024 one-byte registers) whatever the traffic.
+///
+/// Serialized as a string of one base64-alphabet character per register (register values are at most 55, so
+/// one character of 64 holds one exactly): 1,024 characters instead of a JSON array of numbers.
+#[derive(Clone, PartialEq)]
+struct ReachSketch {
+    registers: Box<[u8; REACH_REGISTERS]>,
+}
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl ReachSketch {
+    fn new() -> Self {
+        Self {
+            registers: Box::new([0; REACH_REGISTERS]),
+        }
+    }
+
+    /// Adds a 64-bit hash: its top bits pick the register, the rank of the rest is the run of leading zeros
+    /// plus one. Returns whether a register changed (rarely, once the sketch has seen a few thousand users).
+    fn insert(&mut self, hash: u64) -> bool {
+        let index = (hash >> RANK_BITS) as usize;
+        let rest = hash << REACH_SKETCH_PRECISION;
+        let rank = (rest.leading_zeros().min(RANK_BITS) + 1) as u8;
+        let register = &mut self.registers[index];
+        if rank > *register {
+            *register = rank;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Cardinality estimate by Ertl's improved raw estimator ("New cardinality estimation algorithms for
+    /// HyperLogLog sketches", 2017), which is nearly unbiased from zero to billions without the classic
+    /// estimator's switch to linear counting and its bias in between.
+    fn estimate(&self) -> f64 {
+        let m = REACH_REGISTERS as f64;
+        let mut histogram = [0u32; RANK_BITS as usize + 2];
+        for &register in self.registers.iter() {
+            histogram[usize::from(register).min(RANK_BITS as usize + 1)] += 1;
+        }
+        if histogram[0] as usize == REACH_REGISTERS {
+            return 0.0;
+        }
+        let q = RANK_BITS as usize;
+        let mut z = m * ertl_tau(1.0 - f64::from(histogram[q + 1]) / m);
+        for k in (1..=q).rev() {
+            z = 0.5 * (z + f64::from(histogram[k]));
+        }
+        z += m * ertl_sigma(f64::from(histogram[0]) / m);
+        let estimate = m * m / (2.0 * std::f64::consts::LN_2 * z);
+        if estimate.is_finite() {
+            estimate
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Ertl's σ(x) = x + Σ_{k≥1} x^(2^k) 2^(k−1), for the share of empty registers x < 1.
+fn ertl_sigma(x: f64) -> f64 {
+    if x >= 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, x);
+    loop {
+        x *= x;
+        let previous = z;
+        z += x * y;
+        y += y;
+        if z == previous {
+            return z;
+        }
+    }
+}
+
+/// Ertl's τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^−k))² 2^−k) / 3, for the share of saturated registers' complement.
+fn ertl_tau(x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return 0.0;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, 1.0 - x);
+    loop {
+        x = x.sqrt();
+        let previous = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z == previous {
+            return z / 3.0;
+        }
+    }
+}
+
+impl std::fmt::Debug for ReachSketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReachSketch")
+            .field("estimate", &self.estimate())
+            .finish()
+    }
+}
+
+impl Serialize for ReachSketch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text: String = self
+            .registers
+            .iter()
+            .map(|&r| char::from(BASE64_ALPHABET[usize::from(r & 63)]))
+            .collect();
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReachSketch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let text = String::deserialize(deserializer)?;
+        if text.len() != REACH_REGISTERS {
+            return Err(D::Error::custom(format!(
+                "reach sketch must have {REACH_REGISTERS} characters, got {}",
+                text.len()
+            )));
+        }
+        let mut sketch = ReachSketch::new();
+        for (register, byte) in sketch.registers.iter_mut().zip(text.bytes()) {
+            let value = BASE64_ALPHABET
+                .iter()
+                .position(|&c| c == byte)
+                .filter(|&v| v <= RANK_BITS as usize + 1)
+                .ok_or_else(|| D::Error::custom("invalid reach sketch register"))?;
+            *register = value as u8;
+        }
+        Ok(sketch)
+    }
+}
+
+/// A stable 64-bit hash of a user id (FNV-1a, then MurmurHash3's finalizer to spread FNV's weak high bits).
+/// Stable across Rust versions and processes, unlike `std`'s hasher, because the sketch it feeds is persisted.
+/// Does not allocate.
+fn hash_user(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in id.as_bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Serializes points as `[hour_start_ms, impressions, clicks, spend_micros, exposure]` tuples: the changelog
+/// stores up to `max_points` of them every time the state changes, and field names would double its size.
+mod point_tuples {
+    use super::SeriesPoint;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        points: &[SeriesPoint],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(points.iter().map(|p| {
+            (
+                p.hour_start_ms,
+                p.impressions,
+                p.clicks,
+                p.spend_micros,
+                p.exposure,
+            )
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<SeriesPoint>, D::Error> {
+        let tuples: Vec<(i64, u64, u64, i64, f64)> = Vec::deserialize(deserializer)?;
+        Ok(tuples
+            .into_iter()
+            .map(
+                |(hour_start_ms, impressions, clicks, spend_micros, exposure)| SeriesPoint {
+                    hour_start_ms,
+                    impressions,
+                    clicks,
+                    spend_micros,
+                    exposure,
+                },
+            )
+            .collect())
+    }
+}
+
+/// All state of one creative: open hours, closed hourly points (bounded ring), reach sketch, baseline, CUSUM
+/// and the latest [`Assessment`].
+///
+/// Its size is bounded whatever the traffic: at most [`MAX_OPEN_HOURS`] open hours, `max_points` closed points
+/// and a fixed 1,024-register reach sketch; serialized to JSON it is about 10 KB with a week of points, most of
+/// it the points (as tuples) and the sketch (one character per register). Every recorded event changes the open
+/// hour's counters, so the state changes with every event; the sketch itself changes rarely.
+///
+/// JSON round trips are exact except that `serde_json`'s default float parser may be one unit in the last
+/// place off on 17-digit values, which does not matter to the maths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreativeSeries {
+    creative_id: String,
+    campaign_id: String,
+    /// Impressions recorded with a user id, in all hours: the numerator of exposure, since only those reach
+    /// the sketch.
+    identified_impressions: u64,
+    reach: ReachSketch,
+    /// Open hours, oldest first, distinct hour starts.
+    open: Vec<OpenHour>,
+    /// Hours starting before this are closed.
+    closed_until_ms: Option<i64>,
+    #[serde(with = "point_tuples")]
+    points: Vec<SeriesPoint>,
+    baseline: Baseline,
+    cusum: Cusum,
+    assessment: Assessment,
+}
+
+impl CreativeSeries {
+    /// An empty series for a creative of a campaign.
+    pub fn new(creative_id: &str, campaign_id: &str) -> Self {
+        Self {
+            creative_id: creative_id.to_string(),
+            campaign_id: campaign_id.to_string(),
+            identified_impressions: 0,
+            reach: ReachSketch::new(),
+            open: Vec::with_capacity(4),
+            closed_until_ms: None,
+            points: Vec::new(),
+            baseline: Baseline::default(),
+            cusum: Cusum::default(),
+            assessment: Assessment::empty(),
+        }
+    }
+
+    /// The creative's id.
+    pub fn creative_id(&self) -> &str {
+        &self.creative_id
+    }
+
+    /// The id of the creative's campaign.
+    pub fn campaign_id(&self) -> &str {
+        &self.campaign_id
+    }
+
+    /// Counts an impression, its cost and its user in the UTC hour of `time_ms`.
+    ///
+    /// If that hour is already closed (a late event), the impression is counted in the oldest open hour, or in
+    /// the first hour that is not closed if none is open: the totals stay right and the series stays
+    /// append-only, at the price of a slightly misplaced hour. If [`MAX_OPEN_HOURS`] hours are open already (the
+    /// caller stopped closing hours), an event of another hour goes into the nearest open hour, so the state
+    /// stays bounded. Does not allocate, except when an open hour is added beyond the capacity used so far.
+    pub fn record_impression(&mut self, time_ms: i64, user_id: Option<&str>, cost_micros: i64) {
+        let hour = open_hour(&mut self.open, self.closed_until_ms, time_ms);
+        hour.1 += 1;
+        hour.3 = hour.3.saturating_add(cost_micros);
+        if let Some(user) = user_id {
+            self.identified_impressions += 1;
+            self.reach.insert(hash_user(user));
+        }
+    }
+
+    /// Counts a click and its cost in the UTC hour of `time_ms`; a late click goes where a late impression
+    /// would (see [`CreativeSeries::record_impression`]).
+    pub fn record_click(&mut self, time_ms: i64, cost_micros: i64) {
+        let hour = open_hour(&mut self.open, self.closed_until_ms, time_ms);
+        hour.2 += 1;
+        hour.3 = hour.3.saturating_add(cost_micros);
+    }
+
+    /// Closes every hour that ends at or before `until_ms` (normally the watermark), oldest first: each hour
+    /// with traffic becomes a [`SeriesPoint`] and updates the baseline or the CUSUM; then the decay fit and the
+    /// assessment are recomputed once. Hours without traffic produce no point and leave the assessment as it
+    /// was. Returns true if at least one hour with traffic closed, i.e. if the assessment changed.
+    ///
+    /// A point's exposure is the creative's identified impressions divided by its estimated reach at the moment
+    /// the hour closes: both include the few minutes of the next hour already recorded (the grace period), so
+    /// numerator and denominator cover the same impressions. Hours closed in one call share that exposure, so
+    /// callers should close hours as event time advances rather than in large batches.
+    pub fn close_hours(&mut self, until_ms: i64, config: &FatigueConfig) -> bool {
+        let boundary = hour_start(until_ms);
+        let closing = self.open.partition_point(|h| h.0 < boundary);
+        for index in 0..closing {
+            let hour = self.open[index];
+            self.close_hour(hour, config);
+        }
+        self.open.drain(..closing);
+        self.closed_until_ms = Some(self.closed_until_ms.map_or(boundary, |c| c.max(boundary)));
+        if closing > 0 {
+            self.assess(config);
+        }
+        closing > 0
+    }
+
+    /// The assessment after the last closed hour with traffic.
+    pub fn assessment(&self) -> &Assessment {
+        &self.assessment
+    }
+
+    /// Closed hourly points, oldest first; at most [`FatigueConfig::max_points`] of them.
+    pub fn recent_points(&self) -> &[SeriesPoint] {
+        &self.points
+    }
+
+    fn close_hour(
+        &mut self,
+        OpenHour(hour_start_ms, impressions, clicks, spend_micros): OpenHour,
+        config: &FatigueConfig,
+    ) {
+        let hour_end_ms = hour_start_ms.saturating_add(HOUR_MS);
+        let totals = &mut self.assessment;
+        totals.impressions += impressions;
+        totals.clicks += clicks;
+        totals.spend_micros = totals.spend_micros.saturating_add(spend_micros);
+        totals.assessed_until_ms = hour_end_ms;
+        let reach = self.reach.estimate();
+        // Every identified impression reached someone, so exposure is at least 1; the sketch's error could
+        // otherwise put it just below while reach is nearly the impression count.
+        let exposure = if self.identified_impressions > 0 && reach >= 1.0 {
+            (self.identified_impressions as f64 / reach).max(1.0)
+        } else {
+            0.0
+        };
+        totals.reach_estimate = reach.round() as u64;
+        totals.exposure = exposure;
+        self.points.push(SeriesPoint {
+            hour_start_ms,
+            impressions,
+            clicks,
+            spend_micros,
+            exposure,
+        });
+        if self.points.len() > config.max_points {
+            let excess = self.points.len() - config.max_points;
+            self.points.drain(..excess);
+        }
+
+        let Some(p0) = self.baseline.ctr else {
+            let baseline = &mut self.baseline;
+            let start_ms = *baseline.start_ms.get_or_insert(hour_start_ms);
+            baseline.impressions += impressions;
+            baseline.clicks += clicks;
+            baseline.spend_micros = baseline.spend_micros.saturating_add(spend_micros);
+            let long_enough =
+                hour_end_ms.saturating_sub(start_ms) >= i64::from(config.baseline_hours) * HOUR_MS;
+            if long_enough
+                && baseline.impressions >= config.baseline_min_impressions
+                && baseline.clicks >= config.baseline_min_clicks
+            {
+                baseline.ctr = ratio(baseline.clicks as f64, baseline.impressions as f64);
+                baseline.cost_per_click_micros =
+                    ratio(baseline.spend_micros as f64, baseline.clicks as f64);
+            }
+            return;
+        };
+        // The reference is the baseline's lower confidence bound: a baseline that came out high by chance
+        // would otherwise read as a decline for the rest of the creative's life.
+        let relative_error = 1.0 / (self.baseline.clicks.max(1) as f64).sqrt();
+        let reference = p0 * (1.0 - config.baseline_margin * relative_error).max(0.01);
+        let increment = cusum_increment(reference, config.design_decline, impressions, clicks);
+        let cusum = &mut self.cusum;
+        cusum.statistic = (cusum.statistic + increment).max(0.0);
+        if cusum.statistic <= 0.0 {
+            cusum.statistic = 0.0;
+            cusum.run_start_ms = None;
+            cusum.detected_at_ms = None;
+            return;
+        }
+        cusum.run_start_ms.get_or_insert(hour_start_ms);
+        if cusum.statistic > config.cusum_threshold && cusum.detected_at_ms.is_none() {
+            cusum.detected_at_ms = Some(hour_end_ms);
+        }
+    }
+
+    /// Recomputes the decay fit, current CTR and CPC, score, status and days remaining.
+    fn assess(&mut self, config: &FatigueConfig) {
+        let last_end_ms = self
+            .points
+            .last()
+            .map_or(i64::MIN, |p| p.hour_start_ms.saturating_add(HOUR_MS));
+        let exposure = self.assessment.exposure;
+        let fitted = match (self.baseline.ctr, self.cusum.run_start_ms) {
+            (Some(_), Some(run_start_ms)) => self.decay_fit(run_start_ms, exposure, config),
+            _ => None,
+        };
+        let window_start_ms =
+            last_end_ms.saturating_sub(i64::from(config.current_window_hours) * HOUR_MS);
+        let (window_impressions, window_clicks, window_spend) = self
+            .points
+            .iter()
+            .filter(|p| p.hour_start_ms >= window_start_ms)
+            .fold((0u64, 0u64, 0i64), |(n, k, s), p| {
+                (
+                    n + p.impressions,
+                    k + p.clicks,
+                    s.saturating_add(p.spend_micros),
+                )
+            });
+        // The more precise of the two estimates of the current CTR: the fit's prediction follows a decline
+        // without the window's lag, but right after a run starts, or when exposure barely moved, it is
+        // noisier than the window (whose relative standard error is about 1/sqrt(clicks)).
+        let window_ctr = ratio(window_clicks as f64, window_impressions as f64);
+        let window_log_se = if window_clicks > 0 {
+            1.0 / (window_clicks as f64).sqrt()
+        } else {
+            f64::INFINITY
+        };
+        let current_ctr = match &fitted {
+            Some((_, prediction)) if prediction.log_se <= window_log_se => Some(prediction.ctr),
+            _ => window_ctr,
+        };
+
+        let baseline_ctr = self.baseline.ctr;
+        let score = match (baseline_ctr, current_ctr) {
+            (Some(baseline), Some(current)) if baseline > 0.0 => {
+                let decline = 1.0 - current / baseline;
+                finite(decline / config.score_full_decline).map_or(0.0, |s| s.clamp(0.0, 1.0))
+            }
+            _ => 0.0,
+        };
+        let alarm = self.cusum.detected_at_ms.is_some();
+        let status = if alarm && score >= config.fatigued_score {
+            FatigueStatus::Fatigued
+        } else if alarm || (baseline_ctr.is_some() && score >= config.limited_score) {
+            FatigueStatus::Limited
+        } else {
+            FatigueStatus::Healthy
+        };
+        let days_remaining = match (&fitted, baseline_ctr) {
+            (Some((fit, prediction)), Some(baseline)) => self.days_remaining(
+                fit,
+                prediction.ctr,
+                baseline * config.remaining_share,
+                last_end_ms,
+                config,
+            ),
+            _ => None,
+        };
+        let decay = fitted.map(|(fit, _)| fit);
+        let a = &mut self.assessment;
+        a.status = status;
+        a.score = score;
+        a.baseline_ctr = baseline_ctr;
+        a.current_ctr = current_ctr;
+        a.baseline_cost_per_click_micros = self.baseline.cost_per_click_micros;
+        a.current_cost_per_click_micros = ratio(window_spend as f64, window_clicks as f64);
+        a.change_statistic = self.cusum.statistic;
+        a.change_threshold = config.cusum_threshold;
+        a.change_detected_at_ms = self.cusum.detected_at_ms;
+        a.change_started_at_ms = self.cusum.run_start_ms;
+        a.decay = decay;
+        a.days_remaining = days_remaining;
+    }
+
+    /// Poisson fit over the points since `from_ms`, pooled to at least `min_fit_point_impressions` each, with
+    /// its prediction at `exposure`.
+    fn decay_fit(
+        &self,
+        from_ms: i64,
+        exposure: f64,
+        config: &FatigueConfig,
+    ) -> Option<(DecayFit, Prediction)> {
+        let segment = self.points.iter().filter(|p| p.hour_start_ms >= from_ms);
+        let pooled = pool_points(segment, config.min_fit_point_impressions);
+        let clicks: u64 = pooled.iter().map(|p| p.clicks).sum();
+        if pooled.len() < config.min_fit_points || clicks < config.min_fit_clicks {
+            return None;
+        }
+        let fit = fit_poisson_decay(&pooled).ok()?;
+        // var(β0 + β1·f) = var β0 + f²·var β1 + 2f·cov(β0, β1).
+        let log_variance = fit.se_beta0.powi(2)
+            + exposure * exposure * fit.se_beta1.powi(2)
+            + 2.0 * exposure * fit.cov_beta0_beta1;
+        let prediction = Prediction {
+            ctr: finite((fit.beta0 + fit.beta1 * exposure).exp())?,
+            log_se: finite(log_variance.max(0.0).sqrt())?,
+        };
+        let decay = DecayFit {
+            ctr_at_zero: finite(fit.beta0.exp())?,
+            lambda: -fit.beta1,
+            lambda_std_error: fit.se_beta1,
+            points: pooled.len(),
+            from_exposure: pooled.first()?.exposure,
+        };
+        Some((decay, prediction))
+    }
+
+    /// Days until CTR reaches `target_ctr` on the fitted curve, anchored at the current fitted CTR:
+    /// `Δf = ln(current / target) / λ` units of exposure, divided by exposure growth per day over the last
+    /// `growth_window_hours`. The interval varies λ by ±1.96 standard errors.
+    fn days_remaining(
+        &self,
+        fit: &DecayFit,
+        current_ctr: f64,
+        target_ctr: f64,
+        last_end_ms: i64,
+        config: &FatigueConfig,
+    ) -> Option<DaysRemaining> {
+        if !(fit.lambda > 0.0 && target_ctr > 0.0 && current_ctr > 0.0) {
+            return None;
+        }
+        let cap = config.max_days_remaining;
+        if current_ctr <= target_ctr {
+            return Some(DaysRemaining {
+                estimate: 0.0,
+                low: 0.0,
+                high: 0.0,
+            });
+        }
+        let last = self.points.last()?;
+        let window_start_ms =
+            last_end_ms.saturating_sub(i64::from(config.growth_window_hours) * HOUR_MS);
+        let reference = self
+            .points
+            .iter()
+            .find(|p| p.hour_start_ms.saturating_add(HOUR_MS) >= window_start_ms)?;
+        let elapsed_days = (last.hour_start_ms - reference.hour_start_ms) as f64 / DAY_MS;
+        let growth_per_day = finite((last.exposure - reference.exposure) / elapsed_days)?;
+        if growth_per_day <= 0.0 {
+            return None;
+        }
+        let log_ratio = (current_ctr / target_ctr).ln();
+        let days = |lambda: f64| -> f64 {
+            if lambda <= 0.0 {
+                return cap;
+            }
+            finite(log_ratio / lambda / growth_per_day).map_or(cap, |d| d.clamp(0.0, cap))
+        };
+        let spread = Z_95 * fit.lambda_std_error;
+        Some(DaysRemaining {
+            estimate: days(fit.lambda),
+            low: days(fit.lambda + spread),
+            high: days(fit.lambda - spread),
+        })
+    }
+}
+
+/// A fitted CTR at one exposure, with the standard error of its logarithm.
+struct Prediction {
+    ctr: f64,
+    log_se: f64,
+}
+
+/// The Bernoulli CUSUM increment of one hour: the log-likelihood ratio of `k` clicks in `n` impressions under
+/// CTR `p1 = (1 − d)·p0` against `p0`: `k·ln(p1/p0) + (n − k)·ln((1 − p1)/(1 − p0))`. Clicks without their
+/// impression in the same hour (`k > n`) simply count as negative non-clicks, which keeps the sum unbiased over
+/// neighbouring hours.
+pub fn cusum_increment(p0: f64, design_decline: f64, impressions: u64, clicks: u64) -> f64 {
+    let p0 = p0.clamp(f64::MIN_POSITIVE, MAX_CUSUM_CTR);
+    let d = design_decline.clamp(1e-9, 1.0 - 1e-9);
+    let p1 = (1.0 - d) * p0;
+    let click_weight = (1.0 - d).ln();
+    let non_click_weight = ((1.0 - p1) / (1.0 - p0)).ln();
+    let (n, k) = (impressions as f64, clicks as f64);
+    k * click_weight + (n - k) * non_click_weight
+}
+
+/// Pools consecutive points into fit points of at least `min_impressions` impressions each (the last, smaller
+/// remainder joins the previous pool); a pool's exposure is its impression-weighted mean.
+fn pool_points<'a>(
+    points: impl Iterator<Item = &'a SeriesPoint>,
+    min_impressions: u64,
+) -> Vec<FitPoint> {
+    let min_impressions = min_impressions.max(1);
+    let mut pooled: Vec<FitPoint> = Vec::new();
+    let (mut n, mut k, mut weighted_exposure) = (0u64, 0u64, 0.0f64);
+    for p in points {
+        n += p.impressions;
+        k += p.clicks;
+        weighted_exposure += p.impressions as f64 * p.exposure;
+        if n >= min_impressions {
+            pooled.push(FitPoint {
+                exposure: weighted_exposure / n as f64,
+                impressions: n,
+                clicks: k,
+            });
+            (n, k, weighted_exposure) = (0, 0, 0.0);
+        }
+    }
+    if n > 0 || k > 0 {
+        match pooled.last_mut() {
+            Some(last) => {
+                let total = last.impressions + n;
+                last.exposure =
+                    (last.exposure * last.impressions as f64 + weighted_exposure) / total as f64;
+                last.impressions = total;
+                last.clicks += k;
+            }
+            None if n > 0 => pooled.push(FitPoint {
+                exposure: weighted_exposure / n as f64,
+                impressions: n,
+                clicks: k,
+            }),
+            None => {}
+        }
+    }
+    pooled
+}
+
+/// The open hour an event of `time_ms` counts in (see [`CreativeSeries::record_impression`]).
+fn open_hour(
+    open: &mut Vec<OpenHour>,
+    closed_until_ms: Option<i64>,
+    time_ms: i64,
+) -> &mut OpenHour {
+    let mut hour = hour_start(time_ms);
+    if let Some(closed_until) = closed_until_ms {
+        if hour < closed_until {
+            hour = open.first().map_or(closed_until, |h| h.0);
+        }
+    }
+    let index = match open.binary_search_by_key(&hour, |h| h.0) {
+        Ok(index) => index,
+        Err(index) if open.len() < MAX_OPEN_HOURS => {
+            open.insert(index, OpenHour(hour, 0, 0, 0));
+            index
+        }
+        // Full: the nearest open hour, i.e. the next later one, or the last if the event is later than all.
+        Err(index) => index.min(open.len() - 1),
+    };
+    &mut open[index]
+}
+
+/// Start of the UTC hour containing `time_ms`.
+pub fn hour_start(time_ms: i64) -> i64 {
+    time_ms - time_ms.rem_euclid(HOUR_MS)
+}
+
+/// `numerator / denominator` if finite and the denominator is positive.
+fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+    if denominator > 0.0 {
+        finite(numerator / denominator)
+    } else {
+        None
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write;
+
+    const T0: i64 = 1_793_491_200_000; // 2026-11-01T00:00Z
+
+    /// SplitMix64: a tiny seeded generator, so the noise tests are reproducible without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn uniform(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn close(a: f64, b: f64, relative: f64) -> bool {
+        (a - b).abs() <= relative * b.abs().max(1e-300)
+    }
+
+    /// Records `impressions` (without users) and `clicks` in hour `hour` after T0 and closes it.
+    fn feed_hour(
+        series: &mut CreativeSeries,
+        hour: i64,
+        impressions: u64,
+        clicks: u64,
+        config: &FatigueConfig,
+    ) {
+        let start = T0 + hour * HOUR_MS;
+        for _ in 0..impressions {
+            series.record_impression(start + 1, None, 1_000);
+        }
+        for _ in 0..clicks {
+            series.record_click(start + 2, 500_000);
+        }
+        assert!(series.close_hours(start + HOUR_MS, config));
+    }
+
+    #[test]
+    fn cusum_increment_matches_hand_computation() {
+        // p0 = 0.02, d = 0.25: p1 = 0.015, ln(p1/p0) = ln 0.75 = -0.2876820724517809,
+        // ln((1-p1)/(1-p0)) = ln(0.985/0.98) = 0.005089069507471228.
+        // 10 clicks in 1000: 10·(-0.28768) + 990·0.0050891 = 2.161358087878707.
+        assert!(close(
+            cusum_increment(0.02, 0.25, 1000, 10),
+            2.161358087878707,
+            1e-12
+        ));
+        // At the baseline rate the evidence points the other way.
+        assert!(close(
+            cusum_increment(0.02, 0.25, 1000, 20),
+            20.0 * -0.2876820724517809 + 980.0 * 0.005089069507471228,
+            1e-12
+        ));
+        // More clicks than impressions (clicks joined late) stays finite.
+        assert!(cusum_increment(0.02, 0.25, 1, 5).is_finite());
+        assert!(cusum_increment(1.5, 0.25, 10, 20).is_finite());
+    }
+
+    #[test]
+    fn cusum_steps_reset_and_alarm_as_hand_computed() {
+        let config = FatigueConfig {
+            baseline_hours: 1,
+            baseline_min_impressions: 1000,
+            baseline_min_clicks: 20,
+            baseline_margin: 0.0,
+            design_decline: 0.25,
+            cusum_threshold: 5.0,
+            ..FatigueConfig::default()
+        };
+        let mut series = CreativeSeries::new("cr-1", "cmp-1");
+        // Hour 0 is the baseline: p0 = 20 / 1000.
+        feed_hour(&mut series, 0, 1000, 20, &config);
+        assert_eq!(series.assessment().baseline_ctr, Some(0.02));
+        assert_eq!(series.assessment().change_statistic, 0.0);
+        // Hour 1: 10 clicks -> S = 2.161358087878707 (see cusum_increment_matches_hand_computation).
+        feed_hour(&mut series, 1, 1000, 10, &config);
+        let a = series.assessment();
+        assert!(close(a.change_statistic, 2.161358087878707, 1e-12));
+        assert_eq!(a.change_started_at_ms, Some(T0 + HOUR_MS));
+        assert_eq!(a.change_detected_at_ms, None);
+        // Hour 2: 30 clicks add 30·(-0.28768) + 970·0.0050891 = -3.6940647513063363: S floors at 0, run ends.
+        feed_hour(&mut series, 2, 1000, 30, &config);
+        let a = series.assessment();
+        assert_eq!(a.change_statistic, 0.0);
+        assert_eq!(a.change_started_at_ms, None);
+        // Hours 3 and 4: 5 clicks each add 3.625213797674968: 3.625 (run starts at hour 3), then 7.250 > 5.
+        feed_hour(&mut series, 3, 1000, 5, &config);
+        let a = series.assessment();
+        assert!(close(a.change_statistic, 3.625213797674968, 1e-12));
+        assert_eq!(a.change_detected_at_ms, None);
+        assert_ne!(a.status, FatigueStatus::Fatigued);
+        feed_hour(&mut series, 4, 1000, 5, &config);
+        let a = series.assessment();
+        assert!(close(a.change_statistic, 2.0 * 3.625213797674968, 1e-12));
+        assert_eq!(a.change_threshold, 5.0);
+        assert_eq!(a.change_started_at_ms, Some(T0 + 3 * HOUR_MS));
+        assert_eq!(a.change_detected_at_ms, Some(T0 + 5 * HOUR_MS));
+        // Without users there is no exposure, so no fit: the current CTR is the window's, 70 / 5000 (the
+        // window of 24 hours holds every point): a 30 % decline, score 0.6 at the default scale.
+        assert!(a.decay.is_none());
+        assert!(close(a.current_ctr.unwrap_or(0.0), 70.0 / 5000.0, 1e-12));
+        assert!(close(a.score, 0.6, 1e-12));
+        assert_eq!(a.status, FatigueStatus::Fatigued);
+        assert_eq!(a.assessed_until_ms, T0 + 5 * HOUR_MS);
+        assert_eq!((a.impressions, a.clicks), (5000, 70));
+        // Spend: 1000 µ per impression, 500,000 µ per click; baseline CPC = (1,000,000 + 10,000,000) / 20.
+        assert_eq!(a.spend_micros, 5000 * 1000 + 70 * 500_000);
+        assert_eq!(a.baseline_cost_per_click_micros, Some(550_000.0));
+    }
+
+    #[test]
+    fn poisson_fit_of_two_points_is_the_saturated_model() {
+        // Two points determine both parameters exactly: CTR 10/100 at x = 0 and 5/100 at x = 1, so
+        // β0 = ln 0.1 and β1 = ln 0.5; the inverse information gives var β0 = 1/10 and
+        // var β1 = 1/10 + 1/5 (the variances of the two log counts).
+        let points = [
+            FitPoint {
+                exposure: 0.0,
+                impressions: 100,
+                clicks: 10,
+            },
+            FitPoint {
+                exposure: 1.0,
+                impressions: 100,
+                clicks: 5,
+            },
+        ];
+        let fit = fit_poisson_decay(&points).expect("fits");
+        assert!(close(fit.beta0, 0.1f64.ln(), 1e-10), "{fit:?}");
+        assert!(close(fit.beta1, 0.5f64.ln(), 1e-10), "{fit:?}");
+        assert!(close(fit.se_beta0, 0.1f64.sqrt(), 1e-9), "{fit:?}");
+        assert!(close(fit.se_beta1, 0.3f64.sqrt(), 1e-9), "{fit:?}");
+        assert_eq!(fit.points, 2);
+    }
+
+    #[test]
+    fn first_newton_step_matches_hand_computation() {
+        // Same two points, centre 0.5, start at the pooled CTR 15/200 with slope 0: μ = 7.5 at both points, so
+        // the score is (Σ(k−μ), Σ(k−μ)(x−c)) = (0, 2.5·(−0.5) + (−2.5)·0.5) = (0, −2.5) and the information
+        // diag(15, 2·7.5·0.25) = diag(15, 3.75): the step is (0, −2.5/3.75) = (0, −2/3).
+        let points = [
+            FitPoint {
+                exposure: 0.0,
+                impressions: 100,
+                clicks: 10,
+            },
+            FitPoint {
+                exposure: 1.0,
+                impressions: 100,
+                clicks: 5,
+            },
+        ];
+        let (da, db) = newton_step(&points, 0.5, 0.075f64.ln(), 0.0).expect("regular");
+        assert!(da.abs() < 1e-15, "{da}");
+        assert!(close(db, -2.0 / 3.0, 1e-14), "{db}");
+    }
+
+    #[test]
+    fn poisson_fit_recovers_known_coefficients_from_exact_expectations() {
+        // Clicks equal to their expectation (rounded, on 10^10 impressions, so rounding is below 1e-8
+        // relative): the maximum-likelihood estimate is the truth.
+        let (beta0, beta1) = (-3.5, -0.4);
+        let points: Vec<FitPoint> = (0..20)
+            .map(|i| {
+                let exposure = 1.0 + 0.25 * f64::from(i);
+                let impressions = 10_000_000_000u64;
+                FitPoint {
+                    exposure,
+                    impressions,
+                    clicks: (impressions as f64 * (beta0 + beta1 * exposure).exp()).round() as u64,
+                }
+            })
+            .collect();
+        let fit = fit_poisson_decay(&points).expect("fits");
+        assert!(close(fit.beta0, beta0, 1e-7), "{fit:?}");
+        assert!(close(fit.beta1, beta1, 1e-7), "{fit:?}");
+        assert!(fit.iterations < 20, "{fit:?}");
+        assert!(fit.se_beta1 > 0.0 && fit.se_beta1 < 1e-3, "{fit:?}");
+    }
+
+    #[test]
+    fn poisson_fit_rejects_data_that_cannot_be_fitted() {
+        let p = |exposure: f64, impressions: u64, clicks: u64| FitPoint {
+            exposure,
+            impressions,
+            clicks,
+        };
+        assert_eq!(
+            fit_poisson_decay(&[p(1.0, 10, 1)]),
+            Err(FitError::TooFewPoints(1))
+        );
+        assert_eq!(
+            fit_poisson_decay(&[p(1.0, 10, 1), p(2.0, 0, 0)]),
+            Err(FitError::InvalidPoint { index: 1 })
+        );
+        assert_eq!(
+            fit_poisson_decay(&[p(f64::NAN, 10, 1), p(2.0, 10, 0)]),
+            Err(FitError::InvalidPoint { index: 0 })
+        );
+        assert_eq!(
+            fit_poisson_decay(&[p(1.0, 10, 0), p(2.0, 10, 0)]),
+            Err(FitError::NoClicks)
+        );
+        assert_eq!(
+            fit_poisson_decay(&[p(2.0, 10, 1), p(2.0, 20, 3)]),
+            Err(FitError::NoExposureSpread)
+        );
+        // All clicks at the lowest exposure: the likelihood keeps rising as β1 → −∞.
+        assert_eq!(
+            fit_poisson_decay(&[p(1.0, 100, 5), p(2.0, 100, 0)]),
+            Err(FitError::NotConverged)
+        );
+    }
+
+    /// Runs `hours` hours of `per_hour` impressions with Bernoulli clicks at `ctr(hour)`; users are drawn from
+    /// an audience of `audience` so exposure grows. Returns the first hour end at which the status was
+    /// fatigued.
+    fn simulate(
+        series: &mut CreativeSeries,
+        config: &FatigueConfig,
+        rng: &mut Rng,
+        hours: i64,
+        per_hour: u64,
+        audience: u64,
+        ctr: impl Fn(i64, f64) -> f64,
+    ) -> Option<i64> {
+        let mut user = String::new();
+        let mut fatigued_at = None;
+        for hour in 0..hours {
+            let start = T0 + hour * HOUR_MS;
+            let p = ctr(hour, series.assessment().exposure);
+            for i in 0..per_hour {
+                let time = start + (i * HOUR_MS as u64 / per_hour) as i64;
+                user.clear();
+                let _ = write!(user, "u-{}", rng.next_u64() % audience);
+                series.record_impression(time, Some(&user), 2_000);
+                if rng.uniform() < p {
+                    series.record_click(time + 5_000, 400_000);
+                }
+            }
+            series.close_hours(start + HOUR_MS, config);
+            if fatigued_at.is_none() && series.assessment().status == FatigueStatus::Fatigued {
+                fatigued_at = Some(start + HOUR_MS);
+            }
+        }
+        fatigued_at
+    }
+
+    #[test]
+    fn a_stationary_ctr_raises_no_alarm() {
+        let config = FatigueConfig::default();
+        // Ten creatives, 60 days each at a constant 2 % CTR (240 clicks a day): no alarm, never fatigued.
+        for seed in 0..10 {
+            let mut series = CreativeSeries::new("cr", "cmp");
+            let mut rng = Rng(seed);
+            let fatigued = simulate(
+                &mut series,
+                &config,
+                &mut rng,
+                60 * 24,
+                500,
+                1_000_000,
+                |_, _| 0.02,
+            );
+            let a = series.assessment();
+            assert_eq!(fatigued, None, "seed {seed}: {a:?}");
+            assert_eq!(a.change_detected_at_ms, None, "seed {seed}: {a:?}");
+            assert!(a.change_statistic < config.cusum_threshold);
+            assert!(a.baseline_ctr.is_some());
+        }
+    }
+
+    #[test]
+    fn a_planted_decay_is_detected_fitted_and_timed() {
+        let config = FatigueConfig::default();
+        // 3 % CTR until exposure 2, then 3 % · exp(−0.4 (f − 2)); 600 impressions an hour over an audience of
+        // 20,000, so exposure reaches about 2 after 2.5 days and 5 after 7.
+        let (f0, lambda) = (2.0, 0.4);
+        let planted = |_: i64, f: f64| {
+            if f > f0 {
+                0.03 * (-lambda * (f - f0)).exp()
+            } else {
+                0.03
+            }
+        };
+        let mut series = CreativeSeries::new("cr", "cmp");
+        let fatigued_at = simulate(
+            &mut series,
+            &config,
+            &mut Rng(42),
+            8 * 24,
+            600,
+            20_000,
+            planted,
+        );
+        let a = series.assessment().clone();
+        assert!(fatigued_at.is_some(), "{a:?}");
+        assert_eq!(a.status, FatigueStatus::Fatigued);
+        assert!(a.score > 0.9, "{a:?}");
+        let started = a.change_started_at_ms.expect("a change run");
+        assert!(started <= a.change_detected_at_ms.expect("detected"));
+        // The fitted decay rate is the planted one within three standard errors.
+        let fit = a.decay.as_ref().expect("a decay fit");
+        assert!(fit.lambda_std_error > 0.0);
+        assert!(
+            (fit.lambda - lambda).abs() < 3.0 * fit.lambda_std_error,
+            "{fit:?}"
+        );
+        // CTR is already below half the baseline at exposure ~5 (0.03 · e^{-1.2} = 0.3 of it): zero days left.
+        let days = a.days_remaining.expect("days remaining");
+        assert_eq!(days.estimate, 0.0, "{a:?}");
+        // Exposure from the sketch is close to the true impressions per reached user.
+        assert!(a.exposure > 4.0 && a.exposure < 7.0, "{a:?}");
+        assert_eq!(series.recent_points().len(), config.max_points);
+    }
+
+    #[test]
+    fn days_remaining_follow_the_fitted_curve_and_exposure_growth() {
+        let config = FatigueConfig::default();
+        let mut series = CreativeSeries::new("cr", "cmp");
+        // Exposure grows by 0.5 a day: 1.0 at hour 0 up to 1.5 at hour 24.
+        for hour in 0..=24 {
+            series.points.push(SeriesPoint {
+                hour_start_ms: T0 + hour * HOUR_MS,
+                impressions: 100,
+                clicks: 1,
+                spend_micros: 0,
+                exposure: 1.0 + 0.5 * hour as f64 / 24.0,
+            });
+        }
+        let fit = DecayFit {
+            ctr_at_zero: 0.05,
+            lambda: 0.4,
+            lambda_std_error: 0.1,
+            points: 10,
+            from_exposure: 1.0,
+        };
+        // From 0.8 of the baseline to 0.5 of it: Δf = ln(0.8/0.5)/λ, days = Δf / 0.5.
+        let last_end = T0 + 25 * HOUR_MS;
+        let days = series
+            .days_remaining(&fit, 0.016, 0.010, last_end, &config)
+            .expect("estimable");
+        let delta = |l: f64| (0.8f64 / 0.5).ln() / l / 0.5;
+        assert!(close(days.estimate, delta(0.4), 1e-12), "{days:?}");
+        assert!(close(days.low, delta(0.4 + Z_95 * 0.1), 1e-12), "{days:?}");
+        assert!(close(days.high, delta(0.4 - Z_95 * 0.1), 1e-12), "{days:?}");
+        // A slow end that is no decay at all is capped.
+        let uncertain = DecayFit {
+            lambda_std_error: 0.5,
+            ..fit.clone()
+        };
+        let days = series
+            .days_remaining(&uncertain, 0.016, 0.010, last_end, &config)
+            .expect("estimable");
+        assert_eq!(days.high, config.max_days_remaining);
+        // Not declining: not estimable.
+        let rising = DecayFit {
+            lambda: -0.1,
+            ..fit
+        };
+        assert_eq!(
+            series.days_remaining(&rising, 0.016, 0.010, last_end, &config),
+            None
+        );
+    }
+
+    #[test]
+    fn late_events_count_in_the_oldest_open_hour_and_empty_hours_make_no_point() {
+        let config = FatigueConfig::default();
+        let mut series = CreativeSeries::new("cr", "cmp");
+        series.record_impression(T0 + 10, Some("u-1"), 100);
+        assert!(series.close_hours(T0 + HOUR_MS, &config));
+        // Hour 0 is closed; an impression of hour 0 now goes to the first open hour, hour 1 (none open yet).
+        series.record_impression(T0 + 20, Some("u-2"), 100);
+        series.record_impression(T0 + 2 * HOUR_MS + 5, Some("u-3"), 100);
+        series.record_click(T0 + 30, 7);
+        // Closing up to the end of hour 1 yields hour 1 with the late impression and click.
+        assert!(series.close_hours(T0 + 2 * HOUR_MS, &config));
+        let points = series.recent_points();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1].hour_start_ms, T0 + HOUR_MS);
+        assert_eq!((points[1].impressions, points[1].clicks), (1, 1));
+        assert_eq!(points[1].spend_micros, 107);
+        // Hours without traffic close without a point and without changing the assessment.
+        let before = series.assessment().clone();
+        assert!(!series.close_hours(T0 + 2 * HOUR_MS, &config));
+        assert_eq!(series.assessment(), &before);
+        assert!(series.close_hours(T0 + 10 * HOUR_MS, &config));
+        assert_eq!(series.recent_points().len(), 3);
+        assert!(!series.close_hours(T0 + 20 * HOUR_MS, &config));
+        assert_eq!(series.assessment().assessed_until_ms, T0 + 3 * HOUR_MS);
+        assert_eq!(series.assessment().impressions, 3);
+    }
+
+    #[test]
+    fn open_hours_stay_bounded_when_hours_are_never_closed() {
+        let mut series = CreativeSeries::new("cr", "cmp");
+        for hour in 0..200 {
+            series.record_impression(T0 + hour * HOUR_MS, None, 1);
+        }
+        assert_eq!(series.open.len(), MAX_OPEN_HOURS);
+        let counted: u64 = series.open.iter().map(|h| h.1).sum();
+        assert_eq!(counted, 200);
+    }
+
+    #[test]
+    fn reach_sketch_estimates_within_its_error() {
+        let mut user = String::new();
+        for (users, tolerance) in [(10u64, 0.0), (1_000, 0.05), (200_000, 0.1)] {
+            let mut sketch = ReachSketch::new();
+            for i in 0..users {
+                user.clear();
+                let _ = write!(user, "u-{i:08}");
+                sketch.insert(hash_user(&user));
+                // Repeats do not count.
+                sketch.insert(hash_user(&user));
+            }
+            let estimate = sketch.estimate();
+            assert!(
+                (estimate - users as f64).abs() <= tolerance * users as f64 + 0.5,
+                "{users}: {estimate}"
+            );
+        }
+        assert_eq!(ReachSketch::new().estimate(), 0.0);
+    }
+
+    #[test]
+    fn state_stays_small_after_millions_of_impressions() {
+        let config = FatigueConfig::default();
+        let mut series = CreativeSeries::new("meta-cmp-0001-cr-3", "meta-cmp-0001");
+        let mut rng = Rng(7);
+        simulate(
+            &mut series,
+            &config,
+            &mut rng,
+            400,
+            5_000,
+            3_000_000,
+            |_, _| 0.01,
+        );
+        assert_eq!(series.assessment().impressions, 2_000_000);
+        assert_eq!(series.recent_points().len(), config.max_points);
+        let json = serde_json::to_string(&series).expect("serializes");
+        // A week of points as tuples (~8 KB), the sketch (1,024 characters) and the assessment.
+        assert!(json.len() < 12_000, "{} bytes", json.len());
+        let reach = series.assessment().reach_estimate as f64;
+        // 2 million draws from 3 million users reach 3M·(1 − e^{−2/3}) ≈ 1.46 million of them.
+        let expected = 3_000_000.0 * (1.0 - (-2.0f64 / 3.0).exp());
+        assert!(
+            (reach - expected).abs() < 0.1 * expected,
+            "{reach} vs {expected}"
+        );
+    }
+
+    /// Compares two JSON values, floats to a relative 1e-15 (serde_json's default float parsing may be one unit
+    /// in the last place off).
+    fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                assert!(close(x, y, 1e-15) || x == y, "{path}: {x} vs {y}");
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{path}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    assert_json_close(x, y, &format!("{path}[{i}]"));
+                }
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                assert_eq!(x.len(), y.len(), "{path}");
+                for (key, x) in x {
+                    let y = y.get(key).unwrap_or(&Value::Null);
+                    assert_json_close(x, y, &format!("{path}.{key}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{path}"),
+        }
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_state() {
+        let config = FatigueConfig::default();
+        let mut series = CreativeSeries::new("cr-1", "cmp-1");
+        simulate(
+            &mut series,
+            &config,
+            &mut Rng(3),
+            100,
+            400,
+            5_000,
+            |h, _| {
+                if h < 50 {
+                    0.03
+                } else {
+                    0.015
+                }
+            },
+        );
+        // An open hour with counts, so it is part of the state too.
+        series.record_impression(T0 + 100 * HOUR_MS + 5, Some("u-9"), 10);
+        let json = serde_json::to_string(&series).expect("serializes");
+        let restored: CreativeSeries = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(restored.reach, series.reach);
+        assert_eq!(restored.open, series.open);
+        assert_eq!(restored.creative_id(), "cr-1");
+        assert_eq!(restored.campaign_id(), "cmp-1");
+        assert_eq!(restored.recent_points().len(), series.recent_points().len());
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::to_value(&restored).expect("value"),
+            serde_json::to_value(&series).expect("value"),
+        );
+        assert_json_close(&a, &b, "$");
+        // The sketch is one character per register.
+        let sketch = b["reach"].as_str().expect("a string");
+        assert_eq!(sketch.len(), REACH_REGISTERS);
+        // A damaged sketch is rejected, not silently misread.
+        let damaged = json.replacen(sketch, &sketch[1..], 1);
+        assert!(serde_json::from_str::<CreativeSeries>(&damaged).is_err());
+        let damaged = json.replacen(sketch, &format!("/{}", &sketch[1..]), 1);
+        assert!(serde_json::from_str::<CreativeSeries>(&damaged).is_err());
+    }
+
+    #[test]
+    fn config_defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(FatigueConfig::default().validate(), Ok(()));
+        let partial: FatigueConfig =
+            serde_json::from_str(r#"{"cusum_threshold": 8}"#).expect("partial config");
+        assert_eq!(partial.cusum_threshold, 8.0);
+        assert_eq!(partial.max_points, 168);
+        let bad = FatigueConfig {
+            design_decline: 1.0,
+            ..FatigueConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(FatigueError::InvalidConfig {
+                field: "design_decline",
+                ..
+            })
+        ));
+        let bad = FatigueConfig {
+            min_fit_points: 500,
+            ..FatigueConfig::default()
+        };
+        assert_eq!(
+            bad.validate().map_err(|e| e.to_string()),
+            Err(
+                "fatigue config: min_fit_points must be at least 2 and at most max_points, got 500"
+                    .into()
+            )
+        );
+        let bad = FatigueConfig {
+            cusum_threshold: f64::NAN,
+            ..FatigueConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! Creative fatigue: detecting that a creative's click-through rate declines as its audience sees it again and
+//! again, scoring how far it has declined, and predicting when it will have lost a given share.
+//!
+//! # Layout
+//!
+//! - `detector` — per-creative state ([`detector::CreativeSeries`]) and all the maths: hourly series, reach
+//!   sketch, baseline, CUSUM, Poisson decay fit, score, status, days remaining. Pure.
+//! - `evaluate` — replays events through the detector the way the live job does and scores the detections
+//!   against planted ground truth (recall, precision, detection delay). Pure.
+//!
+//! # Method
+//!
+//! **Series.** Events are counted per creative in UTC hours. An hour closes when the caller's watermark passes
+//! its end; a closed hour with traffic becomes a point: impressions, clicks, spend and *exposure*, the creative's
+//! impressions per reached user so far. Reach comes from a 1,024-register HyperLogLog sketch of user ids (about
+//! 3 % error, Ertl's improved estimator), so the state has a fixed size however many users a creative reaches.
+//! The last `max_points` points (a week by default) are kept.
+//!
+//! **Baseline.** The creative's own first `baseline_hours` (24) of closed hours, extended until they hold at
+//! least `baseline_min_impressions` and `baseline_min_clicks`, give its baseline CTR `p0` and cost per click.
+//! Comparing a creative with itself avoids judging a low-CTR format as fatigued. The click minimum (100) bounds
+//! the baseline's noise (about `1/sqrt(clicks)` relative, 10 %); a higher one would push the baseline of
+//! low-traffic creatives past their fatigue onset, so the remaining noise is handled by the CUSUM's margin below.
+//!
+//! **Change detection.** After the baseline, every closed hour feeds a one-sided Bernoulli CUSUM designed for a
+//! drop of CTR from `p0` to `p1 = (1 − d)·p0` (`design_decline` d = 0.2):
+//! `S ← max(0, S + k·ln(p1/p0) + (n − k)·ln((1 − p1)/(1 − p0)))` for `k` clicks in `n` impressions, with an
+//! alarm when `S > h` (`cusum_threshold`, 10). It is the sequential log-likelihood-ratio test for exactly this
+//! alternative, so it weighs every impression and click correctly whether an hour has ten impressions or ten
+//! thousand, and its false-alarm rate is governed by `h` (the average run length grows roughly like `e^h`).
+//! Page–Hinkley was the alternative: it works on a stream of values with a fixed tolerance `δ` and threshold `λ`
+//! in the values' units, so on hourly CTRs it would weigh a quiet night hour like a busy evening and need its
+//! thresholds retuned per CTR level.
+//!
+//! The CUSUM's `p0` is not the baseline CTR itself but its lower confidence bound
+//! `p0·(1 − z/sqrt(baseline clicks))` (`baseline_margin` z = 1): a CUSUM treats `p0` as exact, and a baseline
+//! that came out a standard error high would otherwise put a steady creative near the CUSUM's reference value,
+//! where over weeks a random excursion reaches any threshold. The start of the statistic's current run above
+//! zero is the estimate of when the decline began; the alarm stays until `S` returns to zero.
+//!
+//! **Decay fit.** Over the points since the run started, pooled into points of at least
+//! `min_fit_point_impressions`, `clicks ~ Poisson(impressions · exp(β0 + β1·exposure))` is fitted by maximum
+//! likelihood (Newton's method, which for the log link equals IRLS; not least squares on log CTR, which is
+//! biased and breaks on hours without clicks). `λ = −β1`, its standard error comes from the inverse Fisher
+//! information, and `exp(β0)` is the CTR at exposure 0. The fit needs `min_fit_points` points and
+//! `min_fit_clicks` clicks.
+//!
+//! **Current CTR, score and status.** The current CTR is the more precise of two estimates: the fit's prediction
+//! at the current exposure (it follows the decline without a window's lag; its standard error comes from the
+//! fit's covariance) or the pooled CTR of the last `current_window_hours` (relative standard error about
+//! `1/sqrt(clicks)`); right after a run starts, or when exposure hardly moved, the window wins. The score is the
+//! decline `1 − current/p0` (against the baseline CTR itself) divided by `score_full_decline`, clamped to [0, 1].
+//! Status: `fatigued` when the CUSUM alarm is on and the score is at least `fatigued_score`; `limited`
+//! when the alarm is on with a smaller score, or without alarm when the score is at least `limited_score`;
+//! `healthy` otherwise (and always before the baseline is complete). Requiring the alarm for `fatigued` means a
+//! noisy low hour or a noisy fit alone never fatigues a creative.
+//!
+//! **Days remaining.** Until the fitted CTR falls below `θ·p0` (`remaining_share` θ = 0.5): on the fitted curve
+//! that happens `Δf = ln(fitted current / (θ·p0)) / λ` units of exposure after the current exposure (equivalently
+//! `f* − f` with `f* = (β0 − ln(θ·p0))/λ`), and exposure grows by the growth of the last `growth_window_hours`
+//! per day. The interval uses `λ ± 1.96·se`; the slow end is capped at `max_days_remaining` when it is not a
+//! decay at all. Not estimable (`None`) without a fit, with `λ ≤ 0`, or when exposure does not grow.
+//!
+//! Every ratio and logarithm is guarded: outputs never hold NaN or infinity; what cannot be estimated is `None`.
+
+pub mod detector;
+pub mod evaluate;
