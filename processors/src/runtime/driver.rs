@@ -1481,6 +1481,7 @@ fn poll_loop(
 ) -> Result<Stop, RuntimeError> {
     let lock = || task.lock().unwrap_or_else(|p| p.into_inner());
     let mut last_end_check = Instant::now();
+    let mut ends = HashMap::new();
     while !shutdown.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
         let mut task = lock();
@@ -1491,7 +1492,9 @@ fn poll_loop(
         match polled {
             None => check_end = last_end_check.elapsed() >= Duration::from_secs(1),
             Some(Ok(message)) => task.handle(&message)?,
-            Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                check_end = last_end_check.elapsed() >= Duration::from_secs(1)
+            }
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
         if task.last_commit.elapsed() >= config.commit_interval {
@@ -1503,7 +1506,7 @@ fn poll_loop(
         if config.exit_at_end_of_input && check_end {
             last_end_check = Instant::now();
             let every_partition = task.inputs.len() * usize::try_from(partitions).unwrap_or(0);
-            if read_to_the_end(consumer, every_partition)? {
+            if read_to_the_end(consumer, every_partition, &mut ends)? {
                 info!("every input partition read to its end: stopping");
                 return Ok(Stop::EndOfInput);
             }
@@ -1513,11 +1516,16 @@ fn poll_loop(
 }
 
 /// Whether the consumer owns all `every_partition` input partitions and its position in each has reached the
-/// partition's high watermark. (librdkafka's end-of-partition event does not name the topic, so the end is
-/// confirmed here.)
+/// partition's end. (librdkafka's end-of-partition event does not name the topic, so the end is confirmed here.)
+///
+/// A partition's end is its high watermark when first asked (cached in `ends`): the run reads what the inputs held
+/// when it got there, not what arrives afterwards, and later checks compare positions locally. Asking the broker at
+/// every check costs a round trip per partition that waits behind the consumer's own long-polling fetches; done once
+/// a second, that starved the poll loop.
 fn read_to_the_end(
     consumer: &BaseConsumer<RebalanceHook>,
     every_partition: usize,
+    ends: &mut HashMap<(String, i32), i64>,
 ) -> Result<bool, RuntimeError> {
     let Ok(positions) = consumer.position() else {
         return Ok(false);
@@ -1525,21 +1533,33 @@ fn read_to_the_end(
     if positions.count() < every_partition {
         return Ok(false);
     }
-    // A partition with nothing consumed since its assignment has no position yet: it is where the group's
-    // committed offset says.
-    let committed = consumer
-        .committed_offsets(positions.clone(), CALL_TIMEOUT)
-        .ok();
+    let mut committed: Option<Option<TopicPartitionList>> = None;
     for element in positions.elements() {
-        // A broker that does not answer now (restarting, leader moving) means "not known to be at the end yet".
-        let Ok((_, high)) =
-            consumer.fetch_watermarks(element.topic(), element.partition(), CALL_TIMEOUT)
-        else {
-            return Ok(false);
+        let key = (element.topic().to_owned(), element.partition());
+        let end = match ends.get(&key) {
+            Some(end) => *end,
+            None => {
+                // A broker that does not answer now (restarting, leader moving) means "not known to be at the end
+                // yet".
+                let Ok((_, high)) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), CALL_TIMEOUT)
+                else {
+                    return Ok(false);
+                };
+                ends.insert(key, high);
+                high
+            }
         };
         let position = match element.offset() {
             Offset::Offset(o) => Some(o),
+            // A partition with nothing consumed since its assignment has no position yet: it is where the group's
+            // committed offset says.
             _ => committed
+                .get_or_insert_with(|| {
+                    consumer
+                        .committed_offsets(positions.clone(), CALL_TIMEOUT)
+                        .ok()
+                })
                 .as_ref()
                 .and_then(|c| c.find_partition(element.topic(), element.partition()))
                 .and_then(|e| match e.offset() {
@@ -1547,12 +1567,12 @@ fn read_to_the_end(
                     _ => None,
                 }),
         };
-        if position.unwrap_or(0) < high {
+        if position.unwrap_or(0) < end {
             debug!(
                 topic = element.topic(),
                 partition = element.partition(),
                 ?position,
-                high,
+                end,
                 "not at the end yet"
             );
             return Ok(false);

@@ -67,8 +67,9 @@ pub struct RuntimeConfig {
     pub kafka: ClientConfig,
     /// Schema registry URL.
     pub registry_url: String,
-    /// Stop (with a final commit) once every partition of every input has been read to its end: for replays,
-    /// benchmarks and tests. A live job leaves it false and runs until shut down.
+    /// Stop (with a final commit) once every partition of every input has been read to its end (its high
+    /// watermark when the job first looked, once it had caught up): for replays, benchmarks and tests. A live job
+    /// leaves it false and runs until shut down.
     pub exit_at_end_of_input: bool,
     /// Where the job publishes its metrics, readiness and lag (served by the binary's HTTP endpoint).
     pub metrics: Arc<JobMetrics>,
