@@ -371,13 +371,9 @@ impl Task {
         let Some(input) = self.inputs.iter().position(|i| i.topic == message.topic()) else {
             return Ok(());
         };
-        let spec = &self.inputs[input];
-        // Record timestamps of a marked input do not say how far its writer got; until a topology topic shows a
-        // marker they still count.
-        let marked = spec.watermark_markers
-            && (spec.internal_partitions.is_some()
-                || self.upstream.contains_key(&(input, message.partition())));
-        if spec.watermark_markers {
+        // Record timestamps of a marked input do not say how far its writer got.
+        let marked = self.inputs[input].watermark_markers;
+        if marked {
             if let Some((watermark, writer_task, writer_tasks)) = watermark_marker(message) {
                 self.observe_marker(
                     input,

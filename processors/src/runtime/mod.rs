@@ -118,9 +118,10 @@ pub struct InputSpec {
     /// partitions when it does not exist yet; None for a topology topic, which must exist.
     pub internal_partitions: Option<i32>,
     /// The topic's writer announces its progress with watermark markers (see [`OutputSpec::watermark_markers`]):
-    /// the partition's event time comes from them, not from record timestamps, because the records interleave
-    /// the writer's tasks. Until a partition of a topology topic carries a marker, its record timestamps count (a
-    /// writer that announces nothing still moves the watermark).
+    /// the partition's event time comes from them only, never from record timestamps, because the records
+    /// interleave the writer's tasks (one fast task's records would move the partition past a slow task's next
+    /// ones). A partition whose writer announces nothing holds the watermark until the idle timeout, like a
+    /// partition without records.
     pub watermark_markers: bool,
 }
 
