@@ -122,6 +122,13 @@ enum ProcessCommand {
         #[command(flatten)]
         topology: TopologyArg,
     },
+    /// Creative fatigue per creative: status, score, decay curve and days remaining.
+    CreativeFatigue {
+        #[command(flatten)]
+        args: cmd::process::CreativeFatigueArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model.
     Attribution {
         #[command(flatten)]
@@ -258,6 +265,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
             cmd::topology::apply(&settings, &topology.load()?, dry_run).await
+        }
+        Command::Process(ProcessCommand::CreativeFatigue { args, topology }) => {
+            cmd::process::creative_fatigue(&settings, &topology.load()?, args, shutdown_signal())
+                .await
         }
         Command::Process(ProcessCommand::Attribution { args, topology }) => {
             cmd::process::attribution(&settings, &topology.load()?, args, shutdown_signal()).await

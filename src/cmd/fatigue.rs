@@ -2,7 +2,7 @@
 //! generator's planted fatigue, `fit` prints the Poisson decay fit of a CSV (the Python oracle test compares it
 //! with statsmodels).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use adstream_processors::fatigue::detector::{fit_poisson_decay, FatigueConfig, FitPoint};
@@ -71,8 +71,9 @@ pub fn run(command: FatigueCommand) -> Result<()> {
     }
 }
 
-fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let config = match &args.detector_config {
+/// The detector settings: the defaults, overridden by the JSON file at `path` when given; validated.
+pub fn detector_config(path: Option<&Path>) -> Result<FatigueConfig> {
+    let config = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -82,6 +83,11 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         None => FatigueConfig::default(),
     };
     config.validate()?;
+    Ok(config)
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let config = detector_config(args.detector_config.as_deref())?;
     if !(args.fatigued_share >= 0.0 && args.fatigued_share <= 1.0) {
         bail!(
             "--fatigued-share must be in [0, 1], got {}",

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use adstream_processors::attribution::models::RuleSettings;
 use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
 use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use adstream_processors::runtime::{
     self, merge_expositions, DeliveryGuarantee, JobMetrics, Operator, RuntimeConfig,
 };
@@ -25,6 +27,7 @@ use adstream_processors::window::Lateness;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign, Conversion};
 use adstream_schemas::outputs::{
     AttributedConversion, AttributionCredit, AttributionModel, CampaignAlert, CampaignMetrics,
+    CreativeFatigue,
 };
 use adstream_topology::{Processor, Topology};
 use anyhow::{anyhow, bail, Context, Result};
@@ -148,6 +151,27 @@ pub struct CampaignMetricsArgs {
     /// count as conversions and revenue.
     #[arg(long, value_enum, default_value = "last-touch")]
     attribution_model: Model,
+}
+
+/// Arguments of `process creative-fatigue`.
+#[derive(Args)]
+pub struct CreativeFatigueArgs {
+    /// Processor name in the topology; also the consumer group, the changelog prefix and the transactional id
+    /// prefix.
+    #[arg(long, default_value = "creative-fatigue")]
+    application_id: String,
+    #[command(flatten)]
+    run: RunArgs,
+    /// How long after an hour's end (watermark time) it closes, waiting for out-of-order events, in seconds.
+    #[arg(long, default_value_t = 600)]
+    grace_secs: u64,
+    /// A creative whose status did not change gets a new record after this much event time, in hours.
+    #[arg(long, default_value_t = 6.0)]
+    report_interval_hours: f64,
+    /// JSON file overriding detector settings (any subset of the `FatigueConfig` fields; see `adstream fatigue
+    /// evaluate` to measure a setting against planted ground truth).
+    #[arg(long)]
+    detector_config: Option<PathBuf>,
 }
 
 /// Arguments of `process attribution`.
@@ -369,6 +393,41 @@ pub async fn attribution(
                 operator: Box::new(attribution),
             },
         ],
+        &args.run,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the creative-fatigue job until `shutdown` resolves (or, with `--until-end`, until its inputs are read).
+pub async fn creative_fatigue(
+    settings: &Settings,
+    topology: &Topology,
+    args: CreativeFatigueArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let processor = find_processor(topology, &args.application_id)?;
+    if !(args.report_interval_hours.is_finite() && args.report_interval_hours > 0.0) {
+        bail!(
+            "--report-interval-hours must be a positive number, got {}",
+            args.report_interval_hours
+        );
+    }
+    let job = CreativeFatigueJob::new(CreativeFatigueConfig {
+        impressions: topic_for(topology, processor, false, AdImpression::FULL_NAME, "")?,
+        clicks: topic_for(topology, processor, false, AdClick::FULL_NAME, "")?,
+        output: topic_for(topology, processor, true, CreativeFatigue::FULL_NAME, "")?,
+        detector: super::fatigue::detector_config(args.detector_config.as_deref())?,
+        grace_ms: i64::try_from(args.grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        report_interval_ms: (args.report_interval_hours * 3_600_000.0) as i64,
+    })
+    .map_err(|e| anyhow!("invalid creative-fatigue settings: {e}"))?;
+    run_stages(
+        vec![Stage {
+            name: args.application_id.clone(),
+            config: args.run.runtime_config(settings, &args.application_id),
+            operator: Box::new(job),
+        }],
         &args.run,
         shutdown,
     )

@@ -7,8 +7,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: f64 = 86_400_000.0;
 /// At most this many hours are open (recorded, not yet closed) at once. A caller that closes hours as its
-/// watermark advances has one or two; the cap only keeps the state bounded if a caller stops closing hours.
-pub const MAX_OPEN_HOURS: usize = 48;
+/// watermark advances has one or two while it keeps up; catching up on a backlog, one input can run days ahead
+/// of another (a partition of clicks read to its end before the impressions of the same hours), and its events
+/// must still land in their own hours, so the cap is five weeks. It only keeps the state bounded if a caller
+/// stops closing hours.
+pub const MAX_OPEN_HOURS: usize = 35 * 24;
 /// The reach sketch has `2^REACH_SKETCH_PRECISION` registers: 1,024, a relative standard error of about 3.3 %.
 /// Part of the serialized state, so changing it invalidates stored states.
 pub const REACH_SKETCH_PRECISION: u32 = 10;
@@ -905,6 +908,11 @@ impl CreativeSeries {
             self.assess(config);
         }
         closing > 0
+    }
+
+    /// Whether events were recorded in hours not closed yet (a caller need not close hours of a series without).
+    pub fn has_open_hours(&self) -> bool {
+        !self.open.is_empty()
     }
 
     /// The assessment after the last closed hour with traffic.

@@ -7,6 +7,8 @@
 //!   sketch, baseline, CUSUM, Poisson decay fit, score, status, days remaining. Pure.
 //! - `evaluate` — replays events through the detector the way the live job does and scores the detections
 //!   against planted ground truth (recall, precision, detection delay). Pure.
+//! - `operator` — the `creative-fatigue` job: one series per creative in a state store, records on status
+//!   changes and at a bounded periodic rate.
 //!
 //! # Method
 //!
@@ -65,3 +67,4 @@
 
 pub mod detector;
 pub mod evaluate;
+pub mod operator;

@@ -1,0 +1,443 @@
+//! The creative-fatigue job: one [`CreativeSeries`] per creative, fed by impressions and clicks, assessed as the
+//! watermark closes hours, and an assessment record in `fatigue.creatives` when a creative's status changes or a
+//! report interval of event time has passed since its last record.
+//!
+//! Inputs: impressions and clicks, keyed by campaign and co-partitioned; a creative belongs to one campaign, so all
+//! its events meet in one task without a repartition. State: the `creatives` store (key creative id), written to
+//! its changelog at the commits where the creative changed. Hours close when the task's watermark minus `grace`
+//! passes their end, so events up to `grace` out of order land in their own hour; later ones are counted in the
+//! oldest open hour (see [`CreativeSeries::record_impression`]). Output records are keyed by creative id and never
+//! emitted per event: at most one per creative and commit, and only on a status change or after
+//! `report_interval` of event time.
+
+use std::collections::{HashMap, HashSet};
+
+use adstream_schemas::events::{avsc, AdClick, AdImpression};
+use adstream_schemas::outputs::{
+    CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
+};
+use serde::{Deserialize, Serialize};
+
+use super::detector::{hour_start, Assessment, CreativeSeries, FatigueConfig, FatigueStatus};
+use crate::runtime::{
+    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
+    TypedDecoder, WireEncoder,
+};
+
+/// Recent points carried in each output record.
+const POINTS_IN_OUTPUT: usize = 24;
+
+/// Topics and rules of the job.
+#[derive(Debug, Clone)]
+pub struct CreativeFatigueConfig {
+    /// Impressions topic.
+    pub impressions: String,
+    /// Clicks topic.
+    pub clicks: String,
+    /// Output topic (key creative id).
+    pub output: String,
+    /// The detector's tuning.
+    pub detector: FatigueConfig,
+    /// How far behind the watermark an hour closes: the wait for out-of-order events.
+    pub grace_ms: i64,
+    /// A creative whose status did not change gets a new record after this much event time.
+    pub report_interval_ms: i64,
+}
+
+/// One creative's state in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreativeState {
+    /// The detector's series.
+    pub series: CreativeSeries,
+    /// Status of the last record emitted; None before the first.
+    pub emitted_status: Option<FatigueStatus>,
+    /// `assessed_until_ms` of the last record emitted.
+    pub emitted_until_ms: Option<i64>,
+    /// Correlation id of the last event recorded.
+    pub correlation_id: String,
+}
+
+/// Counters of the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FatigueCounters {
+    /// Impressions and clicks recorded.
+    pub events: u64,
+    /// Records emitted because the status changed.
+    pub status_changes: u64,
+    /// Records emitted because the report interval passed.
+    pub periodic: u64,
+}
+
+/// The operator; see the module doc.
+pub struct CreativeFatigueJob {
+    config: CreativeFatigueConfig,
+    creatives: KeyedStore<String, CreativeState>,
+    impression_decoder: TypedDecoder,
+    click_decoder: TypedDecoder,
+    encoder: Option<WireEncoder>,
+    /// Per partition, creatives with events in hours not closed yet.
+    open: HashMap<i32, HashSet<String>>,
+    /// Per partition, the hour boundary up to which hours were closed.
+    closed_until: HashMap<i32, i64>,
+    counters: FatigueCounters,
+    value_buffer: Vec<u8>,
+}
+
+const IMPRESSIONS: usize = 0;
+
+impl CreativeFatigueJob {
+    /// The operator for `config`.
+    pub fn new(config: CreativeFatigueConfig) -> Result<CreativeFatigueJob, String> {
+        config.detector.validate().map_err(|e| e.to_string())?;
+        if config.grace_ms < 0 || config.report_interval_ms <= 0 {
+            return Err(format!(
+                "need grace >= 0 and report interval > 0, got {} ms and {} ms",
+                config.grace_ms, config.report_interval_ms
+            ));
+        }
+        Ok(CreativeFatigueJob {
+            config,
+            creatives: KeyedStore::new("creatives"),
+            impression_decoder: TypedDecoder::new(
+                "io.adstream.ads.AdImpression",
+                avsc::AD_IMPRESSION,
+            )?,
+            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            encoder: None,
+            open: HashMap::new(),
+            closed_until: HashMap::new(),
+            counters: FatigueCounters::default(),
+            value_buffer: Vec::new(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> FatigueCounters {
+        self.counters
+    }
+
+    fn record(
+        &mut self,
+        partition: i32,
+        creative_id: &str,
+        campaign_id: &str,
+        correlation_id: &str,
+        apply: impl FnOnce(&mut CreativeSeries),
+    ) {
+        // Two lookups instead of an owned key per event: the hot path allocates nothing.
+        if self.creatives.get(partition, creative_id).is_none() {
+            self.creatives.put(
+                partition,
+                creative_id.to_owned(),
+                CreativeState {
+                    series: CreativeSeries::new(creative_id, campaign_id),
+                    emitted_status: None,
+                    emitted_until_ms: None,
+                    correlation_id: String::new(),
+                },
+            );
+        }
+        let Some(state) = self.creatives.get_mut(partition, creative_id) else {
+            return;
+        };
+        apply(&mut state.series);
+        state.correlation_id.clear();
+        state.correlation_id.push_str(correlation_id);
+        let open = self.open.entry(partition).or_default();
+        if !open.contains(creative_id) {
+            open.insert(creative_id.to_owned());
+        }
+        self.counters.events += 1;
+    }
+
+    /// Closes hours as soon as the watermark passes an hour boundary (plus grace), not only at commits: hours closed
+    /// together share one exposure measurement, so closing them one by one keeps the series independent of how
+    /// often the job commits.
+    fn close_as_time_passes(
+        &mut self,
+        partition: i32,
+        watermark: Option<i64>,
+        ctx: &mut Context<'_>,
+    ) {
+        let Some(watermark) = watermark else {
+            return;
+        };
+        let until = watermark.saturating_sub(self.config.grace_ms);
+        let boundary = hour_start(until);
+        if self
+            .closed_until
+            .get(&partition)
+            .is_some_and(|closed| *closed >= boundary)
+        {
+            return;
+        }
+        self.closed_until.insert(partition, boundary);
+        self.close(partition, until, ctx);
+    }
+
+    /// Closes the hours of `partition`'s creatives up to `until` and emits what is due.
+    fn close(&mut self, partition: i32, until: i64, ctx: &mut Context<'_>) {
+        let Some(open) = self.open.get_mut(&partition) else {
+            return;
+        };
+        let mut due = Vec::new();
+        open.retain(|creative_id| {
+            let Some(state) = self.creatives.get_mut(partition, creative_id.as_str()) else {
+                return false;
+            };
+            if state.series.close_hours(until, &self.config.detector) {
+                let assessment = state.series.assessment();
+                let changed = state.emitted_status != Some(assessment.status);
+                let interval_passed = state.emitted_until_ms.is_none_or(|last| {
+                    assessment.assessed_until_ms.saturating_sub(last)
+                        >= self.config.report_interval_ms
+                });
+                if changed || interval_passed {
+                    due.push((creative_id.clone(), changed));
+                }
+            }
+            state.series.has_open_hours()
+        });
+        for (creative_id, changed) in due {
+            self.emit(partition, &creative_id, changed, ctx);
+        }
+    }
+
+    fn emit(
+        &mut self,
+        partition: i32,
+        creative_id: &str,
+        status_changed: bool,
+        ctx: &mut Context<'_>,
+    ) {
+        let Some(state) = self.creatives.get_mut(partition, creative_id) else {
+            return;
+        };
+        let assessment = state.series.assessment();
+        let record = output_record(
+            &state.series,
+            assessment,
+            state.emitted_status,
+            status_changed,
+            ctx.now_ms,
+            &state.correlation_id,
+        );
+        state.emitted_status = Some(assessment.status);
+        state.emitted_until_ms = Some(assessment.assessed_until_ms);
+        let timestamp = assessment.assessed_until_ms;
+        if status_changed {
+            self.counters.status_changes += 1;
+        } else {
+            self.counters.periodic += 1;
+        }
+        let Some(encoder) = &self.encoder else {
+            return;
+        };
+        self.value_buffer.clear();
+        match encoder.encode(&record, &mut self.value_buffer) {
+            Ok(()) => ctx.emit(
+                0,
+                creative_id.as_bytes(),
+                &self.value_buffer,
+                timestamp,
+                &record.correlation_id,
+            ),
+            // Built here from the detector's guarded numbers; a failure is a bug, not input to skip.
+            Err(e) => tracing::error!(error = %e, creative_id, "fatigue record does not encode"),
+        }
+    }
+}
+
+fn output_status(status: FatigueStatus) -> OutputStatus {
+    match status {
+        FatigueStatus::Healthy => OutputStatus::Healthy,
+        FatigueStatus::Limited => OutputStatus::Limited,
+        FatigueStatus::Fatigued => OutputStatus::Fatigued,
+    }
+}
+
+fn output_record(
+    series: &CreativeSeries,
+    a: &Assessment,
+    previous: Option<FatigueStatus>,
+    status_changed: bool,
+    now_ms: i64,
+    correlation_id: &str,
+) -> CreativeFatigue {
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let points = series.recent_points();
+    CreativeFatigue {
+        creative_id: series.creative_id().to_owned(),
+        campaign_id: series.campaign_id().to_owned(),
+        status: output_status(a.status),
+        previous_status: previous.map(output_status),
+        score: a.score,
+        baseline_ctr: a.baseline_ctr,
+        current_ctr: a.current_ctr,
+        baseline_cost_per_click_micros: a.baseline_cost_per_click_micros,
+        current_cost_per_click_micros: a.current_cost_per_click_micros,
+        change_statistic: a.change_statistic,
+        change_threshold: a.change_threshold,
+        change_detected_at: a.change_detected_at_ms,
+        change_started_at: a.change_started_at_ms,
+        exposure: a.exposure,
+        reach_estimate: to_i64(a.reach_estimate),
+        impressions: to_i64(a.impressions),
+        clicks: to_i64(a.clicks),
+        spend_micros: a.spend_micros,
+        decay: a.decay.as_ref().map(|d| DecayCurve {
+            ctr_at_zero: d.ctr_at_zero,
+            lambda: d.lambda,
+            lambda_std_error: d.lambda_std_error,
+            points: i32::try_from(d.points).unwrap_or(i32::MAX),
+            from_exposure: d.from_exposure,
+        }),
+        days_remaining: a.days_remaining.map(|d| d.estimate),
+        days_remaining_low: a.days_remaining.map(|d| d.low),
+        days_remaining_high: a.days_remaining.map(|d| d.high),
+        recent_points: points[points.len().saturating_sub(POINTS_IN_OUTPUT)..]
+            .iter()
+            .map(|p| FatiguePoint {
+                hour_start: p.hour_start_ms,
+                impressions: to_i64(p.impressions),
+                clicks: to_i64(p.clicks),
+                spend_micros: p.spend_micros,
+                exposure: p.exposure,
+            })
+            .collect(),
+        assessed_until: a.assessed_until_ms,
+        reason: if status_changed {
+            "status_change"
+        } else {
+            "periodic"
+        }
+        .to_owned(),
+        emitted_at: now_ms,
+        correlation_id: correlation_id.to_owned(),
+    }
+}
+
+impl Operator for CreativeFatigueJob {
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::stream(&self.config.impressions),
+            InputSpec::stream(&self.config.clicks),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![OutputSpec::topology(
+            &self.config.output,
+            CreativeFatigue::SCHEMA,
+        )]
+    }
+
+    fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
+        vec![&mut self.creatives]
+    }
+
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+        let [output] = ids else {
+            return Err(format!("expected 1 output schema id, got {}", ids.len()));
+        };
+        self.encoder = Some(WireEncoder::new(CreativeFatigue::SCHEMA, *output)?);
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+        if record.input == IMPRESSIONS {
+            let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
+            validate(&i.creative_id, &i.campaign_id, i.cost_micros)?;
+            self.record(
+                record.partition,
+                &i.creative_id,
+                &i.campaign_id,
+                record.correlation_id,
+                |s| s.record_impression(i.event_time, i.user_id.as_deref(), i.cost_micros),
+            );
+        } else {
+            let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
+            validate(&c.creative_id, &c.campaign_id, c.cost_micros)?;
+            self.record(
+                record.partition,
+                &c.creative_id,
+                &c.campaign_id,
+                record.correlation_id,
+                |s| s.record_click(c.event_time, c.cost_micros),
+            );
+        }
+        self.close_as_time_passes(record.partition, ctx.watermark, ctx);
+        Ok(())
+    }
+
+    fn on_commit(&mut self, ctx: &mut Context<'_>) {
+        let partitions: Vec<i32> = self.open.keys().copied().collect();
+        for partition in partitions {
+            let watermark = ctx.watermark_of(partition);
+            self.close_as_time_passes(partition, watermark, ctx);
+        }
+    }
+
+    fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
+        // Nothing more will come: the hours still open are complete.
+        let partitions: Vec<i32> = self.open.keys().copied().collect();
+        for partition in partitions {
+            self.close(partition, i64::MAX, ctx);
+        }
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.open.remove(&partition);
+        self.closed_until.remove(&partition);
+    }
+
+    fn on_restored(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.open.remove(partition);
+        }
+        for (partition, creative_id, state) in self.creatives.iter() {
+            if partitions.contains(&partition) && state.series.has_open_hours() {
+                self.open
+                    .entry(partition)
+                    .or_default()
+                    .insert(creative_id.clone());
+            }
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = self.counters;
+        vec![
+            (
+                "fatigue_events",
+                "Impressions and clicks recorded into creative series.",
+                c.events,
+            ),
+            (
+                "fatigue_status_changes",
+                "Fatigue records emitted because a creative's status changed.",
+                c.status_changes,
+            ),
+            (
+                "fatigue_periodic_reports",
+                "Fatigue records emitted because the report interval passed.",
+                c.periodic,
+            ),
+        ]
+    }
+}
+
+/// Rules every impression and click must meet.
+fn validate(creative_id: &str, campaign_id: &str, cost_micros: i64) -> Result<(), DecodeError> {
+    if creative_id.is_empty() || campaign_id.is_empty() {
+        return Err(DecodeError::Invalid(
+            "creative_id or campaign_id is empty".into(),
+        ));
+    }
+    if cost_micros < 0 {
+        return Err(DecodeError::Invalid(format!(
+            "cost_micros is negative ({cost_micros})"
+        )));
+    }
+    Ok(())
+}
