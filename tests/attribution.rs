@@ -22,7 +22,7 @@ use adstream_schemas::outputs::{
 use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
-use common::jobs::{apply_private_topology, start_process};
+use common::jobs::{adstream, apply_private_topology, start_process};
 use common::recompute::{self, differences, produce_generator, read_committed_records, recompute};
 use common::{start_registry, unique};
 
@@ -342,4 +342,99 @@ async fn every_conversion_is_attributed_exactly_once_through_kills() {
         attributed.len(),
         credits.len()
     );
+}
+
+/// With a lookback of 12 hours and a retention of 1 hour over a week of traffic, touches leave the store as the
+/// watermark passes them: the changelog carries tombstones for users without touches left, and what it holds at the
+/// end (latest value per key) has no touch older than the final horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_older_than_the_lookback_leave_the_store_and_its_changelog() {
+    let registry = start_registry("attribution-expiry").await;
+    let prefix = unique("attrx");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("attrx-topology"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    let generator = produce_generator(
+        &registry.url,
+        &topics.events,
+        GeneratorConfig {
+            seed: 29,
+            events: 40_000,
+            ..GeneratorConfig::default()
+        },
+    )
+    .await;
+    let manifest = generator.manifest();
+    let last_event_ms = manifest.last_event_time_ms.expect("events were generated");
+    let touches = manifest.counts.impressions + manifest.counts.clicks;
+    let attribution = format!("{processor}-attribution");
+    let run = adstream(
+        &registry.url,
+        &[
+            "process",
+            "attribution",
+            "--topology",
+            topology_path.to_str().expect("utf-8 path"),
+            "--application-id",
+            &attribution,
+            "--lookback-days",
+            "0.5",
+            "--retention-secs",
+            "3600",
+            "--commit-interval-ms",
+            "200",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--until-end",
+        ],
+    )
+    .output()
+    .expect("run the job");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let changelog = format!("{attribution}-touches-changelog");
+    let mut latest: BTreeMap<Vec<u8>, serde_json::Value> = BTreeMap::new();
+    let mut tombstones = 0;
+    for (key, value) in tokio::task::block_in_place(|| read_committed_records(&changelog)) {
+        let key = key.expect("changelog keys are user ids");
+        match value {
+            Some(value) => {
+                latest.insert(key, serde_json::from_slice(&value).expect("changelog JSON"));
+            }
+            None => {
+                tombstones += 1;
+                latest.remove(&key);
+            }
+        }
+    }
+    assert!(
+        tombstones > 0,
+        "users without touches leave with a tombstone"
+    );
+    let remaining: usize = latest
+        .values()
+        .map(|user| user["touches"].as_array().map_or(0, Vec::len))
+        .sum();
+    // About 13 of 168 hours of touches can remain.
+    assert!(
+        remaining * 5 < touches as usize,
+        "{remaining} of {touches} touches remain"
+    );
+    // The final watermark trails the last event by at most the generator's disorder; allow an hour more.
+    let horizon = last_event_ms - 12 * 3_600_000 - 3_600_000 - 3_600_000;
+    for (key, user) in &latest {
+        for touch in user["touches"].as_array().expect("touches") {
+            let t = touch["t"].as_i64().expect("time");
+            assert!(
+                t >= horizon,
+                "{}: touch at {t} is older than the horizon {horizon}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

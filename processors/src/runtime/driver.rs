@@ -639,6 +639,15 @@ impl Task {
 
     /// Lets the operator emit what waits for event time, before the last commit of a run that read all its input.
     fn end_of_input(&mut self) -> Result<(), RuntimeError> {
+        // Nothing more will come: every partition is idle now, so each task's watermark moves to the latest event
+        // time it saw (a sparse input no longer holds it back), here and at the final commit.
+        let after_idle = now_ms()
+            .saturating_add(i64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(i64::MAX))
+            .saturating_add(1);
+        for (partition, task) in &mut self.watermarks {
+            self.task_watermarks
+                .insert(*partition, task.current(after_idle));
+        }
         let mut error = None;
         {
             let mut ctx = Context {
