@@ -44,10 +44,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adstream_processors::attribution::models::RuleSettings;
+use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
+use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
 use adstream_processors::campaign_metrics::operator::WindowRow;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use adstream_processors::fatigue::detector::FatigueConfig;
+use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use adstream_processors::runtime::{
-    self, ChangelogStore, DeliveryGuarantee, KeyedStore, RunSummary, RuntimeConfig,
+    self, ChangelogStore, DeliveryGuarantee, KeyedStore, Operator, RunSummary, RuntimeConfig,
 };
 use adstream_processors::window::Lateness;
 use adstream_producers::builders::{ClickBuilder, ImpressionBuilder, Serving};
@@ -593,7 +598,7 @@ fn scratch_redirects(kafka: &Kafka, inputs: &EventTopics) {
 fn run_to_end(
     kafka: &Kafka,
     config: RuntimeConfig,
-    job: CampaignMetricsJob,
+    job: Box<dyn Operator>,
     label: &str,
     progress_topics: &[&str],
     ticks: f64,
@@ -605,7 +610,7 @@ fn run_to_end(
     let metrics = config.metrics.clone();
     let mut ready = None;
     let meter = Meter::start(ticks);
-    let worker = std::thread::spawn(move || runtime::run(config, Box::new(job), stop, handle));
+    let worker = std::thread::spawn(move || runtime::run(config, job, stop, handle));
     // Progress: the group's committed offsets, as a separate client that never joins the group sees them.
     let progress = {
         let mut config = kafka.config.clone();
@@ -1164,7 +1169,7 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         let job = job_config(&inputs.topics, &app)?;
         println!("{tag}: running the job ({guarantee:?}, application id {app})");
         let done = tokio::task::block_in_place(|| {
-            run_to_end(kafka, config, job, tag, &input_topics, ticks)
+            run_to_end(kafka, config, Box::new(job), tag, &input_topics, ticks)
         })?;
         let s = &done.summary;
         println!(
@@ -1249,6 +1254,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         latencies.push(latency::run(kafka, &registry_url, &inputs.prefix, commit_ms, ticks).await?);
     }
 
+    // 6. The attribution job (both stages) and the creative-fatigue job, exactly-once, from the beginning.
+    let other_jobs = other_jobs(kafka, &registry_url, &inputs, &run, ticks).await?;
+
     // The table.
     let raw_rate = raw.rate(raw_records);
     let changelog_rate = changelog_raw.rate(changelog_records);
@@ -1288,6 +1296,16 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
                 rate / raw_rate
             );
         }
+    }
+    for (name, records, measured) in &other_jobs.rows {
+        let rate = measured.rate(*records);
+        println!(
+            "{:<66} {:>12.0} {:>12.0} {:>7.2}x",
+            name,
+            rate,
+            measured.per_core(*records),
+            rate / raw_rate
+        );
     }
     println!(
         "{:<66} {:>12.0} {:>12.0} {:>7.2}x",
@@ -1339,6 +1357,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             done.summary.commits
         );
     }
+    for line in &other_jobs.notes {
+        println!("{line}");
+    }
     for latency in &mut latencies {
         latency.print();
     }
@@ -1348,4 +1369,207 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     );
 
     Ok(())
+}
+
+/// Rows (name, input records, time) and notes of the attribution and creative-fatigue runs.
+struct OtherJobs {
+    rows: Vec<(String, u64, Measured)>,
+    notes: Vec<String>,
+}
+
+/// The latest value per key of a changelog: (keys, bytes of their values).
+fn changelog_state(kafka: &Kafka, changelog: &str, group: &str) -> Result<(usize, usize)> {
+    let consumer = kafka.consumer(group)?;
+    let mut latest: HashMap<(i32, Vec<u8>), usize> = HashMap::new();
+    read_to_end(&consumer, changelog, |m| {
+        let key = (m.partition(), m.key().unwrap_or_default().to_vec());
+        match m.payload() {
+            Some(value) => latest.insert(key, value.len()),
+            None => latest.remove(&key),
+        };
+        Ok(())
+    })?;
+    Ok((latest.len(), latest.values().sum()))
+}
+
+/// Runs the attribution job (repartition stage, then attribution stage) and the creative-fatigue job over the
+/// bench's inputs, exactly-once, each to the end of its input; measures their state from their changelogs.
+async fn other_jobs(
+    kafka: &Kafka,
+    registry_url: &str,
+    inputs: &Inputs,
+    run: &str,
+    ticks: f64,
+) -> Result<OtherJobs> {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let topics = &inputs.topics;
+    let eos = |app: &str| {
+        let mut config = RuntimeConfig::new(app, kafka.config.clone(), registry_url);
+        config.exit_at_end_of_input = true;
+        config
+    };
+
+    // Attribution: the repartition stage writes `<app>-repartition`, the attribution stage reads it with the
+    // conversions.
+    let app = format!("{run}-attribution");
+    let touches = format!("{app}-repartition");
+    let specs = vec![
+        (
+            format!("{app}.attributed"),
+            PARTITIONS,
+            vec![("cleanup.policy", "compact")],
+        ),
+        (format!("{app}.credits"), PARTITIONS, vec![]),
+    ];
+    kafka.scratch(
+        specs.iter().map(|(n, _, _)| n.clone()).chain([
+            touches.clone(),
+            format!("{app}-touches-changelog"),
+            format!("{app}-pending-changelog"),
+            format!("dlq.{touches}"),
+            format!("late.{touches}"),
+            format!("dlq.{}", topics.conversions),
+            format!("late.{}", topics.conversions),
+        ]),
+        [
+            app.clone(),
+            format!("{app}-repartition"),
+            format!("{app}-state"),
+        ],
+    );
+    kafka.create(&specs).await?;
+    let stage_one = TouchRepartition::new(RepartitionConfig {
+        impressions: topics.impressions.clone(),
+        clicks: topics.clicks.clone(),
+        touches: touches.clone(),
+        partitions: PARTITIONS,
+    })
+    .map_err(|e| anyhow!("repartition: {e}"))?;
+    println!("attribution: repartition stage");
+    let input_topics = [topics.impressions.as_str(), topics.clicks.as_str()];
+    let one = tokio::task::block_in_place(|| {
+        run_to_end(
+            kafka,
+            eos(&format!("{app}-repartition")),
+            Box::new(stage_one),
+            "attribution/repartition",
+            &input_topics,
+            ticks,
+        )
+    })?;
+    let stage_two = AttributionJob::new(AttributionConfig {
+        touches: touches.clone(),
+        conversions: topics.conversions.clone(),
+        partitions: PARTITIONS,
+        attributed: format!("{app}.attributed"),
+        credits: format!("{app}.credits"),
+        lookback_ms: 30 * 86_400_000,
+        grace_ms: 600_000,
+        retention_ms: 86_400_000,
+        settings: RuleSettings::default(),
+    })
+    .map_err(|e| anyhow!("attribution: {e}"))?;
+    println!("attribution: attribution stage");
+    let stage_two_topics = [touches.as_str(), topics.conversions.as_str()];
+    let two = tokio::task::block_in_place(|| {
+        run_to_end(
+            kafka,
+            eos(&app),
+            Box::new(stage_two),
+            "attribution/attribute",
+            &stage_two_topics,
+            ticks,
+        )
+    })?;
+    let conversions = two.summary.records.saturating_sub(one.summary.records);
+    let input = one.summary.records + conversions;
+    let both = Measured {
+        wall_s: one.measured.wall_s + two.measured.wall_s,
+        cpu_s: one.measured.cpu_s + two.measured.cpu_s,
+    };
+    rows.push((
+        "attribution exactly-once, both stages (impressions+clicks+conversions)".to_owned(),
+        input,
+        both,
+    ));
+    rows.push((
+        "  stage 1: re-key impressions+clicks by user".to_owned(),
+        one.summary.records,
+        one.measured,
+    ));
+    rows.push((
+        "  stage 2: touches (+markers) and conversions into credits".to_owned(),
+        two.summary.records,
+        two.measured,
+    ));
+    let (users, bytes) = tokio::task::block_in_place(|| {
+        changelog_state(
+            kafka,
+            &format!("{app}-touches-changelog"),
+            &format!("{app}-state"),
+        )
+    })?;
+    notes.push(format!(
+        "attribution: {} input records ({conversions} conversions); touch state {users} users, {:.1} MB of changelog \
+         values = {:.0} bytes per user (JSON, every touch of the week kept: the 30-day lookback has not passed)",
+        input,
+        bytes as f64 / 1e6,
+        bytes as f64 / users.max(1) as f64
+    ));
+
+    // Creative fatigue.
+    let app = format!("{run}-fatigue");
+    let specs = vec![(
+        format!("{app}.fatigue"),
+        PARTITIONS,
+        vec![("cleanup.policy", "compact")],
+    )];
+    kafka.scratch(
+        specs
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .chain([format!("{app}-creatives-changelog")]),
+        [app.clone(), format!("{app}-state")],
+    );
+    kafka.create(&specs).await?;
+    let job = CreativeFatigueJob::new(CreativeFatigueConfig {
+        impressions: topics.impressions.clone(),
+        clicks: topics.clicks.clone(),
+        output: format!("{app}.fatigue"),
+        detector: FatigueConfig::default(),
+        grace_ms: 600_000,
+        report_interval_ms: 6 * HOUR_MS,
+    })
+    .map_err(|e| anyhow!("creative-fatigue: {e}"))?;
+    println!("creative-fatigue: running");
+    let done = tokio::task::block_in_place(|| {
+        run_to_end(
+            kafka,
+            eos(&app),
+            Box::new(job),
+            "creative-fatigue",
+            &input_topics,
+            ticks,
+        )
+    })?;
+    rows.push((
+        "creative-fatigue exactly-once (impressions+clicks)".to_owned(),
+        done.summary.records,
+        done.measured,
+    ));
+    let (creatives, bytes) = tokio::task::block_in_place(|| {
+        changelog_state(
+            kafka,
+            &format!("{app}-creatives-changelog"),
+            &format!("{app}-state"),
+        )
+    })?;
+    notes.push(format!(
+        "creative-fatigue: {} records, {} commits; state {creatives} creatives, {:.0} bytes per creative (JSON)",
+        done.summary.records,
+        done.summary.commits,
+        bytes as f64 / creatives.max(1) as f64
+    ));
+    Ok(OtherJobs { rows, notes })
 }

@@ -11,8 +11,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adstream_producers::generator::GeneratorConfig;
 use adstream_schemas::events::{avsc, Conversion};
@@ -22,27 +21,11 @@ use adstream_schemas::outputs::{
 use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
-use common::jobs::{adstream, apply_private_topology, start_process};
+use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
 use common::recompute::{self, differences, produce_generator, read_committed_records, recompute};
 use common::{start_registry, unique};
 
 const LOOKBACK_MS: i64 = 30 * 86_400_000;
-
-/// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
-fn wait_for_end(mut child: Child, what: &str) {
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            panic!("{what} did not reach the end of its input within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "{what} failed: {status}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_conversion_is_attributed_exactly_once_through_kills() {

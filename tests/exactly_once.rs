@@ -13,13 +13,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
-use common::jobs::{apply_private_topology, start_job};
+use common::jobs::{apply_private_topology, start_job, wait_for_end};
 use common::recompute::{
     self, differences, produce_generated_events, read_committed_records, recompute,
 };
@@ -81,22 +81,9 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
     }
 
     // A final run to the end of the input, which must exit by itself and cleanly.
-    let started = Instant::now();
-    let mut last = start_job(&registry.url, topology, &processor, "127.0.0.1:0", true);
-    let status = loop {
-        if let Some(status) = last.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = last.kill();
-            panic!("the final run did not reach the end of its input within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        status.success(),
-        "final run failed after {:?}: {status}",
-        started.elapsed()
+    wait_for_end(
+        start_job(&registry.url, topology, &processor, "127.0.0.1:0", true),
+        "the final run",
     );
 
     let expected = tokio::task::block_in_place(|| recompute(&topics));

@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use adstream_processors::fatigue::detector::{FatigueConfig, FatigueStatus};
 use adstream_processors::fatigue::evaluate::{
@@ -24,7 +23,7 @@ use adstream_producers::generator::{
 use adstream_schemas::outputs::{CreativeFatigue, FatigueStatus as OutputStatus};
 use apache_avro::Schema;
 
-use common::jobs::{apply_private_topology, start_process};
+use common::jobs::{apply_private_topology, start_process, wait_for_end};
 use common::recompute::{self, produce_generator, read_committed_records};
 use common::{start_registry, unique};
 
@@ -145,26 +144,17 @@ async fn the_live_job_finds_planted_fatigue_with_bounded_output() {
     };
     produce_generator(&registry.url, &topics.events, config.clone()).await;
 
-    let started = Instant::now();
-    let mut job = start_process(
-        "creative-fatigue",
-        &registry.url,
-        topology_path.to_str().expect("utf-8 path"),
-        &format!("{processor}-fatigue"),
-        "127.0.0.1:0",
-        true,
+    wait_for_end(
+        start_process(
+            "creative-fatigue",
+            &registry.url,
+            topology_path.to_str().expect("utf-8 path"),
+            &format!("{processor}-fatigue"),
+            "127.0.0.1:0",
+            true,
+        ),
+        "the creative-fatigue job",
     );
-    let status = loop {
-        if let Some(status) = job.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = job.kill();
-            panic!("the job did not reach the end of its input within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "the job failed: {status}");
 
     let schema = Schema::parse_str(CreativeFatigue::SCHEMA).expect("schema");
     let mut records: BTreeMap<String, usize> = BTreeMap::new();

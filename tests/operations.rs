@@ -103,6 +103,9 @@ async fn metrics_readiness_and_sigterm() {
         "exit {:?}: {stdout}",
         output.status
     );
-    assert!(stdout.contains("campaign-metrics stopped"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{processor} stopped: ")),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

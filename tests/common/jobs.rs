@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::bootstrap;
 use super::recompute::Topics;
@@ -130,4 +131,20 @@ pub fn apply_private_topology(
     );
     let topics = Topics::under(prefix);
     (path, topics)
+}
+
+/// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
+pub fn wait_for_end(mut child: Child, what: &str) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("{what} did not reach the end of its input within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "{what} failed: {status}");
 }

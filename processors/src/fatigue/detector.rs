@@ -1668,12 +1668,13 @@ mod tests {
     #[test]
     fn open_hours_stay_bounded_when_hours_are_never_closed() {
         let mut series = CreativeSeries::new("cr", "cmp");
-        for hour in 0..200 {
+        let hours = MAX_OPEN_HOURS as i64 + 100;
+        for hour in 0..hours {
             series.record_impression(T0 + hour * HOUR_MS, None, 1);
         }
         assert_eq!(series.open.len(), MAX_OPEN_HOURS);
         let counted: u64 = series.open.iter().map(|h| h.1).sum();
-        assert_eq!(counted, 200);
+        assert_eq!(counted, hours as u64);
     }
 
     #[test]
