@@ -384,7 +384,7 @@ fn expected_classes(poison: &[Poison], topic: &str) -> BTreeMap<String, u64> {
 
 /// Checks every poison record of `topic` is in `dlq.<topic>` exactly once with its class, source headers and
 /// original partition, key, value and timestamp; and that nothing else is.
-fn check_dead_letters(poison: &[Poison], topic: &str) -> Vec<Stored> {
+fn check_dead_letters(poison: &[Poison], topic: &str, job: &str) -> Vec<Stored> {
     let dlq = format!("dlq.{topic}");
     let letters = read_all(&dlq);
     let mut by_source: HashMap<(i32, i64), Vec<&Stored>> = HashMap::new();
@@ -456,6 +456,12 @@ fn check_dead_letters(poison: &[Poison], topic: &str) -> Vec<Stored> {
             "{}: redirected_at {redirected} is recent",
             p.kind
         );
+        assert_eq!(
+            letter.header("redirected_by"),
+            Some(job),
+            "{}: names the job",
+            p.kind
+        );
         let correlation = format!("poison-{}-{}", ours_index(&ours, p), p.class);
         assert_eq!(
             letter.header("correlation_id"),
@@ -497,7 +503,9 @@ async fn poison_records_are_dead_lettered_once_with_their_class_and_valid_data_s
         "at least six kinds of poison: {classes:?}"
     );
     for topic in [&topics.events.clicks, &topics.events.impressions] {
-        tokio::task::block_in_place(|| check_dead_letters(&setup.poison, topic));
+        tokio::task::block_in_place(|| {
+            check_dead_letters(&setup.poison, topic, &format!("{}-job", setup.prefix))
+        });
     }
 
     // The valid data went through untouched: every output row equals the recomputation over the valid data.
@@ -727,7 +735,8 @@ async fn dlq_inspect_and_redrive_show_and_resend_the_jobs_dead_letters() {
                         "source_topic",
                         "source_partition",
                         "source_offset",
-                        "redirected_at"
+                        "redirected_at",
+                        "redirected_by"
                     ]
                     .contains(&name.as_str()),
                 "dead-letter header {name} copied"

@@ -3,13 +3,14 @@
 //!
 //! A dead letter is the original record (same partition, key, value bytes and timestamp) written by a job to
 //! `dlq.<topic>` with headers that say why (`dlq_error_class`, `dlq_error_message`), where from (`source_topic`,
-//! `source_partition`, `source_offset`), when (`redirected_at`, epoch millis) and `correlation_id`.
+//! `source_partition`, `source_offset`), when (`redirected_at`, epoch millis), by which job (`redirected_by`, its
+//! application id) and `correlation_id`.
 //!
 //! Both commands read the dead-letter topic from the beginning to its end at call time (`read_committed`, so
 //! dead letters of aborted transactions are never shown or re-sent), partition by partition in offset order,
 //! and exit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -33,11 +34,12 @@ const PREVIEW_BYTES: usize = 16;
 /// Header written on re-sent records: `dlq.<topic>/<partition>/<offset>` of the dead letter they came from.
 pub const REDRIVEN_FROM_HEADER: &str = "redriven_from";
 /// Headers the runtime adds when it dead-letters a record; they are not copied back by `redrive`.
-const REDIRECT_HEADERS: [&str; 4] = [
+const REDIRECT_HEADERS: [&str; 5] = [
     "source_topic",
     "source_partition",
     "source_offset",
     "redirected_at",
+    "redirected_by",
 ];
 /// The classes the runtime writes today (`dlq_error_class`), named in messages about an unmatched `--class`.
 const KNOWN_CLASSES: [&str; 8] = [
@@ -437,6 +439,7 @@ fn print_block(dlq_topic: &str, letter: &DeadLetter) {
         or_none("source_offset")
     );
     println!("  redirected at   {}", show_redirected(letter));
+    println!("  redirected by   {}", or_none("redirected_by"));
     println!("  timestamp       {}", show_millis(letter.timestamp_ms));
     println!("  correlation id  {}", or_none("correlation_id"));
     println!("  key             {}", show_key(letter.key.as_deref()));
@@ -663,6 +666,13 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         return Ok(());
     }
     found.selected.sort_by_key(|l| (l.partition, l.offset));
+    let duplicates = keep_one_per_source(&mut found.selected);
+    if duplicates > 0 {
+        println!(
+            "{duplicates} dead letter(s) name a source record already selected (several jobs read the topic and each \
+             dead-lettered it): each source record is re-sent once"
+        );
+    }
     // Every selected record must say where it goes before anything is sent.
     let mut targets = Vec::with_capacity(found.selected.len());
     for letter in &found.selected {
@@ -744,6 +754,26 @@ async fn check_targets(settings: &Settings, targets: &[(String, i32)]) -> Result
 
 /// The headers of a re-sent record: the dead letter's, minus `dlq_*`, the redirect headers and any earlier
 /// `redriven_from`, plus `redriven_from`.
+/// Keeps the first dead letter of each source record (`source_topic`, `source_partition`, `source_offset`), so that a
+/// record dead-lettered by several jobs goes back once; letters without those headers are all kept. Returns how
+/// many were dropped.
+fn keep_one_per_source(letters: &mut Vec<DeadLetter>) -> usize {
+    let before = letters.len();
+    let mut seen = HashSet::new();
+    letters.retain(|letter| {
+        let source = (
+            letter.header("source_topic"),
+            letter.header("source_partition"),
+            letter.header("source_offset"),
+        );
+        match source {
+            (Some(topic), Some(partition), Some(offset)) => seen.insert((topic, partition, offset)),
+            _ => true,
+        }
+    });
+    before - letters.len()
+}
+
 fn redrive_headers(letter: &DeadLetter, redriven_from: &str) -> OwnedHeaders {
     let kept = letter.headers.iter().filter(|(key, _)| {
         !key.starts_with("dlq_")
@@ -865,6 +895,36 @@ mod tests {
         );
         assert!(topics_of("dlq.").is_err());
         assert!(topics_of(" ").is_err());
+    }
+
+    #[test]
+    fn a_record_dead_lettered_by_several_jobs_is_redriven_once() {
+        let letter = |offset: i64, by: &str, source_offset: Option<&str>| DeadLetter {
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: [
+                ("source_topic", Some("t")),
+                ("source_partition", Some("2")),
+                ("source_offset", source_offset),
+                ("redirected_by", Some(by)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.as_bytes().to_vec())))
+            .collect(),
+        };
+        let mut letters = vec![
+            letter(0, "campaign-metrics", Some("7")),
+            letter(1, "creative-fatigue", Some("7")),
+            letter(2, "campaign-metrics", Some("8")),
+            letter(3, "elsewhere", None),
+            letter(4, "elsewhere", None),
+        ];
+        assert_eq!(keep_one_per_source(&mut letters), 1);
+        let kept: Vec<i64> = letters.iter().map(|l| l.offset).collect();
+        assert_eq!(kept, [0, 2, 3, 4]);
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct Emitter {
     producer: ThreadedProducer<DeliveryContext>,
     exactly_once: bool,
     transaction_open: bool,
+    /// The job's application id, named on the records it redirects.
+    application_id: String,
     outputs: Vec<String>,
     input_topics: Vec<String>,
     /// Records sent per output index.
@@ -268,6 +270,11 @@ impl Context<'_> {
                 key: "redirected_at",
                 value: Some(now.as_str()),
             })
+            // Several jobs read the same topics: each dead-letters a poison record it meets.
+            .insert(Header {
+                key: "redirected_by",
+                value: Some(self.emitter.application_id.as_str()),
+            })
             .insert(Header {
                 key: "correlation_id",
                 value: Some(record.correlation_id),
@@ -279,6 +286,7 @@ impl Context<'_> {
             for header in original.iter() {
                 let ours = header.key == "correlation_id"
                     || header.key == "redirected_at"
+                    || header.key == "redirected_by"
                     || header.key.starts_with("dlq_")
                     || header.key.starts_with("late_")
                     || header.key.starts_with("source_");
@@ -1387,6 +1395,7 @@ pub fn run(
         producer,
         exactly_once,
         transaction_open: false,
+        application_id: config.application_id.clone(),
         outputs: operator.outputs().into_iter().map(|o| o.topic).collect(),
         input_topics: inputs.iter().map(|i| i.topic.clone()).collect(),
         sent_outputs: vec![0; operator.outputs().len()],
