@@ -195,7 +195,7 @@ fn report_once(
         }
     );
     println!(
-        "{:<22} {:<10} {:>11} {:>9} {:>13} {:>7} {:>8} {:>8} {:>8} {:>12}",
+        "{:<22} {:<10} {:>11} {:>9} {:>13} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>12}",
         "campaign",
         "platform",
         "impressions",
@@ -204,13 +204,16 @@ fn report_once(
         "CTR %",
         "CPC",
         "CPM",
+        "conv.",
+        "CPA",
+        "ROAS",
         "windows",
         "corrections"
     );
     for (campaign, summary) in ranked.iter().take(top) {
         let kpis = Kpis::of(&summary.totals);
         println!(
-            "{:<22} {:<10} {:>11} {:>9} {:>9} {:<3} {:>7} {:>8} {:>8} {:>8} {:>12}",
+            "{:<22} {:<10} {:>11} {:>9} {:>9} {:<3} {:>7} {:>8} {:>8} {:>8.1} {:>8} {:>6} {:>8} {:>12}",
             campaign,
             summary.platform,
             summary.totals.impressions,
@@ -220,6 +223,9 @@ fn report_once(
             optional(kpis.ctr, |v| format!("{:.2}", v * 100.0)),
             optional(kpis.cpc_micros, money),
             optional(kpis.cpm_micros, money),
+            summary.totals.conversions,
+            optional(kpis.cpa_micros, money),
+            optional(kpis.roas, |v| format!("{v:.2}")),
             format!(
                 "{}/{}",
                 summary.windows - summary.open_windows,
