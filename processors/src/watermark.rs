@@ -133,6 +133,18 @@ impl<K: Copy + Eq + Hash> PartitionWatermarks<K> {
         self.emitted_ms = self.emitted_ms.max(candidate_ms);
         self.emitted_ms
     }
+
+    /// Every partition has delivered all it will (the input was read to its end): the watermark moves to the
+    /// highest event time seen on any partition, as if all were idle, and stays at least there.
+    pub fn finish(&mut self) -> Option<i64> {
+        let fastest_ms = self
+            .partitions
+            .values()
+            .filter_map(|p| p.max_event_time_ms)
+            .max();
+        self.emitted_ms = self.emitted_ms.max(fastest_ms);
+        self.emitted_ms
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +165,22 @@ mod tests {
         );
         // Without the mark both would be idle and the watermark would jump to 9 000.
         assert_eq!(w.current(200_000), Some(9_000));
+    }
+
+    #[test]
+    fn finishing_moves_the_watermark_past_a_sparse_partition() {
+        let mut w = super::PartitionWatermarks::new(std::time::Duration::from_secs(30));
+        w.assign(0, 0);
+        w.assign(1, 0);
+        w.observe(0, 1_000, 0);
+        w.observe(1, 9_000, 0);
+        assert_eq!(
+            w.current(0),
+            Some(1_000),
+            "the sparse partition holds it while active"
+        );
+        assert_eq!(w.finish(), Some(9_000));
+        assert_eq!(w.current(0), Some(9_000), "and it never goes back");
     }
 
     use super::*;

@@ -204,19 +204,29 @@ pub struct AttributionArgs {
     view_weight: f64,
 }
 
-/// The topic of `processor`'s `list` (inputs or outputs) whose value schema is `full_name` and whose name contains
-/// `contains`.
+/// Which topic list of a processor entry to look in.
+#[derive(Clone, Copy)]
+enum List {
+    /// `inputs`.
+    Inputs,
+    /// `repartition`: read with another key, re-keyed by the processor.
+    Repartition,
+    /// `outputs`.
+    Outputs,
+}
+
+/// The topic of `processor`'s `list` whose value schema is `full_name` and whose name contains `contains`.
 fn topic_for(
     topology: &Topology,
     processor: &Processor,
-    outputs: bool,
+    list: List,
     full_name: &str,
     contains: &str,
 ) -> Result<String> {
-    let list = if outputs {
-        &processor.outputs
-    } else {
-        &processor.inputs
+    let (list, what) = match list {
+        List::Inputs => (&processor.inputs, "input"),
+        List::Repartition => (&processor.repartition, "topic to repartition"),
+        List::Outputs => (&processor.outputs, "output"),
     };
     let found: Vec<&String> = list
         .iter()
@@ -231,7 +241,7 @@ fn topic_for(
             "processor {} in {} has no {} carrying {full_name}{}",
             processor.name,
             topology.origin(),
-            if outputs { "output" } else { "input" },
+            what,
             if contains.is_empty() {
                 String::new()
             } else {
@@ -262,24 +272,36 @@ pub async fn campaign_metrics(
     )
     .context("invalid --grace-secs/--retention-secs")?;
     let job = CampaignMetricsJob::new(CampaignMetricsConfig {
-        impressions: topic_for(topology, processor, false, AdImpression::FULL_NAME, "")?,
-        clicks: topic_for(topology, processor, false, AdClick::FULL_NAME, "")?,
-        campaigns: topic_for(topology, processor, false, Campaign::FULL_NAME, "")?,
+        impressions: topic_for(
+            topology,
+            processor,
+            List::Inputs,
+            AdImpression::FULL_NAME,
+            "",
+        )?,
+        clicks: topic_for(topology, processor, List::Inputs, AdClick::FULL_NAME, "")?,
+        campaigns: topic_for(topology, processor, List::Inputs, Campaign::FULL_NAME, "")?,
         hourly: topic_for(
             topology,
             processor,
-            true,
+            List::Outputs,
             CampaignMetrics::FULL_NAME,
             "hourly",
         )?,
         daily: topic_for(
             topology,
             processor,
-            true,
+            List::Outputs,
             CampaignMetrics::FULL_NAME,
             "daily",
         )?,
-        alerts: topic_for(topology, processor, true, CampaignAlert::FULL_NAME, "")?,
+        alerts: topic_for(
+            topology,
+            processor,
+            List::Outputs,
+            CampaignAlert::FULL_NAME,
+            "",
+        )?,
         credits: processor
             .inputs
             .iter()
@@ -287,7 +309,15 @@ pub async fn campaign_metrics(
                 topology.topic(name).and_then(|t| t.value_schema.as_deref())
                     == Some(AttributionCredit::FULL_NAME)
             })
-            .then(|| topic_for(topology, processor, false, AttributionCredit::FULL_NAME, ""))
+            .then(|| {
+                topic_for(
+                    topology,
+                    processor,
+                    List::Inputs,
+                    AttributionCredit::FULL_NAME,
+                    "",
+                )
+            })
             .transpose()?,
         attribution_model: args.attribution_model.into(),
         lateness,
@@ -320,43 +350,31 @@ pub async fn attribution(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let processor = find_processor(topology, &args.application_id)?;
-    let repartitioned = |full_name: &str| -> Result<String> {
-        let found: Vec<&String> = processor
-            .repartition
-            .iter()
-            .filter(|name| {
-                topology.topic(name).and_then(|t| t.value_schema.as_deref()) == Some(full_name)
-            })
-            .collect();
-        match found.as_slice() {
-            [one] => Ok((*one).clone()),
-            _ => bail!(
-                "processor {} in {} must repartition exactly one topic carrying {full_name}",
-                processor.name,
-                topology.origin()
-            ),
-        }
-    };
-    let conversions = topic_for(topology, processor, false, Conversion::FULL_NAME, "")?;
+    let conversions = topic_for(topology, processor, List::Inputs, Conversion::FULL_NAME, "")?;
     let partitions = topology
         .topic(&conversions)
         .map(|t| t.partitions)
         .ok_or_else(|| anyhow!("topic {conversions} is not in {}", topology.origin()))?;
     let touches = format!("{}-repartition", args.application_id);
     let repartition = TouchRepartition::new(RepartitionConfig {
-        impressions: repartitioned(AdImpression::FULL_NAME)?,
-        clicks: repartitioned(AdClick::FULL_NAME)?,
+        impressions: topic_for(
+            topology,
+            processor,
+            List::Repartition,
+            AdImpression::FULL_NAME,
+            "",
+        )?,
+        clicks: topic_for(
+            topology,
+            processor,
+            List::Repartition,
+            AdClick::FULL_NAME,
+            "",
+        )?,
         touches: touches.clone(),
         partitions,
     })
     .map_err(|e| anyhow!("cannot build the repartition stage: {e}"))?;
-    let hours = |h: f64, flag: &str| -> Result<i64> {
-        if h.is_finite() && h > 0.0 {
-            Ok((h * 3_600_000.0) as i64)
-        } else {
-            bail!("{flag} must be a positive number, got {h}")
-        }
-    };
     let attribution = AttributionJob::new(AttributionConfig {
         touches,
         conversions,
@@ -364,16 +382,22 @@ pub async fn attribution(
         attributed: topic_for(
             topology,
             processor,
-            true,
+            List::Outputs,
             AttributedConversion::FULL_NAME,
             "",
         )?,
-        credits: topic_for(topology, processor, true, AttributionCredit::FULL_NAME, "")?,
-        lookback_ms: hours(args.lookback_days * 24.0, "--lookback-days")?,
-        grace_ms: i64::try_from(args.grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        retention_ms: i64::try_from(args.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        credits: topic_for(
+            topology,
+            processor,
+            List::Outputs,
+            AttributionCredit::FULL_NAME,
+            "",
+        )?,
+        lookback_ms: hours_ms(args.lookback_days * 24.0, "--lookback-days")?,
+        grace_ms: secs_ms(args.grace_secs),
+        retention_ms: secs_ms(args.retention_secs),
         settings: RuleSettings {
-            half_life_ms: hours(args.half_life_hours, "--half-life-hours")?,
+            half_life_ms: hours_ms(args.half_life_hours, "--half-life-hours")?,
             count_views: args.count_views,
             view_weight: args.view_weight,
         },
@@ -407,19 +431,25 @@ pub async fn creative_fatigue(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let processor = find_processor(topology, &args.application_id)?;
-    if !(args.report_interval_hours.is_finite() && args.report_interval_hours > 0.0) {
-        bail!(
-            "--report-interval-hours must be a positive number, got {}",
-            args.report_interval_hours
-        );
-    }
     let job = CreativeFatigueJob::new(CreativeFatigueConfig {
-        impressions: topic_for(topology, processor, false, AdImpression::FULL_NAME, "")?,
-        clicks: topic_for(topology, processor, false, AdClick::FULL_NAME, "")?,
-        output: topic_for(topology, processor, true, CreativeFatigue::FULL_NAME, "")?,
+        impressions: topic_for(
+            topology,
+            processor,
+            List::Inputs,
+            AdImpression::FULL_NAME,
+            "",
+        )?,
+        clicks: topic_for(topology, processor, List::Inputs, AdClick::FULL_NAME, "")?,
+        output: topic_for(
+            topology,
+            processor,
+            List::Outputs,
+            CreativeFatigue::FULL_NAME,
+            "",
+        )?,
         detector: super::fatigue::detector_config(args.detector_config.as_deref())?,
-        grace_ms: i64::try_from(args.grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        report_interval_ms: (args.report_interval_hours * 3_600_000.0) as i64,
+        grace_ms: secs_ms(args.grace_secs),
+        report_interval_ms: hours_ms(args.report_interval_hours, "--report-interval-hours")?,
     })
     .map_err(|e| anyhow!("invalid creative-fatigue settings: {e}"))?;
     run_stages(
@@ -432,6 +462,20 @@ pub async fn creative_fatigue(
         shutdown,
     )
     .await
+}
+
+/// A flag in hours as milliseconds; it must be a positive number.
+fn hours_ms(hours: f64, flag: &str) -> Result<i64> {
+    if hours.is_finite() && hours > 0.0 {
+        Ok((hours * 3_600_000.0) as i64)
+    } else {
+        bail!("{flag} must be a positive number, got {hours}")
+    }
+}
+
+/// A flag in seconds as milliseconds, saturating.
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 fn find_processor<'t>(topology: &'t Topology, name: &str) -> Result<&'t Processor> {

@@ -340,9 +340,9 @@ struct Task {
     partitions: i32,
     /// Outputs with watermark markers, with their partition counts: markers go to each partition.
     marked_outputs: Vec<(String, i32)>,
-    /// Per task, the watermark last announced on the internal outputs.
+    /// Per task, the watermark last announced on the outputs with watermark markers.
     announced: BTreeMap<i32, i64>,
-    /// Per (internal input, partition): the latest watermark announced by each task of the writing stage.
+    /// Per (marked input, partition): the latest watermark announced by each task of the writing stage.
     upstream: HashMap<(usize, i32), Vec<Option<i64>>>,
 }
 
@@ -353,19 +353,21 @@ const WATERMARK_TASK_HEADER: &str = "adstream_watermark_task";
 /// Header of a watermark marker: how many tasks the writing stage has.
 const WATERMARK_TASKS_HEADER: &str = "adstream_watermark_tasks";
 
-/// A watermark marker read from an internal topic: (watermark, task, tasks).
+/// The first header of `message` named `key`, if it is UTF-8 text.
+fn header_text<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// A watermark marker read from a marked input: (watermark, task, tasks).
 fn watermark_marker(message: &BorrowedMessage<'_>) -> Option<(i64, usize, usize)> {
-    let headers = message.headers()?;
-    let find = |key: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == key)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-    };
-    let watermark = find(WATERMARK_HEADER)?.parse().ok()?;
-    let task = find(WATERMARK_TASK_HEADER)?.parse().ok()?;
-    let tasks = find(WATERMARK_TASKS_HEADER)?.parse().ok()?;
+    let watermark = header_text(message, WATERMARK_HEADER)?.parse().ok()?;
+    let task = header_text(message, WATERMARK_TASK_HEADER)?.parse().ok()?;
+    let tasks = header_text(message, WATERMARK_TASKS_HEADER)?.parse().ok()?;
     // A marker from a writer with absurdly many tasks is not one of ours.
     (task < tasks && tasks <= 100_000).then_some((watermark, task, tasks))
 }
@@ -396,12 +398,7 @@ impl Task {
             }
         }
         let fallback;
-        let correlation_id = match message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == "correlation_id")
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        }) {
+        let correlation_id = match header_text(message, "correlation_id") {
             Some(id) => id,
             None => {
                 fallback = format!(
@@ -598,8 +595,8 @@ impl Task {
         }
     }
 
-    /// Announces each task's watermark on every partition of the internal outputs, when it moved: the stage
-    /// reading them cannot derive it from the records, which interleave all tasks.
+    /// Announces each task's watermark on every partition of the outputs with watermark markers, when it moved: a
+    /// reader cannot derive it from the records, which interleave all tasks.
     fn announce_watermarks(&mut self) -> Option<KafkaError> {
         if self.marked_outputs.is_empty() {
             return None;
@@ -647,14 +644,10 @@ impl Task {
 
     /// Lets the operator emit what waits for event time, before the last commit of a run that read all its input.
     fn end_of_input(&mut self) -> Result<(), RuntimeError> {
-        // Nothing more will come: every partition is idle now, so each task's watermark moves to the latest event
-        // time it saw (a sparse input no longer holds it back), here and at the final commit.
-        let after_idle = now_ms()
-            .saturating_add(i64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(i64::MAX))
-            .saturating_add(1);
+        // Nothing more will come: each task's watermark moves to the latest event time it saw (a sparse input no
+        // longer holds it back), here and at the final commit.
         for (partition, task) in &mut self.watermarks {
-            self.task_watermarks
-                .insert(*partition, task.current(after_idle));
+            self.task_watermarks.insert(*partition, task.finish());
         }
         let mut error = None;
         {
@@ -1161,7 +1154,6 @@ fn partitions_of(list: &TopicPartitionList) -> BTreeSet<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
 }
 
-/// Creates missing changelog, dead-letter and late topics and registers the output schemas.
 /// Creates `topics`; one that exists already (another instance or stage was first) is fine.
 fn create_topics(
     admin: &AdminClient<DefaultClientContext>,
@@ -1194,6 +1186,8 @@ struct Prepared {
     marked_outputs: Vec<(String, i32)>,
 }
 
+/// Creates missing internal, changelog, dead-letter and late topics, checks inputs and outputs, and registers the
+/// output schemas.
 fn prepare(
     config: &RuntimeConfig,
     operator: &mut dyn Operator,
