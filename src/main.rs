@@ -68,6 +68,14 @@ enum Command {
     /// Creative fatigue offline (no Kafka): evaluate the detector on generated traffic, fit a decay curve.
     #[command(subcommand)]
     Fatigue(cmd::fatigue::FatigueCommand),
+    /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
+    /// per key or a stream's history, `history."<topic>"` every record.
+    Sql {
+        #[command(flatten)]
+        args: cmd::sql::SqlArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -284,6 +292,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
+        Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

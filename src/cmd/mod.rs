@@ -8,4 +8,5 @@ pub mod process;
 pub mod produce;
 pub mod report;
 pub mod schemas;
+pub mod sql;
 pub mod topology;
