@@ -74,6 +74,7 @@ impl ClientContext for QuietContext {
             error,
             KafkaError::PartitionEOF(_)
                 | KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)
+                | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         ) {
             tracing::warn!(%error, reason, "Kafka client error");
         }
