@@ -317,4 +317,26 @@ mod tests {
             "bad-magic-byte"
         );
     }
+
+    #[test]
+    fn an_offline_cache_knows_only_the_schemas_it_was_given() {
+        let mut cache = SchemaCache::offline();
+        cache
+            .insert(7, adstream_schemas::events::avsc::AD_CLICK)
+            .expect("schema");
+        let mut decoder = TypedDecoder::new(
+            "io.adstream.ads.AdClick",
+            adstream_schemas::events::avsc::AD_CLICK,
+        )
+        .expect("schema");
+        let error = decoder
+            .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 8, 0]))
+            .expect_err("id 8 is unknown");
+        assert_eq!(error.class(), "unknown-schema-id");
+        // Id 7 is known: the datum is read (and is too short), no registry is asked.
+        let error = decoder
+            .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 7, 2]))
+            .expect_err("truncated datum");
+        assert_eq!(error.class(), "undecodable-avro");
+    }
 }

@@ -19,9 +19,11 @@
 //!
 //! [`SimulateOptions::commit_every_ms`] commits whenever the clock moved that far since the last commit, like the
 //! live job's commit interval (1 s by default) while it keeps up with its input: this is the one that mimics the
-//! live schedule. A record that moves the clock past one or more commit times is preceded by one commit at the
-//! latest of them (a live job would commit at each, but between records they differ only in how often unchanged
-//! rows are re-emitted). [`SimulateOptions::commit_every_records`] commits after that many records, like a live
+//! live schedule. A record that moves the clock past one or more commit times is preceded by a commit at the first
+//! of them (where a live job would emit what the records before had changed) and, if it passes more, one at the
+//! last of them (where partitions that went quiet in between have gone idle); a live job would also commit at
+//! each time between, which emits nothing but the rows the idle partitions' watermark made final, and those the
+//! last commit emits. [`SimulateOptions::commit_every_records`] commits after that many records, like a live
 //! job catching up on a backlog, whose commit interval spans however many records it read in it. Both may be
 //! set. At the end the operator's end-of-input hook runs and a final commit follows, as with `--until-end`.
 //!
@@ -430,12 +432,17 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Moves the clock to `ts`, committing first at the latest commit time it passes.
+    /// Moves the clock to `ts`, committing first at the first and the last commit times it passes.
     fn advance(&mut self, ts: i64) -> Result<(), SimulateError> {
         if let Some(every) = self.options.commit_every_ms {
             let elapsed = ts - self.schedule.last_commit;
             if elapsed >= every {
-                self.commit(ts - elapsed % every)?;
+                let first = self.schedule.last_commit + every;
+                let last = ts - elapsed % every;
+                self.commit(first)?;
+                if last > first {
+                    self.commit(last)?;
+                }
             }
         }
         self.schedule.clock = Some(ts);
@@ -519,3 +526,7 @@ impl Run<'_> {
         Ok(summary)
     }
 }
+
+#[cfg(test)]
+#[path = "simulate_tests.rs"]
+mod tests;
