@@ -136,7 +136,13 @@ impl<T: Transport + ?Sized> Emitter<T> {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        *self.sent_changelog.entry(topic.to_owned()).or_default() += 1;
+        // Counted without allocating the topic name, but for a store's first record.
+        match self.sent_changelog.get_mut(topic) {
+            Some(sent) => *sent += 1,
+            None => {
+                self.sent_changelog.insert(topic.to_owned(), 1);
+            }
+        }
         self.transport.send_changelog(&Outgoing {
             topic,
             partition: Some(partition),
