@@ -41,7 +41,9 @@ pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use driver::{run, QuietEof, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
-pub use simulate::{simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation};
+pub use simulate::{
+    simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
+};
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
 
 /// Delivery guarantee of a job.

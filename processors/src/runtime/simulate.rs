@@ -288,76 +288,115 @@ struct Schedule {
 
 /// Runs `operator` over `records` (see the module doc), decoding with `schemas`, and returns what it produced.
 pub fn simulate(
-    mut operator: Box<dyn Operator>,
+    operator: Box<dyn Operator>,
     schemas: SchemaCache,
     records: impl IntoIterator<Item = SimulatedRecord>,
     options: &SimulateOptions,
 ) -> Result<Simulation, SimulateError> {
-    if options.partitions < 1 {
-        return Err(SimulateError::Options(format!(
-            "partitions must be at least 1, got {}",
-            options.partitions
-        )));
+    let mut simulator = Simulator::new(operator, schemas, options.clone())?;
+    for record in records {
+        simulator.push(record)?;
     }
-    if options.commit_every_ms.is_some_and(|ms| ms < 1) || options.commit_every_records == Some(0) {
-        return Err(SimulateError::Options(
-            "commit intervals must be positive".into(),
-        ));
-    }
-    operator
-        .set_output_schema_ids(&options.output_schema_ids)
-        .map_err(SimulateError::Options)?;
-    let marked_outputs = operator
-        .outputs()
-        .into_iter()
-        .filter(|o| o.watermark_markers)
-        .map(|o| {
-            let count = options
-                .output_partitions
-                .get(&o.topic)
-                .copied()
-                .or(o.internal_partitions)
-                .unwrap_or(options.partitions);
-            (o.topic, count)
-        })
-        .collect();
-    let mut tasks = Tasks::new(
-        operator,
-        &options.application_id,
-        Capture::default(),
-        schemas,
-        options.idle_timeout,
-        options.partitions,
-        marked_outputs,
-    );
-    let mut run = Run {
-        tasks: &mut tasks,
-        options,
-        schedule: Schedule {
-            clock: None,
-            last_commit: 0,
-            since_commit: 0,
-        },
-        tables: Vec::new(),
-        summary: Simulation::default(),
-    };
-    for (index, record) in records.into_iter().enumerate() {
-        run.record(index, record)?;
-    }
-    run.finish()
+    simulator.finish()
 }
 
-/// One simulation in progress.
-struct Run<'a> {
-    tasks: &'a mut Tasks<Capture>,
-    options: &'a SimulateOptions,
+/// A simulation fed one record at a time, for callers whose next input depends on what the operator produced
+/// so far (a backtest that pauses a creative once it is reported fatigued). [`simulate`] is this over a whole
+/// input at once: push every record, then finish.
+pub struct Simulator {
+    tasks: Tasks<Capture>,
+    options: SimulateOptions,
     schedule: Schedule,
     /// Table records before the first stream record: the tables' contents, applied when the tasks start.
     tables: Vec<SimulatedRecord>,
     summary: Simulation,
+    /// Records pushed so far (the index errors name).
+    pushed: usize,
 }
 
-impl Run<'_> {
+impl Simulator {
+    /// A simulation of `operator` decoding with `schemas`; nothing runs until the first record is pushed.
+    pub fn new(
+        mut operator: Box<dyn Operator>,
+        schemas: SchemaCache,
+        options: SimulateOptions,
+    ) -> Result<Simulator, SimulateError> {
+        if options.partitions < 1 {
+            return Err(SimulateError::Options(format!(
+                "partitions must be at least 1, got {}",
+                options.partitions
+            )));
+        }
+        if options.commit_every_ms.is_some_and(|ms| ms < 1) || options.commit_every_records == Some(0)
+        {
+            return Err(SimulateError::Options(
+                "commit intervals must be positive".into(),
+            ));
+        }
+        operator
+            .set_output_schema_ids(&options.output_schema_ids)
+            .map_err(SimulateError::Options)?;
+        let marked_outputs = operator
+            .outputs()
+            .into_iter()
+            .filter(|o| o.watermark_markers)
+            .map(|o| {
+                let count = options
+                    .output_partitions
+                    .get(&o.topic)
+                    .copied()
+                    .or(o.internal_partitions)
+                    .unwrap_or(options.partitions);
+                (o.topic, count)
+            })
+            .collect();
+        let tasks = Tasks::new(
+            operator,
+            &options.application_id,
+            Capture::default(),
+            schemas,
+            options.idle_timeout,
+            options.partitions,
+            marked_outputs,
+        );
+        Ok(Simulator {
+            tasks,
+            options,
+            schedule: Schedule {
+                clock: None,
+                last_commit: 0,
+                since_commit: 0,
+            },
+            tables: Vec::new(),
+            summary: Simulation::default(),
+            pushed: 0,
+        })
+    }
+
+    /// Processes the next record (committing first where the clock passes commit times, see the module doc).
+    pub fn push(&mut self, record: SimulatedRecord) -> Result<(), SimulateError> {
+        let index = self.pushed;
+        self.pushed += 1;
+        self.record(index, record)
+    }
+
+    /// Moves the clock to `ts` as the next stream record with that timestamp would, running the commits it
+    /// passes, without processing a record: what the operator emits at those commits is then visible in
+    /// [`Simulator::captured`] before the caller decides on the record. Does nothing before the first stream
+    /// record or for a time not after the clock.
+    pub fn advance_to(&mut self, ts: i64) -> Result<(), SimulateError> {
+        match self.schedule.clock {
+            Some(clock) if ts > clock => self.advance(ts),
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything captured so far (outputs, late records, dead letters, markers) in send order; it only grows,
+    /// so a caller keeps its own position in it.
+    pub fn captured(&self) -> &[CapturedRecord] {
+        &self.tasks.emitter.transport.records
+    }
+
     fn record(&mut self, index: usize, record: SimulatedRecord) -> Result<(), SimulateError> {
         let Some(spec) = self.tasks.inputs.get(record.input) else {
             return Err(SimulateError::Record {
@@ -488,8 +527,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// End of input: the operator's hook, then the final commit.
-    fn finish(mut self) -> Result<Simulation, SimulateError> {
+    /// End of input: the operator's hook, then the final commit; returns what the simulation produced.
+    pub fn finish(mut self) -> Result<Simulation, SimulateError> {
         if self.schedule.clock.is_none() {
             // Only tables (or nothing): the tasks still start, at the epoch, so the tables are read.
             self.start(0)?;
