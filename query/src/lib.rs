@@ -6,11 +6,13 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `backtest`   — strategies replayed through the live operators over a period of history, compared.
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic, backtest
 //! results).
 
 pub mod avro_arrow;
+pub mod backtest;
 pub mod catalog;
 pub mod pushdown;
 pub mod source;

@@ -84,6 +84,34 @@ pub struct SimulatedRecord {
     pub correlation_id: String,
 }
 
+impl SimulatedRecord {
+    /// A record read from `topic` as input `input`, its correlation id named as the live driver names it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read(
+        input: usize,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> SimulatedRecord {
+        let correlation_id =
+            correlation_id(RecordHeaders::Owned(&headers), topic, partition, offset).into_owned();
+        SimulatedRecord {
+            input,
+            partition,
+            offset,
+            timestamp_ms,
+            key,
+            value,
+            headers,
+            correlation_id,
+        }
+    }
+}
+
 /// How a simulation runs.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
@@ -327,7 +355,8 @@ impl Simulator {
                 options.partitions
             )));
         }
-        if options.commit_every_ms.is_some_and(|ms| ms < 1) || options.commit_every_records == Some(0)
+        if options.commit_every_ms.is_some_and(|ms| ms < 1)
+            || options.commit_every_records == Some(0)
         {
             return Err(SimulateError::Options(
                 "commit intervals must be positive".into(),

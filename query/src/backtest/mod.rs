@@ -1,0 +1,47 @@
+//! Backtests: a period of history replayed through the live jobs' operators under alternative strategies, and
+//! their outcomes compared.
+//!
+//! - `strategy` — the strategy file (attribution model and settings, fatigue pause rule, budget rule).
+//! - `engine`   — reading the history and running each strategy through `runtime::simulate` (see its doc for the
+//!   warm-up and the pause feedback).
+//! - `report`   — the side-by-side table, Parquet files, the HTML report and outcome records.
+
+pub mod engine;
+pub mod report;
+pub mod strategy;
+
+pub use engine::{run_all, run_strategy, Action, History, JobTopics, Outcome, Period, StrategyRun};
+pub use strategy::Strategy;
+
+/// Why a backtest could not run or write its results.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// A strategy file is unreadable or invalid.
+    #[error("strategy {file}: {message}")]
+    Strategy {
+        /// The file.
+        file: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// Reading history failed.
+    #[error(transparent)]
+    Query(#[from] crate::QueryError),
+    /// A schema the backtest decodes with does not parse.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// A job could not be built from the strategy, or failed.
+    #[error("job: {0}")]
+    Job(String),
+    /// A simulation failed.
+    #[error(transparent)]
+    Simulate(#[from] adstream_processors::runtime::SimulateError),
+    /// Writing results failed.
+    #[error("writing {path}: {message}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
