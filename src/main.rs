@@ -76,6 +76,14 @@ enum Command {
         #[command(flatten)]
         topology: TopologyArg,
     },
+    /// Replay a period of history through the live jobs once per strategy (attribution model, fatigue and budget
+    /// pauses) and compare the outcomes: a table on stdout, Parquet files and an HTML report with `--out`.
+    Backtest {
+        #[command(flatten)]
+        args: cmd::backtest::BacktestArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -293,6 +301,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
+        Command::Backtest { args, topology } => {
+            cmd::backtest::run(&settings, &topology.load()?, args).await
+        }
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

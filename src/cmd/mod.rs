@@ -1,6 +1,7 @@
 //! One module per subcommand group; each turns parsed arguments into library calls and prints results.
 
 pub mod attribution;
+pub mod backtest;
 pub mod dlq;
 pub mod fatigue;
 pub mod inspect;

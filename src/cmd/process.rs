@@ -24,6 +24,8 @@ use adstream_processors::runtime::{
     self, merge_expositions, DeliveryGuarantee, JobMetrics, Operator, RuntimeConfig,
 };
 use adstream_processors::window::Lateness;
+use adstream_query::backtest::strategy as defaults;
+use adstream_query::backtest::JobTopics;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign, Conversion};
 use adstream_schemas::outputs::{
     AttributedConversion, AttributionCredit, AttributionModel, CampaignAlert, CampaignMetrics,
@@ -138,11 +140,11 @@ pub struct CampaignMetricsArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Grace period after a window's end (watermark time) before its row is final, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults::DEFAULT_METRICS_GRACE_SECS)]
     grace_secs: u64,
     /// How long after a window's end its state is kept for corrections, in seconds; later events go to
     /// `late.<topic>`.
-    #[arg(long, default_value_t = 2 * 86_400)]
+    #[arg(long, default_value_t = defaults::DEFAULT_METRICS_RETENTION_SECS)]
     retention_secs: u64,
     /// When rows are emitted.
     #[arg(long, value_enum, default_value = "updating")]
@@ -163,10 +165,10 @@ pub struct CreativeFatigueArgs {
     #[command(flatten)]
     run: RunArgs,
     /// How long after an hour's end (watermark time) it closes, waiting for out-of-order events, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults::DEFAULT_FATIGUE_GRACE_SECS)]
     grace_secs: u64,
     /// A creative whose status did not change gets a new record after this much event time, in hours.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_REPORT_INTERVAL_HOURS)]
     report_interval_hours: f64,
     /// JSON file overriding detector settings (any subset of the `FatigueConfig` fields; see `adstream fatigue
     /// evaluate` to measure a setting against planted ground truth).
@@ -184,23 +186,23 @@ pub struct AttributionArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Touches older than this before a conversion do not count, in days.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_LOOKBACK_DAYS)]
     lookback_days: f64,
     /// How long a conversion waits, in watermark time, for touches that are still on their way, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults::DEFAULT_ATTRIBUTION_GRACE_SECS)]
     grace_secs: u64,
     /// How long past the watermark a late conversion can still be attributed completely, in seconds (touches are
     /// kept this much longer than the lookback).
-    #[arg(long, default_value_t = 86_400)]
+    #[arg(long, default_value_t = defaults::DEFAULT_ATTRIBUTION_RETENTION_SECS)]
     retention_secs: u64,
     /// Time-decay half-life, in hours.
-    #[arg(long, default_value_t = 168.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_HALF_LIFE_HOURS)]
     half_life_hours: f64,
     /// Whether impressions (views) count as touches.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     count_views: bool,
     /// Weight of a view against a click (1 = equal).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_VIEW_WEIGHT)]
     view_weight: f64,
 }
 
@@ -462,6 +464,57 @@ pub async fn creative_fatigue(
         shutdown,
     )
     .await
+}
+
+/// The topics and application ids of the three jobs for a backtest, resolved as the jobs resolve them.
+pub fn backtest_topics(
+    topology: &Topology,
+    metrics: &str,
+    fatigue: &str,
+    attribution: &str,
+) -> Result<JobTopics> {
+    let metrics_processor = find_processor(topology, metrics)?;
+    let fatigue_processor = find_processor(topology, fatigue)?;
+    let attribution_processor = find_processor(topology, attribution)?;
+    let input = |processor, name| topic_for(topology, processor, List::Inputs, name, "");
+    let output = |processor, name, contains| {
+        topic_for(topology, processor, List::Outputs, name, contains)
+    };
+    let impressions = input(metrics_processor, AdImpression::FULL_NAME)?;
+    let conversions = input(attribution_processor, Conversion::FULL_NAME)?;
+    let partitions = |topic: &str| {
+        topology
+            .topic(topic)
+            .map(|t| t.partitions)
+            .ok_or_else(|| anyhow!("topic {topic} is not in {}", topology.origin()))
+    };
+    Ok(JobTopics {
+        clicks: input(metrics_processor, AdClick::FULL_NAME)?,
+        campaigns: input(metrics_processor, Campaign::FULL_NAME)?,
+        hourly: output(metrics_processor, CampaignMetrics::FULL_NAME, "hourly")?,
+        daily: output(metrics_processor, CampaignMetrics::FULL_NAME, "daily")?,
+        alerts: output(metrics_processor, CampaignAlert::FULL_NAME, "")?,
+        credits: output(attribution_processor, AttributionCredit::FULL_NAME, "")?,
+        attributed: output(attribution_processor, AttributedConversion::FULL_NAME, "")?,
+        fatigue: output(fatigue_processor, CreativeFatigue::FULL_NAME, "")?,
+        metrics_app: metrics.to_owned(),
+        fatigue_app: fatigue.to_owned(),
+        attribution_app: attribution.to_owned(),
+        partitions: partitions(&impressions)?,
+        conversion_partitions: partitions(&conversions)?,
+        impressions,
+        conversions,
+    })
+}
+
+/// A time flag: RFC 3339 (`2024-03-04T00:00:00Z`) or UTC epoch milliseconds.
+pub fn parse_time(text: &str) -> Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| anyhow!("'{text}' is neither RFC 3339 nor epoch milliseconds: {e}"))
 }
 
 /// A flag in hours as milliseconds; it must be a positive number.

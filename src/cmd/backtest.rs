@@ -1,0 +1,138 @@
+//! `adstream backtest --from TIME --to TIME --strategy a.yaml [--strategy b.yaml ...] [--out DIR] [--to-topic T]`:
+//! replays a period of history through the live jobs' operators once per strategy and compares the outcomes
+//! (see `adstream_query::backtest`).
+//!
+//! The jobs' topics come from the topology's processor entries, as `adstream process` resolves them. Progress goes
+//! to stderr; the side-by-side table to stdout.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use adstream_query::backtest::{engine, report, History, Period, Strategy};
+use adstream_topology::Topology;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::process::{backtest_topics, parse_time};
+use super::sql::{open_source, ScanArgs};
+use crate::config::Settings;
+
+/// Arguments of `adstream backtest`.
+#[derive(Args)]
+pub struct BacktestArgs {
+    /// Start of the period (RFC 3339, or UTC epoch milliseconds), inclusive.
+    #[arg(long)]
+    pub from: String,
+    /// End of the period, exclusive.
+    #[arg(long)]
+    pub to: String,
+    /// Strategy file (YAML); repeat for each strategy. Deltas are against the first. An empty file is the live
+    /// configuration.
+    #[arg(long = "strategy", required = true)]
+    pub strategies: Vec<PathBuf>,
+    /// History replayed before `--from` to build state, in hours [default: the longest attribution lookback].
+    #[arg(long)]
+    pub warmup_hours: Option<f64>,
+    /// Folder for outcomes.parquet, actions.parquet, timeline.parquet and report.html.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write the outcomes as JSON records (key `<strategy>|<campaign>`) to this topic.
+    #[arg(long)]
+    pub to_topic: Option<String>,
+    /// campaign-metrics' processor name in the topology.
+    #[arg(long, default_value = "campaign-metrics")]
+    pub metrics_processor: String,
+    /// creative-fatigue's processor name in the topology.
+    #[arg(long, default_value = "creative-fatigue")]
+    pub fatigue_processor: String,
+    /// attribution's processor name in the topology.
+    #[arg(long, default_value = "attribution")]
+    pub attribution_processor: String,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// Runs the backtest and prints the comparison.
+pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -> Result<()> {
+    let from_ms = parse_time(&args.from).context("--from")?;
+    let to_ms = parse_time(&args.to).context("--to")?;
+    if to_ms <= from_ms {
+        bail!("--to must be after --from");
+    }
+    let strategies = args
+        .strategies
+        .iter()
+        .map(|path| Strategy::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let warmup_ms = match args.warmup_hours {
+        Some(hours) if hours.is_finite() && hours >= 0.0 => (hours * 3_600_000.0) as i64,
+        Some(hours) => bail!("--warmup-hours must be a non-negative number, got {hours}"),
+        None => strategies.iter().map(Strategy::lookback_ms).max().unwrap_or(0),
+    };
+    let topics = backtest_topics(
+        topology,
+        &args.metrics_processor,
+        &args.fatigue_processor,
+        &args.attribution_processor,
+    )?;
+    let source = open_source(settings, &args.scan)?;
+    let period = Period {
+        from_ms,
+        to_ms,
+        warmup_ms,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let (runs, history_size) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let mut read = 0u64;
+        let history = History::read(&source, &topics, period, runtime, &mut |n, topic| {
+            read += n;
+            if last.elapsed() > Duration::from_secs(2) {
+                eprintln!("reading history: {read} records ({topic})");
+                last = Instant::now();
+            }
+        })?;
+        eprintln!(
+            "history: {} records ({} impressions and clicks) in {:.1} s",
+            history.record_count(),
+            history.event_count(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut last = Instant::now();
+        let runs = engine::run_all(&history, &topics, &strategies, period, &mut |name, done, total| {
+            if last.elapsed() > Duration::from_secs(2) || done == total {
+                eprintln!("strategy {name}: {done} / {total} records replayed");
+                last = Instant::now();
+            }
+        })?;
+        Ok::<_, anyhow::Error>((runs, history.record_count()))
+    })
+    .await
+    .context("the backtest thread panicked")??;
+    print!("{}", report::comparison_table(&runs));
+    if let Some(dir) = &args.out {
+        report::write_outputs(dir, &runs, from_ms, to_ms)?;
+        eprintln!("wrote {}", dir.display());
+    }
+    if let Some(topic) = &args.to_topic {
+        let producer: FutureProducer = settings
+            .kafka_config()
+            .create()
+            .map_err(|e| anyhow!("cannot create a producer: {e}"))?;
+        let records = report::outcome_records(&runs, from_ms, to_ms);
+        for (key, value) in &records {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(key).payload(value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| anyhow!("cannot write to {topic}: {e}"))?;
+        }
+        eprintln!("wrote {} outcome records to {topic}", records.len());
+    }
+    eprintln!("replayed {history_size} records per strategy");
+    Ok(())
+}

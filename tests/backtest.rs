@@ -1,0 +1,324 @@
+//! Backtests on the real broker: generated traffic (with planted creative fatigue) is processed by the live jobs
+//! with `--until-end`, then backtested over the whole produced period.
+//!
+//! - The live configuration (an empty strategy file) reproduces the live jobs' compacted outputs exactly:
+//!   metrics.campaign.hourly and .daily, attribution.conversions and fatigue.creatives, latest per key, with the
+//!   fields that record when a commit happened (revision, emitted_at, attributed_at) left out.
+//! - A second strategy with the same content gives zero deltas.
+//! - A strategy that pauses fatigued creatives records the pauses and lowers those creatives' spend; `adstream
+//!   backtest --out` writes the Parquet files and the HTML report naming every strategy.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use adstream_producers::generator::GeneratorConfig;
+use adstream_query::backtest::{engine, History, JobTopics, Period, Strategy};
+use adstream_query::source::KafkaSource;
+use adstream_schemas::outputs::{AttributedConversion, CampaignMetrics, CreativeFatigue};
+use apache_avro::Schema;
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::de::DeserializeOwned;
+
+use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
+use common::recompute::{self, produce_generator, read_committed_records};
+use common::{start_registry, unique};
+
+/// Latest value per key of a list of (key, value) records, tombstones and markers applied as compaction would.
+fn compact(records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut table = BTreeMap::new();
+    for (key, value) in records {
+        match (key, value) {
+            (Some(key), Some(value)) => {
+                table.insert(key, value);
+            }
+            (Some(key), None) => {
+                table.remove(&key);
+            }
+            _ => {}
+        }
+    }
+    table
+}
+
+/// `table` decoded with `schema`, each row passed through `normalize` (which clears the commit-schedule fields).
+fn decoded<T: DeserializeOwned>(
+    table: &BTreeMap<Vec<u8>, Vec<u8>>,
+    schema: &str,
+    normalize: impl Fn(&mut T),
+) -> BTreeMap<String, T> {
+    let schema = Schema::parse_str(schema).expect("schema");
+    table
+        .iter()
+        .map(|(key, value)| {
+            let mut row: T = recompute::decode(&schema, value);
+            normalize(&mut row);
+            (String::from_utf8_lossy(key).into_owned(), row)
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write strategy");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
+    let registry = start_registry("backtest").await;
+    let prefix = unique("bt");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("backtest"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    let topology = topology_path.to_str().expect("utf-8 path");
+    // Few campaigns, so each creative has the traffic the detector needs to confirm its planted decline.
+    let generator = produce_generator(
+        &registry.url,
+        &topics.events,
+        GeneratorConfig {
+            seed: 11,
+            events: 300_000,
+            campaigns: 3,
+            days: 5,
+            fatigued_creative_share: 0.5,
+            ..GeneratorConfig::default()
+        },
+    )
+    .await;
+    let manifest = generator.manifest();
+    let first = manifest.first_event_time_ms.expect("events");
+    let last = manifest.last_event_time_ms.expect("events");
+
+    for (job, name) in [
+        ("attribution", format!("{processor}-attribution")),
+        ("campaign-metrics", processor.clone()),
+        ("creative-fatigue", format!("{processor}-fatigue")),
+    ] {
+        wait_for_end(
+            start_process(job, &registry.url, topology, &name, "127.0.0.1:0", true),
+            job,
+        );
+    }
+
+    let job_topics = JobTopics {
+        impressions: topics.events.impressions.clone(),
+        clicks: topics.events.clicks.clone(),
+        conversions: topics.events.conversions.clone(),
+        campaigns: topics.events.campaigns.clone(),
+        hourly: topics.hourly.clone(),
+        daily: topics.daily.clone(),
+        alerts: topics.alerts.clone(),
+        credits: topics.credits.clone(),
+        attributed: topics.attributed.clone(),
+        fatigue: topics.fatigue.clone(),
+        metrics_app: processor.clone(),
+        fatigue_app: format!("{processor}-fatigue"),
+        attribution_app: format!("{processor}-attribution"),
+        partitions: 4,
+        conversion_partitions: 4,
+    };
+    let period = Period {
+        from_ms: first,
+        to_ms: last + 1,
+        warmup_ms: 0,
+    };
+    let live = Strategy::parse("", "live.yaml", "live").expect("live");
+    let same = Strategy::parse("", "same.yaml", "same").expect("same");
+    let pause = Strategy::parse(
+        "name: pause-fatigued\nfatigue: { pause: { enabled: true } }\n",
+        "pause.yaml",
+        "pause",
+    )
+    .expect("pause");
+    let runtime = tokio::runtime::Handle::current();
+    let runs = tokio::task::block_in_place(|| {
+        let source = KafkaSource::new(recompute::kafka(), &registry.url).expect("source");
+        let history =
+            History::read(&source, &job_topics, period, runtime, &mut |_, _| {}).expect("history");
+        engine::run_all(
+            &history,
+            &job_topics,
+            &[live, same, pause],
+            period,
+            &mut |_, _, _| {},
+        )
+        .expect("runs")
+    });
+    let (live, same, pause) = (&runs[0], &runs[1], &runs[2]);
+
+    // 1. The live configuration reproduces the live outputs exactly (commit-schedule fields aside).
+    let metrics = |row: &mut CampaignMetrics| {
+        row.revision = 0;
+        row.emitted_at = 0;
+    };
+    for topic in [&topics.hourly, &topics.daily] {
+        let from_kafka = compact(tokio::task::block_in_place(|| read_committed_records(topic)));
+        let expected = decoded(&from_kafka, CampaignMetrics::SCHEMA, metrics);
+        let simulated = decoded(
+            &live.simulations.metrics.compacted(topic),
+            CampaignMetrics::SCHEMA,
+            metrics,
+        );
+        assert!(!expected.is_empty(), "{topic} is empty");
+        let differing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| simulated.get(*k) != Some(*v))
+            .take(3)
+            .map(|(k, v)| (k, v, simulated.get(k)))
+            .collect();
+        assert!(
+            differing.is_empty() && expected.len() == simulated.len(),
+            "{topic}: {} live rows, {} simulated; first differences: {differing:#?}",
+            expected.len(),
+            simulated.len()
+        );
+    }
+    let attributed = |row: &mut AttributedConversion| row.attributed_at = 0;
+    let from_kafka = compact(tokio::task::block_in_place(|| {
+        read_committed_records(&topics.attributed)
+    }));
+    let expected = decoded(&from_kafka, AttributedConversion::SCHEMA, attributed);
+    let simulated = decoded(
+        &live.simulations.attribution.compacted(&topics.attributed),
+        AttributedConversion::SCHEMA,
+        attributed,
+    );
+    assert!(expected.len() > 50, "{} conversions", expected.len());
+    assert_eq!(expected, simulated, "attribution.conversions");
+    let fatigue = |row: &mut CreativeFatigue| row.emitted_at = 0;
+    let from_kafka = compact(tokio::task::block_in_place(|| {
+        read_committed_records(&topics.fatigue)
+    }));
+    let expected = decoded(&from_kafka, CreativeFatigue::SCHEMA, fatigue);
+    let simulated = decoded(
+        &live.simulations.fatigue.compacted(&topics.fatigue),
+        CreativeFatigue::SCHEMA,
+        fatigue,
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(expected, simulated, "fatigue.creatives");
+
+    // 2. The same configuration twice: zero deltas, no actions.
+    assert_eq!(live.campaigns, same.campaigns);
+    assert_eq!(live.total, same.total);
+    assert_eq!(live.hourly, same.hourly);
+    assert!(live.actions.is_empty() && same.actions.is_empty());
+    assert!(live.total.spend_micros > 0 && live.total.conversions > 0.0);
+
+    // 3. Pausing fatigued creatives: recorded actions, and each paused creative spent less.
+    assert!(!pause.actions.is_empty(), "no creative was paused");
+    assert!(pause.removed > 0);
+    let final_spend = |run: &engine::StrategyRun| {
+        decoded(
+            &run.simulations.fatigue.compacted(&topics.fatigue),
+            CreativeFatigue::SCHEMA,
+            fatigue,
+        )
+        .into_values()
+        .map(|r| (r.creative_id, r.spend_micros))
+        .collect::<BTreeMap<_, _>>()
+    };
+    let (live_spend, paused_spend) = (final_spend(live), final_spend(pause));
+    for action in &pause.actions {
+        assert_eq!(action.kind, "pause-creative");
+        let creative = action.creative_id.as_ref().expect("a creative");
+        assert!(action.at_ms >= period.from_ms && action.at_ms < period.to_ms);
+        assert!(
+            paused_spend[creative] < live_spend[creative],
+            "{creative}: {} paused, {} live",
+            paused_spend[creative],
+            live_spend[creative]
+        );
+    }
+    assert!(pause.total.spend_micros < live.total.spend_micros);
+
+    // 4. The command: table, Parquet files and the HTML report.
+    let out = dir.join("out");
+    let files = [
+        write(&dir, "live.yaml", ""),
+        write(&dir, "same.yaml", "name: same\n"),
+        write(
+            &dir,
+            "pause.yaml",
+            "name: pause-fatigued\nfatigue: { pause: { enabled: true } }\n",
+        ),
+    ];
+    let (from, to) = (first.to_string(), (last + 1).to_string());
+    let mut args = vec![
+        "backtest",
+        "--topology",
+        topology,
+        "--metrics-processor",
+        &processor,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--warmup-hours",
+        "0",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    let fatigue_processor = format!("{processor}-fatigue");
+    let attribution_processor = format!("{processor}-attribution");
+    args.extend([
+        "--fatigue-processor",
+        &fatigue_processor,
+        "--attribution-processor",
+        &attribution_processor,
+    ]);
+    for file in &files {
+        args.extend(["--strategy", file.as_str()]);
+    }
+    let output = tokio::task::block_in_place(|| adstream(&registry.url, &args).output())
+        .expect("backtest runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("TOTAL") && stdout.contains("pause-fatigued"),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    for name in ["live", "same", "pause-fatigued"] {
+        assert!(html.contains(name), "{name} missing from the report");
+    }
+    assert!(html.contains("<svg") && html.contains("pause-creative"));
+    let strategies = |file: &str| {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(out.join(file)).expect(file),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        let mut names = std::collections::BTreeSet::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let column = batch
+                .column_by_name("strategy")
+                .expect("strategy column")
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("strings")
+                .clone();
+            for i in 0..column.len() {
+                names.insert(column.value(i).to_owned());
+            }
+        }
+        names
+    };
+    let all: std::collections::BTreeSet<String> = ["live", "same", "pause-fatigued"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(strategies("outcomes.parquet"), all);
+    assert_eq!(strategies("timeline.parquet"), all);
+    assert!(strategies("actions.parquet").contains("pause-fatigued"));
+    let _ = std::fs::remove_dir_all(dir);
+}
