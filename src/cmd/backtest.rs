@@ -68,7 +68,11 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
     let warmup_ms = match args.warmup_hours {
         Some(hours) if hours.is_finite() && hours >= 0.0 => (hours * 3_600_000.0) as i64,
         Some(hours) => bail!("--warmup-hours must be a non-negative number, got {hours}"),
-        None => strategies.iter().map(Strategy::lookback_ms).max().unwrap_or(0),
+        None => strategies
+            .iter()
+            .map(Strategy::lookback_ms)
+            .max()
+            .unwrap_or(0),
     };
     let topics = backtest_topics(
         topology,
@@ -101,12 +105,18 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
             started.elapsed().as_secs_f64()
         );
         let mut last = Instant::now();
-        let runs = engine::run_all(&history, &topics, &strategies, period, &mut |name, done, total| {
-            if last.elapsed() > Duration::from_secs(2) || done == total {
-                eprintln!("strategy {name}: {done} / {total} records replayed");
-                last = Instant::now();
-            }
-        })?;
+        let runs = engine::run_all(
+            &history,
+            &topics,
+            &strategies,
+            period,
+            &mut |name, done, total| {
+                if last.elapsed() > Duration::from_secs(2) || done == total {
+                    eprintln!("strategy {name}: {done} / {total} records replayed");
+                    last = Instant::now();
+                }
+            },
+        )?;
         Ok::<_, anyhow::Error>((runs, history.record_count()))
     })
     .await

@@ -477,9 +477,8 @@ pub fn backtest_topics(
     let fatigue_processor = find_processor(topology, fatigue)?;
     let attribution_processor = find_processor(topology, attribution)?;
     let input = |processor, name| topic_for(topology, processor, List::Inputs, name, "");
-    let output = |processor, name, contains| {
-        topic_for(topology, processor, List::Outputs, name, contains)
-    };
+    let output =
+        |processor, name, contains| topic_for(topology, processor, List::Outputs, name, contains);
     let impressions = input(metrics_processor, AdImpression::FULL_NAME)?;
     let conversions = input(attribution_processor, Conversion::FULL_NAME)?;
     let partitions = |topic: &str| {
