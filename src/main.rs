@@ -76,6 +76,13 @@ enum Command {
         #[command(flatten)]
         topology: TopologyArg,
     },
+    /// One campaign's metrics as of a moment, rebuilt from history by re-running the campaign-metrics job.
+    State {
+        #[command(flatten)]
+        args: cmd::state::StateArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -293,6 +300,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
+        Command::State { args, topology } => {
+            cmd::state::run(&settings, &topology.load()?, args).await
+        }
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {
