@@ -68,6 +68,9 @@ enum Command {
     /// Creative fatigue offline (no Kafka): evaluate the detector on generated traffic, fit a decay curve.
     #[command(subcommand)]
     Fatigue(cmd::fatigue::FatigueCommand),
+    /// SQL over the topics.
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -169,6 +172,15 @@ enum AttributionCommand {
     Models {
         #[command(flatten)]
         args: cmd::attribution::ModelsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Serve the tables over the PostgreSQL wire protocol (psql, psycopg, BI tools), read-only, with a password.
+    Serve {
+        #[command(flatten)]
+        args: cmd::query::ServeArgs,
     },
 }
 
@@ -283,6 +295,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
+        Command::Query(QueryCommand::Serve { args }) => {
+            cmd::query::serve(args, shutdown_signal()).await
+        }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
