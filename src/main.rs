@@ -71,6 +71,14 @@ enum Command {
     /// SQL over the topics.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
+    /// per key or a stream's history, `history."<topic>"` every record.
+    Sql {
+        #[command(flatten)]
+        args: cmd::sql::SqlArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -181,6 +189,8 @@ enum QueryCommand {
     Serve {
         #[command(flatten)]
         args: cmd::query::ServeArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
     },
 }
 
@@ -295,10 +305,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
-        Command::Query(QueryCommand::Serve { args }) => {
-            cmd::query::serve(args, shutdown_signal()).await
+        Command::Query(QueryCommand::Serve { args, topology }) => {
+            cmd::query::serve(&settings, &topology.load()?, args, shutdown_signal()).await
         }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
+        Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

@@ -1,5 +1,51 @@
-//! SQL over Kafka topics with DataFusion.
+//! SQL over Kafka with DataFusion.
 //!
-//! [`server`] serves a DataFusion session over the PostgreSQL wire protocol (`adstream query serve`).
+//! Layout:
+//! - `source`     — Kafka and the registry for queries: metadata, offsets for times, offset-range reads.
+//! - `avro_arrow` — Avro schemas to Arrow schemas, decoded Avro values to Arrow columns in batches.
+//! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
+//! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
+//! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
+//!
+//! The crate reads; it never writes to Kafka except where a command says so (replay to a topic, backtest
+//! results).
 
+pub mod avro_arrow;
+pub mod catalog;
+pub mod pushdown;
 pub mod server;
+pub mod source;
+pub mod table;
+
+/// What can go wrong reading topics as tables.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The topic does not exist on the cluster.
+    #[error("topic {0} does not exist (run `adstream topology apply`)")]
+    NoSuchTopic(String),
+    /// Kafka refused or failed a request.
+    #[error("Kafka, topic {topic}: {message}")]
+    Kafka {
+        /// The topic concerned.
+        topic: String,
+        /// librdkafka's message.
+        message: String,
+    },
+    /// The schema registry could not answer.
+    #[error("schema registry, {subject}: {message}")]
+    Registry {
+        /// The subject or schema id asked for.
+        subject: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A schema has no table form, or values do not fit it.
+    #[error("topic {topic}: {message}")]
+    Schema {
+        /// The topic concerned.
+        topic: String,
+        /// What went wrong.
+        message: String,
+    },
+}

@@ -9,4 +9,5 @@ pub mod produce;
 pub mod query;
 pub mod report;
 pub mod schemas;
+pub mod sql;
 pub mod topology;

@@ -1,5 +1,8 @@
 //! `adstream query serve`: the topology's topics as SQL tables over the PostgreSQL wire protocol.
 //!
+//! The tables are those of `adstream sql` (`adstream_query::catalog`): `public."<topic>"`, a compacted topic's
+//! latest value per key or a stream's history, and `history."<topic>"`, every record.
+//!
 //! The password comes from a file (`--password-file`) or `ADSTREAM_SQL_PASSWORD`, never from a flag, so it stays
 //! out of process listings and shell history. Once bound, the command prints `listening on ADDR` on stdout, one
 //! line, so a script that asked for port 0 learns the port.
@@ -10,13 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adstream_query::server::{ServeOptions, Server};
+use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use datafusion::arrow::array::{Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+
+use crate::cmd::sql::{open_session, open_source, ScanArgs};
+use crate::config::Settings;
 
 /// The environment variable holding the password when no `--password-file` is given.
 pub const PASSWORD_ENV: &str = "ADSTREAM_SQL_PASSWORD";
@@ -33,12 +35,21 @@ pub struct ServeArgs {
     /// File whose first line is the password (else the ADSTREAM_SQL_PASSWORD environment variable).
     #[arg(long)]
     password_file: Option<PathBuf>,
+    #[command(flatten)]
+    scan: ScanArgs,
 }
 
 /// Serves the SQL tables until `shutdown` resolves.
-pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn serve(
+    settings: &Settings,
+    topology: &Topology,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    // Checked before Kafka is contacted: a missing password is the likelier mistake and needs no broker to report.
     let password = password(args.password_file.as_deref())?;
-    let ctx = Arc::new(session_context()?);
+    let source = open_source(settings, &args.scan)?;
+    let ctx = Arc::new(open_session(&source, topology).await?);
     let options = ServeOptions {
         listen: args.listen,
         user: args.user,
@@ -64,25 +75,4 @@ fn password(file: Option<&std::path::Path>) -> Result<String> {
         bail!("no password for the SQL server: give --password-file FILE or set {PASSWORD_ENV}");
     }
     Ok(password)
-}
-
-/// A small in-memory table until the topic catalog is wired in.
-fn session_context() -> Result<SessionContext> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("campaign_id", DataType::Utf8, false),
-        Field::new("impressions", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(vec!["c1", "c2"])),
-            Arc::new(Int64Array::from(vec![10, 20])),
-        ],
-    )?;
-    let ctx = SessionContext::new();
-    ctx.register_table(
-        "campaigns_sample",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-    )?;
-    Ok(ctx)
 }

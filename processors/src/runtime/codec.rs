@@ -102,8 +102,9 @@ pub struct TypedDecoder {
 
 /// Writer schemas by id, shared by every [`TypedDecoder`] of a task, fetched from the registry on first use.
 pub struct SchemaCache {
-    registry: RegistryClient,
-    runtime: tokio::runtime::Handle,
+    /// Where unseen ids are fetched, and the runtime that blocks on the fetch; None for a cache that knows only
+    /// the schemas it was given.
+    registry: Option<(RegistryClient, tokio::runtime::Handle)>,
     schemas: HashMap<u32, &'static Schema>,
 }
 
@@ -111,19 +112,37 @@ impl SchemaCache {
     /// A cache that asks `registry`, blocking on `runtime` for the rare fetch of an unseen id.
     pub fn new(registry: RegistryClient, runtime: tokio::runtime::Handle) -> SchemaCache {
         SchemaCache {
-            registry,
-            runtime,
+            registry: Some((registry, runtime)),
             schemas: HashMap::new(),
         }
+    }
+
+    /// A cache without a registry (simulations in tests, tools that carry their schemas): it knows the schemas
+    /// added with [`SchemaCache::insert`], and any other id is unknown.
+    pub fn offline() -> SchemaCache {
+        SchemaCache {
+            registry: None,
+            schemas: HashMap::new(),
+        }
+    }
+
+    /// Makes schema `schema_text` known under `id` without asking the registry (replacing what the id had).
+    pub fn insert(&mut self, id: u32, schema_text: &str) -> Result<(), String> {
+        let schema = Schema::parse_str(schema_text).map_err(|e| format!("schema id {id}: {e}"))?;
+        // Same lifetime rule as fetched schemas: few, and borrowed by decoders for 'static.
+        self.schemas.insert(id, Box::leak(Box::new(schema)));
+        Ok(())
     }
 
     fn writer(&mut self, id: u32) -> Result<&'static Schema, DecodeError> {
         if let Some(schema) = self.schemas.get(&id) {
             return Ok(schema);
         }
-        let registry = self.registry.clone();
-        let text = self
-            .runtime
+        let Some((registry, runtime)) = &self.registry else {
+            return Err(DecodeError::UnknownSchema(id));
+        };
+        let registry = registry.clone();
+        let text = runtime
             .block_on(async move { registry.schema_by_id(id).await })
             .map_err(|e| match e.code() {
                 Some(code) if code < 50000 => DecodeError::UnknownSchema(id),
@@ -297,5 +316,27 @@ mod tests {
             class(&mut decoder, &mut cache, Some(b"{\"json\":1}")),
             "bad-magic-byte"
         );
+    }
+
+    #[test]
+    fn an_offline_cache_knows_only_the_schemas_it_was_given() {
+        let mut cache = SchemaCache::offline();
+        cache
+            .insert(7, adstream_schemas::events::avsc::AD_CLICK)
+            .expect("schema");
+        let mut decoder = TypedDecoder::new(
+            "io.adstream.ads.AdClick",
+            adstream_schemas::events::avsc::AD_CLICK,
+        )
+        .expect("schema");
+        let error = decoder
+            .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 8, 0]))
+            .expect_err("id 8 is unknown");
+        assert_eq!(error.class(), "unknown-schema-id");
+        // Id 7 is known: the datum is read (and is too short), no registry is asked.
+        let error = decoder
+            .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 7, 2]))
+            .expect_err("truncated datum");
+        assert_eq!(error.class(), "undecodable-avro");
     }
 }

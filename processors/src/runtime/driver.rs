@@ -21,17 +21,18 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
+use super::emit::{Outgoing, Transport};
 use super::metrics::{Counters, JobMetrics};
+use super::tasks::{correlation_id, Tasks};
 use super::{
-    DeliveryGuarantee, InputKind, InputSpec, Operator, OutputSpec, Record, RuntimeConfig,
+    DeliveryGuarantee, InputKind, Operator, OutputSpec, Record, RecordHeaders, RuntimeConfig,
     SchemaCache,
 };
-use crate::watermark::PartitionWatermarks;
 
 /// How long a transactional or admin call may take before it counts as timed out.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,28 +104,16 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Where the operator's records go: outputs, dead letters and late records, all through one producer.
-pub struct Emitter {
+/// The live transport: one producer for outputs, dead letters, late records, markers and changelogs.
+pub(crate) struct KafkaTransport {
     /// Threaded: librdkafka's transactional calls (abort in particular) need delivery reports served while they
     /// wait, which a producer polled only from this loop's thread cannot do.
     producer: ThreadedProducer<DeliveryContext>,
     exactly_once: bool,
     transaction_open: bool,
-    /// The job's application id, named on the records it redirects.
-    application_id: String,
-    outputs: Vec<String>,
-    input_topics: Vec<String>,
-    /// Records sent per output index.
-    sent_outputs: Vec<u64>,
-    /// Changelog records sent per topic.
-    sent_changelog: BTreeMap<String, u64>,
-    /// Dead letters per (source topic, class).
-    dead_letters: BTreeMap<(String, String), u64>,
-    /// Late records per source topic.
-    late: BTreeMap<String, u64>,
 }
 
-impl Emitter {
+impl KafkaTransport {
     fn ensure_transaction(&mut self) -> Result<(), KafkaError> {
         if self.exactly_once && !self.transaction_open {
             self.producer.begin_transaction()?;
@@ -132,27 +121,27 @@ impl Emitter {
         }
         Ok(())
     }
+}
 
+impl Transport for KafkaTransport {
     /// Sends one record, waiting out a full local queue. Errors here are enqueue errors (unknown topic, record too
     /// large); delivery errors surface at commit.
-    fn send(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-        timestamp_ms: Option<i64>,
-        headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
+    fn send(&mut self, outgoing: &Outgoing<'_>) -> Result<(), KafkaError> {
         self.ensure_transaction()?;
-        let mut record = BaseRecord::to(topic).key(key).headers(headers);
-        if let Some(value) = value {
+        let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+        for (key, value) in outgoing.headers {
+            headers = headers.insert(Header { key, value: *value });
+        }
+        let mut record = BaseRecord::to(outgoing.topic)
+            .key(outgoing.key)
+            .headers(headers);
+        if let Some(value) = outgoing.value {
             record = record.payload(value);
         }
-        if let Some(partition) = partition {
+        if let Some(partition) = outgoing.partition {
             record = record.partition(partition);
         }
-        if let Some(ts) = timestamp_ms {
+        if let Some(ts) = outgoing.timestamp_ms {
             record = record.timestamp(ts);
         }
         loop {
@@ -167,163 +156,21 @@ impl Emitter {
             }
         }
     }
-}
 
-/// What an operator may do while handling a record or a commit.
-pub struct Context<'a> {
-    emitter: &'a mut Emitter,
-    /// Writer-schema cache for decoding inputs.
-    pub schemas: &'a mut SchemaCache,
-    /// While handling a record: the event-time watermark of its task (partition number n of every stream input);
-    /// None until one of them has seen an event. At a commit: None (see [`Context::watermark_of`]).
-    pub watermark: Option<i64>,
-    /// Watermark of every owned task at this call.
-    task_watermarks: &'a BTreeMap<i32, Option<i64>>,
-    /// Wall-clock time of this call (epoch millis).
-    pub now_ms: i64,
-    error: &'a mut Option<KafkaError>,
-}
-
-impl Context<'_> {
-    /// The watermark of task `partition` (partition number `partition` of every stream input).
-    ///
-    /// Watermarks are per task, like Kafka Streams' stream time: a task's windows are judged by the progress of its
-    /// own partitions only, so a task that is far ahead never expires the windows of a task that was just assigned
-    /// and is behind.
-    pub fn watermark_of(&self, partition: i32) -> Option<i64> {
-        self.task_watermarks.get(&partition).copied().flatten()
-    }
-
-    /// Sends a value to output `output` (index into the operator's outputs), partitioned by key.
-    pub fn emit(
-        &mut self,
-        output: usize,
-        key: &[u8],
-        value: &[u8],
-        timestamp_ms: i64,
-        correlation_id: &str,
-    ) {
-        let Some(topic) = self.emitter.outputs.get(output).cloned() else {
-            return;
-        };
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "correlation_id",
-            value: Some(correlation_id),
-        });
-        match self
-            .emitter
-            .send(&topic, None, key, Some(value), Some(timestamp_ms), headers)
-        {
-            Ok(()) => self.emitter.sent_outputs[output] += 1,
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-    }
-
-    /// Sends `record` unchanged to `late.<topic>` with a reason: it arrived after its window's retention.
-    pub fn late(&mut self, record: &Record<'_>, reason: &str) {
-        if let Some(topic) = self.emitter.input_topics.get(record.input) {
-            *self.emitter.late.entry(topic.clone()).or_default() += 1;
-        }
-        self.redirect(record, "late", reason, "expired");
-    }
-
-    fn redirect(&mut self, record: &Record<'_>, prefix: &str, message: &str, class: &str) {
-        let Some(source) = self.emitter.input_topics.get(record.input).cloned() else {
-            return;
-        };
-        let partition = record.partition.to_string();
-        let offset = record.offset.to_string();
-        let now = self.now_ms.to_string();
-        let reason_key = if prefix == "dlq" {
-            "dlq_error_message"
-        } else {
-            "late_reason"
-        };
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: if prefix == "dlq" {
-                    "dlq_error_class"
-                } else {
-                    "late_class"
-                },
-                value: Some(class),
-            })
-            .insert(Header {
-                key: reason_key,
-                value: Some(message),
-            })
-            .insert(Header {
-                key: "source_topic",
-                value: Some(source.as_str()),
-            })
-            .insert(Header {
-                key: "source_partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "source_offset",
-                value: Some(offset.as_str()),
-            })
-            .insert(Header {
-                key: "redirected_at",
-                value: Some(now.as_str()),
-            })
-            // Several jobs read the same topics: each dead-letters a poison record it meets.
-            .insert(Header {
-                key: "redirected_by",
-                value: Some(self.emitter.application_id.as_str()),
-            })
-            .insert(Header {
-                key: "correlation_id",
-                value: Some(record.correlation_id),
-            });
-        // The record's own headers (CloudEvents, content type, an earlier redrive's provenance) travel with it;
-        // the ones set above are not repeated.
-        let mut headers = headers;
-        if let Some(original) = record.headers {
-            for header in original.iter() {
-                let ours = header.key == "correlation_id"
-                    || header.key == "redirected_at"
-                    || header.key == "redirected_by"
-                    || header.key.starts_with("dlq_")
-                    || header.key.starts_with("late_")
-                    || header.key.starts_with("source_");
-                if !ours {
-                    headers = headers.insert(header);
-                }
-            }
-        }
-        let topic = format!("{prefix}.{source}");
-        if let Err(e) = self.emitter.send(
-            &topic,
-            Some(record.partition),
-            record.key.unwrap_or_default(),
-            record.value,
-            record.timestamp_ms,
-            headers,
-        ) {
-            self.error.get_or_insert(e);
-        }
+    fn send_changelog(&mut self, outgoing: &Outgoing<'_>) -> Result<(), KafkaError> {
+        self.send(outgoing)
     }
 }
 
 /// Everything the loop and the rebalance callbacks share.
 struct Task {
     config: RuntimeConfig,
-    operator: Box<dyn Operator>,
-    emitter: Emitter,
-    schemas: SchemaCache,
-    inputs: Vec<InputSpec>,
+    /// The operator, its emitter and its tasks' watermarks.
+    tasks: Tasks<KafkaTransport>,
     /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
     positions: HashMap<(usize, i32), i64>,
     /// Partition numbers this member owns.
     owned: BTreeSet<i32>,
-    /// Per task (partition number): the watermark over its stream inputs.
-    watermarks: BTreeMap<i32, PartitionWatermarks<usize>>,
-    /// The latest watermark of each task, handed to operators at commits.
-    task_watermarks: BTreeMap<i32, Option<i64>>,
     delivery: Arc<DeliveryCounters>,
     summary: RunSummary,
     metrics: Arc<JobMetrics>,
@@ -336,40 +183,6 @@ struct Task {
     last_commit: Instant,
     /// An error raised inside a rebalance callback, handed to the loop.
     failed: Option<RuntimeError>,
-    /// Partition count of the inputs (the number of tasks of the job).
-    partitions: i32,
-    /// Outputs with watermark markers, with their partition counts: markers go to each partition.
-    marked_outputs: Vec<(String, i32)>,
-    /// Per task, the watermark last announced on the outputs with watermark markers.
-    announced: BTreeMap<i32, i64>,
-    /// Per (marked input, partition): the latest watermark announced by each task of the writing stage.
-    upstream: HashMap<(usize, i32), Vec<Option<i64>>>,
-}
-
-/// Header of a watermark marker on an internal topic: the writing stage's task watermark (decimal millis).
-const WATERMARK_HEADER: &str = "adstream_watermark";
-/// Header of a watermark marker: the writing stage's task number.
-const WATERMARK_TASK_HEADER: &str = "adstream_watermark_task";
-/// Header of a watermark marker: how many tasks the writing stage has.
-const WATERMARK_TASKS_HEADER: &str = "adstream_watermark_tasks";
-
-/// The first header of `message` named `key`, if it is UTF-8 text.
-fn header_text<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
-/// A watermark marker read from a marked input: (watermark, task, tasks).
-fn watermark_marker(message: &BorrowedMessage<'_>) -> Option<(i64, usize, usize)> {
-    let watermark = header_text(message, WATERMARK_HEADER)?.parse().ok()?;
-    let task = header_text(message, WATERMARK_TASK_HEADER)?.parse().ok()?;
-    let tasks = header_text(message, WATERMARK_TASKS_HEADER)?.parse().ok()?;
-    // A marker from a writer with absurdly many tasks is not one of ours.
-    (task < tasks && tasks <= 100_000).then_some((watermark, task, tasks))
 }
 
 fn now_ms() -> i64 {
@@ -378,38 +191,27 @@ fn now_ms() -> i64 {
 
 impl Task {
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        let Some(input) = self.inputs.iter().position(|i| i.topic == message.topic()) else {
+        let Some(input) = self
+            .tasks
+            .inputs
+            .iter()
+            .position(|i| i.topic == message.topic())
+        else {
             return Ok(());
         };
-        // Record timestamps of a marked input do not say how far its writer got.
-        let marked = self.inputs[input].watermark_markers;
-        if marked {
-            if let Some((watermark, writer_task, writer_tasks)) = watermark_marker(message) {
-                self.observe_marker(
-                    input,
-                    message.partition(),
-                    watermark,
-                    writer_task,
-                    writer_tasks,
-                );
-                self.positions
-                    .insert((input, message.partition()), message.offset() + 1);
-                return Ok(());
-            }
+        let headers = RecordHeaders::from(message.headers());
+        let now = now_ms();
+        if self.tasks.marker(input, message.partition(), headers, now) {
+            self.positions
+                .insert((input, message.partition()), message.offset() + 1);
+            return Ok(());
         }
-        let fallback;
-        let correlation_id = match header_text(message, "correlation_id") {
-            Some(id) => id,
-            None => {
-                fallback = format!(
-                    "{}/{}/{}",
-                    message.topic(),
-                    message.partition(),
-                    message.offset()
-                );
-                fallback.as_str()
-            }
-        };
+        let correlation_id = correlation_id(
+            headers,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        );
         let record = Record {
             input,
             partition: message.partition(),
@@ -417,68 +219,19 @@ impl Task {
             timestamp_ms: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
-            headers: message.headers(),
-            correlation_id,
+            headers,
+            correlation_id: &correlation_id,
         };
-        let now = now_ms();
         self.records_in[input] += 1;
         let append_time = match message.timestamp() {
             rdkafka::Timestamp::LogAppendTime(t) => Some(t),
             _ => None,
         };
-        if self.inputs[input].kind == InputKind::Stream {
+        if self.tasks.inputs[input].kind == InputKind::Stream {
             self.uncommitted
                 .push((record.timestamp_ms, append_time, now));
-            if let Some(task) = self.watermarks.get_mut(&record.partition) {
-                match record.timestamp_ms {
-                    // An internal topic interleaves records of every task of the writing stage, each at its own
-                    // pace: only the markers say how far all of them got.
-                    _ if marked => task.mark_active(input, now),
-                    Some(ts) => {
-                        task.observe(input, ts, now);
-                    }
-                    None => {}
-                }
-            }
         }
-        let mut error = None;
-        let mut ctx = Context {
-            emitter: &mut self.emitter,
-            schemas: &mut self.schemas,
-            watermark: self
-                .watermarks
-                .get_mut(&record.partition)
-                .and_then(|task| task.current(now)),
-            task_watermarks: &self.task_watermarks,
-            now_ms: now,
-            error: &mut error,
-        };
-        // No span per record (it costs about a fifth of the job's CPU at info level): the per-record log events
-        // below name the record's correlation id themselves.
-        match self.operator.process(&record, &mut ctx) {
-            Ok(()) => {}
-            Err(e) if e.is_transient() => return Err(RuntimeError::Transient(e.to_string())),
-            Err(e) => {
-                debug!(
-                    error = %e,
-                    correlation_id = record.correlation_id,
-                    offset = record.offset,
-                    "dead-lettering record"
-                );
-                let source = ctx.emitter.input_topics[record.input].clone();
-                *ctx.emitter
-                    .dead_letters
-                    .entry((source, e.class().to_owned()))
-                    .or_default() += 1;
-                ctx.redirect(&record, "dlq", &e.to_string(), e.class());
-            }
-        }
-        if let Some(e) = error {
-            return Err(RuntimeError::Delivery(format!(
-                "cannot enqueue output of record {}: {e}",
-                record.correlation_id
-            )));
-        }
+        self.tasks.process(&record, now)?;
         self.summary.records += 1;
         self.positions
             .insert((input, record.partition), record.offset + 1);
@@ -493,11 +246,10 @@ impl Task {
     ) -> Result<(), RuntimeError> {
         self.last_commit = Instant::now();
         let now = now_ms();
-        let mut error = None;
         // Idleness is for partitions that have nothing to deliver: one that still lags behind its end is kept
         // active however long its records take to arrive.
-        for (partition, task) in &mut self.watermarks {
-            for (input, spec) in self.inputs.iter().enumerate() {
+        for (partition, task) in &mut self.tasks.watermarks {
+            for (input, spec) in self.tasks.inputs.iter().enumerate() {
                 if spec.kind == InputKind::Stream
                     && self
                         .metrics
@@ -508,52 +260,19 @@ impl Task {
                 }
             }
         }
-        for (partition, task) in &mut self.watermarks {
-            self.task_watermarks.insert(*partition, task.current(now));
-        }
-        {
-            let mut ctx = Context {
-                emitter: &mut self.emitter,
-                schemas: &mut self.schemas,
-                watermark: None,
-                task_watermarks: &self.task_watermarks,
-                now_ms: now,
-                error: &mut error,
-            };
-            self.operator.on_commit(&mut ctx);
-        }
-        if let Some(e) = self.announce_watermarks() {
-            error.get_or_insert(e);
-        }
-        let emitter = &mut self.emitter;
         let config = &self.config;
-        for store in self.operator.stores() {
-            let topic = config.changelog_topic(store.name());
-            let mut sent = 0u64;
-            store.flush(&mut |partition, key, value| {
-                sent += 1;
-                if let Err(e) = emitter.send(
-                    &topic,
-                    Some(partition),
-                    key,
-                    value,
-                    None,
-                    OwnedHeaders::new(),
-                ) {
-                    error.get_or_insert(e);
-                }
-            });
-            *emitter.sent_changelog.entry(topic).or_default() += sent;
-        }
+        let error = self
+            .tasks
+            .prepare_commit(now, |store| config.changelog_topic(store));
         if let Some(e) = error {
             return self.abort_and_rewind(consumer, &format!("enqueue failed: {e}"));
         }
-        if self.positions.is_empty() && !self.emitter.transaction_open {
+        if self.positions.is_empty() && !self.tasks.emitter.transport.transaction_open {
             return Ok(());
         }
         let mut offsets = TopicPartitionList::new();
         for ((input, partition), offset) in &self.positions {
-            let topic = &self.inputs[*input].topic;
+            let topic = &self.tasks.inputs[*input].topic;
             if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
             {
                 return Err(RuntimeError::Fatal(format!("offset list: {e}")));
@@ -567,108 +286,6 @@ impl Task {
         self.summary.commits += 1;
         self.record_commit();
         Ok(())
-    }
-
-    /// A watermark marker of task `writer_task` (of `writer_tasks`) of the stage writing internal input `input`:
-    /// the partition's event time is the minimum over the writer's tasks, once each has announced one.
-    fn observe_marker(
-        &mut self,
-        input: usize,
-        partition: i32,
-        watermark: i64,
-        writer_task: usize,
-        writer_tasks: usize,
-    ) {
-        let announced = self
-            .upstream
-            .entry((input, partition))
-            .or_insert_with(|| vec![None; writer_tasks]);
-        if announced.len() != writer_tasks {
-            // The writing stage was repartitioned: start over with its new task count.
-            *announced = vec![None; writer_tasks];
-        }
-        announced[writer_task] =
-            Some(announced[writer_task].map_or(watermark, |w| w.max(watermark)));
-        let slowest = announced.iter().copied().min().flatten();
-        if let (Some(slowest), Some(task)) = (slowest, self.watermarks.get_mut(&partition)) {
-            task.observe(input, slowest, now_ms());
-        }
-    }
-
-    /// Announces each task's watermark on every partition of the outputs with watermark markers, when it moved: a
-    /// reader cannot derive it from the records, which interleave all tasks.
-    fn announce_watermarks(&mut self) -> Option<KafkaError> {
-        if self.marked_outputs.is_empty() {
-            return None;
-        }
-        let tasks = self.partitions.to_string();
-        for (task, watermark) in &self.task_watermarks {
-            let Some(watermark) = watermark.map(|w| self.operator.announced_watermark(w)) else {
-                continue;
-            };
-            if self.announced.get(task) == Some(&watermark) {
-                continue;
-            }
-            let (text, task_text) = (watermark.to_string(), task.to_string());
-            for (topic, partitions) in &self.marked_outputs {
-                for partition in 0..*partitions {
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: WATERMARK_HEADER,
-                            value: Some(text.as_str()),
-                        })
-                        .insert(Header {
-                            key: WATERMARK_TASK_HEADER,
-                            value: Some(task_text.as_str()),
-                        })
-                        .insert(Header {
-                            key: WATERMARK_TASKS_HEADER,
-                            value: Some(tasks.as_str()),
-                        });
-                    if let Err(e) = self.emitter.send(
-                        topic,
-                        Some(partition),
-                        b"",
-                        None,
-                        Some(watermark),
-                        headers,
-                    ) {
-                        return Some(e);
-                    }
-                }
-            }
-            self.announced.insert(*task, watermark);
-        }
-        None
-    }
-
-    /// Lets the operator emit what waits for event time, before the last commit of a run that read all its input.
-    fn end_of_input(&mut self) -> Result<(), RuntimeError> {
-        // Nothing more will come: each task's watermark moves to the latest event time it saw (a sparse input no
-        // longer holds it back), here and at the final commit.
-        for (partition, task) in &mut self.watermarks {
-            self.task_watermarks.insert(*partition, task.finish());
-        }
-        let mut error = None;
-        {
-            let mut ctx = Context {
-                emitter: &mut self.emitter,
-                schemas: &mut self.schemas,
-                watermark: None,
-                task_watermarks: &self.task_watermarks,
-                now_ms: now_ms(),
-                error: &mut error,
-            };
-            self.operator.on_end_of_input(&mut ctx);
-        }
-        // Committing without what failed to enqueue would lose it: stop instead, and leave the transaction to be
-        // aborted (a restart processes the end of input again).
-        match error {
-            Some(e) => Err(RuntimeError::Delivery(format!(
-                "emitting at the end of input: {e}"
-            ))),
-            None => Ok(()),
-        }
     }
 
     /// After a successful commit: latencies of the records it covered, and a fresh copy of the counters for the
@@ -695,24 +312,25 @@ impl Task {
 
     fn publish(&mut self) {
         let c = &mut self.counters;
-        for (input, n) in self.inputs.iter().zip(&self.records_in) {
+        for (input, n) in self.tasks.inputs.iter().zip(&self.records_in) {
             c.records_in.insert(input.topic.clone(), *n);
         }
-        for (topic, n) in self.emitter.outputs.iter().zip(&self.emitter.sent_outputs) {
+        let emitter = &self.tasks.emitter;
+        for (topic, n) in emitter.outputs.iter().zip(&emitter.sent_outputs) {
             c.records_out.insert(topic.clone(), *n);
         }
-        for (topic, n) in &self.emitter.sent_changelog {
+        for (topic, n) in &emitter.sent_changelog {
             c.records_out.insert(topic.clone(), *n);
         }
         let mut dead_letters_per_topic: BTreeMap<String, u64> = BTreeMap::new();
-        for ((topic, class), n) in &self.emitter.dead_letters {
+        for ((topic, class), n) in &emitter.dead_letters {
             *dead_letters_per_topic
                 .entry(format!("dlq.{topic}"))
                 .or_default() += n;
             c.dead_letters.insert((topic.clone(), class.clone()), *n);
         }
         c.records_out.extend(dead_letters_per_topic);
-        for (topic, n) in &self.emitter.late {
+        for (topic, n) in &emitter.late {
             c.records_out.insert(format!("late.{topic}"), *n);
             c.late.insert(topic.clone(), *n);
         }
@@ -720,11 +338,12 @@ impl Task {
         c.aborts = self.summary.aborts;
         c.restored = self.summary.restored;
         c.watermarks = self
+            .tasks
             .task_watermarks
             .iter()
             .filter_map(|(p, w)| w.map(|w| (*p, w)))
             .collect();
-        c.job = self.operator.counters();
+        c.job = self.tasks.operator.counters();
         self.metrics.publish(c);
     }
 
@@ -733,11 +352,12 @@ impl Task {
         consumer: &BaseConsumer<C>,
         offsets: &TopicPartitionList,
     ) -> Result<(), RuntimeError> {
-        let producer = &self.emitter.producer;
-        if !self.emitter.transaction_open {
+        let transport = &mut self.tasks.emitter.transport;
+        let producer = &transport.producer;
+        if !transport.transaction_open {
             retry("begin transaction", || producer.begin_transaction())
                 .map_err(|e| classify(e, "begin"))?;
-            self.emitter.transaction_open = true;
+            transport.transaction_open = true;
         }
         let group = consumer
             .group_metadata()
@@ -748,7 +368,7 @@ impl Task {
         .and_then(|()| retry("commit", || producer.commit_transaction(CALL_TIMEOUT)));
         match outcome {
             Ok(()) => {
-                self.emitter.transaction_open = false;
+                transport.transaction_open = false;
                 Ok(())
             }
             Err(e) if requires_abort(&e) => {
@@ -765,7 +385,9 @@ impl Task {
         offsets: &TopicPartitionList,
     ) -> Result<(), RuntimeError> {
         // Outputs first: only offsets of records whose effects Kafka acknowledged are committed.
-        self.emitter
+        self.tasks
+            .emitter
+            .transport
             .producer
             .flush(CALL_TIMEOUT)
             .map_err(|e| RuntimeError::Delivery(format!("flush: {e}")))?;
@@ -800,12 +422,13 @@ impl Task {
             reason,
             "aborting transaction and rewinding to the last commit"
         );
-        if self.emitter.transaction_open {
+        let transport = &mut self.tasks.emitter.transport;
+        if transport.transaction_open {
             retry("abort", || {
-                self.emitter.producer.abort_transaction(CALL_TIMEOUT)
+                transport.producer.abort_transaction(CALL_TIMEOUT)
             })
             .map_err(|e| classify(e, "abort"))?;
-            self.emitter.transaction_open = false;
+            transport.transaction_open = false;
         }
         self.summary.aborts += 1;
         self.positions.clear();
@@ -813,7 +436,7 @@ impl Task {
         self.uncommitted.clear();
         let owned: Vec<i32> = self.owned.iter().copied().collect();
         for partition in &owned {
-            self.drop_partition(*partition);
+            self.tasks.drop_partition(*partition);
         }
         self.restore(&owned)?;
         let assignment = consumer
@@ -834,17 +457,6 @@ impl Task {
         Ok(())
     }
 
-    fn drop_partition(&mut self, partition: i32) {
-        for store in self.operator.stores() {
-            store.drop_partition(partition);
-        }
-        // Announce again after a restore or hand-over; forget what the upstream stage said for this partition
-        // (its markers are read again from the committed offset or by the next owner).
-        self.announced.remove(&partition);
-        self.upstream.retain(|(_, p), _| *p != partition);
-        self.operator.on_revoked(partition);
-    }
-
     /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
     fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
         if partitions.is_empty() {
@@ -854,7 +466,7 @@ impl Task {
         self.metrics.set_restoring(true);
         let mut restored = 0u64;
         let config = &self.config;
-        for store in self.operator.stores() {
+        for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
             restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
                 store
@@ -863,6 +475,7 @@ impl Task {
             })?;
         }
         let tables: Vec<(usize, String)> = self
+            .tasks
             .inputs
             .iter()
             .enumerate()
@@ -871,42 +484,18 @@ impl Task {
             .collect();
         for (input, topic) in tables {
             let now = now_ms();
-            let operator = &mut self.operator;
-            let emitter = &mut self.emitter;
-            let schemas = &mut self.schemas;
-            let task_watermarks = &self.task_watermarks;
+            let tasks = &mut self.tasks;
             restored += read_to_end(
                 &self.config,
                 &topic,
                 partitions,
                 |partition, offset, key, value| {
-                    let record = Record {
-                        input,
-                        partition,
-                        offset,
-                        timestamp_ms: None,
-                        key,
-                        value,
-                        headers: None,
-                        correlation_id: "table-bootstrap",
-                    };
-                    let mut error = None;
-                    let mut ctx = Context {
-                        emitter: &mut *emitter,
-                        schemas: &mut *schemas,
-                        watermark: None,
-                        task_watermarks,
-                        now_ms: now,
-                        error: &mut error,
-                    };
-                    // A table record that does not decode is dead-lettered when the consumer reaches it; here it is
-                    // skipped so that bootstrap never writes outside a transaction.
-                    let _ = operator.process(&record, &mut ctx);
+                    tasks.bootstrap(input, partition, offset, key, value, now);
                     Ok(())
                 },
             )?;
         }
-        self.operator.on_restored(partitions);
+        self.tasks.operator.on_restored(partitions);
         self.summary.restored += restored;
         self.metrics.set_restoring(false);
         self.publish();
@@ -1107,10 +696,9 @@ impl ConsumerContext for RebalanceHook {
         }
         for partition in revoked {
             if task.owned.remove(&partition) {
-                task.drop_partition(partition);
+                task.tasks.drop_partition(partition);
             }
-            task.watermarks.remove(&partition);
-            task.task_watermarks.remove(&partition);
+            task.tasks.revoke(partition);
         }
     }
 
@@ -1139,13 +727,7 @@ impl ConsumerContext for RebalanceHook {
         let now = now_ms();
         for partition in new {
             task.owned.insert(partition);
-            let mut watermarks = PartitionWatermarks::new(task.config.idle_timeout);
-            for input in 0..task.inputs.len() {
-                if task.inputs[input].kind == InputKind::Stream {
-                    watermarks.assign(input, now);
-                }
-            }
-            task.watermarks.insert(partition, watermarks);
+            task.tasks.assign(partition, now);
         }
     }
 }
@@ -1385,30 +967,27 @@ pub fn run(
             .map_err(|e| RuntimeError::Setup(format!("init transactions: {e}")))?;
     }
     let inputs = operator.inputs();
-    let emitter = Emitter {
+    let transport = KafkaTransport {
         producer,
         exactly_once,
         transaction_open: false,
-        application_id: config.application_id.clone(),
-        outputs: operator.outputs().into_iter().map(|o| o.topic).collect(),
-        input_topics: inputs.iter().map(|i| i.topic.clone()).collect(),
-        sent_outputs: vec![0; operator.outputs().len()],
-        sent_changelog: BTreeMap::new(),
-        dead_letters: BTreeMap::new(),
-        late: BTreeMap::new(),
     };
     let registry = RegistryClient::new(&config.registry_url)
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let tasks = Tasks::new(
+        operator,
+        &config.application_id,
+        transport,
+        SchemaCache::new(registry, runtime.clone()),
+        config.idle_timeout,
+        partitions,
+        marked_outputs,
+    );
     let task = Arc::new(Mutex::new(Task {
         config: config.clone(),
-        operator,
-        emitter,
-        schemas: SchemaCache::new(registry, runtime.clone()),
-        inputs: inputs.clone(),
+        tasks,
         positions: HashMap::new(),
         owned: BTreeSet::new(),
-        watermarks: BTreeMap::new(),
-        task_watermarks: BTreeMap::new(),
         delivery,
         summary: RunSummary::default(),
         metrics: config.metrics.clone(),
@@ -1417,10 +996,6 @@ pub fn run(
         uncommitted: Vec::new(),
         last_commit: Instant::now(),
         failed: None,
-        partitions,
-        marked_outputs,
-        announced: BTreeMap::new(),
-        upstream: HashMap::new(),
     }));
     let mut consumer_config = config.kafka.clone();
     consumer_config
@@ -1451,17 +1026,18 @@ pub fn run(
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
     let result = result.and_then(|stop| {
         if stop == Stop::EndOfInput {
-            guard.end_of_input()?;
+            guard.tasks.end_of_input(now_ms())?;
         }
         guard.commit(&consumer)
     });
-    if result.is_err() && guard.emitter.transaction_open {
+    let transport = &guard.tasks.emitter.transport;
+    if result.is_err() && transport.transaction_open {
         // Leave nothing open: whatever was not committed is invisible to read_committed readers either way.
-        let _ = guard.emitter.producer.abort_transaction(CALL_TIMEOUT);
+        let _ = transport.producer.abort_transaction(CALL_TIMEOUT);
     }
     let mut summary = guard.summary.clone();
-    summary.dead_letters = guard.emitter.dead_letters.values().sum();
-    summary.late = guard.emitter.late.values().sum();
+    summary.dead_letters = guard.tasks.emitter.dead_letters.values().sum();
+    summary.late = guard.tasks.emitter.late.values().sum();
     guard.publish();
     drop(guard);
     consumer.unsubscribe();
@@ -1513,7 +1089,8 @@ fn poll_loop(
         }
         if config.exit_at_end_of_input && check_end {
             last_end_check = Instant::now();
-            let every_partition = task.inputs.len() * usize::try_from(partitions).unwrap_or(0);
+            let every_partition =
+                task.tasks.inputs.len() * usize::try_from(partitions).unwrap_or(0);
             if read_to_the_end(consumer, every_partition, &mut ends)? {
                 info!("every input partition read to its end: stopping");
                 return Ok(Stop::EndOfInput);

@@ -17,14 +17,20 @@
 //! known after its retries is never reported as a success: the job stops with an error and a restart recovers from
 //! what Kafka committed.
 //!
-//! - `codec`  — Confluent wire-format Avro decoding/encoding.
-//! - `store`  — keyed state stores with changelogs.
-//! - `driver` — the poll loop, transactions, rebalances, restore.
+//! - `codec`    — Confluent wire-format Avro decoding/encoding.
+//! - `store`    — keyed state stores with changelogs.
+//! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
+//! - `tasks`    — per-task watermarks, markers, dead letters and commits: the rules live and simulated runs share.
+//! - `driver`   — the poll loop, transactions, rebalances, restore.
+//! - `simulate` — the same operator and rules over records in memory, without Kafka (backtests).
 
 pub mod codec;
 pub mod driver;
+pub mod emit;
 pub mod metrics;
+pub mod simulate;
 pub mod store;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +38,10 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
-pub use driver::{run, Context, QuietEof, RunSummary, RuntimeError};
+pub use driver::{run, QuietEof, RunSummary, RuntimeError};
+pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
+pub use simulate::{simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation};
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
 
 /// Delivery guarantee of a job.
@@ -93,8 +101,13 @@ impl RuntimeConfig {
 
     /// The changelog topic of store `store`.
     pub fn changelog_topic(&self, store: &str) -> String {
-        format!("{}-{}-changelog", self.application_id, store)
+        changelog_topic(&self.application_id, store)
     }
+}
+
+/// The changelog topic of store `store` of the job `application_id`.
+pub fn changelog_topic(application_id: &str, store: &str) -> String {
+    format!("{application_id}-{store}-changelog")
 }
 
 /// How an input topic is consumed.
@@ -189,7 +202,7 @@ pub struct Record<'a> {
     /// Value bytes (Confluent wire format).
     pub value: Option<&'a [u8]>,
     /// The record's headers.
-    pub headers: Option<&'a rdkafka::message::BorrowedHeaders>,
+    pub headers: RecordHeaders<'a>,
     /// The record's `correlation_id` header, or `<topic>/<partition>/<offset>` when it has none.
     pub correlation_id: &'a str,
 }
@@ -203,6 +216,60 @@ impl std::fmt::Debug for Record<'_> {
             .field("timestamp_ms", &self.timestamp_ms)
             .field("correlation_id", &self.correlation_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The headers of a [`Record`], wherever it was read from: a Kafka message, or memory in a simulation.
+#[derive(Clone, Copy)]
+pub enum RecordHeaders<'a> {
+    /// The record has no headers.
+    None,
+    /// The headers of a consumed Kafka message.
+    Kafka(&'a rdkafka::message::BorrowedHeaders),
+    /// Headers held in memory: (key, value) in record order.
+    Owned(&'a [(String, Vec<u8>)]),
+}
+
+impl<'a> RecordHeaders<'a> {
+    /// Every header in record order as (key, value); a Kafka header with a null value gives None.
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> {
+        let (kafka, owned) = match self {
+            RecordHeaders::None => (None, None),
+            RecordHeaders::Kafka(headers) => (Some(headers), None),
+            RecordHeaders::Owned(headers) => (None, Some(headers)),
+        };
+        let kafka = kafka
+            .into_iter()
+            .flat_map(|headers| rdkafka::message::Headers::iter(headers))
+            .map(|header| (header.key, header.value));
+        let owned = owned
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| (key.as_str(), Some(value.as_slice())));
+        kafka.chain(owned)
+    }
+
+    /// The first header named `key`, if its value is UTF-8 text.
+    pub fn text(self, key: &str) -> Option<&'a str> {
+        self.iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, value)| value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+}
+
+impl std::fmt::Debug for RecordHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values can be binary: the keys say what the record carries.
+        f.debug_list()
+            .entries(self.iter().map(|(key, _)| key))
+            .finish()
+    }
+}
+
+impl<'a> From<Option<&'a rdkafka::message::BorrowedHeaders>> for RecordHeaders<'a> {
+    fn from(headers: Option<&'a rdkafka::message::BorrowedHeaders>) -> Self {
+        headers.map_or(RecordHeaders::None, RecordHeaders::Kafka)
     }
 }
 

@@ -1,0 +1,280 @@
+//! Where an operator's records go: outputs, dead letters, late records, watermark markers and changelogs.
+//!
+//! An [`Emitter`] names the records (output topics, the `dlq.`/`late.` redirects and their headers) and counts them;
+//! its [`Transport`] delivers them. Live, the transport is the job's Kafka producer (in `driver`); in a simulation
+//! it is a [`Capture`] that keeps them in memory. Both paths build the same records with the same headers, because
+//! the naming is done here, once.
+
+use std::collections::BTreeMap;
+
+use rdkafka::error::KafkaError;
+
+use super::{Record, SchemaCache};
+
+/// One record an operator sends, as the emitter hands it to its transport.
+pub(crate) struct Outgoing<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Explicit partition; None lets the producer's partitioner choose from the key.
+    pub partition: Option<i32>,
+    /// Key bytes.
+    pub key: &'a [u8],
+    /// Value bytes; None for a tombstone or a marker.
+    pub value: Option<&'a [u8]>,
+    /// Record timestamp.
+    pub timestamp_ms: Option<i64>,
+    /// Headers in order as (key, value).
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+/// Delivers what an [`Emitter`] sends. Errors are enqueue errors of the live producer; a capture never fails.
+pub(crate) trait Transport {
+    /// Sends an output, dead letter, late record or watermark marker.
+    fn send(&mut self, record: &Outgoing<'_>) -> Result<(), KafkaError>;
+    /// Sends a changelog record of a state store (no headers, no timestamp).
+    fn send_changelog(&mut self, record: &Outgoing<'_>) -> Result<(), KafkaError>;
+}
+
+/// A record a simulation captured instead of producing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedRecord {
+    /// Topic.
+    pub topic: String,
+    /// The partition the record was sent to explicitly (dead letters, late records, watermark markers); None for
+    /// a keyed output, whose partition Kafka's partitioner would choose (see
+    /// [`crate::runtime::simulate::kafka_partition`]).
+    pub partition: Option<i32>,
+    /// Key bytes (empty for a watermark marker).
+    pub key: Vec<u8>,
+    /// Value bytes; None for a watermark marker.
+    pub value: Option<Vec<u8>>,
+    /// Record timestamp.
+    pub timestamp_ms: Option<i64>,
+    /// Headers in order; a header with a null value is captured with an empty one.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The simulation's transport: records in memory in the order they were sent; changelog records dropped (the
+/// operator's stores hold the state, and nothing restores from a changelog in a simulation).
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    /// Everything sent but changelog records.
+    pub records: Vec<CapturedRecord>,
+}
+
+impl Transport for Capture {
+    fn send(&mut self, record: &Outgoing<'_>) -> Result<(), KafkaError> {
+        self.records.push(CapturedRecord {
+            topic: record.topic.to_owned(),
+            partition: record.partition,
+            key: record.key.to_vec(),
+            value: record.value.map(<[u8]>::to_vec),
+            timestamp_ms: record.timestamp_ms,
+            headers: record
+                .headers
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.unwrap_or_default().to_vec()))
+                .collect(),
+        });
+        Ok(())
+    }
+
+    fn send_changelog(&mut self, _record: &Outgoing<'_>) -> Result<(), KafkaError> {
+        Ok(())
+    }
+}
+
+/// Where the operator's records go, with what they are named and counted by. The transport is the last field so
+/// that a `&mut Emitter<KafkaTransport>` or `&mut Emitter<Capture>` can be handed to [`Context`] as
+/// `&mut Emitter<dyn Transport>`.
+pub(crate) struct Emitter<T: ?Sized> {
+    /// The job's application id, named on the records it redirects.
+    pub application_id: String,
+    /// Output topics by output index.
+    pub outputs: Vec<String>,
+    /// Input topics by input index.
+    pub input_topics: Vec<String>,
+    /// Records sent per output index.
+    pub sent_outputs: Vec<u64>,
+    /// Changelog records sent per topic.
+    pub sent_changelog: BTreeMap<String, u64>,
+    /// Dead letters per (source topic, class).
+    pub dead_letters: BTreeMap<(String, String), u64>,
+    /// Late records per source topic.
+    pub late: BTreeMap<String, u64>,
+    /// Delivers the records.
+    pub transport: T,
+}
+
+impl<T> Emitter<T> {
+    /// An emitter with nothing sent yet.
+    pub fn new(
+        application_id: &str,
+        outputs: Vec<String>,
+        input_topics: Vec<String>,
+        transport: T,
+    ) -> Emitter<T> {
+        Emitter {
+            application_id: application_id.to_owned(),
+            sent_outputs: vec![0; outputs.len()],
+            outputs,
+            input_topics,
+            sent_changelog: BTreeMap::new(),
+            dead_letters: BTreeMap::new(),
+            late: BTreeMap::new(),
+            transport,
+        }
+    }
+}
+
+impl<T: Transport + ?Sized> Emitter<T> {
+    /// Sends one changelog record of the store whose changelog is `topic`, and counts it.
+    pub fn send_changelog(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
+        // Counted without allocating the topic name, but for a store's first record.
+        match self.sent_changelog.get_mut(topic) {
+            Some(sent) => *sent += 1,
+            None => {
+                self.sent_changelog.insert(topic.to_owned(), 1);
+            }
+        }
+        self.transport.send_changelog(&Outgoing {
+            topic,
+            partition: Some(partition),
+            key,
+            value,
+            timestamp_ms: None,
+            headers: &[],
+        })
+    }
+}
+
+/// What an operator may do while handling a record or a commit.
+pub struct Context<'a> {
+    pub(crate) emitter: &'a mut Emitter<dyn Transport>,
+    /// Writer-schema cache for decoding inputs.
+    pub schemas: &'a mut SchemaCache,
+    /// While handling a record: the event-time watermark of its task (partition number n of every stream input);
+    /// None until one of them has seen an event. At a commit: None (see [`Context::watermark_of`]).
+    pub watermark: Option<i64>,
+    /// Watermark of every owned task at this call.
+    pub(crate) task_watermarks: &'a BTreeMap<i32, Option<i64>>,
+    /// Time of this call (epoch millis): the wall clock live, the simulation's event-time clock in a simulation.
+    pub now_ms: i64,
+    pub(crate) error: &'a mut Option<KafkaError>,
+}
+
+impl Context<'_> {
+    /// The watermark of task `partition` (partition number `partition` of every stream input).
+    ///
+    /// Watermarks are per task, like Kafka Streams' stream time: a task's windows are judged by the progress of its
+    /// own partitions only, so a task that is far ahead never expires the windows of a task that was just assigned
+    /// and is behind.
+    pub fn watermark_of(&self, partition: i32) -> Option<i64> {
+        self.task_watermarks.get(&partition).copied().flatten()
+    }
+
+    /// Sends a value to output `output` (index into the operator's outputs), partitioned by key.
+    pub fn emit(
+        &mut self,
+        output: usize,
+        key: &[u8],
+        value: &[u8],
+        timestamp_ms: i64,
+        correlation_id: &str,
+    ) {
+        let Some(topic) = self.emitter.outputs.get(output) else {
+            return;
+        };
+        let sent = self.emitter.transport.send(&Outgoing {
+            topic,
+            partition: None,
+            key,
+            value: Some(value),
+            timestamp_ms: Some(timestamp_ms),
+            headers: &[("correlation_id", Some(correlation_id.as_bytes()))],
+        });
+        match sent {
+            Ok(()) => self.emitter.sent_outputs[output] += 1,
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Sends `record` unchanged to `late.<topic>` with a reason: it arrived after its window's retention.
+    pub fn late(&mut self, record: &Record<'_>, reason: &str) {
+        if let Some(topic) = self.emitter.input_topics.get(record.input) {
+            *self.emitter.late.entry(topic.clone()).or_default() += 1;
+        }
+        self.redirect(record, "late", reason, "expired");
+    }
+
+    /// Sends `record` unchanged to `dlq.<topic>`: it failed with `error` (of class `class`).
+    pub(crate) fn dead_letter(&mut self, record: &Record<'_>, error: &str, class: &str) {
+        if let Some(source) = self.emitter.input_topics.get(record.input) {
+            *self
+                .emitter
+                .dead_letters
+                .entry((source.clone(), class.to_owned()))
+                .or_default() += 1;
+        }
+        self.redirect(record, "dlq", error, class);
+    }
+
+    fn redirect(&mut self, record: &Record<'_>, prefix: &str, message: &str, class: &str) {
+        let Some(source) = self.emitter.input_topics.get(record.input) else {
+            return;
+        };
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let now = self.now_ms.to_string();
+        let (class_key, reason_key) = if prefix == "dlq" {
+            ("dlq_error_class", "dlq_error_message")
+        } else {
+            ("late_class", "late_reason")
+        };
+        // Redirects are rare (bad or late records): one small vector of borrowed headers each is fine.
+        let mut headers: Vec<(&str, Option<&[u8]>)> = vec![
+            (class_key, Some(class.as_bytes())),
+            (reason_key, Some(message.as_bytes())),
+            ("source_topic", Some(source.as_bytes())),
+            ("source_partition", Some(partition.as_bytes())),
+            ("source_offset", Some(offset.as_bytes())),
+            ("redirected_at", Some(now.as_bytes())),
+            // Several jobs read the same topics: each dead-letters a poison record it meets.
+            (
+                "redirected_by",
+                Some(self.emitter.application_id.as_bytes()),
+            ),
+            ("correlation_id", Some(record.correlation_id.as_bytes())),
+        ];
+        // The record's own headers (CloudEvents, content type, an earlier redrive's provenance) travel with it;
+        // the ones set above are not repeated.
+        headers.extend(record.headers.iter().filter(|(key, _)| {
+            !(*key == "correlation_id"
+                || *key == "redirected_at"
+                || *key == "redirected_by"
+                || key.starts_with("dlq_")
+                || key.starts_with("late_")
+                || key.starts_with("source_"))
+        }));
+        let topic = format!("{prefix}.{source}");
+        let sent = self.emitter.transport.send(&Outgoing {
+            topic: &topic,
+            partition: Some(record.partition),
+            key: record.key.unwrap_or_default(),
+            value: record.value,
+            timestamp_ms: record.timestamp_ms,
+            headers: &headers,
+        });
+        if let Err(e) = sent {
+            self.error.get_or_insert(e);
+        }
+    }
+}

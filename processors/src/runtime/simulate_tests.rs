@@ -1,0 +1,700 @@
+//! Simulations of the live operators over wire-encoded records, checked against hand computations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use adstream_schemas::events::{
+    avsc, AdClick, AdImpression, Campaign, CampaignStatus, CampaignTargets, Conversion,
+    ConversionType, Device, Objective, Placement, Platform,
+};
+use adstream_schemas::outputs::{
+    AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, CampaignAlert,
+    CampaignMetrics,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+use crate::attribution::models::RuleSettings;
+use crate::attribution::operator::{AttributionConfig, AttributionJob};
+use crate::attribution::repartition::{RepartitionConfig, TouchRepartition};
+use crate::campaign_metrics::operator::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use crate::runtime::{SchemaCache, TypedDecoder, WireEncoder};
+use crate::window::Lateness;
+
+const IMPRESSION_ID: u32 = 1;
+const CLICK_ID: u32 = 2;
+const CAMPAIGN_ID: u32 = 3;
+const CONVERSION_ID: u32 = 4;
+const HOURLY_ID: u32 = 11;
+const DAILY_ID: u32 = 12;
+const ALERT_ID: u32 = 13;
+const TOUCH_ID: u32 = 14;
+const ATTRIBUTED_ID: u32 = 15;
+const CREDIT_ID: u32 = 16;
+
+/// 2024-03-04T10:00:00Z.
+const T0: i64 = 1_709_546_400_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+/// Every schema of these tests under the ids above, without a registry.
+fn schemas() -> SchemaCache {
+    let mut cache = SchemaCache::offline();
+    for (id, text) in [
+        (IMPRESSION_ID, avsc::AD_IMPRESSION),
+        (CLICK_ID, avsc::AD_CLICK),
+        (CAMPAIGN_ID, avsc::CAMPAIGN),
+        (CONVERSION_ID, avsc::CONVERSION),
+        (HOURLY_ID, CampaignMetrics::SCHEMA),
+        (DAILY_ID, CampaignMetrics::SCHEMA),
+        (ALERT_ID, CampaignAlert::SCHEMA),
+        (TOUCH_ID, AttributionTouch::SCHEMA),
+        (ATTRIBUTED_ID, AttributedConversion::SCHEMA),
+        (CREDIT_ID, AttributionCredit::SCHEMA),
+    ] {
+        cache.insert(id, text).expect("schema parses");
+    }
+    cache
+}
+
+fn wire<T: Serialize>(schema: &str, id: u32, value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    WireEncoder::new(schema, id)
+        .expect("encoder")
+        .encode(value, &mut out)
+        .expect("encodes");
+    out
+}
+
+fn decode<T: DeserializeOwned>(full_name: &'static str, schema: &str, value: &[u8]) -> T {
+    TypedDecoder::new(full_name, schema)
+        .expect("decoder")
+        .decode(&mut schemas(), Some(value))
+        .expect("decodes")
+}
+
+/// A record of input `input` with CloudEvents and correlation headers, its offset set by [`numbered`].
+fn record(input: usize, partition: i32, time: i64, key: &str, value: Vec<u8>) -> SimulatedRecord {
+    let id = format!("{key}@{time}");
+    SimulatedRecord {
+        input,
+        partition,
+        offset: 0,
+        timestamp_ms: Some(time),
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value),
+        headers: vec![
+            ("ce_id".into(), id.clone().into_bytes()),
+            ("ce_type".into(), b"io.adstream.test".to_vec()),
+            ("correlation_id".into(), format!("corr-{id}").into_bytes()),
+        ],
+        correlation_id: format!("corr-{id}"),
+    }
+}
+
+/// Offsets in order per (input, partition).
+fn numbered(mut records: Vec<SimulatedRecord>) -> Vec<SimulatedRecord> {
+    let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for record in &mut records {
+        let offset = next.entry((record.input, record.partition)).or_default();
+        record.offset = *offset;
+        *offset += 1;
+    }
+    records
+}
+
+fn impression(
+    partition: i32,
+    campaign: &str,
+    user: &str,
+    time: i64,
+    cost_micros: i64,
+) -> SimulatedRecord {
+    let value = AdImpression {
+        event_id: format!("imp-{campaign}-{time}"),
+        event_time: time,
+        platform: Platform::Meta,
+        account_id: "acct-1".into(),
+        campaign_id: campaign.into(),
+        ad_group_id: "ag-1".into(),
+        creative_id: format!("cr-{campaign}"),
+        user_id: Some(user.into()),
+        placement: Placement::Feed,
+        device: Device::Mobile,
+        cost_micros,
+        currency: "EUR".into(),
+    };
+    record(
+        0,
+        partition,
+        time,
+        campaign,
+        wire(avsc::AD_IMPRESSION, IMPRESSION_ID, &value),
+    )
+}
+
+fn click(
+    partition: i32,
+    campaign: &str,
+    user: &str,
+    time: i64,
+    cost_micros: i64,
+) -> SimulatedRecord {
+    let value = AdClick {
+        event_id: format!("clk-{campaign}-{time}"),
+        event_time: time,
+        platform: Platform::Meta,
+        account_id: "acct-1".into(),
+        campaign_id: campaign.into(),
+        ad_group_id: "ag-1".into(),
+        creative_id: format!("cr-{campaign}"),
+        user_id: Some(user.into()),
+        impression_id: None,
+        device: Device::Mobile,
+        cost_micros,
+        currency: "EUR".into(),
+    };
+    record(
+        1,
+        partition,
+        time,
+        campaign,
+        wire(avsc::AD_CLICK, CLICK_ID, &value),
+    )
+}
+
+fn campaign(partition: i32, campaign_id: &str, time_zone: &str) -> SimulatedRecord {
+    let value = Campaign {
+        campaign_id: campaign_id.into(),
+        platform: Platform::Meta,
+        account_id: "acct-1".into(),
+        name: campaign_id.into(),
+        objective: Objective::Traffic,
+        status: CampaignStatus::Active,
+        currency: "EUR".into(),
+        daily_budget_micros: None,
+        lifetime_budget_micros: None,
+        start_time: T0 - 86_400_000,
+        end_time: None,
+        time_zone: time_zone.into(),
+        targets: CampaignTargets::default(),
+        updated_at: T0 - 86_400_000,
+    };
+    let mut table = record(
+        2,
+        partition,
+        T0 - 86_400_000,
+        campaign_id,
+        wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value),
+    );
+    table.headers.clear();
+    table
+}
+
+fn metrics_job() -> Box<dyn crate::runtime::Operator> {
+    Box::new(
+        CampaignMetricsJob::new(CampaignMetricsConfig {
+            impressions: "ads.impressions".into(),
+            clicks: "ads.clicks".into(),
+            campaigns: "ads.campaigns".into(),
+            hourly: "metrics.campaign.hourly".into(),
+            daily: "metrics.campaign.daily".into(),
+            alerts: "alerts.campaign".into(),
+            credits: None,
+            attribution_model: AttributionModel::LastTouch,
+            lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3600))
+                .expect("lateness"),
+            emit: EmitMode::Updating,
+        })
+        .expect("job"),
+    )
+}
+
+fn metrics_options() -> SimulateOptions {
+    SimulateOptions::new("metrics-sim", 2, vec![HOURLY_ID, DAILY_ID, ALERT_ID])
+}
+
+/// Campaign c-a (Asia/Kolkata, UTC+05:30: its hours start at :30 UTC) on partition 0, c-b (UTC) on partition 1; one
+/// impression of c-a five hours later moves task 0 far past the first hours, then a c-a impression of the first hour
+/// arrives: past its retention.
+fn metrics_input() -> Vec<SimulatedRecord> {
+    let mut records = vec![
+        impression(0, "c-a", "u-1", T0 + MINUTE, 1_000),
+        impression(0, "c-a", "u-2", T0 + 2 * MINUTE, 1_000),
+        click(0, "c-a", "u-1", T0 + 5 * MINUTE, 50_000),
+        impression(0, "c-a", "u-3", T0 + 40 * MINUTE, 2_000),
+        impression(1, "c-b", "u-4", T0 + 3 * MINUTE, 500),
+        impression(1, "c-b", "u-5", T0 + 70 * MINUTE, 500),
+        click(1, "c-b", "u-5", T0 + 71 * MINUTE, 30_000),
+        impression(0, "c-a", "u-6", T0 + 5 * HOUR, 4_000),
+        impression(1, "c-b", "u-7", T0 + 5 * HOUR + MINUTE, 700),
+    ];
+    records = interleave_by_timestamp(numbered(records));
+    // Last in partition 0's offsets, after the 5 h impression: it arrives once the watermark moved on.
+    records.push(impression(0, "c-a", "u-8", T0 + 10 * MINUTE, 9_000));
+    let mut input = vec![
+        campaign(0, "c-a", "Asia/Kolkata"),
+        campaign(1, "c-b", "UTC"),
+    ];
+    input.extend(records);
+    numbered(input)
+}
+
+/// Latest row per key of a metrics topic, decoded.
+fn rows(simulation: &Simulation, topic: &str) -> BTreeMap<String, CampaignMetrics> {
+    simulation
+        .compacted(topic)
+        .into_iter()
+        .map(|(key, value)| {
+            (
+                String::from_utf8(key).expect("utf-8 key"),
+                decode(CampaignMetrics::FULL_NAME, CampaignMetrics::SCHEMA, &value),
+            )
+        })
+        .collect()
+}
+
+/// (impressions, clicks, spend, ctr, cpc) of a row.
+fn figures(row: &CampaignMetrics) -> (i64, i64, i64, Option<f64>, Option<f64>) {
+    (
+        row.impressions,
+        row.clicks,
+        row.spend_micros,
+        row.ctr,
+        row.cpc_micros,
+    )
+}
+
+#[test]
+fn campaign_metrics_match_a_hand_computation() {
+    let simulation = simulate(
+        metrics_job(),
+        schemas(),
+        metrics_input(),
+        &metrics_options(),
+    )
+    .expect("runs");
+    let hourly = rows(&simulation, "metrics.campaign.hourly");
+    let by_window: BTreeMap<(String, i64, i64), _> = hourly
+        .values()
+        .map(|r| {
+            (
+                (r.campaign_id.clone(), r.window_start, r.window_end),
+                figures(r),
+            )
+        })
+        .collect();
+    let half = 30 * MINUTE;
+    let expected: BTreeMap<(String, i64, i64), _> = [
+        // c-a, 15:00-16:00 IST: two impressions (1 000 each) and the 50 000 click; CTR 1/2, CPC 52 000.
+        (
+            ("c-a".into(), T0 - half, T0 + half),
+            (2, 1, 52_000, Some(0.5), Some(52_000.0)),
+        ),
+        // c-a, 16:00-17:00 IST: the 2 000 impression at 10:40Z.
+        (
+            ("c-a".into(), T0 + half, T0 + HOUR + half),
+            (1, 0, 2_000, Some(0.0), None),
+        ),
+        (
+            ("c-a".into(), T0 + 4 * HOUR + half, T0 + 5 * HOUR + half),
+            (1, 0, 4_000, Some(0.0), None),
+        ),
+        // c-b, 10:00-11:00Z and 11:00-12:00Z.
+        (("c-b".into(), T0, T0 + HOUR), (1, 0, 500, Some(0.0), None)),
+        (
+            ("c-b".into(), T0 + HOUR, T0 + 2 * HOUR),
+            (1, 1, 30_500, Some(1.0), Some(30_500.0)),
+        ),
+        (
+            ("c-b".into(), T0 + 5 * HOUR, T0 + 6 * HOUR),
+            (1, 0, 700, Some(0.0), None),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_window, expected);
+    // The first hours were final (grace 10 min) when the watermark passed 5 h; the last ones are not.
+    for row in hourly.values() {
+        assert_eq!(row.is_final, row.window_end <= T0 + 4 * HOUR, "{row:?}");
+    }
+
+    let daily = rows(&simulation, "metrics.campaign.daily");
+    let days: BTreeMap<(String, i64), _> = daily
+        .values()
+        .map(|r| ((r.campaign_id.clone(), r.window_start), figures(r)))
+        .collect();
+    // The Kolkata day of 2024-03-04 starts 2024-03-03T18:30Z.
+    let day = T0 - 10 * HOUR;
+    let expected_days: BTreeMap<(String, i64), _> = [
+        (
+            ("c-a".into(), day - 5 * HOUR - half),
+            (4, 1, 58_000, Some(0.25), Some(58_000.0)),
+        ),
+        (
+            ("c-b".into(), day),
+            (3, 1, 31_700, Some(1.0 / 3.0), Some(31_700.0)),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(days, expected_days);
+    assert_eq!(simulation.bootstrapped, 2, "both campaigns bootstrapped");
+    assert!(
+        simulation
+            .changelog
+            .contains_key("metrics-sim-windows-changelog"),
+        "{:?}",
+        simulation.changelog
+    );
+    assert_eq!(
+        simulation.task_watermarks,
+        BTreeMap::from([(0, Some(T0 + 5 * HOUR)), (1, Some(T0 + 5 * HOUR + MINUTE))])
+    );
+}
+
+#[test]
+fn a_record_past_retention_is_captured_on_the_late_topic_with_the_live_headers() {
+    let simulation = simulate(
+        metrics_job(),
+        schemas(),
+        metrics_input(),
+        &metrics_options(),
+    )
+    .expect("runs");
+    let late = simulation.topic("late.ads.impressions");
+    assert_eq!(late.len(), 1, "{late:?}");
+    let late = &late[0];
+    let input = metrics_input();
+    let original = input
+        .iter()
+        .find(|r| r.timestamp_ms == Some(T0 + 10 * MINUTE))
+        .expect("the late impression");
+    assert_eq!(late.partition, Some(0));
+    assert_eq!(Some(late.key.clone()), original.key);
+    assert_eq!(late.value, original.value);
+    assert_eq!(late.timestamp_ms, original.timestamp_ms);
+    let headers: Vec<(&str, String)> = late
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let keys: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "late_class",
+            "late_reason",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            "redirected_at",
+            "redirected_by",
+            "correlation_id",
+            "ce_id",
+            "ce_type"
+        ]
+    );
+    let value = |key: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .expect("header")
+    };
+    assert_eq!(value("late_class"), "expired");
+    assert!(
+        value("late_reason").contains("past the retention"),
+        "{}",
+        value("late_reason")
+    );
+    assert_eq!(value("source_topic"), "ads.impressions");
+    assert_eq!(value("source_partition"), "0");
+    assert_eq!(value("source_offset"), original.offset.to_string());
+    // The simulation's clock: the latest event time read, not the wall clock.
+    assert_eq!(value("redirected_at"), (T0 + 5 * HOUR + MINUTE).to_string());
+    assert_eq!(value("redirected_by"), "metrics-sim");
+    assert_eq!(value("correlation_id"), original.correlation_id);
+    assert_eq!(
+        simulation.late,
+        BTreeMap::from([("ads.impressions".into(), 1)])
+    );
+    // The late impression touched no window: c-a's first hour still has its two.
+    let hourly = rows(&simulation, "metrics.campaign.hourly");
+    assert!(hourly.values().any(|r| r.campaign_id == "c-a"
+        && r.window_start == T0 - 30 * MINUTE
+        && r.impressions == 2));
+}
+
+#[test]
+fn two_partition_interleavings_give_the_same_compacted_output() {
+    let by_time = metrics_input();
+    // Partition 1 read as if its consumer lagged 20 s behind partition 0 (each partition keeps its order).
+    let (tables, streams): (Vec<_>, Vec<_>) = by_time.iter().cloned().partition(|r| r.input == 2);
+    const LAG_MS: i64 = 20_000;
+    let shift = |records: Vec<SimulatedRecord>, by: i64| -> Vec<SimulatedRecord> {
+        records
+            .into_iter()
+            .map(|mut r| {
+                if r.partition == 1 {
+                    r.timestamp_ms = r.timestamp_ms.map(|t| t + by);
+                }
+                r
+            })
+            .collect()
+    };
+    let lagging = shift(
+        interleave_by_timestamp(shift(streams.clone(), LAG_MS)),
+        -LAG_MS,
+    );
+    // Both keep each partition's own order.
+    let order = |records: &[SimulatedRecord]| {
+        let mut per_partition: BTreeMap<(usize, i32), Vec<i64>> = BTreeMap::new();
+        for r in records {
+            per_partition
+                .entry((r.input, r.partition))
+                .or_default()
+                .push(r.offset);
+        }
+        per_partition
+    };
+    assert_eq!(order(&lagging), order(&streams));
+    assert_ne!(
+        lagging.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        streams.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        "the interleavings differ"
+    );
+    let mut lagging_input = tables;
+    lagging_input.extend(lagging);
+    let mut options = metrics_options();
+    options.commit_every_ms = Some(1000);
+    options.commit_every_records = Some(3);
+    let first = simulate(metrics_job(), schemas(), by_time, &options).expect("runs");
+    let second = simulate(metrics_job(), schemas(), lagging_input, &options).expect("runs");
+    for topic in ["metrics.campaign.hourly", "metrics.campaign.daily"] {
+        // Revision and emission time record the run's commit schedule, not the data.
+        let normalized = |simulation: &Simulation| {
+            rows(simulation, topic)
+                .into_iter()
+                .map(|(key, mut row)| {
+                    row.revision = 0;
+                    row.emitted_at = 0;
+                    (key, row)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(normalized(&first), normalized(&second), "{topic}");
+        assert!(!normalized(&first).is_empty());
+    }
+    // The same late record, redirected at the clock of the moment it was read.
+    let late = |simulation: &Simulation| {
+        let mut records = simulation.topic("late.ads.impressions").to_vec();
+        for record in &mut records {
+            record.headers.retain(|(key, _)| key != "redirected_at");
+        }
+        records
+    };
+    assert_eq!(late(&first), late(&second));
+    assert_eq!(late(&first).len(), 1);
+}
+
+/// Stage 1 (impressions and clicks by campaign → touches by user) on 2 partitions, its captured output fed with
+/// the conversions to stage 2 (attribution) on 2 partitions.
+#[test]
+fn attribution_credits_a_conversion_to_the_touch_before_it_through_the_captured_repartition() {
+    const PARTITIONS: i32 = 2;
+    let user = "u-42";
+    let user_partition = kafka_partition(user.as_bytes(), PARTITIONS);
+    // The user saw c-a (partition 0) at +10 min, clicked c-b (partition 1) at +20 min, converted at +30 min, then
+    // saw c-c at +40 min. Later traffic of other users moves both stage-1 tasks to +3 h.
+    let events = numbered(vec![
+        impression(0, "c-a", user, T0 + 10 * MINUTE, 1_000),
+        click(1, "c-b", user, T0 + 20 * MINUTE, 40_000),
+        impression(0, "c-c", user, T0 + 40 * MINUTE, 1_000),
+        impression(0, "c-a", "u-1", T0 + 3 * HOUR, 1_000),
+        click(1, "c-b", "u-2", T0 + 3 * HOUR, 40_000),
+    ]);
+    let repartition = TouchRepartition::new(RepartitionConfig {
+        impressions: "ads.impressions".into(),
+        clicks: "ads.clicks".into(),
+        touches: "attr-touches".into(),
+        partitions: PARTITIONS,
+    })
+    .expect("stage 1");
+    let stage1 = simulate(
+        Box::new(repartition),
+        schemas(),
+        interleave_by_timestamp(events),
+        &SimulateOptions::new("attr-repartition", PARTITIONS, vec![TOUCH_ID]),
+    )
+    .expect("stage 1 runs");
+    let touches = stage1.as_input("attr-touches", 0, PARTITIONS);
+    let markers = touches.iter().filter(|r| r.value.is_none()).count();
+    assert!(markers > 0, "stage 1 announced its watermarks");
+    assert!(touches
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(user.as_bytes()))
+        .all(|r| r.partition == user_partition));
+
+    let conversion = |id: &str, user: &str, time: i64| {
+        let value = Conversion {
+            conversion_id: id.into(),
+            event_time: time,
+            user_id: user.into(),
+            conversion_type: ConversionType::Purchase,
+            value_micros: 10_000_000,
+            currency: "EUR".into(),
+        };
+        record(
+            1,
+            kafka_partition(user.as_bytes(), PARTITIONS),
+            time,
+            user,
+            wire(avsc::CONVERSION, CONVERSION_ID, &value),
+        )
+    };
+    // A conversion of a user without touches, long after: the run's clock ends there, so a conversion attributed
+    // only at the end of input would say so in its attributed_at.
+    let mut input = touches;
+    input.extend(numbered(vec![
+        conversion("conv-1", user, T0 + 30 * MINUTE),
+        conversion("conv-2", "u-nobody", T0 + 6 * HOUR),
+    ]));
+    let attribution = AttributionJob::new(AttributionConfig {
+        touches: "attr-touches".into(),
+        conversions: "ads.conversions".into(),
+        partitions: PARTITIONS,
+        attributed: "attribution.conversions".into(),
+        credits: "attribution.credits".into(),
+        lookback_ms: 7 * 24 * HOUR,
+        grace_ms: 10 * MINUTE,
+        retention_ms: 24 * HOUR,
+        settings: RuleSettings::default(),
+    })
+    .expect("stage 2");
+    let stage2 = simulate(
+        Box::new(attribution),
+        schemas(),
+        interleave_by_timestamp(input),
+        &SimulateOptions::new(
+            "attr-attribution",
+            PARTITIONS,
+            vec![ATTRIBUTED_ID, CREDIT_ID],
+        ),
+    )
+    .expect("stage 2 runs");
+    assert!(stage2.markers > 0, "stage 2 read stage 1's markers");
+
+    let attributed = stage2.compacted("attribution.conversions");
+    let conv: AttributedConversion = decode(
+        AttributedConversion::FULL_NAME,
+        AttributedConversion::SCHEMA,
+        attributed
+            .get(b"conv-1".as_slice())
+            .expect("conv-1 attributed"),
+    );
+    let touched: Vec<(&str, i64)> = conv
+        .touchpoints
+        .iter()
+        .map(|t| (t.campaign_id.as_str(), t.event_time))
+        .collect();
+    assert_eq!(
+        touched,
+        [("c-a", T0 + 10 * MINUTE), ("c-b", T0 + 20 * MINUTE)],
+        "the touches before the conversion, not the one after"
+    );
+    // Attributed at a commit once stage 1's markers moved the watermark past +40 min, not at the end of input.
+    assert!(
+        conv.attributed_at < T0 + 6 * HOUR,
+        "attributed at {} (end of input at {})",
+        conv.attributed_at,
+        T0 + 6 * HOUR
+    );
+
+    let credits: Vec<AttributionCredit> = stage2
+        .topic("attribution.credits")
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| decode(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA, v))
+        .filter(|c: &AttributionCredit| c.conversion_id == "conv-1")
+        .collect();
+    let shares = |model: AttributionModel| {
+        let mut by_campaign: Vec<(String, f64)> = credits
+            .iter()
+            .filter(|c| c.model == model)
+            .map(|c| (c.campaign_id.clone(), c.conversions))
+            .collect();
+        by_campaign.sort_by(|a, b| a.0.cmp(&b.0));
+        by_campaign
+    };
+    assert_eq!(
+        shares(AttributionModel::LastTouch),
+        [("c-b".to_owned(), 1.0)]
+    );
+    assert_eq!(
+        shares(AttributionModel::FirstTouch),
+        [("c-a".to_owned(), 1.0)]
+    );
+    assert_eq!(
+        shares(AttributionModel::Linear),
+        [("c-a".to_owned(), 0.5), ("c-b".to_owned(), 0.5)]
+    );
+    // Stage 2 announces its own progress on the credits topic, for campaign-metrics.
+    assert!(stage2.topic("attribution.credits").iter().any(|r| {
+        r.value.is_none()
+            && r.headers
+                .iter()
+                .any(|(k, v)| k == "adstream_watermark_tasks" && v == b"2")
+    }));
+}
+
+#[test]
+fn kafka_partition_is_librdkafkas_murmur2_partitioner() {
+    for key in [
+        &b""[..],
+        b"a",
+        b"ab",
+        b"abc",
+        b"u-42",
+        b"21",
+        b"foobar",
+        b"a-little-bit-long-string",
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+    ] {
+        for partitions in [1, 2, 3, 12] {
+            // SAFETY: the murmur2 partitioner reads only `key` (keylen bytes); the topic and opaques are unused.
+            let reference = unsafe {
+                rdkafka::bindings::rd_kafka_msg_partitioner_murmur2(
+                    std::ptr::null(),
+                    key.as_ptr().cast(),
+                    key.len(),
+                    partitions,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(
+                kafka_partition(key, partitions),
+                reference,
+                "{key:?} % {partitions}"
+            );
+        }
+    }
+    // Kafka's own test vectors (UtilsTest.testMurmur2), for the raw hash.
+    assert_eq!(murmur2(b"21"), -973_932_308);
+    assert_eq!(murmur2(b"foobar"), -790_332_482);
+    assert_eq!(murmur2(b"abc"), 479_470_107);
+}
+
+#[test]
+fn an_operator_input_that_does_not_exist_is_an_error() {
+    let mut bad = impression(0, "c-a", "u-1", T0, 1);
+    bad.input = 7;
+    let error = simulate(metrics_job(), schemas(), vec![bad], &metrics_options())
+        .expect_err("input 7 does not exist");
+    assert!(
+        matches!(error, SimulateError::Record { index: 0, .. }),
+        "{error}"
+    );
+}

@@ -1,0 +1,408 @@
+//! Kafka and the schema registry as the query engine sees them: topic metadata, offsets for times, offset ranges
+//! read partition by partition, and writer schemas by id.
+//!
+//! Everything here blocks (librdkafka calls); async callers run it on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adstream_schemas::client::RegistryClient;
+use apache_avro::Schema;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::QueryError;
+
+/// How long a metadata request may take before the query fails.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// A partition read that makes no progress for this long fails the query rather than hanging it.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Records of one partition between two offsets: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// Partition number.
+    pub partition: i32,
+    /// First offset to read.
+    pub start: i64,
+    /// One past the last offset to read.
+    pub end: i64,
+}
+
+impl PartitionRange {
+    /// Offsets in the range (an upper bound on its records: transaction markers and aborted records take
+    /// offsets too).
+    pub fn len(&self) -> u64 {
+        (self.end - self.start).max(0) as u64
+    }
+
+    /// Whether the range holds no offsets.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// Shared counters of a query's reads, for progress output and for tests that check what a query fetched.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Offsets the running scans planned to read.
+    pub planned: AtomicU64,
+    /// Records fetched from Kafka so far.
+    pub fetched: AtomicU64,
+}
+
+impl ScanProgress {
+    /// (fetched, planned) now.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.fetched.load(Ordering::Relaxed),
+            self.planned.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A consumer context that keeps librdkafka's end-of-partition notices out of the logs.
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)
+                | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+/// Kafka and the registry, shared by every table of a session.
+pub struct KafkaSource {
+    config: ClientConfig,
+    registry: RegistryClient,
+    /// Parsed writer schemas by id; leaked because there are few and datum readers borrow them for 'static.
+    writers: Mutex<HashMap<u32, &'static Schema>>,
+    /// How far behind a partition's newest timestamp a record may be written: time-range reads go this far past
+    /// the range's end so that late records (whose timestamps lie inside the range) are found.
+    max_lateness_ms: i64,
+    progress: Arc<ScanProgress>,
+}
+
+impl KafkaSource {
+    /// A source reading with the base client `config` (bootstrap servers, security) and the registry at
+    /// `registry_url`. Reads are `read_committed`: aborted transactions of the processors are never seen.
+    pub fn new(config: ClientConfig, registry_url: &str) -> Result<KafkaSource, QueryError> {
+        let registry = RegistryClient::new(registry_url).map_err(|e| QueryError::Registry {
+            subject: registry_url.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(KafkaSource {
+            config,
+            registry,
+            writers: Mutex::new(HashMap::new()),
+            max_lateness_ms: 24 * 3_600_000,
+            progress: Arc::new(ScanProgress::default()),
+        })
+    }
+
+    /// Sets how late (behind the newest timestamp of its partition) a record may be and still be found by a
+    /// time-range read. Default one day.
+    pub fn with_max_lateness(mut self, lateness: Duration) -> KafkaSource {
+        self.max_lateness_ms = lateness.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
+    /// The counters of this source's reads.
+    pub fn progress(&self) -> Arc<ScanProgress> {
+        self.progress.clone()
+    }
+
+    /// The registry client.
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// How late a record may be and still be found by a time-range read.
+    pub fn max_lateness_ms(&self) -> i64 {
+        self.max_lateness_ms
+    }
+
+    /// A consumer for metadata and reads (no group membership: partitions are assigned by hand, nothing is
+    /// committed).
+    pub fn consumer(&self) -> Result<BaseConsumer<QuietContext>, QueryError> {
+        let mut config = self.config.clone();
+        config
+            .set("group.id", "adstream-query")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            // Large fetches: scans read whole partitions.
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("queued.max.messages.kbytes", "131072");
+        config
+            .create_with_context(QuietContext)
+            .map_err(|e| QueryError::Kafka {
+                topic: String::new(),
+                message: format!("invalid client configuration: {e}"),
+            })
+    }
+
+    /// Partition count of `topic`.
+    pub fn partitions(&self, topic: &str) -> Result<i32, QueryError> {
+        let consumer = self.consumer()?;
+        partition_count(&consumer, topic)
+    }
+
+    /// Per partition of `topic`: the offsets to read for records with timestamps in `[from_ms, to_ms)` (either
+    /// bound open when None), restricted to `partitions` when given.
+    ///
+    /// The start is exact: Kafka's offset for a time is the first record (in log order) whose timestamp is at or
+    /// after it, so no earlier offset holds a record of the range. The end is the offset for `to_ms` plus the
+    /// source's maximum lateness, so that records written late, after newer ones, are still read; the scan filters
+    /// rows by timestamp afterwards.
+    pub fn plan_ranges(
+        &self,
+        topic: &str,
+        partitions: Option<&[i32]>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> Result<Vec<PartitionRange>, QueryError> {
+        let consumer = self.consumer()?;
+        let count = partition_count(&consumer, topic)?;
+        let chosen: Vec<i32> = match partitions {
+            Some(list) => list
+                .iter()
+                .copied()
+                .filter(|p| *p >= 0 && *p < count)
+                .collect(),
+            None => (0..count).collect(),
+        };
+        let kafka = |e: KafkaError| QueryError::Kafka {
+            topic: topic.to_owned(),
+            message: e.to_string(),
+        };
+        let mut ranges = Vec::with_capacity(chosen.len());
+        let mut ends = Vec::with_capacity(chosen.len());
+        for &partition in &chosen {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+                .map_err(kafka)?;
+            ranges.push(PartitionRange {
+                partition,
+                start: low,
+                end: high,
+            });
+            ends.push(high);
+        }
+        let offsets_for = |time: i64| -> Result<Vec<Option<i64>>, QueryError> {
+            let mut list = TopicPartitionList::new();
+            for &partition in &chosen {
+                list.add_partition_offset(topic, partition, Offset::Offset(time))
+                    .map_err(kafka)?;
+            }
+            let answer = consumer
+                .offsets_for_times(list, METADATA_TIMEOUT)
+                .map_err(kafka)?;
+            Ok(chosen
+                .iter()
+                .map(|&partition| {
+                    answer
+                        .find_partition(topic, partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            // No record at or after the time.
+                            _ => None,
+                        })
+                })
+                .collect())
+        };
+        if let Some(from) = from_ms {
+            for (range, offset) in ranges.iter_mut().zip(offsets_for(from)?) {
+                range.start = offset.unwrap_or(range.end).max(range.start);
+            }
+        }
+        if let Some(to) = to_ms {
+            let padded = to.saturating_add(self.max_lateness_ms);
+            for (range, offset) in ranges.iter_mut().zip(offsets_for(padded)?) {
+                if let Some(offset) = offset {
+                    range.end = offset.min(range.end);
+                }
+            }
+        }
+        for range in &mut ranges {
+            range.end = range.end.max(range.start);
+        }
+        Ok(ranges)
+    }
+
+    /// Reads `range` of `topic` in order, handing batches of up to `batch_size` messages to `on_batch`; stops
+    /// early when `on_batch` returns false. Records past the range's end (or the partition's readable end, for a
+    /// partition with open transactions) are not read.
+    pub fn read_range(
+        &self,
+        topic: &str,
+        range: PartitionRange,
+        batch_size: usize,
+        mut on_batch: impl FnMut(&[BorrowedMessage<'_>]) -> Result<bool, QueryError>,
+    ) -> Result<(), QueryError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let kafka = |e: KafkaError| QueryError::Kafka {
+            topic: topic.to_owned(),
+            message: format!("partition {}: {e}", range.partition),
+        };
+        let consumer = self.consumer()?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, range.partition, Offset::Offset(range.start))
+            .map_err(kafka)?;
+        consumer.assign(&list).map_err(kafka)?;
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(batch_size);
+        let mut last_progress = std::time::Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if !batch.is_empty() {
+                        self.hand_over(&mut batch, &mut on_batch)?;
+                    }
+                    if last_progress.elapsed() > STALL_TIMEOUT {
+                        return Err(QueryError::Kafka {
+                            topic: topic.to_owned(),
+                            message: format!(
+                                "partition {}: no record for {} s while reading offsets {}..{}",
+                                range.partition,
+                                STALL_TIMEOUT.as_secs(),
+                                range.start,
+                                range.end
+                            ),
+                        });
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(kafka(e)),
+                Some(Ok(message)) => {
+                    last_progress = std::time::Instant::now();
+                    let offset = message.offset();
+                    if offset >= range.end {
+                        break;
+                    }
+                    batch.push(message);
+                    let last = offset + 1 >= range.end;
+                    if batch.len() >= batch_size || last {
+                        if !self.hand_over(&mut batch, &mut on_batch)? {
+                            return Ok(());
+                        }
+                        if last {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.hand_over(&mut batch, &mut on_batch)?;
+        }
+        Ok(())
+    }
+
+    fn hand_over<'c>(
+        &self,
+        batch: &mut Vec<BorrowedMessage<'c>>,
+        on_batch: &mut impl FnMut(&[BorrowedMessage<'c>]) -> Result<bool, QueryError>,
+    ) -> Result<bool, QueryError> {
+        self.progress
+            .fetched
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let more = on_batch(batch)?;
+        batch.clear();
+        Ok(more)
+    }
+
+    /// The writer schema registered under `id`, parsed (fetched once per id).
+    pub fn writer_schema(&self, id: u32) -> Result<&'static Schema, QueryError> {
+        if let Some(schema) = self.writers.lock().ok().and_then(|w| w.get(&id).copied()) {
+            return Ok(schema);
+        }
+        let registry = self.registry.clone();
+        let text = block_on(async move { registry.schema_by_id(id).await })
+            .map_err(|message| QueryError::Registry {
+                subject: format!("schema id {id}"),
+                message,
+            })?
+            .ok_or_else(|| QueryError::Registry {
+                subject: format!("schema id {id}"),
+                message: "unknown to the registry".to_owned(),
+            })?;
+        let schema = Schema::parse_str(&text).map_err(|e| QueryError::Registry {
+            subject: format!("schema id {id}"),
+            message: format!("does not parse: {e}"),
+        })?;
+        let schema: &'static Schema = Box::leak(Box::new(schema));
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.insert(id, schema);
+        }
+        Ok(schema)
+    }
+
+    /// The latest schema registered under `subject`, parsed, with its id.
+    pub fn latest_schema(&self, subject: &str) -> Result<(u32, Schema), QueryError> {
+        let registry = self.registry.clone();
+        let owned = subject.to_owned();
+        let registered = block_on(async move { registry.latest(&owned).await })
+            .map_err(|message| QueryError::Registry {
+                subject: subject.to_owned(),
+                message,
+            })?
+            .ok_or_else(|| QueryError::Registry {
+                subject: subject.to_owned(),
+                message: "no schema registered (run `adstream schemas register`)".to_owned(),
+            })?;
+        let schema = Schema::parse_str(&registered.schema).map_err(|e| QueryError::Registry {
+            subject: subject.to_owned(),
+            message: format!("does not parse: {e}"),
+        })?;
+        Ok((registered.id, schema))
+    }
+}
+
+/// Runs a registry call from blocking code, whether or not the thread belongs to a tokio runtime: on a thread of
+/// its own with a runtime of its own (calls are rare: schemas are cached per id).
+fn block_on<T: Send + 'static>(
+    future: impl std::future::Future<Output = Result<T, adstream_schemas::client::RegistryClientError>>
+        + Send
+        + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for a registry call: {e}"))
+            .and_then(|runtime| runtime.block_on(future).map_err(|e| e.to_string()))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the registry call panicked".to_owned()))
+}
+
+fn partition_count(consumer: &BaseConsumer<QuietContext>, topic: &str) -> Result<i32, QueryError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| QueryError::Kafka {
+            topic: topic.to_owned(),
+            message: format!("cannot reach Kafka: {e}"),
+        })?;
+    let topic_metadata = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| QueryError::NoSuchTopic(topic.to_owned()))?;
+    Ok(topic_metadata.partitions().len() as i32)
+}
