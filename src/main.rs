@@ -79,6 +79,19 @@ enum Command {
         #[command(flatten)]
         topology: TopologyArg,
     },
+    /// Re-produce (to another topic, with provenance headers) or write out (Parquet, CSV, JSON lines) a time
+    /// range of a topic's events, optionally of one event type or one key.
+    Replay {
+        #[command(flatten)]
+        args: cmd::replay::ReplayArgs,
+    },
+    /// One campaign's metrics as of a moment, rebuilt from history by re-running the campaign-metrics job.
+    State {
+        #[command(flatten)]
+        args: cmd::state::StateArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
     /// Record counts of every topology topic.
     Topics {
         #[command(flatten)]
@@ -310,6 +323,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
+        Command::Replay { args } => cmd::replay::run(&settings, args).await,
+        Command::State { args, topology } => {
+            cmd::state::run(&settings, &topology.load()?, args).await
+        }
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,
         Command::Topology(TopologyCommand::Describe { topology }) => {

@@ -10,6 +10,7 @@
 //!
 //! Anything else (including `OR` across these columns) is left to DataFusion.
 
+use adstream_processors::runtime::simulate::kafka_partition;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -293,68 +294,10 @@ fn classify(filter: &Expr) -> Option<Bound> {
 /// More partitions than any topic a query reads (Kafka's practical per-topic limit is far lower).
 const MAX_PARTITIONS: i32 = 100_000;
 
-/// The partition Kafka's default partitioner (Java `Utils.murmur2`, librdkafka `murmur2_random` for keyed
-/// records) gives `key` among `count` partitions.
-pub fn kafka_partition(key: &[u8], count: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) as i32) % count.max(1)
-}
-
-/// Kafka's 32-bit murmur2 (seed 0x9747b28c).
-pub fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let length = data.len();
-    let mut h: u32 = SEED ^ (length as u32);
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::prelude::{col, lit};
-
-    #[test]
-    fn murmur2_matches_kafkas_test_vectors() {
-        // From Kafka's UtilsTest.testMurmur2 (Java ints).
-        let cases: [(&str, i32); 6] = [
-            ("21", -973_932_308),
-            ("foobar", -790_332_482),
-            ("a-little-bit-long-string", -985_981_536),
-            ("a-little-bit-longer-string", -1_486_304_829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
-            ("abc", 479_470_107),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(murmur2(input.as_bytes()) as i32, expected, "{input}");
-        }
-    }
 
     fn ts(ms: i64) -> Expr {
         lit(ScalarValue::TimestampMillisecond(
@@ -432,6 +375,5 @@ mod tests {
         let b = bounds(&[col(KEY).eq(lit("foobar"))], false);
         // murmur2("foobar") = -790332482 → positive 1357151166 → % 4 = 2.
         assert_eq!(b.chosen_partitions(4), vec![2]);
-        assert_eq!(kafka_partition(b"foobar", 4), 2);
     }
 }

@@ -221,3 +221,20 @@ pub async fn write_results(
     }
     Ok(rows)
 }
+
+/// A moment on the command line: RFC 3339 (`2026-11-02T12:00:00Z`), a date (`2026-11-02`, midnight UTC) or
+/// epoch milliseconds.
+pub fn parse_instant(text: &str) -> Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
+            return Ok(midnight.and_utc().timestamp_millis());
+        }
+    }
+    bail!("{text:?} is not a time: give RFC 3339 (2026-11-02T12:00:00Z), a date (2026-11-02) or epoch milliseconds")
+}
