@@ -68,6 +68,9 @@ enum Command {
     /// Creative fatigue offline (no Kafka): evaluate the detector on generated traffic, fit a decay curve.
     #[command(subcommand)]
     Fatigue(cmd::fatigue::FatigueCommand),
+    /// SQL over the topics.
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
     /// per key or a stream's history, `history."<topic>"` every record.
     Sql {
@@ -194,6 +197,17 @@ enum AttributionCommand {
 }
 
 #[derive(Subcommand)]
+enum QueryCommand {
+    /// Serve the tables over the PostgreSQL wire protocol (psql, psycopg, BI tools), read-only, with a password.
+    Serve {
+        #[command(flatten)]
+        args: cmd::query::ServeArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopologyCommand {
     /// Create or alter topics so the cluster matches the topology file.
     Apply {
@@ -304,6 +318,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
+        Command::Query(QueryCommand::Serve { args, topology }) => {
+            cmd::query::serve(&settings, &topology.load()?, args, shutdown_signal()).await
+        }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
         Command::Replay { args } => cmd::replay::run(&settings, args).await,

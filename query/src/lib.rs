@@ -6,6 +6,7 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic, backtest
 //! results).
@@ -13,6 +14,7 @@
 pub mod avro_arrow;
 pub mod catalog;
 pub mod pushdown;
+pub mod server;
 pub mod source;
 pub mod table;
 

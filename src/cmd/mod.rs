@@ -6,6 +6,7 @@ pub mod fatigue;
 pub mod inspect;
 pub mod process;
 pub mod produce;
+pub mod query;
 pub mod replay;
 pub mod report;
 pub mod schemas;
