@@ -1417,7 +1417,13 @@ fn reset_peak_memory() {
 /// A full-history aggregate over impressions and clicks with `adstream_query`'s topic tables (read_committed,
 /// Avro decoded to Arrow), then a one-day time range to show what offsets for times save; prints rows/s beside the
 /// raw consume rate of the same topics and the phase's peak memory.
-fn sql_scan(kafka: &Kafka, registry_url: &str, inputs: &Inputs, raw_per_s: f64, ticks: f64) -> Result<()> {
+fn sql_scan(
+    kafka: &Kafka,
+    registry_url: &str,
+    inputs: &Inputs,
+    raw_per_s: f64,
+    ticks: f64,
+) -> Result<()> {
     use adstream_query::source::KafkaSource;
     use adstream_query::table::{TableMode, TopicTable};
     let source = Arc::new(KafkaSource::new(kafka.config.clone(), registry_url)?);

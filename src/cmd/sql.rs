@@ -144,6 +144,13 @@ pub async fn run(settings: &Settings, topology: &Topology, args: SqlArgs) -> Res
     }
     let source = open_source(settings, &args.scan)?;
     let ctx = open_session(&source, topology).await?;
+    // The same allow list as the Postgres-wire server: a clear refusal before anything is planned.
+    if let Err(refusal) = adstream_query::server::read_only::check_sql(&ctx, &args.query) {
+        bail!(
+            "cannot execute {}: adstream sql is read-only (SELECT, WITH, EXPLAIN and SHOW)",
+            refusal.kind
+        );
+    }
     let started = Instant::now();
     let progress = ProgressPrinter::start("scan", source.progress());
     let frame = ctx
