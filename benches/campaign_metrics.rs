@@ -1148,6 +1148,13 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         Ok((measured, records))
     })?;
 
+    // 2b. SQL over the same topics (the query crate's topic tables), against the raw rate just measured.
+    let raw_per_s = raw_records as f64 / raw.wall_s.max(1e-9);
+    tokio::task::block_in_place(|| sql_scan(kafka, &registry_url, &inputs, raw_per_s, ticks))?;
+    if std::env::var("ADSTREAM_BENCH_ONLY_SQL").is_ok() {
+        return Ok(());
+    }
+
     // 3. The job, exactly-once then at-least-once, each from the beginning.
     let run = format!(
         "{}-{}-{}",
@@ -1394,6 +1401,97 @@ fn changelog_state(kafka: &Kafka, changelog: &str, group: &str) -> Result<(usize
 
 /// Runs the attribution job (repartition stage, then attribution stage) and the creative-fatigue job over the
 /// bench's inputs, exactly-once, each to the end of its input; measures their state from their changelogs.
+/// Peak resident memory of this process since [`reset_peak_memory`] (`VmHWM`), in bytes.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident memory to the current one (Linux `clear_refs` 5), so a phase's peak is its own.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A full-history aggregate over impressions and clicks with `adstream_query`'s topic tables (read_committed,
+/// Avro decoded to Arrow), then a one-day time range to show what offsets for times save; prints rows/s beside the
+/// raw consume rate of the same topics and the phase's peak memory.
+fn sql_scan(
+    kafka: &Kafka,
+    registry_url: &str,
+    inputs: &Inputs,
+    raw_per_s: f64,
+    ticks: f64,
+) -> Result<()> {
+    use adstream_query::source::KafkaSource;
+    use adstream_query::table::{TableMode, TopicTable};
+    let source = Arc::new(KafkaSource::new(kafka.config.clone(), registry_url)?);
+    let ctx = datafusion::prelude::SessionContext::new();
+    for (name, topic) in [
+        ("impressions", &inputs.topics.impressions),
+        ("clicks", &inputs.topics.clicks),
+    ] {
+        let table = TopicTable::from_registry(source.clone(), topic, TableMode::History)?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    let handle = tokio::runtime::Handle::current();
+    let query = |sql: &str| -> Result<(Vec<datafusion::arrow::array::RecordBatch>, Measured, u64)> {
+        let before = source.progress().snapshot().0;
+        let meter = Meter::start(ticks);
+        let batches = handle.block_on(async { ctx.sql(sql).await?.collect().await })?;
+        let measured = meter.stop();
+        Ok((batches, measured, source.progress().snapshot().0 - before))
+    };
+    reset_peak_memory();
+    let base = peak_memory().unwrap_or(0);
+    let (batches, measured, fetched) = query(
+        "SELECT campaign_id, count(*) AS events, sum(cost_micros) AS spend FROM \
+         (SELECT campaign_id, cost_micros FROM impressions UNION ALL SELECT campaign_id, cost_micros FROM clicks) \
+         GROUP BY campaign_id",
+    )?;
+    let peak = peak_memory().unwrap_or(0);
+    let groups: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let rate = fetched as f64 / measured.wall_s.max(1e-9);
+    println!(
+        "sql full-history aggregate: {fetched} events -> {groups} campaigns in {:.1} s, {:.1} CPU-s: {:.0} rows/s \
+         ({:.0} rows/CPU-s), {:.2}x the raw consume rate ({:.0} records/s); peak memory {:.0} MB (+{:.0} MB over \
+         the process before the query)",
+        measured.wall_s,
+        measured.cpu_s,
+        rate,
+        fetched as f64 / measured.cpu_s.max(1e-9),
+        rate / raw_per_s.max(1e-9),
+        raw_per_s,
+        peak as f64 / 1e6,
+        peak.saturating_sub(base) as f64 / 1e6
+    );
+    // The generator's second day: offsets for times read that day plus the allowed lateness (one day).
+    let day = 86_400_000_i64;
+    let start = GeneratorConfig::default().start_ms + day;
+    let (batches, measured, fetched) = query(&format!(
+        "SELECT count(*) FROM impressions WHERE _timestamp >= to_timestamp_millis({start}) \
+         AND _timestamp < to_timestamp_millis({})",
+        start + day
+    ))?;
+    let rows = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0);
+    println!(
+        "sql one-day range: {rows} impressions counted, {fetched} records fetched of {} ({:.1} %), {:.1} s",
+        inputs.events,
+        100.0 * fetched as f64 / inputs.events.max(1) as f64,
+        measured.wall_s
+    );
+    Ok(())
+}
+
 async fn other_jobs(
     kafka: &Kafka,
     registry_url: &str,

@@ -68,6 +68,9 @@ enum Command {
     /// Creative fatigue offline (no Kafka): evaluate the detector on generated traffic, fit a decay curve.
     #[command(subcommand)]
     Fatigue(cmd::fatigue::FatigueCommand),
+    /// SQL over the topics.
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
     /// per key or a stream's history, `history."<topic>"` every record.
     Sql {
@@ -81,6 +84,19 @@ enum Command {
     Backtest {
         #[command(flatten)]
         args: cmd::backtest::BacktestArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// Re-produce (to another topic, with provenance headers) or write out (Parquet, CSV, JSON lines) a time
+    /// range of a topic's events, optionally of one event type or one key.
+    Replay {
+        #[command(flatten)]
+        args: cmd::replay::ReplayArgs,
+    },
+    /// One campaign's metrics as of a moment, rebuilt from history by re-running the campaign-metrics job.
+    State {
+        #[command(flatten)]
+        args: cmd::state::StateArgs,
         #[command(flatten)]
         topology: TopologyArg,
     },
@@ -185,6 +201,17 @@ enum AttributionCommand {
     Models {
         #[command(flatten)]
         args: cmd::attribution::ModelsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Serve the tables over the PostgreSQL wire protocol (psql, psycopg, BI tools), read-only, with a password.
+    Serve {
+        #[command(flatten)]
+        args: cmd::query::ServeArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
     },
 }
 
@@ -299,10 +326,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
+        Command::Query(QueryCommand::Serve { args, topology }) => {
+            cmd::query::serve(&settings, &topology.load()?, args, shutdown_signal()).await
+        }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,
         Command::Backtest { args, topology } => {
             cmd::backtest::run(&settings, &topology.load()?, args).await
+        }
+        Command::Replay { args } => cmd::replay::run(&settings, args).await,
+        Command::State { args, topology } => {
+            cmd::state::run(&settings, &topology.load()?, args).await
         }
         Command::Topics { topology } => cmd::inspect::topics(&settings, &topology.load()?),
         Command::Consume { topic, limit } => cmd::inspect::consume(&settings, &topic, limit).await,

@@ -7,6 +7,7 @@
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
 //! - `backtest`   — strategies replayed through the live operators over a period of history, compared.
+//! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic, backtest
 //! results).
@@ -15,6 +16,7 @@ pub mod avro_arrow;
 pub mod backtest;
 pub mod catalog;
 pub mod pushdown;
+pub mod server;
 pub mod source;
 pub mod table;
 

@@ -14,14 +14,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::process::{backtest_topics, parse_time};
-use super::sql::{open_source, ScanArgs};
+use super::process::backtest_topics;
+use super::sql::{open_source, parse_instant, ScanArgs};
 use crate::config::Settings;
 
 /// Arguments of `adstream backtest`.
 #[derive(Args)]
 pub struct BacktestArgs {
-    /// Start of the period (RFC 3339, or UTC epoch milliseconds), inclusive.
+    /// Start of the period (RFC 3339, a date for midnight UTC, or epoch milliseconds), inclusive.
     #[arg(long)]
     pub from: String,
     /// End of the period, exclusive.
@@ -55,8 +55,8 @@ pub struct BacktestArgs {
 
 /// Runs the backtest and prints the comparison.
 pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -> Result<()> {
-    let from_ms = parse_time(&args.from).context("--from")?;
-    let to_ms = parse_time(&args.to).context("--to")?;
+    let from_ms = parse_instant(&args.from).context("--from")?;
+    let to_ms = parse_instant(&args.to).context("--to")?;
     if to_ms <= from_ms {
         bail!("--to must be after --from");
     }

@@ -139,6 +139,14 @@ pub struct CampaignMetricsArgs {
     application_id: String,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    job: CampaignMetricsSettings,
+}
+
+/// What the campaign-metrics job computes, apart from how it runs: shared by `process campaign-metrics` and the
+/// commands that re-run it over history (`state`).
+#[derive(Args, Clone)]
+pub struct CampaignMetricsSettings {
     /// Grace period after a window's end (watermark time) before its row is final, in seconds.
     #[arg(long, default_value_t = defaults::DEFAULT_METRICS_GRACE_SECS)]
     grace_secs: u64,
@@ -260,20 +268,19 @@ fn topic_for(
     }
 }
 
-/// Runs the campaign-metrics job until `shutdown` resolves (or, with `--until-end`, until its inputs are read).
-pub async fn campaign_metrics(
-    settings: &Settings,
+/// The campaign-metrics job of processor `application_id` in `topology`, configured by `settings`.
+pub fn campaign_metrics_job(
     topology: &Topology,
-    args: CampaignMetricsArgs,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let processor = find_processor(topology, &args.application_id)?;
+    application_id: &str,
+    settings: &CampaignMetricsSettings,
+) -> Result<CampaignMetricsJob> {
+    let processor = find_processor(topology, application_id)?;
     let lateness = Lateness::new(
-        Duration::from_secs(args.grace_secs),
-        Duration::from_secs(args.retention_secs),
+        Duration::from_secs(settings.grace_secs),
+        Duration::from_secs(settings.retention_secs),
     )
     .context("invalid --grace-secs/--retention-secs")?;
-    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
+    CampaignMetricsJob::new(CampaignMetricsConfig {
         impressions: topic_for(
             topology,
             processor,
@@ -321,15 +328,24 @@ pub async fn campaign_metrics(
                 )
             })
             .transpose()?,
-        attribution_model: args.attribution_model.into(),
+        attribution_model: settings.attribution_model.into(),
         lateness,
-        emit: match args.emit {
+        emit: match settings.emit {
             Emit::Updating => EmitMode::Updating,
             Emit::Final => EmitMode::Final,
         },
     })
-    .map_err(|e| anyhow!("cannot build the job: {e}"))?;
+    .map_err(|e| anyhow!("cannot build the job: {e}"))
+}
 
+/// Runs the campaign-metrics job until `shutdown` resolves (or, with `--until-end`, until its inputs are read).
+pub async fn campaign_metrics(
+    settings: &Settings,
+    topology: &Topology,
+    args: CampaignMetricsArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let job = campaign_metrics_job(topology, &args.application_id, &args.job)?;
     let config = args.run.runtime_config(settings, &args.application_id);
     run_stages(
         vec![Stage {
@@ -504,16 +520,6 @@ pub fn backtest_topics(
         impressions,
         conversions,
     })
-}
-
-/// A time flag: RFC 3339 (`2024-03-04T00:00:00Z`) or UTC epoch milliseconds.
-pub fn parse_time(text: &str) -> Result<i64> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| anyhow!("'{text}' is neither RFC 3339 nor epoch milliseconds: {e}"))
 }
 
 /// A flag in hours as milliseconds; it must be a positive number.

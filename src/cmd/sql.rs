@@ -144,6 +144,13 @@ pub async fn run(settings: &Settings, topology: &Topology, args: SqlArgs) -> Res
     }
     let source = open_source(settings, &args.scan)?;
     let ctx = open_session(&source, topology).await?;
+    // The same allow list as the Postgres-wire server: a clear refusal before anything is planned.
+    if let Err(refusal) = adstream_query::server::read_only::check_sql(&ctx, &args.query) {
+        bail!(
+            "cannot execute {}: adstream sql is read-only (SELECT, WITH, EXPLAIN and SHOW)",
+            refusal.kind
+        );
+    }
     let started = Instant::now();
     let progress = ProgressPrinter::start("scan", source.progress());
     let frame = ctx
@@ -220,4 +227,21 @@ pub async fn write_results(
         }
     }
     Ok(rows)
+}
+
+/// A moment on the command line: RFC 3339 (`2026-11-02T12:00:00Z`), a date (`2026-11-02`, midnight UTC) or
+/// epoch milliseconds.
+pub fn parse_instant(text: &str) -> Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
+            return Ok(midnight.and_utc().timestamp_millis());
+        }
+    }
+    bail!("{text:?} is not a time: give RFC 3339 (2026-11-02T12:00:00Z), a date (2026-11-02) or epoch milliseconds")
 }

@@ -85,27 +85,36 @@ pub struct SimulatedRecord {
 }
 
 impl SimulatedRecord {
-    /// A record read from `topic` as input `input`, its correlation id named as the live driver names it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn read(
+    /// `message`, read from `topic`, as input `input`: its headers (a header without value as an empty one) and
+    /// its correlation id as the live driver names it.
+    pub fn from_message(
         input: usize,
         topic: &str,
-        partition: i32,
-        offset: i64,
-        timestamp_ms: Option<i64>,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
-        headers: Vec<(String, Vec<u8>)>,
+        message: &rdkafka::message::BorrowedMessage<'_>,
     ) -> SimulatedRecord {
-        let correlation_id =
-            correlation_id(RecordHeaders::Owned(&headers), topic, partition, offset).into_owned();
+        use rdkafka::message::{Headers, Message};
+        let headers: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let correlation_id = correlation_id(
+            RecordHeaders::Owned(&headers),
+            topic,
+            message.partition(),
+            message.offset(),
+        )
+        .into_owned();
         SimulatedRecord {
             input,
-            partition,
-            offset,
-            timestamp_ms,
-            key,
-            value,
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
             headers,
             correlation_id,
         }

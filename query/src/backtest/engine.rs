@@ -40,7 +40,6 @@ use adstream_schemas::outputs::{
     CampaignMetrics, CreativeFatigue, FatigueStatus as OutputStatus,
 };
 use chrono_tz::Tz;
-use rdkafka::message::Headers;
 use rdkafka::Message;
 
 use super::strategy::{PauseStatus, Strategy};
@@ -161,25 +160,7 @@ impl History {
                         {
                             continue;
                         }
-                        let headers = message
-                            .headers()
-                            .map(|headers| {
-                                headers
-                                    .iter()
-                                    .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        records.push(SimulatedRecord::read(
-                            input,
-                            topic,
-                            message.partition(),
-                            message.offset(),
-                            timestamp,
-                            message.key().map(<[u8]>::to_vec),
-                            message.payload().map(<[u8]>::to_vec),
-                            headers,
-                        ));
+                        records.push(SimulatedRecord::from_message(input, topic, message));
                     }
                     progress(batch.len() as u64, topic);
                     Ok(true)

@@ -1,0 +1,308 @@
+//! `adstream query serve`: a DataFusion [`SessionContext`] over the PostgreSQL wire protocol.
+//!
+//! Built on datafusion-postgres, with what its default server leaves out for a shared deployment: SCRAM-SHA-256
+//! password authentication for one configured user ([`auth`]), a read-only rule in front of every statement
+//! ([`read_only`]), Postgres' `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list
+//! and describe tables, and a `tracing` span per connection.
+
+pub mod auth;
+pub mod read_only;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::ScramAuth;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ConnectionManager, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
+    METADATA_USER,
+};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use self::auth::ScramUser;
+use self::read_only::{ReadOnlyHook, ReadOnlySession};
+
+/// What `serve` needs besides the tables.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Address to listen on; port 0 picks a free port (read it back with [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// The user name clients log in as; any other name is refused like a wrong password.
+    pub user: String,
+    /// That user's password, checked with SCRAM-SHA-256; an empty one is refused at start.
+    pub password: String,
+}
+
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No password configured: the server never accepts logins without one.
+    #[error("the SQL server needs a password for user '{user}'")]
+    NoPassword {
+        /// The configured user.
+        user: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// `pg_catalog` could not be installed in the session context.
+    #[error("cannot set up pg_catalog: {0}")]
+    Catalog(#[from] Box<DataFusionError>),
+}
+
+/// A bound server, not yet accepting connections.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    handlers: Arc<Handlers>,
+}
+
+impl Server {
+    /// Installs `pg_catalog` and `information_schema` in `ctx` and binds `options.listen`.
+    pub async fn bind(
+        ctx: Arc<SessionContext>,
+        options: ServeOptions,
+    ) -> Result<Self, ServerError> {
+        if options.password.is_empty() {
+            return Err(ServerError::NoPassword { user: options.user });
+        }
+        install_catalog(&ctx)?;
+        let listener =
+            TcpListener::bind(options.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: options.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            handlers: Arc::new(Handlers::new(ctx, &options)),
+        })
+    }
+
+    /// The address the server listens on (the actual port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Accepts connections until `shutdown` resolves, each served on its own task inside a `connection` span
+    /// with a connection id and the peer address.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut next_id: u64 = 0;
+        loop {
+            let (socket, peer) = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot accept a connection");
+                        // Out of file descriptors and the like last a while: pause rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            next_id += 1;
+            let span = tracing::info_span!("connection", id = next_id, %peer);
+            let handlers = self.handlers.clone();
+            tokio::spawn(
+                async move {
+                    tracing::info!("connected");
+                    match process_socket(socket, None, handlers).await {
+                        Ok(()) => tracing::info!("disconnected"),
+                        Err(error) => tracing::warn!(%error, "connection closed on an error"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// Binds and serves `ctx` until `shutdown` resolves.
+pub async fn serve(
+    ctx: Arc<SessionContext>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let server = Server::bind(ctx, options).await?;
+    tracing::info!(addr = %server.local_addr(), "SQL server listening");
+    server.run(shutdown).await;
+    Ok(())
+}
+
+fn install_catalog(ctx: &SessionContext) -> Result<(), ServerError> {
+    // Clients list tables through information_schema as much as through pg_catalog; DataFusion only serves it
+    // when enabled, and reads the flag at planning time, so enabling it on a live context works.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .catalog
+        .information_schema = true;
+    let catalog = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    setup_pg_catalog(ctx, &catalog, EmptyContextProvider)?;
+    Ok(())
+}
+
+/// The pgwire handlers: datafusion-postgres' session service behind the read-only checks, SCRAM at startup.
+struct Handlers {
+    session: Arc<ReadOnlySession>,
+    user: Arc<ScramUser>,
+    parameters: Arc<DefaultServerParameterProvider>,
+    connections: Arc<ConnectionManager>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    fn new(ctx: Arc<SessionContext>, options: &ServeOptions) -> Self {
+        // The read-only hook goes first: the built-in hooks answer SET/SHOW, transactions and cursors themselves,
+        // and DECLARE runs its query, so a write must be refused before any of them sees it.
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnlyHook),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let mut parameters = DefaultServerParameterProvider::default();
+        // Tell clients the truth at startup: tools read these to decide what to offer.
+        parameters.default_transaction_read_only = true;
+        parameters.is_superuser = false;
+        let connections = Arc::new(ConnectionManager::new());
+        Self {
+            session: Arc::new(ReadOnlySession::new(
+                ctx.clone(),
+                Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            )),
+            user: Arc::new(ScramUser::new(&options.user, &options.password)),
+            parameters: Arc::new(parameters),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            connections,
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        // A new handler per connection: pgwire asks once per connection, and the SASL handler holds that
+        // connection's SCRAM exchange.
+        let sasl = SASLAuthStartupHandler::new(self.parameters.clone())
+            .with_scram(ScramAuth::new(self.user.clone()))
+            .with_connection_manager(self.connections.clone());
+        Arc::new(LoggedStartup(sasl))
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LoggedErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Logs the successful end of authentication, which the SASL handler does silently.
+struct LoggedStartup<H>(H);
+
+#[async_trait]
+impl<H: StartupHandler> StartupHandler for LoggedStartup<H> {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let authenticating = !matches!(client.state(), PgWireConnectionState::ReadyForQuery);
+        self.0.on_startup(client, message).await?;
+        if authenticating && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            tracing::info!(user = user_of(client), "authenticated");
+        }
+        Ok(())
+    }
+}
+
+/// Logs what is sent back as an error, authentication failures as warnings.
+struct LoggedErrors;
+
+impl ErrorHandler for LoggedErrors {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        if let PgWireError::InvalidPassword(_) = error {
+            let user = user_of(client).to_string();
+            tracing::warn!(user, "password authentication failed");
+            // libpq leaves the user name out of the SCRAM messages (it sent it at startup), so pgwire's message
+            // would name an empty user; name the one the client logged in as, as Postgres does.
+            *error = PgWireError::InvalidPassword(user);
+        } else {
+            tracing::info!(%error, "error sent to the client");
+        }
+    }
+}
+
+fn user_of<C: ClientInfo>(client: &C) -> &str {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .map_or("", String::as_str)
+}

@@ -1,0 +1,78 @@
+//! `adstream query serve`: the topology's topics as SQL tables over the PostgreSQL wire protocol.
+//!
+//! The tables are those of `adstream sql` (`adstream_query::catalog`): `public."<topic>"`, a compacted topic's
+//! latest value per key or a stream's history, and `history."<topic>"`, every record.
+//!
+//! The password comes from a file (`--password-file`) or `ADSTREAM_SQL_PASSWORD`, never from a flag, so it stays
+//! out of process listings and shell history. Once bound, the command prints `listening on ADDR` on stdout, one
+//! line, so a script that asked for port 0 learns the port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adstream_query::server::{ServeOptions, Server};
+use adstream_topology::Topology;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::cmd::sql::{open_session, open_source, ScanArgs};
+use crate::config::Settings;
+
+/// The environment variable holding the password when no `--password-file` is given.
+pub const PASSWORD_ENV: &str = "ADSTREAM_SQL_PASSWORD";
+
+/// Arguments of `query serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    listen: SocketAddr,
+    /// The user name clients log in as.
+    #[arg(long, default_value = "adstream")]
+    user: String,
+    /// File whose first line is the password (else the ADSTREAM_SQL_PASSWORD environment variable).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    scan: ScanArgs,
+}
+
+/// Serves the SQL tables until `shutdown` resolves.
+pub async fn serve(
+    settings: &Settings,
+    topology: &Topology,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    // Checked before Kafka is contacted: a missing password is the likelier mistake and needs no broker to report.
+    let password = password(args.password_file.as_deref())?;
+    let source = open_source(settings, &args.scan)?;
+    let ctx = Arc::new(open_session(&source, topology).await?);
+    let options = ServeOptions {
+        listen: args.listen,
+        user: args.user,
+        password,
+    };
+    let server = Server::bind(ctx, options).await?;
+    println!("listening on {}", server.local_addr());
+    server.run(shutdown).await;
+    Ok(())
+}
+
+fn password(file: Option<&std::path::Path>) -> Result<String> {
+    let password = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read password file {}", path.display()))?;
+            // The first line: editors and `echo` end files with a newline that is no part of the password.
+            text.lines().next().unwrap_or("").to_string()
+        }
+        None => std::env::var(PASSWORD_ENV).unwrap_or_default(),
+    };
+    if password.is_empty() {
+        bail!("no password for the SQL server: give --password-file FILE or set {PASSWORD_ENV}");
+    }
+    Ok(password)
+}
