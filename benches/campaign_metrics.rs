@@ -20,6 +20,11 @@
 //!    seed and count reuses them when a marker topic written after a complete fill says how many impressions and
 //!    clicks there are and the topics hold exactly that many (otherwise they are deleted and filled again);
 //! 2. measures the baseline: a plain `BaseConsumer` reading every impression and click to the end, no decoding;
+//!    Then SQL (`adstream_query` topic tables): a full-history aggregate over impressions and clicks (rows/s beside
+//!    the raw rate, peak memory of the phase) and a one-day `_timestamp` range (records fetched of the total); and a
+//!    backtest with the live configuration over the first day (`adstream_query::backtest`: seconds per million
+//!    events to read the history and to replay it through the four operators). `ADSTREAM_BENCH_QUERY_ONLY=1` stops
+//!    there;
 //! 3. runs the job under exactly-once, then at-least-once (fresh application id each, so each starts from the
 //!    beginning), with `exit_at_end_of_input`, the default 1 s commit interval and the test's lateness (10 min grace,
 //!    3 days retention), and times it from `runtime::run` to its return (start-up and the final commit included) and,
@@ -1151,7 +1156,8 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     // 2b. SQL over the same topics (the query crate's topic tables), against the raw rate just measured.
     let raw_per_s = raw_records as f64 / raw.wall_s.max(1e-9);
     tokio::task::block_in_place(|| sql_scan(kafka, &registry_url, &inputs, raw_per_s, ticks))?;
-    if std::env::var("ADSTREAM_BENCH_ONLY_SQL").is_ok() {
+    tokio::task::block_in_place(|| backtest(kafka, &registry_url, &inputs, raw_per_s, ticks))?;
+    if std::env::var("ADSTREAM_BENCH_QUERY_ONLY").is_ok() {
         return Ok(());
     }
 
@@ -1488,6 +1494,80 @@ fn sql_scan(
         inputs.events,
         100.0 * fetched as f64 / inputs.events.max(1) as f64,
         measured.wall_s
+    );
+    Ok(())
+}
+
+/// A backtest with the live configuration over the generator's first day (history held in memory, so one day
+/// rather than the whole week): reading the history, then replaying it through the four operators; prints seconds
+/// per million impressions and clicks beside the raw consume rate.
+fn backtest(
+    kafka: &Kafka,
+    registry_url: &str,
+    inputs: &Inputs,
+    raw_per_s: f64,
+    ticks: f64,
+) -> Result<()> {
+    use adstream_query::backtest::{run_strategy, History, JobTopics, Period, Strategy};
+    use adstream_query::source::KafkaSource;
+    let source = KafkaSource::new(kafka.config.clone(), registry_url)?;
+    let topics = JobTopics {
+        impressions: inputs.topics.impressions.clone(),
+        clicks: inputs.topics.clicks.clone(),
+        conversions: inputs.topics.conversions.clone(),
+        campaigns: inputs.topics.campaigns.clone(),
+        hourly: "bench-backtest.hourly".into(),
+        daily: "bench-backtest.daily".into(),
+        alerts: "bench-backtest.alerts".into(),
+        credits: "bench-backtest.credits".into(),
+        attributed: "bench-backtest.attributed".into(),
+        fatigue: "bench-backtest.fatigue".into(),
+        metrics_app: "bench-backtest-metrics".into(),
+        fatigue_app: "bench-backtest-fatigue".into(),
+        attribution_app: "bench-backtest-attribution".into(),
+        partitions: PARTITIONS,
+        conversion_partitions: PARTITIONS,
+    };
+    let start = GeneratorConfig::default().start_ms;
+    let period = Period {
+        from_ms: start,
+        to_ms: start + 86_400_000,
+        warmup_ms: 0,
+    };
+    let strategy = Strategy::parse("", "live.yaml", "live")?;
+    reset_peak_memory();
+    let meter = Meter::start(ticks);
+    let history = History::read(
+        &source,
+        &topics,
+        period,
+        tokio::runtime::Handle::current(),
+        &mut |_, _| {},
+    )?;
+    let read = meter.stop();
+    let events = history.event_count() as f64;
+    let meter = Meter::start(ticks);
+    let run = run_strategy(&history, &topics, &strategy, period, &mut |_, _| {})?;
+    let replay = meter.stop();
+    let per_million = |m: &Measured| m.wall_s / (events / 1e6).max(1e-9);
+    println!(
+        "backtest (live configuration, first day): {} impressions and clicks, {} records in all; read {:.1} s \
+         ({:.1} s per million events), replay through 4 operators {:.1} s, {:.1} CPU-s ({:.1} s per million \
+         events, {:.0} events/s = {:.3}x the raw consume rate of {:.0} records/s); {} campaigns, spend {:.2}; peak \
+         memory {:.0} MB",
+        events,
+        history.record_count(),
+        read.wall_s,
+        per_million(&read),
+        replay.wall_s,
+        replay.cpu_s,
+        per_million(&replay),
+        events / replay.wall_s.max(1e-9),
+        events / replay.wall_s.max(1e-9) / raw_per_s.max(1e-9),
+        raw_per_s,
+        run.campaigns.len(),
+        run.total.spend_micros as f64 / 1e6,
+        peak_memory().unwrap_or(0) as f64 / 1e6
     );
     Ok(())
 }
