@@ -392,6 +392,74 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
     assert!(lines
         .lines()
         .all(|l| l.contains(&format!("\"campaign_id\":\"{clicking}\""))));
+
+    // 7. Schema evolution: clicks written under a v2 (an optional field with a default) and the v1 history read as
+    //    one table through the latest schema; v1 rows get the default.
+    let mut v2: serde_json::Value = serde_json::from_str(AdClick::SCHEMA).expect("contract");
+    v2["fields"].as_array_mut().expect("fields").push(
+        serde_json::json!({"name": "placement", "type": ["null", "string"], "default": null}),
+    );
+    let v2_text = v2.to_string();
+    let v2_id = adstream_schemas::client::RegistryClient::new(&registry.url)
+        .expect("client")
+        .register(&format!("{}-value", topics.events.clicks), &v2_text)
+        .await
+        .expect("v2 registered (backward compatible)");
+    let v2_schema = Schema::parse_str(&v2_text).expect("v2 parses");
+    let template = clicks
+        .iter()
+        .find_map(|m| Some(decode::<AdClick>(&clicks_schema, m.payload()?)))
+        .expect("a click");
+    for n in 0..3 {
+        let apache_avro::types::Value::Record(mut fields) =
+            apache_avro::to_value(&template).expect("to value")
+        else {
+            panic!("a click is a record");
+        };
+        fields.push((
+            "placement".into(),
+            apache_avro::types::Value::Union(
+                1,
+                Box::new(apache_avro::types::Value::String(format!("feed-{n}"))),
+            ),
+        ));
+        let body =
+            apache_avro::to_avro_datum(&v2_schema, apache_avro::types::Value::Record(fields))
+                .expect("encodes under v2");
+        let mut value = vec![0];
+        value.extend_from_slice(&v2_id.to_be_bytes());
+        value.extend(body);
+        producer
+            .send(
+                BaseRecord::to(&topics.events.clicks)
+                    .key(template.campaign_id.as_bytes())
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("v2 clicks delivered");
+    let (rows, _) = sql(
+        &registry.url,
+        &topology,
+        &format!(
+            "SELECT count(*), count(placement), min(placement) FROM \"{}\"",
+            topics.events.clicks
+        ),
+        &[],
+    );
+    assert_eq!(
+        rows[0][0].parse::<usize>().expect("count"),
+        clicks.len() + 3,
+        "v1 and v2 rows in one table"
+    );
+    assert_eq!(
+        rows[0][1], "3",
+        "only v2 rows carry the new field; v1 rows read its default"
+    );
+    assert_eq!(rows[0][2], "feed-0");
 }
 
 #[test]
