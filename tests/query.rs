@@ -406,6 +406,9 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
         .await
         .expect("v2 registered (backward compatible)");
     let v2_schema = Schema::parse_str(&v2_text).expect("v2 parses");
+    let v2_writer = apache_avro::writer::datum::GenericDatumWriter::builder(&v2_schema)
+        .build()
+        .expect("writer");
     let template = clicks
         .iter()
         .find_map(|m| Some(decode::<AdClick>(&clicks_schema, m.payload()?)))
@@ -423,9 +426,9 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
                 Box::new(apache_avro::types::Value::String(format!("feed-{n}"))),
             ),
         ));
-        let body =
-            apache_avro::to_avro_datum(&v2_schema, apache_avro::types::Value::Record(fields))
-                .expect("encodes under v2");
+        let body = v2_writer
+            .write_value_to_vec(apache_avro::types::Value::Record(fields))
+            .expect("encodes under v2");
         let mut value = vec![0];
         value.extend_from_slice(&v2_id.to_be_bytes());
         value.extend(body);
