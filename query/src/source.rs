@@ -144,10 +144,11 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
-            // Large fetches: scans read whole partitions.
-            .set("fetch.max.bytes", "52428800")
+            // Large fetches (scans read whole partitions), but a bounded prefetch queue: a scan runs one consumer
+            // per partition, and librdkafka's default queue (64 MB each) made a 4+4-partition scan hold ~900 MB.
+            .set("fetch.max.bytes", "16777216")
             .set("max.partition.fetch.bytes", "8388608")
-            .set("queued.max.messages.kbytes", "131072");
+            .set("queued.max.messages.kbytes", "16384");
         config
             .create_with_context(QuietContext)
             .map_err(|e| QueryError::Kafka {
