@@ -192,7 +192,6 @@ impl KafkaSource {
             message: e.to_string(),
         };
         let mut ranges = Vec::with_capacity(chosen.len());
-        let mut ends = Vec::with_capacity(chosen.len());
         for &partition in &chosen {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
@@ -202,7 +201,6 @@ impl KafkaSource {
                 start: low,
                 end: high,
             });
-            ends.push(high);
         }
         let offsets_for = |time: i64| -> Result<Vec<Option<i64>>, QueryError> {
             let mut list = TopicPartitionList::new();
