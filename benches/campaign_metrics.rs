@@ -1716,7 +1716,8 @@ async fn other_jobs(
         clicks: topics.clicks.clone(),
         output: format!("{app}.fatigue"),
         detector: FatigueConfig::default(),
-        grace_ms: 600_000,
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(12 * 3_600))
+            .map_err(|e| anyhow!("creative-fatigue lateness: {e}"))?,
         report_interval_ms: 6 * HOUR_MS,
     })
     .map_err(|e| anyhow!("creative-fatigue: {e}"))?;

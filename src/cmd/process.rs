@@ -175,6 +175,10 @@ pub struct CreativeFatigueArgs {
     /// How long after an hour's end (watermark time) it closes, waiting for out-of-order events, in seconds.
     #[arg(long, default_value_t = defaults::DEFAULT_FATIGUE_GRACE_SECS)]
     grace_secs: u64,
+    /// How long after an hour's end a late event still counts in its hour (the creative is reassessed), in
+    /// seconds; later events go to `late.<topic>`.
+    #[arg(long, default_value_t = defaults::DEFAULT_FATIGUE_RETENTION_SECS)]
+    retention_secs: u64,
     /// A creative whose status did not change gets a new record after this much event time, in hours.
     #[arg(long, default_value_t = defaults::DEFAULT_REPORT_INTERVAL_HOURS)]
     report_interval_hours: f64,
@@ -466,7 +470,11 @@ pub async fn creative_fatigue(
             "",
         )?,
         detector: super::fatigue::detector_config(args.detector_config.as_deref())?,
-        grace_ms: secs_ms(args.grace_secs),
+        lateness: Lateness::new(
+            Duration::from_secs(args.grace_secs),
+            Duration::from_secs(args.retention_secs),
+        )
+        .context("invalid --grace-secs/--retention-secs")?,
         report_interval_ms: hours_ms(args.report_interval_hours, "--report-interval-hours")?,
     })
     .map_err(|e| anyhow!("invalid creative-fatigue settings: {e}"))?;

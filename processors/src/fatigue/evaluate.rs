@@ -5,7 +5,8 @@
 //! Events arrive in emit order, which is slightly out of event-time order, as in the live job. Each event is
 //! recorded in its creative's [`CreativeSeries`]; the watermark is the largest event time seen minus
 //! [`EvaluationCriteria::watermark_lag_ms`], and whenever it passes an hour boundary every series closes its
-//! hours up to it. At the end of the input every remaining hour is closed. A creative is *detected* the first
+//! hours up to it and settles those older than [`EvaluationCriteria::retention_ms`] (events of settled hours are
+//! counted as expired, not recorded). At the end of the input every remaining hour is closed. A creative is *detected* the first
 //! time its status is `fatigued` after a close; its detection time is the end of the last closed hour then (event
 //! time, so the delay does not depend on how fast the replay runs).
 //!
@@ -31,7 +32,9 @@ use std::fmt;
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::detector::{hour_start, CreativeSeries, FatigueConfig, FatigueStatus, HOUR_MS};
+use super::detector::{
+    hour_start, CreativeSeries, FatigueConfig, FatigueStatus, Recorded, HOUR_MS,
+};
 
 /// One input event of a replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +97,9 @@ pub struct EvaluationCriteria {
     /// Watermark = largest event time seen minus this (the live job's grace for out-of-order events). Default
     /// 10 minutes.
     pub watermark_lag_ms: i64,
+    /// Hours are settled (a later event of theirs expires) this long behind the watermark (the live job's
+    /// retention). Default 12 hours.
+    pub retention_ms: i64,
 }
 
 impl Default for EvaluationCriteria {
@@ -101,6 +107,7 @@ impl Default for EvaluationCriteria {
         Self {
             min_true_decline: 0.3,
             watermark_lag_ms: 600_000,
+            retention_ms: 12 * HOUR_MS,
         }
     }
 }
@@ -160,6 +167,9 @@ pub struct EvaluationReport {
     pub criteria: EvaluationCriteria,
     /// Events replayed.
     pub events: u64,
+    /// Events of hours already settled, not recorded.
+    #[serde(default)]
+    pub expired_events: u64,
     /// Creatives that had events but no ground truth (not scored).
     pub creatives_without_truth: usize,
     /// Positives detected.
@@ -216,6 +226,7 @@ pub struct Replay {
     /// Hours starting before this have been closed in every series.
     closed_boundary_ms: i64,
     events: u64,
+    expired_events: u64,
 }
 
 impl Replay {
@@ -228,13 +239,14 @@ impl Replay {
             max_time_ms: None,
             closed_boundary_ms: i64::MIN,
             events: 0,
+            expired_events: 0,
         }
     }
 
     /// Records one event and closes hours if the watermark passed an hour boundary.
     pub fn push(&mut self, event: FatigueEvent) {
         self.events += 1;
-        let time_ms = match event {
+        let (time_ms, recorded) = match event {
             FatigueEvent::Impression {
                 creative_id,
                 campaign_id,
@@ -242,10 +254,11 @@ impl Replay {
                 user_id,
                 cost_micros,
             } => {
-                self.tracked(creative_id, &campaign_id)
+                let recorded = self
+                    .tracked(creative_id, &campaign_id)
                     .series
                     .record_impression(time_ms, user_id.as_deref(), cost_micros);
-                time_ms
+                (time_ms, recorded)
             }
             FatigueEvent::Click {
                 creative_id,
@@ -254,12 +267,16 @@ impl Replay {
             } => {
                 // A click before any impression of its creative is rare (clicks follow their impression); the
                 // series then starts without a campaign id, which the report takes from the truth anyway.
-                self.tracked(creative_id, "")
+                let recorded = self
+                    .tracked(creative_id, "")
                     .series
                     .record_click(time_ms, cost_micros);
-                time_ms
+                (time_ms, recorded)
             }
         };
+        if recorded == Recorded::Expired {
+            self.expired_events += 1;
+        }
         let max_time_ms = self.max_time_ms.map_or(time_ms, |t| t.max(time_ms));
         self.max_time_ms = Some(max_time_ms);
         let watermark_ms = max_time_ms.saturating_sub(self.criteria.watermark_lag_ms);
@@ -280,7 +297,11 @@ impl Replay {
 
     fn close_all(&mut self, until_ms: i64) {
         for tracked in self.creatives.values_mut() {
-            if tracked.series.close_hours(until_ms, &self.config) {
+            let settle_until_ms = until_ms.saturating_sub(self.criteria.retention_ms);
+            if tracked
+                .series
+                .advance(until_ms, settle_until_ms, &self.config)
+            {
                 tracked.note_detection();
             }
         }
@@ -362,6 +383,7 @@ impl Replay {
         EvaluationReport {
             criteria,
             events: self.events,
+            expired_events: self.expired_events,
             creatives_without_truth,
             true_positives: tp,
             false_positives: fp,
@@ -484,6 +506,14 @@ impl fmt::Display for EvaluationReport {
                 .map_or_else(|| "-".to_string(), |d| format!("{:.0}%", d * 100.0)),
             self.detected_before_onset
         )?;
+        if self.expired_events > 0 {
+            writeln!(
+                f,
+                "  {} events came after their hour was settled (retention {} h) and were not recorded",
+                self.expired_events,
+                self.criteria.retention_ms / HOUR_MS
+            )?;
+        }
         if self.creatives_without_truth > 0 {
             writeln!(
                 f,

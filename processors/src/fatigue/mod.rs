@@ -14,8 +14,11 @@
 //!
 //! **Series.** Events are counted per creative in UTC hours. An hour closes when the caller's watermark passes
 //! its end; a closed hour with traffic becomes a point: impressions, clicks, spend and *exposure*, the creative's
-//! impressions per reached user so far. Reach comes from a 1,024-register HyperLogLog sketch of user ids (about
-//! 3 % error, Ertl's improved estimator), so the state has a fixed size however many users a creative reaches.
+//! impressions per reached user up to the hour's end. Reach comes from a 1,024-register HyperLogLog sketch of user
+//! ids (about 3 % error, Ertl's improved estimator), so the state has a fixed size however many users a creative
+//! reaches; each unsettled hour keeps the registers its own users set, merged in order as hours are folded. A
+//! closed hour still takes late events until it settles (the caller's retention): the points from it on are then
+//! recomputed from the settled state, so the series is a function of the events, not of their arrival order.
 //! The last `max_points` points (a week by default) are kept.
 //!
 //! **Baseline.** The creative's own first `baseline_hours` (24) of closed hours, extended until they hold at

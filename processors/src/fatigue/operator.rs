@@ -4,11 +4,18 @@
 //!
 //! Inputs: impressions and clicks, keyed by campaign and co-partitioned; a creative belongs to one campaign, so all
 //! its events meet in one task without a repartition. State: the `creatives` store (key creative id), written to
-//! its changelog at the commits where the creative changed. Hours close when the task's watermark minus `grace`
-//! passes their end, so events up to `grace` out of order land in their own hour; later ones are counted in the
-//! oldest open hour (see [`CreativeSeries::record_impression`]). Output records are keyed by creative id and never
-//! emitted per event: at most one per creative and commit, and only on a status change or after
-//! `report_interval` of event time.
+//! its changelog at the commits where the creative changed.
+//!
+//! Lateness follows the windows' rule ([`Lateness`]): an hour closes (becomes a point and is assessed) when the
+//! task's watermark passes its end plus the grace period, and settles when it passes its end plus the retention.
+//! An event of a closed hour that is not settled still counts in its own hour, and the creative is reassessed at
+//! the next hour boundary (a correction); an event of a settled hour is expired: it goes to `late.<topic>` and
+//! is not counted. So, as long as nothing expires, the series and its assessment depend only on the events, not
+//! on how the task's partitions interleaved (what a backtest relies on to reproduce the live output).
+//!
+//! Output records are keyed by creative id and never emitted per event: at most one per creative and commit,
+//! and only on a status change or after `report_interval` of event time; at the end of a bounded run, every
+//! creative whose latest assessment was not emitted yet gets a record (reason `end_of_input`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,11 +25,14 @@ use adstream_schemas::outputs::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::detector::{hour_start, Assessment, CreativeSeries, FatigueConfig, FatigueStatus};
+use super::detector::{
+    hour_start, Assessment, CreativeSeries, FatigueConfig, FatigueStatus, Recorded,
+};
 use crate::runtime::{
     ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
     TypedDecoder, WireEncoder,
 };
+use crate::window::Lateness;
 
 /// Recent points carried in each output record.
 const POINTS_IN_OUTPUT: usize = 24;
@@ -38,8 +48,9 @@ pub struct CreativeFatigueConfig {
     pub output: String,
     /// The detector's tuning.
     pub detector: FatigueConfig,
-    /// How far behind the watermark an hour closes: the wait for out-of-order events.
-    pub grace_ms: i64,
+    /// How far behind the watermark an hour closes (the wait for out-of-order events) and settles (how long a
+    /// closed hour still takes late events).
+    pub lateness: Lateness,
     /// A creative whose status did not change gets a new record after this much event time.
     pub report_interval_ms: i64,
 }
@@ -55,6 +66,10 @@ pub struct CreativeState {
     pub emitted_until_ms: Option<i64>,
     /// Correlation id of the last event recorded.
     pub correlation_id: String,
+    /// The series was assessed since the last record, which did not report it (no status change, report interval
+    /// not passed): reported at the end of a bounded run.
+    #[serde(default)]
+    pub unreported: bool,
 }
 
 /// Counters of the job.
@@ -66,6 +81,10 @@ pub struct FatigueCounters {
     pub status_changes: u64,
     /// Records emitted because the report interval passed.
     pub periodic: u64,
+    /// Records emitted at the end of a bounded run.
+    pub end_of_input: u64,
+    /// Events of settled hours, sent to late topics.
+    pub expired: u64,
 }
 
 /// The operator; see the module doc.
@@ -75,10 +94,10 @@ pub struct CreativeFatigueJob {
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
-    /// Per partition, creatives with events in hours not closed yet.
+    /// Per partition, creatives with hours not settled yet.
     open: HashMap<i32, HashSet<String>>,
-    /// Per partition, the hour boundary up to which hours were closed.
-    closed_until: HashMap<i32, i64>,
+    /// Per partition, the hour boundaries up to which hours were closed and settled.
+    advanced_until: HashMap<i32, (i64, i64)>,
     counters: FatigueCounters,
     value_buffer: Vec<u8>,
 }
@@ -89,10 +108,10 @@ impl CreativeFatigueJob {
     /// The operator for `config`.
     pub fn new(config: CreativeFatigueConfig) -> Result<CreativeFatigueJob, String> {
         config.detector.validate().map_err(|e| e.to_string())?;
-        if config.grace_ms < 0 || config.report_interval_ms <= 0 {
+        if config.report_interval_ms <= 0 {
             return Err(format!(
-                "need grace >= 0 and report interval > 0, got {} ms and {} ms",
-                config.grace_ms, config.report_interval_ms
+                "need a report interval > 0, got {} ms",
+                config.report_interval_ms
             ));
         }
         Ok(CreativeFatigueJob {
@@ -105,7 +124,7 @@ impl CreativeFatigueJob {
             click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
             encoder: None,
             open: HashMap::new(),
-            closed_until: HashMap::new(),
+            advanced_until: HashMap::new(),
             counters: FatigueCounters::default(),
             value_buffer: Vec::new(),
         })
@@ -122,8 +141,8 @@ impl CreativeFatigueJob {
         creative_id: &str,
         campaign_id: &str,
         correlation_id: &str,
-        apply: impl FnOnce(&mut CreativeSeries),
-    ) {
+        apply: impl FnOnce(&mut CreativeSeries) -> Recorded,
+    ) -> Recorded {
         // Two lookups instead of an owned key per event: the hot path allocates nothing.
         if self.creatives.get(partition, creative_id).is_none() {
             self.creatives.put(
@@ -134,13 +153,17 @@ impl CreativeFatigueJob {
                     emitted_status: None,
                     emitted_until_ms: None,
                     correlation_id: String::new(),
+                    unreported: false,
                 },
             );
         }
         let Some(state) = self.creatives.get_mut(partition, creative_id) else {
-            return;
+            return Recorded::Counted;
         };
-        apply(&mut state.series);
+        if apply(&mut state.series) == Recorded::Expired {
+            self.counters.expired += 1;
+            return Recorded::Expired;
+        }
         state.correlation_id.clear();
         state.correlation_id.push_str(correlation_id);
         let open = self.open.entry(partition).or_default();
@@ -148,12 +171,13 @@ impl CreativeFatigueJob {
             open.insert(creative_id.to_owned());
         }
         self.counters.events += 1;
+        Recorded::Counted
     }
 
-    /// Closes hours as soon as the watermark passes an hour boundary (plus grace), not only at commits: hours closed
-    /// together share one exposure measurement, so closing them one by one keeps the series independent of how
-    /// often the job commits.
-    fn close_as_time_passes(
+    /// Closes and settles hours as soon as the watermark passes an hour boundary (plus grace, plus retention), not
+    /// only at commits: hours closed together share the assessment that follows them, so advancing hour by hour
+    /// keeps the records independent of how often the job commits.
+    fn advance_as_time_passes(
         &mut self,
         partition: i32,
         watermark: Option<i64>,
@@ -162,21 +186,28 @@ impl CreativeFatigueJob {
         let Some(watermark) = watermark else {
             return;
         };
-        let until = watermark.saturating_sub(self.config.grace_ms);
-        let boundary = hour_start(until);
+        let close_until = watermark.saturating_sub(self.config.lateness.grace_ms);
+        let settle_until = watermark.saturating_sub(self.config.lateness.retention_ms);
+        let boundaries = (hour_start(close_until), hour_start(settle_until));
         if self
-            .closed_until
+            .advanced_until
             .get(&partition)
-            .is_some_and(|closed| *closed >= boundary)
+            .is_some_and(|advanced| *advanced >= boundaries)
         {
             return;
         }
-        self.closed_until.insert(partition, boundary);
-        self.close(partition, until, ctx);
+        self.advanced_until.insert(partition, boundaries);
+        self.advance(partition, close_until, settle_until, ctx);
     }
 
-    /// Closes the hours of `partition`'s creatives up to `until` and emits what is due.
-    fn close(&mut self, partition: i32, until: i64, ctx: &mut Context<'_>) {
+    /// Advances the series of `partition`'s creatives (see [`CreativeSeries::advance`]) and emits what is due.
+    fn advance(
+        &mut self,
+        partition: i32,
+        close_until: i64,
+        settle_until: i64,
+        ctx: &mut Context<'_>,
+    ) {
         let Some(open) = self.open.get_mut(&partition) else {
             return;
         };
@@ -185,7 +216,10 @@ impl CreativeFatigueJob {
             let Some(state) = self.creatives.get_mut(partition, creative_id.as_str()) else {
                 return false;
             };
-            if state.series.close_hours(until, &self.config.detector) {
+            if state
+                .series
+                .advance(close_until, settle_until, &self.config.detector)
+            {
                 let assessment = state.series.assessment();
                 let changed = state.emitted_status != Some(assessment.status);
                 let interval_passed = state.emitted_until_ms.is_none_or(|last| {
@@ -193,23 +227,19 @@ impl CreativeFatigueJob {
                         >= self.config.report_interval_ms
                 });
                 if changed || interval_passed {
-                    due.push((creative_id.clone(), changed));
+                    due.push((creative_id.clone(), Reason::of(changed)));
+                } else {
+                    state.unreported = true;
                 }
             }
-            state.series.has_open_hours()
+            state.series.has_pending_hours()
         });
-        for (creative_id, changed) in due {
-            self.emit(partition, &creative_id, changed, ctx);
+        for (creative_id, reason) in due {
+            self.emit(partition, &creative_id, reason, ctx);
         }
     }
 
-    fn emit(
-        &mut self,
-        partition: i32,
-        creative_id: &str,
-        status_changed: bool,
-        ctx: &mut Context<'_>,
-    ) {
+    fn emit(&mut self, partition: i32, creative_id: &str, reason: Reason, ctx: &mut Context<'_>) {
         let Some(state) = self.creatives.get_mut(partition, creative_id) else {
             return;
         };
@@ -218,17 +248,18 @@ impl CreativeFatigueJob {
             &state.series,
             assessment,
             state.emitted_status,
-            status_changed,
+            reason,
             ctx.now_ms,
             &state.correlation_id,
         );
         state.emitted_status = Some(assessment.status);
         state.emitted_until_ms = Some(assessment.assessed_until_ms);
+        state.unreported = false;
         let timestamp = assessment.assessed_until_ms;
-        if status_changed {
-            self.counters.status_changes += 1;
-        } else {
-            self.counters.periodic += 1;
+        match reason {
+            Reason::StatusChange => self.counters.status_changes += 1,
+            Reason::Periodic => self.counters.periodic += 1,
+            Reason::EndOfInput => self.counters.end_of_input += 1,
         }
         let Some(encoder) = &self.encoder else {
             return;
@@ -248,6 +279,32 @@ impl CreativeFatigueJob {
     }
 }
 
+/// Why a record is emitted (the output's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    StatusChange,
+    Periodic,
+    EndOfInput,
+}
+
+impl Reason {
+    fn of(status_changed: bool) -> Reason {
+        if status_changed {
+            Reason::StatusChange
+        } else {
+            Reason::Periodic
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::StatusChange => "status_change",
+            Reason::Periodic => "periodic",
+            Reason::EndOfInput => "end_of_input",
+        }
+    }
+}
+
 fn output_status(status: FatigueStatus) -> OutputStatus {
     match status {
         FatigueStatus::Healthy => OutputStatus::Healthy,
@@ -260,7 +317,7 @@ fn output_record(
     series: &CreativeSeries,
     a: &Assessment,
     previous: Option<FatigueStatus>,
-    status_changed: bool,
+    reason: Reason,
     now_ms: i64,
     correlation_id: &str,
 ) -> CreativeFatigue {
@@ -306,12 +363,7 @@ fn output_record(
             })
             .collect(),
         assessed_until: a.assessed_until_ms,
-        reason: if status_changed {
-            "status_change"
-        } else {
-            "periodic"
-        }
-        .to_owned(),
+        reason: reason.as_str().to_owned(),
         emitted_at: now_ms,
         correlation_id: correlation_id.to_owned(),
     }
@@ -345,28 +397,39 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
-        if record.input == IMPRESSIONS {
+        let (recorded, event_time) = if record.input == IMPRESSIONS {
             let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
             validate(&i.creative_id, &i.campaign_id, i.cost_micros)?;
-            self.record(
+            let recorded = self.record(
                 record.partition,
                 &i.creative_id,
                 &i.campaign_id,
                 record.correlation_id,
                 |s| s.record_impression(i.event_time, i.user_id.as_deref(), i.cost_micros),
             );
+            (recorded, i.event_time)
         } else {
             let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
             validate(&c.creative_id, &c.campaign_id, c.cost_micros)?;
-            self.record(
+            let recorded = self.record(
                 record.partition,
                 &c.creative_id,
                 &c.campaign_id,
                 record.correlation_id,
                 |s| s.record_click(c.event_time, c.cost_micros),
             );
+            (recorded, c.event_time)
+        };
+        if recorded == Recorded::Expired {
+            ctx.late(
+                record,
+                &format!(
+                    "event time {event_time} is in an hour already settled: past the retention of {} ms",
+                    self.config.lateness.retention_ms
+                ),
+            );
         }
-        self.close_as_time_passes(record.partition, ctx.watermark, ctx);
+        self.advance_as_time_passes(record.partition, ctx.watermark, ctx);
         Ok(())
     }
 
@@ -374,21 +437,31 @@ impl Operator for CreativeFatigueJob {
         let partitions: Vec<i32> = self.open.keys().copied().collect();
         for partition in partitions {
             let watermark = ctx.watermark_of(partition);
-            self.close_as_time_passes(partition, watermark, ctx);
+            self.advance_as_time_passes(partition, watermark, ctx);
         }
     }
 
     fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
-        // Nothing more will come: the hours still open are complete.
+        // Nothing more will come: the hours still open are complete, and the output gets every creative's final
+        // assessment, however the emissions before fell.
         let partitions: Vec<i32> = self.open.keys().copied().collect();
         for partition in partitions {
-            self.close(partition, i64::MAX, ctx);
+            self.advance(partition, i64::MAX, i64::MAX, ctx);
+        }
+        let unreported: Vec<(i32, String)> = self
+            .creatives
+            .iter()
+            .filter(|(_, _, state)| state.unreported)
+            .map(|(partition, creative_id, _)| (partition, creative_id.clone()))
+            .collect();
+        for (partition, creative_id) in unreported {
+            self.emit(partition, &creative_id, Reason::EndOfInput, ctx);
         }
     }
 
     fn on_revoked(&mut self, partition: i32) {
         self.open.remove(&partition);
-        self.closed_until.remove(&partition);
+        self.advanced_until.remove(&partition);
     }
 
     fn on_restored(&mut self, partitions: &[i32]) {
@@ -396,7 +469,7 @@ impl Operator for CreativeFatigueJob {
             self.open.remove(partition);
         }
         for (partition, creative_id, state) in self.creatives.iter() {
-            if partitions.contains(&partition) && state.series.has_open_hours() {
+            if partitions.contains(&partition) && state.series.has_pending_hours() {
                 self.open
                     .entry(partition)
                     .or_default()
@@ -422,6 +495,16 @@ impl Operator for CreativeFatigueJob {
                 "fatigue_periodic_reports",
                 "Fatigue records emitted because the report interval passed.",
                 c.periodic,
+            ),
+            (
+                "fatigue_end_of_input_reports",
+                "Fatigue records emitted with the final assessment at the end of a bounded run.",
+                c.end_of_input,
+            ),
+            (
+                "fatigue_expired",
+                "Impressions and clicks of hours already settled, sent to late topics.",
+                c.expired,
             ),
         ]
     }

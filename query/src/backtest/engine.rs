@@ -464,7 +464,11 @@ pub fn run_strategy(
         clicks: topics.clicks.clone(),
         output: topics.fatigue.clone(),
         detector: strategy.fatigue.detector.clone(),
-        grace_ms: secs_ms(strategy.fatigue.grace_secs),
+        lateness: Lateness::new(
+            Duration::from_secs(strategy.fatigue.grace_secs),
+            Duration::from_secs(strategy.fatigue.retention_secs),
+        )
+        .map_err(|e| BacktestError::Job(format!("fatigue grace/retention: {e}")))?,
         report_interval_ms: (strategy.fatigue.report_interval_hours * HOUR_MS as f64) as i64,
     })
     .map_err(job)?;

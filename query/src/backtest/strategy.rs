@@ -26,6 +26,8 @@ pub const DEFAULT_METRICS_GRACE_SECS: u64 = 600;
 pub const DEFAULT_METRICS_RETENTION_SECS: u64 = 2 * 86_400;
 /// Default creative-fatigue grace, in seconds (`process creative-fatigue --grace-secs`).
 pub const DEFAULT_FATIGUE_GRACE_SECS: u64 = 600;
+/// Default creative-fatigue retention, in seconds (`process creative-fatigue --retention-secs`).
+pub const DEFAULT_FATIGUE_RETENTION_SECS: u64 = 12 * 3_600;
 /// Default creative-fatigue report interval, in hours (`process creative-fatigue --report-interval-hours`).
 pub const DEFAULT_REPORT_INTERVAL_HOURS: f64 = 6.0;
 
@@ -138,6 +140,8 @@ pub struct FatigueSettings {
     pub detector: FatigueConfig,
     /// How long after an hour's end it closes, in seconds. Default 600.
     pub grace_secs: u64,
+    /// How long after an hour's end it still takes late events, in seconds. Default 43,200 (12 hours).
+    pub retention_secs: u64,
     /// A creative whose status did not change gets a new record after this much event time, in hours. Default 6.
     pub report_interval_hours: f64,
     /// Pausing fatigued creatives. Default off (the live system pauses nothing).
@@ -149,6 +153,7 @@ impl Default for FatigueSettings {
         FatigueSettings {
             detector: FatigueConfig::default(),
             grace_secs: DEFAULT_FATIGUE_GRACE_SECS,
+            retention_secs: DEFAULT_FATIGUE_RETENTION_SECS,
             report_interval_hours: DEFAULT_REPORT_INTERVAL_HOURS,
             pause: FatiguePause::default(),
         }
