@@ -2153,7 +2153,10 @@ mod tests {
             .expect("hours with users");
         // New users that raise a register of the settled sketch are kept, the others not: 30 new users an hour
         // after 5,000 seen leave a few entries.
-        assert!(users.len() % 3 == 0 && (6..3 * 30).contains(&users.len()), "{users}");
+        assert!(
+            users.len() % 3 == 0 && (6..3 * 30).contains(&users.len()),
+            "{users}"
+        );
         let damaged = json.replacen(users, &users[1..], 1);
         assert!(serde_json::from_str::<CreativeSeries>(&damaged).is_err());
         let swapped = format!("{}{}{}", &users[3..6], &users[..3], &users[6..]);

@@ -45,6 +45,9 @@ pub trait ChangelogStore {
     /// Hands every key changed since the last flush to `sink` (partition, key, value or None for a deletion) and
     /// forgets that they were changed.
     fn flush(&mut self, sink: &mut ChangelogSink<'_>);
+    /// Forgets which keys changed since the last flush without serializing them (nothing will read their
+    /// changelog, as in a simulation); returns how many there were.
+    fn discard_changes(&mut self) -> u64;
     /// Forgets a partition's state (revoked, or about to be restored again after an aborted transaction).
     fn drop_partition(&mut self, partition: i32);
     /// Number of keys held, over all partitions.
@@ -226,6 +229,15 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> ChangelogStore for KeyedStore
         }
     }
 
+    fn discard_changes(&mut self) -> u64 {
+        let mut changed = 0;
+        for state in self.partitions.values_mut() {
+            changed += state.dirty.len() as u64;
+            state.dirty.clear();
+        }
+        changed
+    }
+
     fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
     }
@@ -256,6 +268,16 @@ mod tests {
         let mut nothing = 0;
         store.flush(&mut |_, _, _| nothing += 1);
         assert_eq!(nothing, 0, "a flush without changes writes nothing");
+        // Discarding counts the changed keys and forgets them, like a flush that writes nowhere.
+        store.put(1, "a".into(), 1000);
+        store.put(2, "c".into(), 3);
+        assert_eq!(store.discard_changes(), 2);
+        store.flush(&mut |_, _, _| nothing += 1);
+        assert_eq!(nothing, 0, "discarded changes are not flushed later");
+        store.put(2, "c".into(), 3);
+        store.delete(2, &"c".to_string());
+        store.flush(&mut |p, k, v| log.push((p, k.to_vec(), v.map(<[u8]>::to_vec))));
+        assert_eq!(log.last(), Some(&(2, b"c".to_vec(), None)));
 
         let mut restored: KeyedStore<String, u64> = KeyedStore::new("counts");
         for (p, k, v) in &log {

@@ -286,6 +286,10 @@ impl<T: Transport + 'static> Tasks<T> {
         let emitter = &mut self.emitter;
         for store in self.operator.stores() {
             let topic = changelog_topic(store.name());
+            if !emitter.transport.keeps_changelog() {
+                emitter.count_changelog(&topic, store.discard_changes());
+                continue;
+            }
             store.flush(&mut |partition, key, value| {
                 if let Err(e) = emitter.send_changelog(&topic, partition, key, value) {
                     error.get_or_insert(e);
