@@ -448,6 +448,65 @@ impl Pauses {
                 .get(&info.campaign)
                 .is_some_and(|(from, until)| info.time_ms >= *from && info.time_ms < *until)
     }
+
+    /// Adds a kept event's spend to its campaign's local day and pauses the campaign for the rest of the day once
+    /// the day's spend reaches the limit (only from the period's start).
+    fn track_budget(
+        &mut self,
+        id: &str,
+        campaign: Option<&CampaignInfo>,
+        info: &EventInfo,
+        share: f64,
+        period: Period,
+    ) {
+        let Some(campaign) = campaign else {
+            return;
+        };
+        let Some(budget) = campaign.daily_budget_micros.filter(|b| *b > 0) else {
+            return;
+        };
+        let day = calendar_window(Granularity::Day, info.time_ms, campaign.time_zone);
+        let spend = self
+            .day_spend
+            .entry(info.campaign)
+            .or_insert((day.start_ms, 0));
+        if spend.0 != day.start_ms {
+            // Events come in timestamp order, give or take out-of-order ones: a new day starts a new sum, and an
+            // out-of-order event of the previous day is not counted against the new one.
+            if day.start_ms < spend.0 {
+                return;
+            }
+            *spend = (day.start_ms, 0);
+        }
+        spend.1 += info.cost_micros;
+        let limit = share * budget as f64;
+        if info.time_ms >= period.from_ms
+            && spend.1 as f64 >= limit
+            && self
+                .campaigns
+                .get(&info.campaign)
+                .is_none_or(|(_, until)| *until <= info.time_ms)
+        {
+            // Delivery stops after this event: it was served and charged.
+            self.campaigns
+                .insert(info.campaign, (info.time_ms + 1, day.end_ms));
+            self.actions.push(Action {
+                at_ms: info.time_ms,
+                until_ms: Some(day.end_ms),
+                kind: "pause-campaign",
+                campaign_id: id.to_owned(),
+                creative_id: None,
+                score: None,
+                reason: format!(
+                    "daily spend {:.2} reached {:.0} % of the daily budget {:.2} {}",
+                    spend.1 as f64 / 1e6,
+                    share * 100.0,
+                    budget as f64 / 1e6,
+                    campaign.currency
+                ),
+            });
+        }
+    }
 }
 
 /// Runs `strategy` over `history` (see the module doc); `progress` is called with (records replayed, total).
@@ -555,7 +614,8 @@ pub fn run_strategy(
         if keep {
             fatigue.push(remap(record, f_impressions, f_clicks))?;
             if let (Some(info), Some(share)) = (info, budget_share) {
-                track_budget(history, &mut pauses, info, share, period);
+                let id = &history.campaign_ids[info.campaign as usize];
+                pauses.track_budget(id, history.campaign_info.get(id), info, share, period);
             }
         }
         kept.push(keep);
@@ -755,66 +815,6 @@ pub fn run_strategy(
     })
 }
 
-/// Adds a kept event's spend to its campaign's local day and pauses the campaign for the rest of the day once
-/// the day's spend reaches the limit (only from the period's start).
-fn track_budget(
-    history: &History,
-    pauses: &mut Pauses,
-    info: &EventInfo,
-    share: f64,
-    period: Period,
-) {
-    let id = &history.campaign_ids[info.campaign as usize];
-    let Some(campaign) = history.campaign_info.get(id) else {
-        return;
-    };
-    let Some(budget) = campaign.daily_budget_micros.filter(|b| *b > 0) else {
-        return;
-    };
-    let day = calendar_window(Granularity::Day, info.time_ms, campaign.time_zone);
-    let spend = pauses
-        .day_spend
-        .entry(info.campaign)
-        .or_insert((day.start_ms, 0));
-    if spend.0 != day.start_ms {
-        // Events come in timestamp order, give or take out-of-order ones: a new day starts a new sum, and an
-        // out-of-order event of the previous day is not counted against the new one.
-        if day.start_ms < spend.0 {
-            return;
-        }
-        *spend = (day.start_ms, 0);
-    }
-    spend.1 += info.cost_micros;
-    let limit = share * budget as f64;
-    if info.time_ms >= period.from_ms
-        && spend.1 as f64 >= limit
-        && pauses
-            .campaigns
-            .get(&info.campaign)
-            .is_none_or(|(_, until)| *until <= info.time_ms)
-    {
-        // Delivery stops after this event: it was served and charged.
-        pauses
-            .campaigns
-            .insert(info.campaign, (info.time_ms + 1, day.end_ms));
-        pauses.actions.push(Action {
-            at_ms: info.time_ms,
-            until_ms: Some(day.end_ms),
-            kind: "pause-campaign",
-            campaign_id: id.clone(),
-            creative_id: None,
-            score: None,
-            reason: format!(
-                "daily spend {:.2} reached {:.0} % of the daily budget {:.2} {}",
-                spend.1 as f64 / 1e6,
-                share * 100.0,
-                budget as f64 / 1e6,
-                campaign.currency
-            ),
-        });
-    }
-}
-
 /// Runs every strategy over `history`, reporting progress per strategy.
 pub fn run_all(
     history: &History,
@@ -832,4 +832,82 @@ pub fn run_all(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-07T05:00Z: midnight in New York (EST, UTC−5).
+    const NY_MIDNIGHT: i64 = 1_794_027_600_000;
+
+    fn spend(time_ms: i64, cost_micros: i64) -> EventInfo {
+        EventInfo {
+            time_ms,
+            campaign: 0,
+            creative: 0,
+            cost_micros,
+            click: false,
+        }
+    }
+
+    #[test]
+    fn budget_rule_pauses_a_campaign_for_the_rest_of_its_local_day() {
+        let campaign = CampaignInfo {
+            id: "c1".into(),
+            currency: "USD".into(),
+            daily_budget_micros: Some(10_000_000),
+            time_zone: "America/New_York".parse().expect("a zone"),
+        };
+        let period = Period {
+            from_ms: NY_MIDNIGHT + 24 * HOUR_MS,
+            to_ms: NY_MIDNIGHT + 4 * 24 * HOUR_MS,
+            warmup_ms: 24 * HOUR_MS,
+        };
+        let mut pauses = Pauses::default();
+        let track = |pauses: &mut Pauses, event: &EventInfo| {
+            pauses.track_budget("c1", Some(&campaign), event, 0.5, period)
+        };
+        // Warm-up day: over the limit, but outcomes and pauses only count from the period's start.
+        track(&mut pauses, &spend(NY_MIDNIGHT + HOUR_MS, 8_000_000));
+        assert!(pauses.actions.is_empty());
+        // First day of the period: 3 + 3 ≥ 5 (half the budget) pauses after the second event, until local midnight.
+        let day = NY_MIDNIGHT + 24 * HOUR_MS;
+        track(&mut pauses, &spend(day + 10 * HOUR_MS, 3_000_000));
+        assert!(pauses.actions.is_empty());
+        let crossing = spend(day + 11 * HOUR_MS, 3_000_000);
+        track(&mut pauses, &crossing);
+        assert_eq!(pauses.actions.len(), 1);
+        let action = &pauses.actions[0];
+        assert_eq!(
+            (action.at_ms, action.until_ms, action.kind),
+            (crossing.time_ms, Some(day + 24 * HOUR_MS), "pause-campaign")
+        );
+        assert!(action.reason.contains("6.00") && action.reason.contains("50 %"));
+        // The crossing event was served; later ones that day are removed; the next local day delivers again.
+        assert!(!pauses.removes(&crossing));
+        assert!(pauses.removes(&spend(day + 23 * HOUR_MS, 1)));
+        assert!(!pauses.removes(&spend(day + 24 * HOUR_MS, 1)));
+        // A late event of the first day, seen after the second began, does not count against the second.
+        track(&mut pauses, &spend(day + 24 * HOUR_MS + 1, 4_000_000));
+        track(&mut pauses, &spend(day + 12 * HOUR_MS, 4_000_000));
+        assert_eq!(pauses.actions.len(), 1);
+        track(&mut pauses, &spend(day + 25 * HOUR_MS, 1_000_000));
+        assert_eq!(pauses.actions.len(), 2);
+        // A campaign without a budget, or unknown, is never paused.
+        let unbudgeted = CampaignInfo {
+            daily_budget_micros: None,
+            ..campaign.clone()
+        };
+        let mut other = Pauses::default();
+        other.track_budget(
+            "c2",
+            Some(&unbudgeted),
+            &spend(day, i64::MAX / 2),
+            0.5,
+            period,
+        );
+        other.track_budget("c3", None, &spend(day, i64::MAX / 2), 0.5, period);
+        assert!(other.actions.is_empty());
+    }
 }
