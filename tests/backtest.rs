@@ -10,7 +10,8 @@
 //!   point's exposure counts exactly the users up to its hour's end.
 //! - A second strategy with the same content gives zero deltas.
 //! - A strategy that pauses fatigued creatives records the pauses and lowers those creatives' spend; `adstream
-//!   backtest --out` writes the Parquet files and the HTML report naming every strategy.
+//!   backtest --out --to-topic` writes the Parquet files, the HTML report naming every strategy and one outcome
+//!   record per strategy and campaign.
 
 mod common;
 
@@ -24,6 +25,8 @@ use adstream_schemas::outputs::{AttributedConversion, CampaignMetrics, CreativeF
 use apache_avro::Schema;
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use serde::de::DeserializeOwned;
 
 use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
@@ -281,6 +284,23 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         ),
     ];
     let (from, to) = (first.to_string(), (last + 1).to_string());
+    let outcomes_topic = format!("{prefix}-outcomes");
+    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &outcomes_topic,
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create the outcomes topic")
+    {
+        result.expect("outcomes topic created");
+    }
+    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
     let mut args = vec![
         "backtest",
         "--topology",
@@ -295,6 +315,8 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         "0",
         "--out",
         out.to_str().expect("utf-8 path"),
+        "--to-topic",
+        &outcomes_topic,
     ];
     let fatigue_processor = format!("{processor}-fatigue");
     let attribution_processor = format!("{processor}-attribution");
@@ -354,5 +376,40 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     assert_eq!(strategies("outcomes.parquet"), all);
     assert_eq!(strategies("timeline.parquet"), all);
     assert!(strategies("actions.parquet").contains("pause-fatigued"));
+    // `--to-topic`: one JSON record per strategy and campaign (and TOTAL), keyed `<strategy>|<campaign>`.
+    let records: BTreeMap<String, serde_json::Value> = read_committed_records(&outcomes_topic)
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8(key.expect("a key")).expect("utf-8 key");
+            let value = serde_json::from_slice(&value.expect("a value")).expect("json");
+            (key, value)
+        })
+        .collect();
+    for (key, value) in &records {
+        let expected = format!(
+            "{}|{}",
+            value["strategy"].as_str().expect("strategy"),
+            value["campaign_id"].as_str().expect("campaign")
+        );
+        assert_eq!(key, &expected);
+    }
+    let total = |strategy: &str| &records[&format!("{strategy}|TOTAL")];
+    let spend = |strategy: &str| total(strategy)["spend_micros"].as_i64().expect("spend");
+    assert!(spend("pause-fatigued") < spend("live"), "{records:?}");
+    assert_eq!(total("live")["actions"], 0);
+    assert!(
+        total("pause-fatigued")["actions"]
+            .as_u64()
+            .expect("actions")
+            > 0
+    );
+    let per_strategy = |strategy: &str| {
+        records
+            .keys()
+            .filter(|k| k.starts_with(&format!("{strategy}|")))
+            .count()
+    };
+    assert_eq!(per_strategy("live"), per_strategy("pause-fatigued"));
+    assert!(per_strategy("live") > 1);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -37,7 +37,8 @@ pub struct BacktestArgs {
     /// Folder for outcomes.parquet, actions.parquet, timeline.parquet and report.html.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also write the outcomes as JSON records (key `<strategy>|<campaign>`) to this topic.
+    /// Also write the outcomes as JSON records (key `<strategy>|<campaign>`) to this topic (it must exist;
+    /// checked before the history is read).
     #[arg(long)]
     pub to_topic: Option<String>,
     /// campaign-metrics' processor name in the topology.
@@ -87,7 +88,14 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
         warmup_ms,
     };
     let runtime = tokio::runtime::Handle::current();
+    let target = args.to_topic.clone();
     let (runs, history_size) = tokio::task::spawn_blocking(move || {
+        // A missing target would otherwise only show after the whole run.
+        if let Some(target) = &target {
+            source
+                .partitions(target)
+                .with_context(|| format!("--to-topic {target}"))?;
+        }
         let started = Instant::now();
         let mut last = Instant::now();
         let mut read = 0u64;
