@@ -16,7 +16,9 @@ use adstream_processors::runtime::{self, RunSummary, RuntimeConfig, WireEncoder}
 use adstream_processors::window::Lateness;
 use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Device, Placement, Platform};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -856,4 +858,255 @@ async fn dlq_commands_name_missing_topics_and_say_when_a_dlq_is_empty() {
         "{}",
         run.stderr_text()
     );
+}
+
+/// Headers with one header whose key is the raw bytes `key` (not necessarily UTF-8), which rdkafka's safe API
+/// cannot write (it takes keys as `&str`), as a misbehaving producer in another language can.
+fn headers_with_raw_key(key: &[u8], value: &[u8]) -> OwnedHeaders {
+    let headers = OwnedHeaders::new();
+    // SAFETY: `as_borrowed` hands out librdkafka's header list itself (rdkafka's `BorrowedHeaders` is a
+    // zero-sized view of the native pointer, which is how rdkafka reads it too); librdkafka copies key and value.
+    let code = unsafe {
+        let list = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdkafka::bindings::rd_kafka_headers_t;
+        rdkafka::bindings::rd_kafka_header_add(
+            list,
+            key.as_ptr().cast(),
+            key.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    assert_eq!(
+        code,
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    );
+    headers
+}
+
+/// One hostile record produced into the clicks topic, with the class it must be dead-lettered with.
+struct Hostile {
+    kind: &'static str,
+    class: &'static str,
+    partition: i32,
+    offset: i64,
+    value: Vec<u8>,
+}
+
+/// (kind, class, key, value, timestamp, headers) of a hostile record to produce.
+type HostilePlan<'a> = (
+    &'static str,
+    &'static str,
+    Option<&'a [u8]>,
+    Vec<u8>,
+    i64,
+    OwnedHeaders,
+);
+
+/// Records that are hostile by their envelope rather than their value (headers, key, timestamp, size).
+async fn produce_hostile(registry_url: &str, clicks_topic: &str) -> Vec<Hostile> {
+    let registry = RegistryClient::new(registry_url).expect("registry client");
+    let click_id = registry
+        .register(&format!("{clicks_topic}-value"), AdClick::SCHEMA)
+        .await
+        .expect("click schema id");
+    let encoder = WireEncoder::new(AdClick::SCHEMA, click_id).expect("encoder");
+    let mut valid = Vec::new();
+    encoder
+        .encode(&click(250_000, "USD"), &mut valid)
+        .expect("encodes");
+    let oversize = wire(click_id, &vec![0xff; 900_000]);
+    let text = |key: &str, value: &str| {
+        OwnedHeaders::new().insert(Header {
+            key,
+            value: Some(value),
+        })
+    };
+    let plan: Vec<HostilePlan<'_>> = vec![
+        (
+            "header key not UTF-8",
+            "bad-headers",
+            Some(b"hostile-0"),
+            valid.clone(),
+            START_MS,
+            headers_with_raw_key(b"\xff\xfe-key", b"1"),
+        ),
+        (
+            "ce_type value not UTF-8",
+            "bad-headers",
+            Some(b"hostile-1"),
+            valid.clone(),
+            START_MS,
+            headers_with_raw_key(b"ce_type", b"\xc3\x28"),
+        ),
+        (
+            "no key",
+            "missing-key",
+            None,
+            valid.clone(),
+            START_MS,
+            text("ce_id", "hostile-2"),
+        ),
+        (
+            "timestamp in microseconds",
+            "future-timestamp",
+            Some(b"hostile-3"),
+            valid.clone(),
+            START_MS * 1000,
+            text("ce_id", "hostile-3"),
+        ),
+        (
+            "negative timestamp",
+            "negative-timestamp",
+            Some(b"hostile-4"),
+            valid.clone(),
+            -5_000,
+            text("ce_id", "hostile-4"),
+        ),
+        (
+            "900 kB value",
+            "undecodable-avro",
+            Some(b"hostile-5"),
+            oversize,
+            START_MS,
+            text("ce_id", "hostile-5"),
+        ),
+    ];
+    // A topic that takes any timestamp, as topics did by default before Kafka 4.0 (and do wherever
+    // `message.timestamp.after.max.ms` was raised): the far-future record reaches the job.
+    let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
+    let any_time = AlterConfig::new(ResourceSpecifier::Topic(clicks_topic))
+        .set("message.timestamp.after.max.ms", "9223372036854775807");
+    for result in admin
+        .alter_configs(&[any_time], &AdminOptions::new())
+        .await
+        .expect("alter configs")
+    {
+        result.expect("topic config altered");
+    }
+    let mut config = kafka();
+    config.set("enable.idempotence", "true").set("acks", "all");
+    let producer: FutureProducer = config.create().expect("producer");
+    let mut produced = Vec::new();
+    for (n, (kind, class, key, value, timestamp, headers)) in plan.into_iter().enumerate() {
+        let record = || {
+            let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(clicks_topic)
+                .partition(n as i32 % PARTITIONS)
+                .payload(value.as_slice())
+                .timestamp(timestamp)
+                .headers(headers.clone());
+            match key {
+                Some(key) => record.key(key),
+                None => record,
+            }
+        };
+        // The altered config reaches the partition leaders within moments.
+        let mut attempts = 0;
+        let delivery = loop {
+            match producer.send(record(), Duration::from_secs(30)).await {
+                Ok(delivery) => break delivery,
+                Err((e, _)) if attempts < 20 && e.to_string().contains("InvalidTimestamp") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err((e, _)) => panic!("{kind}: the broker refused the record: {e}"),
+            }
+        };
+        produced.push(Hostile {
+            kind,
+            class,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            value,
+        });
+    }
+    produced
+}
+
+// The poison-pill test of issue 18: sixteen kinds of bad records (the ten value-level kinds above on both event
+// topics, and six envelope-level kinds on the clicks topic) between valid records of a live job. On the code before
+// the fix, the non-UTF-8 header key panicked the job, the far-future timestamp moved its partition's watermark, and
+// the 900 kB record's dead letter was refused by the producer for its size, which stopped the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_of_sixteen_kinds_are_dead_lettered_and_never_stop_the_job() {
+    let setup = setup("hostile").await;
+    let clicks = setup.topics.events.clicks.clone();
+    let hostile = produce_hostile(&setup.registry_url, &clicks).await;
+    let summary = run_job(&setup).await;
+    assert_eq!(
+        summary.dead_letters,
+        (setup.poison.len() + hostile.len()) as u64,
+        "{summary:?}"
+    );
+    let kinds: std::collections::BTreeSet<&str> = setup
+        .poison
+        .iter()
+        .map(|p| p.kind)
+        .chain(hostile.iter().map(|h| h.kind))
+        .collect();
+    assert!(kinds.len() >= 16, "{kinds:?}");
+
+    let letters = tokio::task::block_in_place(|| read_all(&format!("dlq.{clicks}")));
+    let poison_on_clicks = setup.poison.iter().filter(|p| p.topic == clicks).count();
+    assert_eq!(letters.len(), poison_on_clicks + hostile.len());
+    for h in &hostile {
+        let found: Vec<&Stored> = letters
+            .iter()
+            .filter(|l| {
+                l.header("source_partition") == Some(h.partition.to_string().as_str())
+                    && l.header("source_offset") == Some(h.offset.to_string().as_str())
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{} is dead-lettered once", h.kind);
+        let letter = found[0];
+        assert_eq!(
+            letter.header("dlq_error_class"),
+            Some(h.class),
+            "{}: {:?}",
+            h.kind,
+            letter.header("dlq_error_message")
+        );
+        if h.value.len() > 512 * 1024 {
+            use sha2::Digest;
+            assert_eq!(letter.header("dlq_truncated"), Some("true"), "{}", h.kind);
+            assert_eq!(
+                letter.header("dlq_original_value_bytes"),
+                Some(h.value.len().to_string().as_str())
+            );
+            assert_eq!(
+                letter.header("dlq_original_value_sha256"),
+                Some(hex(sha2::Sha256::digest(&h.value).as_slice()).as_str())
+            );
+            assert!(letter
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() < h.value.len()));
+        } else {
+            assert_eq!(
+                letter.value.as_deref(),
+                Some(h.value.as_slice()),
+                "{}",
+                h.kind
+            );
+        }
+    }
+    tokio::task::block_in_place(|| {
+        check_dead_letters(
+            &setup.poison,
+            &setup.topics.events.impressions,
+            &format!("{}-job", setup.prefix),
+        )
+    });
+
+    // Every valid record counted exactly once: the outputs equal the recomputation over the valid data, and the
+    // far-future record made nothing late.
+    let actual = tokio::task::block_in_place(|| outputs(&setup.topics));
+    let problems = differences(&setup.expected, &actual);
+    assert!(
+        problems.is_empty(),
+        "{} difference(s), first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    assert_eq!(summary.late, 0, "no valid event was past retention");
 }

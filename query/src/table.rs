@@ -11,10 +11,12 @@
 //! columns (per batch), only the projected columns are built, and values are not decoded at all when no value
 //! column is asked for (`count(*)`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -43,7 +45,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use crate::avro_arrow::{build_column, record_fields};
@@ -474,9 +476,9 @@ fn read_latest(
 fn is_watermark_marker(message: &BorrowedMessage<'_>) -> bool {
     message.key().is_none()
         && message.payload().is_none()
-        && message
-            .headers()
-            .is_some_and(|h| h.iter().any(|h| h.key == "adstream_watermark"))
+        && KafkaHeaders::of(message)
+            .iter()
+            .any(|(key, _)| key == b"adstream_watermark")
 }
 
 /// A record kept past its consumer batch.
@@ -497,14 +499,10 @@ impl From<&BorrowedMessage<'_>> for OwnedRow {
             timestamp: message.timestamp().to_millis(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
-            headers: message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: KafkaHeaders::of(message)
+                .iter()
+                .map(|(key, value)| (key_text(key).into_owned(), value.map(<[u8]>::to_vec)))
+                .collect(),
         }
     }
 }
@@ -516,7 +514,7 @@ struct RowRef<'a> {
     timestamp: Option<i64>,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
-    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    headers: Vec<(Cow<'a, str>, Option<&'a [u8]>)>,
 }
 
 impl<'a> From<&'a BorrowedMessage<'a>> for RowRef<'a> {
@@ -527,10 +525,10 @@ impl<'a> From<&'a BorrowedMessage<'a>> for RowRef<'a> {
             timestamp: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
-            headers: message
-                .headers()
-                .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-                .unwrap_or_default(),
+            headers: KafkaHeaders::of(message)
+                .iter()
+                .map(|(key, value)| (key_text(key), value))
+                .collect(),
         }
     }
 }
@@ -546,7 +544,7 @@ impl<'a> From<&'a OwnedRow> for RowRef<'a> {
             headers: row
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_deref()))
                 .collect(),
         }
     }
@@ -684,7 +682,7 @@ fn headers_column(field: &Field, rows: &[&RowRef<'_>]) -> Result<ArrayRef, Query
     let mut values: Vec<Option<String>> = Vec::new();
     for row in rows {
         for (key, value) in &row.headers {
-            keys.push(Some((*key).to_owned()));
+            keys.push(Some(key.to_string()));
             values.push(value.map(|v| String::from_utf8_lossy(v).into_owned()));
         }
         offsets.push(keys.len() as i32);

@@ -29,16 +29,17 @@ pub enum RegistryClientError {
         /// What the HTTP client saw.
         reason: String,
     },
-    /// The registry answered with an error (Confluent's `error_code` and `message`).
-    #[error("schema registry error {code} (HTTP {status}) for {url}: {message}")]
+    /// The registry (or a proxy in front of it) answered with an error status.
+    #[error("schema registry error {} (HTTP {status}) for {url}: {message}", code.map_or_else(|| "without a Confluent error code".to_owned(), |c| c.to_string()))]
     Http {
         /// The request URL.
         url: String,
         /// HTTP status.
         status: u16,
-        /// Confluent error code, e.g. 40401; the HTTP status when the body had none.
-        code: u32,
-        /// The registry's message.
+        /// Confluent error code, e.g. 40401, when the body was a Confluent error; None for any other body (a
+        /// gateway's 502 page, an auth proxy's 401): such an answer says nothing about the schema asked for.
+        code: Option<u32>,
+        /// The registry's message, or the start of the body.
         message: String,
     },
     /// The registry answered something that is not the API's JSON.
@@ -51,12 +52,51 @@ pub enum RegistryClientError {
     },
 }
 
+/// What a failed registry request means for the caller, by meaning rather than by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The registry answered a Confluent "not found" code (40401 subject, 40402 version, 40403 schema id).
+    NotFound,
+    /// May succeed if asked again later: no answer, a timeout, a 5xx, 429 (rate limited), 408, or an answer that
+    /// is not the API's (a proxy or load balancer speaking for a registry that is down).
+    Retriable,
+    /// The registry refused the client's credentials (401, 403): retrying does not help; the operator must fix the
+    /// configuration.
+    Unauthorized,
+    /// Any other refusal (a 4xx with a Confluent code, or a misconfigured URL): retrying does not help.
+    Refused,
+}
+
 impl RegistryClientError {
-    /// The Confluent error code of an [`RegistryClientError::Http`] error.
+    /// The Confluent error code of an [`RegistryClientError::Http`] error whose body carried one.
     pub fn code(&self) -> Option<u32> {
         match self {
-            RegistryClientError::Http { code, .. } => Some(*code),
+            RegistryClientError::Http { code, .. } => *code,
             _ => None,
+        }
+    }
+
+    /// What the failure means: only a Confluent 404xx code says that something does not exist.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            RegistryClientError::Http {
+                code: Some(40401..=40403),
+                ..
+            } => FailureKind::NotFound,
+            RegistryClientError::Http {
+                status: 401 | 403, ..
+            } => FailureKind::Unauthorized,
+            RegistryClientError::Http { status, .. }
+                if *status >= 500 || *status == 429 || *status == 408 =>
+            {
+                FailureKind::Retriable
+            }
+            RegistryClientError::Http { .. } | RegistryClientError::InvalidUrl { .. } => {
+                FailureKind::Refused
+            }
+            RegistryClientError::Unreachable { .. } | RegistryClientError::BadResponse { .. } => {
+                FailureKind::Retriable
+            }
         }
     }
 }
@@ -309,7 +349,7 @@ impl RegistryClient {
             return Err(RegistryClientError::Http {
                 url: shown,
                 status: status.as_u16(),
-                code: code.unwrap_or(u32::from(status.as_u16())),
+                code,
                 message: message
                     .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
             });
@@ -381,5 +421,64 @@ mod tests {
                 .contains("http://127.0.0.1:1/subjects/s/versions/latest"),
             "{error}"
         );
+    }
+
+    /// Answers every request on a loopback port with `status` and `body`, the way a gateway in front of a registry
+    /// that is down (or an auth proxy) does.
+    async fn answering(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{address}")
+    }
+
+    // Regression (issue 18, item 5): a gateway's 502/503, a rate limit or an auth proxy's 401 used to become
+    // error "code" 502/401 < 50000, which the decoder read as "unknown schema id" and dead-lettered valid records.
+    #[tokio::test]
+    async fn only_a_confluent_not_found_code_means_the_schema_id_does_not_exist() {
+        let cases = [
+            (
+                "502 Bad Gateway",
+                "<html>bad gateway</html>",
+                FailureKind::Retriable,
+            ),
+            ("503 Service Unavailable", "down", FailureKind::Retriable),
+            ("429 Too Many Requests", "slow down", FailureKind::Retriable),
+            ("401 Unauthorized", "who are you", FailureKind::Unauthorized),
+            ("403 Forbidden", "{}", FailureKind::Unauthorized),
+            (
+                "404 Not Found",
+                "<html>no such path</html>",
+                FailureKind::Refused,
+            ),
+        ];
+        for (status, body, expected) in cases {
+            let client = RegistryClient::new(&answering(status, body).await).unwrap();
+            let error = client.schema_by_id(7).await.expect_err(status);
+            assert_eq!(error.kind(), expected, "{status}: {error}");
+            assert_eq!(error.code(), None, "{status}");
+        }
+        let not_found = answering(
+            "404 Not Found",
+            r#"{"error_code":40403,"message":"Schema 7 not found"}"#,
+        )
+        .await;
+        let client = RegistryClient::new(&not_found).unwrap();
+        assert_eq!(client.schema_by_id(7).await.unwrap(), None);
+        let unreachable =
+            RegistryClient::with_timeout("http://127.0.0.1:1", Duration::from_secs(2)).unwrap();
+        let error = unreachable.schema_by_id(7).await.unwrap_err();
+        assert_eq!(error.kind(), FailureKind::Retriable);
     }
 }

@@ -17,9 +17,12 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use adstream_processors::runtime::emit::TRUNCATED_HEADER;
+use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 
 use crate::config::Settings;
 
@@ -141,13 +144,22 @@ impl DeadLetter {
             .unwrap_or_else(|| "(none)".to_owned())
     }
 
-    /// Where the record came from: `source_topic` and `source_partition`, both required to re-send it.
-    fn source(&self, dlq_topic: &str) -> Result<(String, i32)> {
+    /// Where the record came from: `source_topic` and `source_partition`, both required to re-send it. The topic
+    /// must be `implied_source`, the one the dead-letter topic's name implies: the headers are whatever the
+    /// dead-lettered record carried, and a record written to `dlq.X` must not be able to make a redrive write into
+    /// any other topic (`_schemas`, say).
+    fn source(&self, dlq_topic: &str, implied_source: &str) -> Result<(String, i32)> {
         let here = format!("{dlq_topic}/{}/{}", self.partition, self.offset);
         let topic = self
             .header("source_topic")
             .filter(|t| !t.is_empty())
             .with_context(|| format!("dead letter {here} has no source_topic header"))?;
+        if topic != implied_source {
+            bail!(
+                "dead letter {here} names source_topic '{}', but {dlq_topic} holds dead letters of                  '{implied_source}' only; nothing was sent",
+                topic.escape_debug()
+            );
+        }
         let partition = self
             .header("source_partition")
             .with_context(|| format!("dead letter {here} has no source_partition header"))?;
@@ -303,14 +315,10 @@ fn scan(
                 if message.offset() >= high {
                     continue;
                 }
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = KafkaHeaders::of(&message)
+                    .iter()
+                    .map(|(key, value)| (key_text(key).into_owned(), value.map(<[u8]>::to_vec)))
+                    .collect();
                 visit(DeadLetter {
                     partition,
                     offset: message.offset(),
@@ -673,10 +681,26 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
              dead-lettered it): each source record is re-sent once"
         );
     }
+    // A letter cut to fit the dead-letter topic no longer holds the original record: it is never re-sent.
+    let before = found.selected.len();
+    found
+        .selected
+        .retain(|letter| letter.header(TRUNCATED_HEADER).is_none());
+    let truncated = before - found.selected.len();
+    if truncated > 0 {
+        println!(
+            "{truncated} dead letter(s) were truncated when dead-lettered (too large to carry whole; see their \
+             dlq_original_value_sha256 header) and are not re-sent"
+        );
+    }
+    if found.selected.is_empty() {
+        println!("nothing to redrive from {dlq_topic}");
+        return Ok(());
+    }
     // Every selected record must say where it goes before anything is sent.
     let mut targets = Vec::with_capacity(found.selected.len());
     for letter in &found.selected {
-        targets.push(letter.source(&dlq_topic)?);
+        targets.push(letter.source(&dlq_topic, &source)?);
     }
     if args.dry_run {
         for (letter, (topic, partition)) in found.selected.iter().zip(&targets) {
@@ -897,6 +921,40 @@ mod tests {
         assert!(topics_of(" ").is_err());
     }
 
+    // Regression (issue 18, item 8): the target came from the letter's own `source_topic` header, so a record
+    // written to dlq.X with `source_topic: _schemas` made a redrive write into the registry's topic.
+    #[test]
+    fn a_letter_can_only_go_back_to_the_topic_its_dead_letter_topic_names() {
+        let letter = |source_topic: &str| DeadLetter {
+            partition: 0,
+            offset: 3,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: vec![
+                (
+                    "source_topic".to_owned(),
+                    Some(source_topic.as_bytes().to_vec()),
+                ),
+                ("source_partition".to_owned(), Some(b"1".to_vec())),
+            ],
+        };
+        assert_eq!(
+            letter("ads.clicks")
+                .source("dlq.ads.clicks", "ads.clicks")
+                .expect("its own source"),
+            ("ads.clicks".to_owned(), 1)
+        );
+        let error = letter("_schemas")
+            .source("dlq.ads.clicks", "ads.clicks")
+            .expect_err("another topic")
+            .to_string();
+        assert!(
+            error.contains("'_schemas'") && error.contains("nothing was sent"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn a_record_dead_lettered_by_several_jobs_is_redriven_once() {
         let letter = |offset: i64, by: &str, source_offset: Option<&str>| DeadLetter {
@@ -952,6 +1010,8 @@ mod tests {
             .collect(),
         };
         let headers = redrive_headers(&letter, "dlq.t/1/7");
+        // Headers built here from UTF-8 keys: rdkafka's reader is safe on them.
+        use rdkafka::message::Headers;
         let names: Vec<(String, Option<Vec<u8>>)> = headers
             .iter()
             .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 use adstream_processors::runtime::QuietEof;
 use adstream_topology::Topology;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -112,19 +112,15 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
                 .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() })),
             Err(e) => serde_json::json!({ "undecodable": e.error }),
         };
-        let headers: serde_json::Map<String, serde_json::Value> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
-                        )
-                    })
-                    .collect()
+        let headers: serde_json::Map<String, serde_json::Value> = KafkaHeaders::of(&message)
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key_text(key).into_owned(),
+                    String::from_utf8_lossy(value.unwrap_or_default()).into(),
+                )
             })
-            .unwrap_or_default();
+            .collect();
         let line = serde_json::json!({
             "partition": message.partition(),
             "offset": message.offset(),

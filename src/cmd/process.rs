@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// Stop once every input partition has been read to its end (replays, batch catch-up).
     #[arg(long)]
     until_end: bool,
+    /// An input record whose timestamp is more than this many seconds ahead of the wall clock goes to the DLQ
+    /// (class `future-timestamp`) instead of moving event time.
+    #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_MAX_EVENT_TIME_AHEAD.as_secs())]
+    max_event_time_ahead_secs: u64,
 }
 
 impl RunArgs {
@@ -126,6 +130,7 @@ impl RunArgs {
         };
         config.commit_interval = Duration::from_millis(self.commit_interval_ms.max(1));
         config.exit_at_end_of_input = self.until_end;
+        config.max_event_time_ahead = Duration::from_secs(self.max_event_time_ahead_secs);
         config
     }
 }

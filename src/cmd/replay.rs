@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 use adstream_processors::runtime::simulate::kafka_partition;
 use adstream_query::pushdown::{HEADERS, KEY, TIMESTAMP};
 use adstream_query::table::{TableMode, TopicTable};
@@ -21,7 +22,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::named_struct;
 use datafusion::functions_nested::expr_fn::array_has;
 use datafusion::prelude::{col, lit, SessionContext};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
@@ -264,11 +265,9 @@ fn wanted(
         .is_some_and(|t| t >= from_ms && t < to_ms);
     let key_ok = key.is_none_or(|k| message.key() == Some(k.as_bytes()));
     let type_ok = event_type.is_none_or(|wanted| {
-        message.headers().is_some_and(|headers| {
-            headers
-                .iter()
-                .any(|h| h.key == "ce_type" && h.value == Some(wanted.as_bytes()))
-        })
+        KafkaHeaders::of(message)
+            .iter()
+            .any(|(key, value)| key == b"ce_type" && value == Some(wanted.as_bytes()))
     });
     // Watermark markers of the processors are progress announcements, never events.
     let event = message.key().is_some() || message.payload().is_some();
@@ -283,11 +282,12 @@ fn provenance(
     replayed_at: &str,
 ) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for header in original.iter() {
-            if !header.key.starts_with("replay") {
-                headers = headers.insert(header);
-            }
+    for (key, value) in KafkaHeaders::of(message).iter() {
+        if !key.starts_with(b"replay") {
+            headers = headers.insert(Header {
+                key: &key_text(key),
+                value,
+            });
         }
     }
     let partition = message.partition().to_string();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
-use adstream_schemas::client::RegistryClient;
+use adstream_schemas::client::{FailureKind, RegistryClient};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 use serde::de::DeserializeOwned;
@@ -32,9 +32,19 @@ pub enum DecodeError {
     /// The registry has no schema with this id.
     #[error("schema id {0} is unknown to the registry")]
     UnknownSchema(u32),
-    /// The registry could not be asked (after the client's timeout).
+    /// The registry could not be asked (no answer, a 5xx, rate limited): the record is not at fault. The runtime
+    /// pauses and retries it; it is never dead-lettered for this.
     #[error("schema id {id}: registry unavailable: {message}")]
     RegistryUnavailable {
+        /// Schema id.
+        id: u32,
+        /// The client's message.
+        message: String,
+    },
+    /// The registry refused the request for a reason retrying cannot fix (credentials, a URL that is not a
+    /// registry): the job stops with this message rather than dead-letter valid records.
+    #[error("schema id {id}: the schema registry refused the request: {message}")]
+    RegistryRefused {
         /// Schema id.
         id: u32,
         /// The client's message.
@@ -72,6 +82,7 @@ impl DecodeError {
             DecodeError::BadMagic(_) => "bad-magic-byte",
             DecodeError::UnknownSchema(_) => "unknown-schema-id",
             DecodeError::RegistryUnavailable { .. } => "registry-unavailable",
+            DecodeError::RegistryRefused { .. } => "registry-refused",
             DecodeError::IncompatibleSchema { .. } => "incompatible-schema",
             DecodeError::BadDatum { .. } => "undecodable-avro",
             DecodeError::Invalid(_) => "invalid-value",
@@ -81,6 +92,12 @@ impl DecodeError {
     /// Whether retrying later could succeed: such records must not be dead-lettered; the task stops instead.
     pub fn is_transient(&self) -> bool {
         matches!(self, DecodeError::RegistryUnavailable { .. })
+    }
+
+    /// Whether the job cannot go on until someone fixes its configuration: such records must not be
+    /// dead-lettered either; the job stops with the error.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, DecodeError::RegistryRefused { .. })
     }
 }
 
@@ -144,9 +161,15 @@ impl SchemaCache {
         let registry = registry.clone();
         let text = runtime
             .block_on(async move { registry.schema_by_id(id).await })
-            .map_err(|e| match e.code() {
-                Some(code) if code < 50000 => DecodeError::UnknownSchema(id),
-                _ => DecodeError::RegistryUnavailable {
+            .map_err(|e| match e.kind() {
+                // `schema_by_id` answers Ok(None) for 40403; another "not found" code is not about this id.
+                FailureKind::Retriable | FailureKind::NotFound => {
+                    DecodeError::RegistryUnavailable {
+                        id,
+                        message: e.to_string(),
+                    }
+                }
+                FailureKind::Unauthorized | FailureKind::Refused => DecodeError::RegistryRefused {
                     id,
                     message: e.to_string(),
                 },
@@ -338,5 +361,65 @@ mod tests {
             .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 7, 2]))
             .expect_err("truncated datum");
         assert_eq!(error.class(), "undecodable-avro");
+    }
+
+    /// A loopback HTTP server answering every request with `status` and a body that is not a Confluent error.
+    fn answering(status: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            for mut socket in listener.incoming().flatten() {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request);
+                let body = "<html>gateway</html>";
+                let _ = write!(
+                    socket,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{address}")
+    }
+
+    // Regression (issue 18, item 5): a registry behind a gateway answering 502/503 (or an auth proxy's 401) had
+    // its valid records dead-lettered as `unknown-schema-id`.
+    #[test]
+    fn a_registry_outage_is_transient_and_refused_credentials_are_fatal_never_an_unknown_id() {
+        // Multi-threaded, as the live job's: a handle's `block_on` drives no I/O on a current-thread runtime.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let decode = |status: &'static str| {
+            let client = RegistryClient::new(&answering(status)).expect("client");
+            let mut cache = SchemaCache::new(client, runtime.handle().clone());
+            let mut decoder = TypedDecoder::new(
+                "io.adstream.ads.AdClick",
+                adstream_schemas::events::avsc::AD_CLICK,
+            )
+            .expect("schema");
+            decoder
+                .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 9, 0]))
+                .expect_err("the registry cannot answer")
+        };
+        for status in [
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+            "429 Too Many Requests",
+        ] {
+            let error = decode(status);
+            assert!(error.is_transient(), "{status}: {error}");
+            assert_eq!(error.class(), "registry-unavailable", "{status}");
+        }
+        for status in ["401 Unauthorized", "403 Forbidden"] {
+            let error = decode(status);
+            assert!(
+                error.is_fatal() && !error.is_transient(),
+                "{status}: {error}"
+            );
+        }
     }
 }

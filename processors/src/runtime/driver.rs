@@ -27,8 +27,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
 use super::emit::{Outgoing, Transport};
+use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
-use super::tasks::{correlation_id, Tasks};
+use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
     DeliveryGuarantee, InputKind, Operator, OutputSpec, Record, RecordHeaders, RuntimeConfig,
     SchemaCache,
@@ -59,9 +60,23 @@ pub enum RuntimeError {
     /// Records could not be delivered under at-least-once.
     #[error("delivery failed: {0}")]
     Delivery(String),
-    /// The registry was unavailable for a record's schema; the record was not processed.
-    #[error("{0}")]
-    Transient(String),
+    /// The registry was unavailable for a record's schema; the record was not processed. The live loop pauses and
+    /// retries the record; it never leaves the loop with this error.
+    #[error("{message}")]
+    Transient {
+        /// Input index of the record.
+        input: usize,
+        /// Its partition.
+        partition: i32,
+        /// Its offset: where the partition resumes.
+        offset: i64,
+        /// What failed.
+        message: String,
+    },
+    /// The schema registry refused the job's requests (credentials, a URL that is not a registry): nothing was
+    /// dead-lettered; the job stops until its configuration is fixed.
+    #[error("the schema registry refused the request, fix the registry settings: {0}")]
+    RegistryRefused(String),
 }
 
 /// What a run did, returned at a clean shutdown.
@@ -199,7 +214,7 @@ impl Task {
         else {
             return Ok(());
         };
-        let headers = RecordHeaders::from(message.headers());
+        let headers = RecordHeaders::Kafka(KafkaHeaders::of(message));
         let now = now_ms();
         if self.tasks.marker(input, message.partition(), headers, now) {
             self.positions
@@ -979,7 +994,10 @@ pub fn run(
         &config.application_id,
         transport,
         SchemaCache::new(registry, runtime.clone()),
-        config.idle_timeout,
+        EventTimeRules {
+            idle_timeout: config.idle_timeout,
+            max_event_time_ahead: Some(config.max_event_time_ahead),
+        },
         partitions,
         marked_outputs,
     );
@@ -1064,6 +1082,7 @@ fn poll_loop(
     shutdown: &AtomicBool,
 ) -> Result<Stop, RuntimeError> {
     let lock = || task.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pause = Backoff::default();
     let mut last_end_check = Instant::now();
     let mut ends = HashMap::new();
     while !shutdown.load(Ordering::Relaxed) {
@@ -1075,7 +1094,39 @@ fn poll_loop(
         let mut check_end = false;
         match polled {
             None => check_end = last_end_check.elapsed() >= Duration::from_secs(1),
-            Some(Ok(message)) => task.handle(&message)?,
+            Some(Ok(message)) => match task.handle(&message) {
+                Err(RuntimeError::Transient {
+                    input,
+                    partition,
+                    offset,
+                    message: reason,
+                }) => {
+                    drop(message);
+                    task.commit(consumer)?;
+                    let topic = task.tasks.inputs[input].topic.clone();
+                    consumer
+                        .seek(&topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
+                        .map_err(|e| {
+                            RuntimeError::Fatal(format!(
+                                "seek {topic}/{partition} to {offset}: {e}"
+                            ))
+                        })?;
+                    drop(task);
+                    let wait = pause.next();
+                    warn!(
+                        error = %reason,
+                        topic = %topic,
+                        partition,
+                        offset,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "a dependency is unavailable: progress committed, pausing before retrying the record"
+                    );
+                    sleep_unless_shutdown(wait, shutdown);
+                    continue;
+                }
+                Err(other) => return Err(other),
+                Ok(()) => pause.reset(),
+            },
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 check_end = last_end_check.elapsed() >= Duration::from_secs(1)
             }
@@ -1098,6 +1149,42 @@ fn poll_loop(
         }
     }
     Ok(Stop::Shutdown)
+}
+
+/// How long to pause before retrying a record whose dependency (the schema registry) was unavailable: doubling
+/// from 200 ms up to 10 s, back to the start after a record goes through.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn next(&mut self) -> Duration {
+        let wait = Self::FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Sleeps `wait`, waking early when shutdown is requested.
+fn sleep_unless_shutdown(wait: Duration, shutdown: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while !shutdown.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 /// Whether the consumer owns all `every_partition` input partitions and its position in each has reached the

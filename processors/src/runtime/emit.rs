@@ -272,22 +272,69 @@ impl Context<'_> {
             ("correlation_id", Some(record.correlation_id.as_bytes())),
         ];
         // The record's own headers (CloudEvents, content type, an earlier redrive's provenance) travel with it;
-        // the ones set above are not repeated.
-        headers.extend(record.headers.iter().filter(|(key, _)| {
-            !(*key == "correlation_id"
-                || *key == "redirected_at"
-                || *key == "redirected_by"
-                || key.starts_with("dlq_")
-                || key.starts_with("late_")
-                || key.starts_with("source_"))
-        }));
+        // the ones set above are not repeated. A key that is not UTF-8 travels with its invalid bytes replaced.
+        let carried: Vec<(std::borrow::Cow<'_, str>, Option<&[u8]>)> = record
+            .headers
+            .iter_raw()
+            .map(|(key, value)| (super::headers::key_text(key), value))
+            .filter(|(key, _)| {
+                !(key == "correlation_id"
+                    || key == "redirected_at"
+                    || key == "redirected_by"
+                    || key.starts_with("dlq_")
+                    || key.starts_with("late_")
+                    || key.starts_with("source_"))
+            })
+            .collect();
+        let mut key = record.key.unwrap_or_default();
+        let mut value = record.value;
+        let whole = key.len()
+            + value.map_or(0, <[u8]>::len)
+            + headers
+                .iter()
+                .map(|(k, v)| header_size(k, *v))
+                .sum::<usize>()
+            + carried
+                .iter()
+                .map(|(k, v)| header_size(k, *v))
+                .sum::<usize>();
+        let truncation = (whole > REDIRECT_MAX_BYTES).then(|| Truncation::of(record));
+        match &truncation {
+            None => headers.extend(carried.iter().map(|(k, v)| (k.as_ref(), *v))),
+            Some(truncation) => {
+                // The whole record cannot be written: its key and value are cut to fit and its own headers are left
+                // out, with the original sizes and a SHA-256 of the value so the original can be found upstream.
+                key = &key[..key.len().min(REDIRECT_KEPT_KEY_BYTES)];
+                value = value.map(|v| &v[..v.len().min(REDIRECT_KEPT_VALUE_BYTES)]);
+                headers.extend(truncation.headers(prefix));
+            }
+        }
+        // A timestamp the broker would refuse on the redirect topic (Kafka 4 refuses records more than
+        // `message.timestamp.after.max.ms`, one hour by default, ahead of its clock) would make the redirect fail
+        // and stop the job: such a record is written with the producer's time and its own in a header.
+        let original_timestamp;
+        let timestamp_ms = match record.timestamp_ms {
+            Some(t) if t < 0 || t > self.now_ms.saturating_add(REDIRECT_MAX_AHEAD_MS) => {
+                original_timestamp = t.to_string();
+                headers.push((
+                    if prefix == "dlq" {
+                        "dlq_original_timestamp"
+                    } else {
+                        "late_original_timestamp"
+                    },
+                    Some(original_timestamp.as_bytes()),
+                ));
+                None
+            }
+            other => other,
+        };
         let topic = format!("{prefix}.{source}");
         let sent = self.emitter.transport.send(&Outgoing {
             topic: &topic,
             partition: Some(record.partition),
-            key: record.key.unwrap_or_default(),
-            value: record.value,
-            timestamp_ms: record.timestamp_ms,
+            key,
+            value,
+            timestamp_ms,
             headers: &headers,
         });
         if let Err(e) = sent {
@@ -295,3 +342,90 @@ impl Context<'_> {
         }
     }
 }
+
+/// A dead letter or late record is written whole only below this size (key, value and headers): far enough below
+/// every default size limit on the way (the producer's `message.max.bytes` of 1,000,000, a topic's
+/// `max.message.bytes` of 1,048,588) that a record which fitted its own topic, plus the redirect headers, never
+/// makes the redirect fail, which would stop the job on its own dead letter.
+pub const REDIRECT_MAX_BYTES: usize = 512 * 1024;
+/// How far ahead of the wall clock a redirected record may keep its own timestamp: below Kafka 4's default
+/// `message.timestamp.after.max.ms` (one hour).
+const REDIRECT_MAX_AHEAD_MS: i64 = 30 * 60 * 1000;
+
+/// A header's share of a record's size: key, value and the record format's per-header varints.
+fn header_size(key: &str, value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + 8
+}
+
+/// What is kept of a too-large record's key.
+const REDIRECT_KEPT_KEY_BYTES: usize = 1024;
+/// What is kept of a too-large record's value: enough to see what it was.
+const REDIRECT_KEPT_VALUE_BYTES: usize = 64 * 1024;
+
+/// The original sizes and value hash of a record redirected truncated, as header values.
+struct Truncation {
+    key_bytes: String,
+    value_bytes: String,
+    value_sha256: String,
+}
+
+impl Truncation {
+    fn of(record: &Record<'_>) -> Truncation {
+        use sha2::Digest;
+        let value = record.value.unwrap_or_default();
+        let digest = sha2::Sha256::digest(value);
+        let mut hex = String::with_capacity(64);
+        for byte in digest.iter() {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        Truncation {
+            key_bytes: record.key.map_or(0, <[u8]>::len).to_string(),
+            value_bytes: value.len().to_string(),
+            value_sha256: hex,
+        }
+    }
+
+    /// `<prefix>_truncated`, `<prefix>_original_key_bytes`, `<prefix>_original_value_bytes` and
+    /// `<prefix>_original_value_sha256`.
+    fn headers<'a>(&'a self, prefix: &str) -> [(&'a str, Option<&'a [u8]>); 4] {
+        let dlq = prefix == "dlq";
+        [
+            (
+                if dlq {
+                    TRUNCATED_HEADER
+                } else {
+                    "late_truncated"
+                },
+                Some(b"true".as_slice()),
+            ),
+            (
+                if dlq {
+                    "dlq_original_key_bytes"
+                } else {
+                    "late_original_key_bytes"
+                },
+                Some(self.key_bytes.as_bytes()),
+            ),
+            (
+                if dlq {
+                    "dlq_original_value_bytes"
+                } else {
+                    "late_original_value_bytes"
+                },
+                Some(self.value_bytes.as_bytes()),
+            ),
+            (
+                if dlq {
+                    "dlq_original_value_sha256"
+                } else {
+                    "late_original_value_sha256"
+                },
+                Some(self.value_sha256.as_bytes()),
+            ),
+        ]
+    }
+}
+
+/// Header of a dead letter whose key and value were cut to fit (see [`REDIRECT_MAX_BYTES`]); `dlq redrive` leaves
+/// such letters alone, since what they carry is not the original record.
+pub const TRUNCATED_HEADER: &str = "dlq_truncated";

@@ -18,6 +18,7 @@
 //! what Kafka committed.
 //!
 //! - `codec`    — Confluent wire-format Avro decoding/encoding.
+//! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
 //! - `tasks`    — per-task watermarks, markers, dead letters and commits: the rules live and simulated runs share.
@@ -27,6 +28,7 @@
 pub mod codec;
 pub mod driver;
 pub mod emit;
+pub mod headers;
 pub mod metrics;
 pub mod simulate;
 pub mod store;
@@ -83,7 +85,15 @@ pub struct RuntimeConfig {
     pub exit_at_end_of_input: bool,
     /// Where the job publishes its metrics, readiness and lag (served by the binary's HTTP endpoint).
     pub metrics: Arc<JobMetrics>,
+    /// A stream record whose timestamp is further ahead of the wall clock than this goes to `dlq.<topic>` (class
+    /// `future-timestamp`) instead of moving its task's watermark, where one such record (microseconds written as
+    /// milliseconds, a skewed clock) would make every later event late. Default one hour, Kafka 4's default
+    /// `message.timestamp.after.max.ms`.
+    pub max_event_time_ahead: Duration,
 }
+
+/// The default of [`RuntimeConfig::max_event_time_ahead`].
+pub const DEFAULT_MAX_EVENT_TIME_AHEAD: Duration = Duration::from_secs(3600);
 
 impl RuntimeConfig {
     /// Settings with the defaults: exactly-once, 1 s commit interval, 30 s idle timeout, run until shut down.
@@ -98,6 +108,7 @@ impl RuntimeConfig {
             registry_url: registry_url.to_owned(),
             exit_at_end_of_input: false,
             metrics: Arc::new(JobMetrics::default()),
+            max_event_time_ahead: DEFAULT_MAX_EVENT_TIME_AHEAD,
         }
     }
 
@@ -227,36 +238,50 @@ pub enum RecordHeaders<'a> {
     /// The record has no headers.
     None,
     /// The headers of a consumed Kafka message.
-    Kafka(&'a rdkafka::message::BorrowedHeaders),
+    Kafka(headers::KafkaHeaders<'a>),
     /// Headers held in memory: (key, value) in record order.
     Owned(&'a [(String, Vec<u8>)]),
 }
 
 impl<'a> RecordHeaders<'a> {
-    /// Every header in record order as (key, value); a Kafka header with a null value gives None.
-    pub fn iter(self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> {
+    /// Every header in record order as (key bytes, value); a Kafka header with a null value gives None.
+    pub fn iter_raw(self) -> impl Iterator<Item = headers::RawHeader<'a>> {
         let (kafka, owned) = match self {
             RecordHeaders::None => (None, None),
             RecordHeaders::Kafka(headers) => (Some(headers), None),
             RecordHeaders::Owned(headers) => (None, Some(headers)),
         };
-        let kafka = kafka
-            .into_iter()
-            .flat_map(|headers| rdkafka::message::Headers::iter(headers))
-            .map(|header| (header.key, header.value));
+        let kafka = kafka.into_iter().flat_map(|headers| headers.iter());
         let owned = owned
             .into_iter()
             .flatten()
-            .map(|(key, value)| (key.as_str(), Some(value.as_slice())));
+            .map(|(key, value)| (key.as_bytes(), Some(value.as_slice())));
         kafka.chain(owned)
+    }
+
+    /// Every header whose key is UTF-8, in record order, as (key, value). The runtime dead-letters records with
+    /// any other key before an operator sees them (see [`RecordHeaders::problem`]).
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> {
+        self.iter_raw()
+            .filter_map(|(key, value)| std::str::from_utf8(key).ok().map(|key| (key, value)))
     }
 
     /// The first header named `key`, if its value is UTF-8 text.
     pub fn text(self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .find(|(k, _)| *k == key)
+        self.iter_raw()
+            .find(|(k, _)| *k == key.as_bytes())
             .and_then(|(_, value)| value)
             .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// Why these headers are refused (unreadable, a key that is not UTF-8, a text header that is not), if they are.
+    pub fn problem(self) -> Option<headers::HeaderProblem> {
+        if let RecordHeaders::Kafka(kafka) = self {
+            if let Some(reason) = kafka.unreadable() {
+                return Some(headers::HeaderProblem::Unreadable(reason));
+            }
+        }
+        headers::check(self.iter_raw()).err()
     }
 }
 
@@ -264,14 +289,8 @@ impl std::fmt::Debug for RecordHeaders<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Values can be binary: the keys say what the record carries.
         f.debug_list()
-            .entries(self.iter().map(|(key, _)| key))
+            .entries(self.iter_raw().map(|(key, _)| headers::key_text(key)))
             .finish()
-    }
-}
-
-impl<'a> From<Option<&'a rdkafka::message::BorrowedHeaders>> for RecordHeaders<'a> {
-    fn from(headers: Option<&'a rdkafka::message::BorrowedHeaders>) -> Self {
-        headers.map_or(RecordHeaders::None, RecordHeaders::Kafka)
     }
 }
 

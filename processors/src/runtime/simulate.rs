@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use super::driver::RuntimeError;
 use super::emit::{Capture, CapturedRecord};
-use super::tasks::{correlation_id, Tasks};
+use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{changelog_topic, InputKind, Operator, Record, RecordHeaders, SchemaCache};
 
 /// Why a simulation could not run.
@@ -92,15 +92,18 @@ impl SimulatedRecord {
         topic: &str,
         message: &rdkafka::message::BorrowedMessage<'_>,
     ) -> SimulatedRecord {
-        use rdkafka::message::{Headers, Message};
-        let headers: Vec<(String, Vec<u8>)> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
+        use rdkafka::message::Message;
+        // A header key that is not UTF-8 is kept with its invalid bytes replaced (the live driver dead-letters such
+        // a record as `bad-headers`; the simulation's in-memory headers are text-keyed).
+        let headers: Vec<(String, Vec<u8>)> = super::headers::KafkaHeaders::of(message)
+            .iter()
+            .map(|(key, value)| {
+                (
+                    super::headers::key_text(key).into_owned(),
+                    value.unwrap_or_default().to_vec(),
+                )
             })
-            .unwrap_or_default();
+            .collect();
         let correlation_id = correlation_id(
             RecordHeaders::Owned(&headers),
             topic,
@@ -393,7 +396,11 @@ impl Simulator {
             &options.application_id,
             Capture::default(),
             schemas,
-            options.idle_timeout,
+            EventTimeRules {
+                idle_timeout: options.idle_timeout,
+                // The simulation's clock is event time: there is no wall clock for a record to be ahead of.
+                max_event_time_ahead: None,
+            },
             options.partitions,
             marked_outputs,
         );

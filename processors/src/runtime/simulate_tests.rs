@@ -698,3 +698,100 @@ fn an_operator_input_that_does_not_exist_is_an_error() {
         "{error}"
     );
 }
+
+/// `record` as the runtime hands it to an operator.
+fn view(record: &SimulatedRecord) -> Record<'_> {
+    Record {
+        input: record.input,
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers: RecordHeaders::Owned(&record.headers),
+        correlation_id: &record.correlation_id,
+    }
+}
+
+/// The live runtime's per-task rules around the campaign-metrics job, capturing what it sends, with a wall clock
+/// at `now` and one task.
+fn live_tasks(now: i64) -> crate::runtime::tasks::Tasks<crate::runtime::emit::Capture> {
+    let mut tasks = crate::runtime::tasks::Tasks::new(
+        metrics_job(),
+        "metrics-live",
+        crate::runtime::emit::Capture::default(),
+        schemas(),
+        crate::runtime::tasks::EventTimeRules {
+            idle_timeout: Duration::from_secs(30),
+            max_event_time_ahead: Some(Duration::from_secs(3600)),
+        },
+        1,
+        Vec::new(),
+    );
+    tasks
+        .operator
+        .set_output_schema_ids(&[HOURLY_ID, DAILY_ID, ALERT_ID])
+        .expect("ids");
+    tasks.assign(0, now);
+    tasks
+}
+
+fn dead_letter_classes(
+    tasks: &crate::runtime::tasks::Tasks<crate::runtime::emit::Capture>,
+) -> Vec<String> {
+    tasks
+        .emitter
+        .transport
+        .records
+        .iter()
+        .filter(|r| r.topic.starts_with("dlq."))
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "dlq_error_class")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+// Regression (issue 18, item 6): one record with a timestamp years ahead (microseconds written as milliseconds)
+// moved its task's watermark for good, so every later event of the partition was late.
+#[test]
+fn a_far_future_record_is_dead_lettered_and_does_not_move_its_tasks_watermark() {
+    let now = T0 + 10 * HOUR;
+    let mut tasks = live_tasks(now);
+    let future = impression(0, "c-a", "u-1", T0 * 1000, 1_000);
+    let on_time = impression(0, "c-a", "u-2", T0 + HOUR, 1_000);
+    for record in numbered(vec![future, on_time]) {
+        tasks.process(&view(&record), now).expect("processed");
+    }
+    assert_eq!(dead_letter_classes(&tasks), ["future-timestamp"]);
+    let watermark = tasks.watermarks.get_mut(&0).expect("task 0").finish();
+    assert_eq!(
+        watermark,
+        Some(T0 + HOUR),
+        "only the on-time event moved time"
+    );
+}
+
+// Regression (issue 18, items 1 and the poison-pill list): records whose headers cannot be trusted, without a
+// key, or before 1970 are dead-lettered with their class before the operator sees them; the job goes on.
+#[test]
+fn records_with_untrusted_headers_no_key_or_a_negative_time_are_dead_lettered() {
+    let now = T0 + 10 * HOUR;
+    let mut tasks = live_tasks(now);
+    let mut bad_text = impression(0, "c-a", "u-1", T0 + MINUTE, 1_000);
+    bad_text.headers[1].1 = vec![0xc3, 0x28];
+    let mut no_key = impression(0, "c-a", "u-1", T0 + 2 * MINUTE, 1_000);
+    no_key.key = None;
+    let negative = impression(0, "c-a", "u-1", -5_000, 1_000);
+    let good = impression(0, "c-a", "u-1", T0 + 3 * MINUTE, 1_000);
+    for record in numbered(vec![bad_text, no_key, negative, good]) {
+        tasks.process(&view(&record), now).expect("processed");
+    }
+    assert_eq!(
+        dead_letter_classes(&tasks),
+        ["bad-headers", "missing-key", "negative-timestamp"]
+    );
+}

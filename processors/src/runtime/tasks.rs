@@ -12,6 +12,7 @@ use rdkafka::error::KafkaError;
 
 use super::driver::RuntimeError;
 use super::emit::{Context, Emitter, Outgoing, Transport};
+use super::headers::HeaderProblem;
 use super::{InputKind, InputSpec, Operator, Record, RecordHeaders, SchemaCache};
 use crate::watermark::PartitionWatermarks;
 
@@ -45,6 +46,15 @@ pub(crate) fn correlation_id<'a>(
     }
 }
 
+/// How the tasks judge event time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventTimeRules {
+    /// A partition without records for this long no longer holds its task's watermark back.
+    pub idle_timeout: Duration,
+    /// How far ahead of `now` a stream record's timestamp may be; None where `now` is not a wall clock.
+    pub max_event_time_ahead: Option<Duration>,
+}
+
 /// An operator with its emitter and the progress of the tasks it runs.
 pub(crate) struct Tasks<T> {
     pub operator: Box<dyn Operator>,
@@ -52,6 +62,10 @@ pub(crate) struct Tasks<T> {
     pub schemas: SchemaCache,
     pub inputs: Vec<InputSpec>,
     idle_timeout: Duration,
+    /// How far ahead of `now` a stream record's timestamp may be (see
+    /// [`super::RuntimeConfig::max_event_time_ahead`]);
+    /// None where `now` is not a wall clock (simulations run on event time).
+    max_event_time_ahead: Option<Duration>,
     /// Per task (partition number): the watermark over its stream inputs.
     pub watermarks: BTreeMap<i32, PartitionWatermarks<usize>>,
     /// The latest watermark of each task, handed to operators at commits.
@@ -73,7 +87,7 @@ impl<T: Transport + 'static> Tasks<T> {
         application_id: &str,
         transport: T,
         schemas: SchemaCache,
-        idle_timeout: Duration,
+        time: EventTimeRules,
         partitions: i32,
         marked_outputs: Vec<(String, i32)>,
     ) -> Tasks<T> {
@@ -89,7 +103,8 @@ impl<T: Transport + 'static> Tasks<T> {
             emitter,
             schemas,
             inputs,
-            idle_timeout,
+            idle_timeout: time.idle_timeout,
+            max_event_time_ahead: time.max_event_time_ahead,
             watermarks: BTreeMap::new(),
             task_watermarks: BTreeMap::new(),
             partitions,
@@ -191,11 +206,55 @@ impl<T: Transport + 'static> Tasks<T> {
         }
     }
 
+    /// Why the runtime refuses `record` before any operator sees it, as (message, dead-letter class): headers it
+    /// cannot trust, or an event time that would corrupt its task's watermark.
+    fn refusal(&self, record: &Record<'_>, now: i64) -> Option<(String, &'static str)> {
+        if let Some(problem) = record.headers.problem() {
+            return Some((problem.to_string(), HeaderProblem::CLASS));
+        }
+        if self.inputs[record.input].kind != InputKind::Stream {
+            return None;
+        }
+        // Keys decide which task sees a record: a stream record without one landed on an arbitrary partition, and
+        // would be counted by a task that does not own its key's state.
+        if record.key.is_none() {
+            return Some((
+                "the record has no key (stream topics are keyed; the key decides its partition)"
+                    .to_owned(),
+                "missing-key",
+            ));
+        }
+        let timestamp = record.timestamp_ms?;
+        if timestamp < 0 {
+            return Some((
+                format!("record timestamp {timestamp} is before 1970 (negative)"),
+                "negative-timestamp",
+            ));
+        }
+        // One record with a timestamp years ahead (microseconds written as milliseconds) would move its task's
+        // watermark for good and make every later event "late". Only a live run has a wall clock to compare with.
+        let ahead = self.max_event_time_ahead?;
+        let limit_ms = i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX);
+        (timestamp.saturating_sub(now) > limit_ms).then(|| {
+            (
+                format!(
+                    "record timestamp {timestamp} is {} s ahead of the wall clock ({now}); at most {} s are accepted",
+                    (timestamp - now) / 1000,
+                    ahead.as_secs()
+                ),
+                "future-timestamp",
+            )
+        })
+    }
+
     /// Hands `record` (not a marker) to the operator at `now`, after moving its task's watermark; a record that
-    /// does not decode goes to `dlq.<topic>`.
+    /// does not decode, or that the runtime refuses (see [`Tasks::refusal`]), goes to `dlq.<topic>`.
     pub fn process(&mut self, record: &Record<'_>, now: i64) -> Result<(), RuntimeError> {
         let input = record.input;
+        let refusal = self.refusal(record, now);
         let watermark = match self.watermarks.get_mut(&record.partition) {
+            // A refused record's time says nothing: it does not move the watermark.
+            Some(task) if refusal.is_some() => task.current(now),
             Some(task) if self.inputs[input].kind == InputKind::Stream => {
                 match record.timestamp_ms {
                     // An internal topic interleaves records of every task of the writing stage, each at its own
@@ -213,19 +272,37 @@ impl<T: Transport + 'static> Tasks<T> {
         };
         let mut error = None;
         let (operator, mut ctx) = self.context(watermark, now, &mut error);
-        // No span per record (it costs about a fifth of the job's CPU at info level): the per-record log events
-        // below name the record's correlation id themselves.
-        match operator.process(record, &mut ctx) {
-            Ok(()) => {}
-            Err(e) if e.is_transient() => return Err(RuntimeError::Transient(e.to_string())),
-            Err(e) => {
-                tracing::debug!(
-                    error = %e,
-                    correlation_id = record.correlation_id,
-                    offset = record.offset,
-                    "dead-lettering record"
-                );
-                ctx.dead_letter(record, &e.to_string(), e.class());
+        if let Some((message, class)) = refusal {
+            tracing::debug!(
+                error = %message,
+                correlation_id = record.correlation_id,
+                offset = record.offset,
+                "dead-lettering record"
+            );
+            ctx.dead_letter(record, &message, class);
+        } else {
+            // No span per record (it costs about a fifth of the job's CPU at info level): the per-record log
+            // events below name the record's correlation id themselves.
+            match operator.process(record, &mut ctx) {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => {
+                    return Err(RuntimeError::Transient {
+                        partition: record.partition,
+                        input,
+                        offset: record.offset,
+                        message: e.to_string(),
+                    })
+                }
+                Err(e) if e.is_fatal() => return Err(RuntimeError::RegistryRefused(e.to_string())),
+                Err(e) => {
+                    tracing::debug!(
+                        error = %e,
+                        correlation_id = record.correlation_id,
+                        offset = record.offset,
+                        "dead-lettering record"
+                    );
+                    ctx.dead_letter(record, &e.to_string(), e.class());
+                }
             }
         }
         match error {
