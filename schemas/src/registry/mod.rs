@@ -22,6 +22,7 @@
 
 mod errors;
 mod http;
+mod limits;
 mod records;
 mod state;
 mod store;

@@ -135,6 +135,21 @@ pub(crate) struct SchemaValue {
         skip_serializing_if = "Option::is_none"
     )]
     pub schema_type: Option<String>,
+    /// Other subjects' versions whose named types the schema uses; Confluent omits the field when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<SchemaReference>,
+}
+
+/// A schema reference, Confluent's `{"name": ..., "subject": ..., "version": ...}`: the schema uses the named type
+/// `name` defined by version `version` of `subject`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct SchemaReference {
+    /// The full name of the referenced type, as the referencing schema spells it.
+    pub name: String,
+    /// The subject holding the referenced schema.
+    pub subject: String,
+    /// Its version.
+    pub version: i32,
 }
 
 /// Value of a `CONFIG` record.
@@ -280,6 +295,7 @@ mod tests {
             schema: "\"string\"".into(),
             deleted: false,
             schema_type: None,
+            references: Vec::new(),
         });
         assert_eq!(
             String::from_utf8(value.to_bytes()).unwrap(),
