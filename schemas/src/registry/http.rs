@@ -5,14 +5,13 @@ use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use axum::body::Bytes;
-use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State as AxumState,
-};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as AxumState};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +127,6 @@ pub(crate) fn router(registry: Registry) -> Router {
         )
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BYTES))
         .with_state(Arc::new(registry))
 }
 
@@ -216,14 +214,36 @@ struct Body(Bytes);
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Body(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::body_too_large(limits::MAX_REQUEST_BYTES))
-            }
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let too_large = ApiError::body_too_large(limits::MAX_REQUEST_BYTES);
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limits::MAX_DRAINED_BYTES) {
+            return Err(too_large);
         }
+        let mut chunks = request.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut received = 0usize;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+            received = received.saturating_add(chunk.len());
+            if received <= limits::MAX_REQUEST_BYTES {
+                body.extend_from_slice(&chunk);
+            } else if received > limits::MAX_DRAINED_BYTES {
+                break;
+            } else {
+                // Past the limit: keep reading so the client gets to read the answer, but keep nothing.
+                body = Vec::new();
+            }
+        }
+        if received > limits::MAX_REQUEST_BYTES {
+            return Err(too_large);
+        }
+        Ok(Body(Bytes::from(body)))
     }
 }
 
@@ -259,8 +279,8 @@ struct SchemaRequest {
 }
 
 impl SchemaRequest {
-    /// The Avro schema of the request, its references resolved against `state`; other types, unknown references
-    /// and unparsable schemas are refused with 42201.
+    /// The Avro schema of the request, its references resolved against `state`; other types, unknown references,
+    /// unparsable schemas and unions nested too widely are refused with 42201.
     fn candidate(&self, state: &State) -> Result<Candidate, ApiError> {
         if let Some(kind) = self
             .schema_type
@@ -273,11 +293,13 @@ impl SchemaRequest {
         }
         let references = self.references.as_deref().unwrap_or_default();
         let (references, referenced) = state.resolve_references(references)?;
-        Candidate::parse_with_references(
+        let candidate = Candidate::parse_with_references(
             self.schema.as_deref().unwrap_or_default(),
             references,
             &referenced,
-        )
+        )?;
+        candidate.ensure_union_fanout_within_limit()?;
+        Ok(candidate)
     }
 
     fn explicit(&self) -> Result<Explicit, ApiError> {

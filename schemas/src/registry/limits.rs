@@ -9,6 +9,10 @@ use apache_avro::Schema;
 /// storable schema needs (see [`MAX_RECORD_BYTES`]) so that a large schema learns the schema limit, not this one.
 pub(crate) const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// A body above [`MAX_REQUEST_BYTES`] is still read to its end, and discarded, up to this size: a client answered
+/// while it is still sending sees a reset connection instead of the 413. Beyond it the connection is dropped.
+pub(crate) const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
+
 /// Largest record (key and value) the registry writes to its topic. librdkafka refuses messages above its
 /// `message.max.bytes` (1,000,000 by default) and brokers above about 1 MiB; a schema whose record is larger could
 /// never be stored, so it is refused as invalid before anything is written, with room left for record overhead.

@@ -326,6 +326,33 @@ mod tests {
     }
 
     #[test]
+    fn references_are_stored_as_confluent_stores_them() {
+        let value = Value::Schema(SchemaValue {
+            subject: "s".into(),
+            version: 2,
+            id: 9,
+            schema: "\"t.Money\"".into(),
+            deleted: false,
+            schema_type: None,
+            references: vec![SchemaReference {
+                name: "t.Money".into(),
+                subject: "money-value".into(),
+                version: 1,
+            }],
+        });
+        let bytes = value.to_bytes();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"subject":"s","version":2,"id":9,"schema":"\"t.Money\"","deleted":false,"references":[{"name":"t.Money","subject":"money-value","version":1}]}"#
+        );
+        let key = Key::Schema {
+            subject: "s".into(),
+            version: 2,
+        };
+        assert_eq!(Value::parse(&key, &bytes).unwrap(), Some(value));
+    }
+
+    #[test]
     fn values_written_by_newer_registries_parse() {
         let key = Key::Schema {
             subject: "s".into(),

@@ -233,8 +233,7 @@ impl Candidate {
     }
 
     /// Parses an Avro schema that uses the named types of `referenced` (the texts of the schemas its `references`
-    /// resolve to, transitively). Errors are 42201: unparsable, a referenced type missing, or a union fan-out above
-    /// [`limits::MAX_UNION_FANOUT`].
+    /// resolve to, transitively). Errors are 42201: unparsable, or a referenced type missing.
     pub fn parse_with_references(
         text: &str,
         references: Vec<SchemaReference>,
@@ -257,15 +256,6 @@ impl Candidate {
                 .map_err(invalid)?;
             (parsed, self_contained)
         };
-        let fanout = limits::union_fanout(&self_contained);
-        if fanout > limits::MAX_UNION_FANOUT {
-            return Err(ApiError::invalid_schema(format!(
-                "Invalid schema: its unions nest too widely: the product of union widths along one path is \
-                 {fanout}, and this registry accepts at most {} (union width x nesting depth bound) so that \
-                 compatibility checks stay fast",
-                limits::MAX_UNION_FANOUT
-            )));
-        }
         let normalized = serde_json::to_string(&parsed).map_err(|e| {
             ApiError::invalid_schema(format!("Invalid schema: cannot serialize it back: {e}"))
         })?;
@@ -275,6 +265,21 @@ impl Candidate {
             references,
             parsed: self_contained,
         })
+    }
+
+    /// 42201 when the schema's unions nest more widely than [`limits::MAX_UNION_FANOUT`]. Applied to what clients
+    /// submit, not to what the topic holds: a schema another registry accepted stays usable.
+    pub fn ensure_union_fanout_within_limit(&self) -> Result<(), ApiError> {
+        let fanout = limits::union_fanout(&self.parsed);
+        if fanout > limits::MAX_UNION_FANOUT {
+            return Err(ApiError::invalid_schema(format!(
+                "Invalid schema: its unions nest too widely: the product of union widths along one path is \
+                 {fanout}, and this registry accepts at most {} (union width x nesting depth) so that \
+                 compatibility checks stay fast",
+                limits::MAX_UNION_FANOUT
+            )));
+        }
+        Ok(())
     }
 
     fn into_stored(self, text: String) -> StoredSchema {
@@ -383,6 +388,14 @@ pub(crate) struct Verdict {
     basis: CheckBasis,
     /// Why the schema is incompatible; empty when it is compatible.
     pub reasons: Vec<String>,
+}
+
+fn too_large_to_store(size: usize) -> ApiError {
+    ApiError::invalid_schema(format!(
+        "Invalid schema: the schema is too large to store: it needs at least {size} bytes in its registry record, \
+         and this registry stores at most {} bytes per schema version",
+        limits::MAX_RECORD_BYTES
+    ))
 }
 
 fn reference_not_found(reference: &SchemaReference) -> ApiError {
@@ -912,6 +925,10 @@ impl State {
                 return Ok(RegisterPlan::Existing { id, version });
             }
         }
+        // A schema whose text alone is above the record limit is refused before it is checked.
+        if candidate.normalized.len() > limits::MAX_RECORD_BYTES {
+            return Err(too_large_to_store(candidate.normalized.len()));
+        }
         let next_version = self
             .subjects
             .get(subject)
@@ -991,11 +1008,7 @@ impl State {
         let size =
             record.key.to_bytes().len() + record.value.as_ref().map_or(0, |v| v.to_bytes().len());
         if size > limits::MAX_RECORD_BYTES {
-            return Err(ApiError::invalid_schema(format!(
-                "Invalid schema: the schema is too large to store: its registry record would be {size} bytes, and \
-                 this registry stores at most {} bytes per schema version",
-                limits::MAX_RECORD_BYTES
-            )));
+            return Err(too_large_to_store(size));
         }
         Ok(RegisterPlan::New {
             id,
@@ -1581,6 +1594,190 @@ mod tests {
             replayed.schemas.keys().collect::<Vec<_>>(),
             state.schemas.keys().collect::<Vec<_>>()
         );
+    }
+
+    const CURRENCY: &str =
+        r#"{"type":"enum","name":"Currency","namespace":"t","symbols":["EUR","USD"]}"#;
+    const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"t","fields":[{"name":"micros","type":"long"},
+        {"name":"currency","type":"Currency"}]}"#;
+    const PAYMENT: &str = r#"{"type":"record","name":"Payment","namespace":"t","fields":[{"name":"amount","type":"Money"}]}"#;
+
+    fn reference(name: &str, subject: &str, version: i32) -> SchemaReference {
+        SchemaReference {
+            name: name.into(),
+            subject: subject.into(),
+            version,
+        }
+    }
+
+    /// Resolves the references against the state and parses, as the HTTP layer does.
+    fn candidate_with(state: &State, text: &str, references: &[SchemaReference]) -> Candidate {
+        let (references, referenced) = state.resolve_references(references).unwrap();
+        Candidate::parse_with_references(text, references, &referenced).unwrap()
+    }
+
+    fn register_with(
+        state: &mut State,
+        log: &mut Vec<Record>,
+        subject: &str,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> u32 {
+        let candidate = candidate_with(state, text, references);
+        match plan(state, subject, &candidate, Explicit::default()).unwrap() {
+            RegisterPlan::New { id, record, .. } => {
+                write(state, log, vec![record]);
+                id
+            }
+            RegisterPlan::Existing { id, .. } => id,
+            RegisterPlan::Check(_) => panic!("planned again after its check, yet asks for a check"),
+        }
+    }
+
+    #[test]
+    fn references_resolve_transitively_and_protect_what_they_reference() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        let currency = register_with(&mut state, &mut log, "currency", CURRENCY, &[]);
+        let money = register_with(
+            &mut state,
+            &mut log,
+            "money",
+            MONEY,
+            &[reference("t.Currency", "currency", 1)],
+        );
+        // `-1` is resolved to the latest version and stored as such.
+        let payment = register_with(
+            &mut state,
+            &mut log,
+            "payment",
+            PAYMENT,
+            &[reference("t.Money", "money", -1)],
+        );
+        assert_eq!(
+            state.schema(payment).unwrap().references,
+            vec![reference("t.Money", "money", 1)]
+        );
+        // Payment resolves through Money to Currency.
+        let resolved = state.self_contained(payment).unwrap();
+        assert!(
+            serde_json::to_string(&resolved).unwrap().contains("EUR"),
+            "{resolved:?}"
+        );
+        assert_eq!(state.referenced_by("money", 1), vec![payment]);
+        assert_eq!(state.referenced_by_id(currency), vec![money]);
+        // The same text with the same (resolved) references is the same schema; with other ones it is another.
+        let same = register_with(
+            &mut state,
+            &mut log,
+            "other",
+            PAYMENT,
+            &[reference("t.Money", "money", 1)],
+        );
+        assert_eq!(same, payment);
+        let money_v2 = MONEY.replace(
+            r#"{"name":"micros""#,
+            r#"{"name":"note","type":"string","default":""},{"name":"micros""#,
+        );
+        register_with(
+            &mut state,
+            &mut log,
+            "money",
+            &money_v2,
+            &[reference("t.Currency", "currency", 1)],
+        );
+        let against_v2 = register_with(
+            &mut state,
+            &mut log,
+            "other2",
+            PAYMENT,
+            &[reference("t.Money", "money", 2)],
+        );
+        assert_ne!(against_v2, payment);
+        assert_eq!(
+            state
+                .resolve_references(&[reference("t.Money", "nope", 1)])
+                .unwrap_err()
+                .code,
+            42201
+        );
+
+        // A referenced version may be soft-deleted, not hard-deleted; a subject likewise.
+        let (_, records) = state
+            .plan_delete_version("money", VersionSpec::Number(1), false)
+            .unwrap();
+        write(&mut state, &mut log, records);
+        assert_eq!(
+            state
+                .plan_delete_version("money", VersionSpec::Number(1), true)
+                .unwrap_err()
+                .code,
+            42206
+        );
+        let (_, records) = state.plan_delete_subject("money", false).unwrap();
+        write(&mut state, &mut log, records);
+        assert_eq!(
+            state.plan_delete_subject("money", true).unwrap_err().code,
+            42206
+        );
+        assert!(
+            state.self_contained(payment).is_ok(),
+            "a soft-deleted reference still resolves"
+        );
+
+        // In a compacted topic the soft delete rewrote Money's record after Payment's; the replay still resolves.
+        let is_money =
+            |r: &&Record| matches!(&r.key, Key::Schema { subject, .. } if subject == "money");
+        let mut compacted: Vec<Record> = log.iter().filter(|r| !is_money(r)).cloned().collect();
+        compacted.extend(log.iter().filter(is_money).cloned());
+        let replayed = replay(&compacted);
+        assert!(replayed.self_contained(payment).is_ok());
+        assert_eq!(replayed.referenced_by("money", 1), vec![payment]);
+        let check = replayed.compat_check("payment", None);
+        assert!(check
+            .run(&candidate_with(&replayed, PAYMENT, &[reference("t.Money", "money", 1)]).parsed)
+            .reasons
+            .is_empty());
+    }
+
+    #[test]
+    fn ids_outside_java_int_range_are_refused_and_ignored_in_the_topic() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        let record = state
+            .plan_mode(Some("imp"), Some(Mode::Import), false)
+            .unwrap();
+        write(&mut state, &mut log, vec![record]);
+        for id in [0, limits::MAX_SCHEMA_ID + 1, u32::MAX] {
+            let explicit = Explicit {
+                id: Some(id),
+                version: Some(1),
+            };
+            let error = plan(&state, "imp", &candidate(V1), explicit).unwrap_err();
+            assert_eq!(error.code, 42205, "{id}: {}", error.message);
+        }
+        // Written by a registry without the bound: left out, and ids go on from the highest valid one.
+        state.apply(&Record {
+            key: Key::Schema {
+                subject: "old".into(),
+                version: 1,
+            },
+            value: Some(Value::Schema(SchemaValue {
+                subject: "old".into(),
+                version: 1,
+                id: u32::MAX,
+                schema: V1.into(),
+                deleted: false,
+                schema_type: None,
+                references: Vec::new(),
+            })),
+        });
+        assert_eq!(
+            state
+                .versions("old", Filter::IncludeDeleted)
+                .unwrap_err()
+                .code,
+            40401
+        );
+        assert_eq!(register(&mut state, &mut log, "fresh", V1).unwrap(), (1, 1));
     }
 
     #[test]
