@@ -1549,3 +1549,51 @@ async fn schema_references_work_end_to_end_and_survive_a_restart() {
     );
     server.stop().await;
 }
+
+/// With compatibility checks running outside the locks, concurrent registrations that each need a check still get
+/// one version each, and one schema registered at once in several subjects still gets one id.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_checked_registrations_keep_one_id_per_schema() {
+    let server = start(&unique("_schemas-race-checked")).await;
+    let api = Api::new(&server.url);
+    id_of(&api.register("checked-value", V1).await);
+    // V1 plus one optional field each: every one is BACKWARD compatible with every other.
+    let evolved = |n: usize| {
+        V1.replace(
+            r#"{"name":"id","type":"string"}"#,
+            &format!(r#"{{"name":"id","type":"string"}},{{"name":"f{n}","type":["null","long"],"default":null}}"#),
+        )
+    };
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (url, schema) = (server.url.clone(), evolved(n));
+        tasks.push(tokio::spawn(async move {
+            id_of(&Api::new(&url).register("checked-value", &schema).await)
+        }));
+    }
+    for n in 0..4 {
+        let (url, schema) = (server.url.clone(), evolved(100));
+        tasks.push(tokio::spawn(async move {
+            id_of(
+                &Api::new(&url)
+                    .register(&format!("shared-{n}-value"), &schema)
+                    .await,
+            )
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    let shared: std::collections::BTreeSet<u64> = ids[8..].iter().copied().collect();
+    assert_eq!(shared.len(), 1, "one schema, one id: {ids:?}");
+    let mut distinct = ids[..8].to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 8, "{ids:?}");
+    assert_eq!(
+        api.get("/subjects/checked-value/versions").await.1,
+        json!((1..=9).collect::<Vec<_>>())
+    );
+    server.stop().await;
+}
