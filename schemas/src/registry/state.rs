@@ -1740,6 +1740,53 @@ mod tests {
     }
 
     #[test]
+    fn a_verdict_counts_only_while_what_it_compared_against_is_unchanged() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        register(&mut state, &mut log, "s", V1).unwrap();
+        let bad = candidate(BAD);
+        let RegisterPlan::Check(check) = state
+            .plan_register("s", &bad, Explicit::default(), None)
+            .unwrap()
+        else {
+            panic!("a check is needed first")
+        };
+        let verdict = check.run(&bad.parsed);
+        assert!(!verdict.reasons.is_empty());
+        // Meanwhile the level changed to NONE: the stale verdict is not used, and the schema is accepted.
+        write(
+            &mut state,
+            &mut log,
+            vec![State::config_record(
+                Some("s"),
+                Some(CompatibilityLevel::None),
+            )],
+        );
+        assert!(matches!(
+            state.plan_register("s", &bad, Explicit::default(), Some(&verdict)),
+            Ok(RegisterPlan::New { .. })
+        ));
+        write(
+            &mut state,
+            &mut log,
+            vec![State::config_record(Some("s"), None)],
+        );
+        // Unchanged state: the verdict is used as it is.
+        assert_eq!(
+            state
+                .plan_register("s", &bad, Explicit::default(), Some(&verdict))
+                .unwrap_err()
+                .code,
+            409
+        );
+        // A new latest version: stale again.
+        register(&mut state, &mut log, "s", V2).unwrap();
+        assert!(matches!(
+            state.plan_register("s", &bad, Explicit::default(), Some(&verdict)),
+            Ok(RegisterPlan::Check(_))
+        ));
+    }
+
+    #[test]
     fn ids_outside_java_int_range_are_refused_and_ignored_in_the_topic() {
         let (mut state, mut log) = (State::default(), Vec::new());
         let record = state
