@@ -329,7 +329,8 @@ async fn rest_api_behaves_like_confluent() {
     api.expect_error(api.get("/no/such/route").await, 404, 404)
         .await;
 
-    // Invalid schema: 42201 with the parser's message; other schema types and references are refused the same way.
+    // Invalid schema: 42201 with the parser's message; other schema types and references to unknown versions are
+    // refused the same way.
     let (status, body) = api
         .register(
             "clicks-value",
