@@ -329,7 +329,8 @@ async fn rest_api_behaves_like_confluent() {
     api.expect_error(api.get("/no/such/route").await, 404, 404)
         .await;
 
-    // Invalid schema: 42201 with the parser's message; other schema types and references are refused the same way.
+    // Invalid schema: 42201 with the parser's message; other schema types and references to unknown versions are
+    // refused the same way.
     let (status, body) = api
         .register(
             "clicks-value",
@@ -1148,4 +1149,452 @@ async fn a_failed_write_is_a_store_error_and_changes_nothing() {
         "nothing applied"
     );
     task.abort();
+}
+
+/// A union of `width` records all named `R` (in different namespaces, so every pair of branches is compared), each
+/// holding the next level's union in a field, `depth` levels deep; the innermost records have a field of
+/// `leaf_type`. Its union fan-out is `width ^ depth`.
+fn nested_unions(width: usize, depth: usize, namespace: &str, leaf_type: &str) -> String {
+    if depth == 0 {
+        return format!(
+            r#"{{"type":"record","name":"R","namespace":"{namespace}","fields":[{{"name":"leaf","type":"{leaf_type}"}}]}}"#
+        );
+    }
+    let branches: Vec<String> = (0..width)
+        .map(|i| {
+            let inner = nested_unions(width, depth - 1, &format!("{namespace}.n{i}.c"), leaf_type);
+            format!(
+                r#"{{"type":"record","name":"R","namespace":"{namespace}.n{i}","fields":[{{"name":"f","type":{inner}}}]}}"#
+            )
+        })
+        .collect();
+    format!("[{}]", branches.join(","))
+}
+
+fn wide_record(width: usize, depth: usize, leaf_type: &str) -> String {
+    format!(
+        r#"{{"type":"record","name":"Wide","namespace":"io.adstream.test","fields":[{{"name":"u","type":{}}}]}}"#,
+        nested_unions(width, depth, "w", leaf_type)
+    )
+}
+
+/// Regression: a slow compatibility check ran on the async workers while holding the state lock, so with a couple
+/// of them running nothing else was answered. Now `GET /subjects` answers while they are still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_answered_while_slow_compatibility_checks_run() {
+    let server = start(&unique("_schemas-slowcheck")).await;
+    let api = Api::new(&server.url);
+    // Fan-out 4^4 = 256, the most the registry admits: the check compares every branch pair at every level.
+    id_of(&api.register("wide-value", &wide_record(4, 4, "int")).await);
+    let incompatible = wide_record(4, 4, "boolean");
+    let mut checks = Vec::new();
+    for _ in 0..4 {
+        let url = server.url.clone();
+        let schema = incompatible.clone();
+        checks.push(tokio::spawn(async move {
+            Api::new(&url)
+                .post(
+                    "/compatibility/subjects/wide-value/versions/latest",
+                    json!({ "schema": schema }),
+                )
+                .await
+        }));
+    }
+    // Give the checks time to be received and started; the read must then not wait for them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let subjects = tokio::spawn({
+        let url = server.url.clone();
+        async move { Api::new(&url).get("/subjects").await }
+    });
+    let answer = subjects.await.unwrap();
+    let still_running = checks.iter().filter(|c| !c.is_finished()).count();
+    assert_eq!(answer, (200, json!(["wide-value"])));
+    assert!(
+        still_running > 0,
+        "GET /subjects was only answered after every compatibility check had finished"
+    );
+    for check in checks {
+        let (status, body) = check.await.unwrap();
+        assert_eq!(
+            (status, &body["is_compatible"]),
+            (200, &json!(false)),
+            "{body}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Regression: unions nested too widely made one check run for many seconds; they are refused up front (42201,
+/// naming the bound) on registration and on compatibility checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_widely_nested_unions_are_refused_naming_the_bound() {
+    let server = start(&unique("_schemas-fanout")).await;
+    let api = Api::new(&server.url);
+    let wide = wide_record(10, 3, "int");
+    let (status, body) = api.register("fanout-value", &wide).await;
+    assert_eq!(
+        (status, &body["error_code"]),
+        (422, &json!(42201)),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("1000") && message.contains("256"),
+        "names the fan-out and the bound: {message}"
+    );
+    id_of(&api.register("fanout-value", V1).await);
+    api.expect_error(
+        api.post(
+            "/compatibility/subjects/fanout-value/versions/latest",
+            json!({ "schema": wide }),
+        )
+        .await,
+        422,
+        42201,
+    )
+    .await;
+    server.stop().await;
+}
+
+/// Regression: a schema too large for a Kafka record got a 500 naming the bootstrap servers. It is a 42201 naming
+/// the limit, decided before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_schema_is_refused_naming_the_limit() {
+    let topic = unique("_schemas-oversize");
+    let server = start(&topic).await;
+    let api = Api::new(&server.url);
+    let doc = "x".repeat(1_500_000);
+    let big = format!(
+        r#"{{"type":"record","name":"Big","namespace":"io.adstream.test","doc":"{doc}","fields":[]}}"#
+    );
+    let (status, body) = api.register("big-value", &big).await;
+    assert_eq!(
+        (status, &body["error_code"]),
+        (422, &json!(42201)),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("900000"), "names the limit: {message}");
+    assert!(
+        !message.contains(&bootstrap()) && !message.contains(&topic),
+        "no internals: {message}"
+    );
+    api.expect_error(api.get("/subjects/big-value/versions").await, 404, 40401)
+        .await;
+    server.stop().await;
+}
+
+/// Regression: a body above the limit got axum's plain-text 413; Confluent clients read errors as JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_too_large_body_is_a_json_413() {
+    let server = start(&unique("_schemas-body")).await;
+    let api = Api::new(&server.url);
+    let huge = json!({ "schema": "x".repeat(20 * 1024 * 1024) });
+    let (status, body) = api.post("/subjects/huge-value/versions", huge).await;
+    assert_eq!((status, &body["error_code"]), (413, &json!(413)), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("4194304"),
+        "names the limit: {body}"
+    );
+    // The registry goes on answering.
+    assert_eq!(api.get("/subjects").await, (200, json!([])));
+    server.stop().await;
+}
+
+/// Regression: IMPORT mode took ids up to 2^32-1 (negative for Java clients, and one request could use up the id
+/// space). Ids are 1..=2^31-1.
+#[tokio::test(flavor = "multi_thread")]
+async fn imported_ids_stay_within_java_int_range() {
+    let server = start(&unique("_schemas-import-ids")).await;
+    let api = Api::new(&server.url);
+    assert_eq!(
+        api.put("/mode/imp-value", json!({ "mode": "IMPORT" }))
+            .await
+            .0,
+        200
+    );
+    for id in [2_147_483_648_u64, 4_294_967_295, 0] {
+        let (status, body) = api
+            .post(
+                "/subjects/imp-value/versions",
+                json!({ "schema": V1, "id": id, "version": 1 }),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error_code"]),
+            (422, &json!(42205)),
+            "{id}: {body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("2147483647"),
+            "names the range: {body}"
+        );
+    }
+    api.expect_error(api.get("/subjects/imp-value/versions").await, 404, 40401)
+        .await;
+    let top = api
+        .post(
+            "/subjects/imp-value/versions",
+            json!({ "schema": V1, "id": 2_147_483_647_u64, "version": 1 }),
+        )
+        .await;
+    assert_eq!(id_of(&top), 2_147_483_647);
+    assert_eq!(api.get("/schemas/ids/2147483647").await.0, 200);
+    server.stop().await;
+}
+
+/// A currency enum, a money record using it, and a payment using money: references two levels deep.
+const CURRENCY: &str =
+    r#"{"type":"enum","name":"Currency","namespace":"io.adstream.test","symbols":["EUR","USD"]}"#;
+const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"io.adstream.test","fields":[{"name":"micros","type":"long"},{"name":"currency","type":"Currency"}]}"#;
+const PAYMENT: &str = r#"{"type":"record","name":"Payment","namespace":"io.adstream.test","fields":[{"name":"id","type":"string"},{"name":"amount","type":"Money"}]}"#;
+/// PAYMENT plus an optional field: compatible.
+const PAYMENT_V2: &str = r#"{"type":"record","name":"Payment","namespace":"io.adstream.test","fields":[{"name":"id","type":"string"},{"name":"amount","type":"Money"},{"name":"note","type":["null","string"],"default":null}]}"#;
+
+fn reference(name: &str, subject: &str, version: i64) -> Value {
+    json!({ "name": name, "subject": subject, "version": version })
+}
+
+/// Everything about references a client can see, to compare across a restart.
+async fn observe_references(api: &Api, money_id: u64, payment_id: u64) -> Vec<(u16, Value)> {
+    vec![
+        api.get(&format!("/schemas/ids/{payment_id}")).await,
+        api.get("/subjects/payment-value/versions/1").await,
+        api.get("/subjects/money-value/versions/1/referencedby")
+            .await,
+        api.get("/subjects/currency-value/versions/1/referencedby")
+            .await,
+        api.get(&format!("/schemas/ids/{money_id}/referencedby"))
+            .await,
+        api.get(&format!("/schemas/ids/{payment_id}/referencedby"))
+            .await,
+    ]
+}
+
+/// Confluent's schema references: registered, looked up, checked, served with the schema, listed by
+/// `referencedby`, protecting what they reference from hard deletes, stored in the topic the Confluent way, and
+/// all of it restored by a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_references_work_end_to_end_and_survive_a_restart() {
+    let topic = unique("_schemas-references");
+    let server = start(&topic).await;
+    let api = Api::new(&server.url);
+    id_of(&api.register("currency-value", CURRENCY).await);
+    let money = json!({
+        "schema": MONEY,
+        "references": [reference("io.adstream.test.Currency", "currency-value", 1)],
+    });
+    let money_id = id_of(&api.post("/subjects/money-value/versions", money).await);
+    // `-1` names the latest version; the registry stores the version it resolved to.
+    let payment = json!({
+        "schema": PAYMENT,
+        "references": [reference("io.adstream.test.Money", "money-value", -1)],
+    });
+    let payment_id = id_of(
+        &api.post("/subjects/payment-value/versions", payment.clone())
+            .await,
+    );
+    let stored_references = json!([reference("io.adstream.test.Money", "money-value", 1)]);
+
+    let (status, by_id) = api.get(&format!("/schemas/ids/{payment_id}")).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["references"], stored_references);
+    // The referenced type stays a reference by (full) name; it is not inlined.
+    let served = by_id["schema"].as_str().unwrap();
+    assert!(
+        served.contains(r#""type":"io.adstream.test.Money""#) && !served.contains("micros"),
+        "{served}"
+    );
+    let version = api.get("/subjects/payment-value/versions/1").await.1;
+    assert_eq!(version["references"], stored_references);
+    assert_eq!(version["id"], payment_id);
+    // A schema without references is served as before, without the field.
+    assert!(api.get("/subjects/currency-value/versions/1").await.1["references"].is_null());
+
+    // Registering again and looking up find the same schema; without its references it does not parse.
+    assert_eq!(
+        id_of(
+            &api.post("/subjects/payment-value/versions", payment.clone())
+                .await
+        ),
+        payment_id
+    );
+    let found = api.post("/subjects/payment-value", payment.clone()).await;
+    assert_eq!(
+        (found.0, &found.1["version"]),
+        (200, &json!(1)),
+        "{}",
+        found.1
+    );
+    assert_eq!(found.1["references"], stored_references);
+    api.expect_error(
+        api.post("/subjects/payment-value", json!({ "schema": PAYMENT }))
+            .await,
+        422,
+        42201,
+    )
+    .await;
+
+    // Compatibility is checked with the referenced types resolved.
+    let v2 = json!({
+        "schema": PAYMENT_V2,
+        "references": [reference("io.adstream.test.Money", "money-value", 1)],
+    });
+    assert_eq!(
+        api.post(
+            "/compatibility/subjects/payment-value/versions/latest",
+            v2.clone()
+        )
+        .await,
+        (200, json!({ "is_compatible": true }))
+    );
+    let breaking = json!({
+        "schema": PAYMENT.replace(r#""type":"Money"}"#, r#""type":"Money"},{"name":"payer","type":"string"}"#),
+        "references": [reference("io.adstream.test.Money", "money-value", 1)],
+    });
+    let (status, verdict) = api
+        .post(
+            "/compatibility/subjects/payment-value/versions/latest?verbose=true",
+            breaking.clone(),
+        )
+        .await;
+    assert_eq!(
+        (status, &verdict["is_compatible"]),
+        (200, &json!(false)),
+        "{verdict}"
+    );
+    assert!(
+        verdict["messages"].to_string().contains("payer"),
+        "{verdict}"
+    );
+    api.expect_error(
+        api.post("/subjects/payment-value/versions", breaking).await,
+        409,
+        409,
+    )
+    .await;
+    let payment_v2_id = id_of(&api.post("/subjects/payment-value/versions", v2).await);
+
+    // Who references what.
+    assert_eq!(
+        api.get("/subjects/money-value/versions/1/referencedby")
+            .await,
+        (200, json!([payment_id, payment_v2_id]))
+    );
+    assert_eq!(
+        api.get(&format!("/schemas/ids/{money_id}/referencedby"))
+            .await,
+        (200, json!([payment_id, payment_v2_id]))
+    );
+    assert_eq!(
+        api.get("/subjects/currency-value/versions/1/referencedby")
+            .await,
+        (200, json!([money_id]))
+    );
+
+    // A referenced version may be soft-deleted (it still resolves), not hard-deleted.
+    assert_eq!(
+        api.delete("/subjects/money-value/versions/1").await,
+        (200, json!(1))
+    );
+    api.expect_error(
+        api.delete("/subjects/money-value/versions/1?permanent=true")
+            .await,
+        422,
+        42206,
+    )
+    .await;
+    api.expect_error(
+        api.delete("/subjects/money-value?permanent=true").await,
+        422,
+        42206,
+    )
+    .await;
+    let before = observe_references(&api, money_id, payment_id).await;
+    server.stop().await;
+
+    // Stored the Confluent way: the references in the SCHEMA record's value.
+    let records = read_topic(&topic);
+    let payment_record: Value = records
+        .iter()
+        .filter(|(key, _)| key.contains(r#""subject":"payment-value","version":1"#))
+        .find_map(|(_, value)| value.as_deref())
+        .map(|v| serde_json::from_str(v).unwrap())
+        .expect("payment-value version 1 is in the topic");
+    assert_eq!(payment_record["references"], stored_references);
+
+    let server = start(&topic).await;
+    let api = Api::new(&server.url);
+    assert_eq!(observe_references(&api, money_id, payment_id).await, before);
+    assert_eq!(
+        api.post("/subjects/payment-value", payment).await.1["id"],
+        payment_id
+    );
+    api.expect_error(
+        api.delete("/subjects/money-value/versions/1?permanent=true")
+            .await,
+        422,
+        42206,
+    )
+    .await;
+    // Once its referrers are gone, the referenced version can go too.
+    api.delete("/subjects/payment-value").await;
+    assert_eq!(
+        api.delete("/subjects/payment-value?permanent=true").await,
+        (200, json!([1, 2]))
+    );
+    assert_eq!(
+        api.delete("/subjects/money-value/versions/1?permanent=true")
+            .await,
+        (200, json!(1))
+    );
+    server.stop().await;
+}
+
+/// With compatibility checks running outside the locks, concurrent registrations that each need a check still get
+/// one version each, and one schema registered at once in several subjects still gets one id.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_checked_registrations_keep_one_id_per_schema() {
+    let server = start(&unique("_schemas-race-checked")).await;
+    let api = Api::new(&server.url);
+    id_of(&api.register("checked-value", V1).await);
+    // V1 plus one optional field each: every one is BACKWARD compatible with every other.
+    let evolved = |n: usize| {
+        V1.replace(
+            r#"{"name":"id","type":"string"}"#,
+            &format!(r#"{{"name":"id","type":"string"}},{{"name":"f{n}","type":["null","long"],"default":null}}"#),
+        )
+    };
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (url, schema) = (server.url.clone(), evolved(n));
+        tasks.push(tokio::spawn(async move {
+            id_of(&Api::new(&url).register("checked-value", &schema).await)
+        }));
+    }
+    for n in 0..4 {
+        let (url, schema) = (server.url.clone(), evolved(100));
+        tasks.push(tokio::spawn(async move {
+            id_of(
+                &Api::new(&url)
+                    .register(&format!("shared-{n}-value"), &schema)
+                    .await,
+            )
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    let shared: std::collections::BTreeSet<u64> = ids[8..].iter().copied().collect();
+    assert_eq!(shared.len(), 1, "one schema, one id: {ids:?}");
+    let mut distinct = ids[..8].to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 8, "{ids:?}");
+    assert_eq!(
+        api.get("/subjects/checked-value/versions").await.1,
+        json!((1..=9).collect::<Vec<_>>())
+    );
+    server.stop().await;
 }

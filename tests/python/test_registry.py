@@ -1,6 +1,6 @@
 """adstream's schema registry driven by a client written by others: confluent-kafka's SchemaRegistryClient.
 
-Covers registration, lookup, versions, schemas by id, subjects, soft and permanent deletes, configs with all seven
+Covers registration, lookup, versions, schema references, schemas by id, subjects, soft and permanent deletes, configs with all seven
 levels, compatibility checks, modes, Confluent's error codes (``error_code`` and HTTP status as the client reports
 them), the Avro serializer/deserializer round trip, and a restart of the registry process that loses nothing.
 
@@ -12,7 +12,7 @@ import json
 import uuid
 
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.schema_registry_client import ConfigCompatibilityLevel, ServerConfig
@@ -301,3 +301,50 @@ def test_restart_keeps_every_schema_id_version_config_mode_and_delete(registry_f
     new_id = sr.register_schema(a, avro({"type": "record", "name": "Fresh", "fields": []}))
     assert new_id > id3
     assert sr.get_versions(a) == [2, 3]
+
+
+MONEY = {
+    "type": "record", "name": "Money", "namespace": "io.adstream.pytest",
+    "fields": [{"name": "micros", "type": "long"}, {"name": "currency", "type": "string"}],
+}
+PAYMENT = {
+    "type": "record", "name": "Payment", "namespace": "io.adstream.pytest",
+    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "io.adstream.pytest.Money"}],
+}
+
+
+def references_of(schema):
+    return [(r.name, r.subject, r.version) for r in schema.references]
+
+
+def test_schema_references_registered_and_read_back_across_a_restart(registry_factory):
+    process = registry_factory()
+    sr = SchemaRegistryClient({"url": process.url})
+    money, payment = subject("money"), subject("payment")
+    money_id = sr.register_schema(money, avro(MONEY))
+    reference = SchemaReference("io.adstream.pytest.Money", money, 1)
+    with_reference = Schema(json.dumps(PAYMENT), schema_type="AVRO", references=[reference])
+    payment_id = sr.register_schema(payment, with_reference)
+    assert payment_id != money_id
+    expected = [("io.adstream.pytest.Money", money, 1)]
+
+    def read_back(client):
+        by_id = client.get_schema(payment_id)
+        assert references_of(by_id) == expected
+        assert same_schema(by_id.schema_str, json.dumps(PAYMENT))
+        latest = client.get_latest_version(payment)
+        assert (latest.schema_id, latest.version) == (payment_id, 1)
+        assert references_of(latest.schema) == expected
+        found = client.lookup_schema(payment, with_reference)
+        assert (found.schema_id, found.version) == (payment_id, 1)
+        # Without its reference the schema does not resolve: 42201, as Confluent answers.
+        expect_error(lambda: client.lookup_schema(payment, avro(PAYMENT)), 42201, 422)
+
+    read_back(sr)
+    assert sr.test_compatibility(payment, with_reference) is True
+    # A referenced version cannot be hard-deleted while something references it.
+    sr.delete_version(money, 1)
+    expect_error(lambda: sr.delete_version(money, 1, permanent=True), 42206, 422)
+
+    process.restart()
+    read_back(SchemaRegistryClient({"url": process.url}))

@@ -166,6 +166,29 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, 42205, message)
     }
 
+    /// 42206: a hard delete of a version other schemas reference.
+    pub fn reference_exists(subject: &str, version: i32, referrers: &[u32]) -> ApiError {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42206,
+            format!(
+                "One or more references exist to the schema {{subject={subject}, version={version}}}: schema ids \
+                 {referrers:?} reference it; delete them first"
+            ),
+        )
+    }
+
+    /// 413 for a request body above the registry's limit, in Confluent's body format like every other error.
+    pub fn body_too_large(limit: usize) -> ApiError {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413,
+            format!(
+                "Request body too large: this registry accepts request bodies up to {limit} bytes"
+            ),
+        )
+    }
+
     /// 400 for a request body that is not the JSON the endpoint takes.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, 400, message)

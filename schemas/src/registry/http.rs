@@ -5,21 +5,24 @@ use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State as AxumState};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as AxumState};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::compat::CompatibilityLevel;
 
 use super::errors::ApiError;
-use super::records::Record;
+use super::limits;
+use super::records::{Record, SchemaReference};
 use super::state::{
-    parse_level, Candidate, Explicit, Filter, Mode, RegisterPlan, State, VersionEntry, VersionSpec,
+    parse_level, Candidate, CompatCheck, Explicit, Filter, Mode, RegisterPlan, State, Verdict,
+    VersionEntry, VersionSpec,
 };
 use super::store::Store;
 
@@ -94,6 +97,7 @@ pub(crate) fn router(registry: Registry) -> Router {
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/subjects", get(subjects_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_by_id))
+        .route("/schemas/ids/{id}/referencedby", get(referenced_by_id))
         .route(
             "/compatibility/subjects/{subject}/versions",
             post(check_all),
@@ -203,6 +207,46 @@ impl Q {
     }
 }
 
+/// The raw request body, at most [`limits::MAX_REQUEST_BYTES`]; a larger one is refused with a JSON 413 like every
+/// other error (axum's own rejection is plain text, which Confluent clients cannot read).
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let too_large = ApiError::body_too_large(limits::MAX_REQUEST_BYTES);
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limits::MAX_DRAINED_BYTES) {
+            return Err(too_large);
+        }
+        let mut chunks = request.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut received = 0usize;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+            received = received.saturating_add(chunk.len());
+            if received <= limits::MAX_REQUEST_BYTES {
+                body.extend_from_slice(&chunk);
+            } else if received > limits::MAX_DRAINED_BYTES {
+                break;
+            } else {
+                // Past the limit: keep reading so the client gets to read the answer, but keep nothing.
+                body = Vec::new();
+            }
+        }
+        if received > limits::MAX_REQUEST_BYTES {
+            return Err(too_large);
+        }
+        Ok(Body(Bytes::from(body)))
+    }
+}
+
 /// Parses a JSON request body whatever its content type (Confluent's, plain JSON, or none at all).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
@@ -227,7 +271,7 @@ struct SchemaRequest {
     schema: Option<String>,
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
-    references: Option<Vec<serde_json::Value>>,
+    references: Option<Vec<SchemaReference>>,
     /// IMPORT mode only; Confluent treats a negative id as "not given".
     id: Option<i64>,
     /// IMPORT mode (or the next version); 0 and negative mean "not given".
@@ -235,8 +279,9 @@ struct SchemaRequest {
 }
 
 impl SchemaRequest {
-    /// The Avro schema of the request; other types and references are refused with 42201.
-    fn candidate(&self) -> Result<Candidate, ApiError> {
+    /// The Avro schema of the request, its references resolved against `state`; other types, unknown references,
+    /// unparsable schemas and unions nested too widely are refused with 42201.
+    fn candidate(&self, state: &State) -> Result<Candidate, ApiError> {
         if let Some(kind) = self
             .schema_type
             .as_deref()
@@ -246,22 +291,28 @@ impl SchemaRequest {
                 "Invalid schema: schema type {kind} is not supported; this registry supports AVRO only"
             )));
         }
-        if self.references.as_ref().is_some_and(|r| !r.is_empty()) {
-            return Err(ApiError::invalid_schema(
-                "Invalid schema: schema references are not supported by this registry; inline the referenced types",
-            ));
-        }
-        Candidate::parse(self.schema.as_deref().unwrap_or_default())
+        let references = self.references.as_deref().unwrap_or_default();
+        let (references, referenced) = state.resolve_references(references)?;
+        let candidate = Candidate::parse_with_references(
+            self.schema.as_deref().unwrap_or_default(),
+            references,
+            &referenced,
+        )?;
+        candidate.ensure_union_fanout_within_limit()?;
+        Ok(candidate)
     }
 
     fn explicit(&self) -> Result<Explicit, ApiError> {
-        let id =
-            match self.id.filter(|id| *id >= 0) {
-                None => None,
-                Some(id) => Some(u32::try_from(id).map_err(|_| {
-                    ApiError::not_permitted(format!("schema id {id} is out of range"))
-                })?),
-            };
+        let id = match self.id.filter(|id| *id >= 0) {
+            None => None,
+            // The range itself is checked when planning; this only keeps the number representable.
+            Some(id) => Some(u32::try_from(id).map_err(|_| {
+                ApiError::not_permitted(format!(
+                    "schema id {id} is out of range: ids are 1 to {}",
+                    limits::MAX_SCHEMA_ID
+                ))
+            })?),
+        };
         let version = match self.version.filter(|v| *v > 0) {
             None => None,
             Some(v) => {
@@ -292,6 +343,9 @@ struct SubjectVersion<'a> {
     id: u32,
     #[serde(rename = "schemaType", skip_serializing_if = "Option::is_none")]
     schema_type: Option<&'a str>,
+    /// Confluent omits references when there are none.
+    #[serde(skip_serializing_if = "<[SchemaReference]>::is_empty")]
+    references: &'a [SchemaReference],
     schema: &'a str,
 }
 
@@ -312,6 +366,7 @@ fn subject_version<'a>(
         version,
         id: entry.id,
         schema_type: stored.schema_type.as_deref(),
+        references: &stored.references,
         schema: &stored.text,
     })
 }
@@ -344,7 +399,7 @@ async fn lookup(
     AxumState(app): AxumState<App>,
     P(subject): P<String>,
     q: Q,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let request: SchemaRequest = body(&bytes)?;
     let include_deleted = q.flag(&["deleted"]);
@@ -355,36 +410,67 @@ async fn lookup(
     };
     // Subject first, as Confluent: an unknown subject is 40401 even for an invalid schema.
     app.state().versions(&subject, filter)?;
-    let candidate = request.candidate()?;
     let state = app.state();
+    let candidate = request.candidate(&state)?;
     let (version, _) = state.lookup(&subject, &candidate, include_deleted)?;
     let (_, entry) = state.version(&subject, VersionSpec::Number(version), true)?;
     json(subject_version(&state, &subject, version, entry)?)
 }
 
+/// Registration runs its compatibility check twice at most, never under the state lock: first without the writer
+/// lock, so that a slow check holds up neither readers nor other writers; then, under the writer lock, the plan is
+/// made again and the verdict used if what it compared against is unchanged, else the check runs once more (the
+/// writer lock keeps the state from changing then). Ids are only assigned under the writer lock, so one schema
+/// still gets one id whatever registrations race.
 async fn register(
     AxumState(app): AxumState<App>,
     P(subject): P<String>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let request: SchemaRequest = body(&bytes)?;
     let explicit = request.explicit()?;
+    let (candidate, first_plan) = {
+        let state = app.state();
+        state.ensure_writable(&subject)?;
+        let candidate = request.candidate(&state)?;
+        let plan = state.plan_register(&subject, &candidate, explicit, None)?;
+        (candidate, plan)
+    };
+    let mut verdict = match first_plan {
+        RegisterPlan::Check(check) => Some(run_check(check, &candidate).await?),
+        _ => None,
+    };
     let store = app.store.lock().await;
-    app.state().ensure_writable(&subject)?;
-    let candidate = request.candidate()?;
-    let plan = app.state().plan_register(&subject, &candidate, explicit)?;
-    match plan {
-        RegisterPlan::Existing { id, .. } => json(serde_json::json!({ "id": id })),
-        RegisterPlan::New {
-            id,
-            version,
-            record,
-        } => {
-            app.commit(&store, std::slice::from_ref(&record)).await?;
-            tracing::info!(subject, version, id, "registered a schema");
-            json(serde_json::json!({ "id": id }))
+    loop {
+        let plan = app
+            .state()
+            .plan_register(&subject, &candidate, explicit, verdict.as_ref())?;
+        match plan {
+            RegisterPlan::Check(check) => verdict = Some(run_check(check, &candidate).await?),
+            RegisterPlan::Existing { id, .. } => return json(serde_json::json!({ "id": id })),
+            RegisterPlan::New {
+                id,
+                version,
+                record,
+            } => {
+                app.commit(&store, std::slice::from_ref(&record)).await?;
+                tracing::info!(subject, version, id, "registered a schema");
+                return json(serde_json::json!({ "id": id }));
+            }
         }
     }
+}
+
+/// Runs a compatibility check on the blocking pool: a check of wide unions takes long, and must hold up neither the
+/// async workers (which answer every other request) nor any lock.
+async fn run_check(check: CompatCheck, candidate: &Candidate) -> Result<Verdict, ApiError> {
+    let schema = candidate.parsed.clone();
+    tokio::task::spawn_blocking(move || check.run(&schema))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "a compatibility check failed");
+            ApiError::store("the compatibility check failed")
+        })
 }
 
 async fn delete_subject(AxumState(app): AxumState<App>, P(subject): P<String>, q: Q) -> ApiResult {
@@ -425,9 +511,9 @@ async fn referenced_by(
     P((subject, version)): P<(String, String)>,
 ) -> ApiResult {
     let spec = VersionSpec::from_str(&version)?;
-    app.state().version(&subject, spec, false)?;
-    // References are not supported, so nothing can reference a version.
-    json(Vec::<u32>::new())
+    let state = app.state();
+    let (version, _) = state.version(&subject, spec, false)?;
+    json(state.referenced_by(&subject, version))
 }
 
 async fn delete_version(
@@ -467,11 +553,27 @@ async fn schema_by_id(AxumState(app): AxumState<App>, P(id): P<String>) -> ApiRe
     let stored = state
         .schema(parse_id(&id)?)
         .ok_or_else(|| ApiError::schema_id_not_found(&id))?;
-    // Confluent names the type only when it is not Avro.
-    match &stored.schema_type {
-        None => json(serde_json::json!({ "schema": stored.text })),
-        Some(kind) => json(serde_json::json!({ "schemaType": kind, "schema": stored.text })),
+    // Confluent names the type only when it is not Avro, and lists references only when there are some.
+    let mut answer = serde_json::Map::new();
+    if let Some(kind) = &stored.schema_type {
+        answer.insert("schemaType".into(), kind.clone().into());
     }
+    if !stored.references.is_empty() {
+        let references = serde_json::to_value(&stored.references)
+            .map_err(|e| ApiError::store(format!("cannot encode the answer: {e}")))?;
+        answer.insert("references".into(), references);
+    }
+    answer.insert("schema".into(), stored.text.clone().into());
+    json(answer)
+}
+
+async fn referenced_by_id(AxumState(app): AxumState<App>, P(id): P<String>) -> ApiResult {
+    let state = app.state();
+    let numeric = parse_id(&id)?;
+    state
+        .schema(numeric)
+        .ok_or_else(|| ApiError::schema_id_not_found(&id))?;
+    json(state.referenced_by_id(numeric))
 }
 
 async fn raw_schema_by_id(AxumState(app): AxumState<App>, P(id): P<String>) -> ApiResult {
@@ -519,11 +621,16 @@ async fn check_all(
     AxumState(app): AxumState<App>,
     P(subject): P<String>,
     q: Q,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let request: SchemaRequest = body(&bytes)?;
-    let candidate = request.candidate()?;
-    let reasons = app.state().check(&subject, &candidate, None);
+    let (candidate, check) = {
+        let state = app.state();
+        let candidate = request.candidate(&state)?;
+        let check = state.compat_check(&subject, None);
+        (candidate, check)
+    };
+    let reasons = run_check(check, &candidate).await?.reasons;
     verdict(reasons, q.flag(&["verbose"]))
 }
 
@@ -532,19 +639,23 @@ async fn check_version(
     AxumState(app): AxumState<App>,
     P((subject, version)): P<(String, String)>,
     q: Q,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let spec = VersionSpec::from_str(&version)?;
     let request: SchemaRequest = body(&bytes)?;
-    let state = app.state();
-    let target = match (state.version(&subject, spec, false), spec) {
-        (Ok((version, _)), _) => Some(version),
-        (Err(e), VersionSpec::Latest) if e.code == 40401 => None,
-        (Err(e), _) => return Err(e),
+    let (candidate, check) = {
+        let state = app.state();
+        let target = match (state.version(&subject, spec, false), spec) {
+            (Ok((version, _)), _) => Some(version),
+            (Err(e), VersionSpec::Latest) if e.code == 40401 => None,
+            (Err(e), _) => return Err(e),
+        };
+        let candidate = request.candidate(&state)?;
+        let check = target.map(|version| state.compat_check(&subject, Some(version)));
+        (candidate, check)
     };
-    let candidate = request.candidate()?;
-    let reasons = match target {
-        Some(version) => state.check(&subject, &candidate, Some(version)),
+    let reasons = match check {
+        Some(check) => run_check(check, &candidate).await?.reasons,
         None => Vec::new(),
     };
     verdict(reasons, q.flag(&["verbose"]))
@@ -565,7 +676,7 @@ async fn get_global_config(AxumState(app): AxumState<App>) -> ApiResult {
     json(serde_json::json!({ "compatibilityLevel": level.to_string() }))
 }
 
-async fn put_global_config(AxumState(app): AxumState<App>, bytes: Bytes) -> ApiResult {
+async fn put_global_config(AxumState(app): AxumState<App>, Body(bytes): Body) -> ApiResult {
     let level = level_of(&body(&bytes)?)?;
     let store = app.store.lock().await;
     app.commit(&store, &[State::config_record(None, Some(level))])
@@ -604,7 +715,7 @@ async fn get_subject_config(
 async fn put_subject_config(
     AxumState(app): AxumState<App>,
     P(subject): P<String>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let level = level_of(&body(&bytes)?)?;
     let store = app.store.lock().await;
@@ -635,7 +746,7 @@ async fn get_global_mode(AxumState(app): AxumState<App>) -> ApiResult {
     json(serde_json::json!({ "mode": mode }))
 }
 
-async fn put_global_mode(AxumState(app): AxumState<App>, q: Q, bytes: Bytes) -> ApiResult {
+async fn put_global_mode(AxumState(app): AxumState<App>, q: Q, Body(bytes): Body) -> ApiResult {
     let mode = mode_of(&bytes)?;
     let store = app.store.lock().await;
     let record = app
@@ -663,7 +774,7 @@ async fn put_subject_mode(
     AxumState(app): AxumState<App>,
     P(subject): P<String>,
     q: Q,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult {
     let mode = mode_of(&bytes)?;
     let store = app.store.lock().await;

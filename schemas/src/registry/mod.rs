@@ -18,10 +18,16 @@
 //! - Schema ids are the highest id in the topic plus one. An id whose versions were all hard-deleted and compacted
 //!   away can therefore be handed out again after a restart, as in Confluent.
 //! - Schemas are stored as their parsed form re-serialized (compact JSON, docs, defaults and aliases kept), and two
-//!   schemas are "the same" (same id) when those forms are equal. Schema references are not supported.
+//!   schemas are "the same" (same id) when those forms and their references are equal.
+//! - Schema references (Confluent's `references`) are resolved, transitively, whenever a schema is parsed or
+//!   checked; a stored schema with references is resolved when used, not when replayed, because in a compacted
+//!   topic a referenced version can come after its referrer. A referenced version cannot be hard-deleted.
+//! - Compatibility checks run on the blocking pool on a copy of what they need, never under the state lock (see
+//!   `http::register`); the limits in `limits` bound request bodies, record sizes, union fan-out and ids.
 
 mod errors;
 mod http;
+mod limits;
 mod records;
 mod state;
 mod store;

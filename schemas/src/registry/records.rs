@@ -135,6 +135,21 @@ pub(crate) struct SchemaValue {
         skip_serializing_if = "Option::is_none"
     )]
     pub schema_type: Option<String>,
+    /// Other subjects' versions whose named types the schema uses; Confluent omits the field when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<SchemaReference>,
+}
+
+/// A schema reference, Confluent's `{"name": ..., "subject": ..., "version": ...}`: the schema uses the named type
+/// `name` defined by version `version` of `subject`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct SchemaReference {
+    /// The full name of the referenced type, as the referencing schema spells it.
+    pub name: String,
+    /// The subject holding the referenced schema.
+    pub subject: String,
+    /// Its version.
+    pub version: i32,
 }
 
 /// Value of a `CONFIG` record.
@@ -280,6 +295,7 @@ mod tests {
             schema: "\"string\"".into(),
             deleted: false,
             schema_type: None,
+            references: Vec::new(),
         });
         assert_eq!(
             String::from_utf8(value.to_bytes()).unwrap(),
@@ -307,6 +323,33 @@ mod tests {
             String::from_utf8(delete.to_bytes()).unwrap(),
             r#"{"subject":"s","version":4}"#
         );
+    }
+
+    #[test]
+    fn references_are_stored_as_confluent_stores_them() {
+        let value = Value::Schema(SchemaValue {
+            subject: "s".into(),
+            version: 2,
+            id: 9,
+            schema: "\"t.Money\"".into(),
+            deleted: false,
+            schema_type: None,
+            references: vec![SchemaReference {
+                name: "t.Money".into(),
+                subject: "money-value".into(),
+                version: 1,
+            }],
+        });
+        let bytes = value.to_bytes();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"subject":"s","version":2,"id":9,"schema":"\"t.Money\"","deleted":false,"references":[{"name":"t.Money","subject":"money-value","version":1}]}"#
+        );
+        let key = Key::Schema {
+            subject: "s".into(),
+            version: 2,
+        };
+        assert_eq!(Value::parse(&key, &bytes).unwrap(), Some(value));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::compat::{self, CompatibilityLevel};
 
 use super::errors::ApiError;
-use super::records::{ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, SchemaValue, Value};
+use super::limits;
+use super::records::{
+    ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, SchemaReference, SchemaValue, Value,
+};
 
 /// Confluent's registry modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,14 +132,33 @@ pub(crate) struct StoredSchema {
     pub text: String,
     /// `None` for Avro; other types only come from topics written by other registries.
     pub schema_type: Option<String>,
+    /// The versions whose named types the schema uses.
+    pub references: Vec<SchemaReference>,
     /// What two schemas must share to be "the same schema" (same id).
     identity: String,
     /// The parsed schema, or why it could not be parsed.
-    parsed: Result<Schema, String>,
+    parsed: Parsed,
+}
+
+/// A stored schema's parsed form.
+#[derive(Debug, Clone)]
+enum Parsed {
+    /// Parsed, and self-contained.
+    Ready(Schema),
+    /// The schema uses referenced types, so it is parsed together with them when it is used
+    /// ([`State::self_contained`]): in a compacted topic a referenced version may come after its referrer (a soft
+    /// delete rewrites it), so the references cannot always be resolved when the referrer is applied.
+    WithReferences,
+    /// Why the schema cannot be used for checks.
+    Unusable(String),
 }
 
 impl StoredSchema {
-    fn from_topic(text: &str, schema_type: Option<String>) -> StoredSchema {
+    fn from_topic(
+        text: &str,
+        schema_type: Option<String>,
+        references: Vec<SchemaReference>,
+    ) -> StoredSchema {
         let avro = schema_type
             .as_deref()
             .is_none_or(|t| t.eq_ignore_ascii_case("AVRO"));
@@ -144,9 +166,23 @@ impl StoredSchema {
             let kind = schema_type.clone().unwrap_or_default();
             return StoredSchema {
                 text: text.to_owned(),
-                identity: format!("{kind}:{text}"),
-                parsed: Err(format!("{kind} schemas are not supported by this registry")),
+                identity: format!("{kind}:{}", identity_of(text, &references)),
+                parsed: Parsed::Unusable(format!(
+                    "{kind} schemas are not supported by this registry"
+                )),
                 schema_type,
+                references,
+            };
+        }
+        if !references.is_empty() {
+            // The registry stores the normalized text, so it is its own identity; a text written by another
+            // registry may differ from what a client submits in whitespace only and then gets a new id.
+            return StoredSchema {
+                text: text.to_owned(),
+                schema_type: None,
+                identity: identity_of(text, &references),
+                parsed: Parsed::WithReferences,
+                references,
             };
         }
         match Candidate::parse(text) {
@@ -154,46 +190,131 @@ impl StoredSchema {
             Err(error) => StoredSchema {
                 text: text.to_owned(),
                 identity: text.to_owned(),
-                parsed: Err(error.message),
+                parsed: Parsed::Unusable(error.message),
                 schema_type: None,
+                references,
             },
         }
     }
+}
+
+/// The identity of a schema: its normalized text, and its references when it has any, since the same text
+/// resolved against other versions is another schema (Confluent gives it another id).
+fn identity_of(normalized: &str, references: &[SchemaReference]) -> String {
+    if references.is_empty() {
+        return normalized.to_owned();
+    }
+    let references: Vec<String> = references
+        .iter()
+        .map(|r| format!("{}={}/{}", r.name, r.subject, r.version))
+        .collect();
+    format!("{normalized}\nreferences: {}", references.join(", "))
 }
 
 /// An Avro schema submitted by a client, parsed and normalized.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
     /// The schema re-serialized from its parsed form: compact, attribute order fixed, docs, defaults, aliases and
-    /// custom attributes kept. Whitespace and key order of the submitted text do not change it, so it is both the
-    /// text the registry stores and the identity of the schema.
+    /// custom attributes kept; referenced types stay references by name. Whitespace and key order of the submitted
+    /// text do not change it, so it is the text the registry stores.
     pub normalized: String,
-    /// The parsed schema.
+    /// The references, as resolved (a `-1` version replaced by the version it named).
+    pub references: Vec<SchemaReference>,
+    /// The schema with every referenced type inlined: what compatibility checks compare.
     pub parsed: Schema,
+    /// See [`identity_of`].
+    identity: String,
 }
 
 impl Candidate {
-    /// Parses an Avro schema; the error is 42201 with the parser's message.
+    /// Parses an Avro schema without references; the error is 42201 with the parser's message.
     pub fn parse(text: &str) -> Result<Candidate, ApiError> {
+        Candidate::parse_with_references(text, Vec::new(), &[])
+    }
+
+    /// Parses an Avro schema that uses the named types of `referenced` (the texts of the schemas its `references`
+    /// resolve to, transitively). Errors are 42201: unparsable, or a referenced type missing.
+    pub fn parse_with_references(
+        text: &str,
+        references: Vec<SchemaReference>,
+        referenced: &[String],
+    ) -> Result<Candidate, ApiError> {
+        let invalid =
+            |e: apache_avro::Error| ApiError::invalid_schema(format!("Invalid schema: {e}"));
         if text.trim().is_empty() {
             return Err(ApiError::invalid_schema("Invalid schema: empty schema"));
         }
-        let parsed = Schema::parse_str(text)
-            .map_err(|e| ApiError::invalid_schema(format!("Invalid schema: {e}")))?;
+        let (parsed, self_contained) = if referenced.is_empty() {
+            let parsed = Schema::parse_str(text).map_err(invalid)?;
+            (parsed.clone(), parsed)
+        } else {
+            let (parsed, definitions) =
+                Schema::parse_str_with_list(text, referenced).map_err(invalid)?;
+            let mut self_contained = parsed.clone();
+            self_contained
+                .denormalize(&named_types(&definitions))
+                .map_err(invalid)?;
+            (parsed, self_contained)
+        };
         let normalized = serde_json::to_string(&parsed).map_err(|e| {
             ApiError::invalid_schema(format!("Invalid schema: cannot serialize it back: {e}"))
         })?;
-        Ok(Candidate { normalized, parsed })
+        Ok(Candidate {
+            identity: identity_of(&normalized, &references),
+            normalized,
+            references,
+            parsed: self_contained,
+        })
+    }
+
+    /// 42201 when the schema's unions nest more widely than [`limits::MAX_UNION_FANOUT`]. Applied to what clients
+    /// submit, not to what the topic holds: a schema another registry accepted stays usable.
+    pub fn ensure_union_fanout_within_limit(&self) -> Result<(), ApiError> {
+        let fanout = limits::union_fanout(&self.parsed);
+        if fanout > limits::MAX_UNION_FANOUT {
+            return Err(ApiError::invalid_schema(format!(
+                "Invalid schema: its unions nest too widely: the product of union widths along one path is \
+                 {fanout}, and this registry accepts at most {} (union width x nesting depth) so that \
+                 compatibility checks stay fast",
+                limits::MAX_UNION_FANOUT
+            )));
+        }
+        Ok(())
     }
 
     fn into_stored(self, text: String) -> StoredSchema {
         StoredSchema {
             text,
             schema_type: None,
-            identity: self.normalized,
-            parsed: Ok(self.parsed),
+            parsed: if self.references.is_empty() {
+                Parsed::Ready(self.parsed)
+            } else {
+                Parsed::WithReferences
+            },
+            identity: self.identity,
+            references: self.references,
         }
     }
+}
+
+/// Every named type defined in `schemas`, nested ones included: a schema may use a type that a referenced schema
+/// defines inside one of its fields, and inlining looks types up in this flat list.
+fn named_types(schemas: &[Schema]) -> Vec<Schema> {
+    fn collect(schema: &Schema, out: &mut Vec<Schema>) {
+        if schema.name().is_some() && !matches!(schema, Schema::Ref { .. }) {
+            out.push(schema.clone());
+        }
+        match schema {
+            Schema::Record(record) => record.fields.iter().for_each(|f| collect(&f.schema, out)),
+            Schema::Array(array) => collect(&array.items, out),
+            Schema::Map(map) => collect(&map.types, out),
+            Schema::Union(union) => union.variants().iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    schemas.iter().for_each(|s| collect(s, &mut out));
+    out
 }
 
 /// One version of a subject.
@@ -210,12 +331,78 @@ pub(crate) struct VersionEntry {
 pub(crate) enum RegisterPlan {
     /// The schema is already a live version of the subject: nothing to write.
     Existing { id: u32, version: i32 },
+    /// The compatibility check must run first, without the lock; plan again with its verdict.
+    Check(CompatCheck),
     /// Write `record`, a new version.
     New {
         id: u32,
         version: i32,
         record: Record,
     },
+}
+
+/// What a compatibility verdict depends on: the level, and which schema each compared version has. A verdict is
+/// still valid for as long as the state gives the same basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckBasis {
+    level: CompatibilityLevel,
+    /// (version, schema id) of each version compared against, oldest first.
+    versions: Vec<(i32, u32)>,
+}
+
+/// A compatibility check taken out of the state ([`State::compat_check`]), to be run without holding any lock:
+/// a check may take long (wide unions), and readers and writers must not wait for it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CompatCheck {
+    basis: CheckBasis,
+    /// The versions to compare against, self-contained, or why one of them cannot be used.
+    against: Result<Vec<(i32, Schema)>, String>,
+}
+
+impl CompatCheck {
+    /// Nothing to compare against: the answer is known without running anything.
+    fn is_trivial(&self) -> bool {
+        self.basis.versions.is_empty()
+    }
+
+    /// Runs the check of `candidate` (self-contained) against the snapshot.
+    pub fn run(self, candidate: &Schema) -> Verdict {
+        let reasons = match &self.against {
+            // With the registry's version numbers, so messages name the versions a user can fetch.
+            Ok(existing) => {
+                let existing: Vec<(i32, &Schema)> = existing.iter().map(|(v, s)| (*v, s)).collect();
+                compat::check_versions(self.basis.level, candidate, &existing)
+            }
+            Err(why) => vec![why.clone()],
+        };
+        Verdict {
+            basis: self.basis,
+            reasons,
+        }
+    }
+}
+
+/// The outcome of a [`CompatCheck`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    basis: CheckBasis,
+    /// Why the schema is incompatible; empty when it is compatible.
+    pub reasons: Vec<String>,
+}
+
+fn too_large_to_store(size: usize) -> ApiError {
+    ApiError::invalid_schema(format!(
+        "Invalid schema: the schema is too large to store: it needs at least {size} bytes in its registry record, \
+         and this registry stores at most {} bytes per schema version",
+        limits::MAX_RECORD_BYTES
+    ))
+}
+
+fn reference_not_found(reference: &SchemaReference) -> ApiError {
+    ApiError::invalid_schema(format!(
+        "Invalid schema: reference '{}' to subject '{}' version {} not found",
+        reference.name, reference.subject, reference.version
+    ))
 }
 
 /// Explicit id and version of a registration, honoured in IMPORT mode.
@@ -298,6 +485,17 @@ impl State {
     }
 
     fn put_version(&mut self, subject: &str, version: i32, value: &SchemaValue) {
+        if !(1..=limits::MAX_SCHEMA_ID).contains(&value.id) {
+            // Written by a registry without the bound: Java clients would read the id as negative, and counting
+            // ids on from it would exhaust the id space, so the version is left out of what is served.
+            tracing::warn!(
+                subject,
+                version,
+                id = value.id,
+                "ignored a registry record whose schema id is outside 1..=2147483647"
+            );
+            return;
+        }
         let previous = self.subjects.entry(subject.to_owned()).or_default().insert(
             version,
             VersionEntry {
@@ -307,7 +505,11 @@ impl State {
         );
         self.max_id = self.max_id.max(value.id);
         if !self.schemas.contains_key(&value.id) {
-            let stored = StoredSchema::from_topic(&value.schema, value.schema_type.clone());
+            let stored = StoredSchema::from_topic(
+                &value.schema,
+                value.schema_type.clone(),
+                value.references.clone(),
+            );
             self.ids_by_identity
                 .entry(stored.identity.clone())
                 .or_insert(value.id);
@@ -484,7 +686,7 @@ impl State {
             if self
                 .schemas
                 .get(&entry.id)
-                .is_some_and(|s| s.identity == candidate.normalized)
+                .is_some_and(|s| s.identity == candidate.identity)
             {
                 return Ok((*version, entry.id));
             }
@@ -541,62 +743,179 @@ impl State {
         Ok(mode)
     }
 
-    /// The live versions of a subject, oldest first, parsed; the error says which version cannot be used.
-    fn live_schemas(&self, subject: &str, only: Option<i32>) -> Result<Vec<(i32, Schema)>, String> {
-        let mut out = Vec::new();
-        let Some(versions) = self.subjects.get(subject) else {
-            return Ok(out);
-        };
-        for (version, entry) in versions
-            .iter()
-            .filter(|(v, e)| !e.deleted && only.is_none_or(|o| o == **v))
-        {
-            match self.schemas.get(&entry.id).map(|s| &s.parsed) {
-                Some(Ok(schema)) => out.push((*version, schema.clone())),
-                Some(Err(why)) => {
-                    return Err(format!(
-                        "version {version} of subject '{subject}' (id {}) cannot be checked: {why}",
-                        entry.id
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "version {version} of subject '{subject}' has no schema for id {}",
-                        entry.id
-                    ))
-                }
+    /// The schema of an id with every referenced type inlined, as compatibility checks need it.
+    pub fn self_contained(&self, id: u32) -> Result<Schema, String> {
+        let stored = self
+            .schemas
+            .get(&id)
+            .ok_or_else(|| format!("no schema has id {id}"))?;
+        match &stored.parsed {
+            Parsed::Ready(schema) => Ok(schema.clone()),
+            Parsed::Unusable(why) => Err(why.clone()),
+            Parsed::WithReferences => {
+                let (references, referenced) = self
+                    .resolve_references(&stored.references)
+                    .map_err(|e| e.message)?;
+                Candidate::parse_with_references(&stored.text, references, &referenced)
+                    .map(|candidate| candidate.parsed)
+                    .map_err(|e| e.message)
             }
         }
-        Ok(out)
     }
 
-    /// Compatibility of `candidate` with the subject under its effective level: against `only` that version, or
-    /// against the live versions the level requires. Returns the reasons it is incompatible (empty: compatible).
-    pub fn check(&self, subject: &str, candidate: &Candidate, only: Option<i32>) -> Vec<String> {
-        let level = self.effective_level(subject);
-        match self.live_schemas(subject, only) {
-            Ok(existing) => {
-                // With the registry's version numbers, so messages name the versions a user can fetch.
-                let existing: Vec<(i32, &Schema)> = existing.iter().map(|(v, s)| (*v, s)).collect();
-                compat::check_versions(level, &candidate.parsed, &existing)
+    /// Resolves a schema's references: each `(subject, version)` (`-1` for the latest) must exist, soft-deleted
+    /// or not, as in Confluent. Returns the references with their versions made concrete, and the texts of every
+    /// schema they lead to, transitively (a referenced schema may itself have references), each once. An unknown
+    /// reference is 42201, the error Confluent gives for a schema it cannot resolve.
+    pub fn resolve_references(
+        &self,
+        references: &[SchemaReference],
+    ) -> Result<(Vec<SchemaReference>, Vec<String>), ApiError> {
+        let mut concrete = Vec::with_capacity(references.len());
+        for reference in references {
+            let (version, _) = self.referenced_version(reference)?;
+            concrete.push(SchemaReference {
+                version,
+                ..reference.clone()
+            });
+        }
+        let mut texts = Vec::new();
+        let mut seen_ids = BTreeSet::new();
+        let mut pending: Vec<SchemaReference> = concrete.clone();
+        while let Some(reference) = pending.pop() {
+            let (_, entry) = self.referenced_version(&reference)?;
+            if !seen_ids.insert(entry.id) {
+                continue;
             }
-            Err(why) => vec![why],
+            let Some(stored) = self.schemas.get(&entry.id) else {
+                return Err(reference_not_found(&reference));
+            };
+            texts.push(stored.text.clone());
+            pending.extend(stored.references.iter().cloned());
+        }
+        Ok((concrete, texts))
+    }
+
+    fn referenced_version(
+        &self,
+        reference: &SchemaReference,
+    ) -> Result<(i32, VersionEntry), ApiError> {
+        let spec = match reference.version {
+            -1 => VersionSpec::Latest,
+            n if n >= 1 => VersionSpec::Number(n),
+            _ => return Err(reference_not_found(reference)),
+        };
+        self.version(&reference.subject, spec, true)
+            .map_err(|_| reference_not_found(reference))
+    }
+
+    /// Ids of the schemas (used by live or soft-deleted versions) that reference a subject's version, sorted.
+    pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<u32> {
+        self.schemas
+            .iter()
+            .filter(|(_, stored)| {
+                stored
+                    .references
+                    .iter()
+                    .any(|r| r.subject == subject && r.version == version)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Ids of the schemas that reference any version using `id`, sorted and deduplicated.
+    pub fn referenced_by_id(&self, id: u32) -> Vec<u32> {
+        let referrers: BTreeSet<u32> = self
+            .usages(id, true)
+            .iter()
+            .flat_map(|(subject, version)| self.referenced_by(subject, *version))
+            .collect();
+        referrers.into_iter().collect()
+    }
+
+    /// Referrers of a version that would be left dangling by hard-deleting it: references from versions of
+    /// `subject` itself do not count when the whole subject goes.
+    fn blocking_referrers(&self, subject: &str, version: i32, whole_subject: bool) -> Vec<u32> {
+        self.referenced_by(subject, version)
+            .into_iter()
+            .filter(|referrer| {
+                !whole_subject
+                    || self
+                        .usages(*referrer, true)
+                        .iter()
+                        .any(|(user, _)| user != subject)
+            })
+            .collect()
+    }
+
+    /// What checking a schema against the subject requires, taken from the state so that the check itself can run
+    /// without any lock: against `only` that version, or against the live versions the subject's level requires
+    /// (the latest one, or all of them for transitive levels).
+    pub fn compat_check(&self, subject: &str, only: Option<i32>) -> CompatCheck {
+        let level = self.effective_level(subject);
+        let live: Vec<(i32, u32)> = self
+            .subjects
+            .get(subject)
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter(|(v, e)| !e.deleted && only.is_none_or(|o| o == **v))
+                    .map(|(v, e)| (*v, e.id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let versions = if level == CompatibilityLevel::None {
+            Vec::new()
+        } else if level.is_transitive() || only.is_some() {
+            live
+        } else {
+            live.last().copied().into_iter().collect()
+        };
+        let against = versions
+            .iter()
+            .map(|(version, id)| {
+                self.self_contained(*id)
+                    .map(|schema| (*version, schema))
+                    .map_err(|why| {
+                        format!(
+                            "version {version} of subject '{subject}' (id {id}) cannot be checked: {why}"
+                        )
+                    })
+            })
+            .collect();
+        CompatCheck {
+            basis: CheckBasis { level, versions },
+            against,
         }
     }
 
     // ----- write plans --------------------------------------------------------------------------------------------
 
-    /// Decides what registering `candidate` under `subject` writes. Errors: 42205 (mode), 409 (incompatible).
+    /// Decides what registering `candidate` under `subject` writes. Errors: 42205 (mode, id out of range), 409
+    /// (incompatible), 42201 (record too large to store).
+    ///
+    /// When a compatibility check is needed and `verdict` is not one for the current state, the plan is
+    /// [`RegisterPlan::Check`]: run it without the lock and plan again with its verdict.
     pub fn plan_register(
         &self,
         subject: &str,
         candidate: &Candidate,
         explicit: Explicit,
+        verdict: Option<&Verdict>,
     ) -> Result<RegisterPlan, ApiError> {
         let mode = self.ensure_writable(subject)?;
         if mode != Mode::Import && explicit.id.is_some() {
             return Err(ApiError::not_permitted(format!(
                 "a schema id can only be given in IMPORT mode; subject '{subject}' is in {mode} mode"
+            )));
+        }
+        if let Some(id) = explicit
+            .id
+            .filter(|id| !(1..=limits::MAX_SCHEMA_ID).contains(id))
+        {
+            return Err(ApiError::not_permitted(format!(
+                "schema id {id} is out of range: ids are 1 to {}",
+                limits::MAX_SCHEMA_ID
             )));
         }
         // An identical schema returns what it already has, before any compatibility check.
@@ -605,6 +924,10 @@ impl State {
             {
                 return Ok(RegisterPlan::Existing { id, version });
             }
+        }
+        // A schema whose text alone is above the record limit is refused before it is checked.
+        if candidate.normalized.len() > limits::MAX_RECORD_BYTES {
+            return Err(too_large_to_store(candidate.normalized.len()));
         }
         let next_version = self
             .subjects
@@ -631,7 +954,12 @@ impl State {
             }
         };
         if mode != Mode::Import {
-            let reasons = self.check(subject, candidate, None);
+            let check = self.compat_check(subject, None);
+            let reasons = match verdict {
+                _ if check.is_trivial() => Vec::new(),
+                Some(verdict) if verdict.basis == check.basis => verdict.reasons.clone(),
+                _ => return Ok(RegisterPlan::Check(check)),
+            };
             if !reasons.is_empty() {
                 return Err(ApiError::incompatible(format!(
                     "Schema being registered is incompatible with an earlier schema for subject \"{subject}\" under \
@@ -641,10 +969,10 @@ impl State {
                 )));
             }
         }
-        let known = self.ids_by_identity.get(&candidate.normalized).copied();
+        let known = self.ids_by_identity.get(&candidate.identity).copied();
         let id = match (explicit.id, known) {
             (Some(id), _) => match self.schemas.get(&id) {
-                Some(stored) if stored.identity != candidate.normalized => {
+                Some(stored) if stored.identity != candidate.identity => {
                     return Err(ApiError::not_permitted(format!(
                         "schema id {id} is already used by another schema; overwriting is not permitted"
                     )))
@@ -652,7 +980,11 @@ impl State {
                 _ => id,
             },
             (None, Some(id)) => id,
-            (None, None) => self.max_id.checked_add(1).ok_or_else(|| ApiError::store("schema ids are exhausted"))?,
+            (None, None) => self
+                .max_id
+                .checked_add(1)
+                .filter(|id| *id <= limits::MAX_SCHEMA_ID)
+                .ok_or_else(|| ApiError::store("schema ids are exhausted"))?,
         };
         let record = Record {
             key: Key::Schema {
@@ -669,8 +1001,15 @@ impl State {
                     .map_or_else(|| candidate.normalized.clone(), |s| s.text.clone()),
                 deleted: false,
                 schema_type: None,
+                references: candidate.references.clone(),
             })),
         };
+        // Checked before writing: the Kafka client would refuse the record with an error about its own settings.
+        let size =
+            record.key.to_bytes().len() + record.value.as_ref().map_or(0, |v| v.to_bytes().len());
+        if size > limits::MAX_RECORD_BYTES {
+            return Err(too_large_to_store(size));
+        }
         Ok(RegisterPlan::New {
             id,
             version,
@@ -698,6 +1037,12 @@ impl State {
                 return Err(ApiError::subject_not_soft_deleted(subject));
             }
             let all: Vec<i32> = versions.keys().copied().collect();
+            for version in &all {
+                let referrers = self.blocking_referrers(subject, *version, true);
+                if !referrers.is_empty() {
+                    return Err(ApiError::reference_exists(subject, *version, &referrers));
+                }
+            }
             let records = all
                 .iter()
                 .map(|v| Record {
@@ -749,6 +1094,12 @@ impl State {
             if !entry.deleted {
                 return Err(ApiError::version_not_soft_deleted(subject, version));
             }
+            // Soft deletes are allowed (a soft-deleted version still resolves), a hard delete would leave the
+            // referrers unresolvable.
+            let referrers = self.blocking_referrers(subject, version, false);
+            if !referrers.is_empty() {
+                return Err(ApiError::reference_exists(subject, version, &referrers));
+            }
             return Ok((version, vec![Record { key, value: None }]));
         }
         if entry.deleted {
@@ -757,8 +1108,8 @@ impl State {
         let text = self
             .schemas
             .get(&entry.id)
-            .map(|s| (s.text.clone(), s.schema_type.clone()));
-        let Some((schema, schema_type)) = text else {
+            .map(|s| (s.text.clone(), s.schema_type.clone(), s.references.clone()));
+        let Some((schema, schema_type, references)) = text else {
             return Err(ApiError::store(format!(
                 "version {version} of '{subject}' has no schema for id {}",
                 entry.id
@@ -771,6 +1122,7 @@ impl State {
             schema,
             deleted: true,
             schema_type,
+            references,
         };
         let mut records = vec![Record {
             key,
@@ -888,7 +1240,7 @@ mod tests {
         subject: &str,
         text: &str,
     ) -> Result<(u32, i32), ApiError> {
-        match state.plan_register(subject, &candidate(text), Explicit::default())? {
+        match plan(state, subject, &candidate(text), Explicit::default())? {
             RegisterPlan::Existing { id, version } => Ok((id, version)),
             RegisterPlan::New {
                 id,
@@ -899,6 +1251,23 @@ mod tests {
                 log.push(record);
                 Ok((id, version))
             }
+            RegisterPlan::Check(_) => panic!("planned again after its check, yet asks for a check"),
+        }
+    }
+
+    /// Plans a registration like the HTTP layer does: a needed compatibility check is run, then planned again.
+    fn plan(
+        state: &State,
+        subject: &str,
+        candidate: &Candidate,
+        explicit: Explicit,
+    ) -> Result<RegisterPlan, ApiError> {
+        match state.plan_register(subject, candidate, explicit, None)? {
+            RegisterPlan::Check(check) => {
+                let verdict = check.run(&candidate.parsed);
+                state.plan_register(subject, candidate, explicit, Some(&verdict))
+            }
+            plan => Ok(plan),
         }
     }
 
@@ -973,9 +1342,7 @@ mod tests {
             id,
             version,
             record,
-        } = state
-            .plan_register("a", &third, Explicit::default())
-            .unwrap()
+        } = plan(&state, "a", &third, Explicit::default()).unwrap()
         else {
             panic!("expected a new version")
         };
@@ -1157,9 +1524,7 @@ mod tests {
             id,
             version,
             record,
-        } = state
-            .plan_register("imp", &candidate(BAD), explicit)
-            .unwrap()
+        } = plan(&state, "imp", &candidate(BAD), explicit).unwrap()
         else {
             panic!("expected a new version")
         };
@@ -1167,17 +1532,17 @@ mod tests {
         write(&mut state, &mut log, vec![record]);
         // Outside IMPORT mode an explicit id is refused; ids continue above the imported one.
         assert_eq!(
-            state
-                .plan_register(
-                    "other",
-                    &candidate(V2),
-                    Explicit {
-                        id: Some(7),
-                        version: None
-                    }
-                )
-                .unwrap_err()
-                .code,
+            plan(
+                &state,
+                "other",
+                &candidate(V2),
+                Explicit {
+                    id: Some(7),
+                    version: None
+                }
+            )
+            .unwrap_err()
+            .code,
             42205
         );
         assert_eq!(
@@ -1229,6 +1594,237 @@ mod tests {
             replayed.schemas.keys().collect::<Vec<_>>(),
             state.schemas.keys().collect::<Vec<_>>()
         );
+    }
+
+    const CURRENCY: &str =
+        r#"{"type":"enum","name":"Currency","namespace":"t","symbols":["EUR","USD"]}"#;
+    const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"t","fields":[{"name":"micros","type":"long"},
+        {"name":"currency","type":"Currency"}]}"#;
+    const PAYMENT: &str = r#"{"type":"record","name":"Payment","namespace":"t","fields":[{"name":"amount","type":"Money"}]}"#;
+
+    fn reference(name: &str, subject: &str, version: i32) -> SchemaReference {
+        SchemaReference {
+            name: name.into(),
+            subject: subject.into(),
+            version,
+        }
+    }
+
+    /// Resolves the references against the state and parses, as the HTTP layer does.
+    fn candidate_with(state: &State, text: &str, references: &[SchemaReference]) -> Candidate {
+        let (references, referenced) = state.resolve_references(references).unwrap();
+        Candidate::parse_with_references(text, references, &referenced).unwrap()
+    }
+
+    fn register_with(
+        state: &mut State,
+        log: &mut Vec<Record>,
+        subject: &str,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> u32 {
+        let candidate = candidate_with(state, text, references);
+        match plan(state, subject, &candidate, Explicit::default()).unwrap() {
+            RegisterPlan::New { id, record, .. } => {
+                write(state, log, vec![record]);
+                id
+            }
+            RegisterPlan::Existing { id, .. } => id,
+            RegisterPlan::Check(_) => panic!("planned again after its check, yet asks for a check"),
+        }
+    }
+
+    #[test]
+    fn references_resolve_transitively_and_protect_what_they_reference() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        let currency = register_with(&mut state, &mut log, "currency", CURRENCY, &[]);
+        let money = register_with(
+            &mut state,
+            &mut log,
+            "money",
+            MONEY,
+            &[reference("t.Currency", "currency", 1)],
+        );
+        // `-1` is resolved to the latest version and stored as such.
+        let payment = register_with(
+            &mut state,
+            &mut log,
+            "payment",
+            PAYMENT,
+            &[reference("t.Money", "money", -1)],
+        );
+        assert_eq!(
+            state.schema(payment).unwrap().references,
+            vec![reference("t.Money", "money", 1)]
+        );
+        // Payment resolves through Money to Currency.
+        let resolved = state.self_contained(payment).unwrap();
+        assert!(
+            serde_json::to_string(&resolved).unwrap().contains("EUR"),
+            "{resolved:?}"
+        );
+        assert_eq!(state.referenced_by("money", 1), vec![payment]);
+        assert_eq!(state.referenced_by_id(currency), vec![money]);
+        // The same text with the same (resolved) references is the same schema; with other ones it is another.
+        let same = register_with(
+            &mut state,
+            &mut log,
+            "other",
+            PAYMENT,
+            &[reference("t.Money", "money", 1)],
+        );
+        assert_eq!(same, payment);
+        let money_v2 = MONEY.replace(
+            r#"{"name":"micros""#,
+            r#"{"name":"note","type":"string","default":""},{"name":"micros""#,
+        );
+        register_with(
+            &mut state,
+            &mut log,
+            "money",
+            &money_v2,
+            &[reference("t.Currency", "currency", 1)],
+        );
+        let against_v2 = register_with(
+            &mut state,
+            &mut log,
+            "other2",
+            PAYMENT,
+            &[reference("t.Money", "money", 2)],
+        );
+        assert_ne!(against_v2, payment);
+        assert_eq!(
+            state
+                .resolve_references(&[reference("t.Money", "nope", 1)])
+                .unwrap_err()
+                .code,
+            42201
+        );
+
+        // A referenced version may be soft-deleted, not hard-deleted; a subject likewise.
+        let (_, records) = state
+            .plan_delete_version("money", VersionSpec::Number(1), false)
+            .unwrap();
+        write(&mut state, &mut log, records);
+        assert_eq!(
+            state
+                .plan_delete_version("money", VersionSpec::Number(1), true)
+                .unwrap_err()
+                .code,
+            42206
+        );
+        let (_, records) = state.plan_delete_subject("money", false).unwrap();
+        write(&mut state, &mut log, records);
+        assert_eq!(
+            state.plan_delete_subject("money", true).unwrap_err().code,
+            42206
+        );
+        assert!(
+            state.self_contained(payment).is_ok(),
+            "a soft-deleted reference still resolves"
+        );
+
+        // In a compacted topic the soft delete rewrote Money's record after Payment's; the replay still resolves.
+        let is_money =
+            |r: &&Record| matches!(&r.key, Key::Schema { subject, .. } if subject == "money");
+        let mut compacted: Vec<Record> = log.iter().filter(|r| !is_money(r)).cloned().collect();
+        compacted.extend(log.iter().filter(is_money).cloned());
+        let replayed = replay(&compacted);
+        assert!(replayed.self_contained(payment).is_ok());
+        assert_eq!(replayed.referenced_by("money", 1), vec![payment]);
+        let check = replayed.compat_check("payment", None);
+        assert!(check
+            .run(&candidate_with(&replayed, PAYMENT, &[reference("t.Money", "money", 1)]).parsed)
+            .reasons
+            .is_empty());
+    }
+
+    #[test]
+    fn a_verdict_counts_only_while_what_it_compared_against_is_unchanged() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        register(&mut state, &mut log, "s", V1).unwrap();
+        let bad = candidate(BAD);
+        let RegisterPlan::Check(check) = state
+            .plan_register("s", &bad, Explicit::default(), None)
+            .unwrap()
+        else {
+            panic!("a check is needed first")
+        };
+        let verdict = check.run(&bad.parsed);
+        assert!(!verdict.reasons.is_empty());
+        // Meanwhile the level changed to NONE: the stale verdict is not used, and the schema is accepted.
+        write(
+            &mut state,
+            &mut log,
+            vec![State::config_record(
+                Some("s"),
+                Some(CompatibilityLevel::None),
+            )],
+        );
+        assert!(matches!(
+            state.plan_register("s", &bad, Explicit::default(), Some(&verdict)),
+            Ok(RegisterPlan::New { .. })
+        ));
+        write(
+            &mut state,
+            &mut log,
+            vec![State::config_record(Some("s"), None)],
+        );
+        // Unchanged state: the verdict is used as it is.
+        assert_eq!(
+            state
+                .plan_register("s", &bad, Explicit::default(), Some(&verdict))
+                .unwrap_err()
+                .code,
+            409
+        );
+        // A new latest version: stale again.
+        register(&mut state, &mut log, "s", V2).unwrap();
+        assert!(matches!(
+            state.plan_register("s", &bad, Explicit::default(), Some(&verdict)),
+            Ok(RegisterPlan::Check(_))
+        ));
+    }
+
+    #[test]
+    fn ids_outside_java_int_range_are_refused_and_ignored_in_the_topic() {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        let record = state
+            .plan_mode(Some("imp"), Some(Mode::Import), false)
+            .unwrap();
+        write(&mut state, &mut log, vec![record]);
+        for id in [0, limits::MAX_SCHEMA_ID + 1, u32::MAX] {
+            let explicit = Explicit {
+                id: Some(id),
+                version: Some(1),
+            };
+            let error = plan(&state, "imp", &candidate(V1), explicit).unwrap_err();
+            assert_eq!(error.code, 42205, "{id}: {}", error.message);
+        }
+        // Written by a registry without the bound: left out, and ids go on from the highest valid one.
+        state.apply(&Record {
+            key: Key::Schema {
+                subject: "old".into(),
+                version: 1,
+            },
+            value: Some(Value::Schema(SchemaValue {
+                subject: "old".into(),
+                version: 1,
+                id: u32::MAX,
+                schema: V1.into(),
+                deleted: false,
+                schema_type: None,
+                references: Vec::new(),
+            })),
+        });
+        assert_eq!(
+            state
+                .versions("old", Filter::IncludeDeleted)
+                .unwrap_err()
+                .code,
+            40401
+        );
+        assert_eq!(register(&mut state, &mut log, "fresh", V1).unwrap(), (1, 1));
     }
 
     #[test]

@@ -307,15 +307,13 @@ impl Store {
         {
             Ok(_) => Ok(()),
             Err((error, _)) => {
-                let message = format!(
-                    "cannot write to the registry topic {} at {}: {error}",
-                    self.topic, self.bootstrap
-                );
+                // The answer names the topic, not where the brokers are: clients need not learn the network.
+                let message = format!("cannot write to the registry topic {}: {error}", self.topic);
                 let timed_out = matches!(
                     error.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::OperationTimedOut)
                 );
-                tracing::error!(%message, "registry write failed");
+                tracing::error!(%message, bootstrap = %self.bootstrap, "registry write failed");
                 Err(if timed_out {
                     ApiError::store_timeout(message)
                 } else {
