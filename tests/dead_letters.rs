@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -335,11 +335,12 @@ async fn setup(name: &str) -> Setup {
 
 /// Runs the campaign-metrics job over everything in the inputs; it stops by itself at their end.
 async fn run_job(setup: &Setup) -> RunSummary {
-    let mut config = RuntimeConfig::new(
-        &format!("{}-job", setup.prefix),
-        kafka(),
-        &setup.registry_url,
-    );
+    run_job_against(setup, &setup.registry_url).await
+}
+
+/// [`run_job`] with the job asking the registry at `registry_url`.
+async fn run_job_against(setup: &Setup, registry_url: &str) -> RunSummary {
+    let mut config = RuntimeConfig::new(&format!("{}-job", setup.prefix), kafka(), registry_url);
     config.commit_interval = Duration::from_millis(300);
     config.exit_at_end_of_input = true;
     let topics = &setup.topics;
@@ -816,8 +817,9 @@ async fn dlq_commands_name_missing_topics_and_say_when_a_dlq_is_empty() {
     let stdout = tokio::task::block_in_place(|| success(&["dlq", "redrive", &source, "--all"]));
     assert!(stdout.contains("nothing to redrive"), "{stdout}");
 
-    // A dead letter whose source topic is gone: the dry run lists it, the real redrive fails naming the topic.
-    let gone = unique("gone");
+    // A dead letter whose source topic (the one its dead-letter topic's name implies; only the dlq. topic was
+    // created) is gone: the dry run lists it, the real redrive fails naming the topic.
+    let gone = source.clone();
     let producer: FutureProducer = kafka().create().expect("producer");
     let headers = OwnedHeaders::new()
         .insert(Header {
@@ -1109,4 +1111,162 @@ async fn hostile_records_of_sixteen_kinds_are_dead_lettered_and_never_stop_the_j
         &problems[..problems.len().min(5)]
     );
     assert_eq!(summary.late, 0, "no valid event was past retention");
+}
+
+/// A gateway in front of the registry: while `down` it answers schema lookups 503 with an HTML page (what a load
+/// balancer says for a registry that is restarting); otherwise it forwards the connection. Counts its 503s.
+async fn gateway(
+    registry_url: &str,
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    spared: Option<u32>,
+) -> String {
+    let spared = spared.map(|id| format!("GET /schemas/ids/{id} "));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = registry_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (down, refused, upstream, spared) = (
+                down.clone(),
+                refused.clone(),
+                upstream.clone(),
+                spared.clone(),
+            );
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let Ok(read) = client.read(&mut request).await else {
+                    return;
+                };
+                request.truncate(read);
+                // Down for schema lookups only: the job registers its output schemas at start-up, then meets the
+                // outage when it first needs a writer schema, in the middle of processing.
+                let is_spared = spared
+                    .as_ref()
+                    .is_some_and(|line| request.starts_with(line.as_bytes()));
+                let lookup_while_down =
+                    down.load(Ordering::SeqCst) && request.starts_with(b"GET /schemas/ids/");
+                if lookup_while_down && is_spared {
+                    // Answered on its own and closed, so the client's next lookup opens a new connection that
+                    // meets the outage instead of riding this one.
+                    let path = String::from_utf8_lossy(&request)
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("/")
+                        .to_owned();
+                    let Ok(answer) = reqwest::get(format!("http://{upstream}{path}")).await else {
+                        return;
+                    };
+                    let status = answer.status().as_u16();
+                    let body = answer.bytes().await.unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = client.write_all(head.as_bytes()).await;
+                    let _ = client.write_all(&body).await;
+                    return;
+                }
+                if lookup_while_down {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    let body = "<html><body>503 Service Unavailable</body></html>";
+                    let answer = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    if server.write_all(&request).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+// Regression (issue 18, item 5): a registry behind a gateway answering 503 had the job dead-letter valid records as
+// `unknown-schema-id` (and an unreachable registry stopped the job). Now the job commits what it has, pauses, and
+// retries the record until the registry answers: nothing valid is dead-lettered, every valid record counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_while_processing_pauses_the_job_and_dead_letters_nothing_valid() {
+    registry_outage("outage-streams", true).await;
+}
+
+// The same outage met while the campaigns table is restored: its rows used to be skipped silently (the job then ran
+// without them and produced no campaign rows at all); now the restore waits for the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_while_restoring_a_table_waits_and_loses_no_row() {
+    registry_outage("outage-tables", false).await;
+}
+
+/// Runs the job behind a [`gateway`] that is down for schema lookups until the job was refused three times;
+/// with `spare_tables` the campaigns' schema is still served, so the outage hits the event records.
+async fn registry_outage(name: &str, spare_tables: bool) {
+    let setup = setup(name).await;
+    let spared = if spare_tables {
+        let registry = RegistryClient::new(&setup.registry_url).expect("registry client");
+        let campaigns = registry
+            .latest(&format!("{}-value", setup.topics.events.campaigns))
+            .await
+            .expect("registry answers")
+            .expect("campaign schema registered");
+        Some(campaigns.id)
+    } else {
+        None
+    };
+    let down = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicU64::new(0));
+    let url = gateway(&setup.registry_url, down.clone(), refused.clone(), spared).await;
+    // Back up once the job has been refused three times (it retried), or after a minute whatever happened.
+    let reopen = {
+        let (down, refused) = (down.clone(), refused.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while refused.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            down.store(false, Ordering::SeqCst);
+        })
+    };
+    let summary = run_job_against(&setup, &url).await;
+    eprintln!(
+        "DEBUG {summary:?} refused {}",
+        refused.load(Ordering::SeqCst)
+    );
+    reopen.await.expect("reopened");
+    assert!(
+        refused.load(Ordering::SeqCst) >= 3,
+        "the job asked the registry while it was down, and retried"
+    );
+    assert_eq!(
+        summary.dead_letters,
+        setup.poison.len() as u64,
+        "only the poison records are dead letters: {summary:?}"
+    );
+    for topic in [
+        &setup.topics.events.clicks,
+        &setup.topics.events.impressions,
+    ] {
+        tokio::task::block_in_place(|| {
+            check_dead_letters(&setup.poison, topic, &format!("{}-job", setup.prefix))
+        });
+    }
+    let actual = tokio::task::block_in_place(|| outputs(&setup.topics));
+    let problems = differences(&setup.expected, &actual);
+    assert!(
+        problems.is_empty(),
+        "{} difference(s), first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use adstream_schemas::client::RegistryClient;
+use adstream_schemas::client::{FailureKind, RegistryClient};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -505,8 +505,20 @@ impl Task {
                 &topic,
                 partitions,
                 |partition, offset, key, value| {
-                    tasks.bootstrap(input, partition, offset, key, value, now);
-                    Ok(())
+                    // A table row the registry cannot be asked about now is waited for (about two minutes at
+                    // most, inside the rebalance: well within the consumer's max.poll.interval.ms), never skipped.
+                    let mut pause = Backoff::default();
+                    loop {
+                        match tasks.bootstrap(input, partition, offset, key, value, now) {
+                            Ok(()) => return Ok(()),
+                            Err(e) if e.is_transient() && pause.failures < BOOTSTRAP_RETRIES => {
+                                let wait = pause.next();
+                                warn!(error = %e, topic = %topic, partition, offset, retry_in_ms = wait.as_millis() as u64, "table record waits for the schema registry");
+                                std::thread::sleep(wait);
+                            }
+                            Err(e) => return Err(format!("{topic}/{partition}/{offset}: {e}")),
+                        }
+                    }
                 },
             )?;
         }
@@ -570,7 +582,6 @@ fn read_to_end(
             }
             Some(Err(e)) => return Err(RuntimeError::Restore(format!("{topic}: {e}"))),
             Some(Ok(message)) => {
-                last_message = Instant::now();
                 apply(
                     message.partition(),
                     message.offset(),
@@ -578,6 +589,9 @@ fn read_to_end(
                     message.payload(),
                 )
                 .map_err(RuntimeError::Restore)?;
+                // Measured after applying, which may have waited (for the registry): that is not the broker
+                // making no progress.
+                last_message = Instant::now();
                 count += 1;
                 if count.is_multiple_of(100_000) {
                     info!(
@@ -789,6 +803,7 @@ fn prepare(
     config: &RuntimeConfig,
     operator: &mut dyn Operator,
     runtime: &tokio::runtime::Handle,
+    shutdown: &AtomicBool,
 ) -> Result<Prepared, RuntimeError> {
     let setup = |m: String| RuntimeError::Setup(m);
     let admin: AdminClient<DefaultClientContext> = config
@@ -927,9 +942,22 @@ fn prepare(
     } in operator.outputs()
     {
         let subject = format!("{topic}-value");
-        let id = runtime
-            .block_on(registry.register(&subject, value_schema))
-            .map_err(|e| setup(format!("register {subject}: {e}")))?;
+        // A registry that is restarting (or a gateway saying so) is waited for, like one that is down while
+        // records are processed; a refusal (credentials, an incompatible schema) stops the job.
+        let mut pause = Backoff::default();
+        let id = loop {
+            match runtime.block_on(registry.register(&subject, value_schema)) {
+                Ok(id) => break id,
+                Err(e)
+                    if e.kind() == FailureKind::Retriable && !shutdown.load(Ordering::Relaxed) =>
+                {
+                    let wait = pause.next();
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable at start-up: waiting");
+                    sleep_unless_shutdown(wait, shutdown);
+                }
+                Err(e) => return Err(setup(format!("register {subject}: {e}"))),
+            }
+        };
         ids.push(id);
     }
     operator.set_output_schema_ids(&ids).map_err(setup)?;
@@ -953,7 +981,7 @@ pub fn run(
     let Prepared {
         partitions,
         marked_outputs,
-    } = prepare(&config, operator.as_mut(), &runtime)?;
+    } = prepare(&config, operator.as_mut(), &runtime, &shutdown)?;
     let exactly_once = config.guarantee == DeliveryGuarantee::ExactlyOnce;
     let delivery = Arc::new(DeliveryCounters::default());
     let mut producer_config = config.kafka.clone();
@@ -1174,6 +1202,10 @@ impl Backoff {
         self.failures = 0;
     }
 }
+
+/// How many pauses a table record being restored waits for the registry: 200 ms doubling to 10 s, about two minutes
+/// in all.
+const BOOTSTRAP_RETRIES: u32 = 16;
 
 /// Sleeps `wait`, waking early when shutdown is requested.
 fn sleep_unless_shutdown(wait: Duration, shutdown: &AtomicBool) {

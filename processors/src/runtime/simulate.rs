@@ -499,14 +499,16 @@ impl Simulator {
         }
         let tables = std::mem::take(&mut self.tables);
         for record in &tables {
-            self.tasks.bootstrap(
-                record.input,
-                record.partition,
-                record.offset,
-                record.key.as_deref(),
-                record.value.as_deref(),
-                now,
-            );
+            self.tasks
+                .bootstrap(
+                    record.input,
+                    record.partition,
+                    record.offset,
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                    now,
+                )
+                .map_err(|e| RuntimeError::Restore(format!("table record: {e}")))?;
         }
         self.summary.bootstrapped += tables.len() as u64;
         self.tasks.operator.on_restored(&partitions);

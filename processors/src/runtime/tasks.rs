@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use super::driver::RuntimeError;
 use super::emit::{Context, Emitter, Outgoing, Transport};
 use super::headers::HeaderProblem;
-use super::{InputKind, InputSpec, Operator, Record, RecordHeaders, SchemaCache};
+use super::{DecodeError, InputKind, InputSpec, Operator, Record, RecordHeaders, SchemaCache};
 use crate::watermark::PartitionWatermarks;
 
 /// Header of a watermark marker on an internal topic: the writing stage's task watermark (decimal millis).
@@ -316,7 +316,9 @@ impl<T: Transport + 'static> Tasks<T> {
 
     /// Applies the record at `offset` of `partition` of table input `input` while its task is restored, before
     /// any stream record of the task. A record that does not decode is skipped here (it is dead-lettered when read
-    /// as a record), so that bootstrap never writes outside a transaction.
+    /// as a record), so that bootstrap never writes outside a transaction. A record that could not be decoded
+    /// because the registry is unavailable or refusing is not skipped: it is returned as an error, since skipping
+    /// it would run the task without that table row (a campaign unknown to campaign-metrics, its events ignored).
     pub fn bootstrap(
         &mut self,
         input: usize,
@@ -325,7 +327,7 @@ impl<T: Transport + 'static> Tasks<T> {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         now: i64,
-    ) {
+    ) -> Result<(), DecodeError> {
         let record = Record {
             input,
             partition,
@@ -338,7 +340,10 @@ impl<T: Transport + 'static> Tasks<T> {
         };
         let mut error = None;
         let (operator, mut ctx) = self.context(None, now, &mut error);
-        let _ = operator.process(&record, &mut ctx);
+        match operator.process(&record, &mut ctx) {
+            Err(e) if e.is_transient() || e.is_fatal() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Everything a commit does before Kafka commits it, at `now`: each task's watermark, the operator's commit
