@@ -21,7 +21,8 @@ use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepa
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use adstream_processors::runtime::{
-    self, merge_expositions, DeliveryGuarantee, JobMetrics, Operator, RuntimeConfig,
+    self, merge_expositions, DeliveryGuarantee, InternalReplication, JobMetrics, Operator,
+    RuntimeConfig,
 };
 use adstream_processors::window::Lateness;
 use adstream_query::backtest::strategy as defaults;
@@ -117,7 +118,12 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The runtime settings of the job (or stage) `application_id`.
-    fn runtime_config(&self, settings: &Settings, application_id: &str) -> RuntimeConfig {
+    fn runtime_config(
+        &self,
+        settings: &Settings,
+        topology: &Topology,
+        application_id: &str,
+    ) -> RuntimeConfig {
         let mut config = RuntimeConfig::new(
             application_id,
             settings.kafka_config(),
@@ -131,6 +137,11 @@ impl RunArgs {
         config.commit_interval = Duration::from_millis(self.commit_interval_ms.max(1));
         config.exit_at_end_of_input = self.until_end;
         config.max_event_time_ahead = Duration::from_secs(self.max_event_time_ahead_secs);
+        let internal = topology.internal_topics();
+        config.internal_topics = InternalReplication {
+            replication_factor: internal.replication_factor,
+            min_insync_replicas: internal.min_insync_replicas,
+        };
         config
     }
 }
@@ -355,7 +366,9 @@ pub async fn campaign_metrics(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let job = campaign_metrics_job(topology, &args.application_id, &args.job)?;
-    let config = args.run.runtime_config(settings, &args.application_id);
+    let config = args
+        .run
+        .runtime_config(settings, topology, &args.application_id);
     run_stages(
         vec![Stage {
             name: args.application_id.clone(),
@@ -434,13 +447,15 @@ pub async fn attribution(
     run_stages(
         vec![
             Stage {
-                config: args.run.runtime_config(settings, &stage_one),
+                config: args.run.runtime_config(settings, topology, &stage_one),
                 name: stage_one,
                 operator: Box::new(repartition),
             },
             Stage {
                 name: args.application_id.clone(),
-                config: args.run.runtime_config(settings, &args.application_id),
+                config: args
+                    .run
+                    .runtime_config(settings, topology, &args.application_id),
                 operator: Box::new(attribution),
             },
         ],
@@ -486,7 +501,9 @@ pub async fn creative_fatigue(
     run_stages(
         vec![Stage {
             name: args.application_id.clone(),
-            config: args.run.runtime_config(settings, &args.application_id),
+            config: args
+                .run
+                .runtime_config(settings, topology, &args.application_id),
             operator: Box::new(job),
         }],
         &args.run,

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cluster::{apply, plan, Action, ApplyReport, ConfigChange, Plan};
-pub use model::{CleanupPolicy, Compaction, Location, Processor, Topic, Topology};
+pub use model::{CleanupPolicy, Compaction, InternalTopics, Location, Processor, Topic, Topology};
 
 /// One problem found in a topology file, or between the file and a cluster, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

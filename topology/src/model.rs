@@ -207,6 +207,17 @@ pub struct Topology {
     pub(crate) origin: String,
     pub(crate) topics: Vec<Topic>,
     pub(crate) processors: Vec<Processor>,
+    pub(crate) internal_topics: InternalTopics,
+}
+
+/// How the topics the processors create for themselves (changelogs, repartitions, `dlq.*`, `late.*`) are
+/// replicated: from the topology's `defaults`, since they are not declared one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InternalTopics {
+    /// `defaults.replication_factor`; None leaves it to the broker's `default.replication.factor`.
+    pub replication_factor: Option<i32>,
+    /// `defaults.min_insync_replicas` (`min.insync.replicas`); None leaves the broker's default.
+    pub min_insync_replicas: Option<i32>,
 }
 
 impl Topology {
@@ -222,6 +233,11 @@ impl Topology {
     /// Validates topology YAML; `origin` names it in errors (usually the file's path).
     pub fn parse(source: &str, origin: &str) -> Result<Topology, TopologyError> {
         crate::parse::parse(source, origin)
+    }
+
+    /// Replication of the topics processors create for themselves.
+    pub fn internal_topics(&self) -> InternalTopics {
+        self.internal_topics
     }
 
     /// Where the topology was read from, as given to [`Topology::load`] or [`Topology::parse`].

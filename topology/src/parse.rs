@@ -8,11 +8,12 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Span};
 
 use crate::model::keys;
 use crate::{
-    CleanupPolicy, Compaction, Location, Processor, Topic, Topology, TopologyError, ValidationError,
+    CleanupPolicy, Compaction, InternalTopics, Location, Processor, Topic, Topology, TopologyError,
+    ValidationError,
 };
 
 const TOP_FIELDS: &[&str] = &["defaults", "topics", "processors"];
-const DEFAULTS_FIELDS: &[&str] = &["partitions", "replication_factor"];
+const DEFAULTS_FIELDS: &[&str] = &["partitions", "replication_factor", "min_insync_replicas"];
 const TOPIC_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -101,6 +102,10 @@ pub(crate) fn parse(source: &str, origin: &str) -> Result<Topology, TopologyErro
     let defaults = checker.defaults(root);
     let drafts = checker.topics(root, &defaults);
     let processors = checker.processors(root, &drafts);
+    let internal_topics = InternalTopics {
+        replication_factor: defaults.replication_factor.map(|(value, _)| value),
+        min_insync_replicas: defaults.min_insync_replicas.map(|(value, _)| value),
+    };
     let topics: Vec<Topic> = drafts.into_iter().filter_map(TopicDraft::finish).collect();
     if !checker.errors.is_empty() {
         return Err(checker.into_error());
@@ -109,6 +114,7 @@ pub(crate) fn parse(source: &str, origin: &str) -> Result<Topology, TopologyErro
         origin: origin.to_string(),
         topics,
         processors,
+        internal_topics,
     })
 }
 
@@ -152,6 +158,7 @@ type At<T> = (T, Location);
 struct Defaults {
     partitions: Option<At<i32>>,
     replication_factor: Option<At<i32>>,
+    min_insync_replicas: Option<At<i32>>,
 }
 
 /// A topic while the file is being checked: partitions or replication factor may be missing or invalid (then an
@@ -392,9 +399,31 @@ impl Checker<'_> {
             return Defaults::default();
         };
         self.unknown_fields(map, DEFAULTS_FIELDS, "defaults");
+        let replication_factor = self.replication_factor(map, "defaults");
+        let min_insync_replicas = self
+            .integer(
+                map,
+                "min_insync_replicas",
+                "defaults",
+                1,
+                i64::from(i16::MAX),
+            )
+            .and_then(|(value, at)| Some((i32::try_from(value).ok()?, at)));
+        if let (Some((min, at)), Some((replicas, _))) = (min_insync_replicas, replication_factor) {
+            if min > replicas {
+                // Every acks=all write (transactions included) would then fail with NOT_ENOUGH_REPLICAS.
+                self.error(
+                    at,
+                    format!(
+                        "defaults: min_insync_replicas ({min}) is more than replication_factor ({replicas})"
+                    ),
+                );
+            }
+        }
         Defaults {
             partitions: self.partitions(map, "defaults"),
-            replication_factor: self.replication_factor(map, "defaults"),
+            replication_factor,
+            min_insync_replicas,
         }
     }
 

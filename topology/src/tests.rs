@@ -608,3 +608,30 @@ processors (1)
 "
     );
 }
+
+#[test]
+fn defaults_say_how_internal_topics_are_replicated() {
+    let topology = Topology::parse(VALID, "t.yaml").expect("valid");
+    let internal = topology.internal_topics();
+    assert_eq!(internal.replication_factor, Some(1));
+    assert_eq!(internal.min_insync_replicas, None);
+
+    let three = VALID.replace(
+        "defaults: { partitions: 4, replication_factor: 1 }",
+        "defaults: { partitions: 4, replication_factor: 3, min_insync_replicas: 2 }",
+    );
+    let internal = Topology::parse(&three, "t.yaml")
+        .expect("valid")
+        .internal_topics();
+    assert_eq!(internal.replication_factor, Some(3));
+    assert_eq!(internal.min_insync_replicas, Some(2));
+
+    let impossible = VALID.replace(
+        "defaults: { partitions: 4, replication_factor: 1 }",
+        "defaults: { partitions: 4, replication_factor: 1, min_insync_replicas: 2 }",
+    );
+    assert_eq!(
+        errors(&impossible),
+        ["t.yaml:1:72: defaults: min_insync_replicas (2) is more than replication_factor (1)"]
+    );
+}

@@ -31,8 +31,8 @@ use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
 use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
-    DeliveryGuarantee, InputKind, Operator, OutputSpec, Record, RecordHeaders, RuntimeConfig,
-    SchemaCache,
+    DeliveryGuarantee, InputKind, InternalReplication, Operator, OutputSpec, Record, RecordHeaders,
+    RuntimeConfig, SchemaCache,
 };
 
 /// How long a transactional or admin call may take before it counts as timed out.
@@ -806,6 +806,10 @@ fn prepare(
     shutdown: &AtomicBool,
 ) -> Result<Prepared, RuntimeError> {
     let setup = |m: String| RuntimeError::Setup(m);
+    let min_insync = config
+        .internal_topics
+        .min_insync_replicas
+        .map(|n| n.to_string());
     let admin: AdminClient<DefaultClientContext> = config
         .kafka
         .clone()
@@ -840,12 +844,15 @@ fn prepare(
     if !internal.is_empty() {
         // Repartition topics are the job's own: kept until Kafka Streams-style purging exists, because the
         // records' timestamps are event times that time retention would judge by.
-        let topics: Vec<NewTopic<'_>> = internal
+        let repartitions: Vec<InternalTopic<'_>> = internal
             .iter()
-            .map(|(name, count)| {
-                NewTopic::new(name, *count, TopicReplication::Fixed(1)).set("retention.ms", "-1")
+            .map(|(name, count)| InternalTopic {
+                name: name.clone(),
+                partitions: *count,
+                configs: vec![("retention.ms", "-1")],
             })
             .collect();
+        let topics = internal_topic_requests(&repartitions, config.internal_topics, &min_insync);
         create_topics(&admin, &topics, runtime)?;
         // A topic just created (here, or by the other stage a moment ago) takes a moment to show in metadata.
         let deadline = Instant::now() + CALL_TIMEOUT;
@@ -922,16 +929,16 @@ fn prepare(
             ));
         }
     }
-    let missing: Vec<NewTopic<'_>> = wanted
-        .iter()
+    let wanted: Vec<InternalTopic<'_>> = wanted
+        .into_iter()
         .filter(|(name, _)| partition_count(name).is_none())
-        .map(|(name, configs)| {
-            configs.iter().fold(
-                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
-                |t, (k, v)| t.set(k, v),
-            )
+        .map(|(name, configs)| InternalTopic {
+            name,
+            partitions,
+            configs,
         })
         .collect();
+    let missing = internal_topic_requests(&wanted, config.internal_topics, &min_insync);
     create_topics(&admin, &missing, runtime)?;
     let registry = RegistryClient::new(&config.registry_url).map_err(|e| setup(e.to_string()))?;
     let mut ids = Vec::new();
@@ -1203,6 +1210,42 @@ impl Backoff {
     }
 }
 
+/// A topic a job creates for itself.
+struct InternalTopic<'a> {
+    name: String,
+    partitions: i32,
+    /// Topic configs beyond replication.
+    configs: Vec<(&'a str, &'a str)>,
+}
+
+/// The creation requests of the internal topics `wanted` with the replication `replication` (`min_insync` is its
+/// `min.insync.replicas` as text, borrowed by the requests).
+fn internal_topic_requests<'a>(
+    wanted: &'a [InternalTopic<'a>],
+    replication: InternalReplication,
+    min_insync: &'a Option<String>,
+) -> Vec<NewTopic<'a>> {
+    // -1 asks the broker for its `default.replication.factor` (CreateTopics v4, KIP-464).
+    let factor = replication.replication_factor.unwrap_or(-1);
+    wanted
+        .iter()
+        .map(|wanted| {
+            let topic = wanted.configs.iter().fold(
+                NewTopic::new(
+                    &wanted.name,
+                    wanted.partitions,
+                    TopicReplication::Fixed(factor),
+                ),
+                |t, (k, v)| t.set(k, v),
+            );
+            match min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
+        })
+        .collect()
+}
+
 /// How many pauses a table record being restored waits for the registry: 200 ms doubling to 10 s, about two minutes
 /// in all.
 const BOOTSTRAP_RETRIES: u32 = 16;
@@ -1283,4 +1326,56 @@ fn read_to_the_end(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11, item 6: internal topics were created with a constant replication factor of 1 whatever the
+    // topology said, so exactly-once state lived on one replica.
+    #[test]
+    fn internal_topics_are_requested_with_the_topologys_replication() {
+        let wanted = vec![
+            InternalTopic {
+                name: "job-store-changelog".to_owned(),
+                partitions: 4,
+                configs: vec![("cleanup.policy", "compact")],
+            },
+            InternalTopic {
+                name: "job-repartition".to_owned(),
+                partitions: 8,
+                configs: vec![("retention.ms", "-1")],
+            },
+        ];
+        let replication = InternalReplication {
+            replication_factor: Some(3),
+            min_insync_replicas: Some(2),
+        };
+        let min_insync = Some("2".to_owned());
+        let requests = internal_topic_requests(&wanted, replication, &min_insync);
+        assert_eq!(requests.len(), 2);
+        for (request, wanted) in requests.iter().zip(&wanted) {
+            assert_eq!(request.name, wanted.name);
+            assert_eq!(request.num_partitions, wanted.partitions);
+            assert!(
+                matches!(request.replication, TopicReplication::Fixed(3)),
+                "{:?}",
+                request.replication
+            );
+            assert!(request.config.contains(&("min.insync.replicas", "2")));
+        }
+        assert!(requests[0].config.contains(&("cleanup.policy", "compact")));
+
+        // Without topology defaults the broker's own defaults apply (-1), never a constant.
+        let requests = internal_topic_requests(&wanted, InternalReplication::default(), &None);
+        assert!(matches!(
+            requests[0].replication,
+            TopicReplication::Fixed(-1)
+        ));
+        assert!(!requests[0]
+            .config
+            .iter()
+            .any(|(key, _)| *key == "min.insync.replicas"));
+    }
 }

@@ -90,6 +90,19 @@ pub struct RuntimeConfig {
     /// milliseconds, a skewed clock) would make every later event late. Default one hour, Kafka 4's default
     /// `message.timestamp.after.max.ms`.
     pub max_event_time_ahead: Duration,
+    /// Replication of the topics the job creates for itself (changelogs, repartitions, `dlq.*`, `late.*`): the
+    /// topology's defaults, so exactly-once state is as durable as the declared topics. The default leaves both to
+    /// the broker (`default.replication.factor`, `min.insync.replicas`).
+    pub internal_topics: InternalReplication,
+}
+
+/// Replication factor and `min.insync.replicas` of the topics a job creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InternalReplication {
+    /// Replicas per partition; None asks for the broker's `default.replication.factor`.
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas`; None keeps the broker's default.
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// The default of [`RuntimeConfig::max_event_time_ahead`].
@@ -109,6 +122,7 @@ impl RuntimeConfig {
             exit_at_end_of_input: false,
             metrics: Arc::new(JobMetrics::default()),
             max_event_time_ahead: DEFAULT_MAX_EVENT_TIME_AHEAD,
+            internal_topics: InternalReplication::default(),
         }
     }
 
