@@ -376,6 +376,21 @@ async fn run_job_against(setup: &Setup, registry_url: &str) -> RunSummary {
     result.expect("the job ran without error")
 }
 
+/// Reads the job's outputs and checks every row equals the batch recomputation over the valid data; returns them.
+fn outputs_equal_the_recomputation(
+    setup: &Setup,
+) -> BTreeMap<String, adstream_schemas::outputs::CampaignMetrics> {
+    let actual = tokio::task::block_in_place(|| outputs(&setup.topics));
+    let problems = differences(&setup.expected, &actual);
+    assert!(
+        problems.is_empty(),
+        "{} difference(s), first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    actual
+}
+
 /// Per-class counts of the poison records of `topic`.
 fn expected_classes(poison: &[Poison], topic: &str) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -512,14 +527,7 @@ async fn poison_records_are_dead_lettered_once_with_their_class_and_valid_data_s
     }
 
     // The valid data went through untouched: every output row equals the recomputation over the valid data.
-    let actual = tokio::task::block_in_place(|| outputs(topics));
-    let problems = differences(&setup.expected, &actual);
-    assert!(
-        problems.is_empty(),
-        "{} difference(s), first: {:?}",
-        problems.len(),
-        &problems[..problems.len().min(5)]
-    );
+    let actual = outputs_equal_the_recomputation(&setup);
     let daily_impressions: i64 = actual
         .iter()
         .filter(|(key, _)| key.contains("|daily|"))
@@ -1102,14 +1110,7 @@ async fn hostile_records_of_sixteen_kinds_are_dead_lettered_and_never_stop_the_j
 
     // Every valid record counted exactly once: the outputs equal the recomputation over the valid data, and the
     // far-future record made nothing late.
-    let actual = tokio::task::block_in_place(|| outputs(&setup.topics));
-    let problems = differences(&setup.expected, &actual);
-    assert!(
-        problems.is_empty(),
-        "{} difference(s), first: {:?}",
-        problems.len(),
-        &problems[..problems.len().min(5)]
-    );
+    outputs_equal_the_recomputation(&setup);
     assert_eq!(summary.late, 0, "no valid event was past retention");
 }
 
@@ -1261,12 +1262,5 @@ async fn registry_outage(name: &str, spare_tables: bool) {
             check_dead_letters(&setup.poison, topic, &format!("{}-job", setup.prefix))
         });
     }
-    let actual = tokio::task::block_in_place(|| outputs(&setup.topics));
-    let problems = differences(&setup.expected, &actual);
-    assert!(
-        problems.is_empty(),
-        "{} difference(s), first: {:?}",
-        problems.len(),
-        &problems[..problems.len().min(5)]
-    );
+    outputs_equal_the_recomputation(&setup);
 }

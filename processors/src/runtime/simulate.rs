@@ -124,6 +124,22 @@ impl SimulatedRecord {
     }
 }
 
+impl SimulatedRecord {
+    /// The record as the runtime hands it to an operator.
+    pub fn view(&self) -> Record<'_> {
+        Record {
+            input: self.input,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: RecordHeaders::Owned(&self.headers),
+            correlation_id: &self.correlation_id,
+        }
+    }
+}
+
 /// How a simulation runs.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
@@ -544,16 +560,7 @@ impl Simulator {
             self.summary.markers += 1;
             return Ok(());
         }
-        let view = Record {
-            input: record.input,
-            partition: record.partition,
-            offset: record.offset,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers,
-            correlation_id: &record.correlation_id,
-        };
+        let view = record.view();
         self.tasks.process(&view, now)?;
         self.summary.processed += 1;
         Ok(())

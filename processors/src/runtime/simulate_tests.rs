@@ -699,20 +699,6 @@ fn an_operator_input_that_does_not_exist_is_an_error() {
     );
 }
 
-/// `record` as the runtime hands it to an operator.
-fn view(record: &SimulatedRecord) -> Record<'_> {
-    Record {
-        input: record.input,
-        partition: record.partition,
-        offset: record.offset,
-        timestamp_ms: record.timestamp_ms,
-        key: record.key.as_deref(),
-        value: record.value.as_deref(),
-        headers: RecordHeaders::Owned(&record.headers),
-        correlation_id: &record.correlation_id,
-    }
-}
-
 /// The live runtime's per-task rules around the campaign-metrics job, capturing what it sends, with a wall clock
 /// at `now` and one task.
 fn live_tasks(now: i64) -> crate::runtime::tasks::Tasks<crate::runtime::emit::Capture> {
@@ -764,7 +750,7 @@ fn a_far_future_record_is_dead_lettered_and_does_not_move_its_tasks_watermark() 
     let future = impression(0, "c-a", "u-1", T0 * 1000, 1_000);
     let on_time = impression(0, "c-a", "u-2", T0 + HOUR, 1_000);
     for record in numbered(vec![future, on_time]) {
-        tasks.process(&view(&record), now).expect("processed");
+        tasks.process(&record.view(), now).expect("processed");
     }
     assert_eq!(dead_letter_classes(&tasks), ["future-timestamp"]);
     let watermark = tasks.watermarks.get_mut(&0).expect("task 0").finish();
@@ -788,7 +774,7 @@ fn records_with_untrusted_headers_no_key_or_a_negative_time_are_dead_lettered() 
     let negative = impression(0, "c-a", "u-1", -5_000, 1_000);
     let good = impression(0, "c-a", "u-1", T0 + 3 * MINUTE, 1_000);
     for record in numbered(vec![bad_text, no_key, negative, good]) {
-        tasks.process(&view(&record), now).expect("processed");
+        tasks.process(&record.view(), now).expect("processed");
     }
     assert_eq!(
         dead_letter_classes(&tasks),
