@@ -21,13 +21,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
-use adstream_processors::runtime::emit::TRUNCATED_HEADER;
+use adstream_processors::runtime::dead_letter::{self, header, Class, DLQ_PREFIX};
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 
 use crate::config::Settings;
 
-/// Prefix of dead-letter topics.
-const DLQ_PREFIX: &str = "dlq.";
 /// Timeout of metadata and watermark requests.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A partition read that makes no progress for this long is an error rather than a hang.
@@ -36,26 +34,6 @@ const STALL: Duration = Duration::from_secs(30);
 const PREVIEW_BYTES: usize = 16;
 /// Header written on re-sent records: `dlq.<topic>/<partition>/<offset>` of the dead letter they came from.
 pub const REDRIVEN_FROM_HEADER: &str = "redriven_from";
-/// Headers the runtime adds when it dead-letters a record; they are not copied back by `redrive`.
-const REDIRECT_HEADERS: [&str; 5] = [
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "redirected_at",
-    "redirected_by",
-];
-/// The classes the runtime writes today (`dlq_error_class`), named in messages about an unmatched `--class`.
-const KNOWN_CLASSES: [&str; 8] = [
-    "missing-value",
-    "truncated-header",
-    "bad-magic-byte",
-    "unknown-schema-id",
-    "registry-unavailable",
-    "incompatible-schema",
-    "undecodable-avro",
-    "invalid-value",
-];
-
 /// Output format of `dlq inspect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -140,7 +118,7 @@ impl DeadLetter {
 
     /// `dlq_error_class`, or `(none)` for a record without one (not written by the runtime).
     fn class(&self) -> String {
-        self.header("dlq_error_class")
+        self.header(header::CLASS)
             .unwrap_or_else(|| "(none)".to_owned())
     }
 
@@ -151,7 +129,7 @@ impl DeadLetter {
     fn source(&self, dlq_topic: &str, implied_source: &str) -> Result<(String, i32)> {
         let here = format!("{dlq_topic}/{}/{}", self.partition, self.offset);
         let topic = self
-            .header("source_topic")
+            .header(header::SOURCE_TOPIC)
             .filter(|t| !t.is_empty())
             .with_context(|| format!("dead letter {here} has no source_topic header"))?;
         if topic != implied_source {
@@ -161,7 +139,7 @@ impl DeadLetter {
             );
         }
         let partition = self
-            .header("source_partition")
+            .header(header::SOURCE_PARTITION)
             .with_context(|| format!("dead letter {here} has no source_partition header"))?;
         let partition = partition
             .parse::<i32>()
@@ -419,7 +397,7 @@ fn show_millis(millis: Option<i64>) -> String {
 
 /// `redirected_at` (epoch millis) as RFC 3339, or the raw text when it is not a number.
 fn show_redirected(letter: &DeadLetter) -> String {
-    match letter.header("redirected_at") {
+    match letter.header(header::REDIRECTED_AT) {
         None => "(none)".to_owned(),
         Some(raw) => match raw
             .parse::<i64>()
@@ -439,15 +417,15 @@ fn print_block(dlq_topic: &str, letter: &DeadLetter) {
         letter.partition, letter.offset
     );
     println!("  class           {}", letter.class());
-    println!("  message         {}", or_none("dlq_error_message"));
+    println!("  message         {}", or_none(header::MESSAGE));
     println!(
         "  source          {}  partition {}  offset {}",
-        or_none("source_topic"),
-        or_none("source_partition"),
-        or_none("source_offset")
+        or_none(header::SOURCE_TOPIC),
+        or_none(header::SOURCE_PARTITION),
+        or_none(header::SOURCE_OFFSET)
     );
     println!("  redirected at   {}", show_redirected(letter));
-    println!("  redirected by   {}", or_none("redirected_by"));
+    println!("  redirected by   {}", or_none(header::REDIRECTED_BY));
     println!("  timestamp       {}", show_millis(letter.timestamp_ms));
     println!("  correlation id  {}", or_none("correlation_id"));
     println!("  key             {}", show_key(letter.key.as_deref()));
@@ -500,10 +478,11 @@ fn unmatched_class_note(class: &str, counts: &BTreeMap<String, u64>) -> String {
     if !present.is_empty() {
         note.push_str(&format!("; classes present: {}", present.join(", ")));
     }
-    if !KNOWN_CLASSES.contains(&class) {
+    if !Class::ALL.iter().any(|known| known.as_str() == class) {
+        let known: Vec<&str> = Class::ALL.iter().map(|known| known.as_str()).collect();
         note.push_str(&format!(
             "; classes the runtime writes: {}",
-            KNOWN_CLASSES.join(", ")
+            known.join(", ")
         ));
     }
     note
@@ -685,7 +664,7 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
     let before = found.selected.len();
     found
         .selected
-        .retain(|letter| letter.header(TRUNCATED_HEADER).is_none());
+        .retain(|letter| letter.header(header::TRUNCATED).is_none());
     let truncated = before - found.selected.len();
     if truncated > 0 {
         println!(
@@ -786,9 +765,9 @@ fn keep_one_per_source(letters: &mut Vec<DeadLetter>) -> usize {
     let mut seen = HashSet::new();
     letters.retain(|letter| {
         let source = (
-            letter.header("source_topic"),
-            letter.header("source_partition"),
-            letter.header("source_offset"),
+            letter.header(header::SOURCE_TOPIC),
+            letter.header(header::SOURCE_PARTITION),
+            letter.header(header::SOURCE_OFFSET),
         );
         match source {
             (Some(topic), Some(partition), Some(offset)) => seen.insert((topic, partition, offset)),
@@ -801,7 +780,7 @@ fn keep_one_per_source(letters: &mut Vec<DeadLetter>) -> usize {
 fn redrive_headers(letter: &DeadLetter, redriven_from: &str) -> OwnedHeaders {
     let kept = letter.headers.iter().filter(|(key, _)| {
         !key.starts_with("dlq_")
-            && !REDIRECT_HEADERS.contains(&key.as_str())
+            && !dead_letter::PROVENANCE.contains(&key.as_str())
             && key != REDRIVEN_FROM_HEADER
     });
     let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len() + 1);

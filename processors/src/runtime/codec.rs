@@ -13,6 +13,8 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
 use adstream_schemas::client::{FailureKind, RegistryClient};
+
+use super::dead_letter::Class;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 use serde::de::DeserializeOwned;
@@ -74,18 +76,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// Stable name of the failure kind, written to the `dlq_error_class` header.
-    pub fn class(&self) -> &'static str {
+    /// The failure's class, written to the dead letter's class header.
+    pub fn class(&self) -> Class {
         match self {
-            DecodeError::MissingValue => "missing-value",
-            DecodeError::TooShort(_) => "truncated-header",
-            DecodeError::BadMagic(_) => "bad-magic-byte",
-            DecodeError::UnknownSchema(_) => "unknown-schema-id",
-            DecodeError::RegistryUnavailable { .. } => "registry-unavailable",
-            DecodeError::RegistryRefused { .. } => "registry-refused",
-            DecodeError::IncompatibleSchema { .. } => "incompatible-schema",
-            DecodeError::BadDatum { .. } => "undecodable-avro",
-            DecodeError::Invalid(_) => "invalid-value",
+            DecodeError::MissingValue => Class::MissingValue,
+            DecodeError::TooShort(_) => Class::TruncatedHeader,
+            DecodeError::BadMagic(_) => Class::BadMagicByte,
+            DecodeError::UnknownSchema(_) => Class::UnknownSchemaId,
+            DecodeError::RegistryUnavailable { .. } => Class::RegistryUnavailable,
+            DecodeError::RegistryRefused { .. } => Class::RegistryRefused,
+            DecodeError::IncompatibleSchema { .. } => Class::IncompatibleSchema,
+            DecodeError::BadDatum { .. } => Class::UndecodableAvro,
+            DecodeError::Invalid(_) => Class::InvalidValue,
         }
     }
 
@@ -329,6 +331,7 @@ mod tests {
             d.decode::<adstream_schemas::events::AdClick>(c, v)
                 .expect_err("must fail")
                 .class()
+                .as_str()
         };
         assert_eq!(class(&mut decoder, &mut cache, None), "missing-value");
         assert_eq!(
@@ -355,12 +358,12 @@ mod tests {
         let error = decoder
             .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 8, 0]))
             .expect_err("id 8 is unknown");
-        assert_eq!(error.class(), "unknown-schema-id");
+        assert_eq!(error.class().as_str(), "unknown-schema-id");
         // Id 7 is known: the datum is read (and is too short), no registry is asked.
         let error = decoder
             .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(&[0, 0, 0, 0, 7, 2]))
             .expect_err("truncated datum");
-        assert_eq!(error.class(), "undecodable-avro");
+        assert_eq!(error.class().as_str(), "undecodable-avro");
     }
 
     /// A loopback HTTP server answering every request with `status` and a body that is not a Confluent error.
@@ -412,7 +415,7 @@ mod tests {
         ] {
             let error = decode(status);
             assert!(error.is_transient(), "{status}: {error}");
-            assert_eq!(error.class(), "registry-unavailable", "{status}");
+            assert_eq!(error.class().as_str(), "registry-unavailable", "{status}");
         }
         for status in ["401 Unauthorized", "403 Forbidden"] {
             let error = decode(status);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::error::KafkaError;
 
+use super::dead_letter::{header, is_runtime_header, Class, DLQ_PREFIX, LATE_PREFIX};
 use super::{Record, SchemaCache};
 
 /// One record an operator sends, as the emitter hands it to its transport.
@@ -229,47 +230,45 @@ impl Context<'_> {
         if let Some(topic) = self.emitter.input_topics.get(record.input) {
             *self.emitter.late.entry(topic.clone()).or_default() += 1;
         }
-        self.redirect(record, "late", reason, "expired");
+        self.redirect(record, Redirect::Late, reason, "expired");
     }
 
     /// Sends `record` unchanged to `dlq.<topic>`: it failed with `error` (of class `class`).
-    pub(crate) fn dead_letter(&mut self, record: &Record<'_>, error: &str, class: &str) {
+    pub(crate) fn dead_letter(&mut self, record: &Record<'_>, error: &str, class: Class) {
         if let Some(source) = self.emitter.input_topics.get(record.input) {
             *self
                 .emitter
                 .dead_letters
-                .entry((source.clone(), class.to_owned()))
+                .entry((source.clone(), class.as_str().to_owned()))
                 .or_default() += 1;
         }
-        self.redirect(record, "dlq", error, class);
+        self.redirect(record, Redirect::DeadLetter, error, class.as_str());
     }
 
-    fn redirect(&mut self, record: &Record<'_>, prefix: &str, message: &str, class: &str) {
+    fn redirect(&mut self, record: &Record<'_>, to: Redirect, message: &str, class: &str) {
         let Some(source) = self.emitter.input_topics.get(record.input) else {
             return;
         };
         let partition = record.partition.to_string();
         let offset = record.offset.to_string();
         let now = self.now_ms.to_string();
-        let (class_key, reason_key) = if prefix == "dlq" {
-            ("dlq_error_class", "dlq_error_message")
-        } else {
-            ("late_class", "late_reason")
-        };
         // Redirects are rare (bad or late records): one small vector of borrowed headers each is fine.
         let mut headers: Vec<(&str, Option<&[u8]>)> = vec![
-            (class_key, Some(class.as_bytes())),
-            (reason_key, Some(message.as_bytes())),
-            ("source_topic", Some(source.as_bytes())),
-            ("source_partition", Some(partition.as_bytes())),
-            ("source_offset", Some(offset.as_bytes())),
-            ("redirected_at", Some(now.as_bytes())),
+            (to.header("class"), Some(class.as_bytes())),
+            (to.header("message"), Some(message.as_bytes())),
+            (header::SOURCE_TOPIC, Some(source.as_bytes())),
+            (header::SOURCE_PARTITION, Some(partition.as_bytes())),
+            (header::SOURCE_OFFSET, Some(offset.as_bytes())),
+            (header::REDIRECTED_AT, Some(now.as_bytes())),
             // Several jobs read the same topics: each dead-letters a poison record it meets.
             (
-                "redirected_by",
+                header::REDIRECTED_BY,
                 Some(self.emitter.application_id.as_bytes()),
             ),
-            ("correlation_id", Some(record.correlation_id.as_bytes())),
+            (
+                header::CORRELATION_ID,
+                Some(record.correlation_id.as_bytes()),
+            ),
         ];
         // The record's own headers (CloudEvents, content type, an earlier redrive's provenance) travel with it;
         // the ones set above are not repeated. A key that is not UTF-8 travels with its invalid bytes replaced.
@@ -277,14 +276,7 @@ impl Context<'_> {
             .headers
             .iter_raw()
             .map(|(key, value)| (super::headers::key_text(key), value))
-            .filter(|(key, _)| {
-                !(key == "correlation_id"
-                    || key == "redirected_at"
-                    || key == "redirected_by"
-                    || key.starts_with("dlq_")
-                    || key.starts_with("late_")
-                    || key.starts_with("source_"))
-            })
+            .filter(|(key, _)| !is_runtime_header(key))
             .collect();
         let mut key = record.key.unwrap_or_default();
         let mut value = record.value;
@@ -306,7 +298,7 @@ impl Context<'_> {
                 // out, with the original sizes and a SHA-256 of the value so the original can be found upstream.
                 key = &key[..key.len().min(REDIRECT_KEPT_KEY_BYTES)];
                 value = value.map(|v| &v[..v.len().min(REDIRECT_KEPT_VALUE_BYTES)]);
-                headers.extend(truncation.headers(prefix));
+                headers.extend(truncation.headers(to));
             }
         }
         // A timestamp the broker would refuse on the redirect topic (Kafka 4 refuses records more than
@@ -317,18 +309,14 @@ impl Context<'_> {
             Some(t) if t < 0 || t > self.now_ms.saturating_add(REDIRECT_MAX_AHEAD_MS) => {
                 original_timestamp = t.to_string();
                 headers.push((
-                    if prefix == "dlq" {
-                        "dlq_original_timestamp"
-                    } else {
-                        "late_original_timestamp"
-                    },
+                    to.header("original_timestamp"),
                     Some(original_timestamp.as_bytes()),
                 ));
                 None
             }
             other => other,
         };
-        let topic = format!("{prefix}.{source}");
+        let topic = format!("{}{source}", to.prefix());
         let sent = self.emitter.transport.send(&Outgoing {
             topic: &topic,
             partition: Some(record.partition),
@@ -339,6 +327,44 @@ impl Context<'_> {
         });
         if let Err(e) = sent {
             self.error.get_or_insert(e);
+        }
+    }
+}
+
+/// Where a record the operator does not take goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirect {
+    /// `dlq.<topic>`: it cannot be processed.
+    DeadLetter,
+    /// `late.<topic>`: it came after its window's retention.
+    Late,
+}
+
+impl Redirect {
+    fn prefix(self) -> &'static str {
+        match self {
+            Redirect::DeadLetter => DLQ_PREFIX,
+            Redirect::Late => LATE_PREFIX,
+        }
+    }
+
+    /// The name of the redirect header `what` (`class`, `message`, `truncated`, `original_*`).
+    fn header(self, what: &str) -> &'static str {
+        match (self, what) {
+            (Redirect::DeadLetter, "class") => header::CLASS,
+            (Redirect::DeadLetter, "message") => header::MESSAGE,
+            (Redirect::DeadLetter, "truncated") => header::TRUNCATED,
+            (Redirect::DeadLetter, "original_timestamp") => header::ORIGINAL_TIMESTAMP,
+            (Redirect::DeadLetter, "original_key_bytes") => "dlq_original_key_bytes",
+            (Redirect::DeadLetter, "original_value_bytes") => "dlq_original_value_bytes",
+            (Redirect::DeadLetter, _) => "dlq_original_value_sha256",
+            (Redirect::Late, "class") => header::LATE_CLASS,
+            (Redirect::Late, "message") => header::LATE_REASON,
+            (Redirect::Late, "truncated") => "late_truncated",
+            (Redirect::Late, "original_timestamp") => "late_original_timestamp",
+            (Redirect::Late, "original_key_bytes") => "late_original_key_bytes",
+            (Redirect::Late, "original_value_bytes") => "late_original_value_bytes",
+            (Redirect::Late, _) => "late_original_value_sha256",
         }
     }
 }
@@ -387,45 +413,21 @@ impl Truncation {
 
     /// `<prefix>_truncated`, `<prefix>_original_key_bytes`, `<prefix>_original_value_bytes` and
     /// `<prefix>_original_value_sha256`.
-    fn headers<'a>(&'a self, prefix: &str) -> [(&'a str, Option<&'a [u8]>); 4] {
-        let dlq = prefix == "dlq";
+    fn headers(&self, to: Redirect) -> [(&'static str, Option<&[u8]>); 4] {
         [
+            (to.header("truncated"), Some(b"true".as_slice())),
             (
-                if dlq {
-                    TRUNCATED_HEADER
-                } else {
-                    "late_truncated"
-                },
-                Some(b"true".as_slice()),
-            ),
-            (
-                if dlq {
-                    "dlq_original_key_bytes"
-                } else {
-                    "late_original_key_bytes"
-                },
+                to.header("original_key_bytes"),
                 Some(self.key_bytes.as_bytes()),
             ),
             (
-                if dlq {
-                    "dlq_original_value_bytes"
-                } else {
-                    "late_original_value_bytes"
-                },
+                to.header("original_value_bytes"),
                 Some(self.value_bytes.as_bytes()),
             ),
             (
-                if dlq {
-                    "dlq_original_value_sha256"
-                } else {
-                    "late_original_value_sha256"
-                },
+                to.header("original_value_sha256"),
                 Some(self.value_sha256.as_bytes()),
             ),
         ]
     }
 }
-
-/// Header of a dead letter whose key and value were cut to fit (see [`REDIRECT_MAX_BYTES`]); `dlq redrive` leaves
-/// such letters alone, since what they carry is not the original record.
-pub const TRUNCATED_HEADER: &str = "dlq_truncated";

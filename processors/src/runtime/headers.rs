@@ -129,11 +129,6 @@ pub enum HeaderProblem {
     },
 }
 
-impl HeaderProblem {
-    /// The dead-letter class of every header problem.
-    pub const CLASS: &'static str = "bad-headers";
-}
-
 /// The first reason to refuse `headers`: a key that is not UTF-8, or a text header whose value is not.
 pub fn check<'a>(headers: impl IntoIterator<Item = RawHeader<'a>>) -> Result<(), HeaderProblem> {
     for (index, (key, value)) in headers.into_iter().enumerate() {

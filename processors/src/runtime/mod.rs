@@ -18,6 +18,7 @@
 //! what Kafka committed.
 //!
 //! - `codec`    — Confluent wire-format Avro decoding/encoding.
+//! - `dead_letter` — the dead-letter format (topics, headers, classes), shared with the tools that read it.
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
@@ -26,6 +27,7 @@
 //! - `simulate` — the same operator and rules over records in memory, without Kafka (backtests).
 
 pub mod codec;
+pub mod dead_letter;
 pub mod driver;
 pub mod emit;
 pub mod headers;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
+use super::dead_letter::Class;
 use super::driver::RuntimeError;
 use super::emit::{Context, Emitter, Outgoing, Transport};
-use super::headers::HeaderProblem;
 use super::{DecodeError, InputKind, InputSpec, Operator, Record, RecordHeaders, SchemaCache};
 use crate::watermark::PartitionWatermarks;
 
@@ -208,9 +208,9 @@ impl<T: Transport + 'static> Tasks<T> {
 
     /// Why the runtime refuses `record` before any operator sees it, as (message, dead-letter class): headers it
     /// cannot trust, or an event time that would corrupt its task's watermark.
-    fn refusal(&self, record: &Record<'_>, now: i64) -> Option<(String, &'static str)> {
+    fn refusal(&self, record: &Record<'_>, now: i64) -> Option<(String, Class)> {
         if let Some(problem) = record.headers.problem() {
-            return Some((problem.to_string(), HeaderProblem::CLASS));
+            return Some((problem.to_string(), Class::BadHeaders));
         }
         if self.inputs[record.input].kind != InputKind::Stream {
             return None;
@@ -221,14 +221,14 @@ impl<T: Transport + 'static> Tasks<T> {
             return Some((
                 "the record has no key (stream topics are keyed; the key decides its partition)"
                     .to_owned(),
-                "missing-key",
+                Class::MissingKey,
             ));
         }
         let timestamp = record.timestamp_ms?;
         if timestamp < 0 {
             return Some((
                 format!("record timestamp {timestamp} is before 1970 (negative)"),
-                "negative-timestamp",
+                Class::NegativeTimestamp,
             ));
         }
         // One record with a timestamp years ahead (microseconds written as milliseconds) would move its task's
@@ -242,7 +242,7 @@ impl<T: Transport + 'static> Tasks<T> {
                     (timestamp - now) / 1000,
                     ahead.as_secs()
                 ),
-                "future-timestamp",
+                Class::FutureTimestamp,
             )
         })
     }
