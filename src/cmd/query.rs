@@ -11,8 +11,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use adstream_query::server::{ServeOptions, Server};
+use adstream_query::server::engine::ExecutionLimits;
+use adstream_query::server::limits::TextLimits;
+use adstream_query::server::{ServeOptions, Server, ServerLimits};
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -35,8 +38,44 @@ pub struct ServeArgs {
     /// File whose first line is the password (else the ADSTREAM_SQL_PASSWORD environment variable).
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Connections served at once; more are refused with SQLSTATE 53300 (too many connections).
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Memory one query may use, in MiB; a query needing more fails with SQLSTATE 53200 (nothing spills to disk).
+    #[arg(long, default_value_t = 512)]
+    query_memory_mb: usize,
+    /// Memory all running queries together may use, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    server_memory_mb: usize,
+    /// The longest a statement may run, in seconds; a session's `SET statement_timeout` can only shorten it.
+    #[arg(long, default_value_t = 600)]
+    statement_timeout_secs: u64,
+    /// Longest query text accepted, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_query_kb: usize,
+    /// Bound on how deep a query may nest: parentheses nesting plus operators, set operations and joins.
+    #[arg(long, default_value_t = 1000)]
+    max_query_depth: usize,
     #[command(flatten)]
     scan: ScanArgs,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> ServerLimits {
+        const MIB: usize = 1 << 20;
+        ServerLimits {
+            max_connections: self.max_connections,
+            text: TextLimits {
+                max_bytes: self.max_query_kb.saturating_mul(1 << 10),
+                max_depth: self.max_query_depth,
+            },
+            execution: ExecutionLimits {
+                query_memory: self.query_memory_mb.saturating_mul(MIB),
+                server_memory: self.server_memory_mb.saturating_mul(MIB),
+                statement_timeout: Duration::from_secs(self.statement_timeout_secs),
+            },
+        }
+    }
 }
 
 /// Serves the SQL tables until `shutdown` resolves.
@@ -51,6 +90,7 @@ pub async fn serve(
     let source = open_source(settings, &args.scan)?;
     let ctx = Arc::new(open_session(&source, topology).await?);
     let options = ServeOptions {
+        limits: args.limits(),
         listen: args.listen,
         user: args.user,
         password,
