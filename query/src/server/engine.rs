@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::iter;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -45,8 +45,10 @@ use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::QueryHook;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -88,6 +90,50 @@ pub struct QueryEngine {
     running: Mutex<HashMap<ConnectionKey, Arc<Notify>>>,
 }
 
+/// The threads one query plans and executes on.
+///
+/// A stopped query's task is dropped only when its current step returns, and one step of a big join can compute
+/// for seconds. Threads of its own keep those seconds from delaying the server's connections and timers and every
+/// other query; the operating system shares the cores among them.
+struct QueryRuntime {
+    handle: Handle,
+    /// Taken only on drop.
+    runtime: Option<Runtime>,
+}
+
+impl QueryRuntime {
+    fn start() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("adstream-query")
+            .thread_stack_size(super::WORKER_STACK_BYTES)
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future)
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Without waiting for a stopped query's last step; dropping a runtime in async code must not block.
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueryEngine")
@@ -95,6 +141,10 @@ impl fmt::Debug for QueryEngine {
             .finish_non_exhaustive()
     }
 }
+
+/// Where a query's schema, or the error that stopped it before, goes: taken by whichever of the query and its
+/// watcher answers first.
+type ReadySender = Arc<Mutex<Option<oneshot::Sender<PgWireResult<Arc<Schema>>>>>>;
 
 /// What a query task starts from.
 enum Work {
@@ -214,27 +264,46 @@ impl QueryEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key.clone(), cancelled.clone());
         let (ready_tx, ready_rx) = oneshot::channel();
-        // Two batches in flight: enough to overlap computing and sending, and the task waits (holding no more
+        // Whoever finishes first tells the client the schema or the error: the query, or the watcher stopping it.
+        let ready = Arc::new(Mutex::new(Some(ready_tx)));
+        // Two batches in flight: enough to overlap computing and sending, and the query waits (holding no more
         // memory) while the client reads slowly.
         let (batch_tx, batch_rx) = mpsc::channel(2);
+        let runtime = QueryRuntime::start().map_err(|error| {
+            tracing::error!(%error, "cannot start a query's threads");
+            internal("the server cannot start the query's threads")
+        })?;
         let engine = self.clone();
+        let query = runtime.spawn(
+            engine
+                .clone()
+                .produce(work, ready.clone(), batch_tx.clone())
+                .in_current_span(),
+        );
+        // The watcher runs on the caller's runtime: the query's threads may be busy in one long computation, and
+        // the client must hear of the timeout or the cancel without waiting for it.
         tokio::spawn(
             async move {
-                let mut ready = Some(ready_tx);
-                let produced = AssertUnwindSafe(engine.produce(work, &mut ready, &batch_tx))
-                    .catch_unwind()
-                    .map(|outcome| outcome.unwrap_or_else(|_| Err(internal("the query panicked"))));
+                let stop = query.abort_handle();
+                tokio::pin!(query);
                 let outcome = tokio::select! {
                     () = cancelled.notified() => Err(canceled("canceling statement due to user request")),
                     () = tokio::time::sleep_until(deadline) => {
                         Err(canceled("canceling statement due to statement timeout"))
                     }
-                    outcome = produced => outcome,
+                    joined = &mut query => joined.unwrap_or_else(|error| {
+                        tracing::error!(%error, "query task failed");
+                        Err(internal("the query failed unexpectedly"))
+                    }),
                 };
+                // Drops DataFusion's stream, and with it the tasks it spawned, once the current step returns.
+                stop.abort();
+                drop(runtime);
                 engine.finished(&key, &cancelled);
                 if let Err(error) = outcome {
                     tracing::info!(%error, "query stopped");
-                    match ready.take() {
+                    let ready = ready.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    match ready {
                         Some(ready) => {
                             let _ = ready.send(Err(error));
                         }
@@ -270,12 +339,12 @@ impl QueryEngine {
     }
 
     /// Plans if needed, executes, hands the schema to `ready` and the batches to `batches` until the stream ends or
-    /// the client stops reading.
+    /// the client stops reading. Errors are the watcher's to report.
     async fn produce(
-        &self,
+        self: Arc<Self>,
         work: Work,
-        ready: &mut Option<oneshot::Sender<PgWireResult<Arc<Schema>>>>,
-        batches: &mpsc::Sender<PgWireResult<RecordBatch>>,
+        ready: ReadySender,
+        batches: mpsc::Sender<PgWireResult<RecordBatch>>,
     ) -> PgWireResult<()> {
         let ctx = self.query_context()?;
         let plan = match work {
@@ -291,10 +360,11 @@ impl QueryEngine {
             .map_err(datafusion_error)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await.map_err(datafusion_error)?;
-        if let Some(ready) = ready.take() {
-            if ready.send(Ok(schema)).is_err() {
-                return Ok(());
-            }
+        let ready = ready.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let told = ready.is_some_and(|ready| ready.send(Ok(schema)).is_ok());
+        if !told {
+            // The client went away, or the watcher already answered.
+            return Ok(());
         }
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(datafusion_error)?;
@@ -531,20 +601,18 @@ mod tests {
 
     use super::*;
 
-    fn engine(query_memory: usize, statement_timeout: Duration) -> Arc<QueryEngine> {
-        Arc::new(QueryEngine::new(
-            Arc::new(SessionContext::new()),
-            ExecutionLimits {
-                query_memory,
-                server_memory: 4 * query_memory,
-                statement_timeout,
-            },
-        ))
+    fn engine(shared: SessionContext, query_memory: usize) -> QueryEngine {
+        let limits = ExecutionLimits {
+            query_memory,
+            server_memory: 4 * query_memory,
+            statement_timeout: Duration::from_secs(60),
+        };
+        QueryEngine::new(Arc::new(shared), limits)
     }
 
     #[tokio::test]
     async fn a_query_over_its_memory_fails_alone() {
-        let engine = engine(1 << 20, Duration::from_secs(60));
+        let engine = engine(SessionContext::new(), 1 << 20);
         let ctx = match engine.query_context() {
             Ok(ctx) => ctx,
             Err(error) => panic!("{error}"),
@@ -578,14 +646,7 @@ mod tests {
             .options_mut()
             .sql_parser
             .dialect = Dialect::MySQL;
-        let engine = QueryEngine::new(
-            Arc::new(shared),
-            ExecutionLimits {
-                query_memory: 1 << 20,
-                server_memory: 1 << 22,
-                statement_timeout: Duration::from_secs(1),
-            },
-        );
+        let engine = engine(shared, 1 << 20);
         let ctx = match engine.query_context() {
             Ok(ctx) => ctx,
             Err(error) => panic!("{error}"),
