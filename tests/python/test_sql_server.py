@@ -404,6 +404,11 @@ def test_one_query_cannot_take_the_server_down(fresh_server):
             conn.execute(_cross_join())
         assert "statement timeout" in str(cancelled.value)
         assert time.monotonic() - started < 30
+        # Also when its rows are read through a cursor.
+        with psycopg.ClientCursor(conn) as cursor:
+            cursor.execute(f"DECLARE big CURSOR FOR {_cross_join()}")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                cursor.execute("FETCH FORWARD 10 FROM big")
     # And at a client's CancelRequest.
     error = _run_and_cancel(server, _cross_join())
     assert isinstance(error, psycopg.errors.QueryCanceled), error

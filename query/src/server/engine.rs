@@ -33,12 +33,14 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DataFusionStatement;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Declare, DeclareType, Statement};
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
-use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::stmt::StoredStatement;
+use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
@@ -52,7 +54,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::read_only::{check_plan, READ_ONLY_SQL_TRANSACTION};
+use super::read_only::{check_plan, READ_ONLY_SQL_TRANSACTION, SYNTAX_ERROR};
 use super::settings;
 
 /// Postgres' SQLSTATE for a statement stopped by its timeout or a cancel request.
@@ -489,6 +491,93 @@ impl QueryHook for ExecuteHook {
             .get::<PortalResultFormat>()
             .map_or(Format::UnifiedText, |format| format.0.clone());
         Some(self.engine.run(&*client, Work::Plan(plan), &format).await)
+    }
+}
+
+/// `DECLARE ... CURSOR FOR query`: the query planned, checked and run by the [`QueryEngine`] like any other, its
+/// rows then read by `FETCH` (which datafusion-postgres' cursor hook answers, as it does `CLOSE`). The hook goes
+/// before that one, which would hand the query's text to DataFusion and read it on the connection's threads,
+/// beyond the timeout, cancel requests and memory limit.
+pub struct DeclareCursorHook {
+    engine: Arc<QueryEngine>,
+}
+
+impl DeclareCursorHook {
+    /// Runs cursors' queries on `engine`.
+    pub fn new(engine: Arc<QueryEngine>) -> Self {
+        Self { engine }
+    }
+
+    async fn declare(
+        &self,
+        client: &mut dyn HookClient,
+        declarations: &[Declare],
+    ) -> PgWireResult<Response> {
+        for declaration in declarations {
+            let syntax = |message: &str| user_error(SYNTAX_ERROR, message.to_string());
+            if declaration.declare_type != Some(DeclareType::Cursor) {
+                return Err(syntax("only DECLARE ... CURSOR FOR a query is supported"));
+            }
+            let Some(name) = declaration.names.first() else {
+                return Err(syntax("DECLARE CURSOR needs a cursor name"));
+            };
+            let Some(query) = &declaration.for_query else {
+                return Err(syntax("DECLARE CURSOR needs a FOR query"));
+            };
+            let work = Work::Statement(Box::new(Statement::Query(query.clone())));
+            let Response::Query(rows) = self
+                .engine
+                .run(&*client, work, &Format::UnifiedText)
+                .await?
+            else {
+                return Err(internal("a cursor's query returned no rows"));
+            };
+            let statement =
+                StoredStatement::new(name.value.clone(), (query.to_string(), None), vec![]);
+            let portal = Portal::new_cursor(name.value.clone(), Arc::new(statement));
+            portal.start(rows).await;
+            client.portal_store().put_portal(Arc::new(portal));
+        }
+        Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+    }
+}
+
+#[async_trait]
+impl QueryHook for DeclareCursorHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match statement {
+            Statement::Declare { stmts } => Some(self.declare(client, stmts).await),
+            _ => None,
+        }
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // The cursor hook describes DECLARE at Parse (no rows).
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match statement {
+            Statement::Declare { stmts } => Some(self.declare(client, stmts).await),
+            _ => None,
+        }
     }
 }
 

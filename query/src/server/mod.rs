@@ -53,7 +53,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use self::auth::ScramUser;
-use self::engine::{ExecuteHook, ExecutionLimits, QueryCancelHandler, QueryEngine};
+use self::engine::{
+    DeclareCursorHook, ExecuteHook, ExecutionLimits, QueryCancelHandler, QueryEngine,
+};
 use self::limits::TextLimits;
 use self::read_only::ReadOnlyHook;
 use self::session::ReadOnlySession;
@@ -311,10 +313,12 @@ impl Handlers {
         let engine = Arc::new(QueryEngine::new(ctx.clone(), options.limits.execution));
         // The read-only hook goes first: the others answer SET/SHOW, transactions and cursors themselves, and
         // DECLARE runs its query, so a write must be refused before any of them sees it. The settings hook comes
-        // before datafusion-postgres' SET hook, which would hand settings it does not know to the shared context.
+        // before datafusion-postgres' SET hook, which would hand settings it does not know to the shared context,
+        // and the DECLARE hook before its cursor hook, which would run the query outside the engine.
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
             Arc::new(SessionSettingsHook),
+            Arc::new(DeclareCursorHook::new(engine.clone())),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),

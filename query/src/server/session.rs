@@ -82,7 +82,7 @@ impl SimpleQueryHandler for ReadOnlySession {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        // Hooks that run a query themselves (DECLARE) run it in a context with the query limits.
+        // The hooks take a context; they get one with the query limits rather than the shared one.
         let ctx = self.engine.query_context()?;
         let mut responses = Vec::with_capacity(statements.len());
         'statements: for statement in statements {
