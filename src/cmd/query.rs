@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use adstream_query::server::engine::ExecutionLimits;
 use adstream_query::server::limits::TextLimits;
-use adstream_query::server::{ServeOptions, Server, ServerLimits};
+use adstream_query::server::{tls, ServeOptions, Server, ServerLimits};
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -56,6 +56,15 @@ pub struct ServeArgs {
     /// Bound on how deep a query may nest: parentheses nesting plus operators, set operations and joins.
     #[arg(long, default_value_t = 1000)]
     max_query_depth: usize,
+    /// PEM file with the server's TLS certificate chain (leaf first); TLS is then offered to clients.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS (needs --tls-cert and --tls-key).
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
     #[command(flatten)]
     scan: ScanArgs,
 }
@@ -85,12 +94,19 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    // Checked before Kafka is contacted: a missing password is the likelier mistake and needs no broker to report.
+    // Checked before Kafka is contacted: a missing password or a bad certificate is the likelier mistake and needs
+    // no broker to report.
     let password = password(args.password_file.as_deref())?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let source = open_source(settings, &args.scan)?;
     let ctx = Arc::new(open_session(&source, topology).await?);
     let options = ServeOptions {
         limits: args.limits(),
+        tls,
+        require_tls: args.require_tls,
         listen: args.listen,
         user: args.user,
         password,

@@ -565,3 +565,17 @@ def test_attack_script_leaves_the_server_answering_and_unchanged(fresh_server, d
     assert os.listdir(tmp_path / "cwd") == []
     assert os.listdir(tmp_path / "tmp") == []
     assert not any(unique in name for name in os.listdir(ROOT))
+
+
+def test_tls_is_offered_and_can_be_required(fresh_server, tmp_path):
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    server = fresh_server("--tls-cert", str(cert), "--tls-key", str(key), "--require-tls")
+    with server.connect(sslmode="require") as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        server.connect(sslmode="disable")
+    assert "requires TLS" in str(refused.value)

@@ -4,7 +4,7 @@
 //! password authentication for one configured user ([`auth`]), a read-only rule in front of every statement
 //! ([`read_only`]), session-local settings ([`settings`]), limits on query texts ([`limits`]), queries run as checked
 //! plans under a memory pool, a timeout and cancel requests ([`engine`]), a cap on connections, Postgres'
-//! `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list and describe tables, and a
+//! TLS ([`tls`]), `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list and describe tables, and a
 //! `tracing` span per connection.
 //!
 //! Planning and checking recurse over a statement's tree. The text limits keep trees shallow, but the server should
@@ -17,6 +17,7 @@ pub mod limits;
 pub mod read_only;
 pub mod session;
 pub mod settings;
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -42,9 +43,9 @@ use datafusion_postgres::pgwire::api::{
     ClientInfo, ConnectionManager, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
     METADATA_USER,
 };
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::{process_socket, TlsAcceptor};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,6 +88,10 @@ pub struct ServeOptions {
     pub password: String,
     /// Connection, query and memory limits.
     pub limits: ServerLimits,
+    /// TLS offered to clients that ask for it ([`tls::acceptor`]).
+    pub tls: Option<TlsAcceptor>,
+    /// Refuse clients that did not ask for TLS (needs `tls`).
+    pub require_tls: bool,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -96,6 +101,8 @@ impl fmt::Debug for ServeOptions {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -117,6 +124,9 @@ pub enum ServerError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// TLS is required but no certificate was given.
+    #[error("TLS is required but no certificate and key were given")]
+    TlsWithoutCertificate,
     /// `pg_catalog` could not be installed in the session context.
     #[error("cannot set up pg_catalog: {0}")]
     Catalog(#[from] Box<DataFusionError>),
@@ -129,6 +139,7 @@ pub struct Server {
     handlers: Arc<Handlers>,
     /// One permit per connection served.
     connections: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
@@ -139,6 +150,9 @@ impl Server {
     ) -> Result<Self, ServerError> {
         if options.password.is_empty() {
             return Err(ServerError::NoPassword { user: options.user });
+        }
+        if options.require_tls && options.tls.is_none() {
+            return Err(ServerError::TlsWithoutCertificate);
         }
         install_catalog(&ctx)?;
         let listener =
@@ -157,6 +171,7 @@ impl Server {
             local_addr,
             connections: Arc::new(Semaphore::new(options.limits.max_connections)),
             handlers: Arc::new(Handlers::new(ctx, &options)),
+            tls: options.tls,
         })
     }
 
@@ -190,10 +205,11 @@ impl Server {
                 continue;
             };
             let handlers = self.handlers.clone();
+            let tls = self.tls.clone();
             tokio::spawn(
                 async move {
                     tracing::info!("connected");
-                    match process_socket(socket, None, handlers).await {
+                    match process_socket(socket, tls, handlers).await {
                         Ok(()) => tracing::info!("disconnected"),
                         Err(error) => tracing::warn!(%error, "connection closed on an error"),
                     }
@@ -306,6 +322,7 @@ struct Handlers {
     parameters: Arc<DefaultServerParameterProvider>,
     connections: Arc<ConnectionManager>,
     cancel: Arc<QueryCancelHandler>,
+    require_tls: bool,
 }
 
 impl Handlers {
@@ -344,6 +361,7 @@ impl Handlers {
                 engine,
             )),
             connections,
+            require_tls: options.require_tls,
         }
     }
 }
@@ -363,7 +381,10 @@ impl PgWireServerHandlers for Handlers {
         let sasl = SASLAuthStartupHandler::new(self.parameters.clone())
             .with_scram(ScramAuth::new(self.user.clone()))
             .with_connection_manager(self.connections.clone());
-        Arc::new(LoggedStartup(sasl))
+        Arc::new(LoggedStartup {
+            inner: sasl,
+            require_tls: self.require_tls,
+        })
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -375,8 +396,15 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Logs the successful end of authentication, which the SASL handler does silently.
-struct LoggedStartup<H>(H);
+/// Postgres' SQLSTATE for a connection its rules refuse (here: without TLS when TLS is required).
+const INVALID_AUTHORIZATION: &str = "28000";
+
+/// Refuses clients without TLS when it is required, and logs the successful end of authentication, which the SASL
+/// handler does silently.
+struct LoggedStartup<H> {
+    inner: H,
+    require_tls: bool,
+}
 
 #[async_trait]
 impl<H: StartupHandler> StartupHandler for LoggedStartup<H> {
@@ -391,7 +419,16 @@ impl<H: StartupHandler> StartupHandler for LoggedStartup<H> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let authenticating = !matches!(client.state(), PgWireConnectionState::ReadyForQuery);
-        self.0.on_startup(client, message).await?;
+        if authenticating && self.require_tls && !client.is_secure() {
+            // Before the password exchange: nothing secret crosses an unencrypted connection.
+            tracing::warn!("refused: the client did not ask for TLS, which is required");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                INVALID_AUTHORIZATION.to_string(),
+                "this server requires TLS: connect with sslmode=require (or verify-ca, verify-full)".to_string(),
+            ))));
+        }
+        self.inner.on_startup(client, message).await?;
         if authenticating && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             tracing::info!(user = user_of(client), "authenticated");
         }
