@@ -6,6 +6,11 @@ the impressions must equal the same sums computed from the records a plain confl
 the registry's AvroDeserializer. Every write (INSERT, COPY ... TO, CREATE EXTERNAL TABLE, DROP, ...) is refused
 with SQLSTATE 25006 on both the simple and the extended protocol, a wrong password, an unknown user and a missing
 password are refused, and psql's `\\dt` and `\\d` list and describe the tables.
+
+Issue 18's attacks: switching the SQL dialect to smuggle a write, `SET datafusion.*` for every session, queries deep
+enough to overflow a stack, a cross join past its statement_timeout and a CancelRequest, more memory than a query
+may have, more connections than the cap, and an attack script of all of them after which the server must still
+answer and nothing may have been created. TLS is offered and can be required.
 """
 
 import os

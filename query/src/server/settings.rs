@@ -210,6 +210,16 @@ fn assign(name: String, value: String) -> Result<Change, SettingRefusal> {
             "UTF8".to_string()
         }
         "statement_timeout" => milliseconds(&value).ok_or_else(invalid)?.to_string(),
+        // The server only reads: a session may say so, not the opposite.
+        "default_transaction_read_only" | "transaction_read_only" => {
+            if !matches!(
+                value.to_ascii_lowercase().as_str(),
+                "on" | "true" | "yes" | "1"
+            ) {
+                return Err(invalid());
+            }
+            "on".to_string()
+        }
         _ => value,
     };
     Ok(Change::Assign { name, value })
