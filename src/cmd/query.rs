@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Connections served at once; more are refused with SQLSTATE 53300 (too many connections).
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Queries running at once (open cursors included); more are refused with SQLSTATE 53000.
+    #[arg(long, default_value_t = 128)]
+    max_running_queries: usize,
     /// Memory one query may use, in MiB; a query needing more fails with SQLSTATE 53200 (nothing spills to disk).
     #[arg(long, default_value_t = 512)]
     query_memory_mb: usize,
@@ -82,6 +85,7 @@ impl ServeArgs {
                 query_memory: self.query_memory_mb.saturating_mul(MIB),
                 server_memory: self.server_memory_mb.saturating_mul(MIB),
                 statement_timeout: Duration::from_secs(self.statement_timeout_secs),
+                max_running_queries: self.max_running_queries,
             },
         }
     }

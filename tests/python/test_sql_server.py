@@ -444,6 +444,27 @@ def test_connections_over_the_cap_are_refused_not_hung(fresh_server):
         conn.close()
 
 
+def test_queries_over_the_running_cap_are_refused(fresh_server):
+    server = fresh_server("--max-running-queries", "2")
+    with server.connect() as conn, psycopg.ClientCursor(conn) as cursor:
+        # Cursors nobody reads keep their queries running.
+        cursor.execute(f"DECLARE one CURSOR FOR {_cross_join()}")
+        cursor.execute(f"DECLARE two CURSOR FOR {_cross_join()}")
+        with pytest.raises(psycopg.errors.InsufficientResources) as refused:
+            cursor.execute("SELECT 1")
+        assert refused.value.sqlstate == "53000"
+        cursor.execute("CLOSE ALL")
+        # Closed cursors free their slots (once their queries notice nobody reads them).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert cursor.execute("SELECT 1").fetchone() == (1,)
+                break
+            except psycopg.errors.InsufficientResources:
+                assert time.monotonic() < deadline, "closing the cursors freed no slot"
+                time.sleep(0.2)
+
+
 # A million groups: tens of megabytes of hash table, and the server never spills to disk.
 GREEDY_AGGREGATE = ("SELECT count(*) FROM (SELECT v % 1000000 AS k, count(*) FROM generate_series(1, 3000000) t(v) "
                     "GROUP BY 1) s")

@@ -3,7 +3,7 @@
 //!
 //! Every query is planned from the statement the Postgres parser produced (never re-printed text re-parsed in a
 //! dialect a session chose), checked twice ([`check_plan`] and DataFusion's read-only [`SQLOptions`]) and then
-//! executed. Execution runs on a task of its own that feeds the client's result stream through a small channel, so
+//! executed. Execution runs on a task of its own, on threads of its own, that feeds the client's result stream through a small channel, so
 //! that the statement timeout and a `CancelRequest` stop it wherever it is, planning, computing or streaming rows,
 //! by dropping DataFusion's stream: pgwire sends rows after the handler returned, out of reach of a timeout around
 //! the handler. Each query gets a memory pool of its own, carved out of one pool for the whole server, and never
@@ -49,7 +49,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::QueryHook;
 use futures::StreamExt;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -61,6 +61,8 @@ use super::settings;
 pub const QUERY_CANCELED: &str = "57014";
 /// Postgres' SQLSTATE for a query that ran out of memory.
 pub const OUT_OF_MEMORY: &str = "53200";
+/// Postgres' SQLSTATE for a server out of some resource (here: query slots).
+pub const INSUFFICIENT_RESOURCES: &str = "53000";
 /// Postgres' SQLSTATE for an internal error.
 const INTERNAL_ERROR: &str = "XX000";
 
@@ -73,6 +75,8 @@ pub struct ExecutionLimits {
     pub server_memory: usize,
     /// The longest a statement may run; a session's `statement_timeout` can only shorten it.
     pub statement_timeout: Duration,
+    /// Queries running at once, open cursors' queries included; one more is refused with Postgres' `53000`.
+    pub max_running_queries: usize,
 }
 
 /// A connection as a cancel request names it: its process id and secret key.
@@ -90,6 +94,9 @@ pub struct QueryEngine {
     limits: ExecutionLimits,
     /// The running query of each connection, woken by a cancel request for it.
     running: Mutex<HashMap<ConnectionKey, Arc<Notify>>>,
+    /// One permit per running query: each has threads of its own, and a client could otherwise open cursors
+    /// without end.
+    query_slots: Arc<Semaphore>,
 }
 
 /// The threads one query plans and executes on.
@@ -164,6 +171,7 @@ impl QueryEngine {
             server_memory: Arc::new(GreedyMemoryPool::new(limits.server_memory)),
             limits,
             running: Mutex::new(HashMap::new()),
+            query_slots: Arc::new(Semaphore::new(limits.max_running_queries)),
         }
     }
 
@@ -254,6 +262,16 @@ impl QueryEngine {
     where
         C: ClientInfo + ?Sized,
     {
+        let slot = self.query_slots.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!("refused: too many queries running");
+            user_error(
+                INSUFFICIENT_RESOURCES,
+                format!(
+                    "too many queries running: the server runs at most {} at once (open cursors included)",
+                    self.limits.max_running_queries
+                ),
+            )
+        })?;
         let timeout = settings::statement_timeout(client)
             .map_or(self.limits.statement_timeout, |session| {
                 session.min(self.limits.statement_timeout)
@@ -293,6 +311,8 @@ impl QueryEngine {
                     () = tokio::time::sleep_until(deadline) => {
                         Err(canceled("canceling statement due to statement timeout"))
                     }
+                    // Nobody will read the rows: the client went away, or closed the cursor.
+                    () = batch_tx.closed() => Ok(()),
                     joined = &mut query => joined.unwrap_or_else(|error| {
                         tracing::error!(%error, "query task failed");
                         Err(internal("the query failed unexpectedly"))
@@ -301,6 +321,7 @@ impl QueryEngine {
                 // Drops DataFusion's stream, and with it the tasks it spawned, once the current step returns.
                 stop.abort();
                 drop(runtime);
+                drop(slot);
                 engine.finished(&key, &cancelled);
                 if let Err(error) = outcome {
                     tracing::info!(%error, "query stopped");
@@ -695,6 +716,7 @@ mod tests {
             query_memory,
             server_memory: 4 * query_memory,
             statement_timeout: Duration::from_secs(60),
+            max_running_queries: 4,
         };
         QueryEngine::new(Arc::new(shared), limits)
     }
