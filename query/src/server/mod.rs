@@ -3,9 +3,9 @@
 //! Built on datafusion-postgres, with what its default server leaves out for a shared deployment: SCRAM-SHA-256
 //! password authentication for one configured user ([`auth`]), a read-only rule in front of every statement
 //! ([`read_only`]), session-local settings ([`settings`]), limits on query texts ([`limits`]), queries run as checked
-//! plans under a memory pool, a timeout and cancel requests ([`engine`]), a cap on connections, Postgres'
-//! TLS ([`tls`]), `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list and describe tables, and a
-//! `tracing` span per connection.
+//! plans under a memory pool, a timeout and cancel requests ([`engine`]), a cap on connections, TLS ([`tls`]),
+//! Postgres' `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list and describe
+//! tables, and a `tracing` span per connection.
 //!
 //! Planning and checking recurse over a statement's tree. The text limits keep trees shallow, but the server should
 //! still run on worker threads with a few megabytes of stack more than tokio's default: `adstream` gives them
