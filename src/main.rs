@@ -262,8 +262,22 @@ enum RegistryCommand {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The SQL server plans and checks statements recursively: its worker threads get the stack it asks for.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(adstream_query::server::WORKER_STACK_BYTES)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn async_main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG")

@@ -11,8 +11,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use adstream_query::server::{ServeOptions, Server};
+use adstream_query::server::engine::ExecutionLimits;
+use adstream_query::server::limits::TextLimits;
+use adstream_query::server::{tls, ServeOptions, Server, ServerLimits};
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -35,8 +38,57 @@ pub struct ServeArgs {
     /// File whose first line is the password (else the ADSTREAM_SQL_PASSWORD environment variable).
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Connections served at once; more are refused with SQLSTATE 53300 (too many connections).
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Queries running at once (open cursors included); more are refused with SQLSTATE 53000.
+    #[arg(long, default_value_t = 128)]
+    max_running_queries: usize,
+    /// Memory one query may use, in MiB; a query needing more fails with SQLSTATE 53200 (nothing spills to disk).
+    #[arg(long, default_value_t = 512)]
+    query_memory_mb: usize,
+    /// Memory all running queries together may use, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    server_memory_mb: usize,
+    /// The longest a statement may run, in seconds; a session's `SET statement_timeout` can only shorten it.
+    #[arg(long, default_value_t = 600)]
+    statement_timeout_secs: u64,
+    /// Longest query text accepted, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_query_kb: usize,
+    /// Bound on how deep a query may nest: parentheses nesting plus operators, set operations and joins.
+    #[arg(long, default_value_t = 1000)]
+    max_query_depth: usize,
+    /// PEM file with the server's TLS certificate chain (leaf first); TLS is then offered to clients.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS (needs --tls-cert and --tls-key).
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
     #[command(flatten)]
     scan: ScanArgs,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> ServerLimits {
+        const MIB: usize = 1 << 20;
+        ServerLimits {
+            max_connections: self.max_connections,
+            text: TextLimits {
+                max_bytes: self.max_query_kb.saturating_mul(1 << 10),
+                max_depth: self.max_query_depth,
+            },
+            execution: ExecutionLimits {
+                query_memory: self.query_memory_mb.saturating_mul(MIB),
+                server_memory: self.server_memory_mb.saturating_mul(MIB),
+                statement_timeout: Duration::from_secs(self.statement_timeout_secs),
+                max_running_queries: self.max_running_queries,
+            },
+        }
+    }
 }
 
 /// Serves the SQL tables until `shutdown` resolves.
@@ -46,11 +98,19 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    // Checked before Kafka is contacted: a missing password is the likelier mistake and needs no broker to report.
+    // Checked before Kafka is contacted: a missing password or a bad certificate is the likelier mistake and needs
+    // no broker to report.
     let password = password(args.password_file.as_deref())?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let source = open_source(settings, &args.scan)?;
     let ctx = Arc::new(open_session(&source, topology).await?);
     let options = ServeOptions {
+        limits: args.limits(),
+        tls,
+        require_tls: args.require_tls,
         listen: args.listen,
         user: args.user,
         password,

@@ -2,11 +2,22 @@
 //!
 //! Built on datafusion-postgres, with what its default server leaves out for a shared deployment: SCRAM-SHA-256
 //! password authentication for one configured user ([`auth`]), a read-only rule in front of every statement
-//! ([`read_only`]), Postgres' `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list
-//! and describe tables, and a `tracing` span per connection.
+//! ([`read_only`]), session-local settings ([`settings`]), limits on query texts ([`limits`]), queries run as checked
+//! plans under a memory pool, a timeout and cancel requests ([`engine`]), a cap on connections, TLS ([`tls`]),
+//! Postgres' `pg_catalog` and `information_schema` so psql's `\dt` and `\d` and BI tools can list and describe
+//! tables, and a `tracing` span per connection.
+//!
+//! Planning and checking recurse over a statement's tree. The text limits keep trees shallow, but the server should
+//! still run on worker threads with a few megabytes of stack more than tokio's default: `adstream` gives them
+//! [`WORKER_STACK_BYTES`].
 
 pub mod auth;
+pub mod engine;
+pub mod limits;
 pub mod read_only;
+pub mod session;
+pub mod settings;
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::config::Dialect;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -31,16 +43,39 @@ use datafusion_postgres::pgwire::api::{
     ClientInfo, ConnectionManager, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
     METADATA_USER,
 };
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::{process_socket, TlsAcceptor};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use self::auth::ScramUser;
-use self::read_only::{ReadOnlyHook, ReadOnlySession};
+use self::engine::{
+    DeclareCursorHook, ExecuteHook, ExecutionLimits, QueryCancelHandler, QueryEngine,
+};
+use self::limits::TextLimits;
+use self::read_only::ReadOnlyHook;
+use self::session::ReadOnlySession;
+use self::settings::SessionSettingsHook;
+
+/// The stack the worker threads of a runtime serving SQL should have: planning a statement at the depth
+/// [`TextLimits`] allows takes more than tokio's default 2 MiB in a debug build.
+pub const WORKER_STACK_BYTES: usize = 32 << 20;
+
+/// What the server lets its clients use.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; one more is refused with Postgres' `53300 too_many_connections`.
+    pub max_connections: usize,
+    /// Bounds on a query text, checked before it is parsed.
+    pub text: TextLimits,
+    /// Memory and time for running queries.
+    pub execution: ExecutionLimits,
+}
 
 /// What `serve` needs besides the tables.
 #[derive(Clone)]
@@ -51,6 +86,12 @@ pub struct ServeOptions {
     pub user: String,
     /// That user's password, checked with SCRAM-SHA-256; an empty one is refused at start.
     pub password: String,
+    /// Connection, query and memory limits.
+    pub limits: ServerLimits,
+    /// TLS offered to clients that ask for it ([`tls::acceptor`]).
+    pub tls: Option<TlsAcceptor>,
+    /// Refuse clients that did not ask for TLS (needs `tls`).
+    pub require_tls: bool,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -59,6 +100,9 @@ impl fmt::Debug for ServeOptions {
             .field("listen", &self.listen)
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -80,6 +124,9 @@ pub enum ServerError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// TLS is required but no certificate was given.
+    #[error("TLS is required but no certificate and key were given")]
+    TlsWithoutCertificate,
     /// `pg_catalog` could not be installed in the session context.
     #[error("cannot set up pg_catalog: {0}")]
     Catalog(#[from] Box<DataFusionError>),
@@ -90,6 +137,9 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     handlers: Arc<Handlers>,
+    /// One permit per connection served.
+    connections: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
@@ -100,6 +150,9 @@ impl Server {
     ) -> Result<Self, ServerError> {
         if options.password.is_empty() {
             return Err(ServerError::NoPassword { user: options.user });
+        }
+        if options.require_tls && options.tls.is_none() {
+            return Err(ServerError::TlsWithoutCertificate);
         }
         install_catalog(&ctx)?;
         let listener =
@@ -116,7 +169,9 @@ impl Server {
         Ok(Self {
             listener,
             local_addr,
+            connections: Arc::new(Semaphore::new(options.limits.max_connections)),
             handlers: Arc::new(Handlers::new(ctx, &options)),
+            tls: options.tls,
         })
     }
 
@@ -145,14 +200,20 @@ impl Server {
             };
             next_id += 1;
             let span = tracing::info_span!("connection", id = next_id, %peer);
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tokio::spawn(refuse_connection(socket).instrument(span));
+                continue;
+            };
             let handlers = self.handlers.clone();
+            let tls = self.tls.clone();
             tokio::spawn(
                 async move {
                     tracing::info!("connected");
-                    match process_socket(socket, None, handlers).await {
+                    match process_socket(socket, tls, handlers).await {
                         Ok(()) => tracing::info!("disconnected"),
                         Err(error) => tracing::warn!(%error, "connection closed on an error"),
                     }
+                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -172,15 +233,77 @@ pub async fn serve(
     Ok(())
 }
 
+/// Postgres' SQLSTATE for a connection over the server's limit.
+const TOO_MANY_CONNECTIONS: &str = "53300";
+/// The code of the request libpq sends first to ask for TLS (`SSLRequest`), and of the one for GSSAPI encryption.
+const SSL_REQUEST_CODE: u32 = 80_877_103;
+const GSSENC_REQUEST_CODE: u32 = 80_877_104;
+/// How long a refused client gets to send its startup message.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers a connection over the limit as Postgres does: a `FATAL 53300` error after the client's startup message,
+/// so clients report "too many connections" instead of hanging or seeing the connection drop.
+async fn refuse_connection(mut socket: TcpStream) {
+    tracing::warn!("refused: too many connections");
+    let exchange = async {
+        // Declining TLS and GSSAPI encryption with 'N' gets the plain startup message libpq sends next.
+        loop {
+            let length = socket.read_u32().await?;
+            let code = socket.read_u32().await?;
+            let mut rest = vec![0u8; (length as usize).saturating_sub(8).min(10_000)];
+            socket.read_exact(&mut rest).await?;
+            if code == SSL_REQUEST_CODE || code == GSSENC_REQUEST_CODE {
+                socket.write_all(b"N").await?;
+            } else {
+                break;
+            }
+        }
+        socket
+            .write_all(&fatal_error(
+                TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            ))
+            .await?;
+        socket.shutdown().await
+    };
+    if let Ok(Err(error)) = tokio::time::timeout(REFUSAL_READ_TIMEOUT, exchange).await {
+        tracing::debug!(%error, "refused client went away");
+    }
+}
+
+/// A Postgres `ErrorResponse` message of severity FATAL.
+fn fatal_error(code: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut frame = vec![b'E'];
+    // The length counts itself and the fields; both are a few dozen bytes.
+    frame.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    frame.extend_from_slice(&fields);
+    frame
+}
+
 fn install_catalog(ctx: &SessionContext) -> Result<(), ServerError> {
-    // Clients list tables through information_schema as much as through pg_catalog; DataFusion only serves it
-    // when enabled, and reads the flag at planning time, so enabling it on a live context works.
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .catalog
-        .information_schema = true;
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        // Clients list tables through information_schema as much as through pg_catalog; DataFusion only serves it
+        // when enabled, and reads the flag at planning time, so enabling it on a live context works.
+        options.catalog.information_schema = true;
+        // Queries are planned from statements the Postgres parser read; a hook that still plans text (DECLARE's
+        // query) must read it the same way.
+        options.sql_parser.dialect = Dialect::PostgreSQL;
+    }
     let catalog = ctx
         .state()
         .config()
@@ -192,25 +315,33 @@ fn install_catalog(ctx: &SessionContext) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The pgwire handlers: datafusion-postgres' session service behind the read-only checks, SCRAM at startup.
+/// The pgwire handlers: the read-only session and the query engine, SCRAM at startup.
 struct Handlers {
     session: Arc<ReadOnlySession>,
     user: Arc<ScramUser>,
     parameters: Arc<DefaultServerParameterProvider>,
     connections: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<QueryCancelHandler>,
+    require_tls: bool,
 }
 
 impl Handlers {
     fn new(ctx: Arc<SessionContext>, options: &ServeOptions) -> Self {
-        // The read-only hook goes first: the built-in hooks answer SET/SHOW, transactions and cursors themselves,
-        // and DECLARE runs its query, so a write must be refused before any of them sees it.
+        let engine = Arc::new(QueryEngine::new(ctx.clone(), options.limits.execution));
+        // The read-only hook goes first: the others answer SET/SHOW, transactions and cursors themselves, and
+        // DECLARE runs its query, so a write must be refused before any of them sees it. The settings hook comes
+        // before datafusion-postgres' SET hook, which would hand settings it does not know to the shared context,
+        // and the DECLARE hook before its cursor hook, which would run the query outside the engine.
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
+            Arc::new(SessionSettingsHook),
+            Arc::new(DeclareCursorHook::new(engine.clone())),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
+        let mut portal_hooks = hooks.clone();
+        portal_hooks.push(Arc::new(ExecuteHook::new(engine.clone())));
         let mut parameters = DefaultServerParameterProvider::default();
         // Tell clients the truth at startup: tools read these to decide what to offer.
         parameters.default_transaction_read_only = true;
@@ -218,13 +349,19 @@ impl Handlers {
         let connections = Arc::new(ConnectionManager::new());
         Self {
             session: Arc::new(ReadOnlySession::new(
-                ctx.clone(),
-                Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                engine.clone(),
+                options.limits.text,
+                hooks,
+                Arc::new(DfSessionService::new_with_hooks(ctx, portal_hooks)),
             )),
             user: Arc::new(ScramUser::new(&options.user, &options.password)),
             parameters: Arc::new(parameters),
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            cancel: Arc::new(QueryCancelHandler::new(
+                DefaultCancelHandler::new(connections.clone()),
+                engine,
+            )),
             connections,
+            require_tls: options.require_tls,
         }
     }
 }
@@ -244,7 +381,10 @@ impl PgWireServerHandlers for Handlers {
         let sasl = SASLAuthStartupHandler::new(self.parameters.clone())
             .with_scram(ScramAuth::new(self.user.clone()))
             .with_connection_manager(self.connections.clone());
-        Arc::new(LoggedStartup(sasl))
+        Arc::new(LoggedStartup {
+            inner: sasl,
+            require_tls: self.require_tls,
+        })
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -256,8 +396,15 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Logs the successful end of authentication, which the SASL handler does silently.
-struct LoggedStartup<H>(H);
+/// Postgres' SQLSTATE for a connection its rules refuse (here: without TLS when TLS is required).
+const INVALID_AUTHORIZATION: &str = "28000";
+
+/// Refuses clients without TLS when it is required, and logs the successful end of authentication, which the SASL
+/// handler does silently.
+struct LoggedStartup<H> {
+    inner: H,
+    require_tls: bool,
+}
 
 #[async_trait]
 impl<H: StartupHandler> StartupHandler for LoggedStartup<H> {
@@ -272,7 +419,16 @@ impl<H: StartupHandler> StartupHandler for LoggedStartup<H> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let authenticating = !matches!(client.state(), PgWireConnectionState::ReadyForQuery);
-        self.0.on_startup(client, message).await?;
+        if authenticating && self.require_tls && !client.is_secure() {
+            // Before the password exchange: nothing secret crosses an unencrypted connection.
+            tracing::warn!("refused: the client did not ask for TLS, which is required");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                INVALID_AUTHORIZATION.to_string(),
+                "this server requires TLS: connect with sslmode=require (or verify-ca, verify-full)".to_string(),
+            ))));
+        }
+        self.inner.on_startup(client, message).await?;
         if authenticating && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             tracing::info!(user = user_of(client), "authenticated");
         }

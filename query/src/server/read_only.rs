@@ -5,15 +5,13 @@
 //! location). So every statement is checked against an allow list before any other hook or DataFusion sees it, on
 //! both the simple and the extended protocol, and refused with Postgres' `read_only_sql_transaction` (25006).
 //!
-//! Two parsers read each query, so both readings are checked: datafusion-postgres parses it as Postgres SQL and
-//! hands the statements to the hooks ([`ReadOnlyHook`]), then DataFusion re-parses statements with its own parser,
-//! which also knows `CREATE EXTERNAL TABLE ... STORED AS` and `COPY ... TO` with DataFusion's options. The SQL text
-//! is therefore also checked as DataFusion reads it ([`ReadOnlySession`]), which turns DataFusion-only writes into
-//! the same clear refusal instead of a syntax error.
+//! The server reads each query once, with the PostgreSQL dialect ([`parse`]): the statements checked here are the
+//! statements planned, and the plan is checked again before it runs ([`check_plan`], in the query engine). Text the
+//! Postgres parser cannot read is refused: as a write when DataFusion's own parser reads it as one of its writes
+//! (`CREATE EXTERNAL TABLE ... STORED AS`, `COPY ... TO ... STORED AS`), which makes that refusal as clear as the
+//! others, as a syntax error otherwise.
 
-use std::fmt::Debug;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -22,18 +20,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DataFusionStatement};
 use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
-use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::dialect::{dialect_from_str, Dialect, PostgreSqlDialect};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::HookClient;
-use datafusion_postgres::pgwire::api::portal::{Format, Portal};
-use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{FieldInfo, Response};
-use datafusion_postgres::pgwire::api::stmt::QueryParser;
-use datafusion_postgres::pgwire::api::store::PortalStore;
-use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::{DfSessionService, Parser, QueryHook};
-use futures::Sink;
+use datafusion_postgres::QueryHook;
 
 /// Postgres' SQLSTATE for a write attempted in a read-only transaction.
 pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
@@ -55,7 +48,8 @@ impl Refusal {
         )
     }
 
-    fn into_pg_error(self) -> PgWireError {
+    /// The error sent to the client.
+    pub fn into_pg_error(self) -> PgWireError {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".to_string(),
             READ_ONLY_SQL_TRANSACTION.to_string(),
@@ -101,23 +95,51 @@ pub fn check_plan(plan: &LogicalPlan) -> Result<(), Refusal> {
     }
 }
 
-/// `Ok` when `sql`, read by DataFusion's parser in the session's SQL dialect, only reads.
+/// `Ok` when `sql`, read by DataFusion's parser in the session's SQL dialect, only reads (for `adstream sql`, which
+/// executes the text with that dialect and DataFusion's read-only options).
 ///
-/// SQL DataFusion's parser cannot read passes: it cannot be executed through DataFusion either, and the
-/// Postgres-compatibility parser, whose statements the hook checks, has the last word on it.
+/// SQL DataFusion's parser cannot read passes: it cannot be executed through DataFusion either.
 pub fn check_sql(ctx: &SessionContext, sql: &str) -> Result<(), Refusal> {
     let dialect_name = ctx.state_ref().read().config().options().sql_parser.dialect;
-    let Some(dialect) = dialect_from_str(dialect_name) else {
-        return Ok(());
-    };
+    match dialect_from_str(dialect_name) {
+        Some(dialect) => check_datafusion_sql(sql, dialect.as_ref()),
+        None => Ok(()),
+    }
+}
+
+fn check_datafusion_sql(sql: &str, dialect: &dyn Dialect) -> Result<(), Refusal> {
     let parsed = DFParserBuilder::new(sql)
-        .with_dialect(dialect.as_ref())
+        .with_dialect(dialect)
         .build()
         .and_then(|mut parser| parser.parse_statements());
     match parsed {
         Ok(statements) => statements.iter().try_for_each(check_datafusion_statement),
         Err(_) => Ok(()),
     }
+}
+
+/// Postgres' SQLSTATE for text that is no SQL statement.
+pub const SYNTAX_ERROR: &str = "42601";
+
+/// Reads `sql` as the server runs it: with the PostgreSQL dialect, whatever any setting says.
+///
+/// Text that does not parse is refused: with 25006 when DataFusion's parser reads a write in it, with 42601 (syntax
+/// error) otherwise.
+pub fn parse(
+    parser: &PostgresCompatibilityParser,
+    sql: &str,
+) -> Result<Vec<Statement>, PgWireError> {
+    parser.parse(sql).map_err(|error| {
+        if let Err(refusal) = check_datafusion_sql(sql, &PostgreSqlDialect {}) {
+            tracing::warn!(sql, "refused: {}", refusal.kind);
+            return refusal.into_pg_error();
+        }
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            SYNTAX_ERROR.to_string(),
+            error.to_string(),
+        )))
+    })
 }
 
 fn check_datafusion_statement(statement: &DataFusionStatement) -> Result<(), Refusal> {
@@ -233,13 +255,6 @@ fn statement_kind(statement: &Statement) -> String {
 #[derive(Debug)]
 pub struct ReadOnlyHook;
 
-fn refuse_sql(ctx: &SessionContext, sql: &str) -> PgWireResult<()> {
-    check_sql(ctx, sql).map_err(|refusal| {
-        tracing::warn!(sql, "refused: {}", refusal.kind);
-        refusal.into_pg_error()
-    })
-}
-
 fn refuse(statement: &Statement) -> Option<PgWireError> {
     check(statement).err().map(|refusal| {
         tracing::warn!(sql = %statement, "refused: {}", refusal.kind);
@@ -285,100 +300,6 @@ impl QueryHook for ReadOnlyHook {
             tracing::warn!(sql = %statement, "refused by plan: {}", refusal.kind);
             Err(refusal.into_pg_error())
         })
-    }
-}
-
-/// datafusion-postgres' session service behind [`check_sql`], for simple queries and at Parse.
-pub struct ReadOnlySession {
-    ctx: Arc<SessionContext>,
-    inner: Arc<DfSessionService>,
-    parser: Arc<ReadOnlyParser>,
-}
-
-impl ReadOnlySession {
-    /// Wraps `inner`, which must serve `ctx` (whose SQL dialect the check reads).
-    pub fn new(ctx: Arc<SessionContext>, inner: Arc<DfSessionService>) -> Self {
-        let parser = Arc::new(ReadOnlyParser {
-            ctx: ctx.clone(),
-            inner: inner.query_parser(),
-        });
-        Self { ctx, inner, parser }
-    }
-}
-
-#[async_trait]
-impl SimpleQueryHandler for ReadOnlySession {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        refuse_sql(&self.ctx, query)?;
-        SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
-    }
-}
-
-#[async_trait]
-impl ExtendedQueryHandler for ReadOnlySession {
-    type Statement = <Parser as QueryParser>::Statement;
-    type QueryParser = ReadOnlyParser;
-
-    fn query_parser(&self) -> Arc<ReadOnlyParser> {
-        self.parser.clone()
-    }
-
-    async fn do_query<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<Self::Statement>,
-        max_rows: usize,
-    ) -> PgWireResult<Response>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        // The statement passed the check when it was parsed; the hook checks it again with its plan.
-        ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
-    }
-}
-
-/// datafusion-postgres' parser behind [`check_sql`]: a refused statement never becomes a prepared statement.
-pub struct ReadOnlyParser {
-    ctx: Arc<SessionContext>,
-    inner: Arc<Parser>,
-}
-
-#[async_trait]
-impl QueryParser for ReadOnlyParser {
-    type Statement = <Parser as QueryParser>::Statement;
-
-    async fn parse_sql<C>(
-        &self,
-        client: &C,
-        sql: &str,
-        types: &[Option<Type>],
-    ) -> PgWireResult<Option<Self::Statement>>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        refuse_sql(&self.ctx, sql)?;
-        self.inner.parse_sql(client, sql, types).await
-    }
-
-    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.inner.get_parameter_types(statement)
-    }
-
-    fn get_result_schema(
-        &self,
-        statement: &Self::Statement,
-        column_format: Option<&Format>,
-    ) -> PgWireResult<Vec<FieldInfo>> {
-        self.inner.get_result_schema(statement, column_format)
     }
 }
 
