@@ -335,11 +335,12 @@ async fn setup(name: &str) -> Setup {
 
 /// Runs the campaign-metrics job over everything in the inputs; it stops by itself at their end.
 async fn run_job(setup: &Setup) -> RunSummary {
-    run_job_against(setup, &setup.registry_url).await
+    run_job_against(setup, &setup.registry_url, false).await
 }
 
-/// [`run_job`] with the job asking the registry at `registry_url`.
-async fn run_job_against(setup: &Setup, registry_url: &str) -> RunSummary {
+/// [`run_job`] with the job asking the registry at `registry_url`, and reading the attribution credits topic too
+/// with `with_credits`.
+async fn run_job_against(setup: &Setup, registry_url: &str, with_credits: bool) -> RunSummary {
     let mut config = RuntimeConfig::new(&format!("{}-job", setup.prefix), kafka(), registry_url);
     config.commit_interval = Duration::from_millis(300);
     config.exit_at_end_of_input = true;
@@ -351,7 +352,7 @@ async fn run_job_against(setup: &Setup, registry_url: &str) -> RunSummary {
         hourly: topics.hourly.clone(),
         daily: topics.daily.clone(),
         alerts: topics.alerts.clone(),
-        credits: None,
+        credits: with_credits.then(|| topics.credits.clone()),
         attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
@@ -903,6 +904,56 @@ struct Hostile {
     value: Vec<u8>,
 }
 
+impl Stored {
+    /// (`source_partition`, `source_offset`) of a dead letter.
+    fn offset_in_source(&self) -> (i32, i64) {
+        let number = |name: &str| self.header(name).and_then(|v| v.parse::<i64>().ok());
+        (
+            number("source_partition").unwrap_or(-1) as i32,
+            number("source_offset").unwrap_or(-1),
+        )
+    }
+}
+
+/// Produces an attribution credit with NaN revenue (money that is not a number) into `credits`; returns its
+/// (partition, offset).
+async fn produce_nan_credit(registry_url: &str, credits: &str) -> (i32, i64) {
+    use adstream_schemas::outputs::{AttributionCredit, AttributionModel};
+    let registry = RegistryClient::new(registry_url).expect("registry client");
+    let id = registry
+        .register(&format!("{credits}-value"), AttributionCredit::SCHEMA)
+        .await
+        .expect("credit schema id");
+    let credit = AttributionCredit {
+        credit_id: "conv-nan|meta-cmp-0001|last_touch".into(),
+        conversion_id: "conv-nan".into(),
+        campaign_id: "meta-cmp-0001".into(),
+        model: AttributionModel::LastTouch,
+        conversions: 1.0,
+        revenue_micros: f64::NAN,
+        currency: "EUR".into(),
+        conversion_time: START_MS,
+    };
+    let mut value = Vec::new();
+    WireEncoder::new(AttributionCredit::SCHEMA, id)
+        .expect("encoder")
+        .encode(&credit, &mut value)
+        .expect("encodes");
+    let producer: FutureProducer = kafka().create().expect("producer");
+    let delivery = producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(credits)
+                .key(b"meta-cmp-0001".as_slice())
+                .payload(value.as_slice())
+                .timestamp(START_MS),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("credit delivered");
+    (delivery.partition, delivery.offset)
+}
+
 /// (kind, class, key, value, timestamp, headers) of a hostile record to produce.
 type HostilePlan<'a> = (
     &'static str,
@@ -1033,19 +1084,21 @@ async fn produce_hostile(registry_url: &str, clicks_topic: &str) -> Vec<Hostile>
     produced
 }
 
-// The poison-pill test of issue 18: sixteen kinds of bad records (the ten value-level kinds above on both event
-// topics, and six envelope-level kinds on the clicks topic) between valid records of a live job. On the code before
+// The poison-pill test of issue 18: seventeen kinds of bad records (the ten value-level kinds above on both event
+// topics, six envelope-level kinds on the clicks topic, and a credit with NaN revenue) between valid records of a
+// live job. On the code before
 // the fix, the non-UTF-8 header key panicked the job, the far-future timestamp moved its partition's watermark, and
 // the 900 kB record's dead letter was refused by the producer for its size, which stopped the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_records_of_sixteen_kinds_are_dead_lettered_and_never_stop_the_job() {
+async fn hostile_records_of_seventeen_kinds_are_dead_lettered_and_never_stop_the_job() {
     let setup = setup("hostile").await;
     let clicks = setup.topics.events.clicks.clone();
     let hostile = produce_hostile(&setup.registry_url, &clicks).await;
-    let summary = run_job(&setup).await;
+    let nan_credit = produce_nan_credit(&setup.registry_url, &setup.topics.credits).await;
+    let summary = run_job_against(&setup, &setup.registry_url, true).await;
     assert_eq!(
         summary.dead_letters,
-        (setup.poison.len() + hostile.len()) as u64,
+        (setup.poison.len() + hostile.len() + 1) as u64,
         "{summary:?}"
     );
     let kinds: std::collections::BTreeSet<&str> = setup
@@ -1053,8 +1106,17 @@ async fn hostile_records_of_sixteen_kinds_are_dead_lettered_and_never_stop_the_j
         .iter()
         .map(|p| p.kind)
         .chain(hostile.iter().map(|h| h.kind))
+        .chain(["NaN revenue"])
         .collect();
-    assert!(kinds.len() >= 16, "{kinds:?}");
+    assert!(kinds.len() >= 17, "{kinds:?}");
+    let credit_letters =
+        tokio::task::block_in_place(|| read_all(&format!("dlq.{}", setup.topics.credits)));
+    assert_eq!(credit_letters.len(), 1, "the NaN credit is dead-lettered");
+    assert_eq!(credit_letters[0].offset_in_source(), nan_credit);
+    assert_eq!(
+        credit_letters[0].header("dlq_error_class"),
+        Some("invalid-value")
+    );
 
     let letters = tokio::task::block_in_place(|| read_all(&format!("dlq.{clicks}")));
     let poison_on_clicks = setup.poison.iter().filter(|p| p.topic == clicks).count();
@@ -1239,7 +1301,7 @@ async fn registry_outage(name: &str, spare_tables: bool) {
             down.store(false, Ordering::SeqCst);
         })
     };
-    let summary = run_job_against(&setup, &url).await;
+    let summary = run_job_against(&setup, &url, false).await;
     eprintln!(
         "DEBUG {summary:?} refused {}",
         refused.load(Ordering::SeqCst)
