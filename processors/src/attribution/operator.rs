@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use super::models::{rule_shares, RuleModel, RuleSettings, Touch, TouchKind};
 use crate::runtime::{
-    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
-    TypedDecoder, WireEncoder,
+    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
+    OutputSpec, Record, TypedDecoder, WireEncoder,
 };
 
 /// Topics and rules of the job.
@@ -179,8 +179,8 @@ pub struct AttributionJob {
 
 impl AttributionJob {
     /// The operator for `config`.
-    pub fn new(config: AttributionConfig) -> Result<AttributionJob, String> {
-        config.validate()?;
+    pub fn new(config: AttributionConfig) -> Result<AttributionJob, JobError> {
+        config.validate().map_err(JobError::Settings)?;
         Ok(AttributionJob {
             config,
             touches: KeyedStore::new("touches"),
@@ -594,9 +594,12 @@ impl Operator for AttributionJob {
         vec![&mut self.touches, &mut self.pending]
     }
 
-    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
         let [attributed, credits] = ids else {
-            return Err(format!("expected 2 output schema ids, got {}", ids.len()));
+            return Err(CodecError::OutputIds {
+                expected: 2,
+                got: ids.len(),
+            });
         };
         self.encoders = vec![
             WireEncoder::new(AttributedConversion::SCHEMA, *attributed)?,

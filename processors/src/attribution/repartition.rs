@@ -10,8 +10,8 @@ use adstream_schemas::events::{avsc, AdClick, AdImpression};
 use adstream_schemas::outputs::{AttributionTouch, TouchKind};
 
 use crate::runtime::{
-    ChangelogStore, Context, DecodeError, InputSpec, Operator, OutputSpec, Record, TypedDecoder,
-    WireEncoder,
+    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, Operator, OutputSpec,
+    Record, TypedDecoder, WireEncoder,
 };
 
 /// Topics of the repartition stage.
@@ -50,7 +50,7 @@ const IMPRESSIONS: usize = 0;
 
 impl TouchRepartition {
     /// The operator for `config`.
-    pub fn new(config: RepartitionConfig) -> Result<TouchRepartition, String> {
+    pub fn new(config: RepartitionConfig) -> Result<TouchRepartition, JobError> {
         Ok(TouchRepartition {
             config,
             impression_decoder: TypedDecoder::new(
@@ -134,9 +134,12 @@ impl Operator for TouchRepartition {
         Vec::new()
     }
 
-    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
         let [touches] = ids else {
-            return Err(format!("expected 1 output schema id, got {}", ids.len()));
+            return Err(CodecError::OutputIds {
+                expected: 1,
+                got: ids.len(),
+            });
         };
         self.encoder = Some(WireEncoder::new(AttributionTouch::SCHEMA, *touches)?);
         Ok(())

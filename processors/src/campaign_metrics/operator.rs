@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use super::alerts::{AlertChange, AlertKind, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
-    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
-    TypedDecoder, WireEncoder,
+    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
+    OutputSpec, Record, TypedDecoder, WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
 
@@ -228,7 +228,7 @@ enum EventKind {
 
 impl CampaignMetricsJob {
     /// The operator for `config`.
-    pub fn new(config: CampaignMetricsConfig) -> Result<CampaignMetricsJob, String> {
+    pub fn new(config: CampaignMetricsConfig) -> Result<CampaignMetricsJob, JobError> {
         Ok(CampaignMetricsJob {
             config,
             windows: KeyedStore::new("windows"),
@@ -571,9 +571,12 @@ impl Operator for CampaignMetricsJob {
         vec![&mut self.windows, &mut self.campaign_states]
     }
 
-    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
         let [hourly, daily, alerts] = ids else {
-            return Err(format!("expected 3 output schema ids, got {}", ids.len()));
+            return Err(CodecError::OutputIds {
+                expected: 3,
+                got: ids.len(),
+            });
         };
         self.encoders = vec![
             WireEncoder::new(CampaignMetrics::SCHEMA, *hourly)?,

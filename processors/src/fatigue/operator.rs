@@ -29,8 +29,8 @@ use super::detector::{
     hour_start, Assessment, CreativeSeries, FatigueConfig, FatigueStatus, Recorded,
 };
 use crate::runtime::{
-    ChangelogStore, Context, DecodeError, InputSpec, KeyedStore, Operator, OutputSpec, Record,
-    TypedDecoder, WireEncoder,
+    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
+    OutputSpec, Record, TypedDecoder, WireEncoder,
 };
 use crate::window::Lateness;
 
@@ -106,13 +106,16 @@ const IMPRESSIONS: usize = 0;
 
 impl CreativeFatigueJob {
     /// The operator for `config`.
-    pub fn new(config: CreativeFatigueConfig) -> Result<CreativeFatigueJob, String> {
-        config.detector.validate().map_err(|e| e.to_string())?;
+    pub fn new(config: CreativeFatigueConfig) -> Result<CreativeFatigueJob, JobError> {
+        config
+            .detector
+            .validate()
+            .map_err(|e| JobError::Settings(e.to_string()))?;
         if config.report_interval_ms <= 0 {
-            return Err(format!(
+            return Err(JobError::Settings(format!(
                 "need a report interval > 0, got {} ms",
                 config.report_interval_ms
-            ));
+            )));
         }
         Ok(CreativeFatigueJob {
             config,
@@ -388,9 +391,12 @@ impl Operator for CreativeFatigueJob {
         vec![&mut self.creatives]
     }
 
-    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String> {
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
         let [output] = ids else {
-            return Err(format!("expected 1 output schema id, got {}", ids.len()));
+            return Err(CodecError::OutputIds {
+                expected: 1,
+                got: ids.len(),
+            });
         };
         self.encoder = Some(WireEncoder::new(CreativeFatigue::SCHEMA, *output)?);
         Ok(())

@@ -103,6 +103,31 @@ impl DecodeError {
     }
 }
 
+/// Why a decoder or encoder could not be built, or a value not encoded. These are set-up errors of a job (a
+/// contract schema that does not parse, the wrong number of output schema ids), never a record's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// A schema text does not parse.
+    #[error("schema {name} does not parse: {message}")]
+    SchemaParse {
+        /// The schema's full name, or its id.
+        name: String,
+        /// apache-avro's message.
+        message: String,
+    },
+    /// apache-avro refused to build a datum reader or writer, or to write a value.
+    #[error("{0}")]
+    Avro(String),
+    /// An operator was handed a number of output schema ids other than its number of outputs.
+    #[error("expected {expected} output schema ids, got {got}")]
+    OutputIds {
+        /// The operator's outputs.
+        expected: usize,
+        /// Ids handed over.
+        got: usize,
+    },
+}
+
 /// How values written with one schema id are read as one Rust type.
 enum Plan {
     /// The writer schema is the reader's: deserialize directly.
@@ -146,8 +171,11 @@ impl SchemaCache {
     }
 
     /// Makes schema `schema_text` known under `id` without asking the registry (replacing what the id had).
-    pub fn insert(&mut self, id: u32, schema_text: &str) -> Result<(), String> {
-        let schema = Schema::parse_str(schema_text).map_err(|e| format!("schema id {id}: {e}"))?;
+    pub fn insert(&mut self, id: u32, schema_text: &str) -> Result<(), CodecError> {
+        let schema = Schema::parse_str(schema_text).map_err(|e| CodecError::SchemaParse {
+            name: format!("id {id}"),
+            message: e.to_string(),
+        })?;
         // Same lifetime rule as fetched schemas: few, and borrowed by decoders for 'static.
         self.schemas.insert(id, Box::leak(Box::new(schema)));
         Ok(())
@@ -191,8 +219,11 @@ impl SchemaCache {
 
 impl TypedDecoder {
     /// A decoder into the type whose schema is `schema_text` (a contract `.avsc`).
-    pub fn new(full_name: &'static str, schema_text: &str) -> Result<TypedDecoder, String> {
-        let reader = Schema::parse_str(schema_text).map_err(|e| e.to_string())?;
+    pub fn new(full_name: &'static str, schema_text: &str) -> Result<TypedDecoder, CodecError> {
+        let reader = Schema::parse_str(schema_text).map_err(|e| CodecError::SchemaParse {
+            name: full_name.to_owned(),
+            message: e.to_string(),
+        })?;
         let reader_canonical = reader.canonical_form();
         Ok(TypedDecoder {
             full_name,
@@ -279,13 +310,16 @@ pub struct WireEncoder {
 
 impl WireEncoder {
     /// An encoder for values of the schema `schema_text`, registered under `schema_id`.
-    pub fn new(schema_text: &str, schema_id: u32) -> Result<WireEncoder, String> {
-        let schema = Schema::parse_str(schema_text).map_err(|e| e.to_string())?;
+    pub fn new(schema_text: &str, schema_id: u32) -> Result<WireEncoder, CodecError> {
+        let schema = Schema::parse_str(schema_text).map_err(|e| CodecError::SchemaParse {
+            name: format!("id {schema_id}"),
+            message: e.to_string(),
+        })?;
         // Output schemas are few and live for the process.
         let schema: &'static Schema = Box::leak(Box::new(schema));
         let writer = GenericDatumWriter::builder(schema)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CodecError::Avro(e.to_string()))?;
         let id = schema_id.to_be_bytes();
         Ok(WireEncoder {
             writer,
@@ -294,13 +328,13 @@ impl WireEncoder {
     }
 
     /// Clears `out` and writes `value` into it: header, then the Avro datum.
-    pub fn encode<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn encode<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.clear();
         out.extend_from_slice(&self.header);
         self.writer
             .write_ser(out, value)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| CodecError::Avro(e.to_string()))
     }
 }
 

@@ -967,7 +967,9 @@ fn prepare(
         };
         ids.push(id);
     }
-    operator.set_output_schema_ids(&ids).map_err(setup)?;
+    operator
+        .set_output_schema_ids(&ids)
+        .map_err(|e| setup(e.to_string()))?;
     Ok(Prepared {
         partitions,
         marked_outputs,

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-pub use codec::{DecodeError, SchemaCache, TypedDecoder, WireEncoder};
+pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use driver::{run, QuietEof, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
@@ -105,6 +105,17 @@ pub struct InternalReplication {
     pub replication_factor: Option<i32>,
     /// `min.insync.replicas`; None keeps the broker's default.
     pub min_insync_replicas: Option<i32>,
+}
+
+/// Why a job's operator could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A decoder or encoder of the job's contract types could not be built.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The settings break a rule of the job (each job documents its rules on its settings).
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// The default of [`RuntimeConfig::max_event_time_ahead`].
@@ -319,7 +330,7 @@ pub trait Operator: Send {
     /// The operator's state stores (for restore, flush and partition drops).
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore>;
     /// Output schemas were registered under these ids (same order as [`Operator::outputs`]).
-    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), String>;
+    fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError>;
     /// Handles one record. A [`DecodeError`] sends the record to `dlq.<topic>` and processing continues.
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError>;
     /// Called before every commit: emit what the emit mode says is due, expire state.

@@ -392,7 +392,7 @@ impl Simulator {
         }
         operator
             .set_output_schema_ids(&options.output_schema_ids)
-            .map_err(SimulateError::Options)?;
+            .map_err(|e| SimulateError::Options(e.to_string()))?;
         let marked_outputs = operator
             .outputs()
             .into_iter()

@@ -418,10 +418,6 @@ fn remap(record: &SimulatedRecord, impressions: usize, clicks: usize) -> Simulat
     }
 }
 
-fn job(e: String) -> BacktestError {
-    BacktestError::Job(e)
-}
-
 fn secs_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
@@ -530,7 +526,7 @@ pub fn run_strategy(
         .map_err(|e| BacktestError::Job(format!("fatigue grace/retention: {e}")))?,
         report_interval_ms: (strategy.fatigue.report_interval_hours * HOUR_MS as f64) as i64,
     })
-    .map_err(job)?;
+    .map_err(BacktestError::Settings)?;
     let (f_impressions, f_clicks) = (
         input_of(&fatigue_job, &topics.impressions)?,
         input_of(&fatigue_job, &topics.clicks)?,
@@ -643,7 +639,7 @@ pub fn run_strategy(
         touches: touches_topic.clone(),
         partitions: topics.conversion_partitions,
     })
-    .map_err(job)?;
+    .map_err(BacktestError::Settings)?;
     let (r_impressions, r_clicks) = (
         input_of(&repartition, &topics.impressions)?,
         input_of(&repartition, &topics.clicks)?,
@@ -673,7 +669,7 @@ pub fn run_strategy(
             view_weight: strategy.attribution.view_weight,
         },
     })
-    .map_err(job)?;
+    .map_err(BacktestError::Settings)?;
     let touches_input = input_of(&attribution, &touches_topic)?;
     let conversions_input = input_of(&attribution, &topics.conversions)?;
     let mut input = stage1.as_input(&touches_topic, touches_input, topics.conversion_partitions);
@@ -716,7 +712,7 @@ pub fn run_strategy(
         .map_err(|e| BacktestError::Job(format!("metrics grace/retention: {e}")))?,
         emit: EmitMode::Updating,
     })
-    .map_err(job)?;
+    .map_err(BacktestError::Settings)?;
     let (m_impressions, m_clicks) = (
         input_of(&metrics, &topics.impressions)?,
         input_of(&metrics, &topics.clicks)?,

@@ -29,8 +29,11 @@ pub enum BacktestError {
     Query(#[from] crate::QueryError),
     /// A schema the backtest decodes with does not parse.
     #[error("schema: {0}")]
-    Schema(String),
-    /// A job could not be built from the strategy, or failed.
+    Schema(#[from] adstream_processors::runtime::CodecError),
+    /// A job could not be built from the strategy.
+    #[error("job: {0}")]
+    Settings(#[from] adstream_processors::runtime::JobError),
+    /// A job's inputs or outputs do not fit the backtest.
     #[error("job: {0}")]
     Job(String),
     /// A simulation failed.
