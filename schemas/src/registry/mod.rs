@@ -37,6 +37,18 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
+/// Parses `text` as the registry parses the schema of a registration or compatibility request without
+/// references: Avro parsing and normalization, then the union fan-out bound. Returns the schema that compatibility
+/// checks compare, or the 42201 message the registry would answer with. Public so that fuzzing and tests reach the
+/// same path as the REST API.
+pub fn parse_submitted_schema(text: &str) -> Result<apache_avro::Schema, String> {
+    let candidate = state::Candidate::parse(text).map_err(|e| e.message)?;
+    candidate
+        .ensure_union_fanout_within_limit()
+        .map_err(|e| e.message)?;
+    Ok(candidate.parsed)
+}
+
 /// Where and how the registry keeps its state.
 #[derive(Clone)]
 pub struct RegistryConfig {
