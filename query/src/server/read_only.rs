@@ -22,6 +22,8 @@ use datafusion::sql::parser::{DFParserBuilder, Statement as DataFusionStatement}
 use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::{dialect_from_str, Dialect, PostgreSqlDialect};
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+use super::limits::{TextLimits, TextRefusal};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -140,6 +142,27 @@ pub fn parse(
             error.to_string(),
         )))
     })
+}
+
+/// The parser the server reads every query text with (the PostgreSQL dialect of sqlparser, as datafusion-postgres
+/// configures it).
+pub type ServerParser = PostgresCompatibilityParser;
+
+/// What the server decides from a query's text alone, in its order: the size and depth bounds (before any parser
+/// sees the text), the PostgreSQL parse, and the read-only check of each statement. Returns the statements that
+/// pass; the session then hands them to its hooks (`SET`, `SHOW`) or plans them and checks the plan. The fuzz
+/// target `sql_check` runs it on arbitrary text.
+pub fn screen(
+    limits: &TextLimits,
+    parser: &ServerParser,
+    sql: &str,
+) -> Result<Vec<Statement>, PgWireError> {
+    limits.check(sql).map_err(TextRefusal::into_pg_error)?;
+    let statements = parse(parser, sql)?;
+    for statement in &statements {
+        check(statement).map_err(Refusal::into_pg_error)?;
+    }
+    Ok(statements)
 }
 
 fn check_datafusion_statement(statement: &DataFusionStatement) -> Result<(), Refusal> {
