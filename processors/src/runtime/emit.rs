@@ -254,8 +254,8 @@ impl Context<'_> {
         let now = self.now_ms.to_string();
         // Redirects are rare (bad or late records): one small vector of borrowed headers each is fine.
         let mut headers: Vec<(&str, Option<&[u8]>)> = vec![
-            (to.header("class"), Some(class.as_bytes())),
-            (to.header("message"), Some(message.as_bytes())),
+            (to.headers().class, Some(class.as_bytes())),
+            (to.headers().message, Some(message.as_bytes())),
             (header::SOURCE_TOPIC, Some(source.as_bytes())),
             (header::SOURCE_PARTITION, Some(partition.as_bytes())),
             (header::SOURCE_OFFSET, Some(offset.as_bytes())),
@@ -309,7 +309,7 @@ impl Context<'_> {
             Some(t) if t < 0 || t > self.now_ms.saturating_add(REDIRECT_MAX_AHEAD_MS) => {
                 original_timestamp = t.to_string();
                 headers.push((
-                    to.header("original_timestamp"),
+                    to.headers().original_timestamp,
                     Some(original_timestamp.as_bytes()),
                 ));
                 None
@@ -348,26 +348,45 @@ impl Redirect {
         }
     }
 
-    /// The name of the redirect header `what` (`class`, `message`, `truncated`, `original_*`).
-    fn header(self, what: &str) -> &'static str {
-        match (self, what) {
-            (Redirect::DeadLetter, "class") => header::CLASS,
-            (Redirect::DeadLetter, "message") => header::MESSAGE,
-            (Redirect::DeadLetter, "truncated") => header::TRUNCATED,
-            (Redirect::DeadLetter, "original_timestamp") => header::ORIGINAL_TIMESTAMP,
-            (Redirect::DeadLetter, "original_key_bytes") => "dlq_original_key_bytes",
-            (Redirect::DeadLetter, "original_value_bytes") => "dlq_original_value_bytes",
-            (Redirect::DeadLetter, _) => "dlq_original_value_sha256",
-            (Redirect::Late, "class") => header::LATE_CLASS,
-            (Redirect::Late, "message") => header::LATE_REASON,
-            (Redirect::Late, "truncated") => "late_truncated",
-            (Redirect::Late, "original_timestamp") => "late_original_timestamp",
-            (Redirect::Late, "original_key_bytes") => "late_original_key_bytes",
-            (Redirect::Late, "original_value_bytes") => "late_original_value_bytes",
-            (Redirect::Late, _) => "late_original_value_sha256",
+    /// The names of the headers this redirect writes.
+    fn headers(self) -> &'static RedirectHeaders {
+        match self {
+            Redirect::DeadLetter => &DEAD_LETTER_HEADERS,
+            Redirect::Late => &LATE_HEADERS,
         }
     }
 }
+
+/// The header names of one kind of redirect.
+struct RedirectHeaders {
+    class: &'static str,
+    message: &'static str,
+    truncated: &'static str,
+    original_timestamp: &'static str,
+    original_key_bytes: &'static str,
+    original_value_bytes: &'static str,
+    original_value_sha256: &'static str,
+}
+
+const DEAD_LETTER_HEADERS: RedirectHeaders = RedirectHeaders {
+    class: header::CLASS,
+    message: header::MESSAGE,
+    truncated: header::TRUNCATED,
+    original_timestamp: header::ORIGINAL_TIMESTAMP,
+    original_key_bytes: "dlq_original_key_bytes",
+    original_value_bytes: "dlq_original_value_bytes",
+    original_value_sha256: "dlq_original_value_sha256",
+};
+
+const LATE_HEADERS: RedirectHeaders = RedirectHeaders {
+    class: header::LATE_CLASS,
+    message: header::LATE_REASON,
+    truncated: "late_truncated",
+    original_timestamp: "late_original_timestamp",
+    original_key_bytes: "late_original_key_bytes",
+    original_value_bytes: "late_original_value_bytes",
+    original_value_sha256: "late_original_value_sha256",
+};
 
 /// A dead letter or late record is written whole only below this size (key, value and headers): far enough below
 /// every default size limit on the way (the producer's `message.max.bytes` of 1,000,000, a topic's
@@ -415,17 +434,17 @@ impl Truncation {
     /// `<prefix>_original_value_sha256`.
     fn headers(&self, to: Redirect) -> [(&'static str, Option<&[u8]>); 4] {
         [
-            (to.header("truncated"), Some(b"true".as_slice())),
+            (to.headers().truncated, Some(b"true".as_slice())),
             (
-                to.header("original_key_bytes"),
+                to.headers().original_key_bytes,
                 Some(self.key_bytes.as_bytes()),
             ),
             (
-                to.header("original_value_bytes"),
+                to.headers().original_value_bytes,
                 Some(self.value_bytes.as_bytes()),
             ),
             (
-                to.header("original_value_sha256"),
+                to.headers().original_value_sha256,
                 Some(self.value_sha256.as_bytes()),
             ),
         ]
