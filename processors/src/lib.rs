@@ -4,6 +4,8 @@
 //! - `window`           — event-time window assignment (tumbling, hopping, calendar hours and days in a time
 //!   zone) and the lateness rule (on time, correction, expired). Pure.
 //! - `watermark`        — per-partition event-time watermarks with idle-partition handling. Pure.
+//! - `jobs`             — the job registry: every job's settings, ports (topics found in the topology by the
+//!   records they carry) and constructor, defined once; the CLI, backtests and `topology describe` read it.
 //! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
 //! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
 //! - `attribution`      — multi-touch attribution: models (pure) and the two-stage job (repartition by user, credit).
@@ -15,6 +17,7 @@
 pub mod attribution;
 pub mod campaign_metrics;
 pub mod fatigue;
+pub mod jobs;
 pub mod runtime;
 pub mod watermark;
 pub mod window;

@@ -282,6 +282,103 @@ pub enum AttributionModel {
     Unknown,
 }
 
+impl AttributionModel {
+    /// Every model a writer produces (not `Unknown`), in declaration order.
+    pub const ALL: [AttributionModel; 7] = [
+        AttributionModel::LastTouch,
+        AttributionModel::FirstTouch,
+        AttributionModel::Linear,
+        AttributionModel::TimeDecay,
+        AttributionModel::PositionBased,
+        AttributionModel::Shapley,
+        AttributionModel::Markov,
+    ];
+
+    /// The model's name in settings, flags and strategy files: `last-touch`, `first-touch`, `linear`,
+    /// `time-decay`, `position-based`, `shapley`, `markov` (`unknown` for a symbol this reader does not know).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttributionModel::LastTouch => "last-touch",
+            AttributionModel::FirstTouch => "first-touch",
+            AttributionModel::Linear => "linear",
+            AttributionModel::TimeDecay => "time-decay",
+            AttributionModel::PositionBased => "position-based",
+            AttributionModel::Shapley => "shapley",
+            AttributionModel::Markov => "markov",
+            AttributionModel::Unknown => "unknown",
+        }
+    }
+
+    /// The model's symbol in the Avro enum (`LAST_TOUCH`, …), as in credit ids.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            AttributionModel::LastTouch => "LAST_TOUCH",
+            AttributionModel::FirstTouch => "FIRST_TOUCH",
+            AttributionModel::Linear => "LINEAR",
+            AttributionModel::TimeDecay => "TIME_DECAY",
+            AttributionModel::PositionBased => "POSITION_BASED",
+            AttributionModel::Shapley => "SHAPLEY",
+            AttributionModel::Markov => "MARKOV",
+            AttributionModel::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Whether the model is a rule applied to one journey at a time (what the attribution job credits live);
+    /// Shapley and Markov are data-driven, computed over a dataset of paths.
+    pub fn is_rule_based(self) -> bool {
+        matches!(
+            self,
+            AttributionModel::LastTouch
+                | AttributionModel::FirstTouch
+                | AttributionModel::Linear
+                | AttributionModel::TimeDecay
+                | AttributionModel::PositionBased
+        )
+    }
+}
+
+impl std::fmt::Display for AttributionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not one of [`AttributionModel::name`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown attribution model '{0}' (one of: last-touch, first-touch, linear, time-decay, position-based, shapley, markov)")]
+pub struct UnknownModelName(pub String);
+
+impl std::str::FromStr for AttributionModel {
+    type Err = UnknownModelName;
+
+    /// Parses a model name (`time-decay`); the Avro symbol (`TIME_DECAY`) is accepted too.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        AttributionModel::ALL
+            .into_iter()
+            .find(|model| model.name() == text || model.symbol() == text)
+            .ok_or_else(|| UnknownModelName(text.to_owned()))
+    }
+}
+
+/// Serde for an [`AttributionModel`] as its name (`time-decay`) in settings and strategy files, where the type's
+/// own serde is the Avro symbol: `#[serde(with = "adstream_schemas::outputs::model_name")]`.
+pub mod model_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::AttributionModel;
+
+    /// Writes the model's name.
+    pub fn serialize<S: Serializer>(model: &AttributionModel, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(model.name())
+    }
+
+    /// Reads a model name.
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<AttributionModel, D::Error> {
+        let text = String::deserialize(input)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One conversion's credit to one campaign under one model; see the schema's docs for each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttributionCredit {

@@ -4,9 +4,11 @@
 //!   path datasets; Shapley value and first-order Markov removal effects over path datasets. Pure: backtests call
 //!   them.
 //! - `repartition` — stage one of the job: impressions and clicks re-keyed by user into an internal topic.
+//! - `job`         — the job's settings, ports and constructor for the job registry.
 //! - `operator`    — stage two: each user's touches in a store with expiry; every conversion credited under every
 //!   rule model once its touches are known.
 
+pub mod job;
 pub mod models;
 pub mod operator;
 pub mod repartition;

@@ -43,7 +43,7 @@ use crate::runtime::{
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
 
 /// When rows are emitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmitMode {
     /// Every changed row at every commit (BI dashboards see the current hour fill up).

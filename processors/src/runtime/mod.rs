@@ -116,6 +116,9 @@ pub enum JobError {
     /// The settings break a rule of the job (each job documents its rules on its settings).
     #[error("{0}")]
     Settings(String),
+    /// The job's ports cannot be connected to the topology.
+    #[error(transparent)]
+    Wiring(#[from] crate::jobs::WiringError),
 }
 
 /// The default of [`RuntimeConfig::max_event_time_ahead`].
