@@ -55,7 +55,7 @@ enum Command {
     Topology(TopologyCommand),
     /// Run a stream processor until SIGTERM/SIGINT.
     #[command(subcommand)]
-    Process(ProcessCommand),
+    Process(cmd::process::ProcessCommand),
     /// Summaries of the processors' compacted outputs.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -146,31 +146,6 @@ enum ProduceCommand {
 }
 
 #[derive(Subcommand)]
-enum ProcessCommand {
-    /// Hourly and daily KPIs per campaign, and campaign alerts.
-    CampaignMetrics {
-        #[command(flatten)]
-        args: cmd::process::CampaignMetricsArgs,
-        #[command(flatten)]
-        topology: TopologyArg,
-    },
-    /// Creative fatigue per creative: status, score, decay curve and days remaining.
-    CreativeFatigue {
-        #[command(flatten)]
-        args: cmd::process::CreativeFatigueArgs,
-        #[command(flatten)]
-        topology: TopologyArg,
-    },
-    /// Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model.
-    Attribution {
-        #[command(flatten)]
-        args: cmd::process::AttributionArgs,
-        #[command(flatten)]
-        topology: TopologyArg,
-    },
-}
-
-#[derive(Subcommand)]
 enum ReportCommand {
     /// Top campaigns by spend with their KPIs, summed over the metrics windows, and the alerts firing now.
     Campaigns {
@@ -233,7 +208,7 @@ enum TopologyCommand {
 }
 
 #[derive(clap::Args)]
-struct TopologyArg {
+pub(crate) struct TopologyArg {
     /// The topology file.
     #[arg(
         long = "topology",
@@ -244,7 +219,7 @@ struct TopologyArg {
 }
 
 impl TopologyArg {
-    fn load(&self) -> Result<adstream_topology::Topology> {
+    pub(crate) fn load(&self) -> Result<adstream_topology::Topology> {
         Ok(adstream_topology::Topology::load(&self.path)?)
     }
 }
@@ -323,17 +298,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
             cmd::topology::apply(&settings, &topology.load()?, dry_run).await
         }
-        Command::Process(ProcessCommand::CreativeFatigue { args, topology }) => {
-            cmd::process::creative_fatigue(&settings, &topology.load()?, args, shutdown_signal())
-                .await
-        }
-        Command::Process(ProcessCommand::Attribution { args, topology }) => {
-            cmd::process::attribution(&settings, &topology.load()?, args, shutdown_signal()).await
-        }
-        Command::Process(ProcessCommand::CampaignMetrics { args, topology }) => {
-            cmd::process::campaign_metrics(&settings, &topology.load()?, args, shutdown_signal())
-                .await
-        }
+        Command::Process(command) => cmd::process::run(&settings, command, shutdown_signal()).await,
         Command::Report(ReportCommand::Campaigns { args, topology }) => {
             cmd::report::campaigns(&settings, &topology.load()?, args).await
         }

@@ -14,7 +14,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::process::backtest_topics;
 use super::sql::{open_source, parse_instant, ScanArgs};
 use crate::config::Settings;
 
@@ -75,7 +74,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
             .max()
             .unwrap_or(0),
     };
-    let topics = backtest_topics(
+    let topics = adstream_query::backtest::JobTopics::resolve(
         topology,
         &args.metrics_processor,
         &args.fatigue_processor,

@@ -2,13 +2,14 @@
 //! generator's planted fatigue, `fit` prints the Poisson decay fit of a CSV (the Python oracle test compares it
 //! with statsmodels).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use adstream_processors::fatigue::detector::{fit_poisson_decay, FatigueConfig, FitPoint};
+use adstream_processors::fatigue::detector::{fit_poisson_decay, FitPoint};
 use adstream_processors::fatigue::evaluate::{
     CreativeTruthInput, EvaluationCriteria, FatigueEvent, Replay,
 };
+use adstream_processors::fatigue::job::read_detector_config;
 use adstream_producers::generator::{Generated, GeneratedEvent, Generator, GeneratorConfig};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -71,23 +72,8 @@ pub fn run(command: FatigueCommand) -> Result<()> {
     }
 }
 
-/// The detector settings: the defaults, overridden by the JSON file at `path` when given; validated.
-pub fn detector_config(path: Option<&Path>) -> Result<FatigueConfig> {
-    let config = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str::<FatigueConfig>(&text)
-                .with_context(|| format!("{} is not a valid fatigue config", path.display()))?
-        }
-        None => FatigueConfig::default(),
-    };
-    config.validate()?;
-    Ok(config)
-}
-
 fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let config = detector_config(args.detector_config.as_deref())?;
+    let config = read_detector_config(args.detector_config.as_deref())?;
     if !(args.fatigued_share >= 0.0 && args.fatigued_share <= 1.0) {
         bail!(
             "--fatigued-share must be in [0, 1], got {}",

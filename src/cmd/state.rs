@@ -8,7 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use adstream_processors::campaign_metrics::job::{
+    CampaignMetricsDefinition, CampaignMetricsSettings,
+};
 use adstream_processors::campaign_metrics::kpi::{Kpis, Totals};
+use adstream_processors::jobs::{Job, Wiring};
 use adstream_processors::runtime::simulate::{
     interleave_by_timestamp, kafka_partition, simulate, SimulateOptions, SimulatedRecord,
 };
@@ -18,7 +22,6 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::Message;
 
-use crate::cmd::process::{campaign_metrics_job, CampaignMetricsSettings};
 use crate::cmd::sql::{open_source, parse_instant, ScanArgs};
 use crate::config::Settings;
 
@@ -62,7 +65,12 @@ pub async fn run(
     args: StateArgs,
 ) -> Result<()> {
     let at_ms = parse_instant(&args.at)?;
-    let job = campaign_metrics_job(topology, &args.application_id, &args.job)?;
+    let wiring = Wiring::resolve(
+        topology,
+        &args.application_id,
+        CampaignMetricsDefinition::PORTS,
+    )?;
+    let job = CampaignMetricsDefinition::operator(&wiring, &args.job)?;
     let source = open_source(settings, &args.scan)?;
     let inputs = job.inputs();
     let outputs = job.outputs();

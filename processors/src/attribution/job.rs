@@ -85,9 +85,9 @@ fn secs_ms(secs: u64) -> i64 {
 
 /// The attribution job: a repartition stage (`<application id>-repartition`: impressions and clicks re-keyed by
 /// user into the internal topic of that name, with the conversions' partition count) and the attribution stage.
-pub struct Attribution;
+pub struct AttributionDefinition;
 
-impl Attribution {
+impl AttributionDefinition {
     /// The internal topic (and application id) of the repartition stage of `application_id`.
     pub fn repartition_topic(application_id: &str) -> String {
         format!("{application_id}-repartition")
@@ -98,7 +98,7 @@ impl Attribution {
         TouchRepartition::new(RepartitionConfig {
             impressions: wiring.topic("impressions")?,
             clicks: wiring.topic("clicks")?,
-            touches: Attribution::repartition_topic(wiring.application_id()),
+            touches: AttributionDefinition::repartition_topic(wiring.application_id()),
             partitions: wiring.partitions("conversions")?,
         })
     }
@@ -109,7 +109,7 @@ impl Attribution {
         settings: &AttributionSettings,
     ) -> Result<AttributionJob, JobError> {
         AttributionJob::new(AttributionConfig {
-            touches: Attribution::repartition_topic(wiring.application_id()),
+            touches: AttributionDefinition::repartition_topic(wiring.application_id()),
             conversions: wiring.topic("conversions")?,
             partitions: wiring.partitions("conversions")?,
             attributed: wiring.topic("attributed")?,
@@ -126,7 +126,7 @@ impl Attribution {
     }
 }
 
-impl Job for Attribution {
+impl Job for AttributionDefinition {
     const NAME: &'static str = "attribution";
     const ABOUT: &'static str =
         "Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model";
@@ -148,11 +148,11 @@ impl Job for Attribution {
     type Settings = AttributionSettings;
 
     fn stages(wiring: &Wiring, settings: &Self::Settings) -> Result<Vec<Stage>, JobError> {
-        let repartition = Attribution::repartition(wiring)?;
-        let attribution = Attribution::operator(wiring, settings)?;
+        let repartition = AttributionDefinition::repartition(wiring)?;
+        let attribution = AttributionDefinition::operator(wiring, settings)?;
         Ok(vec![
             Stage {
-                application_id: Attribution::repartition_topic(wiring.application_id()),
+                application_id: AttributionDefinition::repartition_topic(wiring.application_id()),
                 operator: Box::new(repartition),
             },
             Stage {

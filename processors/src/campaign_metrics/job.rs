@@ -53,9 +53,9 @@ impl Default for CampaignMetricsSettings {
 }
 
 /// The campaign-metrics job.
-pub struct CampaignMetrics;
+pub struct CampaignMetricsDefinition;
 
-impl CampaignMetrics {
+impl CampaignMetricsDefinition {
     /// The operator over the topics of `wiring`.
     pub fn operator(
         wiring: &Wiring,
@@ -81,7 +81,7 @@ impl CampaignMetrics {
     }
 }
 
-impl Job for CampaignMetrics {
+impl Job for CampaignMetricsDefinition {
     const NAME: &'static str = "campaign-metrics";
     const ABOUT: &'static str =
         "Hourly and daily KPIs per campaign (CTR, CPC, CPM, CPA, ROAS) and budget, pacing and KPI alerts";
@@ -99,7 +99,7 @@ impl Job for CampaignMetrics {
     fn stages(wiring: &Wiring, settings: &Self::Settings) -> Result<Vec<Stage>, JobError> {
         Ok(vec![Stage {
             application_id: wiring.application_id().to_owned(),
-            operator: Box::new(CampaignMetrics::operator(wiring, settings)?),
+            operator: Box::new(CampaignMetricsDefinition::operator(wiring, settings)?),
         }])
     }
 }

@@ -85,9 +85,9 @@ fn detector_config_arg(path: &str) -> Result<FatigueConfig, JobError> {
 }
 
 /// The creative-fatigue job.
-pub struct CreativeFatigue;
+pub struct CreativeFatigueDefinition;
 
-impl CreativeFatigue {
+impl CreativeFatigueDefinition {
     /// The operator over the topics of `wiring`.
     pub fn operator(
         wiring: &Wiring,
@@ -114,7 +114,7 @@ impl CreativeFatigue {
     }
 }
 
-impl Job for CreativeFatigue {
+impl Job for CreativeFatigueDefinition {
     const NAME: &'static str = "creative-fatigue";
     const ABOUT: &'static str =
         "Per creative, CTR decline against its own baseline: CUSUM alarm, decay fit, score and days remaining";
@@ -128,7 +128,7 @@ impl Job for CreativeFatigue {
     fn stages(wiring: &Wiring, settings: &Self::Settings) -> Result<Vec<Stage>, JobError> {
         Ok(vec![Stage {
             application_id: wiring.application_id().to_owned(),
-            operator: Box::new(CreativeFatigue::operator(wiring, settings)?),
+            operator: Box::new(CreativeFatigueDefinition::operator(wiring, settings)?),
         }])
     }
 }

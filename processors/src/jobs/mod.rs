@@ -151,9 +151,9 @@ impl JobRegistry {
     pub fn builtin() -> JobRegistry {
         JobRegistry {
             jobs: vec![
-                entry::<crate::campaign_metrics::job::CampaignMetrics>(),
-                entry::<crate::fatigue::job::CreativeFatigue>(),
-                entry::<crate::attribution::job::Attribution>(),
+                entry::<crate::campaign_metrics::job::CampaignMetricsDefinition>(),
+                entry::<crate::fatigue::job::CreativeFatigueDefinition>(),
+                entry::<crate::attribution::job::AttributionDefinition>(),
             ],
         }
     }

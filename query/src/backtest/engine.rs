@@ -20,24 +20,22 @@
 //! conversion whose touches were all removed gets no credit: it is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
-use adstream_processors::attribution::models::RuleSettings;
-use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
-use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
-use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
-use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
+use adstream_processors::attribution::job::AttributionDefinition as Attribution;
+use adstream_processors::campaign_metrics::job::CampaignMetricsDefinition as MetricsJob;
+use adstream_processors::fatigue::job::CreativeFatigueDefinition as FatigueJob;
+use adstream_processors::jobs::{Job, Wiring};
 use adstream_processors::runtime::simulate::interleave_by_timestamp;
 use adstream_processors::runtime::{
     simulate, Operator, SchemaCache, SimulateOptions, SimulatedRecord, Simulation, Simulator,
     TypedDecoder,
 };
-use adstream_processors::window::{calendar_window, Granularity, Lateness};
+use adstream_processors::window::{calendar_window, Granularity};
 use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign};
 use adstream_schemas::outputs::{
-    AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, CampaignAlert,
-    CampaignMetrics, CreativeFatigue, FatigueStatus as OutputStatus,
+    AttributedConversion, AttributionCredit, AttributionTouch, CampaignAlert, CampaignMetrics,
+    CreativeFatigue, FatigueStatus as OutputStatus,
 };
 use chrono_tz::Tz;
 use rdkafka::Message;
@@ -81,6 +79,91 @@ pub struct JobTopics {
     pub partitions: i32,
     /// Partitions of the conversions topic (the attribution stage's tasks and the repartition topic).
     pub conversion_partitions: i32,
+}
+
+impl JobTopics {
+    /// The topics of the three jobs' processor entries (`metrics`, `fatigue` and `attribution` name them) in
+    /// `topology`, connected as `adstream process` connects them.
+    pub fn resolve(
+        topology: &adstream_topology::Topology,
+        metrics: &str,
+        fatigue: &str,
+        attribution: &str,
+    ) -> Result<JobTopics, BacktestError> {
+        let wiring = |name: &str, ports| {
+            Wiring::resolve(topology, name, ports).map_err(|e| BacktestError::Settings(e.into()))
+        };
+        let m = wiring(metrics, MetricsJob::PORTS)?;
+        let f = wiring(fatigue, FatigueJob::PORTS)?;
+        let a = wiring(attribution, Attribution::PORTS)?;
+        let topic = |w: &Wiring, role| w.topic(role).map_err(|e| BacktestError::Settings(e.into()));
+        let partitions = |w: &Wiring, role| {
+            w.partitions(role)
+                .map_err(|e| BacktestError::Settings(e.into()))
+        };
+        Ok(JobTopics {
+            impressions: topic(&m, "impressions")?,
+            clicks: topic(&m, "clicks")?,
+            conversions: topic(&a, "conversions")?,
+            campaigns: topic(&m, "campaigns")?,
+            hourly: topic(&m, "hourly")?,
+            daily: topic(&m, "daily")?,
+            alerts: topic(&m, "alerts")?,
+            credits: topic(&a, "credits")?,
+            attributed: topic(&a, "attributed")?,
+            fatigue: topic(&f, "fatigue")?,
+            metrics_app: metrics.to_owned(),
+            fatigue_app: fatigue.to_owned(),
+            attribution_app: attribution.to_owned(),
+            partitions: partitions(&m, "impressions")?,
+            conversion_partitions: partitions(&a, "conversions")?,
+        })
+    }
+
+    /// campaign-metrics' ports (it reads the captured credits).
+    fn metrics_wiring(&self) -> Wiring {
+        let p = self.partitions;
+        Wiring::from_topics(
+            &self.metrics_app,
+            &[
+                ("impressions", &self.impressions, p),
+                ("clicks", &self.clicks, p),
+                ("campaigns", &self.campaigns, p),
+                ("credits", &self.credits, p),
+                ("hourly", &self.hourly, p),
+                ("daily", &self.daily, p),
+                ("alerts", &self.alerts, p),
+            ],
+        )
+    }
+
+    /// creative-fatigue's ports.
+    fn fatigue_wiring(&self) -> Wiring {
+        let p = self.partitions;
+        Wiring::from_topics(
+            &self.fatigue_app,
+            &[
+                ("impressions", &self.impressions, p),
+                ("clicks", &self.clicks, p),
+                ("fatigue", &self.fatigue, p),
+            ],
+        )
+    }
+
+    /// attribution's ports.
+    fn attribution_wiring(&self) -> Wiring {
+        let (p, c) = (self.partitions, self.conversion_partitions);
+        Wiring::from_topics(
+            &self.attribution_app,
+            &[
+                ("impressions", &self.impressions, p),
+                ("clicks", &self.clicks, p),
+                ("conversions", &self.conversions, c),
+                ("attributed", &self.attributed, c),
+                ("credits", &self.credits, p),
+            ],
+        )
+    }
 }
 
 /// The period a backtest counts outcomes in, and how much history before it is replayed.
@@ -418,10 +501,6 @@ fn remap(record: &SimulatedRecord, impressions: usize, clicks: usize) -> Simulat
     }
 }
 
-fn secs_ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
-}
-
 /// Pause state of one strategy's run.
 #[derive(Default)]
 struct Pauses {
@@ -513,20 +592,7 @@ pub fn run_strategy(
     period: Period,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<StrategyRun, BacktestError> {
-    let model: AttributionModel = strategy.attribution.model.into();
-    let fatigue_job = CreativeFatigueJob::new(CreativeFatigueConfig {
-        impressions: topics.impressions.clone(),
-        clicks: topics.clicks.clone(),
-        output: topics.fatigue.clone(),
-        detector: strategy.fatigue.detector.clone(),
-        lateness: Lateness::new(
-            Duration::from_secs(strategy.fatigue.grace_secs),
-            Duration::from_secs(strategy.fatigue.retention_secs),
-        )
-        .map_err(|e| BacktestError::Job(format!("fatigue grace/retention: {e}")))?,
-        report_interval_ms: (strategy.fatigue.report_interval_hours * HOUR_MS as f64) as i64,
-    })
-    .map_err(BacktestError::Settings)?;
+    let fatigue_job = FatigueJob::operator(&topics.fatigue_wiring(), &strategy.fatigue.job)?;
     let (f_impressions, f_clicks) = (
         input_of(&fatigue_job, &topics.impressions)?,
         input_of(&fatigue_job, &topics.clicks)?,
@@ -632,14 +698,9 @@ pub fn run_strategy(
     let removed = (history.events.len() - kept_events.len()) as u64;
 
     // Attribution, stage 1: touches re-keyed by user.
-    let touches_topic = format!("{}-repartition", topics.attribution_app);
-    let repartition = TouchRepartition::new(RepartitionConfig {
-        impressions: topics.impressions.clone(),
-        clicks: topics.clicks.clone(),
-        touches: touches_topic.clone(),
-        partitions: topics.conversion_partitions,
-    })
-    .map_err(BacktestError::Settings)?;
+    let touches_topic = Attribution::repartition_topic(&topics.attribution_app);
+    let attribution_wiring = topics.attribution_wiring();
+    let repartition = Attribution::repartition(&attribution_wiring)?;
     let (r_impressions, r_clicks) = (
         input_of(&repartition, &topics.impressions)?,
         input_of(&repartition, &topics.clicks)?,
@@ -654,22 +715,7 @@ pub fn run_strategy(
     )?;
 
     // Stage 2: attribution of the conversions to the touches.
-    let attribution = AttributionJob::new(AttributionConfig {
-        touches: touches_topic.clone(),
-        conversions: topics.conversions.clone(),
-        partitions: topics.conversion_partitions,
-        attributed: topics.attributed.clone(),
-        credits: topics.credits.clone(),
-        lookback_ms: strategy.lookback_ms(),
-        grace_ms: secs_ms(strategy.attribution.grace_secs),
-        retention_ms: secs_ms(strategy.attribution.retention_secs),
-        settings: RuleSettings {
-            half_life_ms: (strategy.attribution.half_life_hours * HOUR_MS as f64) as i64,
-            count_views: strategy.attribution.count_views,
-            view_weight: strategy.attribution.view_weight,
-        },
-    })
-    .map_err(BacktestError::Settings)?;
+    let attribution = Attribution::operator(&attribution_wiring, &strategy.attribution.job)?;
     let touches_input = input_of(&attribution, &touches_topic)?;
     let conversions_input = input_of(&attribution, &topics.conversions)?;
     let mut input = stage1.as_input(&touches_topic, touches_input, topics.conversion_partitions);
@@ -696,23 +742,7 @@ pub fn run_strategy(
 
     // campaign-metrics: the campaigns table first (the live job bootstraps it before any stream record), then the
     // kept events and the credits by timestamp.
-    let metrics = CampaignMetricsJob::new(CampaignMetricsConfig {
-        impressions: topics.impressions.clone(),
-        clicks: topics.clicks.clone(),
-        campaigns: topics.campaigns.clone(),
-        hourly: topics.hourly.clone(),
-        daily: topics.daily.clone(),
-        alerts: topics.alerts.clone(),
-        credits: Some(topics.credits.clone()),
-        attribution_model: model,
-        lateness: Lateness::new(
-            Duration::from_secs(strategy.metrics.grace_secs),
-            Duration::from_secs(strategy.metrics.retention_secs),
-        )
-        .map_err(|e| BacktestError::Job(format!("metrics grace/retention: {e}")))?,
-        emit: EmitMode::Updating,
-    })
-    .map_err(BacktestError::Settings)?;
+    let metrics = MetricsJob::operator(&topics.metrics_wiring(), &strategy.metrics)?;
     let (m_impressions, m_clicks) = (
         input_of(&metrics, &topics.impressions)?,
         input_of(&metrics, &topics.clicks)?,
@@ -770,7 +800,7 @@ pub fn run_strategy(
         let credit: AttributionCredit = credit_decoder
             .decode(&mut output_cache, record.value.as_deref())
             .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
-        if credit.model != model
+        if credit.model != strategy.metrics.attribution_model
             || credit.conversion_time < period.from_ms
             || credit.conversion_time >= period.to_ms
         {

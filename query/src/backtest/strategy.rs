@@ -1,35 +1,17 @@
 //! A backtest strategy: the settings of the live jobs a strategist may change, and the actions (pauses) the live
-//! system does not take. Read from YAML; every field has the live jobs' default, so an empty file is the live
-//! configuration, and the `adstream process` flags take their defaults from the constants here.
+//! system does not take. Read from YAML; each job's section is that job's own settings type (the one `adstream
+//! process <job>` flattens into flags), with the job's defaults, so an empty file is the live configuration.
 
 use std::path::Path;
 
-use adstream_processors::fatigue::detector::FatigueConfig;
-use adstream_schemas::outputs::AttributionModel;
-use serde::{Deserialize, Serialize};
+use adstream_processors::attribution::job::AttributionSettings;
+use adstream_processors::campaign_metrics::job::CampaignMetricsSettings;
+use adstream_processors::fatigue::job::CreativeFatigueSettings;
+use adstream_schemas::outputs::{model_name, AttributionModel};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::BacktestError;
-
-/// Default attribution lookback, in days (`process attribution --lookback-days`).
-pub const DEFAULT_LOOKBACK_DAYS: f64 = 30.0;
-/// Default attribution grace, in seconds (`process attribution --grace-secs`).
-pub const DEFAULT_ATTRIBUTION_GRACE_SECS: u64 = 600;
-/// Default attribution retention, in seconds (`process attribution --retention-secs`).
-pub const DEFAULT_ATTRIBUTION_RETENTION_SECS: u64 = 86_400;
-/// Default time-decay half-life, in hours (`process attribution --half-life-hours`).
-pub const DEFAULT_HALF_LIFE_HOURS: f64 = 168.0;
-/// Default view weight (`process attribution --view-weight`).
-pub const DEFAULT_VIEW_WEIGHT: f64 = 1.0;
-/// Default campaign-metrics grace, in seconds (`process campaign-metrics --grace-secs`).
-pub const DEFAULT_METRICS_GRACE_SECS: u64 = 600;
-/// Default campaign-metrics retention, in seconds (`process campaign-metrics --retention-secs`).
-pub const DEFAULT_METRICS_RETENTION_SECS: u64 = 2 * 86_400;
-/// Default creative-fatigue grace, in seconds (`process creative-fatigue --grace-secs`).
-pub const DEFAULT_FATIGUE_GRACE_SECS: u64 = 600;
-/// Default creative-fatigue retention, in seconds (`process creative-fatigue --retention-secs`).
-pub const DEFAULT_FATIGUE_RETENTION_SECS: u64 = 12 * 3_600;
-/// Default creative-fatigue report interval, in hours (`process creative-fatigue --report-interval-hours`).
-pub const DEFAULT_REPORT_INTERVAL_HOURS: f64 = 6.0;
 
 /// One strategy file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -38,124 +20,106 @@ pub struct Strategy {
     /// Name in tables, files and reports; defaults to the file name without its extension.
     pub name: Option<String>,
     /// The attribution job's settings, and the model whose credits count as conversions and revenue.
-    pub attribution: AttributionSettings,
+    pub attribution: AttributionSection,
     /// The campaign-metrics job's settings.
-    pub metrics: MetricsSettings,
+    pub metrics: CampaignMetricsSettings,
     /// The creative-fatigue job's settings and the rule that pauses fatigued creatives.
-    pub fatigue: FatigueSettings,
+    pub fatigue: FatigueSection,
     /// The rule that pauses a campaign's delivery at a budget limit.
     pub budget: BudgetSettings,
 }
 
-/// Rule-based attribution models a strategy can count conversions with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Model {
-    /// All credit to the last touch (the live campaign-metrics default).
-    #[default]
-    LastTouch,
-    /// All credit to the first touch in the lookback.
-    FirstTouch,
-    /// Equal credit to every touch.
-    Linear,
-    /// Credit halving with every half-life before the conversion.
-    TimeDecay,
-    /// 40/20/40 over first, middle and last touches.
-    PositionBased,
+/// The `attribution:` section: the attribution job's settings, and `model`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct AttributionSection {
+    /// Model whose credits count as the strategy's conversions and revenue: campaign-metrics'
+    /// `attribution_model`, written here where strategists look for it. A rule model (last-touch, first-touch,
+    /// linear, time-decay, position-based); default that of `metrics:`.
+    #[serde(with = "optional_model_name", skip_serializing_if = "Option::is_none")]
+    pub model: Option<AttributionModel>,
+    /// The job's settings. `lookback_days` is also the backtest's warm-up before `--from`.
+    #[serde(flatten)]
+    pub job: AttributionSettings,
 }
 
-impl From<Model> for AttributionModel {
-    fn from(model: Model) -> Self {
-        match model {
-            Model::LastTouch => AttributionModel::LastTouch,
-            Model::FirstTouch => AttributionModel::FirstTouch,
-            Model::Linear => AttributionModel::Linear,
-            Model::TimeDecay => AttributionModel::TimeDecay,
-            Model::PositionBased => AttributionModel::PositionBased,
-        }
-    }
-}
-
-/// The attribution job's settings (`adstream process attribution` flags) and the model counted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AttributionSettings {
-    /// Model whose credits count as the strategy's conversions and revenue (campaign-metrics'
-    /// `--attribution-model`). Default last-touch.
-    pub model: Model,
-    /// Touches older than this before a conversion do not count, in days; also the backtest's warm-up before
-    /// `--from`. Default 30.
-    pub lookback_days: f64,
-    /// Time-decay half-life, in hours. Default 168.
-    pub half_life_hours: f64,
-    /// Whether impressions (views) count as touches. Default true.
-    pub count_views: bool,
-    /// Weight of a view against a click. Default 1.
-    pub view_weight: f64,
-    /// How long a conversion waits, in watermark time, for touches still on their way, in seconds. Default 600.
-    pub grace_secs: u64,
-    /// How long past the watermark a late conversion can still be attributed, in seconds. Default 86,400.
-    pub retention_secs: u64,
-}
-
-impl Default for AttributionSettings {
-    fn default() -> Self {
-        AttributionSettings {
-            model: Model::default(),
-            lookback_days: DEFAULT_LOOKBACK_DAYS,
-            half_life_hours: DEFAULT_HALF_LIFE_HOURS,
-            count_views: true,
-            view_weight: DEFAULT_VIEW_WEIGHT,
-            grace_secs: DEFAULT_ATTRIBUTION_GRACE_SECS,
-            retention_secs: DEFAULT_ATTRIBUTION_RETENTION_SECS,
-        }
-    }
-}
-
-/// The campaign-metrics job's settings (`adstream process campaign-metrics` flags).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsSettings {
-    /// Grace after a window's end before its row is final, in seconds. Default 600.
-    pub grace_secs: u64,
-    /// How long after a window's end its state is kept for corrections, in seconds. Default 172,800.
-    pub retention_secs: u64,
-}
-
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        MetricsSettings {
-            grace_secs: DEFAULT_METRICS_GRACE_SECS,
-            retention_secs: DEFAULT_METRICS_RETENTION_SECS,
-        }
-    }
-}
-
-/// The creative-fatigue job's settings (`adstream process creative-fatigue` flags) and the pause rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FatigueSettings {
-    /// Detector settings: any subset of the `FatigueConfig` fields (what `--detector-config` takes), e.g.
-    /// `{ cusum_threshold: 8, fatigued_score: 0.3 }`. Default the live detector.
-    pub detector: FatigueConfig,
-    /// How long after an hour's end it closes, in seconds. Default 600.
-    pub grace_secs: u64,
-    /// How long after an hour's end it still takes late events, in seconds. Default 43,200 (12 hours).
-    pub retention_secs: u64,
-    /// A creative whose status did not change gets a new record after this much event time, in hours. Default 6.
-    pub report_interval_hours: f64,
+/// The `fatigue:` section: the creative-fatigue job's settings, and `pause`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct FatigueSection {
     /// Pausing fatigued creatives. Default off (the live system pauses nothing).
     pub pause: FatiguePause,
+    /// The job's settings; `detector` takes any subset of the `FatigueConfig` fields, e.g.
+    /// `{ cusum_threshold: 8, fatigued_score: 0.3 }`.
+    #[serde(flatten)]
+    pub job: CreativeFatigueSettings,
 }
 
-impl Default for FatigueSettings {
-    fn default() -> Self {
-        FatigueSettings {
-            detector: FatigueConfig::default(),
-            grace_secs: DEFAULT_FATIGUE_GRACE_SECS,
-            retention_secs: DEFAULT_FATIGUE_RETENTION_SECS,
-            report_interval_hours: DEFAULT_REPORT_INTERVAL_HOURS,
-            pause: FatiguePause::default(),
+/// Reads a job's section that has one key of the strategy's own (`extra`) beside the job's settings: the settings
+/// type keeps refusing unknown fields, which serde's `flatten` would not.
+fn split_section<'de, D, S, E>(input: D, extra: &str) -> Result<(Option<E>, S), D::Error>
+where
+    D: Deserializer<'de>,
+    S: DeserializeOwned + Default,
+    E: DeserializeOwned,
+{
+    let mut map = match serde_yaml::Value::deserialize(input)? {
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        serde_yaml::Value::Mapping(map) => map,
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a mapping, got {other:?}"
+            )))
+        }
+    };
+    let own = map
+        .remove(extra)
+        .map(|value| {
+            serde_yaml::from_value::<E>(value)
+                .map_err(|e| D::Error::custom(format!("{extra}: {e}")))
+        })
+        .transpose()?;
+    let settings = if map.is_empty() {
+        S::default()
+    } else {
+        serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(D::Error::custom)?
+    };
+    Ok((own, settings))
+}
+
+impl<'de> Deserialize<'de> for AttributionSection {
+    fn deserialize<D: Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        let (name, job) = split_section::<_, AttributionSettings, String>(input, "model")?;
+        let model = name
+            .map(|name| name.parse::<AttributionModel>())
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("model: {e}")))?;
+        Ok(AttributionSection { model, job })
+    }
+}
+
+impl<'de> Deserialize<'de> for FatigueSection {
+    fn deserialize<D: Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        let (pause, job) =
+            split_section::<_, CreativeFatigueSettings, FatiguePause>(input, "pause")?;
+        Ok(FatigueSection {
+            pause: pause.unwrap_or_default(),
+            job,
+        })
+    }
+}
+
+/// Serde of an optional model by name.
+mod optional_model_name {
+    use serde::Serializer;
+
+    use super::{model_name, AttributionModel};
+
+    pub fn serialize<S: Serializer>(
+        model: &Option<AttributionModel>,
+        out: S,
+    ) -> Result<S::Ok, S::Error> {
+        match model {
+            Some(model) => model_name::serialize(model, out),
+            None => out.serialize_none(),
         }
     }
 }
@@ -242,20 +206,43 @@ impl Strategy {
             }
         };
         positive(
-            strategy.attribution.lookback_days,
+            strategy.attribution.job.lookback_days,
             "attribution.lookback_days",
         )?;
         positive(
-            strategy.attribution.half_life_hours,
+            strategy.attribution.job.half_life_hours,
             "attribution.half_life_hours",
         )?;
-        positive(strategy.attribution.view_weight, "attribution.view_weight")?;
         positive(
-            strategy.fatigue.report_interval_hours,
+            strategy.attribution.job.view_weight,
+            "attribution.view_weight",
+        )?;
+        positive(
+            strategy.fatigue.job.report_interval_hours,
             "fatigue.report_interval_hours",
         )?;
+        if let Some(model) = strategy.attribution.model {
+            let default = CampaignMetricsSettings::default().attribution_model;
+            if strategy.metrics.attribution_model != default
+                && strategy.metrics.attribution_model != model
+            {
+                return Err(error(format!(
+                    "attribution.model ({model}) and metrics.attribution_model ({}) disagree: set one",
+                    strategy.metrics.attribution_model
+                )));
+            }
+            strategy.metrics.attribution_model = model;
+        }
+        let model = strategy.metrics.attribution_model;
+        if !model.is_rule_based() {
+            return Err(error(format!(
+                "attribution.model: {model} is not a rule-based model (one of: last-touch, first-touch, \
+                 linear, time-decay, position-based); data-driven models run over path datasets"
+            )));
+        }
         strategy
             .fatigue
+            .job
             .detector
             .validate()
             .map_err(|e| error(format!("fatigue.detector: {e}")))?;
@@ -282,7 +269,7 @@ impl Strategy {
 
     /// The attribution lookback in milliseconds.
     pub fn lookback_ms(&self) -> i64 {
-        (self.attribution.lookback_days * 86_400_000.0) as i64
+        (self.attribution.job.lookback_days * 86_400_000.0) as i64
     }
 }
 
@@ -294,8 +281,8 @@ mod tests {
     fn an_empty_file_is_the_live_configuration() {
         let strategy = Strategy::parse("", "live.yaml", "live").expect("parses");
         assert_eq!(strategy.name(), "live");
-        assert_eq!(strategy.attribution, AttributionSettings::default());
-        assert_eq!(strategy.attribution.lookback_days, 30.0);
+        assert_eq!(strategy.attribution.job, AttributionSettings::default());
+        assert_eq!(strategy.attribution.job.lookback_days, 30.0);
         assert!(!strategy.fatigue.pause.enabled);
         assert_eq!(strategy.budget.pause_at, None);
     }
@@ -307,9 +294,12 @@ mod tests {
                     budget: { pause_at: { daily_budget_share: 0.9 } }\n";
         let strategy = Strategy::parse(text, "pause.yaml", "x").expect("parses");
         assert_eq!(strategy.name(), "pause");
-        assert_eq!(strategy.attribution.model, Model::TimeDecay);
-        assert_eq!(strategy.attribution.half_life_hours, 48.0);
-        assert_eq!(strategy.fatigue.detector.cusum_threshold, 8.0);
+        assert_eq!(
+            strategy.metrics.attribution_model,
+            AttributionModel::TimeDecay
+        );
+        assert_eq!(strategy.attribution.job.half_life_hours, 48.0);
+        assert_eq!(strategy.fatigue.job.detector.cusum_threshold, 8.0);
         assert_eq!(strategy.fatigue.pause.min_score, Some(0.5));
         assert_eq!(
             strategy.budget.pause_at.map(|l| l.daily_budget_share),
