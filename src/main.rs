@@ -56,6 +56,13 @@ enum Command {
     /// Run a stream processor until SIGTERM/SIGINT.
     #[command(subcommand)]
     Process(cmd::process::ProcessCommand),
+    /// The jobs `process` runs: their ports (which topics of their processor entry they read and write) and
+    /// their settings with defaults.
+    Jobs {
+        /// Print only the job names, one per line.
+        #[arg(long)]
+        names: bool,
+    },
     /// Summaries of the processors' compacted outputs.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -297,6 +304,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Topology(TopologyCommand::Apply { dry_run, topology }) => {
             cmd::topology::apply(&settings, &topology.load()?, dry_run).await
+        }
+        Command::Jobs { names } => {
+            cmd::jobs::list(names);
+            Ok(())
         }
         Command::Process(command) => cmd::process::run(&settings, command, shutdown_signal()).await,
         Command::Report(ReportCommand::Campaigns { args, topology }) => {

@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod dlq;
 pub mod fatigue;
 pub mod inspect;
+pub mod jobs;
 pub mod process;
 pub mod produce;
 pub mod query;

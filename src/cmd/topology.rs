@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use adstream_processors::jobs::{JobRegistry, Wiring};
 use adstream_topology::Topology;
 use anyhow::{Context, Result};
 use rdkafka::admin::AdminClient;
@@ -29,7 +30,47 @@ pub async fn apply(settings: &Settings, topology: &Topology, dry_run: bool) -> R
     Ok(())
 }
 
-/// `topology describe`.
+/// `topology describe`: the topics and processors, then the job each processor runs (a processor is named after
+/// its job, or run with `process <job> --application-id <processor>`): how its ports connect and the internal
+/// topics its stages create.
 pub fn describe(topology: &Topology) {
     print!("{}", topology.describe());
+    let registry = JobRegistry::builtin();
+    for processor in topology.processors() {
+        println!();
+        let Some(job) = registry.get(&processor.name) else {
+            println!(
+                "processor {}: no job of that name (jobs: {}); run one with --application-id {}",
+                processor.name,
+                registry
+                    .jobs()
+                    .iter()
+                    .map(|j| j.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                processor.name
+            );
+            continue;
+        };
+        println!("processor {} runs job {}", processor.name, job.name());
+        let wiring = match Wiring::resolve(topology, &processor.name, job.ports()) {
+            Ok(wiring) => wiring,
+            Err(e) => {
+                println!("  cannot connect its ports: {e}");
+                continue;
+            }
+        };
+        for (role, topic) in wiring.topics() {
+            println!("  {role:<12} {topic}");
+        }
+        match job.stages_from_yaml("", &wiring) {
+            Ok(stages) => {
+                for mut stage in stages {
+                    let internal = stage.internal_topics().join(", ");
+                    println!("  stage {} creates: {internal}", stage.application_id);
+                }
+            }
+            Err(e) => println!("  cannot build its stages: {e}"),
+        }
+    }
 }

@@ -24,7 +24,8 @@ use serde::Serialize;
 
 pub use wiring::{Port, PortList, Wiring, WiringError};
 
-use crate::runtime::{JobError, Operator};
+use crate::runtime::dead_letter::{DLQ_PREFIX, LATE_PREFIX};
+use crate::runtime::{changelog_topic, JobError, Operator};
 
 /// One consume–process–produce loop of a job: its own consumer group, transactional id and state.
 pub struct Stage {
@@ -32,6 +33,38 @@ pub struct Stage {
     pub application_id: String,
     /// The operator the runtime (or a simulation) drives.
     pub operator: Box<dyn Operator>,
+}
+
+impl Stage {
+    /// The topics the stage creates for itself when it starts (`topology describe` lists them): repartition
+    /// topics it reads or writes, one changelog per state store, and `dlq.<input>` and `late.<input>` per input.
+    pub fn internal_topics(&mut self) -> Vec<String> {
+        let operator = self.operator.as_mut();
+        let mut topics: Vec<String> = operator
+            .inputs()
+            .into_iter()
+            .filter(|input| input.internal_partitions.is_some())
+            .map(|input| input.topic)
+            .chain(
+                operator
+                    .outputs()
+                    .into_iter()
+                    .filter(|output| output.internal_partitions.is_some())
+                    .map(|output| output.topic),
+            )
+            .collect();
+        topics.extend(
+            operator
+                .stores()
+                .iter()
+                .map(|store| changelog_topic(&self.application_id, store.name())),
+        );
+        for input in operator.inputs() {
+            topics.push(format!("{DLQ_PREFIX}{}", input.topic));
+            topics.push(format!("{LATE_PREFIX}{}", input.topic));
+        }
+        topics
+    }
 }
 
 /// A stream-processing job.

@@ -104,3 +104,28 @@ fn settings_come_from_flags_or_yaml_with_the_same_defaults() {
     .expect_err("unknown field");
     assert!(typo.to_string().contains("grace_sec"), "{typo}");
 }
+
+#[test]
+fn a_stage_lists_the_internal_topics_it_creates() {
+    let topology = topology();
+    let attribution = JobRegistry::builtin()
+        .get("attribution")
+        .expect("registered");
+    let wiring = Wiring::resolve(&topology, "attribution", attribution.ports()).expect("wires");
+    let mut stages = attribution.stages_from_yaml("", &wiring).expect("builds");
+    let repartition = stages[0].internal_topics();
+    assert!(
+        repartition.contains(&"attribution-repartition".to_owned()),
+        "{repartition:?}"
+    );
+    assert!(
+        repartition.contains(&"dlq.ads.clicks".to_owned()),
+        "{repartition:?}"
+    );
+    let attribution = stages[1].internal_topics();
+    assert!(
+        attribution.contains(&"attribution-touches-changelog".to_owned())
+            && attribution.contains(&"late.ads.conversions".to_owned()),
+        "{attribution:?}"
+    );
+}
