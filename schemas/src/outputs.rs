@@ -210,6 +210,22 @@ pub enum AlertKind {
     Unknown,
 }
 
+impl AlertKind {
+    /// The symbol of the Avro enum in the alerts topic (`PACING_OVER`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::PacingOver => "PACING_OVER",
+            AlertKind::PacingUnder => "PACING_UNDER",
+            AlertKind::DailyBudgetReached => "DAILY_BUDGET_REACHED",
+            AlertKind::LifetimeBudgetReached => "LIFETIME_BUDGET_REACHED",
+            AlertKind::CtrBelowTarget => "CTR_BELOW_TARGET",
+            AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
+            AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
+            AlertKind::Unknown => "UNKNOWN",
+        }
+    }
+}
+
 /// New state of an alert condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -78,6 +78,7 @@
 
 use std::collections::BTreeMap;
 
+use adstream_schemas::outputs::AttributionModel;
 use serde::{Deserialize, Serialize};
 
 const MILLIS_PER_HOUR: i64 = 3_600_000;
@@ -162,14 +163,22 @@ impl RuleModel {
     ];
 
     /// The model's name in configuration and output: `"last-touch"`, `"first-touch"`, `"linear"`,
-    /// `"time-decay"` or `"position-based"` (the same as its serde name).
+    /// `"time-decay"` or `"position-based"` (the same as its serde name and the contract's
+    /// [`AttributionModel::name`]).
     pub fn name(self) -> &'static str {
-        match self {
-            RuleModel::LastTouch => "last-touch",
-            RuleModel::FirstTouch => "first-touch",
-            RuleModel::Linear => "linear",
-            RuleModel::TimeDecay => "time-decay",
-            RuleModel::PositionBased => "position-based",
+        AttributionModel::from(self).name()
+    }
+}
+
+/// The contract's name for a rule model (credits carry it).
+impl From<RuleModel> for AttributionModel {
+    fn from(model: RuleModel) -> Self {
+        match model {
+            RuleModel::LastTouch => AttributionModel::LastTouch,
+            RuleModel::FirstTouch => AttributionModel::FirstTouch,
+            RuleModel::Linear => AttributionModel::Linear,
+            RuleModel::TimeDecay => AttributionModel::TimeDecay,
+            RuleModel::PositionBased => AttributionModel::PositionBased,
         }
     }
 }

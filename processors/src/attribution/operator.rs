@@ -424,7 +424,7 @@ impl AttributionJob {
             credits: shares
                 .iter()
                 .map(|(model, shares)| ModelShares {
-                    model: output_model(*model),
+                    model: AttributionModel::from(*model),
                     shares: shares.clone(),
                 })
                 .collect(),
@@ -441,11 +441,11 @@ impl AttributionJob {
                     None => per_campaign.push((&touch.campaign, *share)),
                 }
             }
-            let model = output_model(*model);
+            let model = AttributionModel::from(*model);
             // A campaign a model gives nothing (last touch: every campaign but one) gets no record.
             for (campaign, share) in per_campaign.into_iter().filter(|(_, share)| *share > 0.0) {
                 let credit = AttributionCredit {
-                    credit_id: format!("{conversion_id}|{campaign}|{}", model_symbol(model)),
+                    credit_id: format!("{conversion_id}|{campaign}|{}", model.symbol()),
                     conversion_id: conversion_id.to_owned(),
                     campaign_id: campaign.to_owned(),
                     model,
@@ -538,31 +538,6 @@ impl AttributionJob {
                     .insert((conversion.time_ms, conversion_id.clone()));
             }
         }
-    }
-}
-
-/// The output schema's symbol of a rule model.
-fn output_model(model: RuleModel) -> AttributionModel {
-    match model {
-        RuleModel::LastTouch => AttributionModel::LastTouch,
-        RuleModel::FirstTouch => AttributionModel::FirstTouch,
-        RuleModel::Linear => AttributionModel::Linear,
-        RuleModel::TimeDecay => AttributionModel::TimeDecay,
-        RuleModel::PositionBased => AttributionModel::PositionBased,
-    }
-}
-
-/// The Avro symbol of `model`, as used in credit ids.
-fn model_symbol(model: AttributionModel) -> &'static str {
-    match model {
-        AttributionModel::LastTouch => "LAST_TOUCH",
-        AttributionModel::FirstTouch => "FIRST_TOUCH",
-        AttributionModel::Linear => "LINEAR",
-        AttributionModel::TimeDecay => "TIME_DECAY",
-        AttributionModel::PositionBased => "POSITION_BASED",
-        AttributionModel::Shapley => "SHAPLEY",
-        AttributionModel::Markov => "MARKOV",
-        AttributionModel::Unknown => "UNKNOWN",
     }
 }
 

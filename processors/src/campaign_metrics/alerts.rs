@@ -119,40 +119,7 @@ pub struct Observation {
     pub lifetime_spend_micros: i64,
 }
 
-/// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum AlertKind {
-    /// The day's spend is ahead of the linear pace of the daily budget.
-    PacingOver,
-    /// The day's spend is behind the linear pace of the daily budget.
-    PacingUnder,
-    /// The day's spend has reached 90 % or more of the daily budget.
-    DailyBudgetReached,
-    /// The lifetime spend has reached 90 % or more of the lifetime budget.
-    LifetimeBudgetReached,
-    /// The day's click-through rate is below the campaign's minimum.
-    CtrBelowTarget,
-    /// The day's cost per click is above the campaign's maximum.
-    CpcAboveTarget,
-    /// The day's return on ad spend is below the campaign's minimum.
-    RoasBelowTarget,
-}
-
-impl AlertKind {
-    /// The stable name of this kind, as the symbol of the Avro enum in the alerts topic.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::PacingOver => "PACING_OVER",
-            AlertKind::PacingUnder => "PACING_UNDER",
-            AlertKind::DailyBudgetReached => "DAILY_BUDGET_REACHED",
-            AlertKind::LifetimeBudgetReached => "LIFETIME_BUDGET_REACHED",
-            AlertKind::CtrBelowTarget => "CTR_BELOW_TARGET",
-            AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
-            AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
-        }
-    }
-}
+pub use adstream_schemas::outputs::AlertKind;
 
 /// How urgent an active alert is; ordered from least to most urgent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -227,6 +194,7 @@ impl AlertState {
             AlertKind::CtrBelowTarget => self.ctr_below_target,
             AlertKind::CpcAboveTarget => self.cpc_above_target,
             AlertKind::RoasBelowTarget => self.roas_below_target,
+            AlertKind::Unknown => None,
         }
     }
 
@@ -519,7 +487,9 @@ impl AlertState {
         describe: impl FnOnce() -> String,
         out: &mut Vec<AlertChange>,
     ) {
-        let slot = self.slot_mut(kind);
+        let Some(slot) = self.slot_mut(kind) else {
+            return;
+        };
         let previous = *slot;
         if previous == target {
             return;
@@ -540,8 +510,9 @@ impl AlertState {
         });
     }
 
-    fn slot_mut(&mut self, kind: AlertKind) -> &mut Option<Severity> {
-        match kind {
+    /// The state of `kind`; None for a kind the rules never raise (`Unknown`, a symbol from a newer writer).
+    fn slot_mut(&mut self, kind: AlertKind) -> Option<&mut Option<Severity>> {
+        Some(match kind {
             AlertKind::PacingOver => &mut self.pacing_over,
             AlertKind::PacingUnder => &mut self.pacing_under,
             AlertKind::DailyBudgetReached => &mut self.daily_budget_reached,
@@ -549,7 +520,8 @@ impl AlertState {
             AlertKind::CtrBelowTarget => &mut self.ctr_below_target,
             AlertKind::CpcAboveTarget => &mut self.cpc_above_target,
             AlertKind::RoasBelowTarget => &mut self.roas_below_target,
-        }
+            AlertKind::Unknown => return None,
+        })
     }
 }
 

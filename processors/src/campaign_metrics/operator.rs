@@ -28,13 +28,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, Platform};
 use adstream_schemas::outputs::{
-    write_metrics_key, AlertKind as OutputAlertKind, AlertSeverity, AttributionCredit,
-    AttributionModel, CampaignAlert, CampaignMetrics, Granularity as OutputGranularity,
+    write_metrics_key, AlertSeverity, AttributionCredit, AttributionModel, CampaignAlert,
+    CampaignMetrics, Granularity as OutputGranularity,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::alerts::{AlertChange, AlertKind, AlertState, CampaignSettings, Observation, Severity};
+use super::alerts::{AlertChange, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
@@ -494,7 +494,7 @@ impl CampaignMetricsJob {
                 let alert = CampaignAlert {
                     alert_id: format!("{campaign_id}|{}|{now}", change.kind.as_str()),
                     campaign_id: campaign_id.clone(),
-                    kind: output_kind(change.kind),
+                    kind: change.kind,
                     severity: output_severity(change.severity),
                     previous_severity: change.previous.map(|p| output_severity(Some(p))),
                     observed: change.observed,
@@ -527,18 +527,6 @@ fn output_severity(severity: Option<Severity>) -> AlertSeverity {
         Some(Severity::Warning) => AlertSeverity::Warning,
         Some(Severity::Critical) => AlertSeverity::Critical,
         None => AlertSeverity::Resolved,
-    }
-}
-
-fn output_kind(kind: AlertKind) -> OutputAlertKind {
-    match kind {
-        AlertKind::PacingOver => OutputAlertKind::PacingOver,
-        AlertKind::PacingUnder => OutputAlertKind::PacingUnder,
-        AlertKind::DailyBudgetReached => OutputAlertKind::DailyBudgetReached,
-        AlertKind::LifetimeBudgetReached => OutputAlertKind::LifetimeBudgetReached,
-        AlertKind::CtrBelowTarget => OutputAlertKind::CtrBelowTarget,
-        AlertKind::CpcAboveTarget => OutputAlertKind::CpcAboveTarget,
-        AlertKind::RoasBelowTarget => OutputAlertKind::RoasBelowTarget,
     }
 }
 
