@@ -68,30 +68,30 @@ pub struct AttributionConfig {
 
 impl AttributionConfig {
     /// Checks that the durations make sense together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), JobError> {
         if self.lookback_ms <= 0 {
-            return Err(format!(
+            return Err(JobError::Settings(format!(
                 "lookback must be positive, got {} ms",
                 self.lookback_ms
-            ));
+            )));
         }
         if self.grace_ms < 0 || self.retention_ms < self.grace_ms {
-            return Err(format!(
+            return Err(JobError::Settings(format!(
                 "need 0 <= grace <= retention, got grace {} ms and retention {} ms",
                 self.grace_ms, self.retention_ms
-            ));
+            )));
         }
         if self.settings.half_life_ms <= 0 {
-            return Err(format!(
+            return Err(JobError::Settings(format!(
                 "time-decay half-life must be positive, got {} ms",
                 self.settings.half_life_ms
-            ));
+            )));
         }
         if !(self.settings.view_weight.is_finite() && self.settings.view_weight >= 0.0) {
-            return Err(format!(
+            return Err(JobError::Settings(format!(
                 "view weight must be a finite number >= 0, got {}",
                 self.settings.view_weight
-            ));
+            )));
         }
         Ok(())
     }
@@ -180,7 +180,7 @@ pub struct AttributionJob {
 impl AttributionJob {
     /// The operator for `config`.
     pub fn new(config: AttributionConfig) -> Result<AttributionJob, JobError> {
-        config.validate().map_err(JobError::Settings)?;
+        config.validate()?;
         Ok(AttributionJob {
             config,
             touches: KeyedStore::new("touches"),
