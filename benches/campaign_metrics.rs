@@ -1097,9 +1097,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     // The registry keeps its state on a topic named like the inputs, so ids in reused records stay valid.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(adstream_schemas::registry::serve(
+    tokio::spawn(adstream_registry::serve(
         listener,
-        adstream_schemas::registry::RegistryConfig {
+        adstream_registry::RegistryConfig {
             kafka: kafka.config.clone(),
             topic: format!("_schemas-bench-cm-s{seed}-n{events}"),
             kafka_timeout: Duration::from_secs(10),

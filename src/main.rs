@@ -303,12 +303,12 @@ async fn run(cli: Cli) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let config = adstream_schemas::registry::RegistryConfig {
+            let config = adstream_registry::RegistryConfig {
                 kafka: settings.kafka_config(),
                 topic,
                 kafka_timeout: Duration::from_secs(10),
             };
-            adstream_schemas::registry::serve(listener, config, shutdown_signal()).await?;
+            adstream_registry::serve(listener, config, shutdown_signal()).await?;
             Ok(())
         }
         Command::Schemas(SchemasCommand::Register { args, topology }) => {

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::runtime::{self, RunSummary, RuntimeConfig, WireEncoder};
 use adstream_processors::window::Lateness;
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Device, Placement, Platform};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,

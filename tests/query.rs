@@ -400,7 +400,7 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
         serde_json::json!({"name": "placement", "type": ["null", "string"], "default": null}),
     );
     let v2_text = v2.to_string();
-    let v2_id = adstream_schemas::client::RegistryClient::new(&registry.url)
+    let v2_id = adstream_kafka::registry_client::RegistryClient::new(&registry.url)
         .expect("client")
         .register(&format!("{}-value", topics.events.clicks), &v2_text)
         .await

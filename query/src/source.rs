@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adstream_schemas::client::RegistryClient;
+use adstream_kafka::registry_client::RegistryClient;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -376,8 +376,9 @@ impl KafkaSource {
 /// Runs a registry call from blocking code, whether or not the thread belongs to a tokio runtime: on a thread of
 /// its own with a runtime of its own (calls are rare: schemas are cached per id).
 fn block_on<T: Send + 'static>(
-    future: impl std::future::Future<Output = Result<T, adstream_schemas::client::RegistryClientError>>
-        + Send
+    future: impl std::future::Future<
+            Output = Result<T, adstream_kafka::registry_client::RegistryClientError>,
+        > + Send
         + 'static,
 ) -> Result<T, String> {
     std::thread::spawn(move || {

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::campaign_metrics::kpi::{Kpis, Totals};
 use adstream_processors::runtime::{QuietEof, SchemaCache, TypedDecoder};
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::outputs::{AlertSeverity, CampaignAlert, CampaignMetrics};
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};

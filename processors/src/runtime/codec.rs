@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
-use adstream_schemas::client::{FailureKind, RegistryClient};
+use adstream_kafka::registry_client::{FailureKind, RegistryClient};
 
 use super::dead_letter::Class;
 use apache_avro::reader::datum::GenericDatumReader;

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::attribution::models::RuleSettings;
 use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
 use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
@@ -33,7 +34,6 @@ use adstream_processors::runtime::{
     TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity, Lateness};
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign};
 use adstream_schemas::outputs::{
     AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, CampaignAlert,
