@@ -878,10 +878,13 @@ mod latency {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
                     let now = Instant::now();
-                    let Some(payload) = m.payload().filter(|p| p.len() > 5) else {
+                    let Some((_, mut datum)) = m
+                        .payload()
+                        .and_then(|p| adstream_schemas::wire::split(p).ok())
+                    else {
                         continue;
                     };
-                    let value = reader.read_value(&mut &payload[5..])?;
+                    let value = reader.read_value(&mut datum)?;
                     let row: CampaignMetrics = apache_avro::from_value(&value)?;
                     tracker
                         .lock()

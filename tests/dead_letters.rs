@@ -88,10 +88,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Confluent wire format: magic byte, big-endian id, body.
 fn wire(id: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(body);
-    out
+    adstream_schemas::wire::encode(id, body)
 }
 
 fn click(cost_micros: i64, currency: &str) -> AdClick {

@@ -231,8 +231,7 @@ impl<'a> WireEncoder<'a> {
         buffer: &mut Vec<u8>,
     ) -> Result<(), ProduceError> {
         buffer.clear();
-        buffer.push(0);
-        buffer.extend_from_slice(&self.topic.id.to_be_bytes());
+        adstream_schemas::wire::write_header(self.topic.id, buffer);
         self.writer
             .write_ser(buffer, record)
             .map(|_| ())

@@ -140,11 +140,11 @@ pub fn read_committed_messages(topic: &str) -> Vec<rdkafka::message::OwnedMessag
 }
 
 pub fn decode<T: serde::de::DeserializeOwned>(schema: &Schema, payload: &[u8]) -> T {
-    assert_eq!(payload[0], 0, "magic byte");
+    let (_, mut datum) = adstream_schemas::wire::split(payload).expect("magic byte");
     let value = GenericDatumReader::builder(schema)
         .build()
         .expect("reader")
-        .read_value(&mut &payload[5..])
+        .read_value(&mut datum)
         .expect("decodes");
     apache_avro::from_value(&value).expect("deserializes")
 }
