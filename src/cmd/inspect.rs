@@ -1,9 +1,11 @@
 //! `adstream topics` and `adstream consume`: see what landed.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
+use adstream_kafka::read;
+use adstream_kafka::QuietEof;
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
-use adstream_processors::runtime::QuietEof;
 use adstream_topology::Topology;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -51,11 +53,8 @@ pub fn topics(settings: &Settings, topology: &Topology) -> Result<()> {
         };
         let mut records = 0;
         for partition in found.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic.name, partition.id(), TIMEOUT)
-                .with_context(|| {
-                    format!("cannot read offsets of {}[{}]", topic.name, partition.id())
-                })?;
+            let (low, high) =
+                read::watermarks::<_, Infallible>(&consumer, &topic.name, partition.id(), TIMEOUT)?;
             records += high - low;
         }
         let key = topic.key.as_deref().unwrap_or("-");
