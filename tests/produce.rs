@@ -4,16 +4,18 @@
 mod common;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::time::Duration;
 
+use adstream_kafka::read::{self, ReadOptions};
 use adstream_producers::generator::{Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, EventTopics, ProduceError, ProducerSettings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 
 use common::{bootstrap, start_registry, unique};
 
@@ -73,36 +75,25 @@ fn settings(topics: EventTopics, registry_url: &str) -> ProducerSettings {
 
 /// Reads a whole topic from the beginning (to the high watermark at call time).
 fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("read"))
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        remaining += high - low;
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer: BaseConsumer = read::reader_config(&kafka(), &unique("read"), true)
+        .create()
+        .expect("consumer");
+    let partitions =
+        read::partition_count::<_, Infallible>(&consumer, topic, Duration::from_secs(10))
+            .expect("metadata")
+            .expect("topic exists");
+    let options = ReadOptions {
+        stall_timeout: Duration::from_secs(10),
+        stop_at_high_watermark: true,
+        ..ReadOptions::default()
+    };
     let mut out = Vec::new();
-    while remaining > 0 {
-        let message = consumer
-            .poll(Duration::from_secs(10))
-            .expect("a record before the timeout")
-            .expect("no error");
+    let all: Vec<i32> = (0..partitions).collect();
+    read::read_to_end::<_, Infallible>(&consumer, topic, &all, &options, |message| {
         out.push(message.detach());
-        remaining -= 1;
-    }
+        Ok(())
+    })
+    .expect("a record before the timeout");
     out
 }
 
