@@ -1,7 +1,7 @@
 //! `adstream`: one command line for the whole stack.
 //!
-//! Subcommands map to the workspace crates: `registry` and `schemas` to `adstream-schemas`, `produce` to
-//! `adstream-producers`, `topology` to `adstream-topology`. This file only parses arguments, resolves settings
+//! Subcommands map to the workspace crates: `registry` to `adstream-registry`, `schemas` to `adstream-schemas` (and
+//! `adstream-kafka`'s registry client), `produce` to `adstream-producers`, `topology` to `adstream-topology`. This file only parses arguments, resolves settings
 //! (see [`config`]) and wires the libraries together; logic lives in the crates.
 
 mod cmd;
