@@ -4,19 +4,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
-use adstream_kafka::read::{self, ReadOptions};
 use adstream_producers::generator::{Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, EventTopics, ProduceError, ProducerSettings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message};
 
+use common::recompute::read_committed_messages;
 use common::{bootstrap, start_registry, unique};
 
 const KINDS: [&str; 5] = [
@@ -73,30 +71,6 @@ fn settings(topics: EventTopics, registry_url: &str) -> ProducerSettings {
     }
 }
 
-/// Reads a whole topic from the beginning (to the high watermark at call time).
-fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = read::reader_config(&kafka(), &unique("read"), true)
-        .create()
-        .expect("consumer");
-    let partitions =
-        read::partition_count::<_, Infallible>(&consumer, topic, Duration::from_secs(10))
-            .expect("metadata")
-            .expect("topic exists");
-    let options = ReadOptions {
-        stall_timeout: Duration::from_secs(10),
-        stop_at_high_watermark: true,
-        ..ReadOptions::default()
-    };
-    let mut out = Vec::new();
-    let all: Vec<i32> = (0..partitions).collect();
-    read::read_to_end::<_, Infallible>(&consumer, topic, &all, &options, |message| {
-        out.push(message.detach());
-        Ok(())
-    })
-    .expect("a record before the timeout");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_land_keyed_timestamped_with_headers() {
     let registry = start_registry("produce").await;
@@ -116,7 +90,7 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
     let counts = generator.counts().clone();
     assert_eq!(done.delivered, 5_000 + counts.campaigns + counts.creatives);
 
-    let clicks = read_all(&topics.clicks);
+    let clicks = read_committed_messages(&topics.clicks);
     assert_eq!(clicks.len() as u64, counts.clicks);
     let click_schema_id = producer.schemas.clicks.id.to_be_bytes();
     let mut keys_per_partition: HashMap<String, i32> = HashMap::new();
@@ -164,7 +138,7 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
                 .as_bytes()
         );
     }
-    let conversions = read_all(&topics.conversions);
+    let conversions = read_committed_messages(&topics.conversions);
     assert_eq!(conversions.len() as u64, counts.conversions);
     assert!(
         conversions
