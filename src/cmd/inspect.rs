@@ -1,5 +1,6 @@
 //! `adstream topics` and `adstream consume`: see what landed.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -143,19 +144,19 @@ async fn decode(
         return Ok(serde_json::Value::Null);
     };
     let (id, mut datum) = wire::split(payload)?;
-    if !writers.contains_key(&id) {
-        let text = registry
-            .schema_by_id(id)
-            .await?
-            .with_context(|| format!("schema id {id} is unknown to the registry"))?;
-        let schema = Schema::parse_str(&text)
-            .with_context(|| format!("the schema with id {id} does not parse"))?;
-        writers.insert(id, schema);
-    }
-    let writer = writers
-        .get(&id)
-        .with_context(|| format!("schema id {id} is unknown"))?;
-    let value = GenericDatumReader::builder(writer)
+    let writer = match writers.entry(id) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(unseen) => {
+            let text = registry
+                .schema_by_id(id)
+                .await?
+                .with_context(|| format!("schema id {id} is unknown to the registry"))?;
+            let schema = Schema::parse_str(&text)
+                .with_context(|| format!("the schema with id {id} does not parse"))?;
+            unseen.insert(schema)
+        }
+    };
+    let value = GenericDatumReader::builder(&*writer)
         .build()?
         .read_value(&mut datum)
         .with_context(|| format!("schema id {id}: undecodable Avro"))?;
