@@ -45,10 +45,12 @@
 //! is asserted.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adstream_kafka::read::{self, ReadError, ReadOptions};
 use adstream_processors::attribution::models::RuleSettings;
 use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
 use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
@@ -231,9 +233,12 @@ impl Kafka {
         let mut total = 0u64;
         for topic in topics {
             for partition in 0..PARTITIONS {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    .with_context(|| format!("watermarks of {topic}[{partition}]"))?;
+                let (low, high) = read::watermarks::<_, Infallible>(
+                    &consumer,
+                    topic,
+                    partition,
+                    Duration::from_secs(10),
+                )?;
                 total += u64::try_from(high - low).unwrap_or(0);
             }
         }
@@ -337,37 +342,17 @@ fn read_all(
 fn read_to_end(
     consumer: &BaseConsumer,
     topic: &str,
-    mut apply: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
+    apply: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<u64> {
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut open: std::collections::BTreeSet<i32> = (0..PARTITIONS).collect();
-    let mut count = 0u64;
-    let mut last_progress = Instant::now();
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => {
-                apply(&message)?;
-                count += 1;
-                last_progress = Instant::now();
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                open.remove(&partition);
-            }
-            None => {
-                if last_progress.elapsed() > Duration::from_secs(30) {
-                    bail!(
-                        "{topic}: partitions {open:?} not at their end after 30 s without records"
-                    );
-                }
-            }
-            Some(Err(e)) => bail!("{topic}: {e}"),
-        }
-    }
-    Ok(count)
+    let options = ReadOptions {
+        poll_interval: Duration::from_millis(500),
+        ..ReadOptions::default()
+    };
+    let partitions: Vec<i32> = (0..PARTITIONS).collect();
+    read::read_to_end(consumer, topic, &partitions, &options, apply).map_err(|e| match e {
+        ReadError::Record(error) => error,
+        other => anyhow::Error::new(other),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -878,10 +863,13 @@ mod latency {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
                     let now = Instant::now();
-                    let Some(payload) = m.payload().filter(|p| p.len() > 5) else {
+                    let Some((_, mut datum)) = m
+                        .payload()
+                        .and_then(|p| adstream_schemas::wire::split(p).ok())
+                    else {
                         continue;
                     };
-                    let value = reader.read_value(&mut &payload[5..])?;
+                    let value = reader.read_value(&mut datum)?;
                     let row: CampaignMetrics = apache_avro::from_value(&value)?;
                     tracker
                         .lock()
@@ -1097,9 +1085,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     // The registry keeps its state on a topic named like the inputs, so ids in reused records stay valid.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(adstream_schemas::registry::serve(
+    tokio::spawn(adstream_registry::serve(
         listener,
-        adstream_schemas::registry::RegistryConfig {
+        adstream_registry::RegistryConfig {
             kafka: kafka.config.clone(),
             topic: format!("_schemas-bench-cm-s{seed}-n{events}"),
             kafka_timeout: Duration::from_secs(10),

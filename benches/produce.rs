@@ -55,12 +55,12 @@ async fn main() -> Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry_url = format!("http://{}", listener.local_addr()?);
-    let registry_config = adstream_schemas::registry::RegistryConfig {
+    let registry_config = adstream_registry::RegistryConfig {
         kafka: kafka.clone(),
         topic: format!("_schemas-{run}"),
         kafka_timeout: Duration::from_secs(10),
     };
-    tokio::spawn(adstream_schemas::registry::serve(
+    tokio::spawn(adstream_registry::serve(
         listener,
         registry_config,
         std::future::pending(),

@@ -1,7 +1,7 @@
 //! `adstream`: one command line for the whole stack.
 //!
-//! Subcommands map to the workspace crates: `registry` and `schemas` to `adstream-schemas`, `produce` to
-//! `adstream-producers`, `topology` to `adstream-topology`. This file only parses arguments, resolves settings
+//! Subcommands map to the workspace crates: `registry` to `adstream-registry`, `schemas` to `adstream-schemas` (and
+//! `adstream-kafka`'s registry client), `produce` to `adstream-producers`, `topology` to `adstream-topology`. This file only parses arguments, resolves settings
 //! (see [`config`]) and wires the libraries together; logic lives in the crates.
 
 mod cmd;
@@ -285,12 +285,12 @@ async fn run(cli: Cli) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let config = adstream_schemas::registry::RegistryConfig {
+            let config = adstream_registry::RegistryConfig {
                 kafka: settings.kafka_config(),
                 topic,
                 kafka_timeout: Duration::from_secs(10),
             };
-            adstream_schemas::registry::serve(listener, config, shutdown_signal()).await?;
+            adstream_registry::serve(listener, config, shutdown_signal()).await?;
             Ok(())
         }
         Command::Schemas(SchemasCommand::Register { args, topology }) => {

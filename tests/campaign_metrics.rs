@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::runtime::WireEncoder;
 use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::outputs::{AttributionCredit, AttributionModel};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 

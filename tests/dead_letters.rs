@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::runtime::{self, RunSummary, RuntimeConfig, WireEncoder};
 use adstream_processors::window::Lateness;
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Device, Placement, Platform};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
@@ -88,10 +88,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Confluent wire format: magic byte, big-endian id, body.
 fn wire(id: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(body);
-    out
+    adstream_schemas::wire::encode(id, body)
 }
 
 fn click(cost_micros: i64, currency: &str) -> AdClick {

@@ -48,10 +48,7 @@ fn click() -> AdClick {
 
 /// Confluent wire format: magic byte, big-endian id, body.
 fn wire(id: u32, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend(body);
-    out
+    adstream_schemas::wire::encode(id, &body)
 }
 
 async fn schema_by_id(registry: &str, id: u32) -> Schema {
@@ -67,14 +64,13 @@ async fn schema_by_id(registry: &str, id: u32) -> Schema {
 
 /// Decodes a wire-format record the way a consumer does: writer schema from the id, resolved to `reader`.
 async fn decode(registry: &str, bytes: &[u8], reader: &Schema) -> Value {
-    assert_eq!(bytes[0], 0, "magic byte");
-    let id = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
+    let (id, mut datum) = adstream_schemas::wire::split(bytes).expect("magic byte");
     let writer = schema_by_id(registry, id).await;
     GenericDatumReader::builder(&writer)
         .reader_schema(reader)
         .build()
         .expect("reader")
-        .read_value(&mut &bytes[5..])
+        .read_value(&mut datum)
         .expect("decodes")
 }
 

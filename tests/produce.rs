@@ -11,10 +11,10 @@ use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, EventTopics, ProduceError, ProducerSettings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 
+use common::recompute::read_committed_messages;
 use common::{bootstrap, start_registry, unique};
 
 const KINDS: [&str; 5] = [
@@ -71,41 +71,6 @@ fn settings(topics: EventTopics, registry_url: &str) -> ProducerSettings {
     }
 }
 
-/// Reads a whole topic from the beginning (to the high watermark at call time).
-fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("read"))
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        remaining += high - low;
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut out = Vec::new();
-    while remaining > 0 {
-        let message = consumer
-            .poll(Duration::from_secs(10))
-            .expect("a record before the timeout")
-            .expect("no error");
-        out.push(message.detach());
-        remaining -= 1;
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_land_keyed_timestamped_with_headers() {
     let registry = start_registry("produce").await;
@@ -125,7 +90,7 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
     let counts = generator.counts().clone();
     assert_eq!(done.delivered, 5_000 + counts.campaigns + counts.creatives);
 
-    let clicks = read_all(&topics.clicks);
+    let clicks = read_committed_messages(&topics.clicks);
     assert_eq!(clicks.len() as u64, counts.clicks);
     let click_schema_id = producer.schemas.clicks.id.to_be_bytes();
     let mut keys_per_partition: HashMap<String, i32> = HashMap::new();
@@ -173,7 +138,7 @@ async fn generated_events_land_keyed_timestamped_with_headers() {
                 .as_bytes()
         );
     }
-    let conversions = read_all(&topics.conversions);
+    let conversions = read_committed_messages(&topics.conversions);
     assert_eq!(conversions.len() as u64, counts.conversions);
     assert!(
         conversions

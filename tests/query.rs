@@ -400,7 +400,7 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
         serde_json::json!({"name": "placement", "type": ["null", "string"], "default": null}),
     );
     let v2_text = v2.to_string();
-    let v2_id = adstream_schemas::client::RegistryClient::new(&registry.url)
+    let v2_id = adstream_kafka::registry_client::RegistryClient::new(&registry.url)
         .expect("client")
         .register(&format!("{}-value", topics.events.clicks), &v2_text)
         .await
@@ -429,9 +429,7 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
         let body = v2_writer
             .write_value_to_vec(apache_avro::types::Value::Record(fields))
             .expect("encodes under v2");
-        let mut value = vec![0];
-        value.extend_from_slice(&v2_id.to_be_bytes());
-        value.extend(body);
+        let value = adstream_schemas::wire::encode(v2_id, &body);
         producer
             .send(
                 BaseRecord::to(&topics.events.clicks)

@@ -7,16 +7,17 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use adstream_schemas::registry::{serve, RegistryConfig, RegistryError};
+use adstream_kafka::read::{self, ReadOptions};
+use adstream_registry::{serve, RegistryConfig, RegistryError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -795,33 +796,27 @@ async fn topic_records_match_confluent_format() {
 
 /// Every (key, value) of a topic as text, in offset order.
 fn read_topic(topic: &str) -> Vec<(String, Option<String>)> {
-    let consumer: BaseConsumer = kafka()
-        .set("group.id", unique("registry-test"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = read::reader_config(&kafka(), &unique("registry-test"), true)
         .create()
         .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => out.push((
+    read::read_to_end::<_, Infallible>(
+        &consumer,
+        topic,
+        &[0],
+        &ReadOptions::default(),
+        |message| {
+            out.push((
                 String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
                 message
                     .payload()
                     .map(|p| String::from_utf8(p.to_vec()).unwrap()),
-            )),
-            Some(Err(KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(error)) => panic!("reading {topic}: {error}"),
-            None => {}
-        }
-    }
-    panic!("{topic} was not read to its end within 30 s");
+            ));
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{topic} was not read to its end within 30 s: {e}"));
+    out
 }
 
 /// Snapshot of everything a client can observe, to compare before and after a restart.

@@ -8,8 +8,8 @@
 //!
 //! Shared by the afl binary (`fuzz/fuzz_targets/registry_schema.rs`) and the corpus replay (`tests/fuzz_corpus.rs`).
 
+use adstream_registry::parse_submitted_schema;
 use adstream_schemas::compat::{self, CompatibilityLevel};
-use adstream_schemas::registry::parse_submitted_schema;
 
 /// Parses and, when both parse, checks compatibility; errors are fine, panics are not.
 pub fn run(data: &[u8]) {

@@ -6,9 +6,9 @@
 //!   a background thread polls delivery reports, so the hot loop makes no syscall per record.
 //! - **Keyed** by [`AvroRecord::key`]: campaign id for ad events, user id for conversions, the entity id for
 //!   compacted reference data.
-//! - **Confluent wire format**: magic byte 0, big-endian schema id, Avro binary. Schema ids come from the registry
-//!   through `schema_registry_converter` (TopicNameStrategy, registering the contract's schema if the subject does
-//!   not have it yet); the Avro body is written straight from serde with apache-avro's schema-aware serializer,
+//! - **Confluent wire format**: magic byte 0, big-endian schema id, Avro binary (framed by
+//!   `adstream_schemas::wire`). Schema ids come from the registry through `adstream_kafka::registry_client`
+//!   (TopicNameStrategy, registering the contract's schema if the subject does not have it yet); the Avro body is written straight from serde with apache-avro's schema-aware serializer,
 //!   which skips the intermediate `Value` tree that `encode_struct` builds per record.
 //! - **Timestamps and headers**: the record timestamp is the event time; CloudEvents Kafka-binding headers
 //!   (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `content-type`) and `correlation_id`.
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_schemas::events::AvroRecord;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
@@ -27,11 +28,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message};
-use schema_registry_converter::async_impl::avro::AvroEncoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
 
 /// How many failed deliveries keep their error message for the final report.
 const KEPT_FAILURES: usize = 5;
@@ -231,8 +227,7 @@ impl<'a> WireEncoder<'a> {
         buffer: &mut Vec<u8>,
     ) -> Result<(), ProduceError> {
         buffer.clear();
-        buffer.push(0);
-        buffer.extend_from_slice(&self.topic.id.to_be_bytes());
+        adstream_schemas::wire::write_header(self.topic.id, buffer);
         self.writer
             .write_ser(buffer, record)
             .map(|_| ())
@@ -490,51 +485,41 @@ impl EventProducer {
 
 struct Registry {
     url: String,
-    encoder: AvroEncoder,
+    client: RegistryClient,
 }
 
 impl Registry {
     fn new(url: &str, timeout: Duration) -> Result<Self, ProduceError> {
-        let settings = SrSettings::new_builder(url.to_string())
-            .set_timeout(timeout)
-            .no_proxy()
-            .build()
-            .map_err(|e| ProduceError::Registry {
+        let client =
+            RegistryClient::with_timeout(url, timeout).map_err(|e| ProduceError::Registry {
                 url: url.to_string(),
                 subject: String::new(),
                 message: e.to_string(),
             })?;
         Ok(Self {
             url: url.to_string(),
-            encoder: AvroEncoder::new(settings),
+            client,
         })
     }
 
+    /// Registers `T`'s contract schema under `<topic>-value` (TopicNameStrategy); an identical schema keeps its id.
     async fn topic_schema<T: AvroRecord>(&self, topic: &str) -> Result<TopicSchema, ProduceError> {
         let subject = format!("{topic}-value");
-        let supplied = SuppliedSchema::new(
-            Some(T::FULL_NAME.to_string()),
-            SchemaType::Avro,
-            T::SCHEMA.to_string(),
-        );
-        let strategy =
-            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
-        let registered = self
-            .encoder
-            .get_schema_and_id(&subject, strategy)
+        let failed = |message: String| ProduceError::Registry {
+            url: self.url.clone(),
+            subject: subject.clone(),
+            message,
+        };
+        let schema = Schema::parse_str(T::SCHEMA).map_err(|e| failed(e.to_string()))?;
+        let id = self
+            .client
+            .register(&subject, T::SCHEMA)
             .await
-            .map_err(|e| {
-                let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
-                ProduceError::Registry {
-                    url: self.url.clone(),
-                    subject: subject.clone(),
-                    message: format!("{}{cause}", e.error),
-                }
-            })?;
+            .map_err(|e| failed(e.to_string()))?;
         Ok(TopicSchema {
             topic: topic.to_string(),
-            id: registered.id,
-            schema: registered.parsed.clone(),
+            id,
+            schema,
         })
     }
 }

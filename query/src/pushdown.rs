@@ -10,7 +10,7 @@
 //!
 //! Anything else (including `OR` across these columns) is left to DataFusion.
 
-use adstream_processors::runtime::simulate::kafka_partition;
+use adstream_kafka::partitioner::kafka_partition;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};

@@ -4,16 +4,19 @@
 //! Everything here blocks (librdkafka calls); async callers run it on tokio's blocking pool.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adstream_schemas::client::RegistryClient;
+use adstream_kafka::read;
+use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::QuietEof;
 use apache_avro::Schema;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::QueryError;
 
@@ -64,24 +67,6 @@ impl ScanProgress {
         )
     }
 }
-
-/// A consumer context that keeps librdkafka's end-of-partition notices out of the logs.
-pub struct QuietContext;
-
-impl ClientContext for QuietContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(
-            error,
-            KafkaError::PartitionEOF(_)
-                | KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)
-                | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::warn!(%error, reason, "Kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietContext {}
 
 /// Kafka and the registry, shared by every table of a session.
 pub struct KafkaSource {
@@ -136,7 +121,7 @@ impl KafkaSource {
 
     /// A consumer for metadata and reads (no group membership: partitions are assigned by hand, nothing is
     /// committed).
-    pub fn consumer(&self) -> Result<BaseConsumer<QuietContext>, QueryError> {
+    pub fn consumer(&self) -> Result<BaseConsumer<QuietEof>, QueryError> {
         let mut config = self.config.clone();
         config
             .set("group.id", "adstream-query")
@@ -150,7 +135,7 @@ impl KafkaSource {
             .set("max.partition.fetch.bytes", "8388608")
             .set("queued.max.messages.kbytes", "16384");
         config
-            .create_with_context(QuietContext)
+            .create_with_context(QuietEof)
             .map_err(|e| QueryError::Kafka {
                 topic: String::new(),
                 message: format!("invalid client configuration: {e}"),
@@ -376,8 +361,9 @@ impl KafkaSource {
 /// Runs a registry call from blocking code, whether or not the thread belongs to a tokio runtime: on a thread of
 /// its own with a runtime of its own (calls are rare: schemas are cached per id).
 fn block_on<T: Send + 'static>(
-    future: impl std::future::Future<Output = Result<T, adstream_schemas::client::RegistryClientError>>
-        + Send
+    future: impl std::future::Future<
+            Output = Result<T, adstream_kafka::registry_client::RegistryClientError>,
+        > + Send
         + 'static,
 ) -> Result<T, String> {
     std::thread::spawn(move || {
@@ -391,17 +377,11 @@ fn block_on<T: Send + 'static>(
     .unwrap_or_else(|_| Err("the registry call panicked".to_owned()))
 }
 
-fn partition_count(consumer: &BaseConsumer<QuietContext>, topic: &str) -> Result<i32, QueryError> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+fn partition_count(consumer: &BaseConsumer<QuietEof>, topic: &str) -> Result<i32, QueryError> {
+    read::partition_count::<_, Infallible>(consumer, topic, METADATA_TIMEOUT)
         .map_err(|e| QueryError::Kafka {
             topic: topic.to_owned(),
-            message: format!("cannot reach Kafka: {e}"),
-        })?;
-    let topic_metadata = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| QueryError::NoSuchTopic(topic.to_owned()))?;
-    Ok(topic_metadata.partitions().len() as i32)
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| QueryError::NoSuchTopic(topic.to_owned()))
 }

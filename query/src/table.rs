@@ -582,11 +582,8 @@ impl BatchDecoder {
 
     /// The value of one Confluent wire-format payload as a resolved record.
     fn value(&mut self, payload: &[u8]) -> Result<Value, String> {
-        if payload.len() < 5 || payload[0] != 0 {
-            return Err("not Confluent wire format".to_owned());
-        }
-        let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
-        let mut datum = &payload[5..];
+        let (id, mut datum) = adstream_schemas::wire::split(payload)
+            .map_err(|_| "not Confluent wire format".to_owned())?;
         self.datum_reader(id)?
             .read_value(&mut datum)
             .map_err(|e| format!("schema id {id}: {e}"))

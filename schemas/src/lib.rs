@@ -1,13 +1,17 @@
-//! The adstream Avro contract and everything around it.
+//! The adstream Avro contract: what every producer, processor and reader of adstream's topics agrees on. This crate
+//! has no Kafka, HTTP or async runtime dependency, so anything that needs `AdClick` can link it cheaply.
 //!
 //! Layout:
-//! - `events`   — Rust types that serialize to exactly the `.avsc` contract next to this crate.
-//! - `outputs`  — Rust types of the processors' output records (campaign metrics, alerts).
-//! - `compat`   — Avro reader/writer compatibility with Confluent's seven levels.
-//! - `registry` — a Confluent-compatible schema registry server storing its state in `_schemas`.
+//! - the `.avsc` files next to this crate — the contract itself, one Avro schema per record type.
+//! - `events`  — Rust types that serialize to exactly the `.avsc` contract of the input events.
+//! - `outputs` — Rust types of the processors' output records (campaign metrics, alerts, attribution, fatigue).
+//! - `compat`  — Avro reader/writer compatibility with Confluent's seven levels and per-field explanations.
+//! - `wire`    — Confluent's wire framing (magic byte 0, big-endian schema id, Avro datum), pure.
+//!
+//! The schema registry server is the `adstream-registry` crate; the registry client and the rest of the Kafka
+//! plumbing are in `adstream-kafka`.
 
-pub mod client;
 pub mod compat;
 pub mod events;
 pub mod outputs;
-pub mod registry;
+pub mod wire;

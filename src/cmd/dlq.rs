@@ -11,16 +11,19 @@
 //! and exit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::convert::Infallible;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 
+use adstream_kafka::read::{self, ReadError, ReadOptions};
+use adstream_kafka::QuietEof;
 use adstream_processors::runtime::dead_letter::{self, header, Class, DLQ_PREFIX};
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 
@@ -167,22 +170,8 @@ fn topics_of(argument: &str) -> Result<(String, String)> {
     }
 }
 
-/// Client context of the dead-letter reader: librdkafka also reports each end of partition as a client-wide error
-/// (logged by default); the reader sees it in `poll` already, so only other errors are logged.
-struct ReaderContext;
-
-impl ClientContext for ReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
-
 /// The consumer type of every read here.
-type Reader = BaseConsumer<ReaderContext>;
+type Reader = BaseConsumer<QuietEof>;
 
 fn reader_config(settings: &Settings) -> ClientConfig {
     let mut config = settings.kafka_config();
@@ -198,32 +187,8 @@ fn reader_config(settings: &Settings) -> ClientConfig {
 /// Number of partitions of `topic`, or None when it does not exist. A topic the broker knows but cannot describe
 /// yet (just created, leader election) is asked again until [`TIMEOUT`].
 fn partition_count(consumer: &Reader, bootstrap: &str, topic: &str) -> Result<Option<i32>> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .with_context(|| format!("cannot reach Kafka at {bootstrap}"))?;
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(None);
-        };
-        match found.error() {
-            None if !found.partitions().is_empty() => {
-                return Ok(Some(found.partitions().len() as i32))
-            }
-            Some(code)
-                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
-            {
-                return Ok(None)
-            }
-            problem if Instant::now() >= deadline => {
-                let why = problem
-                    .map(|code| RDKafkaErrorCode::from(code).to_string())
-                    .unwrap_or_else(|| "no partitions".to_owned());
-                bail!("cannot describe topic '{topic}': {why}");
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+    read::partition_count::<_, Infallible>(consumer, topic, TIMEOUT)
+        .with_context(|| format!("cannot reach Kafka at {bootstrap}"))
 }
 
 /// Reads every partition of `topic` from its beginning to its end at call time, handing each record to `visit`:
@@ -236,7 +201,7 @@ fn scan(
     mut visit: impl FnMut(DeadLetter) -> Result<()>,
 ) -> Result<i32> {
     let consumer: Reader = config
-        .create_with_context(ReaderContext)
+        .create_with_context(QuietEof)
         .context("invalid Kafka client configuration")?;
     let partitions = partition_count(&consumer, bootstrap, topic)?.with_context(|| {
         format!(
@@ -244,92 +209,34 @@ fn scan(
              wrong"
         )
     })?;
-    // Partitions with records, each with its end at call time (the high watermark).
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (low, high) = watermarks(&consumer, topic, partition)?;
-        if high > low {
-            ends.insert(partition, high);
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .with_context(|| format!("cannot assign {topic} partition {partition}"))?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok(partitions);
-    }
-    consumer
-        .assign(&assignment)
-        .with_context(|| format!("cannot read {topic}"))?;
-    let mut last_progress = Instant::now();
     // read_committed: a partition ends at its last stable offset, announced by an end-of-partition event, or at
-    // the record just before the high watermark (records after it arrived after the call).
-    while !ends.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {
-                if last_progress.elapsed() > STALL {
-                    let open: Vec<String> = ends.keys().map(i32::to_string).collect();
-                    bail!(
-                        "reading {topic}: no progress for {}s (partition(s) {} not at their end)",
-                        STALL.as_secs(),
-                        open.join(", ")
-                    );
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                ends.remove(&partition);
-            }
-            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
-            Some(Ok(message)) => {
-                last_progress = Instant::now();
-                let partition = message.partition();
-                let Some(&high) = ends.get(&partition) else {
-                    continue;
-                };
-                if message.offset() + 1 >= high {
-                    ends.remove(&partition);
-                }
-                if message.offset() >= high {
-                    continue;
-                }
-                let headers = KafkaHeaders::of(&message)
-                    .iter()
-                    .map(|(key, value)| (key_text(key).into_owned(), value.map(<[u8]>::to_vec)))
-                    .collect();
-                visit(DeadLetter {
-                    partition,
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    headers,
-                })?;
-            }
-        }
-    }
+    // the record just before the high watermark at call time (records after it arrived after the call).
+    let options = ReadOptions {
+        stall_timeout: STALL,
+        poll_interval: Duration::from_millis(500),
+        stop_at_high_watermark: true,
+        tolerate_errors: false,
+    };
+    let all: Vec<i32> = (0..partitions).collect();
+    read::read_to_end(&consumer, topic, &all, &options, |message| {
+        let headers = KafkaHeaders::of(message)
+            .iter()
+            .map(|(key, value)| (key_text(key).into_owned(), value.map(<[u8]>::to_vec)))
+            .collect();
+        visit(DeadLetter {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        })
+    })
+    .map_err(|e| match e {
+        ReadError::Record(error) => error,
+        other => anyhow::Error::new(other),
+    })?;
     Ok(partitions)
-}
-
-/// Low and high watermarks of one partition. A partition without a leader yet (a topic just created, a broker
-/// restarting) is asked again until [`TIMEOUT`].
-fn watermarks(consumer: &Reader, topic: &str, partition: i32) -> Result<(i64, i64)> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
-            Ok(found) => return Ok(found),
-            Err(KafkaError::MetadataFetch(
-                RDKafkaErrorCode::NotLeaderForPartition
-                | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::UnknownTopicOrPartition,
-            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot read the offsets of {topic} partition {partition}")
-                })
-            }
-        }
-    }
 }
 
 /// Reads `topic` off the async runtime (librdkafka's consumer blocks).
@@ -737,7 +644,7 @@ async fn check_targets(settings: &Settings, targets: &[(String, i32)]) -> Result
     let bootstrap = settings.bootstrap_servers.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let consumer: Reader = config
-            .create_with_context(ReaderContext)
+            .create_with_context(QuietEof)
             .context("invalid Kafka client configuration")?;
         for (topic, partition) in highest {
             match partition_count(&consumer, &bootstrap, &topic)? {

@@ -1,15 +1,21 @@
 //! `adstream topics` and `adstream consume`: see what landed.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::time::Duration;
 
+use adstream_kafka::read;
+use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::QuietEof;
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
-use adstream_processors::runtime::QuietEof;
+use adstream_schemas::wire;
 use adstream_topology::Topology;
 use anyhow::{Context, Result};
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
 use crate::config::Settings;
 
@@ -51,11 +57,8 @@ pub fn topics(settings: &Settings, topology: &Topology) -> Result<()> {
         };
         let mut records = 0;
         for partition in found.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic.name, partition.id(), TIMEOUT)
-                .with_context(|| {
-                    format!("cannot read offsets of {}[{}]", topic.name, partition.id())
-                })?;
+            let (low, high) =
+                read::watermarks::<_, Infallible>(&consumer, &topic.name, partition.id(), TIMEOUT)?;
             records += high - low;
         }
         let key = topic.key.as_deref().unwrap_or("-");
@@ -89,11 +92,8 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    let sr = SrSettings::new_builder(settings.registry_url.clone())
-        .set_timeout(TIMEOUT)
-        .no_proxy()
-        .build()?;
-    let decoder = AvroDecoder::new(sr);
+    let registry = RegistryClient::with_timeout(&settings.registry_url, TIMEOUT)?;
+    let mut writers: HashMap<u32, Schema> = HashMap::new();
     let (mut printed, mut finished) = (0, 0);
     while printed < limit && finished < partitions {
         let Some(result) = consumer.poll(TIMEOUT) else {
@@ -107,11 +107,9 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
             }
             Err(error) => return Err(error).with_context(|| format!("reading {topic}")),
         };
-        let value = match decoder.decode(message.payload()).await {
-            Ok(decoded) => serde_json::Value::try_from(decoded.value)
-                .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() })),
-            Err(e) => serde_json::json!({ "undecodable": e.error }),
-        };
+        let value = decode(&registry, &mut writers, message.payload())
+            .await
+            .unwrap_or_else(|e| serde_json::json!({ "undecodable": format!("{e:#}") }));
         let headers: serde_json::Map<String, serde_json::Value> = KafkaHeaders::of(&message)
             .iter()
             .map(|(key, value)| {
@@ -133,4 +131,34 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
         printed += 1;
     }
     Ok(())
+}
+
+/// A Confluent wire-format value as JSON, read with its writer schema (fetched from the registry once per id); no
+/// value (a tombstone) is JSON null.
+async fn decode(
+    registry: &RegistryClient,
+    writers: &mut HashMap<u32, Schema>,
+    payload: Option<&[u8]>,
+) -> Result<serde_json::Value> {
+    let Some(payload) = payload else {
+        return Ok(serde_json::Value::Null);
+    };
+    let (id, mut datum) = wire::split(payload)?;
+    let writer = match writers.entry(id) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(unseen) => {
+            let text = registry
+                .schema_by_id(id)
+                .await?
+                .with_context(|| format!("schema id {id} is unknown to the registry"))?;
+            let schema = Schema::parse_str(&text)
+                .with_context(|| format!("the schema with id {id} does not parse"))?;
+            unseen.insert(schema)
+        }
+    };
+    let value = GenericDatumReader::builder(&*writer)
+        .build()?
+        .read_value(&mut datum)
+        .with_context(|| format!("schema id {id}: undecodable Avro"))?;
+    serde_json::Value::try_from(value).context("not representable as JSON")
 }

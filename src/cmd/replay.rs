@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adstream_kafka::partitioner::kafka_partition;
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
-use adstream_processors::runtime::simulate::kafka_partition;
 use adstream_query::pushdown::{HEADERS, KEY, TIMESTAMP};
 use adstream_query::table::{TableMode, TopicTable};
 use anyhow::{anyhow, bail, Context, Result};

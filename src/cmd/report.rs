@@ -8,18 +8,20 @@
 //! `CampaignMetrics`/`CampaignAlert` (so rows written by an older or newer compatible job still read).
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::time::Duration;
 
+use adstream_kafka::read::{self, ReadOptions};
+use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::QuietEof;
 use adstream_processors::campaign_metrics::kpi::{Kpis, Totals};
-use adstream_processors::runtime::{QuietEof, SchemaCache, TypedDecoder};
-use adstream_schemas::client::RegistryClient;
+use adstream_processors::runtime::{SchemaCache, TypedDecoder};
 use adstream_schemas::outputs::{AlertSeverity, CampaignAlert, CampaignMetrics};
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::Message;
 
 use crate::config::Settings;
 
@@ -79,51 +81,33 @@ fn read_all<T: serde::de::DeserializeOwned>(
     decoder: &mut TypedDecoder,
     schemas: &mut SchemaCache,
 ) -> Result<Decoded<T>> {
-    let mut config = settings.kafka_config();
-    config
-        .set("group.id", "adstream-report")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+    let config = read::reader_config(&settings.kafka_config(), "adstream-report", true);
     let consumer: BaseConsumer<QuietEof> = config
         .create_with_context(QuietEof)
         .context("invalid Kafka client configuration")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .with_context(|| format!("cannot reach Kafka at {}", settings.bootstrap_servers))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().len())
+    let partitions = read::partition_count::<_, Infallible>(&consumer, topic, TIMEOUT)
+        .with_context(|| format!("cannot reach Kafka at {}", settings.bootstrap_servers))?
         .ok_or_else(|| anyhow!("topic {topic} does not exist (run `adstream topology apply`)"))?;
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition_offset(topic, partition as i32, Offset::Beginning)?;
-    }
-    consumer.assign(&list)?;
-    let mut open = partitions;
+    let options = ReadOptions {
+        stall_timeout: TIMEOUT,
+        ..ReadOptions::default()
+    };
     let mut rows = Vec::new();
     let mut undecodable = 0;
-    while open > 0 {
-        match consumer.poll(TIMEOUT) {
-            None => bail!("{topic}: no progress for {} s", TIMEOUT.as_secs()),
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(anyhow!("reading {topic}: {e}")),
-            Some(Ok(message)) => {
-                let Some(key) = message.key() else {
-                    continue;
-                };
-                if message.payload().is_none() {
-                    continue;
-                }
-                match decoder.decode::<T>(schemas, message.payload()) {
-                    Ok(row) => rows.push((key.to_vec(), row)),
-                    Err(_) => undecodable += 1,
-                }
-            }
+    let all: Vec<i32> = (0..partitions).collect();
+    read::read_to_end::<_, Infallible>(&consumer, topic, &all, &options, |message| {
+        let Some(key) = message.key() else {
+            return Ok(());
+        };
+        if message.payload().is_none() {
+            return Ok(());
         }
-    }
+        match decoder.decode::<T>(schemas, message.payload()) {
+            Ok(row) => rows.push((key.to_vec(), row)),
+            Err(_) => undecodable += 1,
+        }
+        Ok(())
+    })?;
     Ok((rows, undecodable))
 }
 

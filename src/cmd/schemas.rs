@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adstream_schemas::client::RegistryClient;
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use apache_avro::Schema;

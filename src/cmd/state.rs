@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
+use adstream_kafka::partitioner::kafka_partition;
 use adstream_processors::campaign_metrics::job::{
     CampaignMetricsDefinition, CampaignMetricsSettings,
 };
 use adstream_processors::campaign_metrics::kpi::{Kpis, Totals};
 use adstream_processors::jobs::{Job, Wiring};
 use adstream_processors::runtime::simulate::{
-    interleave_by_timestamp, kafka_partition, simulate, SimulateOptions, SimulatedRecord,
+    interleave_by_timestamp, simulate, SimulateOptions, SimulatedRecord,
 };
 use adstream_processors::runtime::{Operator, SchemaCache, TypedDecoder};
 use adstream_schemas::outputs::{CampaignAlert, CampaignMetrics, Granularity};

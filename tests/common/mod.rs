@@ -40,12 +40,12 @@ pub async fn start_registry(name: &str) -> TestRegistry {
     let topic = unique(&format!("_schemas-{name}"));
     let mut kafka = rdkafka::ClientConfig::new();
     kafka.set("bootstrap.servers", bootstrap());
-    let config = adstream_schemas::registry::RegistryConfig {
+    let config = adstream_registry::RegistryConfig {
         kafka,
         topic: topic.clone(),
         kafka_timeout: Duration::from_secs(10),
     };
-    tokio::spawn(adstream_schemas::registry::serve(
+    tokio::spawn(adstream_registry::serve(
         listener,
         config,
         std::future::pending(),

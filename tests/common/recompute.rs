@@ -3,8 +3,10 @@
 //! directly, and sums. Shared by the campaign-metrics and exactly-once tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::convert::Infallible;
+use std::time::Duration;
 
+use adstream_kafka::read::{self, ReadOptions};
 use adstream_producers::generator::{Counts, Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
@@ -16,8 +18,8 @@ use chrono::{DateTime, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::{ClientConfig, Message};
 
 use super::{bootstrap, unique};
 
@@ -105,46 +107,35 @@ pub fn read_committed_records(topic: &str) -> Vec<KeyValue> {
 /// Every record of every partition of `topic` (read_committed, from the beginning to the end at call time), with
 /// partitions, offsets, timestamps and headers.
 pub fn read_committed_messages(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let mut config = kafka();
-    config
-        .set("group.id", unique("read"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len();
+    let consumer: BaseConsumer = read::reader_config(&kafka(), &unique("read"), true)
+        .create()
+        .expect("consumer");
+    let partitions =
+        read::partition_count::<_, Infallible>(&consumer, topic, Duration::from_secs(10))
+            .expect("metadata")
+            .unwrap_or(0);
     assert!(partitions > 0, "{topic} does not exist");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p as i32, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut open = partitions;
+    let options = ReadOptions {
+        stall_timeout: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(500),
+        ..ReadOptions::default()
+    };
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open > 0 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => panic!("read {topic}: {e}"),
-            Some(Ok(m)) => out.push(m.detach()),
-            None => {}
-        }
-    }
-    assert_eq!(open, 0, "{topic} not read to its end in time");
+    let all: Vec<i32> = (0..partitions).collect();
+    read::read_to_end::<_, Infallible>(&consumer, topic, &all, &options, |m| {
+        out.push(m.detach());
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{topic} not read to its end in time: {e}"));
     out
 }
 
 pub fn decode<T: serde::de::DeserializeOwned>(schema: &Schema, payload: &[u8]) -> T {
-    assert_eq!(payload[0], 0, "magic byte");
+    let (_, mut datum) = adstream_schemas::wire::split(payload).expect("magic byte");
     let value = GenericDatumReader::builder(schema)
         .build()
         .expect("reader")
-        .read_value(&mut &payload[5..])
+        .read_value(&mut datum)
         .expect("decodes");
     apache_avro::from_value(&value).expect("deserializes")
 }

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
-use adstream_schemas::client::{FailureKind, RegistryClient};
+use adstream_kafka::registry_client::{FailureKind, RegistryClient};
+use adstream_schemas::wire::{self, FrameError};
 
 use super::dead_letter::Class;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -240,18 +241,14 @@ impl TypedDecoder {
         value: Option<&[u8]>,
     ) -> Result<T, DecodeError> {
         let value = value.ok_or(DecodeError::MissingValue)?;
-        if value.len() < 5 {
-            return Err(DecodeError::TooShort(value.len()));
-        }
-        if value[0] != 0 {
-            return Err(DecodeError::BadMagic(value[0]));
-        }
-        let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+        let (id, mut datum) = wire::split(value).map_err(|e| match e {
+            FrameError::TooShort(len) => DecodeError::TooShort(len),
+            FrameError::BadMagic(byte) => DecodeError::BadMagic(byte),
+        })?;
         if !self.plans.contains_key(&id) {
             let plan = self.plan(cache, id)?;
             self.plans.insert(id, plan);
         }
-        let mut datum = &value[5..];
         let bad = |message: String| DecodeError::BadDatum { id, message };
         let decoded = match &self.plans[&id] {
             Plan::Direct(reader) => reader
@@ -305,7 +302,7 @@ impl TypedDecoder {
 /// Encodes one output type in Confluent wire format under a registered schema id.
 pub struct WireEncoder {
     writer: GenericDatumWriter<'static>,
-    header: [u8; 5],
+    header: [u8; wire::HEADER_LEN],
 }
 
 impl WireEncoder {
@@ -320,10 +317,9 @@ impl WireEncoder {
         let writer = GenericDatumWriter::builder(schema)
             .build()
             .map_err(|e| CodecError::Avro(e.to_string()))?;
-        let id = schema_id.to_be_bytes();
         Ok(WireEncoder {
             writer,
-            header: [0, id[0], id[1], id[2], id[3]],
+            header: wire::header(schema_id),
         })
     }
 

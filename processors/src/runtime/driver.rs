@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use adstream_schemas::client::{FailureKind, RegistryClient};
+use adstream_kafka::read::{self, ReadError, ReadOptions};
+use adstream_kafka::registry_client::{FailureKind, RegistryClient};
+use adstream_kafka::{is_end_of_partition, QuietEof};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -544,91 +546,43 @@ fn read_to_end(
     partitions: &[i32],
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
 ) -> Result<u64, RuntimeError> {
-    let mut client = config.kafka.clone();
-    client
-        .set("group.id", format!("{}-restore", config.application_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
+    let client = read::reader_config(
+        &config.kafka,
+        &format!("{}-restore", config.application_id),
+        true,
+    );
     let consumer: BaseConsumer<QuietEof> = client
         .create_with_context(QuietEof)
         .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
-    let mut list = TopicPartitionList::new();
-    for partition in partitions {
-        list.add_partition_offset(topic, *partition, Offset::Beginning)
-            .map_err(|e| RuntimeError::Restore(format!("{topic}: {e}")))?;
-    }
-    consumer
-        .assign(&list)
-        .map_err(|e| RuntimeError::Restore(format!("{topic}: assign: {e}")))?;
-    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
-    let mut count = 0u64;
+    let options = ReadOptions {
+        stall_timeout: CALL_TIMEOUT,
+        ..ReadOptions::default()
+    };
     let started = Instant::now();
-    let mut last_message = Instant::now();
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {
-                if last_message.elapsed() > CALL_TIMEOUT {
-                    return Err(RuntimeError::Restore(format!(
-                        "{topic}: no progress for {}s (partitions {open:?} not at their end)",
-                        CALL_TIMEOUT.as_secs()
-                    )));
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                open.remove(&partition);
-                last_message = Instant::now();
-            }
-            Some(Err(e)) => return Err(RuntimeError::Restore(format!("{topic}: {e}"))),
-            Some(Ok(message)) => {
-                apply(
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.payload(),
-                )
-                .map_err(RuntimeError::Restore)?;
-                // Measured after applying, which may have waited (for the registry): that is not the broker
-                // making no progress.
-                last_message = Instant::now();
-                count += 1;
-                if count.is_multiple_of(100_000) {
-                    info!(
-                        topic,
-                        records = count,
-                        rate = count as f64 / started.elapsed().as_secs_f64().max(1e-9),
-                        "restoring"
-                    );
-                }
-            }
+    let mut count = 0u64;
+    read::read_to_end(&consumer, topic, partitions, &options, |message| {
+        apply(
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.payload(),
+        )?;
+        count += 1;
+        if count.is_multiple_of(100_000) {
+            info!(
+                topic,
+                records = count,
+                rate = count as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                "restoring"
+            );
         }
-    }
-    Ok(count)
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ReadError::Record(message) => RuntimeError::Restore(message),
+        other => RuntimeError::Restore(other.to_string()),
+    })
 }
-
-/// Whether `error` is librdkafka's end-of-partition event, which arrives both as a consumer error and as a
-/// client-wide ("global") error.
-fn is_end_of_partition(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-    )
-}
-
-/// A client context for consumers that read to the end (`enable.partition.eof`): it does not log the
-/// end-of-partition events they asked for as errors, and logs every other client error as a warning.
-pub struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !is_end_of_partition(&error) {
-            warn!(%error, reason, "restore consumer error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
 
 /// Retries `call` while librdkafka says the error is retriable.
 fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {

@@ -48,7 +48,7 @@ pub struct CapturedRecord {
     pub topic: String,
     /// The partition the record was sent to explicitly (dead letters, late records, watermark markers); None for
     /// a keyed output, whose partition Kafka's partitioner would choose (see
-    /// [`crate::runtime::simulate::kafka_partition`]).
+    /// [`adstream_kafka::partitioner::kafka_partition`]).
     pub partition: Option<i32>,
     /// Key bytes (empty for a watermark marker).
     pub key: Vec<u8>,

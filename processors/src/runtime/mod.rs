@@ -42,7 +42,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
-pub use driver::{run, QuietEof, RunSummary, RuntimeError};
+pub use driver::{run, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
 pub use simulate::{

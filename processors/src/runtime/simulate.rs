@@ -35,6 +35,7 @@
 //! then handed to the operator again as records (the live consumer reads the table partitions from the start
 //! too, and dead-letters what does not decode). Table records after that are updates, processed where they come.
 
+use adstream_kafka::partitioner::kafka_partition;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -263,40 +264,6 @@ impl Simulation {
             })
             .collect()
     }
-}
-
-/// The partition Kafka's default partitioner (and librdkafka's `murmur2_random`, which the live jobs use) gives a
-/// record with key `key` in a topic of `partitions` partitions: murmur2 of the key, made positive, modulo the count.
-pub fn kafka_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), seed 0x9747b28c.
-fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    // Java's int length: keys are far below 2^31 bytes.
-    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        for (i, byte) in rest.iter().enumerate().rev() {
-            h ^= u32::from(*byte) << (8 * i);
-        }
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
 }
 
 /// Merges `records` by timestamp, keeping each (input, partition)'s own order: the order a backtest replays

@@ -650,44 +650,6 @@ fn attribution_credits_a_conversion_to_the_touch_before_it_through_the_captured_
 }
 
 #[test]
-fn kafka_partition_is_librdkafkas_murmur2_partitioner() {
-    for key in [
-        &b""[..],
-        b"a",
-        b"ab",
-        b"abc",
-        b"u-42",
-        b"21",
-        b"foobar",
-        b"a-little-bit-long-string",
-        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-    ] {
-        for partitions in [1, 2, 3, 12] {
-            // SAFETY: the murmur2 partitioner reads only `key` (keylen bytes); the topic and opaques are unused.
-            let reference = unsafe {
-                rdkafka::bindings::rd_kafka_msg_partitioner_murmur2(
-                    std::ptr::null(),
-                    key.as_ptr().cast(),
-                    key.len(),
-                    partitions,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
-            };
-            assert_eq!(
-                kafka_partition(key, partitions),
-                reference,
-                "{key:?} % {partitions}"
-            );
-        }
-    }
-    // Kafka's own test vectors (UtilsTest.testMurmur2), for the raw hash.
-    assert_eq!(murmur2(b"21"), -973_932_308);
-    assert_eq!(murmur2(b"foobar"), -790_332_482);
-    assert_eq!(murmur2(b"abc"), 479_470_107);
-}
-
-#[test]
 fn an_operator_input_that_does_not_exist_is_an_error() {
     let mut bad = impression(0, "c-a", "u-1", T0, 1);
     bad.input = 7;

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::attribution::job::AttributionDefinition as Attribution;
 use adstream_processors::campaign_metrics::job::CampaignMetricsDefinition as MetricsJob;
 use adstream_processors::fatigue::job::CreativeFatigueDefinition as FatigueJob;
@@ -31,7 +32,6 @@ use adstream_processors::runtime::{
     TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity};
-use adstream_schemas::client::RegistryClient;
 use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign};
 use adstream_schemas::outputs::{
     AttributedConversion, AttributionCredit, AttributionTouch, CampaignAlert, CampaignMetrics,

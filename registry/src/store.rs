@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use adstream_kafka::read::{self, ReadError, ReadOptions};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -11,7 +12,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::errors::ApiError;
 use super::records::{Key, Record, Value};
@@ -109,15 +109,9 @@ pub(crate) async fn open(config: &RegistryConfig) -> Result<(Store, State), Regi
 
 /// A consumer for the replay; it never joins a group nor commits, it only reads the one partition it is assigned.
 fn reader(base: &ClientConfig) -> Result<BaseConsumer, RegistryError> {
-    let mut config = base.clone();
-    config
-        .set("group.id", "adstream-registry-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted");
-    config.create().map_err(RegistryError::KafkaConfig)
+    read::reader_config(base, "adstream-registry-reader", false)
+        .create()
+        .map_err(RegistryError::KafkaConfig)
 }
 
 /// Runs librdkafka's blocking calls off the async runtime.
@@ -212,67 +206,50 @@ fn replay(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Sta
         topic: topic.to_owned(),
         reason,
     };
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, timeout)
-        .map_err(|e| failed(format!("cannot read its offsets: {e}")))?;
     let mut state = State::default();
-    if high <= low {
-        return Ok(state);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .map_err(|e| failed(format!("cannot assign partition 0: {e}")))?;
-    consumer
-        .assign(&assignment)
-        .map_err(|e| failed(format!("cannot assign partition 0: {e}")))?;
-
+    let options = ReadOptions {
+        stall_timeout: timeout,
+        stop_at_high_watermark: true,
+        tolerate_errors: true,
+        ..ReadOptions::default()
+    };
     let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut records = 0u64;
-    loop {
-        if last_progress.elapsed() > timeout {
-            return Err(failed(format!(
-                "no progress for {} while replaying (reached {records} records, end offset {high})",
-                seconds(timeout)
-            )));
+    let records = read::read_to_end(consumer, topic, &[0], &options, |message| {
+        let offset = message.offset();
+        let corrupt = |reason: String| RegistryError::Corrupt {
+            topic: topic.to_owned(),
+            offset,
+            reason,
+        };
+        let key = Key::parse(message.key().unwrap_or_default()).map_err(corrupt)?;
+        let value = match message.payload() {
+            None => None,
+            Some(bytes) => Value::parse(&key, bytes).map_err(corrupt)?,
+        };
+        if value.is_none() && message.payload().is_some() {
+            tracing::debug!(
+                topic,
+                offset,
+                ?key,
+                "skipped a record of a key type this registry does not use"
+            );
+        } else {
+            state.apply(&Record { key, value });
         }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(error)) => {
-                tracing::warn!(topic, %error, "while replaying the registry topic");
-            }
-            Some(Ok(message)) => {
-                last_progress = Instant::now();
-                records += 1;
-                let offset = message.offset();
-                let corrupt = |reason: String| RegistryError::Corrupt {
-                    topic: topic.to_owned(),
-                    offset,
-                    reason,
-                };
-                let key = Key::parse(message.key().unwrap_or_default()).map_err(corrupt)?;
-                let value = match message.payload() {
-                    None => None,
-                    Some(bytes) => Value::parse(&key, bytes).map_err(corrupt)?,
-                };
-                if value.is_none() && message.payload().is_some() {
-                    tracing::debug!(
-                        topic,
-                        offset,
-                        ?key,
-                        "skipped a record of a key type this registry does not use"
-                    );
-                } else {
-                    state.apply(&Record { key, value });
-                }
-                if offset + 1 >= high {
-                    break;
-                }
-            }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ReadError::Record(corrupt) => corrupt,
+        ReadError::Watermarks { source, .. } => {
+            failed(format!("cannot read its offsets: {source}"))
         }
-    }
+        ReadError::Assign { source, .. } => failed(format!("cannot assign partition 0: {source}")),
+        ReadError::Stalled { read, .. } => failed(format!(
+            "no progress for {} while replaying (reached {read} records)",
+            seconds(timeout)
+        )),
+        other => failed(other.to_string()),
+    })?;
     let (subjects, schemas) = state.summary();
     tracing::info!(
         topic,

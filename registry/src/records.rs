@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compat::CompatibilityLevel;
+use adstream_schemas::compat::CompatibilityLevel;
 
 use super::state::Mode;
 

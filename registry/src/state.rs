@@ -12,7 +12,7 @@ use std::str::FromStr;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
-use crate::compat::{self, CompatibilityLevel};
+use adstream_schemas::compat::{self, CompatibilityLevel};
 
 use super::errors::ApiError;
 use super::limits;

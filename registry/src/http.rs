@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::compat::CompatibilityLevel;
+use adstream_schemas::compat::CompatibilityLevel;
 
 use super::errors::ApiError;
 use super::limits;

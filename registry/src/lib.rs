@@ -24,6 +24,17 @@
 //!   topic a referenced version can come after its referrer. A referenced version cannot be hard-deleted.
 //! - Compatibility checks run on the blocking pool on a copy of what they need, never under the state lock (see
 //!   `http::register`); the limits in `limits` bound request bodies, record sizes, union fan-out and ids.
+//!
+//! Layout:
+//! - `http`    — the REST routes (axum): request parsing, Confluent's content types, answers.
+//! - `state`   — the in-memory registry (subjects, versions, ids, levels, modes, references) and its decisions.
+//! - `store`   — the `_schemas` topic: open or create it, replay it, write one record and wait for the ack.
+//! - `records` — Confluent's key/value record format of that topic.
+//! - `limits`  — the bounds on bodies, records, union fan-out and ids.
+//! - `errors`  — Confluent's JSON errors and codes.
+//!
+//! The Avro contract and the compatibility checker it applies come from `adstream-schemas`; the client side of
+//! the REST API is `adstream_kafka::registry_client`.
 
 mod errors;
 mod http;

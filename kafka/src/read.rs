@@ -1,0 +1,283 @@
+//! Reading a topic to its end, written once: state restores, the registry's replay, the dead-letter tools, reports,
+//! benchmarks and tests all read "everything there is now" the same way.
+//!
+//! A partition is at its end when librdkafka reports the end of partition (`enable.partition.eof=true`, see
+//! [`reader_config`]), which under `read_committed` is the last stable offset, so transaction markers and aborted
+//! records never keep a read waiting. With [`ReadOptions::stop_at_high_watermark`] a partition also ends at the
+//! record just before the high watermark taken when the read starts, so records produced meanwhile are not read,
+//! and empty partitions are not even assigned.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// How [`read_to_end`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The read fails with [`ReadError::Stalled`] when neither a record nor an end of partition arrived for this
+    /// long (time spent in the record callback does not count).
+    pub stall_timeout: Duration,
+    /// How long one `poll` waits.
+    pub poll_interval: Duration,
+    /// End each partition at the high watermark taken when the read starts (and skip empty partitions), besides
+    /// the end-of-partition event.
+    pub stop_at_high_watermark: bool,
+    /// Log consumer errors other than end of partition as warnings and keep reading, instead of failing.
+    pub tolerate_errors: bool,
+}
+
+impl Default for ReadOptions {
+    /// 30 s stall timeout, 200 ms polls, ends at end-of-partition events only, errors fail the read.
+    fn default() -> ReadOptions {
+        ReadOptions {
+            stall_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            stop_at_high_watermark: false,
+            tolerate_errors: false,
+        }
+    }
+}
+
+/// Why reading a topic to its end failed. `E` is the record callback's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// The topic's metadata could not be fetched.
+    #[error("cannot describe topic '{topic}': {reason}")]
+    Metadata {
+        /// The topic.
+        topic: String,
+        /// What the client or broker said.
+        reason: String,
+    },
+    /// A partition's offsets could not be read.
+    #[error("cannot read the offsets of {topic} partition {partition}: {source}")]
+    Watermarks {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The partitions could not be assigned.
+    #[error("cannot assign {topic}: {source}")]
+    Assign {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The consumer reported an error while reading.
+    #[error("reading {topic}: {source}")]
+    Consume {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// Nothing arrived for [`ReadOptions::stall_timeout`].
+    #[error(
+        "{topic}: no progress for {}s (partitions {open:?} not at their end, {read} records read)",
+        timeout.as_secs_f64()
+    )]
+    Stalled {
+        /// The topic.
+        topic: String,
+        /// The partitions not at their end yet.
+        open: Vec<i32>,
+        /// Records read before the stall.
+        read: u64,
+        /// The stall timeout that passed.
+        timeout: Duration,
+    },
+    /// The record callback failed; the read stopped there.
+    #[error("{0}")]
+    Record(E),
+}
+
+/// `base` plus what a reader needs: its own `group.id` (nothing is committed and no group is joined, partitions are
+/// assigned by hand), end-of-partition events, `auto.offset.reset=earliest`, and `read_committed` or not.
+pub fn reader_config(base: &ClientConfig, group_id: &str, read_committed: bool) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
+    config
+}
+
+/// The number of partitions of `topic`, or None when the broker says it does not exist. A topic the broker knows
+/// but cannot describe yet (just created, leader election) is asked again until `timeout`.
+pub fn partition_count<C: ConsumerContext, E>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i32>, ReadError<E>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let metadata =
+            consumer
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| ReadError::Metadata {
+                    topic: topic.to_owned(),
+                    reason: format!("cannot reach Kafka: {e}"),
+                })?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        match found.error() {
+            None if !found.partitions().is_empty() => {
+                return Ok(Some(found.partitions().len() as i32))
+            }
+            Some(code)
+                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
+            {
+                return Ok(None)
+            }
+            problem if Instant::now() >= deadline => {
+                let reason = problem
+                    .map(|code| RDKafkaErrorCode::from(code).to_string())
+                    .unwrap_or_else(|| "no partitions".to_owned());
+                return Err(ReadError::Metadata {
+                    topic: topic.to_owned(),
+                    reason,
+                });
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Low and high watermarks of one partition. A partition without a leader yet (a topic just created, a broker
+/// restarting) is asked again until `timeout`.
+pub fn watermarks<C: ConsumerContext, E>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), ReadError<E>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok(found) => return Ok(found),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(source) => {
+                return Err(ReadError::Watermarks {
+                    topic: topic.to_owned(),
+                    partition,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Reads `partitions` of `topic` from their beginning to their end, handing each record to `on_record` in offset
+/// order within a partition (partitions interleaved). The consumer must have been created with
+/// `enable.partition.eof=true` unless `options.stop_at_high_watermark` is set and the topic has no transactions.
+/// The consumer's assignment is replaced. Returns the number of records handed over.
+pub fn read_to_end<C: ConsumerContext, E>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    options: &ReadOptions,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<u64, ReadError<E>> {
+    // Open partitions, each with its high watermark when that is where it ends.
+    let mut open: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in partitions {
+        let end = if options.stop_at_high_watermark {
+            let (low, high) = watermarks(consumer, topic, partition, options.stall_timeout)?;
+            if high <= low {
+                continue;
+            }
+            Some(high)
+        } else {
+            None
+        };
+        open.insert(partition, end);
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(|source| ReadError::Assign {
+                topic: topic.to_owned(),
+                source,
+            })?;
+    }
+    if open.is_empty() {
+        return Ok(0);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|source| ReadError::Assign {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let mut read = 0u64;
+    let mut last_progress = Instant::now();
+    while !open.is_empty() {
+        if last_progress.elapsed() > options.stall_timeout {
+            return Err(ReadError::Stalled {
+                topic: topic.to_owned(),
+                open: open.keys().copied().collect(),
+                read,
+                timeout: options.stall_timeout,
+            });
+        }
+        match consumer.poll(options.poll_interval) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+                last_progress = Instant::now();
+            }
+            Some(Err(error)) if options.tolerate_errors => {
+                tracing::warn!(topic, %error, "while reading to the end");
+            }
+            Some(Err(source)) => {
+                return Err(ReadError::Consume {
+                    topic: topic.to_owned(),
+                    source,
+                })
+            }
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                let Some(&end) = open.get(&partition) else {
+                    continue;
+                };
+                if end.is_some_and(|high| message.offset() >= high) {
+                    open.remove(&partition);
+                    continue;
+                }
+                on_record(&message).map_err(ReadError::Record)?;
+                read += 1;
+                // After the callback, which may have waited (for a registry): that is not the broker stalling.
+                last_progress = Instant::now();
+                if end.is_some_and(|high| message.offset() + 1 >= high) {
+                    open.remove(&partition);
+                }
+            }
+        }
+    }
+    Ok(read)
+}
