@@ -22,7 +22,7 @@
 //! 2. measures the baseline: a plain `BaseConsumer` reading every impression and click to the end, no decoding;
 //!    Then SQL (`adstream_query` topic tables): a full-history aggregate over impressions and clicks (rows/s beside
 //!    the raw rate, peak memory of the phase) and a one-day `_timestamp` range (records fetched of the total); and a
-//!    backtest with the live configuration over the first day (`adstream_query::backtest`: seconds per million
+//!    backtest with the live configuration over the first day (`adstream_backtest`: seconds per million
 //!    events to read the history and to replay it through the four operators). `ADSTREAM_BENCH_QUERY_ONLY=1` stops
 //!    there;
 //! 3. runs the job under exactly-once, then at-least-once (fresh application id each, so each starts from the
@@ -1496,7 +1496,7 @@ fn backtest(
     raw_per_s: f64,
     ticks: f64,
 ) -> Result<()> {
-    use adstream_query::backtest::{run_strategy, History, JobTopics, Period, Strategy};
+    use adstream_backtest::{run_strategy, History, JobTopics, Period, Strategy};
     use adstream_query::source::KafkaSource;
     let source = KafkaSource::new(kafka.config.clone(), registry_url)?;
     let topics = JobTopics {

@@ -18,8 +18,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use adstream_backtest::{engine, History, JobTopics, Period, Strategy};
 use adstream_producers::generator::GeneratorConfig;
-use adstream_query::backtest::{engine, History, JobTopics, Period, Strategy};
 use adstream_query::source::KafkaSource;
 use adstream_schemas::outputs::{AttributedConversion, CampaignMetrics, CreativeFatigue};
 use apache_avro::Schema;

@@ -6,14 +6,12 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
-//! - `backtest`   — strategies replayed through the live operators over a period of history, compared.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
-//! The crate reads; it never writes to Kafka except where a command says so (replay to a topic, backtest
-//! results).
+//! The crate reads; it never writes to Kafka except where a command says so (replay to a topic). Backtests,
+//! which replay history through the jobs, are the `adstream-backtest` crate beside the runtime.
 
 pub mod avro_arrow;
-pub mod backtest;
 pub mod catalog;
 pub mod pushdown;
 pub mod server;

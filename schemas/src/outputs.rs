@@ -242,6 +242,19 @@ pub enum AlertSeverity {
     Unknown,
 }
 
+impl AlertSeverity {
+    /// The symbol of the Avro enum in the alerts topic (`INFO`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverity::Info => "INFO",
+            AlertSeverity::Warning => "WARNING",
+            AlertSeverity::Critical => "CRITICAL",
+            AlertSeverity::Resolved => "RESOLVED",
+            AlertSeverity::Unknown => "UNKNOWN",
+        }
+    }
+}
+
 /// A change of one alert condition of a campaign; see the schema's docs for each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignAlert {

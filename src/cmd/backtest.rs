@@ -1,6 +1,6 @@
 //! `adstream backtest --from TIME --to TIME --strategy a.yaml [--strategy b.yaml ...] [--out DIR] [--to-topic T]`:
 //! replays a period of history through the live jobs' operators once per strategy and compares the outcomes
-//! (see `adstream_query::backtest`).
+//! (see `adstream_backtest`).
 //!
 //! The jobs' topics come from the topology's processor entries, as `adstream process` resolves them. Progress goes
 //! to stderr; the side-by-side table to stdout.
@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use adstream_query::backtest::{engine, report, History, Period, Strategy};
+use adstream_backtest::{engine, report, History, Period, Strategy};
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -74,7 +74,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
             .max()
             .unwrap_or(0),
     };
-    let topics = adstream_query::backtest::JobTopics::resolve(
+    let topics = adstream_backtest::JobTopics::resolve(
         topology,
         &args.metrics_processor,
         &args.fatigue_processor,

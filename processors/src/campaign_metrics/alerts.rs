@@ -121,28 +121,9 @@ pub struct Observation {
 
 pub use adstream_schemas::outputs::AlertKind;
 
-/// How urgent an active alert is; ordered from least to most urgent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Severity {
-    /// Worth knowing; no action needed yet.
-    Info,
-    /// Needs attention today.
-    Warning,
-    /// Needs action now.
-    Critical,
-}
-
-impl Severity {
-    /// The stable name of this severity, as the symbol of the Avro enum in the alerts topic.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "INFO",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-        }
-    }
-}
+/// How urgent an active alert is: the contract's severity, of which the rules use `Info`, `Warning` and `Critical`
+/// (ordered from least to most urgent); an inactive alert is `None`, written as `Resolved`.
+pub use adstream_schemas::outputs::AlertSeverity as Severity;
 
 /// One change of an alert's state: it started, changed severity, or resolved.
 ///

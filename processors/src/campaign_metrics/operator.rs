@@ -496,7 +496,7 @@ impl CampaignMetricsJob {
                     campaign_id: campaign_id.clone(),
                     kind: change.kind,
                     severity: output_severity(change.severity),
-                    previous_severity: change.previous.map(|p| output_severity(Some(p))),
+                    previous_severity: change.previous,
                     observed: change.observed,
                     threshold: change.threshold,
                     message: change.message.clone(),
@@ -521,13 +521,9 @@ impl CampaignMetricsJob {
     }
 }
 
+/// The alert record's severity of a rule state: `Resolved` when the alert is no longer active.
 fn output_severity(severity: Option<Severity>) -> AlertSeverity {
-    match severity {
-        Some(Severity::Info) => AlertSeverity::Info,
-        Some(Severity::Warning) => AlertSeverity::Warning,
-        Some(Severity::Critical) => AlertSeverity::Critical,
-        None => AlertSeverity::Resolved,
-    }
+    severity.unwrap_or(AlertSeverity::Resolved)
 }
 
 impl Operator for CampaignMetricsJob {

@@ -40,9 +40,9 @@ use adstream_schemas::outputs::{
 use chrono_tz::Tz;
 use rdkafka::Message;
 
-use super::strategy::{PauseStatus, Strategy};
-use super::BacktestError;
-use crate::source::KafkaSource;
+use crate::strategy::{PauseStatus, Strategy};
+use crate::BacktestError;
+use adstream_query::source::KafkaSource;
 
 const HOUR_MS: i64 = 3_600_000;
 

@@ -11,7 +11,7 @@ use adstream_schemas::outputs::{model_name, AttributionModel};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::BacktestError;
+use crate::BacktestError;
 
 /// One strategy file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

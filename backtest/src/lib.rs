@@ -1,7 +1,9 @@
 //! Backtests: a period of history replayed through the live jobs' operators under alternative strategies, and
-//! their outcomes compared.
+//! their outcomes compared. The crate sits beside the runtime (`adstream-processors`): it builds each job with the
+//! job's own definition (settings type and constructor from the job registry) and runs it with
+//! `runtime::simulate`; it reads history with `adstream-query`'s offset-range source.
 //!
-//! - `strategy` — the strategy file (attribution model and settings, fatigue pause rule, budget rule).
+//! - `strategy` — the strategy file: each job's settings type as a section, plus the pause rules.
 //! - `engine`   — reading the history and running each strategy through `runtime::simulate` (see its doc for the
 //!   warm-up and the pause feedback).
 //! - `report`   — the side-by-side table, Parquet files, the HTML report and outcome records.
@@ -26,7 +28,7 @@ pub enum BacktestError {
     },
     /// Reading history failed.
     #[error(transparent)]
-    Query(#[from] crate::QueryError),
+    Query(#[from] adstream_query::QueryError),
     /// A schema the backtest decodes with does not parse.
     #[error("schema: {0}")]
     Schema(#[from] adstream_processors::runtime::CodecError),

@@ -12,8 +12,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 
-use super::engine::{Outcome, StrategyRun};
-use super::BacktestError;
+use crate::engine::{Outcome, StrategyRun};
+use crate::BacktestError;
 
 /// Name of the total row.
 const TOTAL: &str = "TOTAL";
