@@ -251,7 +251,8 @@ impl Kafka {
             .iter()
             .map(|(name, partitions, configs)| {
                 configs.iter().fold(
-                    NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                    // -1: the broker's `default.replication.factor` (KIP-464), as on any cluster the bench runs against.
+                    NewTopic::new(name, *partitions, TopicReplication::Fixed(-1)),
                     |t, (k, v)| t.set(k, v),
                 )
             })

@@ -79,7 +79,8 @@ async fn main() -> Result<()> {
     let new_topics: Vec<NewTopic> = full_topics
         .iter()
         .chain(&raw_topics)
-        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
+        // -1: the broker's `default.replication.factor` (KIP-464).
+        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(-1)))
         .collect();
     for result in admin
         .create_topics(&new_topics, &AdminOptions::new())
