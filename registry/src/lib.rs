@@ -48,15 +48,29 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
+/// A submitted schema the registry refuses: the Confluent error code and message it answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SchemaRefused {
+    /// Confluent error code (42201 for an invalid or oversized schema).
+    pub code: u32,
+    /// The message of the answer.
+    pub message: String,
+}
+
 /// Parses `text` as the registry parses the schema of a registration or compatibility request without
 /// references: Avro parsing and normalization, then the union fan-out bound. Returns the schema that compatibility
-/// checks compare, or the 42201 message the registry would answer with. Public so that fuzzing and tests reach the
-/// same path as the REST API.
-pub fn parse_submitted_schema(text: &str) -> Result<apache_avro::Schema, String> {
-    let candidate = state::Candidate::parse(text).map_err(|e| e.message)?;
+/// checks compare, or the refusal the registry would answer with. Public so that fuzzing and tests reach the same
+/// path as the REST API.
+pub fn parse_submitted_schema(text: &str) -> Result<apache_avro::Schema, SchemaRefused> {
+    let refused = |e: errors::ApiError| SchemaRefused {
+        code: e.code,
+        message: e.message,
+    };
+    let candidate = state::Candidate::parse(text).map_err(refused)?;
     candidate
         .ensure_union_fanout_within_limit()
-        .map_err(|e| e.message)?;
+        .map_err(refused)?;
     Ok(candidate.parsed)
 }
 
