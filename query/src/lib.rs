@@ -6,6 +6,7 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
 //! - `backtest`   — strategies replayed through the live operators over a period of history, compared.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
@@ -16,6 +17,7 @@ pub mod avro_arrow;
 pub mod backtest;
 pub mod catalog;
 pub mod pushdown;
+pub mod report;
 pub mod server;
 pub mod source;
 pub mod table;
