@@ -6,7 +6,8 @@
 //! - `watermark`        — per-partition event-time watermarks with idle-partition handling. Pure.
 //! - `jobs`             — the job registry: every job's settings, ports (topics found in the topology by the
 //!   records they carry) and constructor, defined once; the CLI, backtests and `topology describe` read it.
-//! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, DLQ.
+//! - `runtime`          — consume–process–produce with exactly-once transactions, state stores, the dead-letter
+//!   format (written by the runtime, read by `adstream dlq`).
 //! - `campaign_metrics` — the campaign-metrics job: KPI maths and alert rules (pure), and its operator.
 //! - `attribution`      — multi-touch attribution: models (pure) and the two-stage job (repartition by user, credit).
 //! - `fatigue`          — creative fatigue: hourly series, CUSUM change detection, Poisson decay fit, score and

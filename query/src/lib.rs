@@ -6,6 +6,7 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic). Backtests,
@@ -14,6 +15,7 @@
 pub mod avro_arrow;
 pub mod catalog;
 pub mod pushdown;
+pub mod report;
 pub mod server;
 pub mod source;
 pub mod table;

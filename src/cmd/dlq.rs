@@ -9,8 +9,12 @@
 //! Both commands read the dead-letter topic from the beginning to its end at call time (`read_committed`, so
 //! dead letters of aborted transactions are never shown or re-sent), partition by partition in offset order,
 //! and exit.
+//!
+//! The format's rules (the record type, which topic a letter may go back to, one re-send per source record, the
+//! headers of a re-sent record) are library code in `adstream_processors::runtime::dead_letter`; this module
+//! parses arguments, reads the topic, prints and produces.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -18,14 +22,14 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::ClientConfig;
 
 use adstream_kafka::read::{self, ReadError, ReadOptions};
 use adstream_kafka::QuietEof;
-use adstream_processors::runtime::dead_letter::{self, header, Class, DLQ_PREFIX};
-use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
+use adstream_processors::runtime::dead_letter::{
+    header, keep_one_per_source, redrive_headers, topics_of, Class, DeadLetter,
+};
 
 use crate::config::Settings;
 
@@ -35,8 +39,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const STALL: Duration = Duration::from_secs(30);
 /// Bytes of the value shown in the table's hex preview.
 const PREVIEW_BYTES: usize = 16;
-/// Header written on re-sent records: `dlq.<topic>/<partition>/<offset>` of the dead letter they came from.
-pub const REDRIVEN_FROM_HEADER: &str = "redriven_from";
 /// Output format of `dlq inspect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -98,78 +100,6 @@ pub struct RedriveArgs {
     pub dry_run: bool,
 }
 
-/// One record of a dead-letter topic.
-#[derive(Debug, Clone)]
-struct DeadLetter {
-    partition: i32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl DeadLetter {
-    /// The first header named `name`, as text (lossy for non-UTF-8 values).
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    /// `dlq_error_class`, or `(none)` for a record without one (not written by the runtime).
-    fn class(&self) -> String {
-        self.header(header::CLASS)
-            .unwrap_or_else(|| "(none)".to_owned())
-    }
-
-    /// Where the record came from: `source_topic` and `source_partition`, both required to re-send it. The topic
-    /// must be `implied_source`, the one the dead-letter topic's name implies: the headers are whatever the
-    /// dead-lettered record carried, and a record written to `dlq.X` must not be able to make a redrive write into
-    /// any other topic (`_schemas`, say).
-    fn source(&self, dlq_topic: &str, implied_source: &str) -> Result<(String, i32)> {
-        let here = format!("{dlq_topic}/{}/{}", self.partition, self.offset);
-        let topic = self
-            .header(header::SOURCE_TOPIC)
-            .filter(|t| !t.is_empty())
-            .with_context(|| format!("dead letter {here} has no source_topic header"))?;
-        if topic != implied_source {
-            bail!(
-                "dead letter {here} names source_topic '{}', but {dlq_topic} holds dead letters of                  '{implied_source}' only; nothing was sent",
-                topic.escape_debug()
-            );
-        }
-        let partition = self
-            .header(header::SOURCE_PARTITION)
-            .with_context(|| format!("dead letter {here} has no source_partition header"))?;
-        let partition = partition
-            .parse::<i32>()
-            .ok()
-            .filter(|p| *p >= 0)
-            .with_context(|| {
-                format!(
-                    "dead letter {here}: source_partition '{partition}' is not a partition number"
-                )
-            })?;
-        Ok((topic, partition))
-    }
-}
-
-/// `(dead-letter topic, source topic)` for a topic argument that names either.
-fn topics_of(argument: &str) -> Result<(String, String)> {
-    let argument = argument.trim();
-    if argument.is_empty() {
-        bail!("the topic name is empty");
-    }
-    match argument.strip_prefix(DLQ_PREFIX) {
-        Some("") => bail!("'{argument}' names no topic after the '{DLQ_PREFIX}' prefix"),
-        Some(source) => Ok((argument.to_owned(), source.to_owned())),
-        None => Ok((format!("{DLQ_PREFIX}{argument}"), argument.to_owned())),
-    }
-}
-
 /// The consumer type of every read here.
 type Reader = BaseConsumer<QuietEof>;
 
@@ -219,18 +149,7 @@ fn scan(
     };
     let all: Vec<i32> = (0..partitions).collect();
     read::read_to_end(&consumer, topic, &all, &options, |message| {
-        let headers = KafkaHeaders::of(message)
-            .iter()
-            .map(|(key, value)| (key_text(key).into_owned(), value.map(<[u8]>::to_vec)))
-            .collect();
-        visit(DeadLetter {
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-        })
+        visit(DeadLetter::from_message(message))
     })
     .map_err(|e| match e {
         ReadError::Record(error) => error,
@@ -334,7 +253,7 @@ fn print_block(dlq_topic: &str, letter: &DeadLetter) {
     println!("  redirected at   {}", show_redirected(letter));
     println!("  redirected by   {}", or_none(header::REDIRECTED_BY));
     println!("  timestamp       {}", show_millis(letter.timestamp_ms));
-    println!("  correlation id  {}", or_none("correlation_id"));
+    println!("  correlation id  {}", or_none(header::CORRELATION_ID));
     println!("  key             {}", show_key(letter.key.as_deref()));
     match &letter.value {
         None => println!("  value           (none: tombstone)"),
@@ -662,47 +581,6 @@ async fn check_targets(settings: &Settings, targets: &[(String, i32)]) -> Result
     .context("the metadata thread failed")?
 }
 
-/// The headers of a re-sent record: the dead letter's, minus `dlq_*`, the redirect headers and any earlier
-/// `redriven_from`, plus `redriven_from`.
-/// Keeps the first dead letter of each source record (`source_topic`, `source_partition`, `source_offset`), so that a
-/// record dead-lettered by several jobs goes back once; letters without those headers are all kept. Returns how
-/// many were dropped.
-fn keep_one_per_source(letters: &mut Vec<DeadLetter>) -> usize {
-    let before = letters.len();
-    let mut seen = HashSet::new();
-    letters.retain(|letter| {
-        let source = (
-            letter.header(header::SOURCE_TOPIC),
-            letter.header(header::SOURCE_PARTITION),
-            letter.header(header::SOURCE_OFFSET),
-        );
-        match source {
-            (Some(topic), Some(partition), Some(offset)) => seen.insert((topic, partition, offset)),
-            _ => true,
-        }
-    });
-    before - letters.len()
-}
-
-fn redrive_headers(letter: &DeadLetter, redriven_from: &str) -> OwnedHeaders {
-    let kept = letter.headers.iter().filter(|(key, _)| {
-        !key.starts_with("dlq_")
-            && !dead_letter::PROVENANCE.contains(&key.as_str())
-            && key != REDRIVEN_FROM_HEADER
-    });
-    let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len() + 1);
-    for (key, value) in kept {
-        headers = headers.insert(Header {
-            key,
-            value: value.as_deref(),
-        });
-    }
-    headers.insert(Header {
-        key: REDRIVEN_FROM_HEADER,
-        value: Some(redriven_from),
-    })
-}
-
 /// Produces every selected dead letter to its target and waits for all deliveries; any failure is an error.
 async fn send(
     settings: &Settings,
@@ -791,127 +669,6 @@ async fn await_delivery(from: &str, future: DeliveryFuture, failures: &mut Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_argument_names_source_or_dead_letter_topic() {
-        let pair = |a: &str| topics_of(a).expect("valid");
-        assert_eq!(
-            pair("ads.clicks"),
-            ("dlq.ads.clicks".to_owned(), "ads.clicks".to_owned())
-        );
-        assert_eq!(
-            pair("dlq.ads.clicks"),
-            ("dlq.ads.clicks".to_owned(), "ads.clicks".to_owned())
-        );
-        assert!(topics_of("dlq.").is_err());
-        assert!(topics_of(" ").is_err());
-    }
-
-    // Regression (issue 18, item 8): the target came from the letter's own `source_topic` header, so a record
-    // written to dlq.X with `source_topic: _schemas` made a redrive write into the registry's topic.
-    #[test]
-    fn a_letter_can_only_go_back_to_the_topic_its_dead_letter_topic_names() {
-        let letter = |source_topic: &str| DeadLetter {
-            partition: 0,
-            offset: 3,
-            timestamp_ms: None,
-            key: None,
-            value: None,
-            headers: vec![
-                (
-                    "source_topic".to_owned(),
-                    Some(source_topic.as_bytes().to_vec()),
-                ),
-                ("source_partition".to_owned(), Some(b"1".to_vec())),
-            ],
-        };
-        assert_eq!(
-            letter("ads.clicks")
-                .source("dlq.ads.clicks", "ads.clicks")
-                .expect("its own source"),
-            ("ads.clicks".to_owned(), 1)
-        );
-        let error = letter("_schemas")
-            .source("dlq.ads.clicks", "ads.clicks")
-            .expect_err("another topic")
-            .to_string();
-        assert!(
-            error.contains("'_schemas'") && error.contains("nothing was sent"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_record_dead_lettered_by_several_jobs_is_redriven_once() {
-        let letter = |offset: i64, by: &str, source_offset: Option<&str>| DeadLetter {
-            partition: 0,
-            offset,
-            timestamp_ms: None,
-            key: None,
-            value: None,
-            headers: [
-                ("source_topic", Some("t")),
-                ("source_partition", Some("2")),
-                ("source_offset", source_offset),
-                ("redirected_by", Some(by)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.map(|v| v.as_bytes().to_vec())))
-            .collect(),
-        };
-        let mut letters = vec![
-            letter(0, "campaign-metrics", Some("7")),
-            letter(1, "creative-fatigue", Some("7")),
-            letter(2, "campaign-metrics", Some("8")),
-            letter(3, "elsewhere", None),
-            letter(4, "elsewhere", None),
-        ];
-        assert_eq!(keep_one_per_source(&mut letters), 1);
-        let kept: Vec<i64> = letters.iter().map(|l| l.offset).collect();
-        assert_eq!(kept, [0, 2, 3, 4]);
-    }
-
-    #[test]
-    fn redrive_headers_drop_dead_letter_headers_and_name_the_origin() {
-        let letter = DeadLetter {
-            partition: 1,
-            offset: 7,
-            timestamp_ms: Some(5),
-            key: None,
-            value: None,
-            headers: [
-                ("ce_id", Some("e-1")),
-                ("dlq_error_class", Some("invalid-value")),
-                ("dlq_error_message", Some("bad")),
-                ("source_topic", Some("t")),
-                ("source_partition", Some("1")),
-                ("source_offset", Some("3")),
-                ("redirected_at", Some("9")),
-                ("correlation_id", Some("c-1")),
-                ("redriven_from", Some("dlq.t/0/0")),
-                ("empty", None),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.map(|v| v.as_bytes().to_vec())))
-            .collect(),
-        };
-        let headers = redrive_headers(&letter, "dlq.t/1/7");
-        // Headers built here from UTF-8 keys: rdkafka's reader is safe on them.
-        use rdkafka::message::Headers;
-        let names: Vec<(String, Option<Vec<u8>>)> = headers
-            .iter()
-            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("ce_id".to_owned(), Some(b"e-1".to_vec())),
-                ("correlation_id".to_owned(), Some(b"c-1".to_vec())),
-                ("empty".to_owned(), None),
-                ("redriven_from".to_owned(), Some(b"dlq.t/1/7".to_vec())),
-            ]
-        );
-    }
 
     #[test]
     fn keys_and_previews_are_readable() {

@@ -1,31 +1,24 @@
 //! `adstream report campaigns`: what a BI tool would show from the compacted outputs, in the terminal.
 //!
-//! Reads the metrics topic of the chosen granularity to its end (`read_committed`), keeps the latest row per key
-//! (what compaction keeps), sums each campaign's windows and prints the top campaigns by spend with their KPIs,
-//! then the alerts that are firing (latest state per campaign and kind). `--watch` repeats it.
+//! The report is SQL over topic tables (`adstream_query::report`): the latest row per key of the metrics topic of
+//! the chosen granularity (what compaction keeps), summed per campaign, the top campaigns by spend with their KPIs
+//! (the job's own KPI maths), then the alerts that are firing (latest state per campaign and kind). Topics are
+//! read to their end at call time, `read_committed`. `--watch` repeats it.
 //!
 //! Rows are decoded with the registry schema named by each record's schema id, read as this build's
 //! `CampaignMetrics`/`CampaignAlert` (so rows written by an older or newer compatible job still read).
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use adstream_kafka::read::{self, ReadOptions};
-use adstream_kafka::registry_client::RegistryClient;
-use adstream_kafka::QuietEof;
-use adstream_processors::campaign_metrics::kpi::{Kpis, Totals};
-use adstream_processors::runtime::{SchemaCache, TypedDecoder};
-use adstream_schemas::outputs::{AlertSeverity, CampaignAlert, CampaignMetrics};
+use adstream_query::report::{AlertReport, CampaignReport, ReportSession};
+use adstream_query::source::KafkaSource;
+use adstream_schemas::outputs::{CampaignAlert, CampaignMetrics};
 use adstream_topology::Topology;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::Message;
 
 use crate::config::Settings;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which metrics topic to summarise.
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,56 +64,18 @@ fn topic_with(topology: &Topology, full_name: &str, contains: &str) -> Result<St
     }
 }
 
-/// Decoded records as (key, value), and how many records did not decode.
-type Decoded<T> = (Vec<(Vec<u8>, T)>, u64);
-
-/// Every record of `topic` from the beginning to its end at call time, decoded; undecodable records are counted.
-fn read_all<T: serde::de::DeserializeOwned>(
-    settings: &Settings,
-    topic: &str,
-    decoder: &mut TypedDecoder,
-    schemas: &mut SchemaCache,
-) -> Result<Decoded<T>> {
-    let config = read::reader_config(&settings.kafka_config(), "adstream-report", true);
-    let consumer: BaseConsumer<QuietEof> = config
-        .create_with_context(QuietEof)
-        .context("invalid Kafka client configuration")?;
-    let partitions = read::partition_count::<_, Infallible>(&consumer, topic, TIMEOUT)
-        .with_context(|| format!("cannot reach Kafka at {}", settings.bootstrap_servers))?
-        .ok_or_else(|| anyhow!("topic {topic} does not exist (run `adstream topology apply`)"))?;
-    let options = ReadOptions {
-        stall_timeout: TIMEOUT,
-        ..ReadOptions::default()
-    };
-    let mut rows = Vec::new();
-    let mut undecodable = 0;
-    let all: Vec<i32> = (0..partitions).collect();
-    read::read_to_end::<_, Infallible>(&consumer, topic, &all, &options, |message| {
-        let Some(key) = message.key() else {
-            return Ok(());
-        };
-        if message.payload().is_none() {
-            return Ok(());
-        }
-        match decoder.decode::<T>(schemas, message.payload()) {
-            Ok(row) => rows.push((key.to_vec(), row)),
-            Err(_) => undecodable += 1,
-        }
-        Ok(())
-    })?;
-    Ok((rows, undecodable))
-}
-
-/// One campaign's sums over its windows.
-#[derive(Default)]
-struct CampaignSummary {
-    platform: String,
-    currency: String,
-    totals: Totals,
-    windows: usize,
-    open_windows: usize,
-    last_window_start: i64,
-    corrections: i64,
+/// Fails, as reading it would, when `topic` does not exist (metadata calls block: off the async threads).
+async fn require_topic(source: &Arc<KafkaSource>, topic: &str, bootstrap: &str) -> Result<()> {
+    let (source, owned) = (source.clone(), topic.to_owned());
+    match tokio::task::spawn_blocking(move || source.partitions(&owned))
+        .await
+        .context("the metadata thread panicked")?
+    {
+        Ok(_) => Ok(()),
+        Err(missing @ adstream_query::QueryError::NoSuchTopic(_)) => Err(missing.into()),
+        Err(other) => Err(anyhow::Error::new(other))
+            .with_context(|| format!("cannot reach Kafka at {bootstrap}")),
+    }
 }
 
 fn money(micros: f64) -> String {
@@ -131,49 +86,13 @@ fn optional(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map(format).unwrap_or_else(|| "-".to_owned())
 }
 
-fn report_once(
-    settings: &Settings,
-    metrics_topic: &str,
-    alerts_topic: &str,
-    top: usize,
-    schemas: &mut SchemaCache,
-) -> Result<()> {
-    let mut metrics_decoder =
-        TypedDecoder::new(CampaignMetrics::FULL_NAME, CampaignMetrics::SCHEMA)
-            .map_err(|e| anyhow!(e))?;
-    let (rows, bad_rows) =
-        read_all::<CampaignMetrics>(settings, metrics_topic, &mut metrics_decoder, schemas)?;
-    let latest: HashMap<Vec<u8>, CampaignMetrics> = rows.into_iter().collect();
-    let mut campaigns: BTreeMap<String, CampaignSummary> = BTreeMap::new();
-    for row in latest.values() {
-        let summary = campaigns.entry(row.campaign_id.clone()).or_default();
-        summary.platform = format!("{:?}", row.platform);
-        summary.currency.clone_from(&row.currency);
-        summary.totals.add(&Totals {
-            impressions: u64::try_from(row.impressions).unwrap_or(0),
-            clicks: u64::try_from(row.clicks).unwrap_or(0),
-            spend_micros: row.spend_micros,
-            conversions: row.conversions,
-            revenue_micros: row.revenue_micros,
-        });
-        summary.windows += 1;
-        summary.open_windows += usize::from(!row.is_final);
-        summary.last_window_start = summary.last_window_start.max(row.window_start);
-        summary.corrections += row.corrections;
-    }
-    let mut ranked: Vec<(&String, &CampaignSummary)> = campaigns.iter().collect();
-    ranked.sort_by(|a, b| {
-        b.1.totals
-            .spend_micros
-            .cmp(&a.1.totals.spend_micros)
-            .then(a.0.cmp(b.0))
-    });
+fn print_campaigns(metrics_topic: &str, report: &CampaignReport) {
     println!(
         "{metrics_topic}: {} rows, {} campaigns{}",
-        latest.len(),
-        campaigns.len(),
-        if bad_rows > 0 {
-            format!(", {bad_rows} undecodable")
+        report.rows,
+        report.campaigns,
+        if report.undecodable > 0 {
+            format!(", {} undecodable", report.undecodable)
         } else {
             String::new()
         }
@@ -194,12 +113,12 @@ fn report_once(
         "windows",
         "corrections"
     );
-    for (campaign, summary) in ranked.iter().take(top) {
-        let kpis = Kpis::of(&summary.totals);
+    for summary in &report.top {
+        let kpis = &summary.kpis;
         println!(
             "{:<22} {:<10} {:>11} {:>9} {:>9} {:<3} {:>7} {:>8} {:>8} {:>8.1} {:>8} {:>6} {:>8} {:>12}",
-            campaign,
-            summary.platform,
+            summary.campaign_id,
+            format!("{:?}", summary.platform),
             summary.totals.impressions,
             summary.totals.clicks,
             money(summary.totals.spend_micros as f64),
@@ -210,36 +129,19 @@ fn report_once(
             summary.totals.conversions,
             optional(kpis.cpa_micros, money),
             optional(kpis.roas, |v| format!("{v:.2}")),
-            format!(
-                "{}/{}",
-                summary.windows - summary.open_windows,
-                summary.windows
-            ),
+            format!("{}/{}", summary.final_windows, summary.windows),
             summary.corrections
         );
     }
+}
 
-    let mut alert_decoder = TypedDecoder::new(CampaignAlert::FULL_NAME, CampaignAlert::SCHEMA)
-        .map_err(|e| anyhow!(e))?;
-    let (alerts, _) =
-        read_all::<CampaignAlert>(settings, alerts_topic, &mut alert_decoder, schemas)?;
-    let changes = alerts.len();
-    let mut state: BTreeMap<(String, String), CampaignAlert> = BTreeMap::new();
-    for (_, alert) in alerts {
-        state.insert(
-            (alert.campaign_id.clone(), format!("{:?}", alert.kind)),
-            alert,
-        );
-    }
-    let firing: Vec<&CampaignAlert> = state
-        .values()
-        .filter(|a| a.severity != AlertSeverity::Resolved)
-        .collect();
+fn print_alerts(alerts_topic: &str, report: &AlertReport, top: usize) {
     println!(
-        "\n{alerts_topic}: {changes} changes, {} firing now",
-        firing.len()
+        "\n{alerts_topic}: {} changes, {} firing now",
+        report.changes,
+        report.firing.len()
     );
-    for alert in firing.iter().take(top.max(10)) {
+    for alert in report.firing.iter().take(top.max(10)) {
         println!(
             "  {:<9} {:<22} {}",
             format!("{:?}", alert.severity),
@@ -247,6 +149,20 @@ fn report_once(
             alert.message
         );
     }
+}
+
+async fn report_once(
+    source: &Arc<KafkaSource>,
+    session: &ReportSession,
+    bootstrap: &str,
+    top: usize,
+) -> Result<()> {
+    require_topic(source, session.metrics_topic(), bootstrap).await?;
+    let campaigns = CampaignReport::query(session, top).await?;
+    print_campaigns(session.metrics_topic(), &campaigns);
+    require_topic(source, session.alerts_topic(), bootstrap).await?;
+    let alerts = AlertReport::query(session).await?;
+    print_alerts(session.alerts_topic(), &alerts, top);
     Ok(())
 }
 
@@ -262,26 +178,17 @@ pub async fn campaigns(
     };
     let metrics_topic = topic_with(topology, CampaignMetrics::FULL_NAME, granularity)?;
     let alerts_topic = topic_with(topology, CampaignAlert::FULL_NAME, "")?;
-    let registry = RegistryClient::new(&settings.registry_url)?;
-    let settings = settings.clone();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut schemas = SchemaCache::new(registry, handle);
-        loop {
-            report_once(
-                &settings,
-                &metrics_topic,
-                &alerts_topic,
-                args.top,
-                &mut schemas,
-            )?;
-            let Some(seconds) = args.watch else {
-                return Ok(());
-            };
-            std::thread::sleep(Duration::from_secs(seconds.max(1)));
-            println!();
-        }
-    })
-    .await
-    .context("the report thread panicked")?
+    let source = Arc::new(KafkaSource::new(
+        settings.kafka_config(),
+        &settings.registry_url,
+    )?);
+    let session = ReportSession::new(&source, &metrics_topic, &alerts_topic)?;
+    loop {
+        report_once(&source, &session, &settings.bootstrap_servers, args.top).await?;
+        let Some(seconds) = args.watch else {
+            return Ok(());
+        };
+        tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
+        println!();
+    }
 }

@@ -18,7 +18,8 @@
 //! what Kafka committed.
 //!
 //! - `codec`    — Confluent wire-format Avro decoding/encoding.
-//! - `dead_letter` — the dead-letter format (topics, headers, classes), shared with the tools that read it.
+//! - `dead_letter` — the dead-letter format (topics, headers, classes) written here, and its reading side
+//!   (`dead_letter::read`: records, redrive targets and headers) used by `adstream dlq`.
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.

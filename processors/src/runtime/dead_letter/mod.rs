@@ -6,6 +6,15 @@
 //! [`header::SOURCE_PARTITION`], [`header::SOURCE_OFFSET`]) and by whom ([`header::REDIRECTED_AT`],
 //! [`header::REDIRECTED_BY`]), followed by the record's own headers. A record past its window's retention goes to
 //! `late.<topic>` the same way with [`header::LATE_CLASS`] and [`header::LATE_REASON`].
+//!
+//! This module holds the names (topics, headers, [`Class`]) and what the writer needs ([`is_runtime_header`]);
+//! [`read`] holds the reading side: a consumed dead letter as a [`DeadLetter`], the topic it may go back to
+//! ([`DeadLetter::source`], [`topics_of`]), which letters a redrive re-sends ([`keep_one_per_source`]) and with
+//! which headers ([`redrive_headers`]).
+
+pub mod read;
+
+pub use read::{keep_one_per_source, redrive_headers, topics_of, DeadLetter, DeadLetterError};
 
 /// Prefix of dead-letter topics: `dlq.<source topic>`.
 pub const DLQ_PREFIX: &str = "dlq.";
@@ -38,6 +47,9 @@ pub mod header {
     pub const TRUNCATED: &str = "dlq_truncated";
     /// The original record's timestamp, when the dead letter could not keep it.
     pub const ORIGINAL_TIMESTAMP: &str = "dlq_original_timestamp";
+    /// Set on a record re-sent by `adstream dlq redrive`: `<dead-letter topic>/<partition>/<offset>` of the dead
+    /// letter it came from.
+    pub const REDRIVEN_FROM: &str = "redriven_from";
 }
 
 /// The headers the runtime sets on a redirected record besides class and message; a re-sent record drops them.
