@@ -1,0 +1,1 @@
+SELECT a,LECS=a, SoTE( (G(noT		G(n			(noT		(i(un,(SELECT t>4O FROM t,WtSDRA(''-cCS=a, SoTE( (G(noT		G(n			(noT		(i(un,(SELECT t>4O FROM t,WtSDRA(''-cwffxjuwo,cblfs	?kq&B''.e''.e'''' =kq&Buti =kqe =szo.ewffxjuwo,cblfs	?kq&B''.e''.e'''' =kq&Buti =kqe =szo.execz.czxgqhn=ANY (@T)		) Wt) Ww

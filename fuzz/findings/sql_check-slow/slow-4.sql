@@ -1,0 +1,1 @@
+SELECT a,LECS=a, SoTE( (G(noT		G(n			(noT		(i(un,(SELECT t>4O FROM t,WtSDRA(''-cwffxjuwo,cblfs	?kq&B''.e''.e'''' =kq&BuxCS=a, SoTE( (G(noT		G(n			(noT		(i(un,(SELECT t>4O FROM t,WtSDRA(''-cwffxjuti =kqe =szo.exCS=a, SoTE( (G(noT		G(n			(noT		(i(un,(SELECT t>4O FROM t,WtSDRA(''-cwffxjuwoecz.czxgqhn=ANY (@T)		) Wt) Ww

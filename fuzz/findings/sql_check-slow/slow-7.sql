@@ -1,0 +1,1 @@
+UPDATE( (ii   (UPDATE( (i(noT								(noT		              (i(noT								(noT		         i(noT								(noT		                 				   (UPDATE( (i(noT								(noT		              (i(noT								(nyT		         i(noT								(noT		                 						(noT		                  
