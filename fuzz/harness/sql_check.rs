@@ -1,6 +1,6 @@
-//! Fuzz target `sql_check`: arbitrary text through what the SQL server decides from a query's text alone (size and
-//! depth bounds, the PostgreSQL parse, the read-only check of each statement), and through the read-only check
-//! `adstream sql` runs in DataFusion's dialect.
+//! Fuzz target `sql_check`: arbitrary text through what the SQL server decides from a query's text alone (size,
+//! depth and parse-work bounds, the PostgreSQL parse, the read-only check of each statement), and through the
+//! read-only check `adstream sql` runs in DataFusion's dialect.
 //!
 //! Shared by the afl binary (`fuzz/fuzz_targets/sql_check.rs`) and the corpus replay (`tests/fuzz_corpus.rs`).
 

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -391,6 +392,12 @@ def _run_and_cancel(server, sql, after=1.0):
     return outcome.get("error")
 
 
+def _fuzz_regression(name):
+    """A checked-in input of the `sql_check` fuzz target."""
+    path = Path(__file__).resolve().parents[2] / "fuzz" / "regressions" / "sql_check" / name
+    return path.read_text()
+
+
 def test_one_query_cannot_take_the_server_down(fresh_server):
     server = fresh_server()
     with server.connect() as conn:
@@ -399,7 +406,16 @@ def test_one_query_cannot_take_the_server_down(fresh_server):
             with pytest.raises(psycopg.errors.StatementTooComplex) as refused:
                 conn.execute(sql)
             assert refused.value.sqlstate == "54001"
-        # Short enough chains still run.
+        # Nested calls that made the parser backtrack for seconds to hours on the session's worker (fuzzing found
+        # the first): refused by the parse budget in milliseconds.
+        for sql in (_fuzz_regression("slow-parse-4.sql"), "SELECT " + "upper(" * 24 + "'x'" + ")" * 24):
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.StatementTooComplex) as refused:
+                conn.execute(sql)
+            assert "too complex to parse" in str(refused.value)
+            assert time.monotonic() - started < 5
+        # Short enough chains and nesting still run.
+        assert conn.execute("SELECT " + "upper(" * 10 + "'x'" + ")" * 10).fetchone() == ("X",)
         assert conn.execute(" UNION ALL ".join(["SELECT 1 AS a"] * 300)).fetchall() == [(1,)] * 300
         assert conn.execute("SELECT " + "+".join(["1"] * 300)).fetchone() == (300,)
         # A cross join that runs for minutes stops at the session's statement_timeout.
@@ -534,6 +550,10 @@ def _attack_script(prefix, unique):
         ("SELECT " + "(" * 20_000 + "1" + ")" * 20_000, {too_complex}),
         ("SELECT 1 FROM " + " CROSS JOIN ".join(["(SELECT 1)"] * 3_000), {too_complex}),
         ("SELECT " + " || ".join(["'a'"] * 50_000), {too_complex}),
+        # Texts that make the parser backtrack exponentially.
+        (_fuzz_regression("slow-parse-7.sql"), {too_complex}),
+        ("SELECT " + "CAST(CASE (" * 12 + ")" * 36, {too_complex}),
+        ("SELECT " + "coalesce(" * 30 + "1" + ", 0)" * 30, {too_complex}),
         # More memory than a query may have.
         (GREEDY_AGGREGATE, {"53200"}),
     ]

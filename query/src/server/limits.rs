@@ -1,13 +1,16 @@
-//! Size and depth limits checked on the SQL text before it is parsed.
+//! Size, depth and parse-work limits checked on the SQL text before the server parses it.
 //!
 //! Parsing, printing, checking and planning a statement all recurse over its syntax tree, so a tree deep enough
 //! overflows a thread's stack, which aborts the whole process rather than failing the one query. A flat-looking text
 //! can make a deep tree: `1+1+...+1` and `SELECT 1 UNION ALL SELECT 1 ...` are left-deep chains as deep as they are
 //! long. So before any parser sees the text, a cheap scan bounds how deep its tree can be: the deepest nesting of
 //! parentheses plus every operator, set operation and join, each of which can add at most one level. Clients'
-//! queries, psql's and BI tools' catalog queries included, stay far below the default bound.
+//! queries, psql's and BI tools' catalog queries included, stay far below the default bound. Last, a trial parse
+//! under a step budget ([`super::parse_budget`]) refuses texts whose parse would backtrack for seconds.
 
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+
+use super::parse_budget::{self, ParseTooComplex};
 
 /// Postgres' SQLSTATE for a statement over an implementation limit (here: the text size).
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
@@ -45,6 +48,9 @@ pub enum TextRefusal {
         /// The limit.
         max_depth: usize,
     },
+    /// Parsing the text takes more steps than its budget allows.
+    #[error(transparent)]
+    TooComplexToParse(#[from] ParseTooComplex),
 }
 
 impl TextRefusal {
@@ -52,7 +58,9 @@ impl TextRefusal {
     pub fn into_pg_error(self) -> PgWireError {
         let code = match self {
             TextRefusal::TooLong { .. } => PROGRAM_LIMIT_EXCEEDED,
-            TextRefusal::TooDeep { .. } => STATEMENT_TOO_COMPLEX,
+            TextRefusal::TooDeep { .. } | TextRefusal::TooComplexToParse(_) => {
+                STATEMENT_TOO_COMPLEX
+            }
         };
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".to_string(),
@@ -63,7 +71,7 @@ impl TextRefusal {
 }
 
 impl TextLimits {
-    /// `Ok` when `sql` is short and shallow enough to be parsed safely.
+    /// `Ok` when `sql` is short and shallow enough to be parsed safely, and its parse stays within the step budget.
     pub fn check(&self, sql: &str) -> Result<(), TextRefusal> {
         if sql.len() > self.max_bytes {
             return Err(TextRefusal::TooLong {
@@ -78,6 +86,7 @@ impl TextLimits {
                 max_depth: self.max_depth,
             });
         }
+        parse_budget::check(sql)?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod engine;
 pub mod limits;
+pub mod parse_budget;
 pub mod read_only;
 pub mod session;
 pub mod settings;

@@ -20,10 +20,11 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DataFusionStatement};
 use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
-use datafusion::sql::sqlparser::dialect::{dialect_from_str, Dialect, PostgreSqlDialect};
+use datafusion::sql::sqlparser::dialect::{dialect_from_str, Dialect};
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use super::limits::{TextLimits, TextRefusal};
+use super::parse_budget::{self, BudgetedPostgres};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -132,7 +133,10 @@ pub fn parse(
     sql: &str,
 ) -> Result<Vec<Statement>, PgWireError> {
     parser.parse(sql).map_err(|error| {
-        if let Err(refusal) = check_datafusion_sql(sql, &PostgreSqlDialect {}) {
+        // The same grammar as the failed parse, under a budget (its text passed the trial parse with a budget
+        // computed from its tokens; its length in bytes bounds those).
+        let dialect = BudgetedPostgres::new(parse_budget::budget_for(sql.len()));
+        if let Err(refusal) = check_datafusion_sql(sql, &dialect) {
             tracing::warn!(sql, "refused: {}", refusal.kind);
             return refusal.into_pg_error();
         }
@@ -148,8 +152,8 @@ pub fn parse(
 /// configures it).
 pub type ServerParser = PostgresCompatibilityParser;
 
-/// What the server decides from a query's text alone, in its order: the size and depth bounds (before any parser
-/// sees the text), the PostgreSQL parse, and the read-only check of each statement. Returns the statements that
+/// What the server decides from a query's text alone, in its order: the size, depth and parse-work bounds (before
+/// the server's parser sees the text), the PostgreSQL parse, and the read-only check of each statement. Returns the statements that
 /// pass; the session then hands them to its hooks (`SET`, `SHOW`) or plans them and checks the plan. The fuzz
 /// target `sql_check` runs it on arbitrary text.
 pub fn screen(
