@@ -1497,26 +1497,41 @@ fn backtest(
     raw_per_s: f64,
     ticks: f64,
 ) -> Result<()> {
-    use adstream_backtest::{run_strategy, History, JobTopics, Period, Strategy};
+    use adstream_backtest::{run_strategy, Dataflow, History, Period, Strategy};
+    use adstream_processors::jobs::JobRegistry;
     use adstream_query::source::KafkaSource;
     let source = KafkaSource::new(kafka.config.clone(), registry_url)?;
-    let topics = JobTopics {
-        impressions: inputs.topics.impressions.clone(),
-        clicks: inputs.topics.clicks.clone(),
-        conversions: inputs.topics.conversions.clone(),
-        campaigns: inputs.topics.campaigns.clone(),
-        hourly: "bench-backtest.hourly".into(),
-        daily: "bench-backtest.daily".into(),
-        alerts: "bench-backtest.alerts".into(),
-        credits: "bench-backtest.credits".into(),
-        attributed: "bench-backtest.attributed".into(),
-        fatigue: "bench-backtest.fatigue".into(),
-        metrics_app: "bench-backtest-metrics".into(),
-        fatigue_app: "bench-backtest-fatigue".into(),
-        attribution_app: "bench-backtest-attribution".into(),
-        partitions: PARTITIONS,
-        conversion_partitions: PARTITIONS,
+    // The jobs as the project's topology places them, over the bench's input topics; the outputs stay in memory.
+    let t = &inputs.topics;
+    let topic = |name: &str, key: &str, record: &str| {
+        format!("  - {{ name: {name}, key: {key}, value_schema: io.adstream.{record} }}\n")
     };
+    let topology = format!(
+        "defaults: {{ partitions: {PARTITIONS}, replication_factor: 1 }}\ntopics:\n{}{}{}{}{}{}{}{}{}{}\
+         processors:\n\
+         \x20 - {{ name: bench-backtest-metrics, job: campaign-metrics, key: campaign_id, inputs: [{i}, {c}, {k}, \
+         bench-backtest.credits], outputs: [bench-backtest.hourly, bench-backtest.daily, bench-backtest.alerts] }}\n\
+         \x20 - {{ name: bench-backtest-fatigue, job: creative-fatigue, key: campaign_id, inputs: [{i}, {c}], \
+         outputs: [bench-backtest.fatigue] }}\n\
+         \x20 - {{ name: bench-backtest-attribution, job: attribution, key: user_id, repartition: [{i}, {c}], \
+         inputs: [{v}], outputs: [bench-backtest.attributed, bench-backtest.credits] }}\n",
+        topic(&t.impressions, "campaign_id", "ads.AdImpression"),
+        topic(&t.clicks, "campaign_id", "ads.AdClick"),
+        topic(&t.conversions, "user_id", "ads.Conversion"),
+        topic(&t.campaigns, "campaign_id", "ads.Campaign"),
+        topic("bench-backtest.hourly", "campaign_window", "metrics.CampaignMetrics"),
+        topic("bench-backtest.daily", "campaign_window", "metrics.CampaignMetrics"),
+        topic("bench-backtest.alerts", "campaign_id", "alerts.CampaignAlert"),
+        topic("bench-backtest.credits", "campaign_id", "attribution.AttributionCredit"),
+        topic("bench-backtest.attributed", "conversion_id", "attribution.AttributedConversion"),
+        topic("bench-backtest.fatigue", "creative_id", "fatigue.CreativeFatigue"),
+        i = t.impressions,
+        c = t.clicks,
+        k = t.campaigns,
+        v = t.conversions,
+    );
+    let topology = adstream_topology::Topology::parse(&topology, "bench-backtest.yaml")?;
+    let flow = Dataflow::resolve(&topology, &JobRegistry::builtin(), &[])?;
     let start = GeneratorConfig::default().start_ms;
     let period = Period {
         from_ms: start,
@@ -1528,7 +1543,7 @@ fn backtest(
     let meter = Meter::start(ticks);
     let history = History::read(
         &source,
-        &topics,
+        &flow,
         period,
         tokio::runtime::Handle::current(),
         &mut |_, _| {},
@@ -1536,7 +1551,7 @@ fn backtest(
     let read = meter.stop();
     let events = history.event_count() as f64;
     let meter = Meter::start(ticks);
-    let run = run_strategy(&history, &topics, &strategy, period, &mut |_, _| {})?;
+    let run = run_strategy(&history, &flow, &strategy, period, &mut |_, _| {})?;
     let replay = meter.stop();
     let per_million = |m: &Measured| m.wall_s / (events / 1e6).max(1e-9);
     println!(

@@ -18,10 +18,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adstream_backtest::{engine, History, JobTopics, Period, Strategy};
+use adstream_backtest::{engine, Dataflow, History, Period, Strategy};
+use adstream_processors::jobs::{entry, JobRegistry};
 use adstream_producers::generator::GeneratorConfig;
 use adstream_query::source::KafkaSource;
 use adstream_schemas::outputs::{AttributedConversion, CampaignMetrics, CreativeFatigue};
+use adstream_topology::Topology;
 use apache_avro::Schema;
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -30,6 +32,11 @@ use rdkafka::client::DefaultClientContext;
 use serde::de::DeserializeOwned;
 
 use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
+use high_cost_clicks::HighCostClicksDefinition;
+
+/// The demonstration job of `docs/adding-a-job.md`, defined outside the crate's registry.
+#[path = "../processors/tests/adding_a_job/high_cost_clicks.rs"]
+mod high_cost_clicks;
 use common::recompute::{self, produce_generator, read_committed_records};
 use common::{start_registry, unique};
 
@@ -168,23 +175,12 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         );
     }
 
-    let job_topics = JobTopics {
-        impressions: topics.events.impressions.clone(),
-        clicks: topics.events.clicks.clone(),
-        conversions: topics.events.conversions.clone(),
-        campaigns: topics.events.campaigns.clone(),
-        hourly: topics.hourly.clone(),
-        daily: topics.daily.clone(),
-        alerts: topics.alerts.clone(),
-        credits: topics.credits.clone(),
-        attributed: topics.attributed.clone(),
-        fatigue: topics.fatigue.clone(),
-        metrics_app: processor.clone(),
-        fatigue_app: format!("{processor}-fatigue"),
-        attribution_app: format!("{processor}-attribution"),
-        partitions: 4,
-        conversion_partitions: 4,
-    };
+    let flow = Dataflow::resolve(
+        &Topology::load(&topology_path).expect("topology"),
+        &JobRegistry::builtin(),
+        &[],
+    )
+    .expect("the topology's processors");
     let period = Period {
         from_ms: first,
         to_ms: last + 1,
@@ -202,16 +198,18 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     let runs = tokio::task::block_in_place(|| {
         let source = KafkaSource::new(recompute::kafka(), &registry.url).expect("source");
         let history =
-            History::read(&source, &job_topics, period, runtime, &mut |_, _| {}).expect("history");
-        engine::run_all(
+            History::read(&source, &flow, period, runtime, &mut |_, _| {}).expect("history");
+        let runs = engine::run_all(
             &history,
-            &job_topics,
+            &flow,
             &[live, same, pause],
             period,
             &mut |_, _, _| {},
         )
-        .expect("runs")
+        .expect("runs");
+        (runs, history)
     });
+    let (runs, history) = runs;
     let (live, same, pause) = (&runs[0], &runs[1], &runs[2]);
 
     // 1. The live configuration reproduces the live outputs exactly, but for the fields that record the commit
@@ -219,21 +217,27 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     for topic in [&topics.hourly, &topics.daily] {
         compare(
             topic,
-            &live.simulations.metrics.compacted(topic),
+            &live.writer_of(topic).expect("replayed").compacted(topic),
             CampaignMetrics::SCHEMA,
             &["revision", "emitted_at", "corrections", "correlation_id"],
         );
     }
     compare(
         &topics.attributed,
-        &live.simulations.attribution.compacted(&topics.attributed),
+        &live
+            .writer_of(&topics.attributed)
+            .expect("replayed")
+            .compacted(&topics.attributed),
         AttributedConversion::SCHEMA,
         &["attributed_at"],
     );
     // Every field of the assessment, the 24 hourly points and the decay curve included.
     compare(
         &topics.fatigue,
-        &live.simulations.fatigue.compacted(&topics.fatigue),
+        &live
+            .writer_of(&topics.fatigue)
+            .expect("replayed")
+            .compacted(&topics.fatigue),
         CreativeFatigue::SCHEMA,
         &["emitted_at", "correlation_id"],
     );
@@ -251,7 +255,9 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     assert!(pause.removed > 0);
     let final_spend = |run: &engine::StrategyRun| {
         decoded(
-            &run.simulations.fatigue.compacted(&topics.fatigue),
+            &run.writer_of(&topics.fatigue)
+                .expect("replayed")
+                .compacted(&topics.fatigue),
             CreativeFatigue::SCHEMA,
             fatigue,
         )
@@ -273,7 +279,57 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     }
     assert!(pause.total.spend_micros < live.total.spend_micros);
 
-    // 4. The command: table, Parquet files and the HTML report.
+    // 4. A job added beside adstream's own (the demonstration job of docs/adding-a-job.md) with nothing but its
+    // registry line and its topology entries is replayed by the same engine, in data order with the others, its
+    // settings from a strategy's `jobs:` section.
+    let high_cost = format!("{prefix}.high-cost");
+    let extended = common::jobs::topology_yaml(&prefix, &processor).replace(
+        "processors:\n",
+        &format!(
+            "  - {{ name: {high_cost}, key: campaign_id, value_schema: io.adstream.ads.AdClick }}\n\
+             processors:\n  - name: {processor}-high-cost\n    job: high-cost-clicks\n    \
+             inputs: [{prefix}.clicks]\n    outputs: [{high_cost}]\n    key: campaign_id\n"
+        ),
+    );
+    let extended_flow = Dataflow::resolve(
+        &Topology::parse(&extended, "extended.yaml").expect("extended topology"),
+        &JobRegistry::builtin().with(entry::<HighCostClicksDefinition>()),
+        &[],
+    )
+    .expect("the extended topology's processors");
+    let every_click = Strategy::parse(
+        "jobs: { high-cost-clicks: { min_cost_micros: 0 } }\n",
+        "every-click.yaml",
+        "every-click",
+    )
+    .expect("every-click");
+    let defaults = Strategy::parse("", "defaults.yaml", "defaults").expect("defaults");
+    let extended_runs = tokio::task::block_in_place(|| {
+        engine::run_all(
+            &history,
+            &extended_flow,
+            &[every_click, defaults],
+            period,
+            &mut |_, _, _| {},
+        )
+        .expect("runs with the demonstration job")
+    });
+    let forwarded = |run: &engine::StrategyRun| {
+        let simulation = run
+            .writer_of(&high_cost)
+            .expect("the demonstration job ran");
+        simulation
+            .topic(&high_cost)
+            .iter()
+            .filter(|record| record.value.is_some())
+            .count() as u64
+    };
+    assert_eq!(forwarded(&extended_runs[0]), live.total.clicks);
+    assert!(forwarded(&extended_runs[1]) <= forwarded(&extended_runs[0]));
+    assert_eq!(extended_runs[0].total, live.total);
+    assert_eq!(extended_runs[0].campaigns, live.campaigns);
+
+    // 5. The command: table, Parquet files and the HTML report.
     let out = dir.join("out");
     let files = [
         write(&dir, "live.yaml", ""),
@@ -305,7 +361,7 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         "backtest",
         "--topology",
         topology,
-        "--metrics-processor",
+        "--processor",
         &processor,
         "--from",
         &from,
@@ -321,9 +377,9 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     let fatigue_processor = format!("{processor}-fatigue");
     let attribution_processor = format!("{processor}-attribution");
     args.extend([
-        "--fatigue-processor",
+        "--processor",
         &fatigue_processor,
-        "--attribution-processor",
+        "--processor",
         &attribution_processor,
     ]);
     for file in &files {

@@ -1,42 +1,47 @@
 //! Replays a period of history through the live operators once per strategy.
 //!
+//! # The dataflow
+//!
+//! [`Dataflow::resolve`] takes the jobs from the job registry and places them as the topology does: every processor
+//! entry whose job is registered, wired through its ports. Each strategy builds every job's stages with its settings
+//! for that job ([`Strategy::job_settings_yaml`]); a stage runs after the stages writing the topics it reads, and
+//! reads what they captured. The topics no stage writes are the history.
+//!
 //! # History and warm-up
 //!
-//! [`History::read`] reads the campaigns table whole, and the impressions, clicks and conversions with timestamps
-//! in `[from − warm-up, to)`. The warm-up (by default the longest attribution lookback of the strategies) lets
-//! the jobs build the state the live jobs had at `from`: the touches a conversion early in the period is credited
-//! to, the creatives' fatigue baselines, the campaigns' open days. Pause rules act only from `from` on, and
-//! outcomes count only events and conversions in `[from, to)`; everything before is replayed as it happened.
+//! [`History::read`] reads the source tables (the campaigns) whole, and the source streams (impressions, clicks,
+//! conversions) with timestamps in `[from − warm-up, to)`. The warm-up (by default the longest attribution lookback
+//! of the strategies) lets the jobs build the state the live jobs had at `from`: the touches a conversion early in
+//! the period is credited to, the creatives' fatigue baselines, the campaigns' open days. Pause rules act only from
+//! `from` on, and outcomes count only events and conversions in `[from, to)`; everything before is replayed as it
+//! happened.
 //!
 //! # One strategy
 //!
-//! Impressions and clicks, merged by timestamp, are fed one by one to the creative-fatigue operator (a
-//! [`Simulator`]). Before each record the simulation's clock moves to its time, so whatever the operator reports at
-//! the commits passed is seen first: a fatigue record meeting the strategy's pause rule pauses its creative from
-//! the record's emission time on. A record of a paused creative, or of a campaign paused by the budget rule for its
-//! local day, is removed; the rest is kept and pushed. The kept impressions and clicks then run through the
-//! attribution job's two stages (repartition, then attribution with the conversions, chained through the captured
-//! repartition topic) and the campaign-metrics job (with the campaigns table and the captured credits). A
-//! conversion whose touches were all removed gets no credit: it is lost.
+//! Impressions and clicks, merged by timestamp, are fed one by one to the stages that report creative fatigue (each
+//! a [`Simulator`]). Before each record the simulations' clock moves to its time, so whatever they report at the
+//! commits passed is seen first: a fatigue record meeting the strategy's pause rule pauses its creative from the
+//! record's emission time on. A record of a paused creative, or of a campaign paused by the budget rule for its
+//! local day, is removed; the rest is kept and pushed. Every other stage then runs in data order over its inputs:
+//! the kept events, the other sources, and the outputs of the stages before it (today attribution's repartition
+//! stage, its attribution stage with the conversions, and campaign-metrics with the campaigns table and the
+//! credits). A conversion whose touches were all removed gets no credit: it is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adstream_kafka::registry_client::RegistryClient;
-use adstream_processors::attribution::job::AttributionDefinition as Attribution;
-use adstream_processors::campaign_metrics::job::CampaignMetricsDefinition as MetricsJob;
-use adstream_processors::fatigue::job::CreativeFatigueDefinition as FatigueJob;
-use adstream_processors::jobs::{Job, Wiring};
+use adstream_processors::jobs::{JobEntry, JobRegistry, Stage, Wiring};
 use adstream_processors::runtime::simulate::interleave_by_timestamp;
 use adstream_processors::runtime::{
-    simulate, Operator, SchemaCache, SimulateOptions, SimulatedRecord, Simulation, Simulator,
-    TypedDecoder,
+    simulate, InputKind, InputSpec, OutputSpec, SchemaCache, SimulateOptions, SimulatedRecord,
+    Simulation, Simulator, TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity};
 use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign};
 use adstream_schemas::outputs::{
-    AttributedConversion, AttributionCredit, AttributionTouch, CampaignAlert, CampaignMetrics,
-    CreativeFatigue, FatigueStatus as OutputStatus,
+    AttributionCredit, CreativeFatigue, FatigueStatus as OutputStatus,
 };
+use adstream_topology::Topology;
 use chrono_tz::Tz;
 use rdkafka::Message;
 
@@ -46,123 +51,180 @@ use adstream_query::source::KafkaSource;
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// The topics and application ids of the live jobs, resolved from the topology by the caller.
-#[derive(Debug, Clone)]
-pub struct JobTopics {
-    /// Impressions (stream).
-    pub impressions: String,
-    /// Clicks (stream).
-    pub clicks: String,
-    /// Conversions (stream, keyed by user).
-    pub conversions: String,
-    /// Campaigns (compacted table).
-    pub campaigns: String,
-    /// Hourly campaign metrics (output).
-    pub hourly: String,
-    /// Daily campaign metrics (output).
-    pub daily: String,
-    /// Campaign alerts (output).
-    pub alerts: String,
-    /// Attribution credits (attribution output, campaign-metrics input).
-    pub credits: String,
-    /// Attributed conversions (output).
-    pub attributed: String,
-    /// Creative fatigue (output).
-    pub fatigue: String,
-    /// Application id of campaign-metrics.
-    pub metrics_app: String,
-    /// Application id of creative-fatigue.
-    pub fatigue_app: String,
-    /// Application id of attribution; its repartition stage is `<id>-repartition`, writing the same-named topic.
-    pub attribution_app: String,
-    /// Partitions of the campaign-keyed topics (impressions, clicks, campaigns, credits).
-    pub partitions: i32,
-    /// Partitions of the conversions topic (the attribution stage's tasks and the repartition topic).
-    pub conversion_partitions: i32,
+/// The registry's jobs as the topology places them: one entry per processor entry whose job is registered, and the
+/// topics that connect their stages. Built once per backtest; each strategy builds its own operators from it.
+pub struct Dataflow {
+    processors: Vec<PlacedJob>,
+    /// Partition count of every topology topic.
+    partitions: HashMap<String, i32>,
+    /// The record (Avro full name) each topology topic carries.
+    records: HashMap<String, String>,
+    /// Topics some stage reads and no stage writes, in the order the stages read them: what the history holds.
+    sources: Vec<(String, InputKind)>,
 }
 
-impl JobTopics {
-    /// The topics of the three jobs' processor entries (`metrics`, `fatigue` and `attribution` name them) in
-    /// `topology`, connected as `adstream process` connects them.
+/// A processor entry and the registered job it runs.
+struct PlacedJob {
+    processor: String,
+    job: &'static dyn JobEntry,
+    wiring: Wiring,
+}
+
+/// One stage of one strategy's dataflow, with the topics its operator declared.
+struct PlannedStage {
+    stage: Stage,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Dataflow {
+    /// The processor entries of `topology` whose job `registry` has (only those named in `only`, unless it is
+    /// empty), wired as `adstream process` wires them.
     pub fn resolve(
-        topology: &adstream_topology::Topology,
-        metrics: &str,
-        fatigue: &str,
-        attribution: &str,
-    ) -> Result<JobTopics, BacktestError> {
-        let wiring = |name: &str, ports| {
-            Wiring::resolve(topology, name, ports).map_err(|e| BacktestError::Settings(e.into()))
+        topology: &Topology,
+        registry: &JobRegistry,
+        only: &[String],
+    ) -> Result<Dataflow, BacktestError> {
+        for name in only {
+            let processor = topology.processor(name).ok_or_else(|| {
+                BacktestError::Job(format!("{} has no processor {name}", topology.origin()))
+            })?;
+            if registry.job_of(processor).is_none() {
+                return Err(BacktestError::Job(format!(
+                    "processor {name} runs {}, which is not a job of this binary (adstream jobs)",
+                    processor.job_name()
+                )));
+            }
+        }
+        let mut processors = Vec::new();
+        for processor in topology.processors() {
+            if !only.is_empty() && !only.contains(&processor.name) {
+                continue;
+            }
+            // An entry whose job this binary does not have is some other program's processor.
+            let Some(job) = registry.job_of(processor) else {
+                continue;
+            };
+            let wiring = Wiring::resolve(topology, &processor.name, job.ports())
+                .map_err(|e| BacktestError::Settings(e.into()))?;
+            processors.push(PlacedJob {
+                processor: processor.name.clone(),
+                job,
+                wiring,
+            });
+        }
+        if processors.is_empty() {
+            return Err(BacktestError::Job(format!(
+                "no processor entry of {} runs a job of this binary (adstream jobs)",
+                topology.origin()
+            )));
+        }
+        let mut flow = Dataflow {
+            processors,
+            partitions: topology
+                .topics()
+                .iter()
+                .map(|t| (t.name.clone(), t.partitions))
+                .collect(),
+            records: topology
+                .topics()
+                .iter()
+                .filter_map(|t| {
+                    t.value_schema
+                        .clone()
+                        .map(|record| (t.name.clone(), record))
+                })
+                .collect(),
+            sources: Vec::new(),
         };
-        let m = wiring(metrics, MetricsJob::PORTS)?;
-        let f = wiring(fatigue, FatigueJob::PORTS)?;
-        let a = wiring(attribution, Attribution::PORTS)?;
-        let topic = |w: &Wiring, role| w.topic(role).map_err(|e| BacktestError::Settings(e.into()));
-        let partitions = |w: &Wiring, role| {
-            w.partitions(role)
-                .map_err(|e| BacktestError::Settings(e.into()))
-        };
-        Ok(JobTopics {
-            impressions: topic(&m, "impressions")?,
-            clicks: topic(&m, "clicks")?,
-            conversions: topic(&a, "conversions")?,
-            campaigns: topic(&m, "campaigns")?,
-            hourly: topic(&m, "hourly")?,
-            daily: topic(&m, "daily")?,
-            alerts: topic(&m, "alerts")?,
-            credits: topic(&a, "credits")?,
-            attributed: topic(&a, "attributed")?,
-            fatigue: topic(&f, "fatigue")?,
-            metrics_app: metrics.to_owned(),
-            fatigue_app: fatigue.to_owned(),
-            attribution_app: attribution.to_owned(),
-            partitions: partitions(&m, "impressions")?,
-            conversion_partitions: partitions(&a, "conversions")?,
-        })
+        // Settings change what a job computes, never which topics it reads: the defaults place the sources.
+        let stages = flow.stages(&Strategy::default())?;
+        let written: HashSet<&str> = stages
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(|o| o.topic.as_str()))
+            .collect();
+        let mut sources: Vec<(String, InputKind)> = Vec::new();
+        for input in stages.iter().flat_map(|s| &s.inputs) {
+            if !written.contains(input.topic.as_str())
+                && !sources.iter().any(|(t, _)| *t == input.topic)
+            {
+                sources.push((input.topic.clone(), input.kind));
+            }
+        }
+        flow.sources = sources;
+        Ok(flow)
     }
 
-    /// campaign-metrics' ports (it reads the captured credits).
-    fn metrics_wiring(&self) -> Wiring {
-        let p = self.partitions;
-        Wiring::from_topics(
-            &self.metrics_app,
-            &[
-                ("impressions", &self.impressions, p),
-                ("clicks", &self.clicks, p),
-                ("campaigns", &self.campaigns, p),
-                ("credits", &self.credits, p),
-                ("hourly", &self.hourly, p),
-                ("daily", &self.daily, p),
-                ("alerts", &self.alerts, p),
-            ],
-        )
+    /// The processors, with the job each runs, in the topology's order.
+    pub fn processors(&self) -> impl Iterator<Item = (&str, &'static dyn JobEntry)> {
+        self.processors
+            .iter()
+            .map(|p| (p.processor.as_str(), p.job))
     }
 
-    /// creative-fatigue's ports.
-    fn fatigue_wiring(&self) -> Wiring {
-        let p = self.partitions;
-        Wiring::from_topics(
-            &self.fatigue_app,
-            &[
-                ("impressions", &self.impressions, p),
-                ("clicks", &self.clicks, p),
-                ("fatigue", &self.fatigue, p),
-            ],
-        )
+    /// The record `topic` carries, when the topology declares it.
+    fn record(&self, topic: &str) -> Option<&str> {
+        self.records.get(topic).map(String::as_str)
     }
 
-    /// attribution's ports.
-    fn attribution_wiring(&self) -> Wiring {
-        let (p, c) = (self.partitions, self.conversion_partitions);
-        Wiring::from_topics(
-            &self.attribution_app,
-            &[
-                ("impressions", &self.impressions, p),
-                ("clicks", &self.clicks, p),
-                ("conversions", &self.conversions, c),
-                ("attributed", &self.attributed, c),
-                ("credits", &self.credits, p),
-            ],
-        )
+    /// The partition count of a stage's input or output: the internal topic's, else the topology's.
+    fn partitions_of(&self, topic: &str, internal: Option<i32>) -> Result<i32, BacktestError> {
+        internal
+            .or_else(|| self.partitions.get(topic).copied())
+            .ok_or_else(|| BacktestError::Job(format!("no partition count for {topic}")))
+    }
+
+    /// Every stage of every processor, built with `strategy`'s settings, in an order where each stage comes after
+    /// the stages writing the topics it reads (the topology's order among the others).
+    fn stages(&self, strategy: &Strategy) -> Result<Vec<PlannedStage>, BacktestError> {
+        if let Some(unknown) = strategy.jobs.keys().find(|name| {
+            !self
+                .processors
+                .iter()
+                .any(|p| p.job.name() == name.as_str())
+        }) {
+            return Err(BacktestError::Strategy {
+                file: strategy.name().to_owned(),
+                message: format!(
+                    "jobs.{unknown}: no processor of the topology runs a job of that name"
+                ),
+            });
+        }
+        let mut pending = Vec::new();
+        for placed in &self.processors {
+            let yaml = strategy.job_settings_yaml(placed.job.name())?;
+            for stage in placed.job.stages_from_yaml(&yaml, &placed.wiring)? {
+                let (inputs, outputs) = (stage.operator.inputs(), stage.operator.outputs());
+                pending.push(PlannedStage {
+                    stage,
+                    inputs,
+                    outputs,
+                });
+            }
+        }
+        let mut ordered: Vec<PlannedStage> = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let writes =
+                |stage: &PlannedStage, topic: &str| stage.outputs.iter().any(|o| o.topic == topic);
+            let ready = pending.iter().position(|stage| {
+                stage.inputs.iter().all(|input| {
+                    !pending
+                        .iter()
+                        .any(|other| !std::ptr::eq(other, stage) && writes(other, &input.topic))
+                })
+            });
+            let Some(ready) = ready else {
+                let names: Vec<&str> = pending
+                    .iter()
+                    .map(|s| s.stage.application_id.as_str())
+                    .collect();
+                return Err(BacktestError::Job(format!(
+                    "the stages {names:?} read each other's outputs in a cycle: a backtest replays them in order"
+                )));
+            };
+            ordered.push(pending.remove(ready));
+        }
+        Ok(ordered)
     }
 }
 
@@ -200,14 +262,20 @@ pub struct CampaignInfo {
     pub time_zone: Tz,
 }
 
-/// The history a backtest replays, read once and shared by every strategy.
+/// The history a backtest replays, read once and shared by every strategy: every source topic of the
+/// [`Dataflow`].
 pub struct History {
-    campaigns: Vec<SimulatedRecord>,
-    /// Impressions (input 0) and clicks (input 1) merged by timestamp.
+    /// Source tables (read whole), by topic.
+    tables: HashMap<String, Vec<SimulatedRecord>>,
+    /// The ad events (the source streams carrying impressions or clicks) merged by timestamp; a record's `input`
+    /// is its topic's index in `event_topics`.
     events: Vec<SimulatedRecord>,
+    /// The topics of `events`, and whether each carries clicks.
+    event_topics: Vec<(String, bool)>,
     /// What each of `events` is; None for a record that does not decode (the jobs dead-letter it).
     infos: Vec<Option<EventInfo>>,
-    conversions: Vec<SimulatedRecord>,
+    /// The other source streams (conversions), by topic.
+    streams: HashMap<String, Vec<SimulatedRecord>>,
     /// Campaigns by index, as [`EventInfo::campaign`] numbers them.
     campaign_ids: Vec<String>,
     /// Creative id → the number [`EventInfo::creative`] gives it.
@@ -218,11 +286,12 @@ pub struct History {
 }
 
 impl History {
-    /// Reads the history of `period` through `source`; `runtime` serves the rare registry fetches of the
-    /// decoders. Blocks. `progress` is called with (records read, topic).
+    /// Reads the history of `period` for the sources of `flow` through `source`: tables whole, streams with
+    /// timestamps in `[from − warm-up, to)`; `runtime` serves the rare registry fetches of the decoders. Blocks.
+    /// `progress` is called with (records read, topic).
     pub fn read(
         source: &KafkaSource,
-        topics: &JobTopics,
+        flow: &Dataflow,
         period: Period,
         runtime: tokio::runtime::Handle,
         progress: &mut dyn FnMut(u64, &str),
@@ -251,11 +320,26 @@ impl History {
             }
             Ok::<_, BacktestError>(records)
         };
-        let campaigns = read(&topics.campaigns, 0, false)?;
-        let mut events = read(&topics.impressions, 0, true)?;
-        events.extend(read(&topics.clicks, 1, true)?);
+        let (mut tables, mut streams) = (HashMap::new(), HashMap::new());
+        let (mut events, mut event_topics) = (Vec::new(), Vec::new());
+        for (topic, kind) in &flow.sources {
+            let record = flow.record(topic);
+            match kind {
+                InputKind::Table => {
+                    tables.insert(topic.clone(), read(topic, 0, false)?);
+                }
+                InputKind::Stream
+                    if matches!(record, Some(AdImpression::FULL_NAME | AdClick::FULL_NAME)) =>
+                {
+                    events.extend(read(topic, event_topics.len(), true)?);
+                    event_topics.push((topic.clone(), record == Some(AdClick::FULL_NAME)));
+                }
+                InputKind::Stream => {
+                    streams.insert(topic.clone(), read(topic, 0, true)?);
+                }
+            }
+        }
         let events = interleave_by_timestamp(events);
-        let conversions = read(&topics.conversions, 0, true)?;
 
         let mut cache = SchemaCache::new(source.registry().clone(), runtime.clone());
         let decoder = |name: &'static str, schema: &str| {
@@ -263,7 +347,12 @@ impl History {
         };
         let mut campaign_decoder = decoder(Campaign::FULL_NAME, avsc::CAMPAIGN)?;
         let mut campaign_info = HashMap::new();
-        for record in &campaigns {
+        let campaign_tables = flow
+            .sources
+            .iter()
+            .filter(|(topic, _)| flow.record(topic) == Some(Campaign::FULL_NAME))
+            .filter_map(|(topic, _)| tables.get(topic));
+        for record in campaign_tables.flatten() {
             // A tombstone removes the campaign; what does not decode the job dead-letters and the backtest skips.
             let Ok(campaign) =
                 campaign_decoder.decode::<Campaign>(&mut cache, record.value.as_deref())
@@ -292,7 +381,7 @@ impl History {
         let mut creative_index: HashMap<String, u32> = HashMap::new();
         let mut infos = Vec::with_capacity(events.len());
         for record in &events {
-            let decoded = if record.input == 0 {
+            let decoded = if !event_topics[record.input].1 {
                 impression_decoder
                     .decode::<AdImpression>(&mut cache, record.value.as_deref())
                     .ok()
@@ -339,10 +428,11 @@ impl History {
             );
         }
         Ok(History {
-            campaigns,
+            tables,
             events,
+            event_topics,
             infos,
-            conversions,
+            streams,
             campaign_ids,
             creative_index,
             campaign_info,
@@ -356,9 +446,11 @@ impl History {
         self.events.len()
     }
 
-    /// Every record read (campaigns, impressions, clicks, conversions).
+    /// Every record read (tables, impressions, clicks, other streams).
     pub fn record_count(&self) -> usize {
-        self.campaigns.len() + self.events.len() + self.conversions.len()
+        self.tables.values().map(Vec::len).sum::<usize>()
+            + self.events.len()
+            + self.streams.values().map(Vec::len).sum::<usize>()
     }
 
     /// The campaigns table's settings per campaign id.
@@ -367,25 +459,42 @@ impl History {
     }
 
     /// A schema cache for one simulation: the registry for input schemas, `outputs` (id, schema) known offline.
-    fn schemas(&self, outputs: &[(u32, &str)]) -> Result<SchemaCache, BacktestError> {
+    fn schemas(&self, outputs: &OutputSchemas) -> Result<SchemaCache, BacktestError> {
         let mut cache = SchemaCache::new(self.registry.clone(), self.runtime.clone());
-        for (id, schema) in outputs {
+        for (id, schema) in outputs.values() {
             cache.insert(*id, schema).map_err(BacktestError::Schema)?;
         }
         Ok(cache)
     }
+
+    /// A source of input `input`: a table or a stream other than the ad events.
+    fn source(&self, topic: &str, input: usize) -> Option<Vec<SimulatedRecord>> {
+        self.tables
+            .get(topic)
+            .or_else(|| self.streams.get(topic))
+            .map(|records| as_input(records, input).collect())
+    }
 }
 
-/// Ids the simulations encode their outputs with. They never reach Kafka or the registry: outputs are decoded
-/// in memory, and the repartition topic is read back by the next simulation, whose cache knows them. Far above
-/// the ids a registry hands out, so input schemas never collide with them.
-const HOURLY_ID: u32 = 0x7fff_ff01;
-const DAILY_ID: u32 = 0x7fff_ff02;
-const ALERT_ID: u32 = 0x7fff_ff03;
-const TOUCH_ID: u32 = 0x7fff_ff04;
-const ATTRIBUTED_ID: u32 = 0x7fff_ff05;
-const CREDIT_ID: u32 = 0x7fff_ff06;
-const FATIGUE_ID: u32 = 0x7fff_ff07;
+/// The schema id and schema every stage output is encoded with, by topic. The ids never reach Kafka or the
+/// registry: outputs are decoded in memory, and a topic one stage writes and another reads is read back by a
+/// simulation whose cache knows them. Far above the ids a registry hands out, so input schemas never collide.
+type OutputSchemas = BTreeMap<String, (u32, &'static str)>;
+
+/// The first id [`OutputSchemas`] hands out.
+const FIRST_OUTPUT_ID: u32 = 0x7fff_0000;
+
+fn output_schemas(stages: &[PlannedStage]) -> OutputSchemas {
+    let mut topics: BTreeMap<String, &'static str> = BTreeMap::new();
+    for output in stages.iter().flat_map(|s| &s.outputs) {
+        topics.insert(output.topic.clone(), output.value_schema);
+    }
+    topics
+        .into_iter()
+        .zip(FIRST_OUTPUT_ID..)
+        .map(|((topic, schema), id)| (topic, (id, schema)))
+        .collect()
+}
 
 /// Something a strategy's rules did.
 #[derive(Debug, Clone, PartialEq)]
@@ -455,28 +564,17 @@ pub struct StrategyRun {
     pub actions: Vec<Action>,
     /// Impressions and clicks removed by pauses.
     pub removed: u64,
-    /// The simulations of the jobs, by output topic: campaign-metrics (hourly, daily, alerts), attribution
-    /// (attributed conversions, credits), creative-fatigue.
-    pub simulations: JobSimulations,
+    /// The simulation of each stage, by application id, in the order they ran.
+    pub simulations: Vec<(String, Simulation)>,
+    /// Output topic → the index in `simulations` of the stage writing it.
+    writers: HashMap<String, usize>,
 }
 
-/// The simulations of one strategy.
-pub struct JobSimulations {
-    /// creative-fatigue.
-    pub fatigue: Simulation,
-    /// The attribution stage.
-    pub attribution: Simulation,
-    /// campaign-metrics.
-    pub metrics: Simulation,
-}
-
-/// The index of `topic` among `operator`'s inputs.
-fn input_of(operator: &dyn Operator, topic: &str) -> Result<usize, BacktestError> {
-    operator
-        .inputs()
-        .iter()
-        .position(|i| i.topic == topic)
-        .ok_or_else(|| BacktestError::Job(format!("the job does not read {topic}")))
+impl StrategyRun {
+    /// The simulation of the stage that writes `topic`.
+    pub fn writer_of(&self, topic: &str) -> Option<&Simulation> {
+        self.writers.get(topic).map(|i| &self.simulations[*i].1)
+    }
 }
 
 /// `records` as input `input`.
@@ -487,18 +585,6 @@ fn as_input(
     records
         .iter()
         .map(move |r| SimulatedRecord { input, ..r.clone() })
-}
-
-/// Where a merged impression (input 0) or click (input 1) goes in an operator reading both.
-fn remap(record: &SimulatedRecord, impressions: usize, clicks: usize) -> SimulatedRecord {
-    SimulatedRecord {
-        input: if record.input == 0 {
-            impressions
-        } else {
-            clicks
-        },
-        ..record.clone()
-    }
 }
 
 /// Pause state of one strategy's run.
@@ -514,6 +600,48 @@ struct Pauses {
 }
 
 impl Pauses {
+    /// Pauses the report's creative from the report's emission on when the report meets the strategy's rule, is
+    /// emitted in the period, and the creative was seen in the events and is not paused yet.
+    fn consider_fatigue(
+        &mut self,
+        report: &CreativeFatigue,
+        trigger: &[OutputStatus],
+        strategy: &Strategy,
+        period: Period,
+        history: &History,
+    ) {
+        let meets = trigger.contains(&report.status)
+            || strategy
+                .fatigue
+                .pause
+                .min_score
+                .is_some_and(|min| report.score >= min);
+        let at = report.emitted_at;
+        if !meets || at < period.from_ms || at >= period.to_ms {
+            return;
+        }
+        // Creatives are numbered from the events; one never seen in them has nothing to pause.
+        let Some(&creative) = history.creative_index.get(&report.creative_id) else {
+            return;
+        };
+        if self.creatives.contains_key(&creative) {
+            return;
+        }
+        self.creatives.insert(creative, at);
+        self.actions.push(Action {
+            at_ms: at,
+            until_ms: None,
+            kind: "pause-creative",
+            campaign_id: report.campaign_id.clone(),
+            creative_id: Some(report.creative_id.clone()),
+            score: Some(report.score),
+            reason: format!(
+                "fatigue status {:?}, score {:.2}",
+                report.status, report.score
+            ),
+        });
+    }
+
     fn removes(&self, info: &EventInfo) -> bool {
         self.creatives
             .get(&info.creative)
@@ -584,31 +712,94 @@ impl Pauses {
     }
 }
 
+/// A stage run in step with the events (see [`run_strategy`]).
+struct InStep {
+    name: String,
+    outputs: Vec<String>,
+    simulator: Simulator,
+    /// [`event_inputs`] of the stage.
+    routes: Vec<Option<usize>>,
+    /// Captured records already looked at.
+    seen: usize,
+}
+
+/// Where each of the history's event topics goes among a stage's inputs.
+fn event_inputs(history: &History, inputs: &[InputSpec]) -> Vec<Option<usize>> {
+    history
+        .event_topics
+        .iter()
+        .map(|(topic, _)| inputs.iter().position(|i| i.topic == *topic))
+        .collect()
+}
+
+/// How a stage's simulation runs: its tasks are its inputs' partitions; outputs are encoded with their ids, and
+/// their markers go to each partition of the topic.
+fn simulate_options(
+    flow: &Dataflow,
+    stage: &PlannedStage,
+    ids: &OutputSchemas,
+) -> Result<SimulateOptions, BacktestError> {
+    let mut tasks = 0;
+    for input in &stage.inputs {
+        tasks = tasks.max(flow.partitions_of(&input.topic, input.internal_partitions)?);
+    }
+    let output_ids = stage.outputs.iter().map(|o| ids[&o.topic].0).collect();
+    let mut options = SimulateOptions::new(&stage.stage.application_id, tasks, output_ids);
+    for output in &stage.outputs {
+        if let Some(partitions) = flow.partitions.get(&output.topic) {
+            options
+                .output_partitions
+                .insert(output.topic.clone(), *partitions);
+        }
+    }
+    Ok(options)
+}
+
 /// Runs `strategy` over `history` (see the module doc); `progress` is called with (records replayed, total).
 pub fn run_strategy(
     history: &History,
-    topics: &JobTopics,
+    flow: &Dataflow,
     strategy: &Strategy,
     period: Period,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<StrategyRun, BacktestError> {
-    let fatigue_job = FatigueJob::operator(&topics.fatigue_wiring(), &strategy.fatigue.job)?;
-    let (f_impressions, f_clicks) = (
-        input_of(&fatigue_job, &topics.impressions)?,
-        input_of(&fatigue_job, &topics.clicks)?,
-    );
-    let mut fatigue = Simulator::new(
-        Box::new(fatigue_job),
-        history.schemas(&[(FATIGUE_ID, CreativeFatigue::SCHEMA)])?,
-        SimulateOptions::new(&topics.fatigue_app, topics.partitions, vec![FATIGUE_ID]),
-    )?;
+    let stages = flow.stages(strategy)?;
+    let ids = output_schemas(&stages);
+    let reports_fatigue = |topic: &str| flow.record(topic) == Some(CreativeFatigue::FULL_NAME);
+    // The stages whose reports a pause rule acts on run in step with the events (whether or not this strategy
+    // pauses, so that pausing is the only difference between two strategies); the others run after, in order.
+    let (in_step, after): (Vec<PlannedStage>, Vec<PlannedStage>) = stages
+        .into_iter()
+        .partition(|stage| stage.outputs.iter().any(|o| reports_fatigue(&o.topic)));
+    if strategy.fatigue.pause.enabled && in_step.is_empty() {
+        return Err(BacktestError::Job(
+            "the strategy pauses fatigued creatives, but no processor reports creative fatigue"
+                .to_owned(),
+        ));
+    }
+    let mut lockstep = Vec::with_capacity(in_step.len());
+    for stage in in_step {
+        let routes = event_inputs(history, &stage.inputs);
+        if routes.iter().flatten().count() != stage.inputs.len() {
+            return Err(BacktestError::Job(format!(
+                "{} reports creative fatigue from inputs other than impressions and clicks: a backtest cannot \
+                 run it in step with the events it pauses",
+                stage.stage.application_id
+            )));
+        }
+        let options = simulate_options(flow, &stage, &ids)?;
+        lockstep.push(InStep {
+            name: stage.stage.application_id.clone(),
+            outputs: stage.outputs.iter().map(|o| o.topic.clone()).collect(),
+            simulator: Simulator::new(stage.stage.operator, history.schemas(&ids)?, options)?,
+            routes,
+            seen: 0,
+        });
+    }
     let mut fatigue_decoder =
         TypedDecoder::new(CreativeFatigue::FULL_NAME, CreativeFatigue::SCHEMA)
             .map_err(BacktestError::Schema)?;
-    let mut output_cache = history.schemas(&[
-        (FATIGUE_ID, CreativeFatigue::SCHEMA),
-        (CREDIT_ID, AttributionCredit::SCHEMA),
-    ])?;
+    let mut output_cache = history.schemas(&ids)?;
     let trigger = match strategy.fatigue.pause.status {
         PauseStatus::Limited => [OutputStatus::Limited, OutputStatus::Fatigued].as_slice(),
         PauseStatus::Fatigued => [OutputStatus::Fatigued].as_slice(),
@@ -621,60 +812,45 @@ pub fn run_strategy(
     let total = history.events.len() as u64;
     let mut pauses = Pauses::default();
     let mut kept = Vec::with_capacity(history.events.len());
-    let mut seen = 0;
     for (index, (record, info)) in history.events.iter().zip(&history.infos).enumerate() {
-        if let Some(ts) = record.timestamp_ms {
-            fatigue.advance_to(ts)?;
-        }
-        if strategy.fatigue.pause.enabled {
-            for captured in &fatigue.captured()[seen..] {
-                if captured.topic != topics.fatigue || captured.value.is_none() {
-                    continue;
-                }
-                let Ok(report) = fatigue_decoder
-                    .decode::<CreativeFatigue>(&mut output_cache, captured.value.as_deref())
-                else {
-                    continue;
-                };
-                let meets = trigger.contains(&report.status)
-                    || strategy
-                        .fatigue
-                        .pause
-                        .min_score
-                        .is_some_and(|min| report.score >= min);
-                let at = report.emitted_at;
-                if !meets || at < period.from_ms || at >= period.to_ms {
-                    continue;
-                }
-                // Creatives are numbered from the events; one never seen in them has nothing to pause.
-                let Some(&creative) = history.creative_index.get(&report.creative_id) else {
-                    continue;
-                };
-                if pauses.creatives.contains_key(&creative) {
-                    continue;
-                }
-                pauses.creatives.insert(creative, at);
-                pauses.actions.push(Action {
-                    at_ms: at,
-                    until_ms: None,
-                    kind: "pause-creative",
-                    campaign_id: report.campaign_id.clone(),
-                    creative_id: Some(report.creative_id.clone()),
-                    score: Some(report.score),
-                    reason: format!(
-                        "fatigue status {:?}, score {:.2}",
-                        report.status, report.score
-                    ),
-                });
+        for InStep {
+            simulator, seen, ..
+        } in &mut lockstep
+        {
+            if let Some(ts) = record.timestamp_ms {
+                simulator.advance_to(ts)?;
             }
+            if strategy.fatigue.pause.enabled {
+                for captured in &simulator.captured()[*seen..] {
+                    if !reports_fatigue(&captured.topic) || captured.value.is_none() {
+                        continue;
+                    }
+                    let Ok(report) = fatigue_decoder
+                        .decode::<CreativeFatigue>(&mut output_cache, captured.value.as_deref())
+                    else {
+                        continue;
+                    };
+                    pauses.consider_fatigue(&report, trigger, strategy, period, history);
+                }
+            }
+            *seen = simulator.captured().len();
         }
-        seen = fatigue.captured().len();
         let keep = match info {
             Some(info) if info.time_ms >= period.from_ms => !pauses.removes(info),
             _ => true,
         };
         if keep {
-            fatigue.push(remap(record, f_impressions, f_clicks))?;
+            for InStep {
+                simulator, routes, ..
+            } in &mut lockstep
+            {
+                if let Some(input) = routes[record.input] {
+                    simulator.push(SimulatedRecord {
+                        input,
+                        ..record.clone()
+                    })?;
+                }
+            }
             if let (Some(info), Some(share)) = (info, budget_share) {
                 let id = &history.campaign_ids[info.campaign as usize];
                 pauses.track_budget(id, history.campaign_info.get(id), info, share, period);
@@ -686,7 +862,17 @@ pub fn run_strategy(
         }
     }
     progress(total, total);
-    let fatigue = fatigue.finish()?;
+    let mut simulations = Vec::new();
+    let mut writers = HashMap::new();
+    for stage in lockstep {
+        writers.extend(
+            stage
+                .outputs
+                .into_iter()
+                .map(|topic| (topic, simulations.len())),
+        );
+        simulations.push((stage.name, stage.simulator.finish()?));
+    }
 
     let kept_events: Vec<&SimulatedRecord> = history
         .events
@@ -697,81 +883,63 @@ pub fn run_strategy(
         .collect();
     let removed = (history.events.len() - kept_events.len()) as u64;
 
-    // Attribution, stage 1: touches re-keyed by user.
-    let touches_topic = Attribution::repartition_topic(&topics.attribution_app);
-    let attribution_wiring = topics.attribution_wiring();
-    let repartition = Attribution::repartition(&attribution_wiring)?;
-    let (r_impressions, r_clicks) = (
-        input_of(&repartition, &topics.impressions)?,
-        input_of(&repartition, &topics.clicks)?,
-    );
-    let stage1 = simulate(
-        Box::new(repartition),
-        history.schemas(&[(TOUCH_ID, AttributionTouch::SCHEMA)])?,
-        kept_events
-            .iter()
-            .map(|r| remap(r, r_impressions, r_clicks)),
-        &SimulateOptions::new(&touches_topic, topics.partitions, vec![TOUCH_ID]),
-    )?;
-
-    // Stage 2: attribution of the conversions to the touches.
-    let attribution = Attribution::operator(&attribution_wiring, &strategy.attribution.job)?;
-    let touches_input = input_of(&attribution, &touches_topic)?;
-    let conversions_input = input_of(&attribution, &topics.conversions)?;
-    let mut input = stage1.as_input(&touches_topic, touches_input, topics.conversion_partitions);
-    drop(stage1);
-    input.extend(as_input(&history.conversions, conversions_input));
-    let mut options = SimulateOptions::new(
-        &topics.attribution_app,
-        topics.conversion_partitions,
-        vec![ATTRIBUTED_ID, CREDIT_ID],
-    );
-    options
-        .output_partitions
-        .insert(topics.credits.clone(), topics.partitions);
-    let attribution = simulate(
-        Box::new(attribution),
-        history.schemas(&[
-            (TOUCH_ID, AttributionTouch::SCHEMA),
-            (ATTRIBUTED_ID, AttributedConversion::SCHEMA),
-            (CREDIT_ID, AttributionCredit::SCHEMA),
-        ])?,
-        interleave_by_timestamp(input),
-        &options,
-    )?;
-
-    // campaign-metrics: the campaigns table first (the live job bootstraps it before any stream record), then the
-    // kept events and the credits by timestamp.
-    let metrics = MetricsJob::operator(&topics.metrics_wiring(), &strategy.metrics)?;
-    let (m_impressions, m_clicks) = (
-        input_of(&metrics, &topics.impressions)?,
-        input_of(&metrics, &topics.clicks)?,
-    );
-    let m_campaigns = input_of(&metrics, &topics.campaigns)?;
-    let m_credits = input_of(&metrics, &topics.credits)?;
-    let mut streams: Vec<SimulatedRecord> = kept_events
-        .iter()
-        .map(|r| remap(r, m_impressions, m_clicks))
-        .collect();
-    let credits = attribution.as_input(&topics.credits, m_credits, topics.partitions);
-    streams.extend(credits.iter().cloned());
-    let mut input: Vec<SimulatedRecord> = as_input(&history.campaigns, m_campaigns).collect();
-    input.extend(interleave_by_timestamp(streams));
-    let metrics = simulate(
-        Box::new(metrics),
-        history.schemas(&[
-            (HOURLY_ID, CampaignMetrics::SCHEMA),
-            (DAILY_ID, CampaignMetrics::SCHEMA),
-            (ALERT_ID, CampaignAlert::SCHEMA),
-            (CREDIT_ID, AttributionCredit::SCHEMA),
-        ])?,
-        input,
-        &SimulateOptions::new(
-            &topics.metrics_app,
-            topics.partitions,
-            vec![HOURLY_ID, DAILY_ID, ALERT_ID],
-        ),
-    )?;
+    // Each other stage over its inputs: tables first (a live job bootstraps them before any stream record), then
+    // the kept events as replayed, or, when it also reads other streams or earlier stages' outputs, all of its
+    // streams merged by timestamp.
+    for stage in after {
+        let routes = event_inputs(history, &stage.inputs);
+        let (mut tables, mut streams) = (Vec::new(), Vec::new());
+        for (input, spec) in stage.inputs.iter().enumerate() {
+            if routes.contains(&Some(input)) {
+                continue;
+            }
+            let records = match writers.get(&spec.topic) {
+                Some(writer) => simulations[*writer].1.as_input(
+                    &spec.topic,
+                    input,
+                    flow.partitions_of(&spec.topic, spec.internal_partitions)?,
+                ),
+                None => history.source(&spec.topic, input).ok_or_else(|| {
+                    BacktestError::Job(format!(
+                        "nothing replays {} for {}",
+                        spec.topic, stage.stage.application_id
+                    ))
+                })?,
+            };
+            match spec.kind {
+                InputKind::Table => tables.extend(records),
+                InputKind::Stream => streams.extend(records),
+            }
+        }
+        let events = kept_events.iter().filter_map(|record| {
+            routes[record.input].map(|input| SimulatedRecord {
+                input,
+                ..(*record).clone()
+            })
+        });
+        let mut input = tables;
+        if streams.is_empty() {
+            input.extend(events);
+        } else {
+            streams.extend(events);
+            input.extend(interleave_by_timestamp(streams));
+        }
+        let options = simulate_options(flow, &stage, &ids)?;
+        let name = stage.stage.application_id.clone();
+        let simulation = simulate(
+            stage.stage.operator,
+            history.schemas(&ids)?,
+            input,
+            &options,
+        )?;
+        writers.extend(
+            stage
+                .outputs
+                .iter()
+                .map(|o| (o.topic.clone(), simulations.len())),
+        );
+        simulations.push((name, simulation));
+    }
 
     // Outcomes in the period.
     let mut campaigns: BTreeMap<String, Outcome> = BTreeMap::new();
@@ -796,29 +964,42 @@ pub fn run_strategy(
     let mut credit_decoder =
         TypedDecoder::new(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA)
             .map_err(BacktestError::Schema)?;
-    for record in credits.iter().filter(|r| r.value.is_some()) {
-        let credit: AttributionCredit = credit_decoder
-            .decode(&mut output_cache, record.value.as_deref())
-            .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
-        if credit.model != strategy.metrics.attribution_model
-            || credit.conversion_time < period.from_ms
-            || credit.conversion_time >= period.to_ms
-        {
+    let credit_topics = ids
+        .keys()
+        .filter(|topic| flow.record(topic) == Some(AttributionCredit::FULL_NAME));
+    for topic in credit_topics {
+        let Some(writer) = writers.get(topic) else {
             continue;
-        }
-        let delta = Outcome {
-            conversions: credit.conversions,
-            revenue_micros: credit.revenue_micros,
-            ..Outcome::default()
         };
-        campaigns
-            .entry(credit.campaign_id.clone())
-            .or_default()
-            .add(&delta);
-        hourly
-            .entry(credit.conversion_time.div_euclid(HOUR_MS) * HOUR_MS)
-            .or_default()
-            .add(&delta);
+        for record in simulations[*writer]
+            .1
+            .topic(topic)
+            .iter()
+            .filter(|r| r.value.is_some())
+        {
+            let credit: AttributionCredit = credit_decoder
+                .decode(&mut output_cache, record.value.as_deref())
+                .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
+            if credit.model != strategy.metrics.attribution_model
+                || credit.conversion_time < period.from_ms
+                || credit.conversion_time >= period.to_ms
+            {
+                continue;
+            }
+            let delta = Outcome {
+                conversions: credit.conversions,
+                revenue_micros: credit.revenue_micros,
+                ..Outcome::default()
+            };
+            campaigns
+                .entry(credit.campaign_id.clone())
+                .or_default()
+                .add(&delta);
+            hourly
+                .entry(credit.conversion_time.div_euclid(HOUR_MS) * HOUR_MS)
+                .or_default()
+                .add(&delta);
+        }
     }
     let mut total = Outcome::default();
     for outcome in campaigns.values() {
@@ -833,18 +1014,15 @@ pub fn run_strategy(
         hourly,
         actions,
         removed,
-        simulations: JobSimulations {
-            fatigue,
-            attribution,
-            metrics,
-        },
+        simulations,
+        writers,
     })
 }
 
 /// Runs every strategy over `history`, reporting progress per strategy.
 pub fn run_all(
     history: &History,
-    topics: &JobTopics,
+    flow: &Dataflow,
     strategies: &[Strategy],
     period: Period,
     progress: &mut dyn FnMut(&str, u64, u64),
@@ -853,7 +1031,7 @@ pub fn run_all(
         .iter()
         .map(|strategy| {
             let name = strategy.name().to_owned();
-            run_strategy(history, topics, strategy, period, &mut |done, total| {
+            run_strategy(history, flow, strategy, period, &mut |done, total| {
                 progress(&name, done, total)
             })
         })

@@ -12,7 +12,7 @@ pub mod engine;
 pub mod report;
 pub mod strategy;
 
-pub use engine::{run_all, run_strategy, Action, History, JobTopics, Outcome, Period, StrategyRun};
+pub use engine::{run_all, run_strategy, Action, Dataflow, History, Outcome, Period, StrategyRun};
 pub use strategy::Strategy;
 
 /// Why a backtest could not run or write its results.

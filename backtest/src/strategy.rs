@@ -2,11 +2,15 @@
 //! system does not take. Read from YAML; each job's section is that job's own settings type (the one `adstream
 //! process <job>` flattens into flags), with the job's defaults, so an empty file is the live configuration.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use adstream_processors::attribution::job::AttributionSettings;
-use adstream_processors::campaign_metrics::job::CampaignMetricsSettings;
-use adstream_processors::fatigue::job::CreativeFatigueSettings;
+use adstream_processors::attribution::job::{AttributionDefinition, AttributionSettings};
+use adstream_processors::campaign_metrics::job::{
+    CampaignMetricsDefinition, CampaignMetricsSettings,
+};
+use adstream_processors::fatigue::job::{CreativeFatigueDefinition, CreativeFatigueSettings};
+use adstream_processors::jobs::Job;
 use adstream_schemas::outputs::{model_name, AttributionModel};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -27,6 +31,9 @@ pub struct Strategy {
     pub fatigue: FatigueSection,
     /// The rule that pauses a campaign's delivery at a budget limit.
     pub budget: BudgetSettings,
+    /// Settings of the other jobs the topology runs (a job added beside adstream's own), by job name, each in
+    /// that job's settings format; a job not named here runs with its defaults.
+    pub jobs: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// The `attribution:` section: the attribution job's settings, and `model`.
@@ -265,6 +272,24 @@ impl Strategy {
     /// The strategy's name (set by [`Strategy::parse`]).
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or("strategy")
+    }
+
+    /// The settings of the job named `job` (in the job registry) as YAML: its section for adstream's own jobs,
+    /// its entry under `jobs:` for another, else empty (the job's defaults).
+    pub fn job_settings_yaml(&self, job: &str) -> Result<String, BacktestError> {
+        let yaml = match job {
+            CampaignMetricsDefinition::NAME => serde_yaml::to_string(&self.metrics),
+            CreativeFatigueDefinition::NAME => serde_yaml::to_string(&self.fatigue.job),
+            AttributionDefinition::NAME => serde_yaml::to_string(&self.attribution.job),
+            other => match self.jobs.get(other) {
+                Some(settings) => serde_yaml::to_string(settings),
+                None => Ok(String::new()),
+            },
+        };
+        yaml.map_err(|e| BacktestError::Strategy {
+            file: self.name().to_owned(),
+            message: format!("the settings of {job} do not print as YAML: {e}"),
+        })
     }
 
     /// The attribution lookback in milliseconds.

@@ -2,13 +2,15 @@
 //! replays a period of history through the live jobs' operators once per strategy and compares the outcomes
 //! (see `adstream_backtest`).
 //!
-//! The jobs' topics come from the topology's processor entries, as `adstream process` resolves them. Progress goes
-//! to stderr; the side-by-side table to stdout.
+//! The jobs come from the job registry and the topology: every processor entry whose job this binary has (or the
+//! ones `--processor` names), wired as `adstream process` wires them. Progress goes to stderr; the side-by-side
+//! table to stdout.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use adstream_backtest::{engine, report, History, Period, Strategy};
+use adstream_backtest::{engine, report, Dataflow, History, Period, Strategy};
+use adstream_processors::jobs::JobRegistry;
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -40,15 +42,10 @@ pub struct BacktestArgs {
     /// checked before the history is read).
     #[arg(long)]
     pub to_topic: Option<String>,
-    /// campaign-metrics' processor name in the topology.
-    #[arg(long, default_value = "campaign-metrics")]
-    pub metrics_processor: String,
-    /// creative-fatigue's processor name in the topology.
-    #[arg(long, default_value = "creative-fatigue")]
-    pub fatigue_processor: String,
-    /// attribution's processor name in the topology.
-    #[arg(long, default_value = "attribution")]
-    pub attribution_processor: String,
+    /// A processor entry of the topology to replay; repeat for each [default: every entry whose job this binary
+    /// has, see `adstream jobs`].
+    #[arg(long = "processor", value_name = "NAME")]
+    pub processors: Vec<String>,
     #[command(flatten)]
     pub scan: ScanArgs,
 }
@@ -74,12 +71,10 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
             .max()
             .unwrap_or(0),
     };
-    let topics = adstream_backtest::JobTopics::resolve(
-        topology,
-        &args.metrics_processor,
-        &args.fatigue_processor,
-        &args.attribution_processor,
-    )?;
+    let flow = Dataflow::resolve(topology, &JobRegistry::builtin(), &args.processors)?;
+    for (processor, job) in flow.processors() {
+        eprintln!("replaying processor {processor} (job {})", job.name());
+    }
     let source = open_source(settings, &args.scan)?;
     let period = Period {
         from_ms,
@@ -98,7 +93,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
         let started = Instant::now();
         let mut last = Instant::now();
         let mut read = 0u64;
-        let history = History::read(&source, &topics, period, runtime, &mut |n, topic| {
+        let history = History::read(&source, &flow, period, runtime, &mut |n, topic| {
             read += n;
             if last.elapsed() > Duration::from_secs(2) {
                 eprintln!("reading history: {read} records ({topic})");
@@ -114,7 +109,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
         let mut last = Instant::now();
         let runs = engine::run_all(
             &history,
-            &topics,
+            &flow,
             &strategies,
             period,
             &mut |name, done, total| {

@@ -30,25 +30,25 @@ pub async fn apply(settings: &Settings, topology: &Topology, dry_run: bool) -> R
     Ok(())
 }
 
-/// `topology describe`: the topics and processors, then the job each processor runs (a processor is named after
-/// its job, or run with `process <job> --application-id <processor>`): how its ports connect and the internal
-/// topics its stages create.
+/// `topology describe`: the topics and processors, then the job each processor runs (its `job` field, else the
+/// job named like it; run with `process <job> --application-id <processor>`): how its ports connect and the
+/// internal topics its stages create.
 pub fn describe(topology: &Topology) {
     print!("{}", topology.describe());
     let registry = JobRegistry::builtin();
     for processor in topology.processors() {
         println!();
-        let Some(job) = registry.get(&processor.name) else {
+        let Some(job) = registry.job_of(processor) else {
             println!(
-                "processor {}: no job of that name (jobs: {}); run one with --application-id {}",
+                "processor {}: no job named {} (jobs: {}); name one with `job:` in its entry",
                 processor.name,
+                processor.job_name(),
                 registry
                     .jobs()
                     .iter()
                     .map(|j| j.name())
                     .collect::<Vec<_>>()
                     .join(", "),
-                processor.name
             );
             continue;
         };

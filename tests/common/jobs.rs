@@ -27,15 +27,18 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
          \x20 - {{ name: {prefix}.fatigue, key: creative_id, value_schema: io.adstream.fatigue.CreativeFatigue, cleanup_policy: compact }}\n\
          processors:\n\
          \x20 - name: {processor}\n\
+         \x20   job: campaign-metrics\n\
          \x20   inputs: [{prefix}.impressions, {prefix}.clicks, {prefix}.campaigns, {prefix}.credits]\n\
          \x20   outputs: [{prefix}.hourly, {prefix}.daily, {prefix}.alerts]\n\
          \x20   key: campaign_id\n\
          \x20 - name: {processor}-attribution\n\
+         \x20   job: attribution\n\
          \x20   repartition: [{prefix}.impressions, {prefix}.clicks]\n\
          \x20   inputs: [{prefix}.conversions]\n\
          \x20   outputs: [{prefix}.attributed, {prefix}.credits]\n\
          \x20   key: user_id\n\
          \x20 - name: {processor}-fatigue\n\
+         \x20   job: creative-fatigue\n\
          \x20   inputs: [{prefix}.impressions, {prefix}.clicks]\n\
          \x20   outputs: [{prefix}.fatigue]\n\
          \x20   key: campaign_id\n"

@@ -186,6 +186,8 @@ impl Topic {
 pub struct Processor {
     /// Processor name, unique in the topology.
     pub name: String,
+    /// The job it runs (one of `adstream jobs`); None: the job named like the processor.
+    pub job: Option<String>,
     /// What it computes, for people.
     pub description: Option<String>,
     /// Topics it reads; all keyed by `key` and co-partitioned.
@@ -199,6 +201,13 @@ pub struct Processor {
     pub key: String,
     /// Where the processor's entry starts in the file.
     pub location: Location,
+}
+
+impl Processor {
+    /// The name of the job the processor runs: its `job` field, else its own name.
+    pub fn job_name(&self) -> &str {
+        self.job.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A validated topology file.

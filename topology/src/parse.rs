@@ -35,6 +35,7 @@ const COMPACTION_FIELDS: &[&str] = &[
 ];
 const PROCESSOR_FIELDS: &[&str] = &[
     "name",
+    "job",
     "description",
     "inputs",
     "repartition",
@@ -723,6 +724,7 @@ impl Checker<'_> {
             } else {
                 seen.insert(name.clone(), name_at.line);
             }
+            let job = self.text(map, "job", &owner).map(|(j, _)| j);
             let description = self.text(map, "description", &owner).map(|(d, _)| d);
             let key = self.text(map, "key", &owner);
             if key.is_none() && map.get_node("key").is_none() {
@@ -780,6 +782,7 @@ impl Checker<'_> {
             }
             processors.push(Processor {
                 name,
+                job,
                 description,
                 inputs: inputs.into_iter().map(|(t, _)| t).collect(),
                 repartition: repartition.into_iter().map(|(t, _)| t).collect(),

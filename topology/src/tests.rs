@@ -635,3 +635,20 @@ fn defaults_say_how_internal_topics_are_replicated() {
         ["t.yaml:1:72: defaults: min_insync_replicas (2) is more than replication_factor (1)"]
     );
 }
+
+#[test]
+fn a_processor_names_its_job_or_is_named_after_it() {
+    let topology = Topology::parse(VALID, "t.yaml").expect("valid");
+    let processor = topology.processor("campaign-metrics").expect("declared");
+    assert_eq!(
+        (processor.job.as_deref(), processor.job_name()),
+        (None, "campaign-metrics")
+    );
+    let renamed = VALID.replace(
+        "  - name: campaign-metrics\n",
+        "  - name: eu-metrics\n    job: campaign-metrics\n",
+    );
+    let topology = Topology::parse(&renamed, "t.yaml").expect("valid");
+    let processor = topology.processor("eu-metrics").expect("declared");
+    assert_eq!(processor.job_name(), "campaign-metrics");
+}

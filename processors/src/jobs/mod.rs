@@ -206,6 +206,14 @@ impl JobRegistry {
     pub fn get(&self, name: &str) -> Option<&'static dyn JobEntry> {
         self.jobs.iter().copied().find(|job| job.name() == name)
     }
+
+    /// The job a processor entry of the topology runs: its `job` field, else the job named like it.
+    pub fn job_of(
+        &self,
+        processor: &adstream_topology::Processor,
+    ) -> Option<&'static dyn JobEntry> {
+        self.get(processor.job_name())
+    }
 }
 
 #[cfg(test)]
