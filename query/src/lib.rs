@@ -6,6 +6,9 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `session`    — a source and a session from client settings; the read-only statement options.
+//! - `output`     — query results written as a table, CSV, JSON lines or Parquet.
+//! - `instant`    — moments given as RFC 3339, dates or epoch milliseconds.
 //! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
@@ -14,9 +17,12 @@
 
 pub mod avro_arrow;
 pub mod catalog;
+pub mod instant;
+pub mod output;
 pub mod pushdown;
 pub mod report;
 pub mod server;
+pub mod session;
 pub mod source;
 pub mod table;
 

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use adstream_backtest::{engine, report, History, Period, Strategy};
+use adstream_query::instant::parse_instant;
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::sql::{open_source, parse_instant, ScanArgs};
 use crate::config::Settings;
+use crate::scan::ScanArgs;
 
 /// Arguments of `adstream backtest`.
 #[derive(Args)]
@@ -80,7 +81,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
         &args.fatigue_processor,
         &args.attribution_processor,
     )?;
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let period = Period {
         from_ms,
         to_ms,

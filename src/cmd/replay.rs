@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use adstream_kafka::partitioner::kafka_partition;
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
+use adstream_query::instant::parse_instant;
+use adstream_query::output::{write_results, OutputFormat};
 use adstream_query::pushdown::{HEADERS, KEY, TIMESTAMP};
 use adstream_query::table::{TableMode, TopicTable};
 use anyhow::{anyhow, bail, Context, Result};
@@ -26,10 +28,8 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
-use crate::cmd::sql::{
-    open_source, parse_instant, write_results, Format, ProgressPrinter, ScanArgs,
-};
 use crate::config::Settings;
+use crate::scan::{ProgressPrinter, ScanArgs};
 
 /// Arguments of `adstream replay`.
 #[derive(Args)]
@@ -87,7 +87,7 @@ async fn to_file(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<()> {
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let topic = args.topic.clone();
     let table_source = source.clone();
     let table = tokio::task::spawn_blocking(move || {
@@ -111,14 +111,10 @@ async fn to_file(
         ]);
         frame = frame.filter(array_has(col(HEADERS), header))?;
     }
-    let format = match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => Format::Parquet,
-        Some("csv") => Format::Csv,
-        _ => Format::Json,
-    };
+    let format = OutputFormat::for_path(path);
     let started = Instant::now();
     let progress = ProgressPrinter::start("replay", source.progress());
-    let rows = write_results(frame.execute_stream().await?, format, Some(path)).await?;
+    let rows = write_results(frame.execute_stream().await?, format, Some(path.as_path())).await?;
     drop(progress);
     let (fetched, _) = source.progress().snapshot();
     eprintln!(
@@ -158,7 +154,7 @@ async fn to_topic(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<()> {
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let mut config = settings.kafka_config();
     config
         .set("enable.idempotence", "true")
