@@ -10,6 +10,7 @@
 //! - `output`     — query results written as a table, CSV, JSON lines or Parquet.
 //! - `instant`    — moments given as RFC 3339, dates or epoch milliseconds.
 //! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
+//! - `replay`     — a time range of a topic re-produced to another topic with provenance, or written to a file.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic). Backtests,
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod instant;
 pub mod output;
 pub mod pushdown;
+pub mod replay;
 pub mod report;
 pub mod server;
 pub mod session;
