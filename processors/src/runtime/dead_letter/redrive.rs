@@ -73,27 +73,8 @@ pub enum RedriveError {
     #[error("invalid Kafka client configuration")]
     Producer(#[source] KafkaError),
     /// A record could not be handed to the producer; what was in flight before it has been waited for.
-    #[error(
-        "cannot send {from} to {topic} partition {partition}: {error}; of the {enqueued} record(s) sent before it, \
-         {} were delivered and {} failed{}",
-        .enqueued - .failures.len(),
-        .failures.len(),
-        .failures.first().map(|f| format!(" (first: {f})")).unwrap_or_default()
-    )]
-    Send {
-        /// `<dead-letter topic>/<partition>/<offset>` of the letter.
-        from: String,
-        /// Its target topic.
-        topic: String,
-        /// Its target partition.
-        partition: i32,
-        /// librdkafka's refusal.
-        error: KafkaError,
-        /// Records handed to the producer before it.
-        enqueued: usize,
-        /// `<letter>: <error>` of each of those that was not delivered.
-        failures: Vec<String>,
-    },
+    #[error(transparent)]
+    Send(Box<SendFailure>),
     /// Some re-sent records were not delivered.
     #[error("{} of {sent} re-sent record(s) not delivered; first: {}", .failures.len(), .failures.first().map(String::as_str).unwrap_or_default())]
     Undelivered {
@@ -102,6 +83,30 @@ pub enum RedriveError {
         /// `<letter>: <error>` of each record not delivered.
         failures: Vec<String>,
     },
+}
+
+/// A record the producer refused, and what became of those sent before it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot send {from} to {topic} partition {partition}: {error}; of the {enqueued} record(s) sent before it, {} \
+     were delivered and {} failed{}",
+    .enqueued - .failures.len(),
+    .failures.len(),
+    .failures.first().map(|f| format!(" (first: {f})")).unwrap_or_default()
+)]
+pub struct SendFailure {
+    /// `<dead-letter topic>/<partition>/<offset>` of the letter.
+    pub from: String,
+    /// Its target topic.
+    pub topic: String,
+    /// Its target partition.
+    pub partition: i32,
+    /// librdkafka's refusal.
+    pub error: KafkaError,
+    /// Records handed to the producer before it.
+    pub enqueued: usize,
+    /// `<letter>: <error>` of each of those that was not delivered.
+    pub failures: Vec<String>,
 }
 
 /// Which dead letters a redrive takes: those matching both `class` and `offsets` (of `partition`) where given.
@@ -316,14 +321,14 @@ pub async fn send(
                     while let Some((from, future)) = pending.pop_front() {
                         await_delivery(&from, future, &mut failures).await;
                     }
-                    return Err(RedriveError::Send {
+                    return Err(RedriveError::Send(Box::new(SendFailure {
                         from,
                         topic: topic.clone(),
                         partition: *partition,
                         error,
                         enqueued,
                         failures,
-                    });
+                    })));
                 }
             }
         }

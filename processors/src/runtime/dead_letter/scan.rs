@@ -33,9 +33,9 @@ pub enum ScanError {
     Unreachable {
         /// The bootstrap servers asked.
         bootstrap: String,
-        /// What failed.
+        /// What failed (boxed: the error is large and this one is rare).
         #[source]
-        source: ReadError<Infallible>,
+        source: Box<ReadError<Infallible>>,
     },
     /// The dead-letter topic does not exist.
     #[error(
@@ -48,9 +48,9 @@ pub enum ScanError {
         /// The topic its letters came from.
         source_topic: String,
     },
-    /// Reading the topic failed.
+    /// Reading the topic failed (boxed: the error is large and this one is rare).
     #[error(transparent)]
-    Read(#[from] ReadError<Infallible>),
+    Read(Box<ReadError<Infallible>>),
     /// The thread reading the topic panicked or was cancelled.
     #[error("the reader thread failed")]
     Thread(#[source] tokio::task::JoinError),
@@ -86,7 +86,7 @@ pub(crate) fn partition_count(
     read::partition_count::<_, Infallible>(consumer, topic, TIMEOUT).map_err(|source| {
         ScanError::Unreachable {
             bootstrap: bootstrap.to_owned(),
-            source,
+            source: Box::new(source),
         }
     })
 }
@@ -121,7 +121,8 @@ pub fn scan(
     read::read_to_end(&consumer, dlq_topic, &all, &options, |message| {
         visit(DeadLetter::from_message(message));
         Ok::<(), Infallible>(())
-    })?;
+    })
+    .map_err(|e| ScanError::Read(Box::new(e)))?;
     Ok(partitions)
 }
 
