@@ -6,6 +6,7 @@
 
 mod cmd;
 mod config;
+mod scan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

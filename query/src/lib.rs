@@ -6,7 +6,11 @@
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
+//! - `session`    — a source and a session from client settings; the read-only statement options.
+//! - `output`     — query results written as a table, CSV, JSON lines or Parquet.
+//! - `instant`    — moments given as RFC 3339, dates or epoch milliseconds.
 //! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
+//! - `replay`     — a time range of a topic re-produced to another topic with provenance, or written to a file.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
 //! The crate reads; it never writes to Kafka except where a command says so (replay to a topic). Backtests,
@@ -14,9 +18,13 @@
 
 pub mod avro_arrow;
 pub mod catalog;
+pub mod instant;
+pub mod output;
 pub mod pushdown;
+pub mod replay;
 pub mod report;
 pub mod server;
+pub mod session;
 pub mod source;
 pub mod table;
 

@@ -318,9 +318,9 @@ impl KafkaSource {
         }
         let registry = self.registry.clone();
         let text = block_on(async move { registry.schema_by_id(id).await })
-            .map_err(|message| QueryError::Registry {
+            .map_err(|e| QueryError::Registry {
                 subject: format!("schema id {id}"),
-                message,
+                message: e.to_string(),
             })?
             .ok_or_else(|| QueryError::Registry {
                 subject: format!("schema id {id}"),
@@ -342,9 +342,9 @@ impl KafkaSource {
         let registry = self.registry.clone();
         let owned = subject.to_owned();
         let registered = block_on(async move { registry.latest(&owned).await })
-            .map_err(|message| QueryError::Registry {
+            .map_err(|e| QueryError::Registry {
                 subject: subject.to_owned(),
-                message,
+                message: e.to_string(),
             })?
             .ok_or_else(|| QueryError::Registry {
                 subject: subject.to_owned(),
@@ -358,6 +358,20 @@ impl KafkaSource {
     }
 }
 
+/// Why a registry call from blocking code failed.
+#[derive(Debug, thiserror::Error)]
+enum RegistryCallError {
+    /// The call's own runtime could not start.
+    #[error("cannot start a runtime for a registry call: {0}")]
+    Runtime(std::io::Error),
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] adstream_kafka::registry_client::RegistryClientError),
+    /// The call's thread panicked.
+    #[error("the registry call panicked")]
+    Panicked,
+}
+
 /// Runs a registry call from blocking code, whether or not the thread belongs to a tokio runtime: on a thread of
 /// its own with a runtime of its own (calls are rare: schemas are cached per id).
 fn block_on<T: Send + 'static>(
@@ -365,16 +379,16 @@ fn block_on<T: Send + 'static>(
             Output = Result<T, adstream_kafka::registry_client::RegistryClientError>,
         > + Send
         + 'static,
-) -> Result<T, String> {
+) -> Result<T, RegistryCallError> {
     std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start a runtime for a registry call: {e}"))
-            .and_then(|runtime| runtime.block_on(future).map_err(|e| e.to_string()))
+            .map_err(RegistryCallError::Runtime)?;
+        Ok(runtime.block_on(future)?)
     })
     .join()
-    .unwrap_or_else(|_| Err("the registry call panicked".to_owned()))
+    .unwrap_or(Err(RegistryCallError::Panicked))
 }
 
 fn partition_count(consumer: &BaseConsumer<QuietEof>, topic: &str) -> Result<i32, QueryError> {

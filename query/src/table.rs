@@ -550,6 +550,36 @@ impl<'a> From<&'a OwnedRow> for RowRef<'a> {
     }
 }
 
+/// Why one record's value cannot be decoded (the record is skipped and counted).
+#[derive(Debug, thiserror::Error)]
+enum UndecodableValue {
+    /// The payload does not start with the wire format's magic byte and schema id.
+    #[error("not Confluent wire format")]
+    NotWireFormat,
+    /// The writer schema could not be fetched or parsed.
+    #[error(transparent)]
+    WriterSchema(#[from] QueryError),
+    /// The writer schema does not resolve to the table's schema.
+    #[error("schema id {id} cannot be read with the table's schema: {reason}")]
+    Unresolvable {
+        /// The writer schema id.
+        id: u32,
+        /// Why.
+        reason: apache_avro::Error,
+    },
+    /// No datum reader is cached for the id (cannot happen: one was just inserted).
+    #[error("schema id {0}: no reader")]
+    NoReader(u32),
+    /// The datum does not decode with its writer schema.
+    #[error("schema id {id}: {reason}")]
+    Datum {
+        /// The writer schema id.
+        id: u32,
+        /// Why.
+        reason: apache_avro::Error,
+    },
+}
+
 /// Consumer records → Arrow batches of the projected columns.
 struct BatchDecoder {
     source: Arc<KafkaSource>,
@@ -563,30 +593,28 @@ struct BatchDecoder {
 }
 
 impl BatchDecoder {
-    fn datum_reader(&mut self, id: u32) -> Result<&GenericDatumReader<'static>, String> {
+    fn datum_reader(&mut self, id: u32) -> Result<&GenericDatumReader<'static>, UndecodableValue> {
         if !self.readers.contains_key(&id) {
-            let writer = self.source.writer_schema(id).map_err(|e| e.to_string())?;
+            let writer = self.source.writer_schema(id)?;
             let builder = GenericDatumReader::builder(writer);
             let reader = if writer.canonical_form() == self.reader.canonical_form() {
                 builder.build()
             } else {
                 builder.reader_schema(self.reader).build()
             }
-            .map_err(|e| format!("schema id {id} cannot be read with the table's schema: {e}"))?;
+            .map_err(|reason| UndecodableValue::Unresolvable { id, reason })?;
             self.readers.insert(id, reader);
         }
-        self.readers
-            .get(&id)
-            .ok_or_else(|| format!("schema id {id}: no reader"))
+        self.readers.get(&id).ok_or(UndecodableValue::NoReader(id))
     }
 
     /// The value of one Confluent wire-format payload as a resolved record.
-    fn value(&mut self, payload: &[u8]) -> Result<Value, String> {
-        let (id, mut datum) = adstream_schemas::wire::split(payload)
-            .map_err(|_| "not Confluent wire format".to_owned())?;
+    fn value(&mut self, payload: &[u8]) -> Result<Value, UndecodableValue> {
+        let (id, mut datum) =
+            adstream_schemas::wire::split(payload).map_err(|_| UndecodableValue::NotWireFormat)?;
         self.datum_reader(id)?
             .read_value(&mut datum)
-            .map_err(|e| format!("schema id {id}: {e}"))
+            .map_err(|reason| UndecodableValue::Datum { id, reason })
     }
 
     fn decode(&mut self, rows: &[RowRef<'_>]) -> Result<RecordBatch, QueryError> {

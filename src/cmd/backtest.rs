@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use adstream_backtest::{engine, report, Dataflow, History, Period, Strategy};
 use adstream_processors::jobs::JobRegistry;
+use adstream_query::instant::parse_instant;
 use adstream_topology::Topology;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::sql::{open_source, parse_instant, ScanArgs};
 use crate::config::Settings;
+use crate::scan::ScanArgs;
 
 /// Arguments of `adstream backtest`.
 #[derive(Args)]
@@ -75,7 +76,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: BacktestArgs) -
     for (processor, job) in flow.processors() {
         eprintln!("replaying processor {processor} (job {})", job.name());
     }
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let period = Period {
         from_ms,
         to_ms,

@@ -11,32 +11,20 @@
 //! and exit.
 //!
 //! The format's rules (the record type, which topic a letter may go back to, one re-send per source record, the
-//! headers of a re-sent record) are library code in `adstream_processors::runtime::dead_letter`; this module
-//! parses arguments, reads the topic, prints and produces.
+//! headers of a re-sent record), reading the topic and re-sending are library code in
+//! `adstream_processors::runtime::dead_letter` (`scan`, `redrive`); this module parses arguments and prints.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::convert::Infallible;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{DateTime, SecondsFormat};
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
-use adstream_kafka::read::{self, ReadError, ReadOptions};
-use adstream_kafka::QuietEof;
-use adstream_processors::runtime::dead_letter::{
-    header, keep_one_per_source, redrive_headers, topics_of, Class, DeadLetter,
-};
+use adstream_processors::runtime::dead_letter::redrive::{self, Selector};
+use adstream_processors::runtime::dead_letter::scan::{self, Inspection};
+use adstream_processors::runtime::dead_letter::{header, topics_of, Class, DeadLetter};
 
 use crate::config::Settings;
 
-/// Timeout of metadata and watermark requests.
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// A partition read that makes no progress for this long is an error rather than a hang.
-const STALL: Duration = Duration::from_secs(30);
 /// Bytes of the value shown in the table's hex preview.
 const PREVIEW_BYTES: usize = 16;
 /// Output format of `dlq inspect`.
@@ -98,85 +86,6 @@ pub struct RedriveArgs {
     /// List what would be re-sent, and send nothing.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-/// The consumer type of every read here.
-type Reader = BaseConsumer<QuietEof>;
-
-fn reader_config(settings: &Settings) -> ClientConfig {
-    let mut config = settings.kafka_config();
-    config
-        .set("group.id", "adstream-dlq")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    config
-}
-
-/// Number of partitions of `topic`, or None when it does not exist. A topic the broker knows but cannot describe
-/// yet (just created, leader election) is asked again until [`TIMEOUT`].
-fn partition_count(consumer: &Reader, bootstrap: &str, topic: &str) -> Result<Option<i32>> {
-    read::partition_count::<_, Infallible>(consumer, topic, TIMEOUT)
-        .with_context(|| format!("cannot reach Kafka at {bootstrap}"))
-}
-
-/// Reads every partition of `topic` from its beginning to its end at call time, handing each record to `visit`:
-/// in offset order within a partition, partitions interleaved. Fails naming the topic when it does not exist.
-fn scan(
-    config: &ClientConfig,
-    bootstrap: &str,
-    topic: &str,
-    source: &str,
-    mut visit: impl FnMut(DeadLetter) -> Result<()>,
-) -> Result<i32> {
-    let consumer: Reader = config
-        .create_with_context(QuietEof)
-        .context("invalid Kafka client configuration")?;
-    let partitions = partition_count(&consumer, bootstrap, topic)?.with_context(|| {
-        format!(
-            "dead-letter topic '{topic}' does not exist: no job reading '{source}' has started, or the name is \
-             wrong"
-        )
-    })?;
-    // read_committed: a partition ends at its last stable offset, announced by an end-of-partition event, or at
-    // the record just before the high watermark at call time (records after it arrived after the call).
-    let options = ReadOptions {
-        stall_timeout: STALL,
-        poll_interval: Duration::from_millis(500),
-        stop_at_high_watermark: true,
-        tolerate_errors: false,
-    };
-    let all: Vec<i32> = (0..partitions).collect();
-    read::read_to_end(&consumer, topic, &all, &options, |message| {
-        visit(DeadLetter::from_message(message))
-    })
-    .map_err(|e| match e {
-        ReadError::Record(error) => error,
-        other => anyhow::Error::new(other),
-    })?;
-    Ok(partitions)
-}
-
-/// Reads `topic` off the async runtime (librdkafka's consumer blocks).
-async fn scan_blocking<S: Send + 'static>(
-    settings: &Settings,
-    topic: &str,
-    source: &str,
-    mut state: S,
-    mut visit: impl FnMut(&mut S, DeadLetter) -> Result<()> + Send + 'static,
-) -> Result<(S, i32)> {
-    let config = reader_config(settings);
-    let bootstrap = settings.bootstrap_servers.clone();
-    let (topic, source) = (topic.to_owned(), source.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let partitions = scan(&config, &bootstrap, &topic, &source, |letter| {
-            visit(&mut state, letter)
-        })?;
-        Ok((state, partitions))
-    })
-    .await
-    .context("the reader thread failed")?
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -314,48 +223,23 @@ fn unmatched_class_note(class: &str, counts: &BTreeMap<String, u64>) -> String {
     note
 }
 
-/// What `inspect` gathers while reading.
-#[derive(Default)]
-struct Inspection {
-    counts: BTreeMap<String, u64>,
-    total: u64,
-    /// The first `limit` selected dead letters of each partition (partitions arrive interleaved; the first
-    /// `limit` overall in partition, offset order are among these).
-    first: BTreeMap<i32, Vec<DeadLetter>>,
-    shown: u64,
-}
-
 /// `adstream dlq inspect <topic>`: the dead letters of the topic in partition, offset order, readably, then a
 /// count per class.
 pub async fn inspect(settings: &Settings, args: InspectArgs) -> Result<()> {
     let (dlq_topic, source) = topics_of(&args.topic)?;
-    let class = args.class.clone();
-    let limit = args.limit;
-    let (mut found, _) = scan_blocking(
-        settings,
+    let found = scan::inspect(
+        &settings.kafka_config(),
+        &settings.bootstrap_servers,
         &dlq_topic,
         &source,
-        Inspection::default(),
-        move |state, letter| {
-            let letter_class = letter.class();
-            state.total += 1;
-            *state.counts.entry(letter_class.clone()).or_default() += 1;
-            if class.as_deref().is_none_or(|c| c == letter_class) {
-                let kept = state.first.entry(letter.partition).or_default();
-                if kept.len() < limit {
-                    kept.push(letter);
-                }
-            }
-            Ok(())
-        },
+        args.class.clone(),
+        args.limit,
     )
     .await?;
-    let first = std::mem::take(&mut found.first);
-    for letter in first.into_values().flatten().take(limit) {
-        found.shown += 1;
+    for letter in &found.shown {
         match args.format {
-            Format::Table => print_block(&dlq_topic, &letter),
-            Format::Json => println!("{}", json_line(&dlq_topic, &letter)),
+            Format::Table => print_block(&dlq_topic, letter),
+            Format::Json => println!("{}", json_line(&dlq_topic, letter)),
         }
     }
     let summary = summary_text(&dlq_topic, &found, args.class.as_deref());
@@ -372,7 +256,8 @@ fn summary_text(dlq_topic: &str, found: &Inspection, class: Option<&str>) -> Str
     }
     let mut text = format!(
         "{dlq_topic}: {} dead letter(s), {} shown",
-        found.total, found.shown
+        found.total,
+        found.shown.len()
     );
     if let Some(class) = class {
         let matching = found.counts.get(class).copied().unwrap_or(0);
@@ -396,16 +281,6 @@ fn summary_text(dlq_topic: &str, found: &Inspection, class: Option<&str>) -> Str
     text
 }
 
-/// What `redrive` gathers while reading.
-#[derive(Default)]
-struct Selection {
-    selected: Vec<DeadLetter>,
-    counts: BTreeMap<String, u64>,
-    wanted_offsets: BTreeSet<i64>,
-    /// Offsets of `--offsets` found in `--partition`, whatever their class.
-    found_offsets: BTreeSet<i64>,
-}
-
 /// `adstream dlq redrive <topic>`: re-sends the selected dead letters to their source topic and partition with
 /// their original key, value, timestamp and headers (minus the dead-letter ones) plus `redriven_from`, through
 /// an idempotent producer with `acks=all`, and waits for every delivery.
@@ -420,54 +295,20 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         bail!("--offsets: {bad} is not an offset");
     }
     let (dlq_topic, source) = topics_of(&args.topic)?;
-    let class = args.class.clone();
-    let partition = args.partition;
-    let state = Selection {
-        wanted_offsets: args.offsets.iter().copied().collect(),
-        ..Selection::default()
+    let config = settings.kafka_config();
+    let selector = Selector {
+        class: args.class.clone(),
+        offsets: args.offsets.iter().copied().collect(),
+        partition: args.partition,
     };
-    let (mut found, partitions) = scan_blocking(
-        settings,
+    let found = redrive::select(
+        &config,
+        &settings.bootstrap_servers,
         &dlq_topic,
         &source,
-        state,
-        move |state, letter| {
-            let letter_class = letter.class();
-            *state.counts.entry(letter_class.clone()).or_default() += 1;
-            let class_ok = class.as_deref().is_none_or(|c| c == letter_class);
-            let offset_ok = state.wanted_offsets.is_empty()
-                || (Some(letter.partition) == partition
-                    && state.wanted_offsets.contains(&letter.offset));
-            if offset_ok && !state.wanted_offsets.is_empty() {
-                state.found_offsets.insert(letter.offset);
-            }
-            if class_ok && offset_ok {
-                state.selected.push(letter);
-            }
-            Ok(())
-        },
+        selector,
     )
     .await?;
-    if let Some(p) = args.partition {
-        if p < 0 || p >= partitions {
-            bail!(
-                "--partition {p}: {dlq_topic} has partitions 0 to {}",
-                partitions - 1
-            );
-        }
-        // Every requested offset must exist, whatever --class says.
-        let missing: Vec<String> = found
-            .wanted_offsets
-            .difference(&found.found_offsets)
-            .map(i64::to_string)
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "no dead letter at offset(s) {} of {dlq_topic} partition {p}; nothing was sent",
-                missing.join(", ")
-            );
-        }
-    }
     if found.selected.is_empty() {
         let why = match &args.class {
             Some(class) if !found.counts.contains_key(class) => {
@@ -478,37 +319,28 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         println!("nothing to redrive from {dlq_topic}: {why}");
         return Ok(());
     }
-    found.selected.sort_by_key(|l| (l.partition, l.offset));
-    let duplicates = keep_one_per_source(&mut found.selected);
-    if duplicates > 0 {
+    let plan = redrive::plan(found.selected);
+    if plan.duplicates > 0 {
         println!(
-            "{duplicates} dead letter(s) name a source record already selected (several jobs read the topic and each \
-             dead-lettered it): each source record is re-sent once"
+            "{} dead letter(s) name a source record already selected (several jobs read the topic and each \
+             dead-lettered it): each source record is re-sent once",
+            plan.duplicates
         );
     }
-    // A letter cut to fit the dead-letter topic no longer holds the original record: it is never re-sent.
-    let before = found.selected.len();
-    found
-        .selected
-        .retain(|letter| letter.header(header::TRUNCATED).is_none());
-    let truncated = before - found.selected.len();
-    if truncated > 0 {
+    if plan.truncated > 0 {
         println!(
-            "{truncated} dead letter(s) were truncated when dead-lettered (too large to carry whole; see their \
-             dlq_original_value_sha256 header) and are not re-sent"
+            "{} dead letter(s) were truncated when dead-lettered (too large to carry whole; see their \
+             dlq_original_value_sha256 header) and are not re-sent",
+            plan.truncated
         );
     }
-    if found.selected.is_empty() {
+    if plan.letters.is_empty() {
         println!("nothing to redrive from {dlq_topic}");
         return Ok(());
     }
-    // Every selected record must say where it goes before anything is sent.
-    let mut targets = Vec::with_capacity(found.selected.len());
-    for letter in &found.selected {
-        targets.push(letter.source(&dlq_topic, &source)?);
-    }
+    let targets = redrive::targets(&plan.letters, &dlq_topic, &source)?;
     if args.dry_run {
-        for (letter, (topic, partition)) in found.selected.iter().zip(&targets) {
+        for (letter, (topic, partition)) in plan.letters.iter().zip(&targets) {
             println!(
                 "{dlq_topic}/{}/{}  {}  -> {topic} partition {partition}  key {}  {}",
                 letter.partition,
@@ -523,147 +355,19 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         }
         println!(
             "dry run: would re-send {} dead letter(s) from {dlq_topic} ({}); nothing was sent",
-            found.selected.len(),
-            per_topic(&targets)
+            plan.letters.len(),
+            redrive::per_topic(&targets)
         );
         return Ok(());
     }
-    check_targets(settings, &targets).await?;
-    let selected = std::mem::take(&mut found.selected);
-    send(settings, &dlq_topic, &selected, &targets).await?;
+    redrive::check_targets(&config, &settings.bootstrap_servers, &targets).await?;
+    redrive::send(&config, &dlq_topic, &plan.letters, &targets).await?;
     println!(
         "re-sent {} dead letter(s) from {dlq_topic} ({}); all delivered",
-        selected.len(),
-        per_topic(&targets)
+        plan.letters.len(),
+        redrive::per_topic(&targets)
     );
     Ok(())
-}
-
-/// `3 to ads.clicks, 1 to ads.impressions`.
-fn per_topic(targets: &[(String, i32)]) -> String {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for (topic, _) in targets {
-        *counts.entry(topic.as_str()).or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(topic, n)| format!("{n} to {topic}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Fails unless every target topic exists with the target partition.
-async fn check_targets(settings: &Settings, targets: &[(String, i32)]) -> Result<()> {
-    let mut highest: HashMap<String, i32> = HashMap::new();
-    for (topic, partition) in targets {
-        let entry = highest.entry(topic.clone()).or_insert(*partition);
-        *entry = (*entry).max(*partition);
-    }
-    let config = reader_config(settings);
-    let bootstrap = settings.bootstrap_servers.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let consumer: Reader = config
-            .create_with_context(QuietEof)
-            .context("invalid Kafka client configuration")?;
-        for (topic, partition) in highest {
-            match partition_count(&consumer, &bootstrap, &topic)? {
-                None => bail!("source topic '{topic}' does not exist; nothing was sent"),
-                Some(count) if partition >= count => bail!(
-                    "source topic '{topic}' has {count} partition(s), a dead letter came from partition \
-                     {partition}; nothing was sent"
-                ),
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    })
-    .await
-    .context("the metadata thread failed")?
-}
-
-/// Produces every selected dead letter to its target and waits for all deliveries; any failure is an error.
-async fn send(
-    settings: &Settings,
-    dlq_topic: &str,
-    selected: &[DeadLetter],
-    targets: &[(String, i32)],
-) -> Result<()> {
-    let mut config = settings.kafka_config();
-    if config.get("message.timeout.ms").is_none() {
-        // Bounded so that an unreachable broker fails the deliveries within seconds, not the 5-minute default.
-        config.set("message.timeout.ms", "30000");
-    }
-    config.set("enable.idempotence", "true").set("acks", "all");
-    let producer: FutureProducer = config
-        .create()
-        .context("invalid Kafka client configuration")?;
-    let mut pending: VecDeque<(String, DeliveryFuture)> = VecDeque::new();
-    let mut failures: Vec<String> = Vec::new();
-    for (enqueued, (letter, (topic, partition))) in selected.iter().zip(targets).enumerate() {
-        let from = format!("{dlq_topic}/{}/{}", letter.partition, letter.offset);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .partition(*partition)
-            .headers(redrive_headers(letter, &from));
-        if let Some(key) = &letter.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &letter.value {
-            record = record.payload(value.as_slice());
-        }
-        if let Some(ts) = letter.timestamp_ms {
-            record = record.timestamp(ts);
-        }
-        loop {
-            match producer.send_result(record) {
-                Ok(future) => {
-                    pending.push_back((from, future));
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    match pending.pop_front() {
-                        Some((from, future)) => await_delivery(&from, future, &mut failures).await,
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-                Err((error, _)) => {
-                    // Wait for what is in flight, so the report says exactly what was delivered.
-                    while let Some((from, future)) = pending.pop_front() {
-                        await_delivery(&from, future, &mut failures).await;
-                    }
-                    bail!(
-                        "cannot send {from} to {topic} partition {partition}: {error}; of the {enqueued} \
-                         record(s) sent before it, {} were delivered and {} failed{}",
-                        enqueued - failures.len(),
-                        failures.len(),
-                        failures
-                            .first()
-                            .map(|f| format!(" (first: {f})"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-        }
-    }
-    while let Some((from, future)) = pending.pop_front() {
-        await_delivery(&from, future, &mut failures).await;
-    }
-    if let Some(first) = failures.first() {
-        bail!(
-            "{} of {} re-sent record(s) not delivered; first: {first}",
-            failures.len(),
-            selected.len()
-        );
-    }
-    Ok(())
-}
-
-async fn await_delivery(from: &str, future: DeliveryFuture, failures: &mut Vec<String>) {
-    match future.await {
-        Ok(Ok(_)) => {}
-        Ok(Err((error, _))) => failures.push(format!("{from}: {error}")),
-        Err(_) => failures.push(format!("{from}: the producer dropped the delivery report")),
-    }
 }
 
 #[cfg(test)]

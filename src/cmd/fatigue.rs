@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use adstream_processors::fatigue::detector::{fit_poisson_decay, FitPoint};
+use adstream_processors::fatigue::detector::fit_poisson_decay;
 use adstream_processors::fatigue::evaluate::{
     CreativeTruthInput, EvaluationCriteria, FatigueEvent, Replay,
 };
 use adstream_processors::fatigue::job::read_detector_config;
+use adstream_processors::fatigue::points::parse_points;
 use adstream_producers::generator::{Generated, GeneratedEvent, Generator, GeneratorConfig};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -145,7 +146,8 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The detector's view of a generated record: impressions and clicks; everything else is not its input.
+/// The detector's view of a generated record: impressions and clicks; everything else is not its input. Here
+/// rather than in a library because no library crate depends on both the generator and the detector.
 fn fatigue_event(generated: Generated) -> Option<FatigueEvent> {
     match generated.event {
         GeneratedEvent::Impression(i) => Some(FatigueEvent::Impression {
@@ -171,51 +173,4 @@ fn fit(args: FitArgs) -> Result<()> {
     let fit = fit_poisson_decay(&points)?;
     println!("{}", serde_json::to_string_pretty(&fit)?);
     Ok(())
-}
-
-/// Parses `exposure,impressions,clicks` rows after a header naming those columns (in any order).
-fn parse_points(text: &str) -> Result<Vec<FitPoint>> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        bail!("empty file: expected a header `exposure,impressions,clicks`");
-    };
-    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-    let position = |name: &str| {
-        columns
-            .iter()
-            .position(|c| *c == name)
-            .with_context(|| format!("the header `{header}` has no column `{name}`"))
-    };
-    let (exposure, impressions, clicks) = (
-        position("exposure")?,
-        position("impressions")?,
-        position("clicks")?,
-    );
-    lines
-        .map(|(index, line)| {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let field = |column: usize, name: &str| {
-                fields
-                    .get(column)
-                    .copied()
-                    .with_context(|| format!("line {}: missing column `{name}`", index + 1))
-            };
-            Ok(FitPoint {
-                exposure: field(exposure, "exposure")?
-                    .parse()
-                    .with_context(|| format!("line {}: exposure is not a number", index + 1))?,
-                impressions: field(impressions, "impressions")?
-                    .parse()
-                    .with_context(|| {
-                        format!("line {}: impressions is not a whole number", index + 1)
-                    })?,
-                clicks: field(clicks, "clicks")?
-                    .parse()
-                    .with_context(|| format!("line {}: clicks is not a whole number", index + 1))?,
-            })
-        })
-        .collect()
 }

@@ -16,12 +16,13 @@ use std::time::Duration;
 use adstream_query::server::engine::ExecutionLimits;
 use adstream_query::server::limits::TextLimits;
 use adstream_query::server::{tls, ServeOptions, Server, ServerLimits};
+use adstream_query::session::open_session;
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cmd::sql::{open_session, open_source, ScanArgs};
 use crate::config::Settings;
+use crate::scan::ScanArgs;
 
 /// The environment variable holding the password when no `--password-file` is given.
 pub const PASSWORD_ENV: &str = "ADSTREAM_SQL_PASSWORD";
@@ -105,7 +106,7 @@ pub async fn serve(
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let ctx = Arc::new(open_session(&source, topology).await?);
     let options = ServeOptions {
         limits: args.limits(),

@@ -1,5 +1,8 @@
 //! `adstream report campaigns`: what a BI tool would show from the compacted outputs, in the terminal.
 //!
+//! The topics are the campaign-metrics job's outputs (`hourly`, `daily`, `alerts`), found through its ports in its
+//! processor entry of the topology (`--application-id`), as the job itself finds them.
+//!
 //! The report is SQL over topic tables (`adstream_query::report`): the latest row per key of the metrics topic of
 //! the chosen granularity (what compaction keeps), summed per campaign, the top campaigns by spend with their KPIs
 //! (the job's own KPI maths), then the alerts that are firing (latest state per campaign and kind). Topics are
@@ -11,11 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use adstream_processors::campaign_metrics::job::CampaignMetricsDefinition;
+use adstream_processors::jobs::{Job, Wiring};
 use adstream_query::report::{AlertReport, CampaignReport, ReportSession};
 use adstream_query::source::KafkaSource;
-use adstream_schemas::outputs::{CampaignAlert, CampaignMetrics};
 use adstream_topology::Topology;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::config::Settings;
@@ -23,9 +27,9 @@ use crate::config::Settings;
 /// Which metrics topic to summarise.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum GranularityArg {
-    /// `metrics.campaign.hourly` rows.
+    /// The rows of the job's `hourly` output (`metrics.campaign.hourly`).
     Hourly,
-    /// `metrics.campaign.daily` rows.
+    /// The rows of the job's `daily` output (`metrics.campaign.daily`).
     Daily,
 }
 
@@ -41,27 +45,9 @@ pub struct CampaignsArgs {
     /// Print the report again every this many seconds until interrupted.
     #[arg(long)]
     watch: Option<u64>,
-}
-
-/// The one topology topic whose value schema is `full_name` and whose name contains `contains`.
-fn topic_with(topology: &Topology, full_name: &str, contains: &str) -> Result<String> {
-    let found: Vec<&str> = topology
-        .topics()
-        .iter()
-        .filter(|t| t.value_schema.as_deref() == Some(full_name) && t.name.contains(contains))
-        .map(|t| t.name.as_str())
-        .collect();
-    match found.as_slice() {
-        [one] => Ok((*one).to_owned()),
-        [] => bail!(
-            "{} declares no topic carrying {full_name} named *{contains}*",
-            topology.origin()
-        ),
-        many => bail!(
-            "{}: several topics carry {full_name}: {many:?}",
-            topology.origin()
-        ),
-    }
+    /// The campaign-metrics processor of the topology, whose outputs are reported.
+    #[arg(long, default_value = "campaign-metrics")]
+    application_id: String,
 }
 
 /// Fails, as reading it would, when `topic` does not exist (metadata calls block: off the async threads).
@@ -172,12 +158,17 @@ pub async fn campaigns(
     topology: &Topology,
     args: CampaignsArgs,
 ) -> Result<()> {
-    let granularity = match args.granularity {
+    // The job's own ports name its outputs, as `adstream process campaign-metrics` writes them.
+    let wiring = Wiring::resolve(
+        topology,
+        &args.application_id,
+        CampaignMetricsDefinition::PORTS,
+    )?;
+    let metrics_topic = wiring.topic(match args.granularity {
         GranularityArg::Hourly => "hourly",
         GranularityArg::Daily => "daily",
-    };
-    let metrics_topic = topic_with(topology, CampaignMetrics::FULL_NAME, granularity)?;
-    let alerts_topic = topic_with(topology, CampaignAlert::FULL_NAME, "")?;
+    })?;
+    let alerts_topic = wiring.topic("alerts")?;
     let source = Arc::new(KafkaSource::new(
         settings.kafka_config(),
         &settings.registry_url,

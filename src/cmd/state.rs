@@ -23,8 +23,10 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::Message;
 
-use crate::cmd::sql::{open_source, parse_instant, ScanArgs};
+use adstream_query::instant::parse_instant;
+
 use crate::config::Settings;
+use crate::scan::ScanArgs;
 
 /// Which windows to show.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,7 +74,7 @@ pub async fn run(
         CampaignMetricsDefinition::PORTS,
     )?;
     let job = CampaignMetricsDefinition::operator(&wiring, &args.job)?;
-    let source = open_source(settings, &args.scan)?;
+    let source = args.scan.open_source(settings)?;
     let inputs = job.inputs();
     let outputs = job.outputs();
     let campaign = args.campaign.clone();

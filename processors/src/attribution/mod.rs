@@ -3,11 +3,14 @@
 //! - `models`      — rule models (last touch, first touch, linear, time decay, position based) per journey and over
 //!   path datasets; Shapley value and first-order Markov removal effects over path datasets. Pure: backtests call
 //!   them.
+//! - `dataset`     — path datasets as text (ChannelAttribution's path-data CSV) read into the models' input, with
+//!   errors naming the line.
 //! - `repartition` — stage one of the job: impressions and clicks re-keyed by user into an internal topic.
 //! - `job`         — the job's settings, ports and constructor for the job registry.
 //! - `operator`    — stage two: each user's touches in a store with expiry; every conversion credited under every
 //!   rule model once its touches are known.
 
+pub mod dataset;
 pub mod job;
 pub mod models;
 pub mod operator;

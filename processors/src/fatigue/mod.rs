@@ -7,6 +7,7 @@
 //!   sketch, baseline, CUSUM, Poisson decay fit, score, status, days remaining. Pure.
 //! - `evaluate` — replays events through the detector the way the live job does and scores the detections
 //!   against planted ground truth (recall, precision, detection delay). Pure.
+//! - `points`   — fit points as text (`exposure,impressions,clicks`), read for the decay fit.
 //! - `job`      — the job's settings, ports and constructor for the job registry.
 //! - `operator` — the `creative-fatigue` job: one series per creative in a state store, records on status
 //!   changes and at a bounded periodic rate.
@@ -73,3 +74,4 @@ pub mod detector;
 pub mod evaluate;
 pub mod job;
 pub mod operator;
+pub mod points;

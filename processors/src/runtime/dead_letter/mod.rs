@@ -10,9 +10,13 @@
 //! This module holds the names (topics, headers, [`Class`]) and what the writer needs ([`is_runtime_header`]);
 //! [`read`] holds the reading side: a consumed dead letter as a [`DeadLetter`], the topic it may go back to
 //! ([`DeadLetter::source`], [`topics_of`]), which letters a redrive re-sends ([`keep_one_per_source`]) and with
-//! which headers ([`redrive_headers`]).
+//! which headers ([`redrive_headers`]). [`scan`] reads a dead-letter topic to its end (and what `adstream dlq
+//! inspect` keeps of it); [`redrive`] selects letters, checks their targets and re-sends them with every delivery
+//! confirmed.
 
 pub mod read;
+pub mod redrive;
+pub mod scan;
 
 pub use read::{keep_one_per_source, redrive_headers, topics_of, DeadLetter, DeadLetterError};
 

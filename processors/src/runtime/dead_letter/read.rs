@@ -1,7 +1,8 @@
 //! The reading side of the dead-letter format: a record of `dlq.<topic>` as a [`DeadLetter`], which topic a
 //! letter may go back to, which letters of a selection are re-sent, and the headers a re-sent record carries.
 //!
-//! Used by `adstream dlq inspect|redrive`; the binary only parses arguments, reads the topic, prints and produces.
+//! Used by [`super::scan`] and [`super::redrive`] (`adstream dlq inspect|redrive`); the binary only parses
+//! arguments and prints.
 
 use std::collections::HashSet;
 
