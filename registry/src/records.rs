@@ -87,16 +87,21 @@ impl Key {
     }
 
     /// Parses a key read from the topic.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Key, String> {
-        let key: AnyKeyJson =
-            serde_json::from_slice(bytes).map_err(|e| format!("key is not a registry key: {e}"))?;
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Key, RecordError> {
+        let key: AnyKeyJson = serde_json::from_slice(bytes).map_err(RecordError::NotAKey)?;
         let need_subject = |subject: Option<String>| {
-            subject.ok_or_else(|| format!("{} key without subject", key.keytype))
+            subject.ok_or_else(|| RecordError::MissingField {
+                keytype: key.keytype.clone(),
+                field: "subject",
+            })
         };
         Ok(match key.keytype.as_str() {
             "SCHEMA" => Key::Schema {
                 subject: need_subject(key.subject)?,
-                version: key.version.ok_or("SCHEMA key without version")?,
+                version: key.version.ok_or_else(|| RecordError::MissingField {
+                    keytype: key.keytype.clone(),
+                    field: "version",
+                })?,
             },
             "CONFIG" => Key::Config {
                 subject: key.subject,
@@ -203,8 +208,11 @@ impl Value {
     }
 
     /// Parses the value of a record whose key is `key`; `None` for keys that carry no value we use.
-    pub(crate) fn parse(key: &Key, bytes: &[u8]) -> Result<Option<Value>, String> {
-        let bad = |e: serde_json::Error| format!("value does not match its key {key:?}: {e}");
+    pub(crate) fn parse(key: &Key, bytes: &[u8]) -> Result<Option<Value>, RecordError> {
+        let bad = |source| RecordError::ValueMismatch {
+            key: format!("{key:?}"),
+            source,
+        };
         Ok(Some(match key {
             Key::Schema { .. } => Value::Schema(serde_json::from_slice(bytes).map_err(bad)?),
             Key::Config { .. } => Value::Config(serde_json::from_slice(bytes).map_err(bad)?),
@@ -215,6 +223,31 @@ impl Value {
             Key::Ignored { .. } => return Ok(None),
         }))
     }
+}
+
+/// Why a record of the registry topic is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The key is no JSON object of a registry key.
+    #[error("key is not a registry key: {0}")]
+    NotAKey(#[source] serde_json::Error),
+    /// The key lacks a field its type requires.
+    #[error("{keytype} key without {field}")]
+    MissingField {
+        /// The key's `keytype`.
+        keytype: String,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// The value is not what its key's type holds.
+    #[error("value does not match its key {key}: {source}")]
+    ValueMismatch {
+        /// The key, for the message.
+        key: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// One record of the registry topic: a key and a value, or a tombstone.

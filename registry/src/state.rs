@@ -744,21 +744,21 @@ impl State {
     }
 
     /// The schema of an id with every referenced type inlined, as compatibility checks need it.
-    pub fn self_contained(&self, id: u32) -> Result<Schema, String> {
+    pub fn self_contained(&self, id: u32) -> Result<Schema, NotSelfContained> {
         let stored = self
             .schemas
             .get(&id)
-            .ok_or_else(|| format!("no schema has id {id}"))?;
+            .ok_or(NotSelfContained::UnknownId(id))?;
         match &stored.parsed {
             Parsed::Ready(schema) => Ok(schema.clone()),
-            Parsed::Unusable(why) => Err(why.clone()),
+            Parsed::Unusable(why) => Err(NotSelfContained::Unusable(why.clone())),
             Parsed::WithReferences => {
                 let (references, referenced) = self
                     .resolve_references(&stored.references)
-                    .map_err(|e| e.message)?;
+                    .map_err(NotSelfContained::Unresolved)?;
                 Candidate::parse_with_references(&stored.text, references, &referenced)
                     .map(|candidate| candidate.parsed)
-                    .map_err(|e| e.message)
+                    .map_err(NotSelfContained::Unresolved)
             }
         }
     }
@@ -1215,6 +1215,20 @@ impl State {
             .collect();
         set.into_iter().collect()
     }
+}
+
+/// Why [`State::self_contained`] has no schema to give.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum NotSelfContained {
+    /// No schema has the id.
+    #[error("no schema has id {0}")]
+    UnknownId(u32),
+    /// The stored text does not parse (kept as written, e.g. from an import).
+    #[error("{0}")]
+    Unusable(String),
+    /// Its references do not resolve, or the schema does not parse with them.
+    #[error("{}", .0.message)]
+    Unresolved(ApiError),
 }
 
 #[cfg(test)]

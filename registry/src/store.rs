@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::errors::ApiError;
-use super::records::{Key, Record, Value};
+use super::records::{Key, Record, RecordError, Value};
 use super::state::State;
 use super::{RegistryConfig, RegistryError};
 
@@ -216,10 +216,10 @@ fn replay(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Sta
     let started = Instant::now();
     let records = read::read_to_end(consumer, topic, &[0], &options, |message| {
         let offset = message.offset();
-        let corrupt = |reason: String| RegistryError::Corrupt {
+        let corrupt = |reason: RecordError| RegistryError::Corrupt {
             topic: topic.to_owned(),
             offset,
-            reason,
+            reason: reason.to_string(),
         };
         let key = Key::parse(message.key().unwrap_or_default()).map_err(corrupt)?;
         let value = match message.payload() {

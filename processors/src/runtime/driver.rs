@@ -33,8 +33,8 @@ use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
 use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
-    DeliveryGuarantee, InputKind, InternalReplication, Operator, OutputSpec, Record, RecordHeaders,
-    RuntimeConfig, SchemaCache,
+    DecodeError, DeliveryGuarantee, InputKind, InternalReplication, Operator, OutputSpec, Record,
+    RecordHeaders, RuntimeConfig, SchemaCache,
 };
 
 /// How long a transactional or admin call may take before it counts as timed out.
@@ -486,9 +486,7 @@ impl Task {
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
             restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
-                store
-                    .restore(partition, key.unwrap_or_default(), value)
-                    .map_err(|e| e.to_string())
+                store.restore(partition, key.unwrap_or_default(), value)
             })?;
         }
         let tables: Vec<(usize, String)> = self
@@ -518,7 +516,14 @@ impl Task {
                                 warn!(error = %e, topic = %topic, partition, offset, retry_in_ms = wait.as_millis() as u64, "table record waits for the schema registry");
                                 std::thread::sleep(wait);
                             }
-                            Err(e) => return Err(format!("{topic}/{partition}/{offset}: {e}")),
+                            Err(source) => {
+                                return Err(TableRowError {
+                                    topic: topic.clone(),
+                                    partition,
+                                    offset,
+                                    source,
+                                })
+                            }
                         }
                     }
                 },
@@ -538,13 +543,23 @@ impl Task {
     }
 }
 
+/// A table row that could not be bootstrapped while restoring.
+#[derive(Debug, thiserror::Error)]
+#[error("{topic}/{partition}/{offset}: {source}")]
+struct TableRowError {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    source: DecodeError,
+}
+
 /// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
 /// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
-fn read_to_end(
+fn read_to_end<E: std::fmt::Display>(
     config: &RuntimeConfig,
     topic: &str,
     partitions: &[i32],
-    mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+    mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<u64, RuntimeError> {
     let client = read::reader_config(
         &config.kafka,
@@ -578,8 +593,8 @@ fn read_to_end(
         }
         Ok(())
     })
-    .map_err(|e| match e {
-        ReadError::Record(message) => RuntimeError::Restore(message),
+    .map_err(|e: ReadError<E>| match e {
+        ReadError::Record(error) => RuntimeError::Restore(error.to_string()),
         other => RuntimeError::Restore(other.to_string()),
     })
 }
