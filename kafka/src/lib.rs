@@ -6,6 +6,7 @@
 //!   processors' decoders and the SQL tables; it works against adstream's registry, Confluent SR and Karapace.
 //! - `partitioner`     — Kafka's default (murmur2) partitioner, to find a key's partition without a broker.
 //! - `read`            — read a topic (some or all partitions) to its end; partition counts and watermarks.
+//! - `produce`         — enqueue a record on a producer, waiting while its local queue is full.
 //! - [`QuietEof`]      — the client context of consumers that read to the end (end of partition is not an error).
 //!
 //! The Confluent wire framing itself (magic byte, schema id, datum) is part of the contract and lives in
@@ -13,6 +14,7 @@
 
 mod context;
 pub mod partitioner;
+pub mod produce;
 pub mod read;
 pub mod registry_client;
 

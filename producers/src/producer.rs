@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::registry_client::RegistryClient;
 use adstream_schemas::events::AvroRecord;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use chrono::{DateTime, SecondsFormat};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message};
@@ -425,28 +426,16 @@ impl EventProducer {
                 key: CORRELATION_ID_HEADER,
                 value: Some(correlation_id),
             });
-        let mut pending = BaseRecord::to(encoder.topic())
+        let pending = BaseRecord::to(encoder.topic())
             .key(record.key())
             .payload(buffer.as_slice())
             .timestamp(time_ms)
             .headers(headers);
-        loop {
-            match self.producer.send(pending) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
-                    // The background thread drains delivery reports; give it a moment and retry the same record.
-                    pending = record;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((source, _)) => {
-                    return Err(ProduceError::Enqueue {
-                        id: record.id().to_string(),
-                        topic: encoder.topic().to_string(),
-                        source: Box::new(source),
-                    })
-                }
-            }
-        }
+        send_waiting_for_room(&self.producer, pending).map_err(|refused| ProduceError::Enqueue {
+            id: record.id().to_string(),
+            topic: encoder.topic().to_string(),
+            source: Box::new(refused.0),
+        })
     }
 
     /// Delivery counters so far.

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adstream_kafka::partitioner::kafka_partition;
+use adstream_kafka::produce::send_waiting_for_room;
 use adstream_processors::runtime::headers::{key_text, KafkaHeaders};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::functions::core::expr_fn::named_struct;
 use datafusion::functions_nested::expr_fn::array_has;
 use datafusion::prelude::{col, lit, Expr, SessionContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message};
@@ -288,21 +289,10 @@ fn provenance(
 /// Sends one record, waiting out a full local queue.
 fn send(
     producer: &ThreadedProducer<Deliveries>,
-    mut record: BaseRecord<'_, [u8], [u8]>,
+    record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), QueryError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((error, back)) => {
-                return Err(QueryError::Kafka {
-                    topic: back.topic.to_owned(),
-                    message: error.to_string(),
-                })
-            }
-        }
-    }
+    send_waiting_for_room(producer, record).map_err(|refused| QueryError::Kafka {
+        topic: refused.1.topic.to_owned(),
+        message: refused.0.to_string(),
+    })
 }

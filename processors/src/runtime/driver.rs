@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadError, ReadOptions};
 use adstream_kafka::registry_client::{FailureKind, RegistryClient};
 use adstream_kafka::{is_end_of_partition, QuietEof};
@@ -161,17 +162,7 @@ impl Transport for KafkaTransport {
         if let Some(ts) = outgoing.timestamp_ms {
             record = record.timestamp(ts);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    // The producer's own thread serves deliveries; give it a moment to make room.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        send_waiting_for_room(&self.producer, record).map_err(|refused| refused.0)
     }
 
     fn send_changelog(&mut self, outgoing: &Outgoing<'_>) -> Result<(), KafkaError> {
