@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::jobs::{apply_private_topology, start_job};
+use common::jobs::{adstream, apply_private_topology, start_job};
 use common::recompute::produce_generated_events;
 use common::{start_registry, unique};
 
@@ -106,6 +106,75 @@ async fn metrics_readiness_and_sigterm() {
     assert!(
         stdout.contains(&format!("{processor} stopped: ")),
         "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Polls `/readyz` at `base` until it answers 200; returns how long that took, None after `limit`.
+async fn time_to_ready(base: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if get(&format!("{base}/readyz")).await.map(|r| r.0) == Some(200) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Issue 12: a job killed with SIGKILL and restarted at once got its partitions back only after the broker's
+/// session timeout (49-50 s measured), the dead incarnation still holding them. As a static member the restarted
+/// instance takes them back at once: here well within half the session timeout it runs with, which the old
+/// behaviour could not beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_gets_its_partitions_back_at_once() {
+    let registry = start_registry("static").await;
+    let prefix = unique("static");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("static-topology"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    produce_generated_events(&registry.url, &topics.events, 2, 1_000).await;
+    let session_timeout = Duration::from_secs(60);
+    let start = |listen: &str| {
+        adstream(
+            &registry.url,
+            &[
+                "process",
+                "campaign-metrics",
+                "--topology",
+                topology_path.to_str().expect("utf-8"),
+                "--application-id",
+                &processor,
+                "--instance-id",
+                "cm-0",
+                "--static-membership",
+                "--session-timeout-ms",
+                &session_timeout.as_millis().to_string(),
+                "--metrics-listen",
+                listen,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the job")
+    };
+    let first_listen = format!("127.0.0.1:{}", free_port());
+    let mut first = start(&first_listen);
+    let joined = time_to_ready(&format!("http://{first_listen}"), Duration::from_secs(120)).await;
+    assert!(joined.is_some(), "the first incarnation never became ready");
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+
+    let second_listen = format!("127.0.0.1:{}", free_port());
+    let mut second = start(&second_listen);
+    let back = time_to_ready(&format!("http://{second_listen}"), session_timeout).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    let back = back.expect("the restarted instance got no partitions within the session timeout");
+    println!("restarted static member assigned and restored after {back:?}");
+    assert!(
+        back < session_timeout / 2,
+        "partitions came back after {back:?}: the dead incarnation's session was waited out"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

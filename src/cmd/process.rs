@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use adstream_processors::jobs::{JobEntry, JobRegistry, Wiring};
 use adstream_processors::runtime::{
-    self, merge_expositions, DeliveryGuarantee, InternalReplication, JobMetrics, Operator,
-    RuntimeConfig,
+    self, merge_expositions, DeliveryGuarantee, GroupMembership, InternalReplication, JobMetrics,
+    Operator, RuntimeConfig,
 };
 use adstream_topology::Topology;
 use anyhow::{anyhow, Context, Result};
@@ -58,6 +58,14 @@ pub struct RunArgs {
     /// (class `future-timestamp`) instead of moving event time.
     #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_MAX_EVENT_TIME_AHEAD.as_secs())]
     max_event_time_ahead_secs: u64,
+    /// Join the consumer group as a static member (`group.instance.id` from the application and instance ids,
+    /// classic protocol): a restarted instance gets its partitions back at once instead of after the session
+    /// timeout. Give every replica a stable `--instance-id` (a StatefulSet's pod name).
+    #[arg(long)]
+    static_membership: bool,
+    /// With `--static-membership`: how long an absent instance keeps its partitions, in milliseconds.
+    #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_STATIC_SESSION_TIMEOUT.as_millis() as u64)]
+    session_timeout_ms: u64,
 }
 
 impl RunArgs {
@@ -74,6 +82,11 @@ impl RunArgs {
             &settings.registry_url,
         );
         config.instance_id = self.instance_id.clone();
+        if self.static_membership {
+            config.membership = GroupMembership::Static {
+                session_timeout: Duration::from_millis(self.session_timeout_ms),
+            };
+        }
         config.guarantee = match self.guarantee {
             Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
             Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,

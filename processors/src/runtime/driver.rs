@@ -34,8 +34,8 @@ use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
 use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
-    DecodeError, DeliveryGuarantee, InputKind, InternalReplication, Operator, OutputSpec, Record,
-    RecordHeaders, RuntimeConfig, SchemaCache,
+    DecodeError, DeliveryGuarantee, GroupMembership, InputKind, InternalReplication, Operator,
+    OutputSpec, Record, RecordHeaders, RuntimeConfig, SchemaCache,
 };
 
 /// How long a transactional or admin call may take before it counts as timed out.
@@ -1013,10 +1013,25 @@ pub fn run(
         failed: None,
     }));
     let mut consumer_config = config.kafka.clone();
+    consumer_config.set("group.id", &config.application_id);
+    // Range assignment keeps partition n of every co-partitioned input on one instance.
+    match config.membership {
+        GroupMembership::Dynamic => consumer_config
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", "range"),
+        GroupMembership::Static { session_timeout } => consumer_config
+            .set("group.protocol", "classic")
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "group.instance.id",
+                format!("{}-{}", config.application_id, config.instance_id),
+            )
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            ),
+    };
     consumer_config
-        .set("group.id", &config.application_id)
-        .set("group.protocol", "consumer")
-        .set("group.remote.assignor", "range")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")

@@ -97,7 +97,33 @@ pub struct RuntimeConfig {
     /// topology's defaults, so exactly-once state is as durable as the declared topics. The default leaves both to
     /// the broker (`default.replication.factor`, `min.insync.replicas`).
     pub internal_topics: InternalReplication,
+    /// How the job's instances join their consumer group.
+    pub membership: GroupMembership,
 }
+
+/// How a job's instances join their consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupMembership {
+    /// Kafka's consumer group protocol (KIP-848; the broker assigns the partitions, by range so that co-partitioned
+    /// inputs stay together). An instance that stops (SIGTERM) hands its partitions over at once; one that dies
+    /// (SIGKILL) keeps them until the broker's `group.consumer.session.timeout.ms` (45 s by default) expires, also
+    /// when it restarts at once.
+    #[default]
+    Dynamic,
+    /// Static membership (KIP-345) on the classic protocol, with `<application id>-<instance id>` as
+    /// `group.instance.id`: an instance that restarts under the same instance id gets its partitions back at once,
+    /// whether it stopped or died. One that is gone for good keeps its partitions until `session_timeout` expires,
+    /// and a stopped one does not leave the group (static members never do), so scaling in waits that long too.
+    /// Not on the consumer protocol: librdkafka sends the instance id there as well, but the broker turns a
+    /// restarted static member away until its dead incarnation's session expires, which gains nothing.
+    Static {
+        /// How long the group waits for an absent instance before its partitions move (`session.timeout.ms`).
+        session_timeout: Duration,
+    },
+}
+
+/// The default session timeout of [`GroupMembership::Static`].
+pub const DEFAULT_STATIC_SESSION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Replication factor and `min.insync.replicas` of the topics a job creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,6 +166,7 @@ impl RuntimeConfig {
             metrics: Arc::new(JobMetrics::default()),
             max_event_time_ahead: DEFAULT_MAX_EVENT_TIME_AHEAD,
             internal_topics: InternalReplication::default(),
+            membership: GroupMembership::default(),
         }
     }
 
