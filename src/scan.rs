@@ -26,7 +26,7 @@ impl ScanArgs {
         Ok(adstream_query::session::open_source(
             settings.kafka_config(),
             &settings.registry_url,
-            Duration::from_secs(self.max_lateness_hours * 3600),
+            Duration::from_secs(self.max_lateness_hours.saturating_mul(3600)),
         )?)
     }
 }
