@@ -102,6 +102,9 @@ pub enum ReadError<E> {
     Record(E),
 }
 
+/// `fetch.wait.max.ms` of the readers [`reader_config`] configures.
+const READER_FETCH_WAIT_MS: &str = "10";
+
 /// `base` plus what a reader needs: its own `group.id` (nothing is committed and no group is joined, partitions are
 /// assigned by hand), end-of-partition events, `auto.offset.reset=earliest`, and `read_committed` or not.
 pub fn reader_config(base: &ClientConfig, group_id: &str, read_committed: bool) -> ClientConfig {
@@ -112,6 +115,10 @@ pub fn reader_config(base: &ClientConfig, group_id: &str, read_committed: bool) 
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
+        // The end of a partition is known only from a fetch that finds nothing more, which the broker holds back
+        // for `fetch.wait.max.ms` (500 ms by default) waiting for data: a reader that wants the end, not new
+        // records, asks to be answered at once. A restore reads several topics in turn, so this is its start-up time.
+        .set("fetch.wait.max.ms", READER_FETCH_WAIT_MS)
         .set(
             "isolation.level",
             if read_committed {
