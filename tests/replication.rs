@@ -11,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use common::jobs::{adstream, topology_yaml, wait_for_end};
+use common::jobs::{adstream, apply_topology, topology_yaml, wait_for_end};
 use common::{start_registry, unique};
 
 /// The cluster's bootstrap servers: `ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS`, else those `dev/kafka` gives it.
@@ -78,23 +78,10 @@ async fn declared_and_internal_topics_follow_the_topology_on_three_brokers() {
     let path = path.to_str().expect("utf-8 path");
     let cluster = cluster();
 
-    let applied = adstream(
+    apply_topology(
         &registry.url,
-        &[
-            "topology",
-            "apply",
-            "--topology",
-            path,
-            "--bootstrap-servers",
-            &cluster,
-        ],
-    )
-    .output()
-    .expect("apply");
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
+        std::path::Path::new(path),
+        &["--bootstrap-servers", &cluster],
     );
     // The job starts, creates its internal topics, finds its (empty) inputs at their end and stops.
     let job = adstream(

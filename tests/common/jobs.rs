@@ -116,24 +116,27 @@ pub fn apply_private_topology(
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(topology_yaml(prefix, processor).as_bytes()))
         .expect("write topology");
-    let applied = adstream(
-        registry,
-        &[
-            "topology",
-            "apply",
-            "--topology",
-            path.to_str().expect("utf-8 path"),
-        ],
-    )
-    .output()
-    .expect("apply");
+    apply_topology(registry, &path, &[]);
+    let topics = Topics::under(prefix);
+    (path, topics)
+}
+
+/// Applies the topology file at `path` with the binary (`extra`: more flags, e.g. `--bootstrap-servers`); panics
+/// with the command's stderr if it fails.
+pub fn apply_topology(registry: &str, path: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "topology",
+        "apply",
+        "--topology",
+        path.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let applied = adstream(registry, &args).output().expect("apply");
     assert!(
         applied.status.success(),
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let topics = Topics::under(prefix);
-    (path, topics)
 }
 
 /// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
