@@ -8,28 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::jobs::{adstream, apply_private_topology, start_job};
 use common::recompute::produce_generated_events;
-use common::{start_registry, unique};
-
-/// A port free on loopback right now (bind, read, release).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// The value of the first sample of `metric` whose labels contain `labels`.
-fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l.contains(labels))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
+use common::{free_port, get, sample, start_registry, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_readiness_and_sigterm() {

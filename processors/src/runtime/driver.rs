@@ -11,7 +11,7 @@
 //! one member. The group uses Kafka's consumer protocol (KIP-848) with the broker-side `range` assignor, which
 //! assigns equal partition numbers of equally partitioned topics together and rebalances incrementally.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,6 +42,12 @@ use super::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a retriable transactional error is retried before the job gives up.
 const RETRIES: u32 = 5;
+/// A consumer fenced more than [`MAX_REJOINS`] times within this window stops the job (see
+/// [`RuntimeError::Fenced`]): each broker outage fences a static member at most once, an instance id used twice
+/// fences its two users back and forth every few seconds.
+const REJOIN_WINDOW: Duration = Duration::from_secs(600);
+/// See [`REJOIN_WINDOW`].
+const MAX_REJOINS: usize = 5;
 
 /// Why a job stopped.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,13 @@ pub enum RuntimeError {
         /// What failed.
         message: String,
     },
+    /// The group fenced this instance's consumer: a static member whose session timed out while its group
+    /// coordinator was unreachable (a broker down) rejoins and is then fenced by its own new membership (librdkafka
+    /// #3437). The loop drops its partitions and rejoins with a new consumer; it stops with this error only when the
+    /// consumer is fenced more than [`MAX_REJOINS`] times within [`REJOIN_WINDOW`] (then another live instance has
+    /// the same instance id).
+    #[error("the consumer group fenced this instance: {0}")]
+    Fenced(String),
     /// The schema registry refused the job's requests (credentials, a URL that is not a registry): nothing was
     /// dead-lettered; the job stops until its configuration is fixed.
     #[error("the schema registry refused the request, fix the registry settings: {0}")]
@@ -430,14 +443,7 @@ impl Task {
             reason,
             "aborting transaction and rewinding to the last commit"
         );
-        let transport = &mut self.tasks.emitter.transport;
-        if transport.transaction_open {
-            retry("abort", || {
-                transport.producer.abort_transaction(CALL_TIMEOUT)
-            })
-            .map_err(|e| classify(e, "abort"))?;
-            transport.transaction_open = false;
-        }
+        self.abort_open_transaction()?;
         self.summary.aborts += 1;
         self.positions.clear();
         // Aborted work is reprocessed; its latencies count when it commits.
@@ -465,6 +471,35 @@ impl Task {
         Ok(())
     }
 
+    /// Aborts the open transaction, if any: none of its records become visible to `read_committed` readers.
+    fn abort_open_transaction(&mut self) -> Result<(), RuntimeError> {
+        let transport = &mut self.tasks.emitter.transport;
+        if transport.transaction_open {
+            retry("abort", || {
+                transport.producer.abort_transaction(CALL_TIMEOUT)
+            })
+            .map_err(|e| classify(e, "abort"))?;
+            transport.transaction_open = false;
+        }
+        Ok(())
+    }
+
+    /// Lets go of every partition without committing, after the group fenced this instance: the open transaction is
+    /// aborted and the partitions' state dropped, so whoever owns them next (this instance after it rejoins, or
+    /// another) restores what was last committed and processes the rest again.
+    fn forget_partitions(&mut self) -> Result<(), RuntimeError> {
+        self.abort_open_transaction()?;
+        self.positions.clear();
+        self.uncommitted.clear();
+        for partition in std::mem::take(&mut self.owned) {
+            self.tasks.drop_partition(partition);
+            self.tasks.revoke(partition);
+        }
+        self.metrics.set_ready(false);
+        self.metrics.clear_lag();
+        Ok(())
+    }
+
     /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
     fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
         if partitions.is_empty() {
@@ -474,9 +509,12 @@ impl Task {
         self.metrics.set_restoring(true);
         let mut restored = 0u64;
         let config = &self.config;
+        // One reader for every topic of the restore, assigned to each in turn: a consumer per topic paid its
+        // connection and metadata round trips again, about 0.45 s per topic at every assignment.
+        let reader = restore_reader(config)?;
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
-            restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
+            restored += read_to_end(&reader, &topic, partitions, |partition, _, key, value| {
                 store.restore(partition, key.unwrap_or_default(), value)
             })?;
         }
@@ -492,7 +530,7 @@ impl Task {
             let now = now_ms();
             let tasks = &mut self.tasks;
             restored += read_to_end(
-                &self.config,
+                &reader,
                 &topic,
                 partitions,
                 |partition, offset, key, value| {
@@ -544,29 +582,32 @@ struct TableRowError {
     source: DecodeError,
 }
 
-/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
-/// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
+/// The `read_committed` reader a restore reads its changelogs and tables with.
+fn restore_reader(config: &RuntimeConfig) -> Result<BaseConsumer<QuietEof>, RuntimeError> {
+    read::reader_config(
+        &config.kafka,
+        &format!("{}-restore", config.application_id),
+        true,
+    )
+    .create_with_context(QuietEof)
+    .map_err(|e| RuntimeError::Restore(format!("restore consumer: {e}")))
+}
+
+/// Reads partitions `partitions` of `topic` from the beginning to their end with `consumer` (which it assigns to
+/// them), handing each record to `apply`. Logs progress every 100,000 records. Returns the number of records read.
 fn read_to_end<E: std::fmt::Display>(
-    config: &RuntimeConfig,
+    consumer: &BaseConsumer<QuietEof>,
     topic: &str,
     partitions: &[i32],
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<u64, RuntimeError> {
-    let client = read::reader_config(
-        &config.kafka,
-        &format!("{}-restore", config.application_id),
-        true,
-    );
-    let consumer: BaseConsumer<QuietEof> = client
-        .create_with_context(QuietEof)
-        .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let options = ReadOptions {
         stall_timeout: CALL_TIMEOUT,
         ..ReadOptions::default()
     };
     let started = Instant::now();
     let mut count = 0u64;
-    read::read_to_end(&consumer, topic, partitions, &options, |message| {
+    read::read_to_end(consumer, topic, partitions, &options, |message| {
         apply(
             message.partition(),
             message.offset(),
@@ -1012,20 +1053,24 @@ pub fn run(
         last_commit: Instant::now(),
         failed: None,
     }));
-    let consumer_config = consumer_config(&config);
-    let consumer: BaseConsumer<RebalanceHook> = consumer_config
-        .create_with_context(RebalanceHook {
-            task: task.clone(),
-            metrics: config.metrics.clone(),
-        })
-        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
     let topics: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
-    info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
-
-    let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
+    let mut rejoins: VecDeque<Instant> = VecDeque::new();
+    let (result, consumer) = loop {
+        let consumer = join_group(&config, &task, &topics)?;
+        info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
+        let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
+        rejoins.retain(|at| at.elapsed() < REJOIN_WINDOW);
+        match result {
+            Err(RuntimeError::Fenced(reason)) if rejoins.len() < MAX_REJOINS => {
+                warn!(%reason, "the group fenced this instance's consumer: dropping its partitions and rejoining");
+                task.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget_partitions()?;
+                rejoins.push_back(Instant::now());
+            }
+            result => break (result, consumer),
+        }
+    };
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
     let result = result.and_then(|stop| {
         if stop == Stop::EndOfInput {
@@ -1048,6 +1093,24 @@ pub fn run(
         info!(?summary, "job stopped");
         summary
     })
+}
+
+/// A new consumer in the job's group, subscribed to `topics`, its rebalances served by `task`.
+fn join_group(
+    config: &RuntimeConfig,
+    task: &Arc<Mutex<Task>>,
+    topics: &[&str],
+) -> Result<BaseConsumer<RebalanceHook>, RuntimeError> {
+    let consumer: BaseConsumer<RebalanceHook> = consumer_config(config)
+        .create_with_context(RebalanceHook {
+            task: task.clone(),
+            metrics: config.metrics.clone(),
+        })
+        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
+    consumer
+        .subscribe(topics)
+        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
+    Ok(consumer)
 }
 
 /// Why the poll loop returned.
@@ -1156,6 +1219,20 @@ fn poll_loop(
             },
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 check_end = last_end_check.elapsed() >= Duration::from_secs(1)
+            }
+            // A fatal consumer error leaves the consumer unusable: polling on would process nothing while the
+            // job looks alive.
+            Some(Err(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId))) => {
+                return Err(RuntimeError::Fenced(
+                    consumer
+                        .client()
+                        .fatal_error()
+                        .map(|(_, reason)| reason)
+                        .unwrap_or_else(|| "fenced instance id".to_owned()),
+                ))
+            }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                return Err(RuntimeError::Fatal(format!("consumer: {code}")))
             }
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }

@@ -122,6 +122,9 @@ pub enum GroupMembership {
     },
 }
 
+/// The default [`RuntimeConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default session timeout of [`GroupMembership::Static`].
 pub const DEFAULT_STATIC_SESSION_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -159,7 +162,7 @@ impl RuntimeConfig {
             instance_id: "0".to_owned(),
             guarantee: DeliveryGuarantee::ExactlyOnce,
             commit_interval: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             kafka,
             registry_url: registry_url.to_owned(),
             exit_at_end_of_input: false,
