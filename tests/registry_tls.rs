@@ -244,6 +244,7 @@ async fn https_with_basic_auth_registers_and_fetches_and_names_refusals() {
         !text.contains("wrong"),
         "the password must not be shown: {text}"
     );
+    assert!(!text.contains('\n'), "one line: {text}");
 
     // No credentials at all: the message says which settings are missing.
     let client = RegistryClient::connect(

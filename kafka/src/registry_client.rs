@@ -489,8 +489,11 @@ impl RegistryClient {
                 }) => (error_code, message),
                 None => (None, None),
             };
-            let message = message
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            // A proxy's HTML page spans lines: its words on one line keep the error a one-liner.
+            let message = message.unwrap_or_else(|| {
+                let body: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+                body.split_whitespace().collect::<Vec<_>>().join(" ")
+            });
             // A proxy's or gateway's 401/403 page says little; name the settings that fix it.
             let message = match (status.as_u16(), &self.auth) {
                 (401 | 403, RegistryAuth::None) => format!(
