@@ -84,7 +84,7 @@ impl RunArgs {
         let mut config = RuntimeConfig::new(
             application_id,
             settings.kafka_config(),
-            &settings.registry_url,
+            settings.registry.clone(),
         );
         config.instance_id = self.instance_id.clone();
         if self.static_membership {

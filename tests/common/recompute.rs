@@ -382,7 +382,7 @@ pub async fn produce_generator_with(
 pub async fn connect_producer(registry_url: &str, topics: &EventTopics) -> EventProducer {
     EventProducer::connect(&ProducerSettings {
         kafka: kafka(),
-        registry_url: registry_url.to_owned(),
+        registry: registry_url.into(),
         topics: topics.clone(),
         source: "/adstream/test".into(),
         connect_timeout: Duration::from_secs(10),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadError, ReadOptions};
-use adstream_kafka::registry_client::{FailureKind, RegistryClient};
+use adstream_kafka::registry_client::{FailureKind, RegistryClient, DEFAULT_TIMEOUT};
 use adstream_kafka::{is_end_of_partition, QuietEof};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -979,7 +979,8 @@ fn prepare(
         .collect();
     let missing = internal_topic_requests(&wanted, config.internal_topics, &min_insync);
     create_topics(&admin, &missing, runtime)?;
-    let registry = RegistryClient::new(&config.registry_url).map_err(|e| setup(e.to_string()))?;
+    let registry = RegistryClient::connect(&config.registry, DEFAULT_TIMEOUT)
+        .map_err(|e| setup(e.to_string()))?;
     let mut ids = Vec::new();
     for OutputSpec {
         topic,
@@ -1063,7 +1064,7 @@ pub fn run(
         exactly_once,
         transaction_open: false,
     };
-    let registry = RegistryClient::new(&config.registry_url)
+    let registry = RegistryClient::connect(&config.registry, DEFAULT_TIMEOUT)
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
     let tasks = Tasks::new(
         operator,
