@@ -486,14 +486,9 @@ impl Task {
         self.metrics.set_restoring(true);
         let mut restored = 0u64;
         let config = &self.config;
-        // Watermarks only, never assigned. Each read gets a reader of its own: end-of-partition events name no
-        // topic, so one left over from a reader's previous topic would end a partition of the next one early.
-        let stable = restore_reader(config, true)?;
-        let uncommitted = restore_reader(config, false)?;
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
-            wait_for_decided_transactions(&stable, &uncommitted, &topic, partitions);
-            let reader = restore_reader(config, true)?;
+            let reader = restore_reader(config)?;
             restored += read_to_end(&reader, &topic, partitions, |partition, _, key, value| {
                 store.restore(partition, key.unwrap_or_default(), value)
             })?;
@@ -509,7 +504,7 @@ impl Task {
         for (input, topic) in tables {
             let now = now_ms();
             let tasks = &mut self.tasks;
-            let reader = restore_reader(config, true)?;
+            let reader = restore_reader(config)?;
             restored += read_to_end(
                 &reader,
                 &topic,
@@ -563,69 +558,13 @@ struct TableRowError {
     source: DecodeError,
 }
 
-/// How long a restore waits for the transactions undecided on a changelog to be decided (see
-/// [`wait_for_decided_transactions`]).
-const UNDECIDED_TRANSACTIONS_WAIT: Duration = Duration::from_secs(15);
-
-/// Waits, at most [`UNDECIDED_TRANSACTIONS_WAIT`], until no transaction is undecided on `partitions` of the
-/// changelog `topic`: until the last stable offset, where a `read_committed` reader (`reader`) ends, has reached
-/// the high watermark, which a `read_uncommitted` one (`uncommitted`) sees.
-///
-/// A transaction's commit returns once the coordinator has decided it; the markers that make its records visible
-/// reach the partitions a moment later. The previous owner of a partition (or this instance, when the group takes a
-/// partition away and gives it back at once) may have committed the changelog records and the offsets a few
-/// milliseconds before this restore: read to the last stable offset then, the store would miss that commit's
-/// changes while the consumer resumes after its offsets, and their records would be lost from the state (the chaos
-/// test saw it: a creative's counts fell short by a commit's worth after its partition came straight back). A
-/// transaction still open after the wait is one its producer will never commit (a crashed owner's, aborted when it
-/// times out): the read then ends before it, as it should.
-fn wait_for_decided_transactions(
-    reader: &BaseConsumer<QuietEof>,
-    uncommitted: &BaseConsumer<QuietEof>,
-    topic: &str,
-    partitions: &[i32],
-) {
-    let started = Instant::now();
-    for &partition in partitions {
-        loop {
-            let stable = reader.fetch_watermarks(topic, partition, CALL_TIMEOUT);
-            let high = uncommitted.fetch_watermarks(topic, partition, CALL_TIMEOUT);
-            let undecided = match (stable, high) {
-                (Ok((_, stable)), Ok((_, high))) if stable >= high => break,
-                (Ok((_, stable)), Ok((_, high))) => format!("offsets {stable}..{high}"),
-                (Err(e), _) | (_, Err(e)) => format!("offsets unknown: {e}"),
-            };
-            if started.elapsed() >= UNDECIDED_TRANSACTIONS_WAIT {
-                warn!(
-                    topic,
-                    partition,
-                    undecided,
-                    "a transaction is still undecided: restoring what is decided"
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let waited = started.elapsed();
-    if waited >= Duration::from_millis(100) {
-        info!(
-            topic,
-            seconds = waited.as_secs_f64(),
-            "waited for undecided transactions before restoring"
-        );
-    }
-}
-
-/// A reader for restores: `read_committed` to read changelogs and tables, or not to see their high watermarks.
-fn restore_reader(
-    config: &RuntimeConfig,
-    read_committed: bool,
-) -> Result<BaseConsumer<QuietEof>, RuntimeError> {
+/// The `read_committed` reader a restore reads one changelog or table with. One per topic: end-of-partition events
+/// name no topic, so one left over from a reader's previous topic could end a partition of the next one early.
+fn restore_reader(config: &RuntimeConfig) -> Result<BaseConsumer<QuietEof>, RuntimeError> {
     read::reader_config(
         &config.kafka,
         &format!("{}-restore", config.application_id),
-        read_committed,
+        true,
     )
     .create_with_context(QuietEof)
     .map_err(|e| RuntimeError::Restore(format!("restore consumer: {e}")))
@@ -1448,68 +1387,6 @@ mod tests {
         assert_eq!(fixed.get("session.timeout.ms"), Some("20000"));
         assert_eq!(fixed.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(fixed.get("fetch.queue.backoff.ms"), Some("250"));
-    }
-
-    // Issue 12's chaos run: a partition the group took away and gave straight back was restored a few milliseconds
-    // after the commit before, whose markers had not reached the changelog yet: read to the last stable offset, the
-    // store missed that commit's changes while the consumer resumed after its offsets. Needs the local broker.
-    #[test]
-    fn a_restore_waits_for_a_commit_whose_markers_are_on_their_way() {
-        let bootstrap = std::env::var("ADSTREAM_BOOTSTRAP_SERVERS")
-            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-        let mut kafka = ClientConfig::new();
-        kafka.set("bootstrap.servers", &bootstrap);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let topic = format!("undecided-{}-{nanos}", std::process::id());
-        let admin: AdminClient<DefaultClientContext> = kafka.create().expect("admin");
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let replication = TopicReplication::Fixed(1);
-        let created = runtime
-            .block_on(admin.create_topics(
-                &[NewTopic::new(&topic, 1, replication)],
-                &AdminOptions::new(),
-            ))
-            .expect("create topic");
-        assert!(created.iter().all(Result::is_ok), "{created:?}");
-
-        let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
-            kafka
-                .clone()
-                .set("transactional.id", &topic)
-                .create_with_context(DeliveryContext(Arc::default()))
-                .expect("producer"),
-        );
-        producer.init_transactions(CALL_TIMEOUT).expect("init");
-        producer.begin_transaction().expect("begin");
-        for n in 0..3 {
-            let key = n.to_string();
-            let record = BaseRecord::<str, str>::to(&topic)
-                .key(&key)
-                .payload("changed");
-            producer.send(record).map_err(|(e, _)| e).expect("send");
-        }
-        producer.flush(CALL_TIMEOUT).expect("flush");
-        // The records are on the partition, their transaction not decided yet; it commits in a moment.
-        let committer = {
-            let producer = producer.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(500));
-                producer.commit_transaction(CALL_TIMEOUT)
-            })
-        };
-        let config = RuntimeConfig::new(&topic, kafka, "http://127.0.0.1:0");
-        let reader = restore_reader(&config, true).expect("reader");
-        let uncommitted = restore_reader(&config, false).expect("reader");
-        wait_for_decided_transactions(&reader, &uncommitted, &topic, &[0]);
-        let read = read_to_end(&reader, &topic, &[0], |_, _, _, _| {
-            Ok::<(), std::convert::Infallible>(())
-        })
-        .expect("read");
-        committer.join().expect("committer").expect("commit");
-        assert_eq!(read, 3, "the restore ended before the commit's records");
     }
 
     // Issue 11, item 6: internal topics were created with a constant replication factor of 1 whatever the
