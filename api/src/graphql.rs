@@ -132,16 +132,22 @@ impl Query {
     ) -> async_graphql::Result<Vec<MetricsRow>> {
         let tables = hub(ctx)?.read();
         let symbol = granularity.symbol();
+        let max_rows = limits(ctx).max_rows;
         let mut latest: Vec<MetricsRow> = Vec::new();
         for row in tables.metrics.values() {
             if row.granularity != symbol || !wanted(&campaign_ids, &row.campaign_id) {
                 continue;
             }
             // Rows are ordered by (campaign, granularity, window start): the last one of a campaign wins.
-            match latest.last_mut() {
-                Some(last) if last.campaign_id == row.campaign_id => *last = row.clone(),
-                _ if latest.len() >= limits(ctx).max_rows => break,
-                _ => latest.push(row.clone()),
+            if let Some(last) = latest
+                .last_mut()
+                .filter(|last| last.campaign_id == row.campaign_id)
+            {
+                *last = row.clone();
+            } else if latest.len() < max_rows {
+                latest.push(row.clone());
+            } else {
+                break;
             }
         }
         Ok(latest)

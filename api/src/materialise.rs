@@ -154,7 +154,7 @@ pub fn spawn(
         .map_err(|e| MaterialiseError::Kafka(format!("cannot create the consumer: {e}")))?;
     let mut partitions = Vec::new();
     for (topic, kind) in &sources.topics {
-        let count = partition_count::<_, ()>(&consumer, topic, METADATA_TIMEOUT)
+        let count = partition_count::<_, String>(&consumer, topic, METADATA_TIMEOUT)
             .map_err(|e| MaterialiseError::Kafka(e.to_string()))?
             .ok_or_else(|| MaterialiseError::MissingTopic(topic.clone()))?;
         partitions.push((topic.clone(), *kind, count));
@@ -169,10 +169,12 @@ pub fn spawn(
             let _entered = span.enter();
             let mut reader = Reader {
                 consumer,
-                decoders,
-                hub,
-                shutdown,
-                undecodable: 0,
+                handler: Handler {
+                    decoders,
+                    hub,
+                    shutdown,
+                    undecodable: 0,
+                },
             };
             if let Some(positions) = reader.catch_up(&partitions) {
                 reader.tail(positions);
@@ -184,6 +186,11 @@ pub fn spawn(
 /// The consumer thread's state.
 struct Reader {
     consumer: BaseConsumer<QuietEof>,
+    handler: Handler,
+}
+
+/// What is done with each record read.
+struct Handler {
     decoders: Decoders,
     hub: Arc<Hub>,
     shutdown: Arc<AtomicBool>,
@@ -205,10 +212,11 @@ impl Reader {
         for (topic, kind, count) in sources {
             let all: Vec<i32> = (0..*count).collect();
             let mut next: HashMap<i32, i64> = HashMap::new();
+            let handler = &mut self.handler;
             let read = read_to_end(&self.consumer, topic, &all, &options, |message| {
                 next.insert(message.partition(), message.offset() + 1);
-                self.handle(*kind, message);
-                if self.shutdown.load(Ordering::Relaxed) {
+                handler.handle(*kind, message);
+                if handler.shutdown.load(Ordering::Relaxed) {
                     return Err("shutdown");
                 }
                 Ok(())
@@ -228,9 +236,9 @@ impl Reader {
                 (topic.clone(), *kind, *p, from)
             }));
         }
-        self.hub.set_ready();
+        self.handler.hub.set_ready();
         info!(
-            undecodable = self.undecodable,
+            undecodable = self.handler.undecodable,
             "caught up with every source: ready"
         );
         Some(positions)
@@ -250,19 +258,21 @@ impl Reader {
             error!(%error, "cannot follow the sources: updates stop");
             return;
         }
-        while !self.shutdown.load(Ordering::Relaxed) {
+        while !self.handler.shutdown.load(Ordering::Relaxed) {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None | Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(error)) => warn!(%error, "consumer error"),
                 Some(Ok(message)) => {
                     if let Some(&kind) = kinds.get(message.topic()) {
-                        self.handle(kind, &message);
+                        self.handler.handle(kind, &message);
                     }
                 }
             }
         }
     }
+}
 
+impl Handler {
     /// Decodes and applies one record; a record whose writer schema the registry cannot give now is retried until
     /// it can or the server stops.
     fn handle(&mut self, kind: SourceKind, message: &BorrowedMessage<'_>) {

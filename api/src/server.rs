@@ -94,15 +94,18 @@ impl App {
         self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Response> {
-        self.streams.clone().try_acquire_owned().map_err(|_| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many streaming connections: try again later",
-            )
-                .into_response()
-        })
+    /// A streaming connection's permit, or None when `max_streams` are open.
+    fn stream_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
     }
+}
+
+fn too_many_streams() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many streaming connections: try again later",
+    )
+        .into_response()
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
@@ -113,11 +116,14 @@ fn bearer(value: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// What an unauthenticated client is told.
+const TOKEN_REQUIRED: &str = "a valid bearer token is required";
+
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        "a valid bearer token is required",
+        TOKEN_REQUIRED,
     )
         .into_response()
 }
@@ -293,19 +299,21 @@ async fn graphql_ws(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(protocol) = offered
+    // graphql-transport-ws when offered, else the older graphql-ws (clients often offer both).
+    let mut protocols: Vec<WebSocketProtocols> = offered
         .split(',')
-        .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
-    else {
+        .filter_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        .collect();
+    protocols.sort_by_key(|p| *p != WebSocketProtocols::GraphQLWS);
+    let Some(&protocol) = protocols.first() else {
         return (
             StatusCode::BAD_REQUEST,
             "offer the graphql-transport-ws (or graphql-ws) WebSocket subprotocol",
         )
             .into_response();
     };
-    let permit = match app.stream_permit() {
-        Ok(permit) => permit,
-        Err(refused) => return refused,
+    let Some(permit) = app.stream_permit() else {
+        return too_many_streams();
     };
     let id = app.next_id();
     upgrade
@@ -360,8 +368,9 @@ async fn serve_socket(
     while let Some(message) = outgoing.next().await {
         let message = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
+            // graphql-transport-ws closes an unauthorized connection with 4403 Forbidden.
             WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
-                code,
+                code: if reason == TOKEN_REQUIRED { 4403 } else { code },
                 reason: reason.into(),
             })),
         };
@@ -428,9 +437,8 @@ where
     if !authorized {
         return unauthorized();
     }
-    let permit = match app.stream_permit() {
-        Ok(permit) => permit,
-        Err(refused) => return refused,
+    let Some(permit) = app.stream_permit() else {
+        return too_many_streams();
     };
     let span = info_span!("sse", stream = name, connection = app.next_id());
     span.in_scope(|| info!("connected"));
