@@ -254,6 +254,8 @@ function connect() {
     } else if (message.type === "next" && SUBSCRIPTIONS[message.id]) {
       if (message.payload.data) SUBSCRIPTIONS[message.id][1](message.payload.data);
       else if (message.payload.errors) setStatus("resubscribing: " + message.payload.errors[0].message, "error");
+    } else if (message.type === "error") {
+      setStatus(`subscription ${message.id} refused: ${message.payload[0].message}`, "error");
     } else if (message.type === "ping") {
       ws.send(JSON.stringify({ type: "pong" }));
     }

@@ -8,7 +8,8 @@
 //! whose `connection_init` carries none is closed with 4403. The dashboard's files carry no data and are public.
 //!
 //! Limits ([`ApiLimits`]): request body size; depth and complexity per operation; WebSockets and SSE streams
-//! together at most `max_streams` (503 beyond); subscriptions per WebSocket; a subscriber that falls
+//! together at most `max_streams` (503 beyond); WebSocket messages and buffers (a client's message at most the body
+//! limit, a 4 KiB read buffer, a write buffer of at most 1 MiB); subscriptions per WebSocket; a subscriber that falls
 //! `client_buffer` updates behind is dropped; a WebSocket that does not take a message within `send_timeout` is
 //! closed.
 
@@ -115,6 +116,11 @@ fn bearer(value: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
 }
+
+/// Read buffer of a WebSocket connection (a client sends little: `subscribe`, `complete`, `pong`).
+const WS_READ_BUFFER: usize = 4 << 10;
+/// Most a WebSocket's write buffer may hold; messages are written out one at a time within the send timeout.
+const WS_MAX_WRITE_BUFFER: usize = 1 << 20;
 
 /// What an unauthenticated client is told.
 const TOKEN_REQUIRED: &str = "a valid bearer token is required";
@@ -316,8 +322,15 @@ async fn graphql_ws(
         return too_many_streams();
     };
     let id = app.next_id();
+    let max_message = app.limits.max_body_bytes;
     upgrade
         .protocols([protocol.sec_websocket_protocol()])
+        // Per-connection buffers: small, and bounded (the defaults are 128 KiB each way and 64 MiB messages).
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             serve_socket(app, socket, protocol, preauthorized, permit)
                 .instrument(info_span!("ws", connection = id))
@@ -341,8 +354,11 @@ async fn serve_socket(
     permit: OwnedSemaphorePermit,
 ) {
     let (mut sink, stream) = socket.split();
+    // The input ends at an error or at the client's Close frame; the server then closes too.
     let input = stream
-        .take_while(|message| futures::future::ready(message.is_ok()))
+        .take_while(|message| {
+            futures::future::ready(matches!(message, Ok(m) if !matches!(m, Message::Close(_))))
+        })
         .filter_map(|message| {
             futures::future::ready(match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => Some(message.into_data()),
@@ -386,6 +402,8 @@ async fn serve_socket(
             }
         }
     }
+    // The closing handshake's reply, or a close of our own; a client that does not take it is not waited for.
+    let _ = tokio::time::timeout(send_timeout, sink.close()).await;
     drop(permit);
     info!("disconnected");
 }

@@ -7,10 +7,12 @@ commit interval, so every output the tests see was emitted by a flush between co
 
 - gql: a `campaignMetricsUpdated` subscription receives the row of a produced impression (its correlation id and
   the count); a request without a token is refused with 401; an introspection query nested past the depth limit is
-  refused with a GraphQL error; a connection's subscription past its limit is refused with a GraphQL error.
+  refused with a GraphQL error; a connection's subscription past its limit (3: the dashboard's own three fit) is
+  refused with a GraphQL error.
 - SSE: the alerts stream delivers the alert a produced impression raises.
 - Browser: the dashboard shows the campaign's row and its budget alert, and after one more impression the alert's
-  change, with the values of the compacted topics' latest rows; the screenshot is saved as a test artifact
+  change, with the values of the compacted topics' latest rows (the job evaluates alerts at its watermark, which
+  exists once the partitions without events, clicks and credits, went idle: 30 s after the job started); the screenshot is saved as a test artifact
   (`$ADSTREAM_ARTIFACTS`, default `$CARGO_TARGET_DIR/test-artifacts`).
 """
 
@@ -46,7 +48,7 @@ def stack(adstream_bin, bootstrap, registry, tmp_path_factory):
     topology = api_stack.apply_topology(adstream_bin, bootstrap, registry, str(directory), prefix)
     job = api_stack.start_job(adstream_bin, bootstrap, registry, topology, prefix, flush_ms=10, commit_ms=60_000)
     server = api_stack.ApiServer(adstream_bin, bootstrap, registry, topology, TOKEN,
-                                 flags=["--max-subscriptions-per-connection", "2"])
+                                 flags=["--max-subscriptions-per-connection", "3"])
     producer = api_stack.EventProducer(bootstrap, registry, prefix)
     yield prefix, producer, server
     server.stop()
@@ -159,7 +161,7 @@ def test_subscriptions_past_the_per_connection_limit_are_refused(stack):
                 async for _ in session.subscribe(subscription):
                     pass
 
-            holders = [asyncio.create_task(hold()) for _ in range(2)]
+            holders = [asyncio.create_task(hold()) for _ in range(3)]
             await asyncio.sleep(0.5)
             try:
                 with pytest.raises(TransportQueryError) as refused:
@@ -170,7 +172,7 @@ def test_subscriptions_past_the_per_connection_limit_are_refused(stack):
                 for task in holders:
                     task.cancel()
 
-    assert "too many subscriptions on this connection: at most 2" in asyncio.run(scenario())
+    assert "too many subscriptions on this connection: at most 3" in asyncio.run(scenario())
 
 
 def test_server_sent_events_stream_the_alerts(stack):
@@ -301,6 +303,13 @@ def test_dashboard_shows_the_campaign_and_its_alert_change_live(stack, bootstrap
         path = os.path.join(_artifacts(), "dashboard.png")
         assert driver.save_screenshot(path)
         print(f"screenshot: {path}")
+    except BaseException:
+        # What the page showed when it failed, and what its console said, beside the other artifacts.
+        driver.save_screenshot(os.path.join(_artifacts(), "dashboard-failed.png"))
+        print("dashboard status:", driver.execute_script("return document.querySelector('#status').textContent"))
+        print("alerts shown:", _alerts(driver, campaign))
+        print("server log:", server.stderr()[-4000:])
+        raise
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
