@@ -452,7 +452,7 @@ async fn prepare_inputs(
 
     let producer = EventProducer::connect(&ProducerSettings {
         kafka: kafka.config.clone(),
-        registry_url: registry_url.to_owned(),
+        registry: registry_url.into(),
         topics: topics.clone(),
         source: "/adstream/bench".into(),
         connect_timeout: Duration::from_secs(10),
@@ -911,7 +911,7 @@ mod latency {
         create_outputs(kafka, &app).await?;
         let producer = EventProducer::connect(&ProducerSettings {
             kafka: kafka.config.clone(),
-            registry_url: registry_url.to_owned(),
+            registry: registry_url.into(),
             topics: topics.clone(),
             source: "/adstream/bench-latency".into(),
             connect_timeout: Duration::from_secs(10),

@@ -99,7 +99,7 @@ async fn main() -> Result<()> {
     };
     let settings = |topics: EventTopics| ProducerSettings {
         kafka: kafka.clone(),
-        registry_url: registry_url.clone(),
+        registry: registry_url.clone().into(),
         topics,
         source: "/adstream/bench".into(),
         connect_timeout: Duration::from_secs(10),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{RegistryFlags, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -30,10 +30,34 @@ struct Cli {
     /// Schema registry URL [default: http://127.0.0.1:8081].
     #[arg(long, global = true, env = "ADSTREAM_REGISTRY_URL")]
     registry_url: Option<String>,
-    /// YAML config file with `bootstrap_servers`, `registry_url` and a `kafka:` map of librdkafka properties.
+    /// Schema registry basic auth `USER:PASSWORD` (Confluent's `basic.auth.user.info`; on Confluent Cloud
+    /// `API_KEY:API_SECRET`). Prefer the environment variable: a flag shows in process listings.
+    #[arg(
+        long,
+        global = true,
+        env = "ADSTREAM_REGISTRY_BASIC_AUTH_USER_INFO",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD"
+    )]
+    registry_basic_auth_user_info: Option<String>,
+    /// Schema registry bearer token (Confluent's `bearer.auth.token`), instead of basic auth.
+    #[arg(
+        long,
+        global = true,
+        env = "ADSTREAM_REGISTRY_BEARER_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    registry_bearer_auth_token: Option<String>,
+    /// PEM file of CA certificates trusted for the registry's HTTPS besides the system's roots.
+    #[arg(long, global = true, env = "ADSTREAM_REGISTRY_SSL_CA_LOCATION")]
+    registry_ca_location: Option<PathBuf>,
+    /// YAML config file with `bootstrap_servers`, `registry_url`, a `kafka:` map of librdkafka properties and a
+    /// `registry:` map (`basic.auth.user.info`, `bearer.auth.token`, `ssl.ca.location`).
     #[arg(long, global = true, env = "ADSTREAM_CONFIG")]
     config: Option<PathBuf>,
-    /// Extra librdkafka property `key=value` for every Kafka client (repeatable), e.g. -X security.protocol=SSL.
+    /// Extra librdkafka property `key=value` for every Kafka client (repeatable), e.g. -X security.protocol=SSL;
+    /// `ADSTREAM_KAFKA_SASL_PASSWORD`-style variables set properties too (below -X, above the config file).
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
     kafka_property: Vec<String>,
     #[command(subcommand)]
@@ -294,8 +318,15 @@ async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(
         cli.bootstrap_servers,
         cli.registry_url,
+        RegistryFlags {
+            basic_auth_user_info: cli.registry_basic_auth_user_info,
+            bearer_auth_token: cli.registry_bearer_auth_token,
+            ca_location: cli.registry_ca_location,
+        },
         cli.config.as_deref(),
         &cli.kafka_property,
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
     )?;
     match cli.command {
         Command::Registry(RegistryCommand::Serve { listen, topic }) => {

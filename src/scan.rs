@@ -25,7 +25,7 @@ impl ScanArgs {
     pub fn open_source(&self, settings: &Settings) -> Result<Arc<KafkaSource>> {
         Ok(adstream_query::session::open_source(
             settings.kafka_config(),
-            &settings.registry_url,
+            &settings.registry,
             Duration::from_secs(self.max_lateness_hours.saturating_mul(3600)),
         )?)
     }

@@ -18,11 +18,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adstream_backtest::{engine, Dataflow, History, Period, Strategy};
+use adstream_backtest::{engine, Dataflow, Period, Strategy};
 use adstream_processors::jobs::{entry, JobRegistry};
 use adstream_producers::generator::GeneratorConfig;
-use adstream_query::source::KafkaSource;
-use adstream_schemas::outputs::{AttributedConversion, CampaignMetrics, CreativeFatigue};
+use adstream_schemas::outputs::CreativeFatigue;
 use adstream_topology::Topology;
 use apache_avro::Schema;
 use datafusion::arrow::array::{Array, StringArray};
@@ -38,24 +37,7 @@ use high_cost_clicks::HighCostClicksDefinition;
 #[path = "../processors/tests/adding_a_job/high_cost_clicks.rs"]
 mod high_cost_clicks;
 use common::recompute::{self, produce_generator, read_committed_records};
-use common::{start_registry, unique};
-
-/// Latest value per key of a list of (key, value) records, tombstones and markers applied as compaction would.
-fn compact(records: Vec<recompute::KeyValue>) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut table = BTreeMap::new();
-    for (key, value) in records {
-        match (key, value) {
-            (Some(key), Some(value)) => {
-                table.insert(key, value);
-            }
-            (Some(key), None) => {
-                table.remove(&key);
-            }
-            _ => {}
-        }
-    }
-    table
-}
+use common::{start_registry, unique, verdict};
 
 /// `table` decoded with `schema`, each row passed through `normalize` (which clears the commit-schedule fields).
 fn decoded<T: DeserializeOwned>(
@@ -72,64 +54,6 @@ fn decoded<T: DeserializeOwned>(
             (String::from_utf8_lossy(key).into_owned(), row)
         })
         .collect()
-}
-
-/// Compares what the live job left in `topic` (latest per key) with the simulated `table`, field by field, and
-/// fails on any difference outside `ignored`; the counts of differing fields, ignored ones included, are printed.
-///
-/// Ignored fields say when something happened, not what: `revision` counts emissions and `emitted_at` /
-/// `attributed_at` are the commit's clock (wall clock live, event time simulated). `corrections` counts events
-/// that reached a window after it was final, which depends on how far the task's watermark had moved when the
-/// event was read: live, that is how the consumer's fetches interleaved the task's partitions; simulated, the
-/// timestamp merge. `correlation_id` names the last event that changed a row, and which of two events of a task
-/// (an impression and a click, on different topics) is handled last depends on the same interleaving. Both are
-/// valid runs of the same job over the same records: the figures in the rows match, those two fields may not.
-fn compare(topic: &str, table: &BTreeMap<Vec<u8>, Vec<u8>>, schema: &str, ignored: &[&str]) {
-    let live = compact(tokio::task::block_in_place(|| {
-        read_committed_records(topic)
-    }));
-    let as_json = |table: &BTreeMap<Vec<u8>, Vec<u8>>| -> BTreeMap<String, serde_json::Value> {
-        decoded::<serde_json::Value>(table, schema, |_| {})
-    };
-    let (live, simulated) = (as_json(&live), as_json(table));
-    assert!(!live.is_empty(), "{topic} is empty");
-    let mut differing: BTreeMap<String, usize> = BTreeMap::new();
-    let mut example = None;
-    for (key, row) in &live {
-        let Some(other) = simulated.get(key) else {
-            *differing
-                .entry("(key missing from the simulation)".into())
-                .or_default() += 1;
-            continue;
-        };
-        for (field, value) in row.as_object().into_iter().flatten() {
-            if other.get(field) != Some(value) {
-                *differing.entry(field.clone()).or_default() += 1;
-                if !ignored.contains(&field.as_str()) && example.is_none() {
-                    example = Some((
-                        key.clone(),
-                        field.clone(),
-                        value.clone(),
-                        other.get(field).cloned(),
-                    ));
-                }
-            }
-        }
-    }
-    let extra = simulated.keys().filter(|k| !live.contains_key(*k)).count();
-    eprintln!(
-        "{topic}: {} rows live, {} simulated; rows differing per field: {differing:?}",
-        live.len(),
-        simulated.len()
-    );
-    let unexpected: Vec<_> = differing
-        .keys()
-        .filter(|f| !ignored.contains(&f.as_str()))
-        .collect();
-    assert!(
-        unexpected.is_empty() && extra == 0,
-        "{topic}: {extra} keys only simulated, fields differing {unexpected:?}, e.g. {example:?}"
-    );
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -175,12 +99,6 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         );
     }
 
-    let flow = Dataflow::resolve(
-        &Topology::load(&topology_path).expect("topology"),
-        &JobRegistry::builtin(),
-        &[],
-    )
-    .expect("the topology's processors");
     let period = Period {
         from_ms: first,
         to_ms: last + 1,
@@ -194,53 +112,16 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         "pause",
     )
     .expect("pause");
-    let runtime = tokio::runtime::Handle::current();
-    let runs = tokio::task::block_in_place(|| {
-        let source = KafkaSource::new(recompute::kafka(), &registry.url).expect("source");
-        let history =
-            History::read(&source, &flow, period, runtime, &mut |_, _| {}).expect("history");
-        let runs = engine::run_all(
-            &history,
-            &flow,
-            &[live, same, pause],
-            period,
-            &mut |_, _, _| {},
-        )
-        .expect("runs");
-        (runs, history)
+    let (runs, history) = tokio::task::block_in_place(|| {
+        verdict::replay(&registry.url, &topology_path, period, &[live, same, pause])
     });
-    let (runs, history) = runs;
     let (live, same, pause) = (&runs[0], &runs[1], &runs[2]);
 
     // 1. The live configuration reproduces the live outputs exactly, but for the fields that record the commit
-    // schedule and `corrections` (see `compare`).
-    for topic in [&topics.hourly, &topics.daily] {
-        compare(
-            topic,
-            &live.writer_of(topic).expect("replayed").compacted(topic),
-            CampaignMetrics::SCHEMA,
-            &["revision", "emitted_at", "corrections", "correlation_id"],
-        );
-    }
-    compare(
-        &topics.attributed,
-        &live
-            .writer_of(&topics.attributed)
-            .expect("replayed")
-            .compacted(&topics.attributed),
-        AttributedConversion::SCHEMA,
-        &["attributed_at"],
-    );
-    // Every field of the assessment, the 24 hourly points and the decay curve included.
-    compare(
-        &topics.fatigue,
-        &live
-            .writer_of(&topics.fatigue)
-            .expect("replayed")
-            .compacted(&topics.fatigue),
-        CreativeFatigue::SCHEMA,
-        &["emitted_at", "correlation_id"],
-    );
+    // schedule and `corrections` (see `verdict::against_replay`); fatigue to every field of the assessment, the
+    // 24 hourly points and the decay curve included.
+    let verdicts = tokio::task::block_in_place(|| verdict::against_replay(live, &topics, false));
+    verdict::assert_exact(&verdicts);
     let fatigue = |row: &mut CreativeFatigue| row.emitted_at = 0;
 
     // 2. The same configuration twice: zero deltas, no actions.

@@ -11,19 +11,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use adstream_schemas::outputs::{self, CampaignMetrics};
-use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
 use common::jobs::{apply_private_topology, start_job, wait_for_end};
-use common::recompute::{
-    self, differences, produce_generated_events, read_committed_records, recompute,
-};
-use common::{start_registry, unique};
+use common::recompute::produce_generated_events;
+use common::{start_registry, unique, verdict};
 
 /// Restarts the broker through the project script, if the script manages it. Returns whether it did.
 fn restart_broker() -> bool {
@@ -86,55 +81,9 @@ async fn outputs_stay_exact_when_the_job_is_killed_and_the_broker_restarts() {
         "the final run",
     );
 
-    let expected = tokio::task::block_in_place(|| recompute(&topics));
-    let actual = tokio::task::block_in_place(|| recompute::outputs(&topics));
-    let problems = differences(&expected, &actual);
-    assert!(
-        problems.is_empty(),
-        "{} difference(s) after {kills} kills: {:?}",
-        problems.len(),
-        &problems[..problems.len().min(5)]
-    );
-
-    // Revisions per key: 1, 2, 3, ... as a read_committed reader sees them.
-    let schema = Schema::parse_str(outputs::CAMPAIGN_METRICS_AVSC).expect("schema");
-    for topic in [&topics.hourly, &topics.daily] {
-        let mut revisions: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-        for (key, value) in tokio::task::block_in_place(|| read_committed_records(topic)) {
-            let row: CampaignMetrics = recompute::decode(&schema, &value.expect("value"));
-            let key = key.expect("key");
-            let last = revisions.entry(key.clone()).or_insert(0);
-            assert_eq!(
-                row.revision,
-                *last + 1,
-                "{topic} {}: revision {} after {}",
-                String::from_utf8_lossy(&key),
-                row.revision,
-                last
-            );
-            *last = row.revision;
-        }
-    }
-    // Window counts in the changelog never go backwards.
-    let changelog = format!("{processor}-windows-changelog");
-    let mut counts: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
-    for (key, value) in tokio::task::block_in_place(|| read_committed_records(&changelog)) {
-        let (Some(key), Some(value)) = (key, value) else {
-            continue;
-        };
-        let row: serde_json::Value = serde_json::from_slice(&value).expect("changelog JSON");
-        let now = (
-            row["impressions"].as_u64().expect("impressions"),
-            row["clicks"].as_u64().expect("clicks"),
-        );
-        let before = counts.entry(key.clone()).or_insert((0, 0));
-        assert!(
-            now.0 >= before.0 && now.1 >= before.1,
-            "changelog {}: counts went from {before:?} to {now:?}",
-            String::from_utf8_lossy(&key)
-        );
-        *before = now;
-    }
+    let verdicts = tokio::task::block_in_place(|| verdict::campaign_metrics(&topics, &processor));
+    eprintln!("{}", verdict::table(&verdicts));
+    verdict::assert_exact(&verdicts);
     assert!(kills >= 5);
     let _ = std::fs::remove_dir_all(dir);
     eprintln!("killed {kills} times, broker restarted: {broker_restarted}");

@@ -1,34 +1,46 @@
 //! The job's operations surface, through the binary: `/healthz`, `/readyz` once partitions are restored,
-//! Prometheus `/metrics` with per-topic counts, lag and latency, and a clean exit on SIGTERM.
+//! Prometheus `/metrics` with per-topic counts, lag and latency (and every metric the Helm chart's alert rules and
+//! dashboard query), and a clean exit on SIGTERM.
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::jobs::{adstream, apply_private_topology, start_job};
 use common::recompute::produce_generated_events;
-use common::{start_registry, unique};
+use common::{free_port, get, sample, start_registry, unique};
 
-/// A port free on loopback right now (bind, read, release).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The metric names (`adstream_…` words) in the chart's alert rules and Grafana dashboard.
+fn chart_metric_names() -> BTreeSet<String> {
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/adstream/files");
+    let mut names = BTreeSet::new();
+    for file in ["alerts.yaml", "dashboard.json"] {
+        let text = std::fs::read_to_string(files.join(file)).expect("chart file");
+        for (start, _) in text.match_indices("adstream_") {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// The value of the first sample of `metric` whose labels contain `labels`.
-fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l.contains(labels))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+/// Whether `name` is in the exposition `text`: a sample of it, or its family's `# TYPE` line (a counter that has not
+/// counted yet, such as the dead letters of a clean run, is declared without samples).
+fn exported(text: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            || line
+                .strip_prefix("# TYPE ")
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.starts_with(' '))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +100,14 @@ async fn metrics_readiness_and_sigterm() {
     assert!(sample(&text, "adstream_event_time_latency_seconds_count", "").unwrap_or(0.0) > 0.0);
     assert!(text.contains("# TYPE adstream_processing_latency_seconds histogram"));
     assert!(sample(&text, "adstream_job_applied_events_total", "").unwrap_or(0.0) > 0.0);
+    // Every metric the chart's alert rules and dashboard query is one this job exports.
+    let names = chart_metric_names();
+    assert!(names.len() >= 10, "too few names found: {names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !exported(&text, n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the chart uses {missing:?}, not in\n{text}"
+    );
 
     // SIGTERM: the job commits, leaves the group and exits 0 with its summary.
     let pid = job.id().to_string();

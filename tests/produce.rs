@@ -64,7 +64,7 @@ async fn create_topics(prefix: &str, impression_configs: &[(&str, &str)]) -> Eve
 fn settings(topics: EventTopics, registry_url: &str) -> ProducerSettings {
     ProducerSettings {
         kafka: kafka(),
-        registry_url: registry_url.to_string(),
+        registry: registry_url.into(),
         topics,
         source: "/adstream/test".into(),
         connect_timeout: Duration::from_secs(10),

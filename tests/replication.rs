@@ -11,14 +11,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use common::jobs::{adstream, apply_topology, topology_yaml, wait_for_end};
-use common::{start_registry, unique};
-
-/// The cluster's bootstrap servers: `ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS`, else those `dev/kafka` gives it.
-fn cluster() -> String {
-    std::env::var("ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS")
-        .unwrap_or_else(|_| "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094".into())
-}
+use common::jobs::{adstream, apply_topology, replicated, topology_yaml, wait_for_end};
+use common::{cluster, start_registry, unique};
 
 /// Replicas of each partition and `min.insync.replicas` of every topic whose name contains `part`.
 async fn replication(
@@ -70,10 +64,7 @@ async fn declared_and_internal_topics_follow_the_topology_on_three_brokers() {
     let dir = std::env::temp_dir().join(unique("replication-topology"));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let path = dir.join("topology.yaml");
-    let yaml = topology_yaml(&prefix, &processor).replace(
-        "  replication_factor: 1\n",
-        "  replication_factor: 3\n  min_insync_replicas: 2\n",
-    );
+    let yaml = replicated(&topology_yaml(&prefix, &processor));
     std::fs::write(&path, yaml).expect("write topology");
     let path = path.to_str().expect("utf-8 path");
     let cluster = cluster();

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use adstream_kafka::read::{partition_count, read_to_end, reader_config, ReadError, ReadOptions};
-use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::registry_client::{RegistryClient, RegistrySettings, DEFAULT_TIMEOUT};
 use adstream_kafka::QuietEof;
 use adstream_processors::runtime::{DecodeError, SchemaCache, TypedDecoder};
 use adstream_schemas::events::{AvroRecord, Campaign};
@@ -138,7 +138,7 @@ fn is_watermark_marker(message: &BorrowedMessage<'_>) -> bool {
 pub fn spawn(
     sources: &Sources,
     kafka: &ClientConfig,
-    registry_url: &str,
+    registry: &RegistrySettings,
     hub: Arc<Hub>,
     runtime: tokio::runtime::Handle,
     shutdown: Arc<AtomicBool>,
@@ -159,8 +159,8 @@ pub fn spawn(
             .ok_or_else(|| MaterialiseError::MissingTopic(topic.clone()))?;
         partitions.push((topic.clone(), *kind, count));
     }
-    let registry =
-        RegistryClient::new(registry_url).map_err(|e| MaterialiseError::Setup(e.to_string()))?;
+    let registry = RegistryClient::connect(registry, DEFAULT_TIMEOUT)
+        .map_err(|e| MaterialiseError::Setup(e.to_string()))?;
     let decoders = Decoders::new(registry, runtime)?;
     std::thread::Builder::new()
         .name("api-materialise".to_owned())

@@ -186,7 +186,7 @@ pub async fn serve(
     let reader = materialise::spawn(
         &settings.sources,
         &settings.kafka,
-        &settings.registry_url,
+        &settings.registry,
         hub.clone(),
         tokio::runtime::Handle::current(),
         stop.clone(),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistrySettings;
 use adstream_schemas::events::{AvroRecord, Campaign};
 use adstream_schemas::outputs::{
     AttributionCredit, CampaignAlert, CampaignMetrics, CreativeFatigue,
@@ -121,6 +122,6 @@ pub struct ApiSettings {
     pub sources: Sources,
     /// Base Kafka client config (bootstrap servers, pass-through properties).
     pub kafka: ClientConfig,
-    /// Schema registry URL, for the writer schemas of the records read.
-    pub registry_url: String,
+    /// The schema registry (URL, credentials, CA), for the writer schemas of the records read.
+    pub registry: RegistrySettings,
 }

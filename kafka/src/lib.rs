@@ -18,4 +18,4 @@ pub mod produce;
 pub mod read;
 pub mod registry_client;
 
-pub use context::{is_end_of_partition, QuietEof};
+pub use context::{is_end_of_partition, is_transient_consumer_error, QuietEof};

@@ -15,6 +15,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::is_transient_consumer_error;
+
 /// How [`read_to_end`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -258,7 +260,9 @@ pub fn read_to_end<C: ConsumerContext, E>(
                 open.remove(&partition);
                 last_progress = Instant::now();
             }
-            Some(Err(error)) if options.tolerate_errors => {
+            // A broker restarting or a leader moving: librdkafka reconnects by itself, the stall timeout bounds
+            // the wait (a restore failed on the first such error when a broker of the cluster was killed).
+            Some(Err(error)) if options.tolerate_errors || is_transient_consumer_error(&error) => {
                 tracing::warn!(topic, %error, "while reading to the end");
             }
             Some(Err(source)) => {

@@ -1,6 +1,11 @@
 //! A small client of the Confluent Schema Registry REST API, for adstream's own tools (`adstream schemas
-//! register|check`). It works against adstream's registry, Confluent Schema Registry and Karapace alike.
+//! register|check`). It works against adstream's registry, Confluent Schema Registry and Karapace alike, over HTTP or
+//! HTTPS (rustls; the system's roots plus an optional CA bundle), with basic-auth or bearer credentials as managed
+//! registries (Confluent Cloud's API key and secret) require. [`RegistrySettings`] holds them in the terms of
+//! Confluent's clients: `basic.auth.user.info`, `bearer.auth.token`, `ssl.ca.location`.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Method, Url};
@@ -41,6 +46,17 @@ pub enum RegistryClientError {
         code: Option<u32>,
         /// The registry's message, or the start of the body.
         message: String,
+    },
+    /// `basic.auth.user.info` is not `USER:PASSWORD`.
+    #[error("invalid schema registry credentials: basic.auth.user.info must be USER:PASSWORD")]
+    InvalidUserInfo,
+    /// The CA bundle (`ssl.ca.location`) cannot be read or holds no PEM certificate.
+    #[error("invalid schema registry CA bundle {}: {reason}", path.display())]
+    InvalidCa {
+        /// The bundle's path.
+        path: PathBuf,
+        /// Why it is unusable.
+        reason: String,
     },
     /// The registry answered something that is not the API's JSON.
     #[error("unexpected answer from the schema registry for {url}: {reason}")]
@@ -91,9 +107,10 @@ impl RegistryClientError {
             {
                 FailureKind::Retriable
             }
-            RegistryClientError::Http { .. } | RegistryClientError::InvalidUrl { .. } => {
-                FailureKind::Refused
-            }
+            RegistryClientError::Http { .. }
+            | RegistryClientError::InvalidUrl { .. }
+            | RegistryClientError::InvalidUserInfo
+            | RegistryClientError::InvalidCa { .. } => FailureKind::Refused,
             RegistryClientError::Unreachable { .. } | RegistryClientError::BadResponse { .. } => {
                 FailureKind::Retriable
             }
@@ -124,11 +141,107 @@ pub struct CompatibilityResult {
     pub messages: Vec<String>,
 }
 
+/// How a client proves who it is to the registry.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// No credentials (or those in the URL's user info, Confluent's `basic.auth.credentials.source=URL`).
+    #[default]
+    None,
+    /// HTTP basic auth (Confluent's `basic.auth.user.info`; on Confluent Cloud the API key and secret).
+    Basic {
+        /// User name or API key.
+        user: String,
+        /// Password or API secret.
+        password: String,
+    },
+    /// A bearer token (Confluent's `bearer.auth.token`).
+    Bearer(String),
+}
+
+impl RegistryAuth {
+    /// Basic auth from Confluent's `basic.auth.user.info` form `USER:PASSWORD` (the password may contain `:`).
+    pub fn from_user_info(user_info: &str) -> Result<RegistryAuth, RegistryClientError> {
+        match user_info.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(RegistryAuth::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }),
+            _ => Err(RegistryClientError::InvalidUserInfo),
+        }
+    }
+}
+
+// Written out so that a logged config never shows a secret.
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryAuth::None => f.write_str("None"),
+            RegistryAuth::Basic { user, .. } => {
+                write!(f, "Basic {{ user: {user:?}, password: *** }}")
+            }
+            RegistryAuth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// Where a registry is and how to reach it: everything a [`RegistryClient`] needs besides its timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Base URL, `http://` or `https://`. User info in it (`https://KEY:SECRET@host`) is taken as basic auth when
+    /// [`RegistrySettings::auth`] is [`RegistryAuth::None`], and never shown in errors.
+    pub url: String,
+    /// Credentials sent with every request.
+    pub auth: RegistryAuth,
+    /// PEM file of CA certificates trusted besides the system's roots (Confluent's
+    /// `schema.registry.ssl.ca.location`), for a registry whose certificate a private CA signed.
+    pub ca_location: Option<PathBuf>,
+}
+
+impl RegistrySettings {
+    /// The URL for messages and logs: without user info, so that credentials given in it are never shown.
+    pub fn shown_url(&self) -> String {
+        match Url::parse(&self.url) {
+            Ok(mut url) => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => self.url.clone(),
+        }
+    }
+}
+
+impl From<&str> for RegistrySettings {
+    fn from(url: &str) -> RegistrySettings {
+        RegistrySettings {
+            url: url.to_owned(),
+            ..RegistrySettings::default()
+        }
+    }
+}
+
+impl From<&String> for RegistrySettings {
+    fn from(url: &String) -> RegistrySettings {
+        RegistrySettings::from(url.as_str())
+    }
+}
+
+impl From<String> for RegistrySettings {
+    fn from(url: String) -> RegistrySettings {
+        RegistrySettings {
+            url,
+            ..RegistrySettings::default()
+        }
+    }
+}
+
 /// A client of one registry.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// The base URL without user info.
     base: Url,
+    auth: RegistryAuth,
 }
 
 #[derive(Deserialize)]
@@ -153,20 +266,45 @@ impl RegistryClient {
         base_url: &str,
         timeout: Duration,
     ) -> Result<RegistryClient, RegistryClientError> {
+        RegistryClient::connect(&RegistrySettings::from(base_url), timeout)
+    }
+
+    /// A client of the registry `settings` describe, with its credentials and CA bundle; requests fail after
+    /// `timeout`.
+    pub fn connect(
+        settings: &RegistrySettings,
+        timeout: Duration,
+    ) -> Result<RegistryClient, RegistryClientError> {
+        let base_url = settings.url.as_str();
         let invalid = |reason: String| RegistryClientError::InvalidUrl {
             url: base_url.to_owned(),
             reason,
         };
-        let base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+        let mut base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(invalid("expected an http:// or https:// URL".to_owned()));
         }
-        let http = reqwest::Client::builder()
+        let mut auth = settings.auth.clone();
+        if !base.username().is_empty() {
+            if auth == RegistryAuth::None {
+                auth = RegistryAuth::Basic {
+                    user: percent_decoded(base.username()),
+                    password: percent_decoded(base.password().unwrap_or_default()),
+                };
+            }
+            // Stripped so that no error message or log line carries the secret; an http(s) base URL always
+            // accepts this.
+            let _ = base.set_username("");
+            let _ = base.set_password(None);
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| invalid(error_chain(&e)))?;
-        Ok(RegistryClient { http, base })
+            .connect_timeout(timeout);
+        if let Some(path) = &settings.ca_location {
+            builder = builder.tls_certs_merge(ca_bundle(path)?);
+        }
+        let http = builder.build().map_err(|e| invalid(error_chain(&e)))?;
+        Ok(RegistryClient { http, base, auth })
     }
 
     /// The registry's base URL.
@@ -322,6 +460,11 @@ impl RegistryClient {
             reqwest::header::ACCEPT,
             "application/vnd.schemaregistry.v1+json, application/json",
         );
+        request = match &self.auth {
+            RegistryAuth::None => request,
+            RegistryAuth::Basic { user, password } => request.basic_auth(user, Some(password)),
+            RegistryAuth::Bearer(token) => request.bearer_auth(token),
+        };
         if let Some(body) = body {
             request = request
                 .header(
@@ -346,12 +489,24 @@ impl RegistryClient {
                 }) => (error_code, message),
                 None => (None, None),
             };
+            // A proxy's HTML page spans lines: its words on one line keep the error a one-liner.
+            let message = message.unwrap_or_else(|| {
+                let body: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+                body.split_whitespace().collect::<Vec<_>>().join(" ")
+            });
+            // A proxy's or gateway's 401/403 page says little; name the settings that fix it.
+            let message = match (status.as_u16(), &self.auth) {
+                (401 | 403, RegistryAuth::None) => format!(
+                    "the registry wants credentials (basic.auth.user.info or bearer.auth.token): {message}"
+                ),
+                (401 | 403, _) => format!("the registry refused the credentials: {message}"),
+                _ => message,
+            };
             return Err(RegistryClientError::Http {
                 url: shown,
                 status: status.as_u16(),
                 code,
-                message: message
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                message,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| RegistryClientError::BadResponse {
@@ -365,6 +520,46 @@ impl RegistryClient {
             ),
         })
     }
+}
+
+/// The certificates of the PEM file at `path`.
+fn ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryClientError> {
+    let invalid = |reason: String| RegistryClientError::InvalidCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(error_chain(&e)))?;
+    if certificates.is_empty() {
+        return Err(invalid("no PEM certificate in the file".to_owned()));
+    }
+    Ok(certificates)
+}
+
+/// A URL's user-info part with its percent-escapes (`%40` for `@` in an API secret) undone.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An error and its causes on one line (reqwest's own message omits the cause, e.g. "connection refused").
@@ -394,6 +589,50 @@ mod tests {
             url.as_str(),
             "http://127.0.0.1:8081/prefix/subjects/a%2Fb%20c/versions?verbose=true"
         );
+    }
+
+    #[test]
+    fn user_info_in_the_url_becomes_basic_auth_and_leaves_the_url() {
+        let client = RegistryClient::new("https://key:se%40cret@registry.example:8081/").unwrap();
+        assert_eq!(client.base_url(), "https://registry.example:8081/");
+        assert_eq!(
+            client.auth,
+            RegistryAuth::Basic {
+                user: "key".into(),
+                password: "se@cret".into()
+            }
+        );
+        assert!(!format!("{client:?}").contains("se@cret"));
+    }
+
+    #[test]
+    fn user_info_must_be_user_colon_password() {
+        assert_eq!(
+            RegistryAuth::from_user_info("key:a:b").unwrap(),
+            RegistryAuth::Basic {
+                user: "key".into(),
+                password: "a:b".into()
+            }
+        );
+        for bad in ["nocolon", ":secret", ""] {
+            assert!(
+                matches!(
+                    RegistryAuth::from_user_info(bad),
+                    Err(RegistryClientError::InvalidUserInfo)
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_ca_bundle_is_named() {
+        let settings = RegistrySettings {
+            ca_location: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..RegistrySettings::from("https://127.0.0.1:1")
+        };
+        let error = RegistryClient::connect(&settings, DEFAULT_TIMEOUT).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 
     #[test]

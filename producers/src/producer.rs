@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adstream_kafka::produce::send_waiting_for_room;
-use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::registry_client::{RegistryClient, RegistrySettings};
 use adstream_schemas::events::AvroRecord;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
@@ -124,8 +124,8 @@ pub struct ProducerSettings {
     /// Base client config (bootstrap servers and pass-through properties); producer defaults are added unless the
     /// base already sets them.
     pub kafka: ClientConfig,
-    /// Schema registry URL.
-    pub registry_url: String,
+    /// The schema registry: URL, credentials, CA bundle.
+    pub registry: RegistrySettings,
     /// Where records go.
     pub topics: EventTopics,
     /// CloudEvents `ce_source` of every record, e.g. `/adstream/generator`.
@@ -361,7 +361,7 @@ impl EventProducer {
                 return Err(ProduceError::MissingTopic(topic.clone()));
             }
         }
-        let registry = Registry::new(&settings.registry_url, settings.connect_timeout)?;
+        let registry = Registry::new(&settings.registry, settings.connect_timeout)?;
         use adstream_schemas::events::{AdClick, AdImpression, Campaign, Conversion, Creative};
         let schemas = EventSchemas {
             impressions: registry
@@ -478,15 +478,16 @@ struct Registry {
 }
 
 impl Registry {
-    fn new(url: &str, timeout: Duration) -> Result<Self, ProduceError> {
+    fn new(settings: &RegistrySettings, timeout: Duration) -> Result<Self, ProduceError> {
         let client =
-            RegistryClient::with_timeout(url, timeout).map_err(|e| ProduceError::Registry {
-                url: url.to_string(),
+            RegistryClient::connect(settings, timeout).map_err(|e| ProduceError::Registry {
+                url: String::new(),
                 subject: String::new(),
                 message: e.to_string(),
             })?;
         Ok(Self {
-            url: url.to_string(),
+            // The client's URL: user info (credentials) stripped.
+            url: client.base_url().to_owned(),
             client,
         })
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistrySettings;
 use adstream_topology::Topology;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
@@ -24,14 +25,14 @@ pub enum SessionError {
     Thread(#[from] tokio::task::JoinError),
 }
 
-/// A Kafka source reading with `config` and decoding with the registry at `registry_url`; a time-range query
+/// A Kafka source reading with `config` and decoding with `registry`'s schemas; a time-range query
 /// finds records written up to `max_lateness` behind newer records of their partition.
 pub fn open_source(
     config: ClientConfig,
-    registry_url: &str,
+    registry: &RegistrySettings,
     max_lateness: Duration,
 ) -> Result<Arc<KafkaSource>, QueryError> {
-    let source = KafkaSource::new(config, registry_url)?.with_max_lateness(max_lateness);
+    let source = KafkaSource::new(config, registry.clone())?.with_max_lateness(max_lateness);
     Ok(Arc::new(source))
 }
 

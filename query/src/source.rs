@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adstream_kafka::read;
-use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::registry_client::{RegistryClient, RegistrySettings, DEFAULT_TIMEOUT};
 use adstream_kafka::QuietEof;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -82,11 +82,18 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// A source reading with the base client `config` (bootstrap servers, security) and the registry at
-    /// `registry_url`. Reads are `read_committed`: aborted transactions of the processors are never seen.
-    pub fn new(config: ClientConfig, registry_url: &str) -> Result<KafkaSource, QueryError> {
-        let registry = RegistryClient::new(registry_url).map_err(|e| QueryError::Registry {
-            subject: registry_url.to_owned(),
-            message: e.to_string(),
+    /// `registry` (URL, credentials, CA bundle). Reads are `read_committed`: aborted transactions of the
+    /// processors are never seen.
+    pub fn new(
+        config: ClientConfig,
+        registry: impl Into<RegistrySettings>,
+    ) -> Result<KafkaSource, QueryError> {
+        let registry = registry.into();
+        let registry = RegistryClient::connect(&registry, DEFAULT_TIMEOUT).map_err(|e| {
+            QueryError::Registry {
+                subject: "client setup".to_owned(),
+                message: e.to_string(),
+            }
         })?;
         Ok(KafkaSource {
             config,

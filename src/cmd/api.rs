@@ -87,7 +87,7 @@ pub async fn serve(
         limits: args.limits(),
         sources,
         kafka: settings.kafka_config(),
-        registry_url: settings.registry_url.clone(),
+        registry: settings.registry.clone(),
     };
     let server = Server::bind(api).await?;
     println!("listening on {}", server.local_addr());

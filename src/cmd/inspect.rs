@@ -92,7 +92,7 @@ pub async fn consume(settings: &Settings, topic: &str, limit: usize) -> Result<(
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    let registry = RegistryClient::with_timeout(&settings.registry_url, TIMEOUT)?;
+    let registry = RegistryClient::connect(&settings.registry, TIMEOUT)?;
     let mut writers: HashMap<u32, Schema> = HashMap::new();
     let (mut printed, mut finished) = (0, 0);
     while printed < limit && finished < partitions {

@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// With `--static-membership`: how long an absent instance keeps its partitions, in milliseconds.
     #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_STATIC_SESSION_TIMEOUT.as_millis() as u64)]
     session_timeout_ms: u64,
+    /// How long an input partition without records (an upstream stage or producer that stopped) holds its task's
+    /// event time back before it counts as idle, in seconds. Longer than any outage the job should ride out
+    /// (instance restarts, leader moves), or events of the silent partition arrive late when it resumes.
+    #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_secs: u64,
 }
 
 impl RunArgs {
@@ -83,7 +88,7 @@ impl RunArgs {
         let mut config = RuntimeConfig::new(
             application_id,
             settings.kafka_config(),
-            &settings.registry_url,
+            settings.registry.clone(),
         );
         config.instance_id = self.instance_id.clone();
         if self.static_membership {
@@ -101,6 +106,7 @@ impl RunArgs {
             .map(|ms| Duration::from_millis(ms.max(1)));
         config.exit_at_end_of_input = self.until_end;
         config.max_event_time_ahead = Duration::from_secs(self.max_event_time_ahead_secs);
+        config.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
         let internal = topology.internal_topics();
         config.internal_topics = InternalReplication {
             replication_factor: internal.replication_factor,

@@ -81,7 +81,7 @@ pub async fn generate(settings: &Settings, topology: &Topology, args: GenerateAr
     };
     let producer_settings = ProducerSettings {
         kafka: settings.kafka_config(),
-        registry_url: settings.registry_url.clone(),
+        registry: settings.registry.clone(),
         topics: event_topics(topology)?,
         source: "/adstream/generator".to_string(),
         connect_timeout: Duration::from_secs(5),

@@ -171,7 +171,7 @@ pub async fn campaigns(
     let alerts_topic = wiring.topic("alerts")?;
     let source = Arc::new(KafkaSource::new(
         settings.kafka_config(),
-        &settings.registry_url,
+        settings.registry.clone(),
     )?);
     let session = ReportSession::new(&source, &metrics_topic, &alerts_topic)?;
     loop {

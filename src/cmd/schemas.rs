@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adstream_kafka::registry_client::RegistryClient;
+use adstream_kafka::registry_client::{RegistryClient, DEFAULT_TIMEOUT};
 use adstream_topology::Topology;
 use anyhow::{bail, Context, Result};
 use apache_avro::Schema;
@@ -91,7 +91,7 @@ fn subjects<'a>(
 /// `schemas register`: registers each topic's value schema; unchanged schemas keep their id and version.
 pub async fn register(settings: &Settings, topology: &Topology, args: SchemaArgs) -> Result<()> {
     let local = local_schemas(&args.dir)?;
-    let client = RegistryClient::new(&settings.registry_url)?;
+    let client = RegistryClient::connect(&settings.registry, DEFAULT_TIMEOUT)?;
     for (subject, schema) in subjects(topology, &local)? {
         let existing = client.lookup(&subject, &schema.text).await?;
         let id = client
@@ -115,7 +115,7 @@ pub async fn register(settings: &Settings, topology: &Topology, args: SchemaArgs
 /// non-zero with a per-field explanation when one is not.
 pub async fn check(settings: &Settings, topology: &Topology, args: SchemaArgs) -> Result<()> {
     let local = local_schemas(&args.dir)?;
-    let client = RegistryClient::new(&settings.registry_url)?;
+    let client = RegistryClient::connect(&settings.registry, DEFAULT_TIMEOUT)?;
     let mut incompatible = 0;
     for (subject, schema) in subjects(topology, &local)? {
         let level = client.config(&subject).await?;

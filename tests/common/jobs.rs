@@ -45,6 +45,14 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
     )
 }
 
+/// `yaml` (a [`topology_yaml`]) with three replicas and `min.insync.replicas` 2, for the three-node cluster.
+pub fn replicated(yaml: &str) -> String {
+    yaml.replace(
+        "  replication_factor: 1\n",
+        "  replication_factor: 3\n  min_insync_replicas: 2\n",
+    )
+}
+
 pub fn adstream(registry: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_adstream"));
     command

@@ -4,6 +4,7 @@
 
 pub mod jobs;
 pub mod recompute;
+pub mod verdict;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -12,6 +13,35 @@ use std::time::Duration;
 /// Bootstrap servers of the local broker (`./dev/kafka up`).
 pub fn bootstrap() -> String {
     std::env::var("ADSTREAM_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Bootstrap servers of the local three-node cluster (`./dev/kafka up --brokers 3`):
+/// `ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS`, else those `dev/kafka` gives it.
+pub fn cluster() -> String {
+    std::env::var("ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS")
+        .unwrap_or_else(|_| "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094".into())
+}
+
+/// A port free on loopback right now (bind, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// GET `url`: the status and the body, None when nothing answers.
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of the first sample of `metric` whose labels contain `labels`.
+pub fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A name unique to this test run, for topics and folders.

@@ -361,12 +361,20 @@ pub async fn produce_generator(
     topics: &EventTopics,
     config: GeneratorConfig,
 ) -> Generator {
+    produce_generator_with(registry_url, topics, config, RunOptions::default()).await
+}
+
+/// [`produce_generator`] with `options` (a rate, for traffic that keeps flowing while a test works).
+pub async fn produce_generator_with(
+    registry_url: &str,
+    topics: &EventTopics,
+    config: GeneratorConfig,
+    options: RunOptions,
+) -> Generator {
     let producer = connect_producer(registry_url, topics).await;
     let mut generator = Generator::new(config);
-    tokio::task::block_in_place(|| {
-        produce_generated(&producer, &mut generator, &RunOptions::default(), |_| {})
-    })
-    .expect("all delivered");
+    tokio::task::block_in_place(|| produce_generated(&producer, &mut generator, &options, |_| {}))
+        .expect("all delivered");
     generator
 }
 
@@ -374,7 +382,7 @@ pub async fn produce_generator(
 pub async fn connect_producer(registry_url: &str, topics: &EventTopics) -> EventProducer {
     EventProducer::connect(&ProducerSettings {
         kafka: kafka(),
-        registry_url: registry_url.to_owned(),
+        registry: registry_url.into(),
         topics: topics.clone(),
         source: "/adstream/test".into(),
         connect_timeout: Duration::from_secs(10),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadError, ReadOptions};
-use adstream_kafka::registry_client::{FailureKind, RegistryClient};
+use adstream_kafka::registry_client::{FailureKind, RegistryClient, DEFAULT_TIMEOUT};
 use adstream_kafka::{is_end_of_partition, QuietEof};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -76,6 +76,12 @@ pub enum RuntimeError {
         /// What failed.
         message: String,
     },
+    /// The group fenced this instance's consumer, which librdkafka then closes for good: another live instance uses
+    /// the same instance id, or a static member whose session timed out while its group coordinator was
+    /// unreachable (a broker down) rejoined and was fenced by its own new membership (librdkafka #3437). Nothing
+    /// uncommitted is kept; a restart (the orchestrator's) resumes from what was committed.
+    #[error("the consumer group fenced this instance, restart it: {0}")]
+    Fenced(String),
     /// The schema registry refused the job's requests (credentials, a URL that is not a registry): nothing was
     /// dead-lettered; the job stops until its configuration is fixed.
     #[error("the schema registry refused the request, fix the registry settings: {0}")]
@@ -448,14 +454,7 @@ impl Task {
             reason,
             "aborting transaction and rewinding to the last commit"
         );
-        let transport = &mut self.tasks.emitter.transport;
-        if transport.transaction_open {
-            retry("abort", || {
-                transport.producer.abort_transaction(CALL_TIMEOUT)
-            })
-            .map_err(|e| classify(e, "abort"))?;
-            transport.transaction_open = false;
-        }
+        self.abort_open_transaction()?;
         self.summary.aborts += 1;
         self.positions.clear();
         // Aborted work is reprocessed; its latencies count when it commits.
@@ -483,6 +482,19 @@ impl Task {
         Ok(())
     }
 
+    /// Aborts the open transaction, if any: none of its records become visible to `read_committed` readers.
+    fn abort_open_transaction(&mut self) -> Result<(), RuntimeError> {
+        let transport = &mut self.tasks.emitter.transport;
+        if transport.transaction_open {
+            retry("abort", || {
+                transport.producer.abort_transaction(CALL_TIMEOUT)
+            })
+            .map_err(|e| classify(e, "abort"))?;
+            transport.transaction_open = false;
+        }
+        Ok(())
+    }
+
     /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
     fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
         if partitions.is_empty() {
@@ -492,9 +504,15 @@ impl Task {
         self.metrics.set_restoring(true);
         let mut restored = 0u64;
         let config = &self.config;
+        // Watermarks only, never assigned. Each read gets a reader of its own: end-of-partition events name no
+        // topic, so one left over from a reader's previous topic would end a partition of the next one early.
+        let stable = restore_reader(config, true)?;
+        let uncommitted = restore_reader(config, false)?;
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
-            restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
+            wait_for_decided_transactions(&stable, &uncommitted, &topic, partitions);
+            let reader = restore_reader(config, true)?;
+            restored += read_to_end(&reader, &topic, partitions, |partition, _, key, value| {
                 store.restore(partition, key.unwrap_or_default(), value)
             })?;
         }
@@ -509,8 +527,9 @@ impl Task {
         for (input, topic) in tables {
             let now = now_ms();
             let tasks = &mut self.tasks;
+            let reader = restore_reader(config, true)?;
             restored += read_to_end(
-                &self.config,
+                &reader,
                 &topic,
                 partitions,
                 |partition, offset, key, value| {
@@ -562,29 +581,89 @@ struct TableRowError {
     source: DecodeError,
 }
 
-/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
-/// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
-fn read_to_end<E: std::fmt::Display>(
+/// How long a restore waits for the transactions undecided on a changelog to be decided (see
+/// [`wait_for_decided_transactions`]).
+const UNDECIDED_TRANSACTIONS_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits, at most [`UNDECIDED_TRANSACTIONS_WAIT`], until no transaction is undecided on `partitions` of the
+/// changelog `topic`: until the last stable offset, where a `read_committed` reader (`reader`) ends, has reached
+/// the high watermark, which a `read_uncommitted` one (`uncommitted`) sees.
+///
+/// A transaction's commit returns once the coordinator has decided it; the markers that make its records visible
+/// reach the partitions a moment later. The previous owner of a partition (or this instance, when the group takes a
+/// partition away and gives it back at once) may have committed the changelog records and the offsets a few
+/// milliseconds before this restore: read to the last stable offset then, the store would miss that commit's
+/// changes while the consumer resumes after its offsets, and their records would be lost from the state (the chaos
+/// test saw it: a creative's counts fell short by a commit's worth after its partition came straight back). A
+/// transaction still open after the wait is one its producer will never commit (a crashed owner's, aborted when it
+/// times out): the read then ends before it, as it should.
+fn wait_for_decided_transactions(
+    reader: &BaseConsumer<QuietEof>,
+    uncommitted: &BaseConsumer<QuietEof>,
+    topic: &str,
+    partitions: &[i32],
+) {
+    let started = Instant::now();
+    for &partition in partitions {
+        loop {
+            let stable = reader.fetch_watermarks(topic, partition, CALL_TIMEOUT);
+            let high = uncommitted.fetch_watermarks(topic, partition, CALL_TIMEOUT);
+            let undecided = match (stable, high) {
+                (Ok((_, stable)), Ok((_, high))) if stable >= high => break,
+                (Ok((_, stable)), Ok((_, high))) => format!("offsets {stable}..{high}"),
+                (Err(e), _) | (_, Err(e)) => format!("offsets unknown: {e}"),
+            };
+            if started.elapsed() >= UNDECIDED_TRANSACTIONS_WAIT {
+                warn!(
+                    topic,
+                    partition,
+                    undecided,
+                    "a transaction is still undecided: restoring what is decided"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let waited = started.elapsed();
+    if waited >= Duration::from_millis(100) {
+        info!(
+            topic,
+            seconds = waited.as_secs_f64(),
+            "waited for undecided transactions before restoring"
+        );
+    }
+}
+
+/// A reader for restores: `read_committed` to read changelogs and tables, or not to see their high watermarks.
+fn restore_reader(
     config: &RuntimeConfig,
+    read_committed: bool,
+) -> Result<BaseConsumer<QuietEof>, RuntimeError> {
+    read::reader_config(
+        &config.kafka,
+        &format!("{}-restore", config.application_id),
+        read_committed,
+    )
+    .create_with_context(QuietEof)
+    .map_err(|e| RuntimeError::Restore(format!("restore consumer: {e}")))
+}
+
+/// Reads partitions `partitions` of `topic` from the beginning to their end with `consumer` (which it assigns to
+/// them), handing each record to `apply`. Logs progress every 100,000 records. Returns the number of records read.
+fn read_to_end<E: std::fmt::Display>(
+    consumer: &BaseConsumer<QuietEof>,
     topic: &str,
     partitions: &[i32],
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<u64, RuntimeError> {
-    let client = read::reader_config(
-        &config.kafka,
-        &format!("{}-restore", config.application_id),
-        true,
-    );
-    let consumer: BaseConsumer<QuietEof> = client
-        .create_with_context(QuietEof)
-        .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let options = ReadOptions {
         stall_timeout: CALL_TIMEOUT,
         ..ReadOptions::default()
     };
     let started = Instant::now();
     let mut count = 0u64;
-    read::read_to_end(&consumer, topic, partitions, &options, |message| {
+    read::read_to_end(consumer, topic, partitions, &options, |message| {
         apply(
             message.partition(),
             message.offset(),
@@ -918,7 +997,8 @@ fn prepare(
         .collect();
     let missing = internal_topic_requests(&wanted, config.internal_topics, &min_insync);
     create_topics(&admin, &missing, runtime)?;
-    let registry = RegistryClient::new(&config.registry_url).map_err(|e| setup(e.to_string()))?;
+    let registry = RegistryClient::connect(&config.registry, DEFAULT_TIMEOUT)
+        .map_err(|e| setup(e.to_string()))?;
     let mut ids = Vec::new();
     for OutputSpec {
         topic,
@@ -1002,7 +1082,7 @@ pub fn run(
         exactly_once,
         transaction_open: false,
     };
-    let registry = RegistryClient::new(&config.registry_url)
+    let registry = RegistryClient::connect(&config.registry, DEFAULT_TIMEOUT)
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
     let tasks = Tasks::new(
         operator,
@@ -1030,19 +1110,9 @@ pub fn run(
         last_commit: Instant::now(),
         failed: None,
     }));
-    let consumer_config = consumer_config(&config);
-    let consumer: BaseConsumer<RebalanceHook> = consumer_config
-        .create_with_context(RebalanceHook {
-            task: task.clone(),
-            metrics: config.metrics.clone(),
-        })
-        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
     let topics: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
+    let consumer = join_group(&config, &task, &topics)?;
     info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
-
     let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
     let result = result.and_then(|stop| {
@@ -1066,6 +1136,24 @@ pub fn run(
         info!(?summary, "job stopped");
         summary
     })
+}
+
+/// A new consumer in the job's group, subscribed to `topics`, its rebalances served by `task`.
+fn join_group(
+    config: &RuntimeConfig,
+    task: &Arc<Mutex<Task>>,
+    topics: &[&str],
+) -> Result<BaseConsumer<RebalanceHook>, RuntimeError> {
+    let consumer: BaseConsumer<RebalanceHook> = consumer_config(config)
+        .create_with_context(RebalanceHook {
+            task: task.clone(),
+            metrics: config.metrics.clone(),
+        })
+        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
+    consumer
+        .subscribe(topics)
+        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
+    Ok(consumer)
 }
 
 /// Why the poll loop returned.
@@ -1183,6 +1271,20 @@ fn poll_loop(
             },
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 check_end = last_end_check.elapsed() >= Duration::from_secs(1)
+            }
+            // A fatal consumer error leaves the consumer unusable: polling on would process nothing while the
+            // job looks alive.
+            Some(Err(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId))) => {
+                return Err(RuntimeError::Fenced(
+                    consumer
+                        .client()
+                        .fatal_error()
+                        .map(|(_, reason)| reason)
+                        .unwrap_or_else(|| "fenced instance id".to_owned()),
+                ))
+            }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                return Err(RuntimeError::Fatal(format!("consumer: {code}")))
             }
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
@@ -1377,6 +1479,68 @@ mod tests {
         assert_eq!(fixed.get("session.timeout.ms"), Some("20000"));
         assert_eq!(fixed.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(fixed.get("fetch.queue.backoff.ms"), Some("250"));
+    }
+
+    // Issue 12's chaos run: a partition the group took away and gave straight back was restored a few milliseconds
+    // after the commit before, whose markers had not reached the changelog yet: read to the last stable offset, the
+    // store missed that commit's changes while the consumer resumed after its offsets. Needs the local broker.
+    #[test]
+    fn a_restore_waits_for_a_commit_whose_markers_are_on_their_way() {
+        let bootstrap = std::env::var("ADSTREAM_BOOTSTRAP_SERVERS")
+            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+        let mut kafka = ClientConfig::new();
+        kafka.set("bootstrap.servers", &bootstrap);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let topic = format!("undecided-{}-{nanos}", std::process::id());
+        let admin: AdminClient<DefaultClientContext> = kafka.create().expect("admin");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let replication = TopicReplication::Fixed(1);
+        let created = runtime
+            .block_on(admin.create_topics(
+                &[NewTopic::new(&topic, 1, replication)],
+                &AdminOptions::new(),
+            ))
+            .expect("create topic");
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+        let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
+            kafka
+                .clone()
+                .set("transactional.id", &topic)
+                .create_with_context(DeliveryContext(Arc::default()))
+                .expect("producer"),
+        );
+        producer.init_transactions(CALL_TIMEOUT).expect("init");
+        producer.begin_transaction().expect("begin");
+        for n in 0..3 {
+            let key = n.to_string();
+            let record = BaseRecord::<str, str>::to(&topic)
+                .key(&key)
+                .payload("changed");
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(CALL_TIMEOUT).expect("flush");
+        // The records are on the partition, their transaction not decided yet; it commits in a moment.
+        let committer = {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                producer.commit_transaction(CALL_TIMEOUT)
+            })
+        };
+        let config = RuntimeConfig::new(&topic, kafka, "http://127.0.0.1:0");
+        let reader = restore_reader(&config, true).expect("reader");
+        let uncommitted = restore_reader(&config, false).expect("reader");
+        wait_for_decided_transactions(&reader, &uncommitted, &topic, &[0]);
+        let read = read_to_end(&reader, &topic, &[0], |_, _, _, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect("read");
+        committer.join().expect("committer").expect("commit");
+        assert_eq!(read, 3, "the restore ended before the commit's records");
     }
 
     // Issue 11, item 6: internal topics were created with a constant replication factor of 1 whatever the

@@ -40,6 +40,7 @@ mod tasks;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adstream_kafka::registry_client::RegistrySettings;
 use rdkafka::ClientConfig;
 
 pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
@@ -83,8 +84,8 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     /// Base client config: bootstrap servers and pass-through properties (SASL/TLS); the runtime adds its own.
     pub kafka: ClientConfig,
-    /// Schema registry URL.
-    pub registry_url: String,
+    /// The schema registry: URL, credentials, CA bundle.
+    pub registry: RegistrySettings,
     /// Stop (with a final commit) once every partition of every input has been read to its end (its high
     /// watermark when the job first looked, once it had caught up): for replays, benchmarks and tests. A live job
     /// leaves it false and runs until shut down.
@@ -125,6 +126,9 @@ pub enum GroupMembership {
     },
 }
 
+/// The default [`RuntimeConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default session timeout of [`GroupMembership::Static`].
 pub const DEFAULT_STATIC_SESSION_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -155,18 +159,22 @@ pub enum JobError {
 pub const DEFAULT_MAX_EVENT_TIME_AHEAD: Duration = Duration::from_secs(3600);
 
 impl RuntimeConfig {
-    /// Settings with the defaults: exactly-once, 1 s commit interval, no flushes between commits, 30 s idle
-    /// timeout, run until shut down.
-    pub fn new(application_id: &str, kafka: ClientConfig, registry_url: &str) -> RuntimeConfig {
+    /// Settings with the defaults: exactly-once, 1 s commit interval, no flushes between commits, 30 s
+    /// idle timeout, run until shut down.
+    pub fn new(
+        application_id: &str,
+        kafka: ClientConfig,
+        registry: impl Into<RegistrySettings>,
+    ) -> RuntimeConfig {
         RuntimeConfig {
             application_id: application_id.to_owned(),
             instance_id: "0".to_owned(),
             guarantee: DeliveryGuarantee::ExactlyOnce,
             commit_interval: Duration::from_secs(1),
             flush_interval: None,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             kafka,
-            registry_url: registry_url.to_owned(),
+            registry: registry.into(),
             exit_at_end_of_input: false,
             metrics: Arc::new(JobMetrics::default()),
             max_event_time_ahead: DEFAULT_MAX_EVENT_TIME_AHEAD,

@@ -170,7 +170,7 @@ impl SimulateOptions {
             partitions,
             output_schema_ids,
             output_partitions: BTreeMap::new(),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: super::DEFAULT_IDLE_TIMEOUT,
             commit_every_ms: Some(1000),
             commit_every_records: None,
         }

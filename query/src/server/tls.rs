@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::crypto::ring;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::pem::PemObject;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::{
     CertificateDer, PrivateKeyDer,
@@ -53,7 +54,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         path: key.to_path_buf(),
         message: error.to_string(),
     })?;
-    let config = ServerConfig::builder()
+    // An explicit provider: the registry client's HTTPS (reqwest) brings rustls' aws-lc-rs provider into the
+    // same build, and with two providers compiled in `ServerConfig::builder()` cannot pick one and panics.
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError::Config(error.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
         .map_err(|error| TlsError::Config(error.to_string()))?;
