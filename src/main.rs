@@ -103,6 +103,9 @@ enum Command {
     /// SQL over the topics.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// The live API: GraphQL queries and subscriptions, Server-Sent Events and a dashboard over the outputs.
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
     /// per key or a stream's history, `history."<topic>"` every record.
     Sql {
@@ -208,6 +211,19 @@ enum AttributionCommand {
     Models {
         #[command(flatten)]
         args: cmd::attribution::ModelsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiCommand {
+    /// Serve GraphQL (`/graphql`, subscriptions at `/graphql/ws`), SSE (`/events/...`) and the live dashboard
+    /// (`/`) over the topology's campaign metrics, alerts, fatigue, attribution credits and campaigns, with a bearer
+    /// token; ready (`/readyz`) once every source topic was read to its end.
+    Serve {
+        #[command(flatten)]
+        args: cmd::api::ServeArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
     },
 }
 
@@ -350,6 +366,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
         Command::Query(QueryCommand::Serve { args, topology }) => {
             cmd::query::serve(&settings, &topology.load()?, args, shutdown_signal()).await
+        }
+        Command::Api(ApiCommand::Serve { args, topology }) => {
+            cmd::api::serve(&settings, &topology.load()?, args, shutdown_signal()).await
         }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,

@@ -1,5 +1,6 @@
 //! One module per subcommand group; each turns parsed arguments into library calls and prints results.
 
+pub mod api;
 pub mod attribution;
 pub mod backtest;
 pub mod dlq;

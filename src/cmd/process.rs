@@ -18,7 +18,7 @@ use adstream_processors::runtime::{
     Operator, RuntimeConfig,
 };
 use adstream_topology::Topology;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// How often outputs, state and offsets are committed, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    /// With `--guarantee at-least-once`: emit outputs every this many milliseconds between commits, so readers
+    /// see changes within milliseconds (offsets still commit every --commit-interval-ms).
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
@@ -97,6 +101,9 @@ impl RunArgs {
             Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
         };
         config.commit_interval = Duration::from_millis(self.commit_interval_ms.max(1));
+        config.flush_interval = self
+            .flush_interval_ms
+            .map(|ms| Duration::from_millis(ms.max(1)));
         config.exit_at_end_of_input = self.until_end;
         config.max_event_time_ahead = Duration::from_secs(self.max_event_time_ahead_secs);
         config.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
@@ -198,6 +205,14 @@ pub async fn run(
     command: ProcessCommand,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    if command.run.flush_interval_ms.is_some()
+        && matches!(command.run.guarantee, Guarantee::ExactlyOnce)
+    {
+        bail!(
+            "--flush-interval-ms needs --guarantee at-least-once: exactly-once outputs appear when their \
+             transaction commits (shorten --commit-interval-ms instead)"
+        );
+    }
     let topology = command.topology.load()?;
     let job = command.job;
     let wiring = Wiring::resolve(&topology, &command.application_id, job.ports())?;

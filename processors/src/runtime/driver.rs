@@ -302,6 +302,24 @@ impl Task {
         Ok(())
     }
 
+    /// At-least-once between commits ([`RuntimeConfig::flush_interval`]): emits what is due and writes the
+    /// changelogs, as a commit does, and leaves them to the producer (sent within its `linger.ms`) without
+    /// committing offsets, so readers see outputs every few milliseconds while offsets commit at the commit
+    /// interval. A crash repeats the records since the last commit, as at-least-once says.
+    fn flush<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        let config = &self.config;
+        match self
+            .tasks
+            .prepare_commit(now_ms(), |store| config.changelog_topic(store))
+        {
+            Some(e) => self.abort_and_rewind(consumer, &format!("enqueue failed: {e}")),
+            None => Ok(()),
+        }
+    }
+
     /// After a successful commit: latencies of the records it covered, and a fresh copy of the counters for the
     /// metrics endpoint.
     fn record_commit(&mut self) {
@@ -1128,6 +1146,9 @@ fn consumer_config(config: &RuntimeConfig) -> ClientConfig {
     consumer_config
 }
 
+/// How long one consumer poll waits for a record.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
 fn poll_loop(
     consumer: &BaseConsumer<RebalanceHook>,
     task: &Arc<Mutex<Task>>,
@@ -1139,8 +1160,14 @@ fn poll_loop(
     let mut pause = Backoff::default();
     let mut last_end_check = Instant::now();
     let mut ends = HashMap::new();
+    // At-least-once flushes between commits; a poll must not wait longer than a flush interval.
+    let flush_interval = config
+        .flush_interval
+        .filter(|_| config.guarantee == DeliveryGuarantee::AtLeastOnce);
+    let poll_timeout = flush_interval.map_or(POLL_TIMEOUT, |f| f.min(POLL_TIMEOUT));
+    let mut last_flush = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
-        let polled = consumer.poll(Duration::from_millis(100));
+        let polled = consumer.poll(poll_timeout);
         let mut task = lock();
         if let Some(error) = task.failed.take() {
             return Err(error);
@@ -1205,6 +1232,10 @@ fn poll_loop(
             // Measured from the end of the commit: a commit slower than the interval (two broker round trips
             // and the markers) must still leave a full interval of processing before the next one.
             task.last_commit = Instant::now();
+            last_flush = task.last_commit;
+        } else if flush_interval.is_some_and(|f| last_flush.elapsed() >= f) {
+            task.flush(consumer)?;
+            last_flush = Instant::now();
         }
         if config.exit_at_end_of_input && check_end {
             last_end_check = Instant::now();

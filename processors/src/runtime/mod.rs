@@ -77,6 +77,9 @@ pub struct RuntimeConfig {
     pub guarantee: DeliveryGuarantee,
     /// How often state, outputs and offsets are committed (one transaction each under exactly-once).
     pub commit_interval: Duration,
+    /// At-least-once only: how often outputs are emitted and handed to the producer between commits (None: at
+    /// commits only). Offsets still commit every `commit_interval`; exactly-once outputs appear at commits.
+    pub flush_interval: Option<Duration>,
     /// A partition without records for this long no longer holds the watermark back.
     pub idle_timeout: Duration,
     /// Base client config: bootstrap servers and pass-through properties (SASL/TLS); the runtime adds its own.
@@ -156,7 +159,8 @@ pub enum JobError {
 pub const DEFAULT_MAX_EVENT_TIME_AHEAD: Duration = Duration::from_secs(3600);
 
 impl RuntimeConfig {
-    /// Settings with the defaults: exactly-once, 1 s commit interval, 30 s idle timeout, run until shut down.
+    /// Settings with the defaults: exactly-once, 1 s commit interval, no flushes between commits, 30 s
+    /// idle timeout, run until shut down.
     pub fn new(
         application_id: &str,
         kafka: ClientConfig,
@@ -167,6 +171,7 @@ impl RuntimeConfig {
             instance_id: "0".to_owned(),
             guarantee: DeliveryGuarantee::ExactlyOnce,
             commit_interval: Duration::from_secs(1),
+            flush_interval: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             kafka,
             registry: registry.into(),
