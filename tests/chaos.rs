@@ -193,21 +193,22 @@ impl Fleet {
     /// static member cut off from its coordinator for longer than its session, see `RuntimeError::Fenced`);
     /// returns how many. Panics if an instance exited for any other reason: a job rides out the other faults.
     fn restart_fenced(&mut self) -> usize {
-        let mut restarted = 0;
-        for job in 0..JOBS.len() {
-            for instance in 0..self.running[job].len() {
-                let exited = self.running[job][instance]
-                    .as_mut()
-                    .and_then(|c| c.try_wait().expect("wait"));
-                let Some(status) = exited else { continue };
-                self.assert_fenced(job, instance, status);
-                eprintln!(
-                    "chaos: {} instance {instance} was fenced and exited: restarting it",
-                    JOBS[job]
-                );
-                self.start(job, instance);
-                restarted += 1;
+        let mut exited = Vec::new();
+        for (job, instances) in self.running.iter_mut().enumerate() {
+            for (instance, child) in instances.iter_mut().enumerate() {
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                    exited.push((job, instance, status));
+                }
             }
+        }
+        let restarted = exited.len();
+        for (job, instance, status) in exited {
+            self.assert_fenced(job, instance, status);
+            eprintln!(
+                "chaos: {} instance {instance} was fenced and exited: restarting it",
+                JOBS[job]
+            );
+            self.start(job, instance);
         }
         restarted
     }
