@@ -33,7 +33,7 @@ use adstream_producers::pipeline::RunOptions;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use common::jobs::{adstream, apply_topology, replicated, topology_yaml};
+use common::jobs::{adstream, apply_topology, replicated, terminate, topology_yaml};
 use common::recompute::{produce_generator_with, Topics};
 use common::{cluster, start_registry, unique, verdict};
 
@@ -159,12 +159,7 @@ impl Fleet {
                 self.assert_fenced(job, instance, status);
                 return;
             }
-            let sent = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("kill -TERM");
-            assert!(sent.success());
-            let status = child.wait().expect("reap");
+            let status = terminate(child);
             // An instance restarted a moment ago may get the signal before its handler is installed: it dies of
             // it, committing nothing, like a kill.
             assert!(

@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use adstream_producers::generator::GeneratorConfig;
 use adstream_producers::pipeline::RunOptions;
 
-use common::jobs::{adstream, apply_private_topology, start_job, wait_for_end};
+use common::jobs::{adstream, apply_private_topology, start_job, terminate, wait_for_end};
 use common::recompute::produce_generator_with;
 use common::{free_port, get, sample, start_registry, unique, verdict};
 
@@ -82,13 +82,7 @@ async fn wait_for_progress(instance: &Instance, topic: &str, beyond: f64, what: 
 
 /// SIGTERM: the instance commits, leaves the group (handing its partitions over at once) and exits 0.
 fn stop(instance: Instance) {
-    let Instance { mut child, .. } = instance;
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(sent.success());
-    let status = child.wait().expect("reap");
+    let status = terminate(instance.child);
     assert!(
         status.success(),
         "an instance exited with {status} on SIGTERM"
@@ -157,8 +151,6 @@ async fn scaling_one_to_three_to_one_processes_each_partition_once() {
             "the final run",
         );
     });
-    let verdicts = tokio::task::block_in_place(|| verdict::campaign_metrics(&topics, &processor));
-    eprintln!("{}", verdict::table(&verdicts));
-    verdict::assert_exact(&verdicts);
+    tokio::task::block_in_place(|| verdict::assert_campaign_metrics_exact(&topics, &processor));
     let _ = std::fs::remove_dir_all(dir);
 }

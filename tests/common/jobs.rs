@@ -147,6 +147,16 @@ pub fn apply_topology(registry: &str, path: &Path, extra: &[&str]) {
     );
 }
 
+/// Sends SIGTERM to `child` (a job commits what it processed and exits) and reaps it; returns how it exited.
+pub fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    child.wait().expect("reap")
+}
+
 /// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
 pub fn wait_for_end(mut child: Child, what: &str) {
     let started = Instant::now();

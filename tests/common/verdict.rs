@@ -197,6 +197,13 @@ pub fn campaign_metrics(topics: &Topics, processor: &str) -> Vec<Verdict> {
     verdicts
 }
 
+/// Prints the [`campaign_metrics`] verdicts and panics unless they are exact.
+pub fn assert_campaign_metrics_exact(topics: &Topics, processor: &str) {
+    let verdicts = campaign_metrics(topics, processor);
+    eprintln!("{}", table(&verdicts));
+    assert_exact(&verdicts);
+}
+
 /// The attribution job's outputs: exactly one `attribution.conversions` record per input conversion with its value,
 /// every credit once, and per (conversion, model) credits summing to one conversion and to its value.
 pub fn attribution(topics: &Topics) -> Vec<Verdict> {
