@@ -93,6 +93,25 @@ class Process:
     def alive(self):
         return self.process.poll() is None
 
+    def wait_for_ok(self, url, what, retry_statuses=None):
+        """Polls `url` until it answers 200, for 60 s at most. An HTTP error status is retried if it is in
+        `retry_statuses` (any status when None) and raised otherwise; the process exiting fails at once."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except urllib.error.HTTPError as error:
+                if retry_statuses is not None and error.code not in retry_statuses:
+                    raise
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if not self.alive():
+                raise RuntimeError(f"{what} exited with {self.process.returncode}:\n{self.stderr()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not answer 200 within 60 s:\n{self.stderr()}")
+
     def stop(self):
         """SIGTERM, then SIGKILL after 15 s."""
         if self.process.poll() is None:
@@ -142,21 +161,8 @@ class ApiServer(Process):
         raise RuntimeError(f"api serve printed no address within 60 s:\n{self.stderr()}")
 
     def _wait_ready(self):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except urllib.error.HTTPError as error:
-                if error.code != 503:
-                    raise
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if not self.alive():
-                raise RuntimeError(f"api serve exited with {self.process.returncode}:\n{self.stderr()}")
-            time.sleep(0.1)
-        raise RuntimeError(f"api serve was not ready within 60 s:\n{self.stderr()}")
+        # 503 until the outputs are read to their end.
+        self.wait_for_ok(self.url + "/readyz", "api serve", retry_statuses={503})
 
 
 def _schema(name):
@@ -299,18 +305,7 @@ class Registry(Process):
         super().__init__(adstream_bin, bootstrap, "", ["registry", "serve", "--listen", f"127.0.0.1:{port}",
                                                        "--topic", f"_schemas-api-{uuid.uuid4().hex[:10]}"])
         self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if not self.alive():
-                raise RuntimeError(f"registry serve exited:\n{self.stderr()}")
-            time.sleep(0.1)
-        raise RuntimeError(f"the registry did not answer within 60 s:\n{self.stderr()}")
+        self.wait_for_ok(self.url + "/", "registry serve")
 
 
 def rss_kib(pid):
