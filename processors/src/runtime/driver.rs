@@ -454,7 +454,14 @@ impl Task {
             reason,
             "aborting transaction and rewinding to the last commit"
         );
-        self.abort_open_transaction()?;
+        let transport = &mut self.tasks.emitter.transport;
+        if transport.transaction_open {
+            retry("abort", || {
+                transport.producer.abort_transaction(CALL_TIMEOUT)
+            })
+            .map_err(|e| classify(e, "abort"))?;
+            transport.transaction_open = false;
+        }
         self.summary.aborts += 1;
         self.positions.clear();
         // Aborted work is reprocessed; its latencies count when it commits.
@@ -482,19 +489,6 @@ impl Task {
         Ok(())
     }
 
-    /// Aborts the open transaction, if any: none of its records become visible to `read_committed` readers.
-    fn abort_open_transaction(&mut self) -> Result<(), RuntimeError> {
-        let transport = &mut self.tasks.emitter.transport;
-        if transport.transaction_open {
-            retry("abort", || {
-                transport.producer.abort_transaction(CALL_TIMEOUT)
-            })
-            .map_err(|e| classify(e, "abort"))?;
-            transport.transaction_open = false;
-        }
-        Ok(())
-    }
-
     /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
     fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
         if partitions.is_empty() {
@@ -506,8 +500,7 @@ impl Task {
         let config = &self.config;
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
-            let reader = restore_reader(config)?;
-            restored += read_to_end(&reader, &topic, partitions, |partition, _, key, value| {
+            restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
                 store.restore(partition, key.unwrap_or_default(), value)
             })?;
         }
@@ -522,9 +515,8 @@ impl Task {
         for (input, topic) in tables {
             let now = now_ms();
             let tasks = &mut self.tasks;
-            let reader = restore_reader(config)?;
             restored += read_to_end(
-                &reader,
+                &self.config,
                 &topic,
                 partitions,
                 |partition, offset, key, value| {
@@ -576,33 +568,29 @@ struct TableRowError {
     source: DecodeError,
 }
 
-/// The `read_committed` reader a restore reads one changelog or table with. One per topic: end-of-partition events
-/// name no topic, so one left over from a reader's previous topic could end a partition of the next one early.
-fn restore_reader(config: &RuntimeConfig) -> Result<BaseConsumer<QuietEof>, RuntimeError> {
-    read::reader_config(
-        &config.kafka,
-        &format!("{}-restore", config.application_id),
-        true,
-    )
-    .create_with_context(QuietEof)
-    .map_err(|e| RuntimeError::Restore(format!("restore consumer: {e}")))
-}
-
-/// Reads partitions `partitions` of `topic` from the beginning to their end with `consumer` (which it assigns to
-/// them), handing each record to `apply`. Logs progress every 100,000 records. Returns the number of records read.
+/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
+/// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
 fn read_to_end<E: std::fmt::Display>(
-    consumer: &BaseConsumer<QuietEof>,
+    config: &RuntimeConfig,
     topic: &str,
     partitions: &[i32],
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<u64, RuntimeError> {
+    let client = read::reader_config(
+        &config.kafka,
+        &format!("{}-restore", config.application_id),
+        true,
+    );
+    let consumer: BaseConsumer<QuietEof> = client
+        .create_with_context(QuietEof)
+        .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let options = ReadOptions {
         stall_timeout: CALL_TIMEOUT,
         ..ReadOptions::default()
     };
     let started = Instant::now();
     let mut count = 0u64;
-    read::read_to_end(consumer, topic, partitions, &options, |message| {
+    read::read_to_end(&consumer, topic, partitions, &options, |message| {
         apply(
             message.partition(),
             message.offset(),
@@ -1050,7 +1038,15 @@ pub fn run(
         failed: None,
     }));
     let topics: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
-    let consumer = join_group(&config, &task, &topics)?;
+    let consumer: BaseConsumer<RebalanceHook> = consumer_config(&config)
+        .create_with_context(RebalanceHook {
+            task: task.clone(),
+            metrics: config.metrics.clone(),
+        })
+        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
     info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
     let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
@@ -1075,24 +1071,6 @@ pub fn run(
         info!(?summary, "job stopped");
         summary
     })
-}
-
-/// A new consumer in the job's group, subscribed to `topics`, its rebalances served by `task`.
-fn join_group(
-    config: &RuntimeConfig,
-    task: &Arc<Mutex<Task>>,
-    topics: &[&str],
-) -> Result<BaseConsumer<RebalanceHook>, RuntimeError> {
-    let consumer: BaseConsumer<RebalanceHook> = consumer_config(config)
-        .create_with_context(RebalanceHook {
-            task: task.clone(),
-            metrics: config.metrics.clone(),
-        })
-        .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
-    consumer
-        .subscribe(topics)
-        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
-    Ok(consumer)
 }
 
 /// Why the poll loop returned.
