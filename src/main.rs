@@ -106,6 +106,9 @@ enum Command {
     /// The live API: GraphQL queries and subscriptions, Server-Sent Events and a dashboard over the outputs.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// First-party events in over HTTP: CloudEvents checked against the contract, acknowledged once in Kafka.
+    #[command(subcommand)]
+    Ingest(IngestCommand),
     /// Run one SQL query over the topology's topics (DataFusion): `"<topic>"` is a compacted topic's latest value
     /// per key or a stream's history, `history."<topic>"` every record.
     Sql {
@@ -222,6 +225,20 @@ enum ApiCommand {
     Serve {
         #[command(flatten)]
         args: cmd::api::ServeArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum IngestCommand {
+    /// Serve `POST /events`: impressions, clicks and conversions as CloudEvents (binary, structured or batch
+    /// mode) with a bearer token; each checked against its Avro record, produced to the topology's topic, and
+    /// answered 202 once the broker acknowledged it; the same (source, id) again within the idempotency window
+    /// is acknowledged without a second record.
+    Serve {
+        #[command(flatten)]
+        args: cmd::ingest::ServeArgs,
         #[command(flatten)]
         topology: TopologyArg,
     },
@@ -369,6 +386,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Api(ApiCommand::Serve { args, topology }) => {
             cmd::api::serve(&settings, &topology.load()?, args, shutdown_signal()).await
+        }
+        Command::Ingest(IngestCommand::Serve { args, topology }) => {
+            cmd::ingest::serve(&settings, &topology.load()?, args, shutdown_signal()).await
         }
         Command::Fatigue(command) => tokio::task::block_in_place(|| cmd::fatigue::run(command)),
         Command::Sql { args, topology } => cmd::sql::run(&settings, &topology.load()?, args).await,

@@ -107,20 +107,25 @@ fn invalid_start_time_is_named() {
 }
 
 #[test]
-fn flush_interval_needs_at_least_once_and_the_api_needs_a_token() {
+fn flush_interval_needs_at_least_once_and_the_servers_need_a_token() {
     assert_fails_fast_with(
         &["process", "campaign-metrics", "--flush-interval-ms", "10"],
         "--flush-interval-ms needs --guarantee at-least-once",
         Duration::from_secs(20),
     );
-    let run = common::adstream(&["api", "serve", "--listen", "127.0.0.1:0"]);
-    assert!(
-        !run.status.success(),
-        "api serve without a token should fail"
-    );
-    assert!(
-        run.stderr_text().contains("no API token"),
-        "{}",
-        run.stderr_text()
-    );
+    for (server, variable) in [
+        ("api", "ADSTREAM_API_TOKEN"),
+        ("ingest", "ADSTREAM_INGEST_TOKEN"),
+    ] {
+        let run = common::adstream(&[server, "serve", "--listen", "127.0.0.1:0"]);
+        assert!(
+            !run.status.success(),
+            "{server} serve without a token should fail"
+        );
+        let stderr = run.stderr_text();
+        assert!(
+            stderr.contains("no token") && stderr.contains(variable),
+            "{server}: {stderr}"
+        );
+    }
 }

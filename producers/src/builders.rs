@@ -70,6 +70,61 @@ fn require_time(record: &'static str, value: i64) -> Result<(), InvalidEvent> {
     Ok(())
 }
 
+/// The checks an event must pass beyond its schema: what `build()` runs, and what a server that receives
+/// complete events (`adstream ingest serve`) runs on each.
+pub trait CheckedEvent {
+    /// `Ok` when every id is non-empty, the event time is epoch millis after 2000, money is not negative and the
+    /// currency is an ISO 4217 code; else the first field that is wrong.
+    fn check(&self) -> Result<(), InvalidEvent>;
+}
+
+impl CheckedEvent for AdImpression {
+    fn check(&self) -> Result<(), InvalidEvent> {
+        const R: &str = "AdImpression";
+        for (field, value) in [
+            ("event_id", &self.event_id),
+            ("account_id", &self.account_id),
+            ("campaign_id", &self.campaign_id),
+            ("ad_group_id", &self.ad_group_id),
+            ("creative_id", &self.creative_id),
+        ] {
+            require_id(R, field, value)?;
+        }
+        require_time(R, self.event_time)?;
+        require_non_negative(R, "cost_micros", self.cost_micros)?;
+        require_currency(R, &self.currency)
+    }
+}
+
+impl CheckedEvent for AdClick {
+    fn check(&self) -> Result<(), InvalidEvent> {
+        const R: &str = "AdClick";
+        for (field, value) in [
+            ("event_id", &self.event_id),
+            ("account_id", &self.account_id),
+            ("campaign_id", &self.campaign_id),
+            ("ad_group_id", &self.ad_group_id),
+            ("creative_id", &self.creative_id),
+        ] {
+            require_id(R, field, value)?;
+        }
+        require_time(R, self.event_time)?;
+        require_non_negative(R, "cost_micros", self.cost_micros)?;
+        require_currency(R, &self.currency)
+    }
+}
+
+impl CheckedEvent for Conversion {
+    fn check(&self) -> Result<(), InvalidEvent> {
+        const R: &str = "Conversion";
+        require_id(R, "conversion_id", &self.conversion_id)?;
+        require_id(R, "user_id", &self.user_id)?;
+        require_time(R, self.event_time)?;
+        require_non_negative(R, "value_micros", self.value_micros)?;
+        require_currency(R, &self.currency)
+    }
+}
+
 /// Where an ad was served: the identifying part shared by impressions and clicks.
 #[derive(Debug, Clone)]
 pub struct Serving {
@@ -134,20 +189,7 @@ impl ImpressionBuilder {
 
     /// Checks and returns the impression.
     pub fn build(self) -> Result<AdImpression, InvalidEvent> {
-        const R: &str = "AdImpression";
-        let e = &self.event;
-        for (field, value) in [
-            ("event_id", &e.event_id),
-            ("account_id", &e.account_id),
-            ("campaign_id", &e.campaign_id),
-            ("ad_group_id", &e.ad_group_id),
-            ("creative_id", &e.creative_id),
-        ] {
-            require_id(R, field, value)?;
-        }
-        require_time(R, e.event_time)?;
-        require_non_negative(R, "cost_micros", e.cost_micros)?;
-        require_currency(R, &e.currency)?;
+        self.event.check()?;
         Ok(self.event)
     }
 }
@@ -206,20 +248,7 @@ impl ClickBuilder {
 
     /// Checks and returns the click.
     pub fn build(self) -> Result<AdClick, InvalidEvent> {
-        const R: &str = "AdClick";
-        let e = &self.event;
-        for (field, value) in [
-            ("event_id", &e.event_id),
-            ("account_id", &e.account_id),
-            ("campaign_id", &e.campaign_id),
-            ("ad_group_id", &e.ad_group_id),
-            ("creative_id", &e.creative_id),
-        ] {
-            require_id(R, field, value)?;
-        }
-        require_time(R, e.event_time)?;
-        require_non_negative(R, "cost_micros", e.cost_micros)?;
-        require_currency(R, &e.currency)?;
+        self.event.check()?;
         Ok(self.event)
     }
 }
@@ -264,13 +293,7 @@ impl ConversionBuilder {
 
     /// Checks and returns the conversion.
     pub fn build(self) -> Result<Conversion, InvalidEvent> {
-        const R: &str = "Conversion";
-        let e = &self.event;
-        require_id(R, "conversion_id", &e.conversion_id)?;
-        require_id(R, "user_id", &e.user_id)?;
-        require_time(R, e.event_time)?;
-        require_non_negative(R, "value_micros", e.value_micros)?;
-        require_currency(R, &e.currency)?;
+        self.event.check()?;
         Ok(self.event)
     }
 }

@@ -323,6 +323,58 @@ pub fn producer_config(base: &ClientConfig) -> ClientConfig {
     config
 }
 
+/// The CloudEvents attributes a record carries as Kafka headers (the CloudEvents Kafka protocol binding, binary
+/// mode: `ce_` prefixed headers, the record's `content-type`).
+#[derive(Debug, Clone, Copy)]
+pub struct CloudEventAttributes<'a> {
+    /// `ce_id`: the event's unique id.
+    pub id: &'a str,
+    /// `ce_type`, e.g. `io.adstream.ad.click.v1`.
+    pub ce_type: &'a str,
+    /// `ce_source`: who produced the event.
+    pub source: &'a str,
+    /// Event time (UTC epoch millis), written as RFC 3339 in `ce_time`.
+    pub time_ms: i64,
+    /// Written as the `correlation_id` header that processors propagate.
+    pub correlation_id: &'a str,
+}
+
+/// The headers every adstream event record carries: CloudEvents attributes, content type, correlation id.
+pub fn cloudevent_headers(attributes: &CloudEventAttributes<'_>) -> OwnedHeaders {
+    let ce_time = DateTime::from_timestamp_millis(attributes.time_ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some(CLOUDEVENTS_SPEC_VERSION),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(attributes.id),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(attributes.ce_type),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(attributes.source),
+        })
+        .insert(Header {
+            key: "ce_time",
+            value: Some(ce_time.as_str()),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some(CONTENT_TYPE),
+        })
+        .insert(Header {
+            key: CORRELATION_ID_HEADER,
+            value: Some(attributes.correlation_id),
+        })
+}
+
 impl EventProducer {
     /// Creates the producer, checks that the broker answers and every topic exists, and registers (or looks up)
     /// the value schema of each topic under TopicNameStrategy (`<topic>-value`).
@@ -361,7 +413,7 @@ impl EventProducer {
                 return Err(ProduceError::MissingTopic(topic.clone()));
             }
         }
-        let registry = Registry::new(&settings.registry, settings.connect_timeout)?;
+        let registry = SchemaRegistrar::new(&settings.registry, settings.connect_timeout)?;
         use adstream_schemas::events::{AdClick, AdImpression, Campaign, Conversion, Creative};
         let schemas = EventSchemas {
             impressions: registry
@@ -394,38 +446,13 @@ impl EventProducer {
     ) -> Result<(), ProduceError> {
         encoder.encode(record, buffer)?;
         let time_ms = record.event_time_ms();
-        let ce_time = DateTime::from_timestamp_millis(time_ms)
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        let headers = OwnedHeaders::new_with_capacity(7)
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some(CLOUDEVENTS_SPEC_VERSION),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(record.id()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(T::CE_TYPE),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some(self.source.as_str()),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some(ce_time.as_str()),
-            })
-            .insert(Header {
-                key: "content-type",
-                value: Some(CONTENT_TYPE),
-            })
-            .insert(Header {
-                key: CORRELATION_ID_HEADER,
-                value: Some(correlation_id),
-            });
+        let headers = cloudevent_headers(&CloudEventAttributes {
+            id: record.id(),
+            ce_type: T::CE_TYPE,
+            source: &self.source,
+            time_ms,
+            correlation_id,
+        });
         let pending = BaseRecord::to(encoder.topic())
             .key(record.key())
             .payload(buffer.as_slice())
@@ -472,13 +499,15 @@ impl EventProducer {
     }
 }
 
-struct Registry {
+/// Registers the contract's schemas under their topics' subjects and hands back what encoding needs.
+pub struct SchemaRegistrar {
     url: String,
     client: RegistryClient,
 }
 
-impl Registry {
-    fn new(settings: &RegistrySettings, timeout: Duration) -> Result<Self, ProduceError> {
+impl SchemaRegistrar {
+    /// A registrar talking to the registry of `settings`, each request bounded by `timeout`.
+    pub fn new(settings: &RegistrySettings, timeout: Duration) -> Result<Self, ProduceError> {
         let client =
             RegistryClient::connect(settings, timeout).map_err(|e| ProduceError::Registry {
                 url: String::new(),
@@ -493,7 +522,10 @@ impl Registry {
     }
 
     /// Registers `T`'s contract schema under `<topic>-value` (TopicNameStrategy); an identical schema keeps its id.
-    async fn topic_schema<T: AvroRecord>(&self, topic: &str) -> Result<TopicSchema, ProduceError> {
+    pub async fn topic_schema<T: AvroRecord>(
+        &self,
+        topic: &str,
+    ) -> Result<TopicSchema, ProduceError> {
         let subject = format!("{topic}-value");
         let failed = |message: String| ProduceError::Registry {
             url: self.url.clone(),

@@ -7,13 +7,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use adstream_api::server::Server;
 use adstream_api::{ApiLimits, ApiSettings, Sources};
 use adstream_topology::Topology;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::config::Settings;
@@ -78,7 +78,7 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let tokens = tokens(args.token_file.as_deref())?;
+    let tokens = super::bearer_tokens(args.token_file.as_deref(), TOKEN_ENV)?;
     let sources = Sources::from_topology(topology);
     let api = ApiSettings {
         listen: args.listen,
@@ -93,25 +93,4 @@ pub async fn serve(
     println!("listening on {}", server.local_addr());
     server.run(shutdown).await?;
     Ok(())
-}
-
-fn tokens(file: Option<&Path>) -> Result<Vec<String>> {
-    let text = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        None => match std::env::var(TOKEN_ENV) {
-            Ok(token) => token,
-            Err(_) => bail!("no API token: give --token-file FILE or set {TOKEN_ENV}"),
-        },
-    };
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if tokens.is_empty() {
-        bail!("the API token is empty");
-    }
-    Ok(tokens)
 }

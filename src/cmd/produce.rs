@@ -40,29 +40,31 @@ pub struct GenerateArgs {
     manifest: PathBuf,
 }
 
+/// The one topic of `topology` whose `value_schema` is `full_name`.
+pub fn topic_of(topology: &Topology, full_name: &str) -> Result<String> {
+    let mut matches = topology
+        .topics()
+        .iter()
+        .filter(|t| t.value_schema.as_deref() == Some(full_name));
+    match (matches.next(), matches.next()) {
+        (Some(topic), None) => Ok(topic.name.clone()),
+        (None, _) => bail!("the topology declares no topic with value_schema {full_name}"),
+        (Some(a), Some(b)) => bail!(
+            "topics {} and {} both declare value_schema {full_name}",
+            a.name,
+            b.name
+        ),
+    }
+}
+
 /// Resolves which topic carries each record type from the topology's `value_schema` declarations.
 pub fn event_topics(topology: &Topology) -> Result<EventTopics> {
-    let find = |full_name: &str| -> Result<String> {
-        let mut matches = topology
-            .topics()
-            .iter()
-            .filter(|t| t.value_schema.as_deref() == Some(full_name));
-        match (matches.next(), matches.next()) {
-            (Some(topic), None) => Ok(topic.name.clone()),
-            (None, _) => bail!("the topology declares no topic with value_schema {full_name}"),
-            (Some(a), Some(b)) => bail!(
-                "topics {} and {} both declare value_schema {full_name}",
-                a.name,
-                b.name
-            ),
-        }
-    };
     Ok(EventTopics {
-        impressions: find(AdImpression::FULL_NAME)?,
-        clicks: find(AdClick::FULL_NAME)?,
-        conversions: find(Conversion::FULL_NAME)?,
-        campaigns: find(Campaign::FULL_NAME)?,
-        creatives: find(Creative::FULL_NAME)?,
+        impressions: topic_of(topology, AdImpression::FULL_NAME)?,
+        clicks: topic_of(topology, AdClick::FULL_NAME)?,
+        conversions: topic_of(topology, Conversion::FULL_NAME)?,
+        campaigns: topic_of(topology, Campaign::FULL_NAME)?,
+        creatives: topic_of(topology, Creative::FULL_NAME)?,
     })
 }
 
