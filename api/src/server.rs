@@ -275,10 +275,10 @@ async fn graphql_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     if app.header_auth(&headers) != Some(true) {
         return unauthorized();
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let request = match graphql_request(&body) {
         Ok(request) => request,
-        Err(error) => {
-            let message = format!("the body is not a GraphQL request: {error}");
+        Err(problem) => {
+            let message = format!("the body is not a GraphQL request: {problem}");
             return (
                 StatusCode::BAD_REQUEST,
                 Json(serde_json::json!({ "errors": [{ "message": message }] })),
@@ -289,6 +289,19 @@ async fn graphql_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     let span = info_span!("graphql", request = app.next_id());
     let response = app.schema.execute(request).instrument(span).await;
     Json(response).into_response()
+}
+
+/// A GraphQL-over-HTTP request body: a JSON object with a string `query`. async-graphql's `Request` alone would
+/// also take `[]` or `{}` (every field has a default) and answer 200 with a syntax error for an empty query.
+fn graphql_request(body: &[u8]) -> Result<async_graphql::Request, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    match value.get("query") {
+        Some(serde_json::Value::String(_)) => {}
+        Some(_) => return Err("`query` must be a string".into()),
+        None if value.is_object() => return Err("`query` is required".into()),
+        None => return Err("it must be a JSON object".into()),
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 async fn graphql_ws(
@@ -554,6 +567,14 @@ async fn sse_fatigue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_graphql_body_must_be_an_object_with_a_string_query() {
+        assert!(graphql_request(br#"{"query": "{ campaigns { campaignId } }"}"#).is_ok());
+        for body in [&b"[]"[..], b"{}", br#"{"query": 1}"#, b"\xff{", b"null"] {
+            assert!(graphql_request(body).is_err(), "{body:?}");
+        }
+    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_header_and_the_init_payload() {

@@ -141,6 +141,21 @@ def test_a_request_without_a_valid_token_is_refused_with_401(stack):
     assert 4403 in codes, [repr(e) for e in causes]
 
 
+def test_hostile_bodies_are_refused_with_a_status_not_a_crash(stack):
+    _, _, server = stack
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    # Over the 64 KiB body limit (the server's default): 413 before the body is read to its end.
+    oversized = json.dumps({"query": "{ campaigns { campaignId } }", "variables": {"pad": "x" * (65 << 10)}})
+    assert requests.post(server.url + "/graphql", data=oversized, headers=headers, timeout=30).status_code == 413
+    # Not UTF-8, and not JSON: 400 with a GraphQL-shaped error.
+    for body in (b"\xff\xfe{\"query\": 1}", b"{\"query\": ", b"[]", b"{}"):
+        refused = requests.post(server.url + "/graphql", data=body, headers=headers, timeout=30)
+        assert refused.status_code == 400, body
+        assert refused.json()["errors"][0]["message"]
+    # The server is still serving.
+    assert "campaigns" in _http_client(server).execute(gql("{ campaigns { campaignId } }"))
+
+
 def test_a_query_past_the_depth_limit_is_refused_with_a_graphql_error(stack):
     _, _, server = stack
     deep = gql("{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }")
