@@ -130,15 +130,15 @@ async fn main() -> Result<()> {
 
     // 1. Baseline: raw produce of the same records, encoded beforehand.
     let registrar = SchemaRegistrar::new(&registry_url.clone().into(), Duration::from_secs(10))?;
-    let schema = registrar
-        .topic_schema::<AdImpression>(&raw_topic)
-        .await?;
+    let schema = registrar.topic_schema::<AdImpression>(&raw_topic).await?;
     let encoder = WireEncoder::new(&schema)?;
     let records: Vec<(AdImpression, Vec<u8>)> = (0..events)
         .map(|i| {
             let record = impression(&run, "raw", i);
             let mut payload = Vec::new();
-            encoder.encode(&record, &mut payload).map(|()| (record, payload))
+            encoder
+                .encode(&record, &mut payload)
+                .map(|()| (record, payload))
         })
         .collect::<Result<_, _>>()?;
     let mut raw_config = producer_config(&kafka);
