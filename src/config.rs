@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Schema registry client properties, named as Confluent's clients name them.
     #[serde(default)]
     pub registry: RegistryFileConfig,
+    /// The platform connectors (`adstream connect run`); other commands ignore it.
+    #[serde(default)]
+    pub connectors: Option<adstream_connectors::config::ConnectorsConfig>,
 }
 
 /// The config file's `registry:` map.
