@@ -295,6 +295,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_connectors_file_parses_with_every_platform() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors.yaml");
+        let file = FileConfig::load(&path).unwrap();
+        let connectors = file.connectors.expect("a connectors section");
+        for (name, section) in [
+            ("google_ads", &connectors.google_ads),
+            ("meta", &connectors.meta),
+            ("tiktok", &connectors.tiktok),
+            ("linkedin", &connectors.linkedin),
+        ] {
+            let section = section.as_ref().unwrap_or_else(|| panic!("no {name}"));
+            assert!(!section.accounts.is_empty(), "{name}");
+        }
+        assert_eq!(connectors.topics.reports, "platform.reports");
+    }
+
+    #[test]
     fn malformed_override_is_rejected() {
         let err = resolve(None, None, &["nokey".into()], []).unwrap_err();
         assert!(err.to_string().contains("nokey"));
