@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Schema registry client properties, named as Confluent's clients name them.
     #[serde(default)]
     pub registry: RegistryFileConfig,
+    /// The platform connectors (`adstream connect run`); other commands ignore it.
+    #[serde(default)]
+    pub connectors: Option<adstream_connectors::config::ConnectorsConfig>,
 }
 
 /// The config file's `registry:` map.
@@ -289,6 +292,23 @@ mod tests {
         let err = format!("{:#}", resolve(None, Some(&path), &[], []).unwrap_err());
         assert!(err.contains("bootstrap_server"), "{err}");
         assert!(err.contains("c.yaml"), "{err}");
+    }
+
+    #[test]
+    fn the_example_connectors_file_parses_with_every_platform() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors.yaml");
+        let file = FileConfig::load(&path).unwrap();
+        let connectors = file.connectors.expect("a connectors section");
+        for (name, section) in [
+            ("google_ads", &connectors.google_ads),
+            ("meta", &connectors.meta),
+            ("tiktok", &connectors.tiktok),
+            ("linkedin", &connectors.linkedin),
+        ] {
+            let section = section.as_ref().unwrap_or_else(|| panic!("no {name}"));
+            assert!(!section.accounts.is_empty(), "{name}");
+        }
+        assert_eq!(connectors.topics.reports, "platform.reports");
     }
 
     #[test]

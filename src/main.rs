@@ -78,6 +78,9 @@ enum Command {
     /// Topics and processors declared in the topology file.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Platform connectors: Google Ads, Meta, TikTok and LinkedIn reports into Kafka.
+    #[command(subcommand)]
+    Connect(cmd::connect::ConnectCommand),
     /// Run a stream processor until SIGTERM/SIGINT.
     #[command(subcommand)]
     Process(cmd::process::ProcessCommand),
@@ -332,6 +335,7 @@ async fn async_main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let config_path = cli.config.clone();
     let settings = Settings::resolve(
         cli.bootstrap_servers,
         cli.registry_url,
@@ -373,6 +377,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Jobs { names } => {
             cmd::jobs::list(names);
             Ok(())
+        }
+        Command::Connect(command) => {
+            cmd::connect::run(
+                &settings,
+                config_path.as_deref(),
+                command,
+                shutdown_signal(),
+            )
+            .await
         }
         Command::Process(command) => cmd::process::run(&settings, command, shutdown_signal()).await,
         Command::Report(ReportCommand::Campaigns { args, topology }) => {

@@ -5,6 +5,7 @@
 //! - the `.avsc` files next to this crate — the contract itself, one Avro schema per record type.
 //! - `events`  — Rust types that serialize to exactly the `.avsc` contract of the input events.
 //! - `outputs` — Rust types of the processors' output records (campaign metrics, alerts, attribution, fatigue).
+//! - `platform` — Rust types of the platform connectors' report rows and cursors.
 //! - `compat`  — Avro reader/writer compatibility with Confluent's seven levels and per-field explanations.
 //! - `wire`    — Confluent's wire framing (magic byte 0, big-endian schema id, Avro datum), pure.
 //!
@@ -14,4 +15,5 @@
 pub mod compat;
 pub mod events;
 pub mod outputs;
+pub mod platform;
 pub mod wire;

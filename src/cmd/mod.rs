@@ -3,6 +3,7 @@
 pub mod api;
 pub mod attribution;
 pub mod backtest;
+pub mod connect;
 pub mod dlq;
 pub mod fatigue;
 pub mod ingest;

@@ -531,6 +531,8 @@ fn the_project_topology_is_valid() {
                 None
             ),
             ("fatigue.creatives", 4, "compact", Some("creative_id"), None),
+            ("platform.reports", 4, "compact", Some("report_key"), None),
+            ("connectors.cursors", 1, "compact", Some("cursor_key"), None),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -564,6 +566,8 @@ fn the_project_topology_is_valid() {
                 "io.adstream.attribution.AttributedConversion"
             ),
             ("fatigue.creatives", "io.adstream.fatigue.CreativeFatigue"),
+            ("platform.reports", "io.adstream.platform.PlatformReport"),
+            ("connectors.cursors", "io.adstream.platform.ConnectorCursor"),
         ]
     );
     let processor = topology
