@@ -12,6 +12,8 @@
 //! - `attribution`      — multi-touch attribution: models (pure) and the two-stage job (repartition by user, credit).
 //! - `fatigue`          — creative fatigue: hourly series, CUSUM change detection, Poisson decay fit, score and
 //!   days remaining per creative, and its evaluation against planted ground truth. Pure.
+//! - `reconciliation`   — platform-reported numbers (the connectors' `platform.reports`) against the events' own,
+//!   per campaign and report window: the two-stage job (repartition by campaign, compare and alert).
 //!
 //! Domain logic here never imports rdkafka, so replays and backtests call the same code as the live jobs.
 
@@ -19,6 +21,7 @@ pub mod attribution;
 pub mod campaign_metrics;
 pub mod fatigue;
 pub mod jobs;
+pub mod reconciliation;
 pub mod runtime;
 pub mod watermark;
 pub mod window;

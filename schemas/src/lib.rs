@@ -6,6 +6,7 @@
 //! - `events`  — Rust types that serialize to exactly the `.avsc` contract of the input events.
 //! - `outputs` — Rust types of the processors' output records (campaign metrics, alerts, attribution, fatigue).
 //! - `platform` — Rust types of the platform connectors' report rows and cursors.
+//! - `reconciliation` — the reconciliation job's rows (platform-reported against event-derived numbers).
 //! - `compat`  — Avro reader/writer compatibility with Confluent's seven levels and per-field explanations.
 //! - `wire`    — Confluent's wire framing (magic byte 0, big-endian schema id, Avro datum), pure.
 //!
@@ -16,4 +17,5 @@ pub mod compat;
 pub mod events;
 pub mod outputs;
 pub mod platform;
+pub mod reconciliation;
 pub mod wire;

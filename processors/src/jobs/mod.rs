@@ -187,6 +187,7 @@ impl JobRegistry {
                 entry::<crate::campaign_metrics::job::CampaignMetricsDefinition>(),
                 entry::<crate::fatigue::job::CreativeFatigueDefinition>(),
                 entry::<crate::attribution::job::AttributionDefinition>(),
+                entry::<crate::reconciliation::job::ReconciliationDefinition>(),
             ],
         }
     }
