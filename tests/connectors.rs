@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adstream_schemas::events::{AvroRecord, Campaign, CampaignStatus};
 use adstream_schemas::platform::PlatformReport;
 use apache_avro::Schema;
 use axum::extract::{Path, Query, RawQuery, State};
@@ -190,6 +191,8 @@ struct Fixture {
     rows: Mutex<Vec<FixtureRow>>,
     /// Data requests answered (faults included).
     requests: AtomicU64,
+    /// Report pages answered with data.
+    pages_served: AtomicU64,
     /// Valid access tokens.
     tokens: Mutex<HashSet<String>>,
     /// Tokens issued so far.
@@ -201,6 +204,8 @@ struct Fixture {
     retried_after: Mutex<Option<Duration>>,
     /// Faults served, by name.
     faults: Mutex<Vec<&'static str>>,
+    /// Campaigns paused on the platform (the others are active).
+    paused: Mutex<HashSet<String>>,
     /// Rows per page where the platform pages.
     page_size: usize,
     /// Delay of every data answer, so a kill lands mid-sync.
@@ -214,12 +219,14 @@ impl Fixture {
             kind,
             rows: Mutex::new(dataset(kind)),
             requests: AtomicU64::new(0),
+            pages_served: AtomicU64::new(0),
             tokens: Mutex::new(HashSet::new()),
             issued: AtomicU64::new(0),
             credentials,
             rate_limited_at: Mutex::new(None),
             retried_after: Mutex::new(None),
             faults: Mutex::new(Vec::new()),
+            paused: Mutex::new(HashSet::from(["501".to_owned()])),
             page_size: 30,
             delay: Duration::from_millis(150),
         });
@@ -242,8 +249,9 @@ impl Fixture {
         token
     }
 
-    /// Rows of `day`, in a stable order.
+    /// Rows of `day`, in a stable order, for a report page being answered.
     fn rows_of(&self, day: NaiveDate) -> Vec<FixtureRow> {
+        self.pages_served.fetch_add(1, Ordering::SeqCst);
         self.rows
             .lock()
             .expect("lock")
@@ -356,6 +364,20 @@ impl Fixture {
         row.conversions += 2;
         row.key(self.kind)
     }
+
+    /// The advertiser pauses campaign 500 on the platform.
+    fn pause(&self) {
+        self.paused.lock().expect("lock").insert("500".to_owned());
+    }
+
+    /// (campaign id, paused) of the fixture's two campaigns.
+    fn campaigns(&self) -> Vec<(&'static str, bool)> {
+        let paused = self.paused.lock().expect("lock");
+        ["500", "501"]
+            .into_iter()
+            .map(|id| (id, paused.contains(id)))
+            .collect()
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -401,9 +423,23 @@ async fn google_search_stream(
     if method != "googleAds:searchStream"
         || customer != ACCOUNT
         || headers.get("developer-token").and_then(|v| v.to_str().ok()) != Some("fixture-dev")
-        || !query.contains("FROM ad_group_ad")
     {
         return (StatusCode::BAD_REQUEST, "unexpected request").into_response();
+    }
+    if query.ends_with("FROM campaign") {
+        let results: Vec<Value> = fixture
+            .campaigns()
+            .into_iter()
+            .map(|(id, paused)| {
+                json!({"campaign":{"resourceName":format!("customers/{ACCOUNT}/campaigns/{id}"),"id":id,"name":format!("Campaign {id}"),
+                    "status":if paused {"PAUSED"} else {"ENABLED"},"startDate":"2024-04-01"},
+                    "campaignBudget":{"amountMicros":"50000000"}})
+            })
+            .collect();
+        return Json(json!([{"results": results, "fieldMask": "campaign.id,campaign.name,campaign.status,campaign.start_date,campaign_budget.amount_micros", "requestId": "req-c"}])).into_response();
+    }
+    if !query.contains("FROM ad_group_ad") {
+        return (StatusCode::BAD_REQUEST, "unexpected query").into_response();
     }
     let Some(day) = query
         .split("segments.date = '")
@@ -613,14 +649,107 @@ async fn linkedin_analytics(
     Json(json!({"paging":{"start":0,"count":10,"links":[]},"elements":elements})).into_response()
 }
 
+/// Meta `/act_<id>/campaigns`: budgets in minor units, one page.
+async fn meta_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(fault) = fixture
+        .gate(query.get("access_token").map(String::as_str))
+        .await
+    {
+        return fault;
+    }
+    if account != format!("act_{ACCOUNT}") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error":{"message":"Invalid parameter","type":"OAuthException","code":100}}),
+            ),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            let status = if paused { "PAUSED" } else { "ACTIVE" };
+            json!({"id":id,"name":format!("Campaign {id}"),"status":status,"effective_status":status,"objective":"OUTCOME_SALES",
+                "daily_budget":"5000","start_time":"2024-04-01T00:00:00-0400","updated_time":"2024-04-30T10:00:00-0400"})
+        })
+        .collect();
+    Json(json!({"data": data, "paging": {"cursors": {"before": "b", "after": "a"}}}))
+        .into_response()
+}
+
+/// TikTok `campaign/get/`.
+async fn tiktok_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = headers.get("access-token").and_then(|v| v.to_str().ok());
+    if let Some(fault) = fixture.gate(token).await {
+        return fault;
+    }
+    if query.get("advertiser_id").map(String::as_str) != Some(ACCOUNT) {
+        return Json(
+            json!({"code":40002,"message":"Invalid parameters","request_id":"r","data":{}}),
+        )
+        .into_response();
+    }
+    let list: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            json!({"campaign_id":id,"campaign_name":format!("Campaign {id}"),"budget":50.0,"budget_mode":"BUDGET_MODE_DAY",
+                "operation_status":if paused {"DISABLE"} else {"ENABLE"},"secondary_status":"CAMPAIGN_STATUS_ENABLE",
+                "objective_type":"CONVERSIONS","create_time":"2024-04-01 00:00:00","modify_time":"2024-04-30 10:00:00"})
+        })
+        .collect();
+    Json(json!({"code":0,"message":"OK","request_id":"r","data":{"list":list,"page_info":{"page":1,"page_size":1000,"total_number":2,"total_page":1}}})).into_response()
+}
+
+/// LinkedIn `adAccounts/<id>/adCampaigns?q=search`.
+async fn linkedin_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(fault) = fixture.gate(bearer(&headers).as_deref()).await {
+        return fault;
+    }
+    if account != ACCOUNT {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status":404,"message":"Not found"})),
+        )
+            .into_response();
+    }
+    let elements: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            json!({"id":id.parse::<i64>().expect("id"),"name":format!("Campaign {id}"),"status":if paused {"PAUSED"} else {"ACTIVE"},
+                "account":format!("urn:li:sponsoredAccount:{ACCOUNT}"),"dailyBudget":{"amount":"50.00","currencyCode":"EUR"},
+                "runSchedule":{"start":1_711_929_600_000_i64},"objectiveType":"WEBSITE_CONVERSION"})
+        })
+        .collect();
+    Json(json!({"elements": elements, "metadata": {}})).into_response()
+}
+
 /// Serves `fixture` on `127.0.0.1:0`; returns the base URL.
 async fn serve(fixture: Arc<Fixture>) -> String {
     let app = Router::new()
         .route("/token", post(token_endpoint))
         .route("/customers/{customer}/{method}", post(google_search_stream))
         .route("/{account}/insights", get(meta_insights))
+        .route("/{account}/campaigns", get(meta_campaigns))
         .route("/report/integrated/get/", get(tiktok_report))
+        .route("/campaign/get/", get(tiktok_campaigns))
         .route("/adAnalytics", get(linkedin_analytics))
+        .route("/adAccounts/{account}/adCampaigns", get(linkedin_campaigns))
         .with_state(fixture);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -634,6 +763,7 @@ async fn serve(fixture: Arc<Fixture>) -> String {
 struct Topics {
     reports: String,
     cursors: String,
+    campaigns: String,
     dead_letters: String,
 }
 
@@ -642,6 +772,7 @@ fn private_topics(registry: &str, name: &str) -> Topics {
     let topics = Topics {
         reports: format!("{prefix}.reports"),
         cursors: format!("{prefix}.cursors"),
+        campaigns: format!("{prefix}.campaigns"),
         dead_letters: format!("dlq.{prefix}.reports"),
     };
     let dir = std::env::temp_dir().join(unique("connectors-topology"));
@@ -652,8 +783,9 @@ fn private_topics(registry: &str, name: &str) -> Topics {
         format!(
             "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
              \x20 - {{ name: {}, key: report_key, value_schema: io.adstream.platform.PlatformReport, cleanup_policy: compact }}\n\
-             \x20 - {{ name: {}, key: cursor_key, value_schema: io.adstream.platform.ConnectorCursor, cleanup_policy: compact, partitions: 1 }}\n",
-            topics.reports, topics.cursors
+             \x20 - {{ name: {}, key: cursor_key, value_schema: io.adstream.platform.ConnectorCursor, cleanup_policy: compact, partitions: 1 }}\n\
+             \x20 - {{ name: {}, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n",
+            topics.reports, topics.cursors, topics.campaigns
         ),
     )
     .expect("topology");
@@ -668,7 +800,7 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
     let yaml = format!(
         "connectors:\n\
          \x20 transactional_id_prefix: {prefix}\n\
-         \x20 topics: {{ reports: {reports}, cursors: {cursors}, dead_letters: {dead} }}\n\
+         \x20 topics: {{ reports: {reports}, cursors: {cursors}, campaigns: {campaigns}, dead_letters: {dead} }}\n\
          \x20 http: {{ initial_backoff_ms: 50, max_backoff_secs: 1, timeout_secs: 10 }}\n\
          \x20 {section}:\n\
          \x20   base_url: {base_url}\n\
@@ -682,6 +814,7 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
         prefix = unique("connect-txn"),
         reports = topics.reports,
         cursors = topics.cursors,
+        campaigns = topics.campaigns,
         dead = topics.dead_letters,
         section = kind.section(),
         credentials = fixture.credentials.display(),
@@ -739,6 +872,49 @@ fn reports(topic: &str) -> Vec<(String, PlatformReport)> {
             (key, decode(&schema, m.payload().expect("value")))
         })
         .collect()
+}
+
+/// The latest status per campaign id of the campaigns table, with the other figures checked.
+fn campaign_statuses(kind: Kind, topic: &str) -> BTreeMap<String, CampaignStatus> {
+    let schema = Schema::parse_str(Campaign::SCHEMA).expect("schema");
+    let mut statuses = BTreeMap::new();
+    for message in read_committed_messages(topic) {
+        let campaign: Campaign = decode(&schema, message.payload().expect("value"));
+        assert_eq!(message.key(), Some(campaign.campaign_id.as_bytes()));
+        assert_eq!(
+            (campaign.account_id.as_str(), campaign.currency.as_str()),
+            (ACCOUNT, "EUR")
+        );
+        assert_eq!(campaign.time_zone, kind.time_zone().name());
+        assert_eq!(
+            campaign.daily_budget_micros,
+            Some(50_000_000),
+            "{kind:?}: {campaign:?}"
+        );
+        assert!(campaign.start_time > 0, "{campaign:?}");
+        statuses.insert(campaign.campaign_id, campaign.status);
+    }
+    statuses
+}
+
+fn assert_campaigns(kind: Kind, topic: &str, fixture: &Fixture) {
+    let expected: BTreeMap<String, CampaignStatus> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            let status = if paused {
+                CampaignStatus::Paused
+            } else {
+                CampaignStatus::Active
+            };
+            (format!("{}-{id}", kind.slug()), status)
+        })
+        .collect();
+    assert_eq!(
+        campaign_statuses(kind, topic),
+        expected,
+        "{kind:?}: campaigns"
+    );
 }
 
 /// The dead letters: (class, message, value).
@@ -897,9 +1073,12 @@ async fn platform_end_to_end(kind: Kind) {
     );
     assert_matches_fixture(kind, &latest, &fixture);
     assert_one_malformed_row(kind, &topics.dead_letters, 1);
+    assert_campaigns(kind, &topics.campaigns, &fixture);
 
-    // The platform restates an hour; the next pass re-reads the look-back and the new number overwrites.
+    // The platform restates an hour and the advertiser pauses a campaign; the next pass re-reads the look-back,
+    // the new number overwrites and the campaign shows as paused.
     let restated = fixture.restate();
+    fixture.pause();
     let said = run_once(kind, &registry.url, &config).await;
     eprintln!("{kind:?}: second pass: {}", said.trim());
     let (counts, latest) = tally(&reports(&topics.reports));
@@ -915,22 +1094,23 @@ async fn platform_end_to_end(kind: Kind) {
         "the restated spend overwrote"
     );
     assert_one_malformed_row(kind, &topics.dead_letters, 2);
+    assert_campaigns(kind, &topics.campaigns, &fixture);
 
     // Killed three times mid-sync on fresh topics, then run to the end: every row exactly once.
     let topics = private_topics(&registry.url, &format!("{}-kill", kind.slug()));
     let config = config_file(kind, &fixture, &base_url, &topics);
-    let mut kills = 0;
+    let mut kills = 0usize;
     while kills < 3 {
-        let before = fixture.requests.load(Ordering::SeqCst);
+        let before = fixture.pages_served.load(Ordering::SeqCst);
         let mut child = start_connector(kind, &registry.url, &config);
-        // One more answer on its way, then 0, 60 or 120 ms: the kill lands before, during or after that page's
-        // commit, while the connector is mid-pass (each answer takes the fixture's delay of 150 ms).
+        // One more report page on its way, then 0, 200 or 450 ms: the kill lands before, during or after that
+        // page's commit, while the connector is mid-pass (each answer takes the fixture's delay of 150 ms).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while fixture.requests.load(Ordering::SeqCst) < before + 1 {
+        while fixture.pages_served.load(Ordering::SeqCst) < before + 1 {
             assert!(Instant::now() < deadline, "the connector made no requests");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(60 * kills)).await;
+        tokio::time::sleep(Duration::from_millis([0, 200, 450][kills])).await;
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the connector ended before it was killed"

@@ -9,12 +9,13 @@
 //! hourly data and reports days in UTC. 401 renews the token through the refresh token; 429 and 5xx are retried
 //! (with `Retry-After` when present).
 
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{Campaign, CampaignStatus, Objective, Platform};
 use chrono::{Datelike, NaiveDate};
 use serde_json::Value;
 
 use crate::auth::{Auth, Renewal};
 use crate::config::{PlatformConfig, ReportGranularity};
+use crate::entities::{self, Entity};
 use crate::http::{judge_status, Http, SourceError};
 use crate::source::{self, Account, Figures, Page, ReportSource, RowContext};
 
@@ -105,6 +106,79 @@ fn figures(row: &Value) -> Result<Figures, String> {
     })
 }
 
+impl Linkedin {
+    /// GET `endpoint` (a full URL in Rest.li syntax) with the versioned headers.
+    async fn get(&mut self, what: &str, endpoint: &str) -> Result<Value, SourceError> {
+        let url = reqwest::Url::parse(endpoint).map_err(|e| {
+            SourceError::Config(format!("linkedin.base_url: '{endpoint}' is not a URL: {e}"))
+        })?;
+        let client = self.http.client().clone();
+        let version = self.version.clone();
+        self.http
+            .call(
+                what,
+                &mut self.auth,
+                |token| {
+                    client
+                        .get(url.clone())
+                        .bearer_auth(token.expose())
+                        .header("LinkedIn-Version", &version)
+                        .header("X-Restli-Protocol-Version", "2.0.0")
+                },
+                judge_status,
+            )
+            .await
+    }
+}
+
+/// A `{amount: "50.00", currencyCode}` money object in micros.
+fn money(entry: &Value, field: &str) -> Result<Option<i64>, String> {
+    entry
+        .get(field)
+        .map(|_| source::money_micros(entry, &[field, "amount"]))
+        .transpose()
+}
+
+/// One `adCampaigns` element as a campaign.
+fn campaign(account: &Account, entry: &Value) -> Result<Campaign, String> {
+    let id = source::id(entry, &["id"])?;
+    let status = match entities::text(entry, "status")?.as_str() {
+        "ACTIVE" => CampaignStatus::Active,
+        "PAUSED" | "DRAFT" => CampaignStatus::Paused,
+        "ARCHIVED" | "COMPLETED" | "CANCELED" => CampaignStatus::Ended,
+        _ => CampaignStatus::Unknown,
+    };
+    let mut campaign = entities::campaign(
+        Platform::Linkedin,
+        account,
+        &id,
+        entities::text(entry, "name")?,
+        status,
+    );
+    campaign.objective = match entry
+        .get("objectiveType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+    {
+        "BRAND_AWARENESS" | "ENGAGEMENT" | "VIDEO_VIEW" => Objective::Awareness,
+        "WEBSITE_VISIT" => Objective::Traffic,
+        "WEBSITE_CONVERSION" => Objective::Conversions,
+        "LEAD_GENERATION" => Objective::Leads,
+        _ => Objective::Other,
+    };
+    campaign.daily_budget_micros = money(entry, "dailyBudget")?;
+    campaign.lifetime_budget_micros = money(entry, "totalBudget")?;
+    let millis = |path: &[&str]| source::at(entry, path).and_then(Value::as_i64);
+    if let Some(start) = millis(&["runSchedule", "start"]) {
+        campaign.start_time = start;
+    }
+    campaign.end_time = millis(&["runSchedule", "end"]);
+    if let Some(modified) = millis(&["changeAuditStamps", "lastModified", "time"]) {
+        campaign.updated_at = modified;
+    }
+    Ok(campaign)
+}
+
 impl ReportSource for Linkedin {
     fn platform(&self) -> Platform {
         Platform::Linkedin
@@ -129,25 +203,8 @@ impl ReportSource for Linkedin {
             self.base_url.trim_end_matches('/'),
             url::form_urlencoded::byte_serialize(account.id.as_bytes()).collect::<String>()
         );
-        let url = crate::http::url_with_query(&endpoint, &[])?;
-        let client = self.http.client().clone();
-        let version = self.version.clone();
         let what = format!("linkedin account {} {day}", account.id);
-        let body = self
-            .http
-            .call(
-                &what,
-                &mut self.auth,
-                |token| {
-                    client
-                        .get(url.clone())
-                        .bearer_auth(token.expose())
-                        .header("LinkedIn-Version", &version)
-                        .header("X-Restli-Protocol-Version", "2.0.0")
-                },
-                judge_status,
-            )
-            .await?;
+        let body = self.get(&what, &endpoint).await?;
         let elements = body
             .get("elements")
             .and_then(Value::as_array)
@@ -166,6 +223,46 @@ impl ReportSource for Linkedin {
             .map(|row| context.row(row, figures))
             .collect();
         Ok(Page { rows, next: None })
+    }
+
+    async fn fetch_campaigns<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity>, SourceError> {
+        let what = format!("linkedin account {} campaigns", account.id);
+        let mut entities = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut endpoint = format!(
+                "{}/adAccounts/{}/adCampaigns?q=search&pageSize=100",
+                self.base_url.trim_end_matches('/'),
+                url::form_urlencoded::byte_serialize(account.id.as_bytes()).collect::<String>()
+            );
+            if let Some(token) = &token {
+                endpoint.push_str("&pageToken=");
+                endpoint.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+            }
+            let body = self.get(&what, &endpoint).await?;
+            let elements = body
+                .get("elements")
+                .and_then(Value::as_array)
+                .ok_or_else(|| SourceError::Shape {
+                    what: what.clone(),
+                    reason: "no `elements` list".into(),
+                })?;
+            entities.extend(
+                elements
+                    .iter()
+                    .map(|entry| entities::entity(entry, |entry| campaign(account, entry))),
+            );
+            token = source::at(&body, &["metadata", "nextPageToken"])
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                return Ok(entities);
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadOptions};
 use adstream_kafka::registry_client::{RegistryClient, RegistrySettings};
 use adstream_kafka::QuietEof;
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{AvroRecord, Campaign, Platform};
 use adstream_schemas::platform::{ConnectorCursor, PlatformReport};
 use adstream_schemas::wire;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -131,6 +131,7 @@ pub struct KafkaSink {
     settings: SinkSettings,
     reports: Registered,
     cursors: Registered,
+    campaigns: Registered,
     registry: RegistryClient,
 }
 
@@ -155,6 +156,7 @@ impl KafkaSink {
         };
         let reports = register(&settings.topics.reports, PlatformReport::SCHEMA).await?;
         let cursors = register(&settings.topics.cursors, ConnectorCursor::SCHEMA).await?;
+        let campaigns = register(&settings.topics.campaigns, Campaign::SCHEMA).await?;
         let admin: AdminClient<DefaultClientContext> = settings
             .kafka
             .create()
@@ -185,6 +187,7 @@ impl KafkaSink {
             settings,
             reports,
             cursors,
+            campaigns,
             registry,
         })
     }
@@ -196,7 +199,11 @@ impl KafkaSink {
             read::reader_config(&settings.kafka, "adstream-connectors-metadata", true)
                 .create_with_context(QuietEof)
                 .map_err(|e| SinkError::Setup(format!("Kafka client configuration: {e}")))?;
-        for topic in [&settings.topics.reports, &settings.topics.cursors] {
+        for topic in [
+            &settings.topics.reports,
+            &settings.topics.cursors,
+            &settings.topics.campaigns,
+        ] {
             match read::partition_count::<_, Infallible>(&consumer, topic, CALL_TIMEOUT) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -299,10 +306,56 @@ impl KafkaSink {
 
     /// Writes one page and its cursor in one transaction. Blocks.
     pub fn commit_page(&self, page: &PageWrite<'_>) -> Result<(), SinkError> {
+        self.transact(|| self.send_page(page))
+    }
+
+    /// Writes an account's campaigns (and its malformed campaign entries) in one transaction. Blocks.
+    pub fn commit_campaigns(
+        &self,
+        platform: Platform,
+        account: &str,
+        campaigns: &[Campaign],
+        dead: &[DeadRow],
+        correlation_id: &str,
+    ) -> Result<(), SinkError> {
+        self.transact(|| {
+            let writer = GenericDatumWriter::builder(&self.campaigns.schema)
+                .build()
+                .map_err(avro_error)?;
+            let mut buffer = Vec::new();
+            for campaign in campaigns {
+                buffer.clear();
+                wire::write_header(self.campaigns.id, &mut buffer);
+                writer
+                    .write_ser(&mut buffer, campaign)
+                    .map_err(avro_error)?;
+                let ce_source = format!("/adstream/connectors/{}/{account}", platform.slug());
+                let ce_id = format!("{}@{}", campaign.campaign_id, campaign.updated_at);
+                let ce_time = rfc3339(campaign.updated_at);
+                let headers = cloud_event_headers(
+                    &ce_id,
+                    Campaign::CE_TYPE,
+                    &ce_source,
+                    &ce_time,
+                    correlation_id,
+                );
+                let record = BaseRecord::to(&self.settings.topics.campaigns)
+                    .key(campaign.campaign_id.as_bytes())
+                    .payload(buffer.as_slice())
+                    .timestamp(campaign.updated_at)
+                    .headers(headers);
+                send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
+            }
+            self.send_dead(platform.slug(), account, dead, correlation_id)
+        })
+    }
+
+    /// Runs `send` inside a transaction and commits it; aborts when the error requires it.
+    fn transact(&self, send: impl FnOnce() -> Result<(), KafkaError>) -> Result<(), SinkError> {
         self.producer
             .begin_transaction()
             .map_err(|e| SinkError::Fatal(format!("begin transaction: {e}")))?;
-        match self.send_page(page).and_then(|()| self.commit()) {
+        match send().and_then(|()| self.commit()) {
             Ok(()) => Ok(()),
             Err(error) if requires_abort(&error) => {
                 self.producer
@@ -352,38 +405,14 @@ impl KafkaSink {
                 .map_err(avro_error)?;
             let key = report.key();
             let ce_id = format!("{key}@{}", report.reported_at);
-            let ce_time = chrono::DateTime::from_timestamp_millis(report.reported_at)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "ce_specversion",
-                    value: Some("1.0"),
-                })
-                .insert(Header {
-                    key: "ce_id",
-                    value: Some(ce_id.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_type",
-                    value: Some(REPORT_CE_TYPE),
-                })
-                .insert(Header {
-                    key: "ce_source",
-                    value: Some(ce_source.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_time",
-                    value: Some(ce_time.as_str()),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/vnd.confluent.avro"),
-                })
-                .insert(Header {
-                    key: header::CORRELATION_ID,
-                    value: Some(page.correlation_id),
-                });
+            let ce_time = rfc3339(report.reported_at);
+            let headers = cloud_event_headers(
+                &ce_id,
+                REPORT_CE_TYPE,
+                &ce_source,
+                &ce_time,
+                page.correlation_id,
+            );
             let record = BaseRecord::to(&topics.reports)
                 .key(key.as_bytes())
                 .payload(buffer.as_slice())
@@ -391,40 +420,12 @@ impl KafkaSink {
                 .headers(headers);
             send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
         }
-        let platform = page.cursor.platform.slug();
-        for dead in page.dead {
-            let key = format!("{platform}|{}", page.cursor.account_id);
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: header::CLASS,
-                    value: Some(MALFORMED_ROW),
-                })
-                .insert(Header {
-                    key: header::MESSAGE,
-                    value: Some(dead.reason.as_str()),
-                })
-                .insert(Header {
-                    key: header::PLATFORM,
-                    value: Some(platform),
-                })
-                .insert(Header {
-                    key: header::ACCOUNT,
-                    value: Some(page.cursor.account_id.as_str()),
-                })
-                .insert(Header {
-                    key: header::CORRELATION_ID,
-                    value: Some(page.correlation_id),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/json"),
-                });
-            let record = BaseRecord::to(&topics.dead_letters)
-                .key(key.as_bytes())
-                .payload(dead.raw.as_bytes())
-                .headers(headers);
-            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
-        }
+        self.send_dead(
+            page.cursor.platform.slug(),
+            &page.cursor.account_id,
+            page.dead,
+            page.correlation_id,
+        )?;
         let cursor_writer = GenericDatumWriter::builder(&self.cursors.schema)
             .build()
             .map_err(avro_error)?;
@@ -441,6 +442,98 @@ impl KafkaSink {
         send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
         Ok(())
     }
+}
+
+impl KafkaSink {
+    /// Sends `dead` rows of `account` to the dead-letter topic with the dead-letter headers.
+    fn send_dead(
+        &self,
+        platform: &str,
+        account: &str,
+        dead: &[DeadRow],
+        correlation_id: &str,
+    ) -> Result<(), KafkaError> {
+        let key = format!("{platform}|{account}");
+        for dead in dead {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: header::CLASS,
+                    value: Some(MALFORMED_ROW),
+                })
+                .insert(Header {
+                    key: header::MESSAGE,
+                    value: Some(dead.reason.as_str()),
+                })
+                .insert(Header {
+                    key: header::PLATFORM,
+                    value: Some(platform),
+                })
+                .insert(Header {
+                    key: header::ACCOUNT,
+                    value: Some(account),
+                })
+                .insert(Header {
+                    key: header::CORRELATION_ID,
+                    value: Some(correlation_id),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+            let record = BaseRecord::to(&self.settings.topics.dead_letters)
+                .key(key.as_bytes())
+                .payload(dead.raw.as_bytes())
+                .headers(headers);
+            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Epoch millis as RFC 3339 UTC with milliseconds (CloudEvents `ce_time`).
+fn rfc3339(epoch_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(epoch_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The CloudEvents Kafka-binding headers, content type and correlation id of an Avro record.
+fn cloud_event_headers(
+    id: &str,
+    kind: &str,
+    source: &str,
+    time: &str,
+    correlation_id: &str,
+) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(kind),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source),
+        })
+        .insert(Header {
+            key: "ce_time",
+            value: Some(time),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/vnd.confluent.avro"),
+        })
+        .insert(Header {
+            key: header::CORRELATION_ID,
+            value: Some(correlation_id),
+        })
 }
 
 impl Drop for KafkaSink {

@@ -14,6 +14,7 @@ use adstream_schemas::platform::ConnectorCursor;
 use chrono::{Days, NaiveDate};
 use tracing::Instrument;
 
+use crate::entities::Entity;
 use crate::http::SourceError;
 use crate::sink::{DeadRow, KafkaSink, PageWrite, SinkError};
 use crate::source::{Account, Page, ReportSource, Row};
@@ -188,8 +189,10 @@ pub struct AccountSummary {
     pub pages: u64,
     /// Report rows committed.
     pub rows: u64,
-    /// Malformed rows dead-lettered.
+    /// Malformed rows (and campaign entries) dead-lettered.
     pub dead_letters: u64,
+    /// Campaigns written by the entity sync.
+    pub campaigns: u64,
 }
 
 /// One platform's connector: its source, its sink and the accounts' cursors.
@@ -233,6 +236,65 @@ impl<S: ReportSource> Connector<S> {
         outcomes
     }
 
+    /// Entity sync of one account: every campaign, in one transaction; returns (campaigns, dead letters).
+    async fn sync_campaigns(&mut self, account: &Account) -> Result<(u64, u64), SyncError> {
+        let platform = self.source.platform();
+        let mut attempt = 1;
+        loop {
+            let entities = self
+                .source
+                .fetch_campaigns(account)
+                .await
+                .map_err(|source| SyncError::Source {
+                    platform: platform.slug(),
+                    account: account.id.clone(),
+                    source,
+                })?;
+            let mut campaigns = Vec::new();
+            let mut dead = Vec::new();
+            for entity in entities {
+                match entity {
+                    Entity::Campaign(campaign) => campaigns.push(*campaign),
+                    Entity::Malformed { raw, reason } => {
+                        tracing::warn!(%reason, "malformed campaign entry, dead-lettered");
+                        dead.push(DeadRow { raw, reason });
+                    }
+                }
+            }
+            let correlation_id = format!("{}/{}/campaigns", platform.slug(), account.id);
+            let written = tokio::task::block_in_place(|| {
+                self.sink.commit_campaigns(
+                    platform,
+                    &account.id,
+                    &campaigns,
+                    &dead,
+                    &correlation_id,
+                )
+            });
+            match written {
+                Ok(()) => {
+                    tracing::info!(
+                        campaigns = campaigns.len(),
+                        dead_letters = dead.len(),
+                        "campaigns committed"
+                    );
+                    return Ok((campaigns.len() as u64, dead.len() as u64));
+                }
+                Err(SinkError::Aborted(reason)) if attempt < ABORTED_PAGE_ATTEMPTS => {
+                    tracing::warn!(attempt, %reason, "campaigns transaction aborted, listing them again");
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SyncError::Sink {
+                        platform: platform.slug(),
+                        account: account.id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
     async fn sync_account(&mut self, account: &Account) -> Result<AccountSummary, SyncError> {
         let platform = self.source.platform();
         let source_error = |source| SyncError::Source {
@@ -269,7 +331,11 @@ impl<S: ReportSource> Connector<S> {
             pages: 0,
             rows: 0,
             dead_letters: 0,
+            campaigns: 0,
         };
+        let (campaigns, dead) = self.sync_campaigns(account).await?;
+        summary.campaigns = campaigns;
+        summary.dead_letters += dead;
         let Some(mut position) =
             next_position(self.cursors.get(&account.id), &self.settings, today)
         else {
