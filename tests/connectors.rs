@@ -7,9 +7,9 @@
 //! Per platform it shows, reading `read_committed`:
 //! - after one pass, every fixture row is in the reports topic exactly once, normalised (key, window, micros),
 //!   with the fixture's count and sum of spend; the malformed row is in the dead-letter topic with its reason;
-//!   the 429's `Retry-After` was waited out;
-//! - after a restatement and a second pass, the restated row's latest value is the new number (and every key was
-//!   written once per pass);
+//!   the 429's `Retry-After` was waited out; the campaigns are in the campaigns table with their status;
+//! - after a restatement and a paused campaign, a second pass leaves the restated row's new number as the latest
+//!   value (every key written once per pass) and the campaign paused;
 //! - on fresh topics, a connector killed with SIGKILL three times mid-sync and then run to the end leaves every
 //!   row exactly once (no missing, no duplicate), and the dead letter once.
 

@@ -37,7 +37,8 @@ pub fn entity(entry: &Value, parse: impl FnOnce(&Value) -> Result<Campaign, Stri
     }
 }
 
-/// A campaign of `account` with what every platform sets the same way; the caller fills in the rest.
+/// A campaign of `account` with what every platform sets the same way; the caller fills in the rest (a
+/// platform that gives no start leaves `start_time` at 0, and no update time leaves `updated_at` at now).
 pub fn campaign(
     platform: Platform,
     account: &Account,

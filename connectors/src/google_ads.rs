@@ -7,6 +7,9 @@
 //! status, details: [GoogleAdsFailure]}}`, possibly as an element of the stream array: `RESOURCE_EXHAUSTED` /
 //! `RESOURCE_TEMPORARILY_EXHAUSTED` (429, with `quotaErrorDetails.retryDelay`) are retried,
 //! `authenticationError: OAUTH_TOKEN_EXPIRED` renews the token through the refresh token.
+//!
+//! Campaigns come from `SELECT campaign.id, campaign.name, campaign.status, ... FROM campaign` over the same
+//! endpoint (`ENABLED` / `PAUSED` / `REMOVED`; the budget's `amountMicros` as the daily budget).
 
 use std::time::Duration;
 

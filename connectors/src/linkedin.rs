@@ -8,6 +8,9 @@
 //! (`costInLocalCurrency`, `conversionValueInLocalCurrency`) strings in the account's currency. LinkedIn has no
 //! hourly data and reports days in UTC. 401 renews the token through the refresh token; 429 and 5xx are retried
 //! (with `Retry-After` when present).
+//!
+//! Campaigns come from `adAccounts/{id}/adCampaigns?q=search`, paged with `pageToken` /
+//! `metadata.nextPageToken`.
 
 use adstream_schemas::events::{Campaign, CampaignStatus, Objective, Platform};
 use chrono::{Datelike, NaiveDate};

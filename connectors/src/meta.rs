@@ -8,6 +8,8 @@
 //! token, the credentials are read again); the throttling codes (4, 17, 32, 613, 80000–80008) are retried after the
 //! `estimated_time_to_regain_access` of the `X-Business-Use-Case-Usage` header, and a success whose usage headers
 //! are near 100 % pauses before the next call.
+//!
+//! Campaigns come from `/act_{id}/campaigns` (same `data` / `paging`), budgets in the currency's minor units.
 
 use std::time::Duration;
 

@@ -7,6 +7,8 @@
 //! and `adgroup_id` are requested as metrics. The report has no conversion value, so it is null. Errors come with
 //! HTTP 200 and a non-zero `code`: 40100 (rate limit) and 50000/50002/60001 (system, maintenance) are retried,
 //! 40105 (bad or expired token; TikTok's long-term tokens have no refresh token) reads the credentials again.
+//!
+//! Campaigns come from `campaign/get/` (`operation_status` ENABLE / DISABLE, `budget` with its `budget_mode`).
 
 use std::time::Duration;
 
