@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adstream_schemas::events::{AvroRecord, Campaign, CampaignStatus};
+use adstream_schemas::events::{AvroRecord, Campaign, CampaignStatus, Creative};
 use adstream_schemas::platform::PlatformReport;
 use apache_avro::Schema;
 use axum::extract::{Path, Query, RawQuery, State};
@@ -151,6 +151,19 @@ impl FixtureRow {
             start.format("%Y-%m-%dT%H:%M:%SZ")
         )
     }
+}
+
+/// The fixture's ads: (ad, campaign, ad group), as in [`dataset`].
+fn fixture_ads() -> Vec<(String, String, String)> {
+    (0..ADS)
+        .map(|a| {
+            (
+                format!("{}", 9000 + a),
+                format!("{}", 500 + a % 2),
+                format!("{}", 700 + a),
+            )
+        })
+        .collect()
 }
 
 /// The fixture's data set: deterministic numbers per (day, ad, hour).
@@ -437,6 +450,16 @@ async fn google_search_stream(
             })
             .collect();
         return Json(json!([{"results": results, "fieldMask": "campaign.id,campaign.name,campaign.status,campaign.start_date,campaign_budget.amount_micros", "requestId": "req-c"}])).into_response();
+    }
+    if query.ends_with("FROM ad_group_ad") && !query.contains("segments.date") {
+        let results: Vec<Value> = fixture_ads()
+            .into_iter()
+            .map(|(ad, campaign, ad_group)| {
+                json!({"adGroupAd":{"ad":{"id":ad,"name":format!("Ad {ad}"),"type":"RESPONSIVE_SEARCH_AD"}},
+                    "adGroup":{"id":ad_group},"campaign":{"id":campaign}})
+            })
+            .collect();
+        return Json(json!([{"results": results, "fieldMask": "ad_group_ad.ad.id,ad_group_ad.ad.name,ad_group_ad.ad.type,ad_group.id,campaign.id", "requestId": "req-a"}])).into_response();
     }
     if !query.contains("FROM ad_group_ad") {
         return (StatusCode::BAD_REQUEST, "unexpected query").into_response();
@@ -739,6 +762,81 @@ async fn linkedin_campaigns(
     Json(json!({"elements": elements, "metadata": {}})).into_response()
 }
 
+/// Meta `/act_<id>/ads`.
+async fn meta_ads(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(fault) = fixture
+        .gate(query.get("access_token").map(String::as_str))
+        .await
+    {
+        return fault;
+    }
+    if account != format!("act_{ACCOUNT}") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error":{"message":"Invalid parameter","type":"OAuthException","code":100}}),
+            ),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            json!({"id":ad,"name":format!("Ad {ad}"),"adset_id":ad_group,"campaign_id":campaign,"created_time":"2024-04-01T09:00:00-0400"})
+        })
+        .collect();
+    Json(json!({"data": data, "paging": {"cursors": {"before": "b", "after": "a"}}}))
+        .into_response()
+}
+
+/// TikTok `ad/get/`.
+async fn tiktok_ads(State(fixture): State<Arc<Fixture>>, headers: HeaderMap) -> Response {
+    let token = headers.get("access-token").and_then(|v| v.to_str().ok());
+    if let Some(fault) = fixture.gate(token).await {
+        return fault;
+    }
+    let list: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            json!({"ad_id":ad,"ad_name":format!("Ad {ad}"),"adgroup_id":ad_group,"campaign_id":campaign,"ad_text":"Summer sale",
+                "ad_format":"SINGLE_VIDEO","video_id":"v1","create_time":"2024-04-01 09:00:00"})
+        })
+        .collect();
+    Json(json!({"code":0,"message":"OK","request_id":"r","data":{"list":list,"page_info":{"page":1,"page_size":1000,"total_number":3,"total_page":1}}})).into_response()
+}
+
+/// LinkedIn `adAccounts/<id>/creatives?q=criteria` (a Rest.li FINDER).
+async fn linkedin_creatives(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(fault) = fixture.gate(bearer(&headers).as_deref()).await {
+        return fault;
+    }
+    if account != ACCOUNT
+        || headers.get("x-restli-method").and_then(|v| v.to_str().ok()) != Some("FINDER")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"status":400,"message":"Invalid finder"})),
+        )
+            .into_response();
+    }
+    let elements: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, _)| {
+            json!({"id":format!("urn:li:sponsoredCreative:{ad}"),"campaign":format!("urn:li:sponsoredCampaign:{campaign}"),
+                "intendedStatus":"ACTIVE","createdAt":1_711_962_000_000_i64,"lastModifiedAt":1_711_962_000_000_i64})
+        })
+        .collect();
+    Json(json!({"elements": elements, "metadata": {}})).into_response()
+}
+
 /// Serves `fixture` on `127.0.0.1:0`; returns the base URL.
 async fn serve(fixture: Arc<Fixture>) -> String {
     let app = Router::new()
@@ -746,6 +844,9 @@ async fn serve(fixture: Arc<Fixture>) -> String {
         .route("/customers/{customer}/{method}", post(google_search_stream))
         .route("/{account}/insights", get(meta_insights))
         .route("/{account}/campaigns", get(meta_campaigns))
+        .route("/{account}/ads", get(meta_ads))
+        .route("/ad/get/", get(tiktok_ads))
+        .route("/adAccounts/{account}/creatives", get(linkedin_creatives))
         .route("/report/integrated/get/", get(tiktok_report))
         .route("/campaign/get/", get(tiktok_campaigns))
         .route("/adAnalytics", get(linkedin_analytics))
@@ -764,6 +865,7 @@ struct Topics {
     reports: String,
     cursors: String,
     campaigns: String,
+    creatives: String,
     dead_letters: String,
 }
 
@@ -773,6 +875,7 @@ fn private_topics(registry: &str, name: &str) -> Topics {
         reports: format!("{prefix}.reports"),
         cursors: format!("{prefix}.cursors"),
         campaigns: format!("{prefix}.campaigns"),
+        creatives: format!("{prefix}.creatives"),
         dead_letters: format!("dlq.{prefix}.reports"),
     };
     let dir = std::env::temp_dir().join(unique("connectors-topology"));
@@ -784,8 +887,9 @@ fn private_topics(registry: &str, name: &str) -> Topics {
             "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
              \x20 - {{ name: {}, key: report_key, value_schema: io.adstream.platform.PlatformReport, cleanup_policy: compact }}\n\
              \x20 - {{ name: {}, key: cursor_key, value_schema: io.adstream.platform.ConnectorCursor, cleanup_policy: compact, partitions: 1 }}\n\
-             \x20 - {{ name: {}, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n",
-            topics.reports, topics.cursors, topics.campaigns
+             \x20 - {{ name: {}, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n\
+             \x20 - {{ name: {}, key: creative_id, value_schema: io.adstream.ads.Creative, cleanup_policy: compact }}\n",
+            topics.reports, topics.cursors, topics.campaigns, topics.creatives
         ),
     )
     .expect("topology");
@@ -800,7 +904,7 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
     let yaml = format!(
         "connectors:\n\
          \x20 transactional_id_prefix: {prefix}\n\
-         \x20 topics: {{ reports: {reports}, cursors: {cursors}, campaigns: {campaigns}, dead_letters: {dead} }}\n\
+         \x20 topics: {{ reports: {reports}, cursors: {cursors}, campaigns: {campaigns}, creatives: {creatives}, dead_letters: {dead} }}\n\
          \x20 http: {{ initial_backoff_ms: 50, max_backoff_secs: 1, timeout_secs: 10 }}\n\
          \x20 {section}:\n\
          \x20   base_url: {base_url}\n\
@@ -815,6 +919,7 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
         reports = topics.reports,
         cursors = topics.cursors,
         campaigns = topics.campaigns,
+        creatives = topics.creatives,
         dead = topics.dead_letters,
         section = kind.section(),
         credentials = fixture.credentials.display(),
@@ -915,6 +1020,37 @@ fn assert_campaigns(kind: Kind, topic: &str, fixture: &Fixture) {
         expected,
         "{kind:?}: campaigns"
     );
+}
+
+/// Every ad of the fixture is in the creatives table with its campaign and ad group, ids made global.
+fn assert_creatives(kind: Kind, topic: &str) {
+    let schema = Schema::parse_str(Creative::SCHEMA).expect("schema");
+    let mut found = BTreeMap::new();
+    for message in read_committed_messages(topic) {
+        let creative: Creative = decode(&schema, message.payload().expect("value"));
+        assert_eq!(message.key(), Some(creative.creative_id.as_bytes()));
+        found.insert(
+            creative.creative_id,
+            (creative.campaign_id, creative.ad_group_id),
+        );
+    }
+    let slug = kind.slug();
+    let expected: BTreeMap<String, (String, String)> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            // LinkedIn has no ad group: the campaign stands in for it.
+            let group = if kind == Kind::Linkedin {
+                campaign.clone()
+            } else {
+                ad_group
+            };
+            (
+                format!("{slug}-{ad}"),
+                (format!("{slug}-{campaign}"), format!("{slug}-{group}")),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected, "{kind:?}: creatives");
 }
 
 /// The dead letters: (class, message, value).
@@ -1074,6 +1210,7 @@ async fn platform_end_to_end(kind: Kind) {
     assert_matches_fixture(kind, &latest, &fixture);
     assert_one_malformed_row(kind, &topics.dead_letters, 1);
     assert_campaigns(kind, &topics.campaigns, &fixture);
+    assert_creatives(kind, &topics.creatives);
 
     // The platform restates an hour and the advertiser pauses a campaign; the next pass re-reads the look-back,
     // the new number overwrites and the campaign shows as paused.

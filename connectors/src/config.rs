@@ -63,6 +63,9 @@ pub struct TopicsConfig {
     /// Compacted campaigns table the entity sync writes.
     #[serde(default = "default_campaigns_topic")]
     pub campaigns: String,
+    /// Compacted creatives table the entity sync writes (one record per ad).
+    #[serde(default = "default_creatives_topic")]
+    pub creatives: String,
 }
 
 fn default_reports_topic() -> String {
@@ -81,6 +84,10 @@ fn default_campaigns_topic() -> String {
     "ads.campaigns".into()
 }
 
+fn default_creatives_topic() -> String {
+    "ads.creatives".into()
+}
+
 impl Default for TopicsConfig {
     fn default() -> TopicsConfig {
         TopicsConfig {
@@ -88,6 +95,7 @@ impl Default for TopicsConfig {
             dead_letters: default_dead_letters_topic(),
             cursors: default_cursors_topic(),
             campaigns: default_campaigns_topic(),
+            creatives: default_creatives_topic(),
         }
     }
 }

@@ -1,22 +1,25 @@
 //! Entity sync: the platforms' campaigns (status, budgets, schedule) as `io.adstream.ads.Campaign` records in the
-//! compacted `ads.campaigns` table, so that a campaign paused on the platform shows as paused in adstream.
+//! compacted `ads.campaigns` table, so that a campaign paused on the platform shows as paused in adstream, and their
+//! ads as `io.adstream.ads.Creative` records in `ads.creatives` (campaign, ad group, format, headline).
 //!
-//! Each pass lists every campaign of every account (campaign lists are small) and writes them in one transaction
-//! per account; the table is keyed, so writing an unchanged campaign again is harmless. Campaign ids are the
-//! platform's id prefixed by the platform's slug (`meta-222`), because `ads.campaigns` keys are unique across
-//! platforms. KPI targets are adstream's own settings, not the platform's: synced campaigns carry none.
+//! Each pass lists every campaign and ad of every account (these lists are small) and writes them in one
+//! transaction per account; the tables are keyed, so writing an unchanged entity again is harmless. Ids are the
+//! platform's prefixed by the platform's slug (`meta-222`), because the tables' keys are unique across platforms.
+//! KPI targets are adstream's own settings, not the platform's: synced campaigns carry none.
 
-use adstream_schemas::events::{Campaign, CampaignStatus, CampaignTargets, Objective, Platform};
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, CampaignTargets, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use serde_json::Value;
 
 use crate::source::{self, Account};
 
-/// One entry of a platform's campaign list.
+/// One entry of a platform's campaign or ad list.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Entity {
-    /// A campaign in the documented shape.
-    Campaign(Box<Campaign>),
+pub enum Entity<T> {
+    /// An entry in the documented shape.
+    Record(Box<T>),
     /// An entry that is not; dead-lettered with its reason.
     Malformed {
         /// The entry as the platform sent it (JSON).
@@ -27,13 +30,39 @@ pub enum Entity {
 }
 
 /// `entry` parsed by `parse`, or the malformed entry.
-pub fn entity(entry: &Value, parse: impl FnOnce(&Value) -> Result<Campaign, String>) -> Entity {
+pub fn entity<T>(entry: &Value, parse: impl FnOnce(&Value) -> Result<T, String>) -> Entity<T> {
     match parse(entry) {
-        Ok(campaign) => Entity::Campaign(Box::new(campaign)),
+        Ok(record) => Entity::Record(Box::new(record)),
         Err(reason) => Entity::Malformed {
             raw: entry.to_string(),
             reason,
         },
+    }
+}
+
+/// The adstream id of a platform's campaign, ad group or ad: `<platform slug>-<platform's id>`, unique across
+/// platforms as the entity tables' keys must be.
+pub fn global_id(platform: Platform, id: &str) -> String {
+    format!("{}-{id}", platform.slug())
+}
+
+/// A creative (an ad) of `platform`; ids are the platform's, made global by [`global_id`].
+pub fn creative(
+    platform: Platform,
+    ids: (&str, &str, &str),
+    format: CreativeFormat,
+    headline: String,
+    created_at: i64,
+) -> Creative {
+    let (ad, campaign, ad_group) = ids;
+    Creative {
+        creative_id: global_id(platform, ad),
+        campaign_id: global_id(platform, campaign),
+        ad_group_id: global_id(platform, ad_group),
+        platform,
+        format,
+        headline,
+        created_at,
     }
 }
 
@@ -47,7 +76,7 @@ pub fn campaign(
     status: CampaignStatus,
 ) -> Campaign {
     Campaign {
-        campaign_id: format!("{}-{id}", platform.slug()),
+        campaign_id: global_id(platform, id),
         platform,
         account_id: account.id.clone(),
         name,

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use adstream_schemas::events::{Campaign, CampaignStatus, Platform};
+use adstream_schemas::events::{Campaign, CampaignStatus, Creative, CreativeFormat, Platform};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -275,6 +275,39 @@ fn campaign(account: &Account, row: &Value) -> Result<Campaign, String> {
     Ok(campaign)
 }
 
+/// The ad list's GAQL.
+const ADS_QUERY: &str =
+    "SELECT ad_group_ad.ad.id, ad_group_ad.ad.name, ad_group_ad.ad.type, ad_group.id, \
+    campaign.id FROM ad_group_ad";
+
+/// One `FROM ad_group_ad` result as a creative. GAQL gives no creation time: `created_at` is 0.
+fn creative(row: &Value) -> Result<Creative, String> {
+    let ad = source::id(row, &["adGroupAd", "ad", "id"])?;
+    let format = match source::at(row, &["adGroupAd", "ad", "type"])
+        .and_then(Value::as_str)
+        .unwrap_or("")
+    {
+        "TEXT_AD" | "EXPANDED_TEXT_AD" | "RESPONSIVE_SEARCH_AD" => CreativeFormat::Text,
+        "IMAGE_AD" | "RESPONSIVE_DISPLAY_AD" => CreativeFormat::Image,
+        kind if kind.starts_with("VIDEO") => CreativeFormat::Video,
+        _ => CreativeFormat::Unknown,
+    };
+    let name = source::at(row, &["adGroupAd", "ad", "name"])
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(entities::creative(
+        Platform::GoogleAds,
+        (
+            &ad,
+            &source::id(row, &["campaign", "id"])?,
+            &source::id(row, &["adGroup", "id"])?,
+        ),
+        format,
+        name.to_owned(),
+        0,
+    ))
+}
+
 impl ReportSource for GoogleAds {
     fn platform(&self) -> Platform {
         Platform::GoogleAds
@@ -305,11 +338,22 @@ impl ReportSource for GoogleAds {
     async fn fetch_campaigns<'a>(
         &'a mut self,
         account: &'a Account,
-    ) -> Result<Vec<Entity>, SourceError> {
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
         let what = format!("google_ads customer {} campaigns", account.id);
         let body = self.search_stream(account, &what, CAMPAIGNS_QUERY).await?;
         Ok(results(&body)
             .map(|row| entities::entity(row, |row| campaign(account, row)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let what = format!("google_ads customer {} ads", account.id);
+        let body = self.search_stream(account, &what, ADS_QUERY).await?;
+        Ok(results(&body)
+            .map(|row| entities::entity(row, creative))
             .collect())
     }
 }

@@ -12,7 +12,9 @@
 //! Campaigns come from `adAccounts/{id}/adCampaigns?q=search`, paged with `pageToken` /
 //! `metadata.nextPageToken`.
 
-use adstream_schemas::events::{Campaign, CampaignStatus, Objective, Platform};
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::{Datelike, NaiveDate};
 use serde_json::Value;
 
@@ -66,15 +68,15 @@ impl Linkedin {
     }
 }
 
-/// The number at the end of a URN (`urn:li:sponsoredCreative:123` → `123`), checking its type.
-fn urn_id(urn: Option<&Value>, kind: &str) -> Result<String, String> {
+/// The number at the end of the URN in `field` (`urn:li:sponsoredCreative:123` → `123`), checking its type.
+fn urn_id(urn: Option<&Value>, field: &str, kind: &str) -> Result<String, String> {
     let text = urn
         .and_then(Value::as_str)
-        .ok_or(format!("pivotValues: no {kind} URN"))?;
+        .ok_or(format!("{field}: no {kind} URN"))?;
     text.strip_prefix(&format!("urn:li:{kind}:"))
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
-        .ok_or(format!("pivotValues: '{text}' is not a urn:li:{kind}"))
+        .ok_or(format!("{field}: '{text}' is not a urn:li:{kind}"))
 }
 
 /// One `elements` entry in figures.
@@ -93,9 +95,9 @@ fn figures(row: &Value) -> Result<Figures, String> {
         "dateRange.start: {year}-{month}-{day} is not a date"
     ))?;
     Ok(Figures {
-        campaign_id: urn_id(pivots.first(), "sponsoredCampaign")?,
+        campaign_id: urn_id(pivots.first(), "pivotValues", "sponsoredCampaign")?,
         ad_group_id: None,
-        ad_id: urn_id(pivots.get(1), "sponsoredCreative")?,
+        ad_id: urn_id(pivots.get(1), "pivotValues", "sponsoredCreative")?,
         date,
         hour: None,
         impressions: source::count(row, &["impressions"])?,
@@ -110,8 +112,55 @@ fn figures(row: &Value) -> Result<Figures, String> {
 }
 
 impl Linkedin {
+    /// Every element of the account's `finder` (`adCampaigns?q=search`, `creatives?q=criteria`), all pages
+    /// (`pageToken` / `metadata.nextPageToken`); `restli_finder` adds the `X-RestLi-Method: FINDER` header the
+    /// creatives finder wants.
+    async fn list(
+        &mut self,
+        account: &Account,
+        finder: &str,
+        restli_finder: bool,
+    ) -> Result<Vec<Value>, SourceError> {
+        let what = format!("linkedin account {} {finder}", account.id);
+        let mut entries = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut endpoint = format!(
+                "{}/adAccounts/{}/{finder}&pageSize=100",
+                self.base_url.trim_end_matches('/'),
+                url::form_urlencoded::byte_serialize(account.id.as_bytes()).collect::<String>()
+            );
+            if let Some(token) = &token {
+                endpoint.push_str("&pageToken=");
+                endpoint.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+            }
+            let mut body = self.get(&what, &endpoint, restli_finder).await?;
+            token = source::at(&body, &["metadata", "nextPageToken"])
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            match body.get_mut("elements").map(Value::take) {
+                Some(Value::Array(elements)) => entries.extend(elements),
+                _ => {
+                    return Err(SourceError::Shape {
+                        what,
+                        reason: "no `elements` list".into(),
+                    })
+                }
+            }
+            if token.is_none() {
+                return Ok(entries);
+            }
+        }
+    }
+
     /// GET `endpoint` (a full URL in Rest.li syntax) with the versioned headers.
-    async fn get(&mut self, what: &str, endpoint: &str) -> Result<Value, SourceError> {
+    async fn get(
+        &mut self,
+        what: &str,
+        endpoint: &str,
+        restli_finder: bool,
+    ) -> Result<Value, SourceError> {
         let url = reqwest::Url::parse(endpoint).map_err(|e| {
             SourceError::Config(format!("linkedin.base_url: '{endpoint}' is not a URL: {e}"))
         })?;
@@ -122,11 +171,16 @@ impl Linkedin {
                 what,
                 &mut self.auth,
                 |token| {
-                    client
+                    let request = client
                         .get(url.clone())
                         .bearer_auth(token.expose())
                         .header("LinkedIn-Version", &version)
-                        .header("X-Restli-Protocol-Version", "2.0.0")
+                        .header("X-Restli-Protocol-Version", "2.0.0");
+                    if restli_finder {
+                        request.header("X-RestLi-Method", "FINDER")
+                    } else {
+                        request
+                    }
                 },
                 judge_status,
             )
@@ -182,6 +236,27 @@ fn campaign(account: &Account, entry: &Value) -> Result<Campaign, String> {
     Ok(campaign)
 }
 
+/// One creatives-finder element as a creative. LinkedIn has no ad group below the campaign, so the campaign
+/// stands in for it; the creative's `name` (when it has one) is its headline.
+fn creative(entry: &Value) -> Result<Creative, String> {
+    let ad = urn_id(entry.get("id"), "id", "sponsoredCreative")?;
+    let campaign = urn_id(entry.get("campaign"), "campaign", "sponsoredCampaign")?;
+    let created = source::at(entry, &["createdAt"])
+        .and_then(Value::as_i64)
+        .ok_or("createdAt: missing")?;
+    let name = entry
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(entities::creative(
+        Platform::Linkedin,
+        (&ad, &campaign, &campaign),
+        CreativeFormat::Unknown,
+        name.to_owned(),
+        created,
+    ))
+}
+
 impl ReportSource for Linkedin {
     fn platform(&self) -> Platform {
         Platform::Linkedin
@@ -207,7 +282,7 @@ impl ReportSource for Linkedin {
             url::form_urlencoded::byte_serialize(account.id.as_bytes()).collect::<String>()
         );
         let what = format!("linkedin account {} {day}", account.id);
-        let body = self.get(&what, &endpoint).await?;
+        let body = self.get(&what, &endpoint, false).await?;
         let elements = body
             .get("elements")
             .and_then(Value::as_array)
@@ -231,41 +306,23 @@ impl ReportSource for Linkedin {
     async fn fetch_campaigns<'a>(
         &'a mut self,
         account: &'a Account,
-    ) -> Result<Vec<Entity>, SourceError> {
-        let what = format!("linkedin account {} campaigns", account.id);
-        let mut entities = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut endpoint = format!(
-                "{}/adAccounts/{}/adCampaigns?q=search&pageSize=100",
-                self.base_url.trim_end_matches('/'),
-                url::form_urlencoded::byte_serialize(account.id.as_bytes()).collect::<String>()
-            );
-            if let Some(token) = &token {
-                endpoint.push_str("&pageToken=");
-                endpoint.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
-            }
-            let body = self.get(&what, &endpoint).await?;
-            let elements = body
-                .get("elements")
-                .and_then(Value::as_array)
-                .ok_or_else(|| SourceError::Shape {
-                    what: what.clone(),
-                    reason: "no `elements` list".into(),
-                })?;
-            entities.extend(
-                elements
-                    .iter()
-                    .map(|entry| entities::entity(entry, |entry| campaign(account, entry))),
-            );
-            token = source::at(&body, &["metadata", "nextPageToken"])
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                return Ok(entities);
-            }
-        }
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let entries = self.list(account, "adCampaigns?q=search", false).await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, |entry| campaign(account, entry)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let entries = self.list(account, "creatives?q=criteria", true).await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, creative))
+            .collect())
     }
 }
 

@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use adstream_schemas::events::{Campaign, CampaignStatus, Objective, Platform};
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -198,6 +200,38 @@ fn figures(row: &Value, hourly: bool, types: &[String]) -> Result<Figures, Strin
 }
 
 impl Meta {
+    /// Every entry of the account's `edge` list (`campaigns`, `ads`) with `fields`, all pages.
+    async fn list(
+        &mut self,
+        account: &Account,
+        edge: &str,
+        fields: &str,
+    ) -> Result<Vec<Value>, SourceError> {
+        let endpoint = format!(
+            "{}/act_{}/{edge}",
+            self.base_url.trim_end_matches('/'),
+            account.id
+        );
+        let what = format!("meta act_{} {edge}", account.id);
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = vec![
+                ("fields", fields.into()),
+                ("limit", self.page_size.to_string()),
+            ];
+            if let Some(after) = &after {
+                query.push(("after", after.clone()));
+            }
+            let (data, next) = self.get_page(&what, &endpoint, &query).await?;
+            entries.extend(data);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
     /// One page of a Graph API list at `endpoint` with `query`: its `data` and the `after` cursor of the next page
     /// (None on the last page, which has no `paging.next`, though it may still carry cursors).
     async fn get_page(
@@ -237,6 +271,23 @@ impl Meta {
             }),
         }
     }
+}
+
+/// One `/act_<id>/ads` entry as a creative; the ad's name is its headline (the creative object's format is not
+/// read, so it is unknown).
+fn creative(entry: &Value) -> Result<Creative, String> {
+    let created = graph_time("created_time", &entities::text(entry, "created_time")?)?;
+    Ok(entities::creative(
+        Platform::Meta,
+        (
+            &source::id(entry, &["id"])?,
+            &source::id(entry, &["campaign_id"])?,
+            &source::id(entry, &["adset_id"])?,
+        ),
+        CreativeFormat::Unknown,
+        entities::text(entry, "name")?,
+        created,
+    ))
 }
 
 /// A Graph API time (`2024-05-01T00:00:00-0700`) in UTC epoch millis.
@@ -345,36 +396,26 @@ impl ReportSource for Meta {
     async fn fetch_campaigns<'a>(
         &'a mut self,
         account: &'a Account,
-    ) -> Result<Vec<Entity>, SourceError> {
-        let endpoint = format!(
-            "{}/act_{}/campaigns",
-            self.base_url.trim_end_matches('/'),
-            account.id
-        );
-        let what = format!("meta act_{} campaigns", account.id);
-        let mut entities = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut query: Vec<(&str, String)> = vec![
-                (
-                    "fields",
-                    "id,name,status,objective,daily_budget,lifetime_budget,start_time,stop_time,updated_time".into(),
-                ),
-                ("limit", self.page_size.to_string()),
-            ];
-            if let Some(after) = &after {
-                query.push(("after", after.clone()));
-            }
-            let (data, next) = self.get_page(&what, &endpoint, &query).await?;
-            entities.extend(
-                data.iter()
-                    .map(|entry| entities::entity(entry, |entry| campaign(account, entry))),
-            );
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(entities),
-            }
-        }
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let fields = "id,name,status,objective,daily_budget,lifetime_budget,start_time,stop_time,updated_time";
+        let entries = self.list(account, "campaigns", fields).await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, |entry| campaign(account, entry)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let entries = self
+            .list(account, "ads", "id,name,adset_id,campaign_id,created_time")
+            .await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, creative))
+            .collect())
     }
 }
 

@@ -23,7 +23,7 @@ use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadOptions};
 use adstream_kafka::registry_client::{RegistryClient, RegistrySettings};
 use adstream_kafka::QuietEof;
-use adstream_schemas::events::{AvroRecord, Campaign, Platform};
+use adstream_schemas::events::{AvroRecord, Campaign, Creative, Platform};
 use adstream_schemas::platform::{ConnectorCursor, PlatformReport};
 use adstream_schemas::wire;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -103,6 +103,17 @@ pub struct PageWrite<'a> {
     pub correlation_id: &'a str,
 }
 
+/// One account's entities.
+#[derive(Debug, Clone, Copy)]
+pub struct Entities<'a> {
+    /// Its campaigns.
+    pub campaigns: &'a [Campaign],
+    /// Its ads.
+    pub creatives: &'a [Creative],
+    /// Its malformed entries.
+    pub dead: &'a [DeadRow],
+}
+
 /// What the sink needs.
 #[derive(Debug, Clone)]
 pub struct SinkSettings {
@@ -132,6 +143,7 @@ pub struct KafkaSink {
     reports: Registered,
     cursors: Registered,
     campaigns: Registered,
+    creatives: Registered,
     registry: RegistryClient,
 }
 
@@ -157,6 +169,7 @@ impl KafkaSink {
         let reports = register(&settings.topics.reports, PlatformReport::SCHEMA).await?;
         let cursors = register(&settings.topics.cursors, ConnectorCursor::SCHEMA).await?;
         let campaigns = register(&settings.topics.campaigns, Campaign::SCHEMA).await?;
+        let creatives = register(&settings.topics.creatives, Creative::SCHEMA).await?;
         let admin: AdminClient<DefaultClientContext> = settings
             .kafka
             .create()
@@ -188,6 +201,7 @@ impl KafkaSink {
             reports,
             cursors,
             campaigns,
+            creatives,
             registry,
         })
     }
@@ -203,6 +217,7 @@ impl KafkaSink {
             &settings.topics.reports,
             &settings.topics.cursors,
             &settings.topics.campaigns,
+            &settings.topics.creatives,
         ] {
             match read::partition_count::<_, Infallible>(&consumer, topic, CALL_TIMEOUT) {
                 Ok(Some(_)) => {}
@@ -309,45 +324,66 @@ impl KafkaSink {
         self.transact(|| self.send_page(page))
     }
 
-    /// Writes an account's campaigns (and its malformed campaign entries) in one transaction. Blocks.
-    pub fn commit_campaigns(
+    /// Writes an account's campaigns and creatives (and its malformed entries) in one transaction. Blocks.
+    pub fn commit_entities(
         &self,
         platform: Platform,
         account: &str,
-        campaigns: &[Campaign],
-        dead: &[DeadRow],
+        entities: &Entities<'_>,
         correlation_id: &str,
     ) -> Result<(), SinkError> {
+        let ce_source = format!("/adstream/connectors/{}/{account}", platform.slug());
         self.transact(|| {
-            let writer = GenericDatumWriter::builder(&self.campaigns.schema)
-                .build()
-                .map_err(avro_error)?;
             let mut buffer = Vec::new();
-            for campaign in campaigns {
-                buffer.clear();
-                wire::write_header(self.campaigns.id, &mut buffer);
-                writer
-                    .write_ser(&mut buffer, campaign)
-                    .map_err(avro_error)?;
-                let ce_source = format!("/adstream/connectors/{}/{account}", platform.slug());
-                let ce_id = format!("{}@{}", campaign.campaign_id, campaign.updated_at);
-                let ce_time = rfc3339(campaign.updated_at);
-                let headers = cloud_event_headers(
-                    &ce_id,
-                    Campaign::CE_TYPE,
-                    &ce_source,
-                    &ce_time,
-                    correlation_id,
-                );
-                let record = BaseRecord::to(&self.settings.topics.campaigns)
-                    .key(campaign.campaign_id.as_bytes())
-                    .payload(buffer.as_slice())
-                    .timestamp(campaign.updated_at)
-                    .headers(headers);
-                send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
-            }
-            self.send_dead(platform.slug(), account, dead, correlation_id)
+            self.send_entities(
+                &self.campaigns,
+                &self.settings.topics.campaigns,
+                entities.campaigns,
+                &ce_source,
+                correlation_id,
+                &mut buffer,
+            )?;
+            self.send_entities(
+                &self.creatives,
+                &self.settings.topics.creatives,
+                entities.creatives,
+                &ce_source,
+                correlation_id,
+                &mut buffer,
+            )?;
+            self.send_dead(platform.slug(), account, entities.dead, correlation_id)
         })
+    }
+
+    /// Sends `records` to `topic`, keyed by their id, stamped with their event time.
+    fn send_entities<T: AvroRecord>(
+        &self,
+        registered: &Registered,
+        topic: &str,
+        records: &[T],
+        ce_source: &str,
+        correlation_id: &str,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), KafkaError> {
+        let writer = GenericDatumWriter::builder(&registered.schema)
+            .build()
+            .map_err(avro_error)?;
+        for record in records {
+            buffer.clear();
+            wire::write_header(registered.id, buffer);
+            writer.write_ser(buffer, record).map_err(avro_error)?;
+            let ce_id = format!("{}@{}", record.id(), record.event_time_ms());
+            let ce_time = rfc3339(record.event_time_ms());
+            let headers =
+                cloud_event_headers(&ce_id, T::CE_TYPE, ce_source, &ce_time, correlation_id);
+            let record = BaseRecord::to(topic)
+                .key(record.key().as_bytes())
+                .payload(buffer.as_slice())
+                .timestamp(record.event_time_ms())
+                .headers(headers);
+            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
+        }
+        Ok(())
     }
 
     /// Runs `send` inside a transaction and commits it; aborts when the error requires it.

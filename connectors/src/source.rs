@@ -12,6 +12,8 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use crate::config::{AccountConfig, ReportGranularity};
+use adstream_schemas::events::{Campaign, Creative};
+
 use crate::entities::Entity;
 use crate::http::SourceError;
 
@@ -94,7 +96,13 @@ pub trait ReportSource: Send {
     fn fetch_campaigns<'a>(
         &'a mut self,
         account: &'a Account,
-    ) -> impl Future<Output = Result<Vec<Entity>, SourceError>> + Send + 'a;
+    ) -> impl Future<Output = Result<Vec<Entity<Campaign>>, SourceError>> + Send + 'a;
+
+    /// Every ad (creative) of `account` (all pages), for the entity sync.
+    fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> impl Future<Output = Result<Vec<Entity<Creative>>, SourceError>> + Send + 'a;
 }
 
 /// What every row of one page shares.

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::entities::Entity;
 use crate::http::SourceError;
-use crate::sink::{DeadRow, KafkaSink, PageWrite, SinkError};
+use crate::sink::{DeadRow, Entities, KafkaSink, PageWrite, SinkError};
 use crate::source::{Account, Page, ReportSource, Row};
 
 /// How often a page whose transaction was aborted is fetched and written again before the sync stops.
@@ -193,6 +193,31 @@ pub struct AccountSummary {
     pub dead_letters: u64,
     /// Campaigns written by the entity sync.
     pub campaigns: u64,
+    /// Creatives (ads) written by the entity sync.
+    pub creatives: u64,
+}
+
+/// What one entity sync wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntityCounts {
+    campaigns: u64,
+    creatives: u64,
+    dead_letters: u64,
+}
+
+/// The records of `entities`; the malformed ones are logged and added to `dead`.
+fn valid<T>(entities: Vec<Entity<T>>, dead: &mut Vec<DeadRow>) -> Vec<T> {
+    let mut records = Vec::new();
+    for entity in entities {
+        match entity {
+            Entity::Record(record) => records.push(*record),
+            Entity::Malformed { raw, reason } => {
+                tracing::warn!(%reason, "malformed entity entry, dead-lettered");
+                dead.push(DeadRow { raw, reason });
+            }
+        }
+    }
+    records
 }
 
 /// One platform's connector: its source, its sink and the accounts' cursors.
@@ -236,52 +261,53 @@ impl<S: ReportSource> Connector<S> {
         outcomes
     }
 
-    /// Entity sync of one account: every campaign, in one transaction; returns (campaigns, dead letters).
-    async fn sync_campaigns(&mut self, account: &Account) -> Result<(u64, u64), SyncError> {
+    /// Entity sync of one account: every campaign and ad, in one transaction.
+    async fn sync_entities(&mut self, account: &Account) -> Result<EntityCounts, SyncError> {
         let platform = self.source.platform();
+        let source_error = |source| SyncError::Source {
+            platform: platform.slug(),
+            account: account.id.clone(),
+            source,
+        };
         let mut attempt = 1;
         loop {
-            let entities = self
-                .source
-                .fetch_campaigns(account)
-                .await
-                .map_err(|source| SyncError::Source {
-                    platform: platform.slug(),
-                    account: account.id.clone(),
-                    source,
-                })?;
-            let mut campaigns = Vec::new();
             let mut dead = Vec::new();
-            for entity in entities {
-                match entity {
-                    Entity::Campaign(campaign) => campaigns.push(*campaign),
-                    Entity::Malformed { raw, reason } => {
-                        tracing::warn!(%reason, "malformed campaign entry, dead-lettered");
-                        dead.push(DeadRow { raw, reason });
-                    }
-                }
-            }
-            let correlation_id = format!("{}/{}/campaigns", platform.slug(), account.id);
+            let campaigns = valid(
+                self.source
+                    .fetch_campaigns(account)
+                    .await
+                    .map_err(source_error)?,
+                &mut dead,
+            );
+            let creatives = valid(
+                self.source
+                    .fetch_creatives(account)
+                    .await
+                    .map_err(source_error)?,
+                &mut dead,
+            );
+            let correlation_id = format!("{}/{}/entities", platform.slug(), account.id);
+            let entities = Entities {
+                campaigns: &campaigns,
+                creatives: &creatives,
+                dead: &dead,
+            };
             let written = tokio::task::block_in_place(|| {
-                self.sink.commit_campaigns(
-                    platform,
-                    &account.id,
-                    &campaigns,
-                    &dead,
-                    &correlation_id,
-                )
+                self.sink
+                    .commit_entities(platform, &account.id, &entities, &correlation_id)
             });
             match written {
                 Ok(()) => {
-                    tracing::info!(
-                        campaigns = campaigns.len(),
-                        dead_letters = dead.len(),
-                        "campaigns committed"
-                    );
-                    return Ok((campaigns.len() as u64, dead.len() as u64));
+                    let counts = EntityCounts {
+                        campaigns: campaigns.len() as u64,
+                        creatives: creatives.len() as u64,
+                        dead_letters: dead.len() as u64,
+                    };
+                    tracing::info!(?counts, "entities committed");
+                    return Ok(counts);
                 }
                 Err(SinkError::Aborted(reason)) if attempt < ABORTED_PAGE_ATTEMPTS => {
-                    tracing::warn!(attempt, %reason, "campaigns transaction aborted, listing them again");
+                    tracing::warn!(attempt, %reason, "entities transaction aborted, listing them again");
                     attempt += 1;
                 }
                 Err(source) => {
@@ -332,10 +358,12 @@ impl<S: ReportSource> Connector<S> {
             rows: 0,
             dead_letters: 0,
             campaigns: 0,
+            creatives: 0,
         };
-        let (campaigns, dead) = self.sync_campaigns(account).await?;
-        summary.campaigns = campaigns;
-        summary.dead_letters += dead;
+        let entities = self.sync_entities(account).await?;
+        summary.campaigns = entities.campaigns;
+        summary.creatives = entities.creatives;
+        summary.dead_letters += entities.dead_letters;
         let Some(mut position) =
             next_position(self.cursors.get(&account.id), &self.settings, today)
         else {

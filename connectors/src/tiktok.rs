@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use adstream_schemas::events::{Campaign, CampaignStatus, Objective, Platform};
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use serde_json::Value;
 
@@ -106,6 +108,27 @@ fn figures(row: &Value, time_dimension: &str, hourly: bool) -> Result<Figures, S
 }
 
 impl Tiktok {
+    /// Every entry of the advertiser's `<kind>/get/` list (`campaign`, `ad`), all pages.
+    async fn list(&mut self, account: &Account, kind: &str) -> Result<Vec<Value>, SourceError> {
+        let endpoint = format!("{}/{kind}/get/", self.base_url.trim_end_matches('/'));
+        let what = format!("tiktok advertiser {} {kind} list", account.id);
+        let mut entries = Vec::new();
+        let mut page = 1;
+        loop {
+            let query: Vec<(&str, String)> = vec![
+                ("advertiser_id", account.id.clone()),
+                ("page", page.to_string()),
+                ("page_size", self.page_size.to_string()),
+            ];
+            let (list, next) = self.get_page(&what, &endpoint, &query, page).await?;
+            entries.extend(list);
+            match next {
+                Some(next) => page = next,
+                None => return Ok(entries),
+            }
+        }
+    }
+
     /// Page `page` of a list endpoint: its `data.list` and the next page's number while `page < total_page`.
     async fn get_page(
         &mut self,
@@ -189,6 +212,32 @@ fn campaign(account: &Account, entry: &Value) -> Result<Campaign, String> {
     Ok(campaign)
 }
 
+/// One `ad/get/` entry as a creative: its text is the headline (its name without one).
+fn creative(entry: &Value) -> Result<Creative, String> {
+    let format = match entry.get("ad_format").and_then(Value::as_str).unwrap_or("") {
+        "SINGLE_VIDEO" => CreativeFormat::Video,
+        "SINGLE_IMAGE" => CreativeFormat::Image,
+        "CAROUSEL" | "CAROUSEL_ADS" => CreativeFormat::Carousel,
+        _ => CreativeFormat::Unknown,
+    };
+    let headline = match entry.get("ad_text").and_then(Value::as_str) {
+        Some(text) if !text.is_empty() => text.to_owned(),
+        _ => entities::text(entry, "ad_name")?,
+    };
+    let created = entities::utc_time("create_time", &entities::text(entry, "create_time")?)?;
+    Ok(entities::creative(
+        Platform::Tiktok,
+        (
+            &source::id(entry, &["ad_id"])?,
+            &source::id(entry, &["campaign_id"])?,
+            &source::id(entry, &["adgroup_id"])?,
+        ),
+        format,
+        headline,
+        created,
+    ))
+}
+
 impl ReportSource for Tiktok {
     fn platform(&self) -> Platform {
         Platform::Tiktok
@@ -248,27 +297,23 @@ impl ReportSource for Tiktok {
     async fn fetch_campaigns<'a>(
         &'a mut self,
         account: &'a Account,
-    ) -> Result<Vec<Entity>, SourceError> {
-        let endpoint = format!("{}/campaign/get/", self.base_url.trim_end_matches('/'));
-        let what = format!("tiktok advertiser {} campaigns", account.id);
-        let mut entities = Vec::new();
-        let mut page = 1;
-        loop {
-            let query: Vec<(&str, String)> = vec![
-                ("advertiser_id", account.id.clone()),
-                ("page", page.to_string()),
-                ("page_size", self.page_size.to_string()),
-            ];
-            let (list, next) = self.get_page(&what, &endpoint, &query, page).await?;
-            entities.extend(
-                list.iter()
-                    .map(|entry| entities::entity(entry, |entry| campaign(account, entry))),
-            );
-            match next {
-                Some(next) => page = next,
-                None => return Ok(entities),
-            }
-        }
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let entries = self.list(account, "campaign").await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, |entry| campaign(account, entry)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let entries = self.list(account, "ad").await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, creative))
+            .collect())
     }
 }
 

@@ -80,17 +80,18 @@ pub async fn run(
         run,
         |summary| match summary.days {
             Some((from, to)) => println!(
-                "{slug} account {}: {} campaigns; {from}..{to}{}: {} pages, {} rows, {} dead letters",
+                "{slug} account {}: {} campaigns, {} creatives; {from}..{to}{}: {} pages, {} rows, {} dead letters",
                 summary.account,
                 summary.campaigns,
+                summary.creatives,
                 if summary.resumed { " (resumed)" } else { "" },
                 summary.pages,
                 summary.rows,
                 summary.dead_letters
             ),
             None => println!(
-                "{slug} account {}: {} campaigns; no report days to sync yet",
-                summary.account, summary.campaigns
+                "{slug} account {}: {} campaigns, {} creatives; no report days to sync yet",
+                summary.account, summary.campaigns, summary.creatives
             ),
         },
         shutdown,
