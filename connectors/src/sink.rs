@@ -404,6 +404,8 @@ impl KafkaSink {
         }
     }
 
+    /// Commits the open transaction, again while librdkafka calls the failure retriable (a commit may be retried
+    /// until its outcome is known).
     fn commit(&self) -> Result<(), KafkaError> {
         let mut attempt = 1;
         loop {
@@ -419,19 +421,17 @@ impl KafkaSink {
         }
     }
 
+    /// Sends a page's reports, its dead letters and then its cursor, inside the open transaction.
     fn send_page(&self, page: &PageWrite<'_>) -> Result<(), KafkaError> {
         let topics = &self.settings.topics;
         let report_writer = GenericDatumWriter::builder(&self.reports.schema)
             .build()
             .map_err(avro_error)?;
-        let source = |cursor: &ConnectorCursor| {
-            format!(
-                "/adstream/connectors/{}/{}",
-                cursor.platform.slug(),
-                cursor.account_id
-            )
-        };
-        let ce_source = source(page.cursor);
+        let ce_source = format!(
+            "/adstream/connectors/{}/{}",
+            page.cursor.platform.slug(),
+            page.cursor.account_id
+        );
         let mut buffer = Vec::new();
         for report in page.reports {
             buffer.clear();
