@@ -53,6 +53,10 @@ pub mod header {
     pub const PLATFORM: &str = "connector_platform";
     /// The account it came from.
     pub const ACCOUNT: &str = "connector_account";
+    /// When it was dead-lettered (epoch millis).
+    pub const REDIRECTED_AT: &str = "redirected_at";
+    /// Who dead-lettered it: the connector's transactional id.
+    pub const REDIRECTED_BY: &str = "redirected_by";
 }
 /// CloudEvents `ce_type` of report rows.
 pub const REPORT_CE_TYPE: &str = "io.adstream.platform.report.v1";
@@ -490,8 +494,17 @@ impl KafkaSink {
         correlation_id: &str,
     ) -> Result<(), KafkaError> {
         let key = format!("{platform}|{account}");
+        let now = chrono::Utc::now().timestamp_millis().to_string();
         for dead in dead {
             let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: header::REDIRECTED_AT,
+                    value: Some(now.as_str()),
+                })
+                .insert(Header {
+                    key: header::REDIRECTED_BY,
+                    value: Some(self.settings.transactional_id.as_str()),
+                })
                 .insert(Header {
                     key: header::CLASS,
                     value: Some(MALFORMED_ROW),
