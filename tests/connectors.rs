@@ -1289,3 +1289,95 @@ async fn tiktok_reports_arrive_exactly_once() {
 async fn linkedin_reports_arrive_exactly_once() {
     platform_end_to_end(Kind::Linkedin).await;
 }
+
+/// `config` with its text changed by `edit`, written to a new file.
+fn edited(config: &std::path::Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("config");
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("connectors-edited")));
+    std::fs::write(&path, edit(text)).expect("config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_account_fails_the_run_with_the_platforms_message() {
+    let registry = start_registry("connect-refused").await;
+    let dir = std::env::temp_dir().join(unique("connectors"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fixture = Fixture::new(Kind::Meta, &dir);
+    let base_url = serve(fixture.clone()).await;
+    let topics = private_topics(&registry.url, "refused");
+    let config = edited(
+        &config_file(Kind::Meta, &fixture, &base_url, &topics),
+        |text| text.replace(&format!("id: \"{ACCOUNT}\""), "id: \"999\""),
+    );
+    let child = start_connector(Kind::Meta, &registry.url, &config);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("meta account 999") && stderr.contains("Invalid parameter"),
+        "the error names the account and the platform's message: {stderr}"
+    );
+    assert!(
+        !stderr.contains("meta-token"),
+        "no token in the output: {stderr}"
+    );
+    assert!(reports(&topics.reports).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_connector_passes_again_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let registry = start_registry("connect-loop").await;
+    let dir = std::env::temp_dir().join(unique("connectors"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fixture = Fixture::new(Kind::Linkedin, &dir);
+    let base_url = serve(fixture.clone()).await;
+    let topics = private_topics(&registry.url, "loop");
+    let config = edited(
+        &config_file(Kind::Linkedin, &fixture, &base_url, &topics),
+        |text| text.replacen("connectors:\n", "connectors:\n  poll_interval_secs: 1\n", 1),
+    );
+    let mut child = adstream(
+        &registry.url,
+        &[
+            "connect",
+            "run",
+            "linkedin",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start the connector");
+    let stdout = child.stdout.take().expect("stdout");
+    // Two passes: the second one re-reads the look-back.
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .collect::<Result<Vec<String>, _>>()
+    })
+    .await
+    .expect("join")
+    .expect("two pass lines");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("linkedin account 1234567:")),
+        "{lines:?}"
+    );
+    let status = common::jobs::terminate(child);
+    assert!(status.success(), "SIGTERM stops the loop cleanly: {status}");
+    let (counts, latest) = tally(&reports(&topics.reports));
+    assert!(
+        counts.values().all(|n| *n >= 2),
+        "every key written by both passes"
+    );
+    assert_matches_fixture(Kind::Linkedin, &latest, &fixture);
+}
