@@ -39,8 +39,9 @@ use common::jobs::{adstream, apply_topology};
 use common::recompute::{decode, read_committed_messages};
 use common::{start_registry, unique};
 
-/// Days every fixture serves, from [`first_day`].
-const DAYS: u32 = 4;
+/// Days every fixture serves, from [`first_day`]: six pages a pass for Google Ads and LinkedIn (a page per day),
+/// eighteen for Meta and TikTok, so that no run between kills can finish the pass (see the kill loop).
+const DAYS: u32 = 6;
 /// Ads (creatives) per account.
 const ADS: u32 = 3;
 /// The account every fixture serves.
@@ -1240,14 +1241,15 @@ async fn platform_end_to_end(kind: Kind) {
     while kills < 3 {
         let before = fixture.pages_served.load(Ordering::SeqCst);
         let mut child = start_connector(kind, &registry.url, &config);
-        // One more report page on its way, then 0, 200 or 450 ms: the kill lands before, during or after that
-        // page's commit, while the connector is mid-pass (each answer takes the fixture's delay of 150 ms).
+        // One more report page on its way, then 0, 150 or 350 ms: the kill lands before, during or after that
+        // page's commit, while the connector is mid-pass. Each answer takes the fixture's 150 ms, so a run commits
+        // at most two pages before its kill and the three runs at most five: the pass is never complete.
         let deadline = Instant::now() + Duration::from_secs(60);
         while fixture.pages_served.load(Ordering::SeqCst) < before + 1 {
             assert!(Instant::now() < deadline, "the connector made no requests");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis([0, 200, 450][kills])).await;
+        tokio::time::sleep(Duration::from_millis([0, 150, 350][kills])).await;
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the connector ended before it was killed"
