@@ -259,7 +259,7 @@ fn campaign(account: &Account, row: &Value) -> Result<Campaign, String> {
     };
     let mut campaign =
         entities::campaign(Platform::GoogleAds, account, &id, name.to_owned(), status);
-    // A campaign budget is per day unless it is a total budget, which GAQL reports the same way.
+    // `amount_micros` is the average daily budget; a campaign-total budget (`total_amount_micros`) is not read.
     if source::at(row, &["campaignBudget", "amountMicros"]).is_some() {
         campaign.daily_budget_micros =
             Some(source::count(row, &["campaignBudget", "amountMicros"])?);
