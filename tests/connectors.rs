@@ -7,9 +7,9 @@
 //! Per platform it shows, reading `read_committed`:
 //! - after one pass, every fixture row is in the reports topic exactly once, normalised (key, window, micros),
 //!   with the fixture's count and sum of spend; the malformed row is in the dead-letter topic with its reason;
-//!   the 429's `Retry-After` was waited out;
-//! - after a restatement and a second pass, the restated row's latest value is the new number (and every key was
-//!   written once per pass);
+//!   the 429's `Retry-After` was waited out; the campaigns are in the campaigns table with their status;
+//! - after a restatement and a paused campaign, a second pass leaves the restated row's new number as the latest
+//!   value (every key written once per pass) and the campaign paused;
 //! - on fresh topics, a connector killed with SIGKILL three times mid-sync and then run to the end leaves every
 //!   row exactly once (no missing, no duplicate), and the dead letter once.
 
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adstream_schemas::events::{AvroRecord, Campaign, CampaignStatus, Creative};
 use adstream_schemas::platform::PlatformReport;
 use apache_avro::Schema;
 use axum::extract::{Path, Query, RawQuery, State};
@@ -38,8 +39,9 @@ use common::jobs::{adstream, apply_topology};
 use common::recompute::{decode, read_committed_messages};
 use common::{start_registry, unique};
 
-/// Days every fixture serves, from [`first_day`].
-const DAYS: u32 = 4;
+/// Days every fixture serves, from [`first_day`]: six pages a pass for Google Ads and LinkedIn (a page per day),
+/// eighteen for Meta and TikTok, so that no run between kills can finish the pass (see the kill loop).
+const DAYS: u32 = 6;
 /// Ads (creatives) per account.
 const ADS: u32 = 3;
 /// The account every fixture serves.
@@ -152,6 +154,19 @@ impl FixtureRow {
     }
 }
 
+/// The fixture's ads: (ad, campaign, ad group), as in [`dataset`].
+fn fixture_ads() -> Vec<(String, String, String)> {
+    (0..ADS)
+        .map(|a| {
+            (
+                format!("{}", 9000 + a),
+                format!("{}", 500 + a % 2),
+                format!("{}", 700 + a),
+            )
+        })
+        .collect()
+}
+
 /// The fixture's data set: deterministic numbers per (day, ad, hour).
 fn dataset(kind: Kind) -> Vec<FixtureRow> {
     let mut rows = Vec::new();
@@ -190,6 +205,8 @@ struct Fixture {
     rows: Mutex<Vec<FixtureRow>>,
     /// Data requests answered (faults included).
     requests: AtomicU64,
+    /// Report pages answered with data.
+    pages_served: AtomicU64,
     /// Valid access tokens.
     tokens: Mutex<HashSet<String>>,
     /// Tokens issued so far.
@@ -201,6 +218,8 @@ struct Fixture {
     retried_after: Mutex<Option<Duration>>,
     /// Faults served, by name.
     faults: Mutex<Vec<&'static str>>,
+    /// Campaigns paused on the platform (the others are active).
+    paused: Mutex<HashSet<String>>,
     /// Rows per page where the platform pages.
     page_size: usize,
     /// Delay of every data answer, so a kill lands mid-sync.
@@ -214,12 +233,14 @@ impl Fixture {
             kind,
             rows: Mutex::new(dataset(kind)),
             requests: AtomicU64::new(0),
+            pages_served: AtomicU64::new(0),
             tokens: Mutex::new(HashSet::new()),
             issued: AtomicU64::new(0),
             credentials,
             rate_limited_at: Mutex::new(None),
             retried_after: Mutex::new(None),
             faults: Mutex::new(Vec::new()),
+            paused: Mutex::new(HashSet::from(["501".to_owned()])),
             page_size: 30,
             delay: Duration::from_millis(150),
         });
@@ -242,8 +263,9 @@ impl Fixture {
         token
     }
 
-    /// Rows of `day`, in a stable order.
+    /// Rows of `day`, in a stable order, for a report page being answered.
     fn rows_of(&self, day: NaiveDate) -> Vec<FixtureRow> {
+        self.pages_served.fetch_add(1, Ordering::SeqCst);
         self.rows
             .lock()
             .expect("lock")
@@ -356,6 +378,20 @@ impl Fixture {
         row.conversions += 2;
         row.key(self.kind)
     }
+
+    /// The advertiser pauses campaign 500 on the platform.
+    fn pause(&self) {
+        self.paused.lock().expect("lock").insert("500".to_owned());
+    }
+
+    /// (campaign id, paused) of the fixture's two campaigns.
+    fn campaigns(&self) -> Vec<(&'static str, bool)> {
+        let paused = self.paused.lock().expect("lock");
+        ["500", "501"]
+            .into_iter()
+            .map(|id| (id, paused.contains(id)))
+            .collect()
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -401,9 +437,33 @@ async fn google_search_stream(
     if method != "googleAds:searchStream"
         || customer != ACCOUNT
         || headers.get("developer-token").and_then(|v| v.to_str().ok()) != Some("fixture-dev")
-        || !query.contains("FROM ad_group_ad")
     {
         return (StatusCode::BAD_REQUEST, "unexpected request").into_response();
+    }
+    if query.ends_with("FROM campaign") {
+        let results: Vec<Value> = fixture
+            .campaigns()
+            .into_iter()
+            .map(|(id, paused)| {
+                json!({"campaign":{"resourceName":format!("customers/{ACCOUNT}/campaigns/{id}"),"id":id,"name":format!("Campaign {id}"),
+                    "status":if paused {"PAUSED"} else {"ENABLED"},"startDate":"2024-04-01"},
+                    "campaignBudget":{"amountMicros":"50000000"}})
+            })
+            .collect();
+        return Json(json!([{"results": results, "fieldMask": "campaign.id,campaign.name,campaign.status,campaign.start_date,campaign_budget.amount_micros", "requestId": "req-c"}])).into_response();
+    }
+    if query.ends_with("FROM ad_group_ad") && !query.contains("segments.date") {
+        let results: Vec<Value> = fixture_ads()
+            .into_iter()
+            .map(|(ad, campaign, ad_group)| {
+                json!({"adGroupAd":{"ad":{"id":ad,"name":format!("Ad {ad}"),"type":"RESPONSIVE_SEARCH_AD"}},
+                    "adGroup":{"id":ad_group},"campaign":{"id":campaign}})
+            })
+            .collect();
+        return Json(json!([{"results": results, "fieldMask": "ad_group_ad.ad.id,ad_group_ad.ad.name,ad_group_ad.ad.type,ad_group.id,campaign.id", "requestId": "req-a"}])).into_response();
+    }
+    if !query.contains("FROM ad_group_ad") {
+        return (StatusCode::BAD_REQUEST, "unexpected query").into_response();
     }
     let Some(day) = query
         .split("segments.date = '")
@@ -613,14 +673,185 @@ async fn linkedin_analytics(
     Json(json!({"paging":{"start":0,"count":10,"links":[]},"elements":elements})).into_response()
 }
 
+/// Meta `/act_<id>/campaigns`: budgets in minor units, one page.
+async fn meta_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(fault) = fixture
+        .gate(query.get("access_token").map(String::as_str))
+        .await
+    {
+        return fault;
+    }
+    if account != format!("act_{ACCOUNT}") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error":{"message":"Invalid parameter","type":"OAuthException","code":100}}),
+            ),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            let status = if paused { "PAUSED" } else { "ACTIVE" };
+            json!({"id":id,"name":format!("Campaign {id}"),"status":status,"effective_status":status,"objective":"OUTCOME_SALES",
+                "daily_budget":"5000","start_time":"2024-04-01T00:00:00-0400","updated_time":"2024-04-30T10:00:00-0400"})
+        })
+        .collect();
+    Json(json!({"data": data, "paging": {"cursors": {"before": "b", "after": "a"}}}))
+        .into_response()
+}
+
+/// TikTok `campaign/get/`.
+async fn tiktok_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = headers.get("access-token").and_then(|v| v.to_str().ok());
+    if let Some(fault) = fixture.gate(token).await {
+        return fault;
+    }
+    if query.get("advertiser_id").map(String::as_str) != Some(ACCOUNT) {
+        return Json(
+            json!({"code":40002,"message":"Invalid parameters","request_id":"r","data":{}}),
+        )
+        .into_response();
+    }
+    let list: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            json!({"campaign_id":id,"campaign_name":format!("Campaign {id}"),"budget":50.0,"budget_mode":"BUDGET_MODE_DAY",
+                "operation_status":if paused {"DISABLE"} else {"ENABLE"},"secondary_status":"CAMPAIGN_STATUS_ENABLE",
+                "objective_type":"CONVERSIONS","create_time":"2024-04-01 00:00:00","modify_time":"2024-04-30 10:00:00"})
+        })
+        .collect();
+    Json(json!({"code":0,"message":"OK","request_id":"r","data":{"list":list,"page_info":{"page":1,"page_size":1000,"total_number":2,"total_page":1}}})).into_response()
+}
+
+/// LinkedIn `adAccounts/<id>/adCampaigns?q=search`.
+async fn linkedin_campaigns(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(fault) = fixture.gate(bearer(&headers).as_deref()).await {
+        return fault;
+    }
+    if account != ACCOUNT {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status":404,"message":"Not found"})),
+        )
+            .into_response();
+    }
+    let elements: Vec<Value> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            json!({"id":id.parse::<i64>().expect("id"),"name":format!("Campaign {id}"),"status":if paused {"PAUSED"} else {"ACTIVE"},
+                "account":format!("urn:li:sponsoredAccount:{ACCOUNT}"),"dailyBudget":{"amount":"50.00","currencyCode":"EUR"},
+                "runSchedule":{"start":1_711_929_600_000_i64},"objectiveType":"WEBSITE_CONVERSION"})
+        })
+        .collect();
+    Json(json!({"elements": elements, "metadata": {}})).into_response()
+}
+
+/// Meta `/act_<id>/ads`.
+async fn meta_ads(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(fault) = fixture
+        .gate(query.get("access_token").map(String::as_str))
+        .await
+    {
+        return fault;
+    }
+    if account != format!("act_{ACCOUNT}") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error":{"message":"Invalid parameter","type":"OAuthException","code":100}}),
+            ),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            json!({"id":ad,"name":format!("Ad {ad}"),"adset_id":ad_group,"campaign_id":campaign,"created_time":"2024-04-01T09:00:00-0400"})
+        })
+        .collect();
+    Json(json!({"data": data, "paging": {"cursors": {"before": "b", "after": "a"}}}))
+        .into_response()
+}
+
+/// TikTok `ad/get/`.
+async fn tiktok_ads(State(fixture): State<Arc<Fixture>>, headers: HeaderMap) -> Response {
+    let token = headers.get("access-token").and_then(|v| v.to_str().ok());
+    if let Some(fault) = fixture.gate(token).await {
+        return fault;
+    }
+    let list: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            json!({"ad_id":ad,"ad_name":format!("Ad {ad}"),"adgroup_id":ad_group,"campaign_id":campaign,"ad_text":"Summer sale",
+                "ad_format":"SINGLE_VIDEO","video_id":"v1","create_time":"2024-04-01 09:00:00"})
+        })
+        .collect();
+    Json(json!({"code":0,"message":"OK","request_id":"r","data":{"list":list,"page_info":{"page":1,"page_size":1000,"total_number":3,"total_page":1}}})).into_response()
+}
+
+/// LinkedIn `adAccounts/<id>/creatives?q=criteria` (a Rest.li FINDER).
+async fn linkedin_creatives(
+    State(fixture): State<Arc<Fixture>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(fault) = fixture.gate(bearer(&headers).as_deref()).await {
+        return fault;
+    }
+    if account != ACCOUNT
+        || headers.get("x-restli-method").and_then(|v| v.to_str().ok()) != Some("FINDER")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"status":400,"message":"Invalid finder"})),
+        )
+            .into_response();
+    }
+    let elements: Vec<Value> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, _)| {
+            json!({"id":format!("urn:li:sponsoredCreative:{ad}"),"campaign":format!("urn:li:sponsoredCampaign:{campaign}"),
+                "intendedStatus":"ACTIVE","createdAt":1_711_962_000_000_i64,"lastModifiedAt":1_711_962_000_000_i64})
+        })
+        .collect();
+    Json(json!({"elements": elements, "metadata": {}})).into_response()
+}
+
 /// Serves `fixture` on `127.0.0.1:0`; returns the base URL.
 async fn serve(fixture: Arc<Fixture>) -> String {
     let app = Router::new()
         .route("/token", post(token_endpoint))
         .route("/customers/{customer}/{method}", post(google_search_stream))
         .route("/{account}/insights", get(meta_insights))
+        .route("/{account}/campaigns", get(meta_campaigns))
+        .route("/{account}/ads", get(meta_ads))
+        .route("/ad/get/", get(tiktok_ads))
+        .route("/adAccounts/{account}/creatives", get(linkedin_creatives))
         .route("/report/integrated/get/", get(tiktok_report))
+        .route("/campaign/get/", get(tiktok_campaigns))
         .route("/adAnalytics", get(linkedin_analytics))
+        .route("/adAccounts/{account}/adCampaigns", get(linkedin_campaigns))
         .with_state(fixture);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -634,6 +865,8 @@ async fn serve(fixture: Arc<Fixture>) -> String {
 struct Topics {
     reports: String,
     cursors: String,
+    campaigns: String,
+    creatives: String,
     dead_letters: String,
 }
 
@@ -642,6 +875,8 @@ fn private_topics(registry: &str, name: &str) -> Topics {
     let topics = Topics {
         reports: format!("{prefix}.reports"),
         cursors: format!("{prefix}.cursors"),
+        campaigns: format!("{prefix}.campaigns"),
+        creatives: format!("{prefix}.creatives"),
         dead_letters: format!("dlq.{prefix}.reports"),
     };
     let dir = std::env::temp_dir().join(unique("connectors-topology"));
@@ -652,8 +887,10 @@ fn private_topics(registry: &str, name: &str) -> Topics {
         format!(
             "defaults:\n  partitions: 4\n  replication_factor: 1\ntopics:\n\
              \x20 - {{ name: {}, key: report_key, value_schema: io.adstream.platform.PlatformReport, cleanup_policy: compact }}\n\
-             \x20 - {{ name: {}, key: cursor_key, value_schema: io.adstream.platform.ConnectorCursor, cleanup_policy: compact, partitions: 1 }}\n",
-            topics.reports, topics.cursors
+             \x20 - {{ name: {}, key: cursor_key, value_schema: io.adstream.platform.ConnectorCursor, cleanup_policy: compact, partitions: 1 }}\n\
+             \x20 - {{ name: {}, key: campaign_id, value_schema: io.adstream.ads.Campaign, cleanup_policy: compact }}\n\
+             \x20 - {{ name: {}, key: creative_id, value_schema: io.adstream.ads.Creative, cleanup_policy: compact }}\n",
+            topics.reports, topics.cursors, topics.campaigns, topics.creatives
         ),
     )
     .expect("topology");
@@ -668,7 +905,7 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
     let yaml = format!(
         "connectors:\n\
          \x20 transactional_id_prefix: {prefix}\n\
-         \x20 topics: {{ reports: {reports}, cursors: {cursors}, dead_letters: {dead} }}\n\
+         \x20 topics: {{ reports: {reports}, cursors: {cursors}, campaigns: {campaigns}, creatives: {creatives}, dead_letters: {dead} }}\n\
          \x20 http: {{ initial_backoff_ms: 50, max_backoff_secs: 1, timeout_secs: 10 }}\n\
          \x20 {section}:\n\
          \x20   base_url: {base_url}\n\
@@ -682,6 +919,8 @@ fn config_file(kind: Kind, fixture: &Fixture, base_url: &str, topics: &Topics) -
         prefix = unique("connect-txn"),
         reports = topics.reports,
         cursors = topics.cursors,
+        campaigns = topics.campaigns,
+        creatives = topics.creatives,
         dead = topics.dead_letters,
         section = kind.section(),
         credentials = fixture.credentials.display(),
@@ -739,6 +978,80 @@ fn reports(topic: &str) -> Vec<(String, PlatformReport)> {
             (key, decode(&schema, m.payload().expect("value")))
         })
         .collect()
+}
+
+/// The latest status per campaign id of the campaigns table, with the other figures checked.
+fn campaign_statuses(kind: Kind, topic: &str) -> BTreeMap<String, CampaignStatus> {
+    let schema = Schema::parse_str(Campaign::SCHEMA).expect("schema");
+    let mut statuses = BTreeMap::new();
+    for message in read_committed_messages(topic) {
+        let campaign: Campaign = decode(&schema, message.payload().expect("value"));
+        assert_eq!(message.key(), Some(campaign.campaign_id.as_bytes()));
+        assert_eq!(
+            (campaign.account_id.as_str(), campaign.currency.as_str()),
+            (ACCOUNT, "EUR")
+        );
+        assert_eq!(campaign.time_zone, kind.time_zone().name());
+        assert_eq!(
+            campaign.daily_budget_micros,
+            Some(50_000_000),
+            "{kind:?}: {campaign:?}"
+        );
+        assert!(campaign.start_time > 0, "{campaign:?}");
+        statuses.insert(campaign.campaign_id, campaign.status);
+    }
+    statuses
+}
+
+fn assert_campaigns(kind: Kind, topic: &str, fixture: &Fixture) {
+    let expected: BTreeMap<String, CampaignStatus> = fixture
+        .campaigns()
+        .into_iter()
+        .map(|(id, paused)| {
+            let status = if paused {
+                CampaignStatus::Paused
+            } else {
+                CampaignStatus::Active
+            };
+            (format!("{}-{id}", kind.slug()), status)
+        })
+        .collect();
+    assert_eq!(
+        campaign_statuses(kind, topic),
+        expected,
+        "{kind:?}: campaigns"
+    );
+}
+
+/// Every ad of the fixture is in the creatives table with its campaign and ad group, ids made global.
+fn assert_creatives(kind: Kind, topic: &str) {
+    let schema = Schema::parse_str(Creative::SCHEMA).expect("schema");
+    let mut found = BTreeMap::new();
+    for message in read_committed_messages(topic) {
+        let creative: Creative = decode(&schema, message.payload().expect("value"));
+        assert_eq!(message.key(), Some(creative.creative_id.as_bytes()));
+        found.insert(
+            creative.creative_id,
+            (creative.campaign_id, creative.ad_group_id),
+        );
+    }
+    let slug = kind.slug();
+    let expected: BTreeMap<String, (String, String)> = fixture_ads()
+        .into_iter()
+        .map(|(ad, campaign, ad_group)| {
+            // LinkedIn has no ad group: the campaign stands in for it.
+            let group = if kind == Kind::Linkedin {
+                campaign.clone()
+            } else {
+                ad_group
+            };
+            (
+                format!("{slug}-{ad}"),
+                (format!("{slug}-{campaign}"), format!("{slug}-{group}")),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected, "{kind:?}: creatives");
 }
 
 /// The dead letters: (class, message, value).
@@ -897,9 +1210,13 @@ async fn platform_end_to_end(kind: Kind) {
     );
     assert_matches_fixture(kind, &latest, &fixture);
     assert_one_malformed_row(kind, &topics.dead_letters, 1);
+    assert_campaigns(kind, &topics.campaigns, &fixture);
+    assert_creatives(kind, &topics.creatives);
 
-    // The platform restates an hour; the next pass re-reads the look-back and the new number overwrites.
+    // The platform restates an hour and the advertiser pauses a campaign; the next pass re-reads the look-back,
+    // the new number overwrites and the campaign shows as paused.
     let restated = fixture.restate();
+    fixture.pause();
     let said = run_once(kind, &registry.url, &config).await;
     eprintln!("{kind:?}: second pass: {}", said.trim());
     let (counts, latest) = tally(&reports(&topics.reports));
@@ -915,22 +1232,24 @@ async fn platform_end_to_end(kind: Kind) {
         "the restated spend overwrote"
     );
     assert_one_malformed_row(kind, &topics.dead_letters, 2);
+    assert_campaigns(kind, &topics.campaigns, &fixture);
 
     // Killed three times mid-sync on fresh topics, then run to the end: every row exactly once.
     let topics = private_topics(&registry.url, &format!("{}-kill", kind.slug()));
     let config = config_file(kind, &fixture, &base_url, &topics);
-    let mut kills = 0;
+    let mut kills = 0usize;
     while kills < 3 {
-        let before = fixture.requests.load(Ordering::SeqCst);
+        let before = fixture.pages_served.load(Ordering::SeqCst);
         let mut child = start_connector(kind, &registry.url, &config);
-        // One more answer on its way, then 0, 60 or 120 ms: the kill lands before, during or after that page's
-        // commit, while the connector is mid-pass (each answer takes the fixture's delay of 150 ms).
+        // One more report page on its way, then 0, 150 or 350 ms: the kill lands before, during or after that
+        // page's commit, while the connector is mid-pass. Each answer takes the fixture's 150 ms, so a run commits
+        // at most two pages before its kill and the three runs at most five: the pass is never complete.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while fixture.requests.load(Ordering::SeqCst) < before + 1 {
+        while fixture.pages_served.load(Ordering::SeqCst) < before + 1 {
             assert!(Instant::now() < deadline, "the connector made no requests");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(60 * kills)).await;
+        tokio::time::sleep(Duration::from_millis([0, 150, 350][kills])).await;
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the connector ended before it was killed"
@@ -971,4 +1290,96 @@ async fn tiktok_reports_arrive_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linkedin_reports_arrive_exactly_once() {
     platform_end_to_end(Kind::Linkedin).await;
+}
+
+/// `config` with its text changed by `edit`, written to a new file.
+fn edited(config: &std::path::Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("config");
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("connectors-edited")));
+    std::fs::write(&path, edit(text)).expect("config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_account_fails_the_run_with_the_platforms_message() {
+    let registry = start_registry("connect-refused").await;
+    let dir = std::env::temp_dir().join(unique("connectors"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fixture = Fixture::new(Kind::Meta, &dir);
+    let base_url = serve(fixture.clone()).await;
+    let topics = private_topics(&registry.url, "refused");
+    let config = edited(
+        &config_file(Kind::Meta, &fixture, &base_url, &topics),
+        |text| text.replace(&format!("id: \"{ACCOUNT}\""), "id: \"999\""),
+    );
+    let child = start_connector(Kind::Meta, &registry.url, &config);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("meta account 999") && stderr.contains("Invalid parameter"),
+        "the error names the account and the platform's message: {stderr}"
+    );
+    assert!(
+        !stderr.contains("meta-token"),
+        "no token in the output: {stderr}"
+    );
+    assert!(reports(&topics.reports).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_connector_passes_again_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let registry = start_registry("connect-loop").await;
+    let dir = std::env::temp_dir().join(unique("connectors"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fixture = Fixture::new(Kind::Linkedin, &dir);
+    let base_url = serve(fixture.clone()).await;
+    let topics = private_topics(&registry.url, "loop");
+    let config = edited(
+        &config_file(Kind::Linkedin, &fixture, &base_url, &topics),
+        |text| text.replacen("connectors:\n", "connectors:\n  poll_interval_secs: 1\n", 1),
+    );
+    let mut child = adstream(
+        &registry.url,
+        &[
+            "connect",
+            "run",
+            "linkedin",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start the connector");
+    let stdout = child.stdout.take().expect("stdout");
+    // Two passes: the second one re-reads the look-back.
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .collect::<Result<Vec<String>, _>>()
+    })
+    .await
+    .expect("join")
+    .expect("two pass lines");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("linkedin account 1234567:")),
+        "{lines:?}"
+    );
+    let status = common::jobs::terminate(child);
+    assert!(status.success(), "SIGTERM stops the loop cleanly: {status}");
+    let (counts, latest) = tally(&reports(&topics.reports));
+    assert!(
+        counts.values().all(|n| *n >= 2),
+        "every key written by both passes"
+    );
+    assert_matches_fixture(Kind::Linkedin, &latest, &fixture);
 }

@@ -245,7 +245,10 @@ impl Auth {
             .post(token_url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form);
-        let received = http.receive(request).await.map_err(failed)?;
+        let received = http
+            .receive(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         if !received.status.is_success() {
             // The endpoint's error (`invalid_grant`, ...) never echoes the secrets sent.
             return Err(failed(format!(

@@ -60,6 +60,12 @@ pub struct TopicsConfig {
     /// Compacted topic of the per-account cursors.
     #[serde(default = "default_cursors_topic")]
     pub cursors: String,
+    /// Compacted campaigns table the entity sync writes.
+    #[serde(default = "default_campaigns_topic")]
+    pub campaigns: String,
+    /// Compacted creatives table the entity sync writes (one record per ad).
+    #[serde(default = "default_creatives_topic")]
+    pub creatives: String,
 }
 
 fn default_reports_topic() -> String {
@@ -74,12 +80,22 @@ fn default_cursors_topic() -> String {
     "connectors.cursors".into()
 }
 
+fn default_campaigns_topic() -> String {
+    "ads.campaigns".into()
+}
+
+fn default_creatives_topic() -> String {
+    "ads.creatives".into()
+}
+
 impl Default for TopicsConfig {
     fn default() -> TopicsConfig {
         TopicsConfig {
             reports: default_reports_topic(),
             dead_letters: default_dead_letters_topic(),
             cursors: default_cursors_topic(),
+            campaigns: default_campaigns_topic(),
+            creatives: default_creatives_topic(),
         }
     }
 }

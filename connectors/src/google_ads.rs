@@ -7,15 +7,19 @@
 //! status, details: [GoogleAdsFailure]}}`, possibly as an element of the stream array: `RESOURCE_EXHAUSTED` /
 //! `RESOURCE_TEMPORARILY_EXHAUSTED` (429, with `quotaErrorDetails.retryDelay`) are retried,
 //! `authenticationError: OAUTH_TOKEN_EXPIRED` renews the token through the refresh token.
+//!
+//! Campaigns come from `SELECT campaign.id, campaign.name, campaign.status, ... FROM campaign` over the same
+//! endpoint (`ENABLED` / `PAUSED` / `REMOVED`; the budget's `amountMicros` as the daily budget).
 
 use std::time::Duration;
 
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{Campaign, CampaignStatus, Creative, CreativeFormat, Platform};
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use crate::auth::{Auth, Renewal};
 use crate::config::{PlatformConfig, ReportGranularity};
+use crate::entities::{self, Entity};
 use crate::http::{judge_status, Http, Judged, Received, SourceError};
 use crate::source::{self, Account, Figures, Page, ReportSource, RowContext};
 
@@ -68,6 +72,55 @@ impl GoogleAds {
             login_customer_id: config.login_customer_id.clone(),
             granularity: config.granularity,
         })
+    }
+
+    /// One GAQL query over searchStream; the answer's array of batches.
+    async fn search_stream(
+        &mut self,
+        account: &Account,
+        what: &str,
+        query: &str,
+    ) -> Result<Value, SourceError> {
+        let url = format!(
+            "{}/customers/{}/googleAds:searchStream",
+            self.base_url.trim_end_matches('/'),
+            account.id
+        );
+        let query = serde_json::json!({ "query": query });
+        let developer_token = self
+            .auth
+            .credentials()
+            .developer_token
+            .clone()
+            .ok_or_else(|| SourceError::Config("google_ads: no developer_token".into()))?;
+        let login = self.login_customer_id.clone();
+        let client = self.http.client().clone();
+        let body = self
+            .http
+            .call(
+                what,
+                &mut self.auth,
+                |token| {
+                    let request = client
+                        .post(&url)
+                        .bearer_auth(token.expose())
+                        .header("developer-token", developer_token.expose())
+                        .json(&query);
+                    match &login {
+                        Some(login) => request.header("login-customer-id", login),
+                        None => request,
+                    }
+                },
+                judge,
+            )
+            .await?;
+        if !body.is_array() {
+            return Err(SourceError::Shape {
+                what: what.to_owned(),
+                reason: "searchStream answer is not an array of batches".into(),
+            });
+        }
+        Ok(body)
     }
 
     /// The GAQL query of one day at ad level.
@@ -175,6 +228,86 @@ fn figures(row: &Value, hourly: bool) -> Result<Figures, String> {
     })
 }
 
+/// The results of every batch of a searchStream answer.
+fn results(body: &Value) -> impl Iterator<Item = &Value> {
+    body.as_array().into_iter().flatten().flat_map(|batch| {
+        batch
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    })
+}
+
+/// The campaign list's GAQL.
+const CAMPAIGNS_QUERY: &str =
+    "SELECT campaign.id, campaign.name, campaign.status, campaign.start_date, \
+    campaign.end_date, campaign_budget.amount_micros FROM campaign";
+
+/// One `FROM campaign` result as a campaign.
+fn campaign(account: &Account, row: &Value) -> Result<Campaign, String> {
+    let id = source::id(row, &["campaign", "id"])?;
+    let name = source::at(row, &["campaign", "name"])
+        .and_then(Value::as_str)
+        .ok_or("campaign.name: missing")?;
+    let status = match source::at(row, &["campaign", "status"]).and_then(Value::as_str) {
+        Some("ENABLED") => CampaignStatus::Active,
+        Some("PAUSED") => CampaignStatus::Paused,
+        Some("REMOVED") => CampaignStatus::Ended,
+        Some(_) => CampaignStatus::Unknown,
+        None => return Err("campaign.status: missing".into()),
+    };
+    let mut campaign =
+        entities::campaign(Platform::GoogleAds, account, &id, name.to_owned(), status);
+    // `amount_micros` is the average daily budget; a campaign-total budget (`total_amount_micros`) is not read.
+    if source::at(row, &["campaignBudget", "amountMicros"]).is_some() {
+        campaign.daily_budget_micros =
+            Some(source::count(row, &["campaignBudget", "amountMicros"])?);
+    }
+    if let Some(start) = source::at(row, &["campaign", "startDate"]).and_then(Value::as_str) {
+        campaign.start_time = entities::local_day_start(account, "campaign.startDate", start)?;
+    }
+    if let Some(end) = source::at(row, &["campaign", "endDate"]).and_then(Value::as_str) {
+        // Google's end date is the last day the campaign serves: it ends at the next midnight.
+        let last = entities::local_day_start(account, "campaign.endDate", end)?;
+        campaign.end_time = Some(last + 86_400_000);
+    }
+    Ok(campaign)
+}
+
+/// The ad list's GAQL.
+const ADS_QUERY: &str =
+    "SELECT ad_group_ad.ad.id, ad_group_ad.ad.name, ad_group_ad.ad.type, ad_group.id, \
+    campaign.id FROM ad_group_ad";
+
+/// One `FROM ad_group_ad` result as a creative. GAQL gives no creation time: `created_at` is 0.
+fn creative(row: &Value) -> Result<Creative, String> {
+    let ad = source::id(row, &["adGroupAd", "ad", "id"])?;
+    let format = match source::at(row, &["adGroupAd", "ad", "type"])
+        .and_then(Value::as_str)
+        .unwrap_or("")
+    {
+        "TEXT_AD" | "EXPANDED_TEXT_AD" | "RESPONSIVE_SEARCH_AD" => CreativeFormat::Text,
+        "IMAGE_AD" | "RESPONSIVE_DISPLAY_AD" => CreativeFormat::Image,
+        kind if kind.starts_with("VIDEO") => CreativeFormat::Video,
+        _ => CreativeFormat::Unknown,
+    };
+    let name = source::at(row, &["adGroupAd", "ad", "name"])
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(entities::creative(
+        Platform::GoogleAds,
+        (
+            &ad,
+            &source::id(row, &["campaign", "id"])?,
+            &source::id(row, &["adGroup", "id"])?,
+        ),
+        format,
+        name.to_owned(),
+        0,
+    ))
+}
+
 impl ReportSource for GoogleAds {
     fn platform(&self) -> Platform {
         Platform::GoogleAds
@@ -186,44 +319,9 @@ impl ReportSource for GoogleAds {
         day: NaiveDate,
         _page_token: Option<&'a str>,
     ) -> Result<Page, SourceError> {
-        let url = format!(
-            "{}/customers/{}/googleAds:searchStream",
-            self.base_url.trim_end_matches('/'),
-            account.id
-        );
-        let query = serde_json::json!({ "query": self.query(day) });
-        let developer_token = self
-            .auth
-            .credentials()
-            .developer_token
-            .clone()
-            .ok_or_else(|| SourceError::Config("google_ads: no developer_token".into()))?;
-        let login = self.login_customer_id.clone();
-        let client = self.http.client().clone();
         let what = format!("google_ads customer {} {day}", account.id);
-        let body = self
-            .http
-            .call(
-                &what,
-                &mut self.auth,
-                |token| {
-                    let request = client
-                        .post(&url)
-                        .bearer_auth(token.expose())
-                        .header("developer-token", developer_token.expose())
-                        .json(&query);
-                    match &login {
-                        Some(login) => request.header("login-customer-id", login),
-                        None => request,
-                    }
-                },
-                judge,
-            )
-            .await?;
-        let batches = body.as_array().ok_or_else(|| SourceError::Shape {
-            what: what.clone(),
-            reason: "searchStream answer is not an array of batches".into(),
-        })?;
+        let query = self.query(day);
+        let body = self.search_stream(account, &what, &query).await?;
         let context = RowContext {
             platform: Platform::GoogleAds,
             account,
@@ -231,18 +329,32 @@ impl ReportSource for GoogleAds {
             reported_at: chrono::Utc::now().timestamp_millis(),
         };
         let hourly = self.granularity == ReportGranularity::Hourly;
-        let rows = batches
-            .iter()
-            .flat_map(|batch| {
-                batch
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-            })
+        let rows = results(&body)
             .map(|row| context.row(row, |row| figures(row, hourly)))
             .collect();
         Ok(Page { rows, next: None })
+    }
+
+    async fn fetch_campaigns<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let what = format!("google_ads customer {} campaigns", account.id);
+        let body = self.search_stream(account, &what, CAMPAIGNS_QUERY).await?;
+        Ok(results(&body)
+            .map(|row| entities::entity(row, |row| campaign(account, row)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let what = format!("google_ads customer {} ads", account.id);
+        let body = self.search_stream(account, &what, ADS_QUERY).await?;
+        Ok(results(&body)
+            .map(|row| entities::entity(row, creative))
+            .collect())
     }
 }
 

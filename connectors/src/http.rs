@@ -77,6 +77,17 @@ impl SourceError {
     }
 }
 
+/// Why no answer was read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReceived {
+    /// The connection failed or timed out (the URL left out of the message).
+    #[error("{0}")]
+    Transport(String),
+    /// The body exceeded `http.max_body_bytes`.
+    #[error("response body larger than http.max_body_bytes ({0} bytes)")]
+    TooLarge(usize),
+}
+
 /// An answer, its body read (up to the bound).
 #[derive(Debug)]
 pub struct Received {
@@ -190,25 +201,22 @@ impl Http {
     }
 
     /// Sends `request` and reads the answer's body up to `http.max_body_bytes`.
-    pub async fn receive(&self, request: RequestBuilder) -> Result<Received, String> {
+    pub async fn receive(&self, request: RequestBuilder) -> Result<Received, NotReceived> {
         // Transport errors are shown without the URL: some platforms (Meta) carry the token in the query string.
         let mut response = request
             .send()
             .await
-            .map_err(|e| transport_error(&e.without_url()))?;
+            .map_err(|e| NotReceived::Transport(transport_error(&e.without_url())))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| transport_error(&e.without_url()))?
+            .map_err(|e| NotReceived::Transport(transport_error(&e.without_url())))?
         {
             if body.len() + chunk.len() > self.config.max_body_bytes {
-                return Err(format!(
-                    "response body larger than http.max_body_bytes ({} bytes)",
-                    self.config.max_body_bytes
-                ));
+                return Err(NotReceived::TooLarge(self.config.max_body_bytes));
             }
             body.extend_from_slice(&chunk);
         }
@@ -235,10 +243,12 @@ impl Http {
             let outcome = match self.receive(build(&token)).await {
                 Ok(received) => judge(&received),
                 // Timeouts, resets, refused connections: transient from here.
-                Err(reason) => Judged::Retry {
+                Err(NotReceived::Transport(reason)) => Judged::Retry {
                     after: None,
                     reason,
                 },
+                // The same request would bring the same body: not worth retrying.
+                Err(too_large) => Judged::Fatal(too_large.to_string()),
             };
             match outcome {
                 Judged::Data { body, pause } => {
@@ -348,6 +358,94 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert("retry-after", "soon".parse().expect("header"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    /// Serves `answers` (raw HTTP responses) to successive connections on loopback; returns the URL and a counter
+    /// of the connections served.
+    async fn raw_server(
+        answers: Vec<String>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            for answer in answers.into_iter().cycle() {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (url, served)
+    }
+
+    fn auth() -> Auth {
+        let path = std::env::temp_dir().join(format!("adstream-http-test-{}", std::process::id()));
+        std::fs::write(&path, "access_token: t\n").expect("credentials");
+        Auth::load(
+            &crate::config::CredentialsConfig {
+                file: Some(path),
+                env_prefix: None,
+            },
+            crate::auth::Renewal::Reload,
+        )
+        .expect("auth")
+    }
+
+    fn http(max_body_bytes: usize) -> Http {
+        Http::new(&HttpConfig {
+            max_body_bytes,
+            max_retries: 3,
+            initial_backoff_ms: 1,
+            ..HttpConfig::default()
+        })
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_bound_fails_without_retrying() {
+        let body = "x".repeat(2000);
+        let (url, served) = raw_server(vec![format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )])
+        .await;
+        let http = http(1000);
+        let client = http.client().clone();
+        let outcome = http
+            .call("big", &mut auth(), |_| client.get(&url), judge_status)
+            .await;
+        assert!(
+            matches!(&outcome, Err(SourceError::Refused { reason, .. }) if reason.contains("max_body_bytes")),
+            "{outcome:?}"
+        );
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_an_answer() {
+        let (url, served) = raw_server(vec![
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .into(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\n{\"a\": 1}".into(),
+        ])
+        .await;
+        let http = http(1000);
+        let client = http.client().clone();
+        let body = http
+            .call("flaky", &mut auth(), |_| client.get(&url), judge_status)
+            .await
+            .expect("answered after one retry");
+        assert_eq!(body["a"], 1);
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

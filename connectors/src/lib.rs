@@ -11,6 +11,7 @@
 //!   429/5xx and the platforms' throttling signals, `Retry-After`, one token renewal on an expired token.
 //! - [`source`]  — the source abstraction (fetch one page of one account's day → normalised rows, malformed rows
 //!   and the next page's token) and the number parsing every platform needs.
+//! - [`entities`] — entity sync: the platforms' campaigns (status, budgets, schedule) into `ads.campaigns`.
 //! - [`google_ads`], [`meta`], [`tiktok`], [`linkedin`] — one source per platform, each written against the
 //!   platform's documented request and response shapes; only the base URL changes for tests.
 //! - [`sink`]    — the transactional Kafka writer: a page's rows, its dead letters and the account's cursor in one
@@ -25,6 +26,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod entities;
 pub mod google_ads;
 pub mod http;
 pub mod linkedin;

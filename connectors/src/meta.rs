@@ -8,15 +8,20 @@
 //! token, the credentials are read again); the throttling codes (4, 17, 32, 613, 80000–80008) are retried after the
 //! `estimated_time_to_regain_access` of the `X-Business-Use-Case-Usage` header, and a success whose usage headers
 //! are near 100 % pauses before the next call.
+//!
+//! Campaigns come from `/act_{id}/campaigns` (same `data` / `paging`), budgets in the currency's minor units.
 
 use std::time::Duration;
 
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use crate::auth::{Auth, Renewal};
 use crate::config::{PlatformConfig, ReportGranularity};
+use crate::entities::{self, Entity};
 use crate::http::{judge_status, Http, Judged, Received, SourceError};
 use crate::source::{self, Account, Figures, Page, ReportSource, RowContext};
 
@@ -194,6 +199,149 @@ fn figures(row: &Value, hourly: bool, types: &[String]) -> Result<Figures, Strin
     })
 }
 
+impl Meta {
+    /// Every entry of the account's `edge` list (`campaigns`, `ads`) with `fields`, all pages.
+    async fn list(
+        &mut self,
+        account: &Account,
+        edge: &str,
+        fields: &str,
+    ) -> Result<Vec<Value>, SourceError> {
+        let endpoint = format!(
+            "{}/act_{}/{edge}",
+            self.base_url.trim_end_matches('/'),
+            account.id
+        );
+        let what = format!("meta act_{} {edge}", account.id);
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = vec![
+                ("fields", fields.into()),
+                ("limit", self.page_size.to_string()),
+            ];
+            if let Some(after) = &after {
+                query.push(("after", after.clone()));
+            }
+            let (data, next) = self.get_page(&what, &endpoint, &query).await?;
+            entries.extend(data);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// One page of a Graph API list at `endpoint` with `query`: its `data` and the `after` cursor of the next page
+    /// (None on the last page, which has no `paging.next`, though it may still carry cursors).
+    async fn get_page(
+        &mut self,
+        what: &str,
+        endpoint: &str,
+        query: &[(&str, String)],
+    ) -> Result<(Vec<Value>, Option<String>), SourceError> {
+        let url = crate::http::url_with_query(endpoint, query)?;
+        let client = self.http.client().clone();
+        let mut body = self
+            .http
+            .call(
+                what,
+                &mut self.auth,
+                |token| {
+                    // Meta takes the token as a query parameter; reqwest errors are shown without the URL.
+                    let mut url = url.clone();
+                    url.query_pairs_mut()
+                        .append_pair("access_token", token.expose());
+                    client.get(url)
+                },
+                judge,
+            )
+            .await?;
+        let next = body
+            .get("paging")
+            .filter(|p| p.get("next").and_then(Value::as_str).is_some())
+            .and_then(|p| source::at(p, &["cursors", "after"]))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match body.get_mut("data").map(Value::take) {
+            Some(Value::Array(data)) => Ok((data, next)),
+            _ => Err(SourceError::Shape {
+                what: what.to_owned(),
+                reason: "no `data` list".into(),
+            }),
+        }
+    }
+}
+
+/// One `/act_<id>/ads` entry as a creative; the ad's name is its headline (the creative object's format is not
+/// read, so it is unknown).
+fn creative(entry: &Value) -> Result<Creative, String> {
+    let created = graph_time("created_time", &entities::text(entry, "created_time")?)?;
+    Ok(entities::creative(
+        Platform::Meta,
+        (
+            &source::id(entry, &["id"])?,
+            &source::id(entry, &["campaign_id"])?,
+            &source::id(entry, &["adset_id"])?,
+        ),
+        CreativeFormat::Unknown,
+        entities::text(entry, "name")?,
+        created,
+    ))
+}
+
+/// A Graph API time (`2024-05-01T00:00:00-0700`) in UTC epoch millis.
+fn graph_time(field: &str, text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z")
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("{field}: '{text}' is not a time"))
+}
+
+/// One `/act_<id>/campaigns` entry as a campaign.
+fn campaign(account: &Account, entry: &Value) -> Result<Campaign, String> {
+    let id = source::id(entry, &["id"])?;
+    let status = match entities::text(entry, "status")?.as_str() {
+        "ACTIVE" => CampaignStatus::Active,
+        "PAUSED" => CampaignStatus::Paused,
+        "DELETED" | "ARCHIVED" => CampaignStatus::Ended,
+        _ => CampaignStatus::Unknown,
+    };
+    let mut campaign = entities::campaign(
+        Platform::Meta,
+        account,
+        &id,
+        entities::text(entry, "name")?,
+        status,
+    );
+    campaign.objective = match entry.get("objective").and_then(Value::as_str).unwrap_or("") {
+        "OUTCOME_AWARENESS" | "BRAND_AWARENESS" | "REACH" => Objective::Awareness,
+        "OUTCOME_TRAFFIC" | "LINK_CLICKS" => Objective::Traffic,
+        "OUTCOME_SALES" | "CONVERSIONS" => Objective::Conversions,
+        "OUTCOME_APP_PROMOTION" | "APP_INSTALLS" => Objective::AppInstalls,
+        "OUTCOME_LEADS" | "LEAD_GENERATION" => Objective::Leads,
+        _ => Objective::Other,
+    };
+    let budget = |field: &str| {
+        entry
+            .get(field)
+            .and_then(Value::as_str)
+            .map(|text| entities::minor_units_micros(&account.currency, field, text))
+            .transpose()
+    };
+    campaign.daily_budget_micros = budget("daily_budget")?;
+    campaign.lifetime_budget_micros = budget("lifetime_budget")?;
+    if let Some(start) = entry.get("start_time").and_then(Value::as_str) {
+        campaign.start_time = graph_time("start_time", start)?;
+    }
+    if let Some(stop) = entry.get("stop_time").and_then(Value::as_str) {
+        campaign.end_time = Some(graph_time("stop_time", stop)?);
+    }
+    if let Some(updated) = entry.get("updated_time").and_then(Value::as_str) {
+        campaign.updated_at = graph_time("updated_time", updated)?;
+    }
+    Ok(campaign)
+}
+
 impl ReportSource for Meta {
     fn platform(&self) -> Platform {
         Platform::Meta
@@ -230,31 +378,8 @@ impl ReportSource for Meta {
         if let Some(after) = page_token {
             query.push(("after", after.into()));
         }
-        let url = crate::http::url_with_query(&endpoint, &query)?;
-        let client = self.http.client().clone();
         let what = format!("meta act_{} {day}", account.id);
-        let body = self
-            .http
-            .call(
-                &what,
-                &mut self.auth,
-                |token| {
-                    // Meta takes the token as a query parameter; reqwest errors are shown without the URL.
-                    let mut url = url.clone();
-                    url.query_pairs_mut()
-                        .append_pair("access_token", token.expose());
-                    client.get(url)
-                },
-                judge,
-            )
-            .await?;
-        let data =
-            body.get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| SourceError::Shape {
-                    what: what.clone(),
-                    reason: "no `data` list".into(),
-                })?;
+        let (data, next) = self.get_page(&what, &endpoint, &query).await?;
         let context = RowContext {
             platform: Platform::Meta,
             account,
@@ -265,14 +390,32 @@ impl ReportSource for Meta {
             .iter()
             .map(|row| context.row(row, |row| figures(row, hourly, &self.conversion_types)))
             .collect();
-        // The last page has no `next` (it may still carry cursors).
-        let next = body
-            .get("paging")
-            .filter(|p| p.get("next").and_then(Value::as_str).is_some())
-            .and_then(|p| source::at(p, &["cursors", "after"]))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
         Ok(Page { rows, next })
+    }
+
+    async fn fetch_campaigns<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let fields = "id,name,status,objective,daily_budget,lifetime_budget,start_time,stop_time,updated_time";
+        let entries = self.list(account, "campaigns", fields).await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, |entry| campaign(account, entry)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let entries = self
+            .list(account, "ads", "id,name,adset_id,campaign_id,created_time")
+            .await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, creative))
+            .collect())
     }
 }
 

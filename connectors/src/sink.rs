@@ -23,7 +23,7 @@ use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadOptions};
 use adstream_kafka::registry_client::{RegistryClient, RegistrySettings};
 use adstream_kafka::QuietEof;
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{AvroRecord, Campaign, Creative, Platform};
 use adstream_schemas::platform::{ConnectorCursor, PlatformReport};
 use adstream_schemas::wire;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -53,6 +53,10 @@ pub mod header {
     pub const PLATFORM: &str = "connector_platform";
     /// The account it came from.
     pub const ACCOUNT: &str = "connector_account";
+    /// When it was dead-lettered (epoch millis).
+    pub const REDIRECTED_AT: &str = "redirected_at";
+    /// Who dead-lettered it: the connector's transactional id.
+    pub const REDIRECTED_BY: &str = "redirected_by";
 }
 /// CloudEvents `ce_type` of report rows.
 pub const REPORT_CE_TYPE: &str = "io.adstream.platform.report.v1";
@@ -103,6 +107,17 @@ pub struct PageWrite<'a> {
     pub correlation_id: &'a str,
 }
 
+/// One account's entities.
+#[derive(Debug, Clone, Copy)]
+pub struct Entities<'a> {
+    /// Its campaigns.
+    pub campaigns: &'a [Campaign],
+    /// Its ads.
+    pub creatives: &'a [Creative],
+    /// Its malformed entries.
+    pub dead: &'a [DeadRow],
+}
+
 /// What the sink needs.
 #[derive(Debug, Clone)]
 pub struct SinkSettings {
@@ -131,6 +146,8 @@ pub struct KafkaSink {
     settings: SinkSettings,
     reports: Registered,
     cursors: Registered,
+    campaigns: Registered,
+    creatives: Registered,
     registry: RegistryClient,
 }
 
@@ -155,6 +172,8 @@ impl KafkaSink {
         };
         let reports = register(&settings.topics.reports, PlatformReport::SCHEMA).await?;
         let cursors = register(&settings.topics.cursors, ConnectorCursor::SCHEMA).await?;
+        let campaigns = register(&settings.topics.campaigns, Campaign::SCHEMA).await?;
+        let creatives = register(&settings.topics.creatives, Creative::SCHEMA).await?;
         let admin: AdminClient<DefaultClientContext> = settings
             .kafka
             .create()
@@ -185,6 +204,8 @@ impl KafkaSink {
             settings,
             reports,
             cursors,
+            campaigns,
+            creatives,
             registry,
         })
     }
@@ -196,7 +217,12 @@ impl KafkaSink {
             read::reader_config(&settings.kafka, "adstream-connectors-metadata", true)
                 .create_with_context(QuietEof)
                 .map_err(|e| SinkError::Setup(format!("Kafka client configuration: {e}")))?;
-        for topic in [&settings.topics.reports, &settings.topics.cursors] {
+        for topic in [
+            &settings.topics.reports,
+            &settings.topics.cursors,
+            &settings.topics.campaigns,
+            &settings.topics.creatives,
+        ] {
             match read::partition_count::<_, Infallible>(&consumer, topic, CALL_TIMEOUT) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -299,10 +325,77 @@ impl KafkaSink {
 
     /// Writes one page and its cursor in one transaction. Blocks.
     pub fn commit_page(&self, page: &PageWrite<'_>) -> Result<(), SinkError> {
+        self.transact(|| self.send_page(page))
+    }
+
+    /// Writes an account's campaigns and creatives (and its malformed entries) in one transaction. Blocks.
+    pub fn commit_entities(
+        &self,
+        platform: Platform,
+        account: &str,
+        entities: &Entities<'_>,
+        correlation_id: &str,
+    ) -> Result<(), SinkError> {
+        let ce_source = format!("/adstream/connectors/{}/{account}", platform.slug());
+        self.transact(|| {
+            let mut buffer = Vec::new();
+            self.send_entities(
+                &self.campaigns,
+                &self.settings.topics.campaigns,
+                entities.campaigns,
+                &ce_source,
+                correlation_id,
+                &mut buffer,
+            )?;
+            self.send_entities(
+                &self.creatives,
+                &self.settings.topics.creatives,
+                entities.creatives,
+                &ce_source,
+                correlation_id,
+                &mut buffer,
+            )?;
+            self.send_dead(platform.slug(), account, entities.dead, correlation_id)
+        })
+    }
+
+    /// Sends `records` to `topic`, keyed by their id, stamped with their event time.
+    fn send_entities<T: AvroRecord>(
+        &self,
+        registered: &Registered,
+        topic: &str,
+        records: &[T],
+        ce_source: &str,
+        correlation_id: &str,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), KafkaError> {
+        let writer = GenericDatumWriter::builder(&registered.schema)
+            .build()
+            .map_err(avro_error)?;
+        for record in records {
+            buffer.clear();
+            wire::write_header(registered.id, buffer);
+            writer.write_ser(buffer, record).map_err(avro_error)?;
+            let ce_id = format!("{}@{}", record.id(), record.event_time_ms());
+            let ce_time = rfc3339(record.event_time_ms());
+            let headers =
+                cloud_event_headers(&ce_id, T::CE_TYPE, ce_source, &ce_time, correlation_id);
+            let record = BaseRecord::to(topic)
+                .key(record.key().as_bytes())
+                .payload(buffer.as_slice())
+                .timestamp(record.event_time_ms())
+                .headers(headers);
+            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `send` inside a transaction and commits it; aborts when the error requires it.
+    fn transact(&self, send: impl FnOnce() -> Result<(), KafkaError>) -> Result<(), SinkError> {
         self.producer
             .begin_transaction()
             .map_err(|e| SinkError::Fatal(format!("begin transaction: {e}")))?;
-        match self.send_page(page).and_then(|()| self.commit()) {
+        match send().and_then(|()| self.commit()) {
             Ok(()) => Ok(()),
             Err(error) if requires_abort(&error) => {
                 self.producer
@@ -315,6 +408,8 @@ impl KafkaSink {
         }
     }
 
+    /// Commits the open transaction, again while librdkafka calls the failure retriable (a commit may be retried
+    /// until its outcome is known).
     fn commit(&self) -> Result<(), KafkaError> {
         let mut attempt = 1;
         loop {
@@ -330,19 +425,17 @@ impl KafkaSink {
         }
     }
 
+    /// Sends a page's reports, its dead letters and then its cursor, inside the open transaction.
     fn send_page(&self, page: &PageWrite<'_>) -> Result<(), KafkaError> {
         let topics = &self.settings.topics;
         let report_writer = GenericDatumWriter::builder(&self.reports.schema)
             .build()
             .map_err(avro_error)?;
-        let source = |cursor: &ConnectorCursor| {
-            format!(
-                "/adstream/connectors/{}/{}",
-                cursor.platform.slug(),
-                cursor.account_id
-            )
-        };
-        let ce_source = source(page.cursor);
+        let ce_source = format!(
+            "/adstream/connectors/{}/{}",
+            page.cursor.platform.slug(),
+            page.cursor.account_id
+        );
         let mut buffer = Vec::new();
         for report in page.reports {
             buffer.clear();
@@ -352,38 +445,14 @@ impl KafkaSink {
                 .map_err(avro_error)?;
             let key = report.key();
             let ce_id = format!("{key}@{}", report.reported_at);
-            let ce_time = chrono::DateTime::from_timestamp_millis(report.reported_at)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "ce_specversion",
-                    value: Some("1.0"),
-                })
-                .insert(Header {
-                    key: "ce_id",
-                    value: Some(ce_id.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_type",
-                    value: Some(REPORT_CE_TYPE),
-                })
-                .insert(Header {
-                    key: "ce_source",
-                    value: Some(ce_source.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_time",
-                    value: Some(ce_time.as_str()),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/vnd.confluent.avro"),
-                })
-                .insert(Header {
-                    key: header::CORRELATION_ID,
-                    value: Some(page.correlation_id),
-                });
+            let ce_time = rfc3339(report.reported_at);
+            let headers = cloud_event_headers(
+                &ce_id,
+                REPORT_CE_TYPE,
+                &ce_source,
+                &ce_time,
+                page.correlation_id,
+            );
             let record = BaseRecord::to(&topics.reports)
                 .key(key.as_bytes())
                 .payload(buffer.as_slice())
@@ -391,40 +460,12 @@ impl KafkaSink {
                 .headers(headers);
             send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
         }
-        let platform = page.cursor.platform.slug();
-        for dead in page.dead {
-            let key = format!("{platform}|{}", page.cursor.account_id);
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: header::CLASS,
-                    value: Some(MALFORMED_ROW),
-                })
-                .insert(Header {
-                    key: header::MESSAGE,
-                    value: Some(dead.reason.as_str()),
-                })
-                .insert(Header {
-                    key: header::PLATFORM,
-                    value: Some(platform),
-                })
-                .insert(Header {
-                    key: header::ACCOUNT,
-                    value: Some(page.cursor.account_id.as_str()),
-                })
-                .insert(Header {
-                    key: header::CORRELATION_ID,
-                    value: Some(page.correlation_id),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/json"),
-                });
-            let record = BaseRecord::to(&topics.dead_letters)
-                .key(key.as_bytes())
-                .payload(dead.raw.as_bytes())
-                .headers(headers);
-            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
-        }
+        self.send_dead(
+            page.cursor.platform.slug(),
+            &page.cursor.account_id,
+            page.dead,
+            page.correlation_id,
+        )?;
         let cursor_writer = GenericDatumWriter::builder(&self.cursors.schema)
             .build()
             .map_err(avro_error)?;
@@ -441,6 +482,107 @@ impl KafkaSink {
         send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
         Ok(())
     }
+}
+
+impl KafkaSink {
+    /// Sends `dead` rows of `account` to the dead-letter topic with the dead-letter headers.
+    fn send_dead(
+        &self,
+        platform: &str,
+        account: &str,
+        dead: &[DeadRow],
+        correlation_id: &str,
+    ) -> Result<(), KafkaError> {
+        let key = format!("{platform}|{account}");
+        let now = chrono::Utc::now().timestamp_millis().to_string();
+        for dead in dead {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: header::REDIRECTED_AT,
+                    value: Some(now.as_str()),
+                })
+                .insert(Header {
+                    key: header::REDIRECTED_BY,
+                    value: Some(self.settings.transactional_id.as_str()),
+                })
+                .insert(Header {
+                    key: header::CLASS,
+                    value: Some(MALFORMED_ROW),
+                })
+                .insert(Header {
+                    key: header::MESSAGE,
+                    value: Some(dead.reason.as_str()),
+                })
+                .insert(Header {
+                    key: header::PLATFORM,
+                    value: Some(platform),
+                })
+                .insert(Header {
+                    key: header::ACCOUNT,
+                    value: Some(account),
+                })
+                .insert(Header {
+                    key: header::CORRELATION_ID,
+                    value: Some(correlation_id),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+            let record = BaseRecord::to(&self.settings.topics.dead_letters)
+                .key(key.as_bytes())
+                .payload(dead.raw.as_bytes())
+                .headers(headers);
+            send_waiting_for_room(&self.producer, record).map_err(|boxed| boxed.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Epoch millis as RFC 3339 UTC with milliseconds (CloudEvents `ce_time`).
+fn rfc3339(epoch_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(epoch_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The CloudEvents Kafka-binding headers, content type and correlation id of an Avro record.
+fn cloud_event_headers(
+    id: &str,
+    kind: &str,
+    source: &str,
+    time: &str,
+    correlation_id: &str,
+) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(kind),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source),
+        })
+        .insert(Header {
+            key: "ce_time",
+            value: Some(time),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/vnd.confluent.avro"),
+        })
+        .insert(Header {
+            key: header::CORRELATION_ID,
+            value: Some(correlation_id),
+        })
 }
 
 impl Drop for KafkaSink {

@@ -12,6 +12,9 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use crate::config::{AccountConfig, ReportGranularity};
+use adstream_schemas::events::{Campaign, Creative};
+
+use crate::entities::Entity;
 use crate::http::SourceError;
 
 /// An ad account to sync, its configuration checked.
@@ -74,7 +77,7 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// A platform's reporting API.
+/// A platform's reporting API and its campaign list.
 pub trait ReportSource: Send {
     /// The platform.
     fn platform(&self) -> Platform;
@@ -88,6 +91,18 @@ pub trait ReportSource: Send {
         day: NaiveDate,
         page_token: Option<&'a str>,
     ) -> impl Future<Output = Result<Page, SourceError>> + Send + 'a;
+
+    /// Every campaign of `account` (all pages), for the entity sync.
+    fn fetch_campaigns<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> impl Future<Output = Result<Vec<Entity<Campaign>>, SourceError>> + Send + 'a;
+
+    /// Every ad (creative) of `account` (all pages), for the entity sync.
+    fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> impl Future<Output = Result<Vec<Entity<Creative>>, SourceError>> + Send + 'a;
 }
 
 /// What every row of one page shares.

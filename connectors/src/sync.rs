@@ -14,8 +14,9 @@ use adstream_schemas::platform::ConnectorCursor;
 use chrono::{Days, NaiveDate};
 use tracing::Instrument;
 
+use crate::entities::Entity;
 use crate::http::SourceError;
-use crate::sink::{DeadRow, KafkaSink, PageWrite, SinkError};
+use crate::sink::{DeadRow, Entities, KafkaSink, PageWrite, SinkError};
 use crate::source::{Account, Page, ReportSource, Row};
 
 /// How often a page whose transaction was aborted is fetched and written again before the sync stops.
@@ -47,6 +48,7 @@ pub struct Position {
     pub resumed: bool,
 }
 
+/// A cursor's `YYYY-MM-DD` field as a date.
 fn date(text: &Option<String>) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.as_deref()?, "%Y-%m-%d").ok()
 }
@@ -188,8 +190,38 @@ pub struct AccountSummary {
     pub pages: u64,
     /// Report rows committed.
     pub rows: u64,
-    /// Malformed rows dead-lettered.
+    /// Malformed rows (and campaign entries) dead-lettered.
     pub dead_letters: u64,
+    /// Campaigns written by the entity sync.
+    pub campaigns: u64,
+    /// Creatives (ads) written by the entity sync.
+    pub creatives: u64,
+}
+
+/// What one entity sync wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntityCounts {
+    /// Campaigns.
+    campaigns: u64,
+    /// Creatives.
+    creatives: u64,
+    /// Malformed entries dead-lettered.
+    dead_letters: u64,
+}
+
+/// The records of `entities`; the malformed ones are logged and added to `dead`.
+fn valid<T>(entities: Vec<Entity<T>>, dead: &mut Vec<DeadRow>) -> Vec<T> {
+    let mut records = Vec::new();
+    for entity in entities {
+        match entity {
+            Entity::Record(record) => records.push(*record),
+            Entity::Malformed { raw, reason } => {
+                tracing::warn!(%reason, "malformed entity entry, dead-lettered");
+                dead.push(DeadRow { raw, reason });
+            }
+        }
+    }
+    records
 }
 
 /// One platform's connector: its source, its sink and the accounts' cursors.
@@ -233,18 +265,69 @@ impl<S: ReportSource> Connector<S> {
         outcomes
     }
 
-    async fn sync_account(&mut self, account: &Account) -> Result<AccountSummary, SyncError> {
+    /// Entity sync of one account: every campaign and ad, in one transaction.
+    async fn sync_entities(&mut self, account: &Account) -> Result<EntityCounts, SyncError> {
         let platform = self.source.platform();
         let source_error = |source| SyncError::Source {
             platform: platform.slug(),
             account: account.id.clone(),
             source,
         };
-        let sink_error = |source| SyncError::Sink {
-            platform: platform.slug(),
-            account: account.id.clone(),
-            source,
-        };
+        let mut attempt = 1;
+        loop {
+            let mut dead = Vec::new();
+            let campaigns = valid(
+                self.source
+                    .fetch_campaigns(account)
+                    .await
+                    .map_err(source_error)?,
+                &mut dead,
+            );
+            let creatives = valid(
+                self.source
+                    .fetch_creatives(account)
+                    .await
+                    .map_err(source_error)?,
+                &mut dead,
+            );
+            let correlation_id = format!("{}/{}/entities", platform.slug(), account.id);
+            let entities = Entities {
+                campaigns: &campaigns,
+                creatives: &creatives,
+                dead: &dead,
+            };
+            let written = tokio::task::block_in_place(|| {
+                self.sink
+                    .commit_entities(platform, &account.id, &entities, &correlation_id)
+            });
+            match written {
+                Ok(()) => {
+                    let counts = EntityCounts {
+                        campaigns: campaigns.len() as u64,
+                        creatives: creatives.len() as u64,
+                        dead_letters: dead.len() as u64,
+                    };
+                    tracing::info!(?counts, "entities committed");
+                    return Ok(counts);
+                }
+                Err(SinkError::Aborted(reason)) if attempt < ABORTED_PAGE_ATTEMPTS => {
+                    tracing::warn!(attempt, %reason, "entities transaction aborted, listing them again");
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SyncError::Sink {
+                        platform: platform.slug(),
+                        account: account.id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// One pass over one account: its entities, then its report days page by page from where its cursor is.
+    async fn sync_account(&mut self, account: &Account) -> Result<AccountSummary, SyncError> {
+        let platform = self.source.platform();
         let today = chrono::Utc::now()
             .with_timezone(&account.time_zone)
             .date_naive();
@@ -262,13 +345,16 @@ impl<S: ReportSource> Connector<S> {
                     page_token: None,
                     updated_at: 0,
                 });
+        let entities = self.sync_entities(account).await?;
         let mut summary = AccountSummary {
             account: account.id.clone(),
             days: None,
             resumed: false,
             pages: 0,
             rows: 0,
-            dead_letters: 0,
+            dead_letters: entities.dead_letters,
+            campaigns: entities.campaigns,
+            creatives: entities.creatives,
         };
         let Some(mut position) =
             next_position(self.cursors.get(&account.id), &self.settings, today)
@@ -279,73 +365,111 @@ impl<S: ReportSource> Connector<S> {
         summary.resumed = position.resumed;
         tracing::info!(from = %position.from, to = %position.to, day = %position.day, resumed = position.resumed, "sync pass");
         loop {
-            let mut attempt = 1;
-            let (page, next_cursor, following) = loop {
-                let page: Page = self
-                    .source
-                    .fetch_page(account, position.day, position.page_token.as_deref())
-                    .await
-                    .map_err(source_error)?;
-                let (next_cursor, following) = advance(
-                    &cursor,
-                    &position,
-                    page.next.clone(),
-                    chrono::Utc::now().timestamp_millis(),
-                );
-                let mut reports = Vec::new();
-                let mut dead = Vec::new();
-                for row in &page.rows {
-                    match row {
-                        Row::Report(report) => reports.push(report.clone()),
-                        Row::Malformed { raw, reason } => {
-                            tracing::warn!(day = %position.day, %reason, "malformed row, dead-lettered");
-                            dead.push(DeadRow {
-                                raw: raw.clone(),
-                                reason: reason.clone(),
-                            })
-                        }
-                    }
-                }
-                let correlation_id = format!(
-                    "{}/{}/{}/{}",
-                    platform.slug(),
-                    account.id,
-                    position.day,
-                    position.page_token.as_deref().unwrap_or("first")
-                );
-                let write = PageWrite {
-                    reports: &reports,
-                    dead: &dead,
-                    cursor: &next_cursor,
-                    correlation_id: &correlation_id,
-                };
-                match tokio::task::block_in_place(|| self.sink.commit_page(&write)) {
-                    Ok(()) => break ((reports.len(), dead.len()), next_cursor, following),
-                    Err(SinkError::Aborted(reason)) if attempt < ABORTED_PAGE_ATTEMPTS => {
-                        tracing::warn!(attempt, %reason, "page transaction aborted, reading the page again");
-                        attempt += 1;
-                    }
-                    Err(error) => return Err(sink_error(error)),
-                }
-            };
+            let page = self.sync_page(account, &cursor, &position).await?;
             summary.pages += 1;
-            summary.rows += page.0 as u64;
-            summary.dead_letters += page.1 as u64;
+            summary.rows += page.rows as u64;
+            summary.dead_letters += page.dead_letters as u64;
             tracing::info!(
                 day = %position.day,
                 page = position.page_token.as_deref().unwrap_or("first"),
-                rows = page.0,
-                dead_letters = page.1,
+                rows = page.rows,
+                dead_letters = page.dead_letters,
                 "page committed"
             );
-            cursor = next_cursor;
+            cursor = page.cursor;
             self.cursors.insert(account.id.clone(), cursor.clone());
-            match following {
+            match page.following {
                 Some(next) => position = next,
                 None => return Ok(summary),
             }
         }
     }
+
+    /// Reads the page at `position` and commits it with the cursor after it; a page whose transaction was aborted
+    /// is read and written again.
+    async fn sync_page(
+        &mut self,
+        account: &Account,
+        cursor: &ConnectorCursor,
+        position: &Position,
+    ) -> Result<CommittedPage, SyncError> {
+        let platform = self.source.platform();
+        let mut attempt = 1;
+        loop {
+            let page: Page = self
+                .source
+                .fetch_page(account, position.day, position.page_token.as_deref())
+                .await
+                .map_err(|source| SyncError::Source {
+                    platform: platform.slug(),
+                    account: account.id.clone(),
+                    source,
+                })?;
+            let (next_cursor, following) = advance(
+                cursor,
+                position,
+                page.next,
+                chrono::Utc::now().timestamp_millis(),
+            );
+            let mut reports = Vec::new();
+            let mut dead = Vec::new();
+            for row in page.rows {
+                match row {
+                    Row::Report(report) => reports.push(report),
+                    Row::Malformed { raw, reason } => {
+                        tracing::warn!(day = %position.day, %reason, "malformed row, dead-lettered");
+                        dead.push(DeadRow { raw, reason });
+                    }
+                }
+            }
+            let correlation_id = format!(
+                "{}/{}/{}/{}",
+                platform.slug(),
+                account.id,
+                position.day,
+                position.page_token.as_deref().unwrap_or("first")
+            );
+            let write = PageWrite {
+                reports: &reports,
+                dead: &dead,
+                cursor: &next_cursor,
+                correlation_id: &correlation_id,
+            };
+            match tokio::task::block_in_place(|| self.sink.commit_page(&write)) {
+                Ok(()) => {
+                    return Ok(CommittedPage {
+                        rows: reports.len(),
+                        dead_letters: dead.len(),
+                        cursor: next_cursor,
+                        following,
+                    })
+                }
+                Err(SinkError::Aborted(reason)) if attempt < ABORTED_PAGE_ATTEMPTS => {
+                    tracing::warn!(attempt, %reason, "page transaction aborted, reading the page again");
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SyncError::Sink {
+                        platform: platform.slug(),
+                        account: account.id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// A page committed with its cursor.
+struct CommittedPage {
+    /// Report rows written.
+    rows: usize,
+    /// Malformed rows dead-lettered.
+    dead_letters: usize,
+    /// The account's cursor after the page.
+    cursor: ConnectorCursor,
+    /// The next page's position; None when the pass is complete.
+    following: Option<Position>,
 }
 
 #[cfg(test)]

@@ -7,15 +7,20 @@
 //! and `adgroup_id` are requested as metrics. The report has no conversion value, so it is null. Errors come with
 //! HTTP 200 and a non-zero `code`: 40100 (rate limit) and 50000/50002/60001 (system, maintenance) are retried,
 //! 40105 (bad or expired token; TikTok's long-term tokens have no refresh token) reads the credentials again.
+//!
+//! Campaigns come from `campaign/get/` (`operation_status` ENABLE / DISABLE, `budget` with its `budget_mode`).
 
 use std::time::Duration;
 
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{
+    Campaign, CampaignStatus, Creative, CreativeFormat, Objective, Platform,
+};
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use serde_json::Value;
 
 use crate::auth::{Auth, Renewal};
 use crate::config::{PlatformConfig, ReportGranularity};
+use crate::entities::{self, Entity};
 use crate::http::{judge_status, Http, Judged, Received, SourceError};
 use crate::source::{self, Account, Figures, Page, ReportSource, RowContext};
 
@@ -102,6 +107,137 @@ fn figures(row: &Value, time_dimension: &str, hourly: bool) -> Result<Figures, S
     })
 }
 
+impl Tiktok {
+    /// Every entry of the advertiser's `<kind>/get/` list (`campaign`, `ad`), all pages.
+    async fn list(&mut self, account: &Account, kind: &str) -> Result<Vec<Value>, SourceError> {
+        let endpoint = format!("{}/{kind}/get/", self.base_url.trim_end_matches('/'));
+        let what = format!("tiktok advertiser {} {kind} list", account.id);
+        let mut entries = Vec::new();
+        let mut page = 1;
+        loop {
+            let query: Vec<(&str, String)> = vec![
+                ("advertiser_id", account.id.clone()),
+                ("page", page.to_string()),
+                ("page_size", self.page_size.to_string()),
+            ];
+            let (list, next) = self.get_page(&what, &endpoint, &query, page).await?;
+            entries.extend(list);
+            match next {
+                Some(next) => page = next,
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// Page `page` of a list endpoint: its `data.list` and the next page's number while `page < total_page`.
+    async fn get_page(
+        &mut self,
+        what: &str,
+        endpoint: &str,
+        query: &[(&str, String)],
+        page: u32,
+    ) -> Result<(Vec<Value>, Option<u32>), SourceError> {
+        let url = crate::http::url_with_query(endpoint, query)?;
+        let client = self.http.client().clone();
+        let mut body = self
+            .http
+            .call(
+                what,
+                &mut self.auth,
+                |token| {
+                    client
+                        .get(url.clone())
+                        .header("Access-Token", token.expose())
+                },
+                judge,
+            )
+            .await?;
+        let total_pages = source::at(&body, &["data", "page_info", "total_page"])
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let next = (u64::from(page) < total_pages).then_some(page + 1);
+        match body
+            .get_mut("data")
+            .and_then(|d| d.get_mut("list"))
+            .map(Value::take)
+        {
+            Some(Value::Array(list)) => Ok((list, next)),
+            _ => Err(SourceError::Shape {
+                what: what.to_owned(),
+                reason: "no data.list".into(),
+            }),
+        }
+    }
+}
+
+/// One `campaign/get/` entry as a campaign. TikTok's times carry no zone; they are taken as UTC.
+fn campaign(account: &Account, entry: &Value) -> Result<Campaign, String> {
+    let id = source::id(entry, &["campaign_id"])?;
+    let status = match entities::text(entry, "operation_status")?.as_str() {
+        "ENABLE" => CampaignStatus::Active,
+        "DISABLE" => CampaignStatus::Paused,
+        _ => CampaignStatus::Unknown,
+    };
+    let mut campaign = entities::campaign(
+        Platform::Tiktok,
+        account,
+        &id,
+        entities::text(entry, "campaign_name")?,
+        status,
+    );
+    campaign.objective = match entry
+        .get("objective_type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+    {
+        "REACH" | "VIDEO_VIEWS" => Objective::Awareness,
+        "TRAFFIC" => Objective::Traffic,
+        "CONVERSIONS" | "WEB_CONVERSIONS" | "PRODUCT_SALES" => Objective::Conversions,
+        "APP_PROMOTION" | "APP_INSTALL" => Objective::AppInstalls,
+        "LEAD_GENERATION" => Objective::Leads,
+        _ => Objective::Other,
+    };
+    let budget = source::money_micros(entry, &["budget"])?;
+    match entry.get("budget_mode").and_then(Value::as_str) {
+        Some("BUDGET_MODE_DAY") => campaign.daily_budget_micros = Some(budget),
+        Some("BUDGET_MODE_TOTAL") => campaign.lifetime_budget_micros = Some(budget),
+        _ => {}
+    }
+    if let Some(created) = entry.get("create_time").and_then(Value::as_str) {
+        campaign.start_time = entities::utc_time("create_time", created)?;
+    }
+    if let Some(modified) = entry.get("modify_time").and_then(Value::as_str) {
+        campaign.updated_at = entities::utc_time("modify_time", modified)?;
+    }
+    Ok(campaign)
+}
+
+/// One `ad/get/` entry as a creative: its text is the headline (its name without one).
+fn creative(entry: &Value) -> Result<Creative, String> {
+    let format = match entry.get("ad_format").and_then(Value::as_str).unwrap_or("") {
+        "SINGLE_VIDEO" => CreativeFormat::Video,
+        "SINGLE_IMAGE" => CreativeFormat::Image,
+        "CAROUSEL" | "CAROUSEL_ADS" => CreativeFormat::Carousel,
+        _ => CreativeFormat::Unknown,
+    };
+    let headline = match entry.get("ad_text").and_then(Value::as_str) {
+        Some(text) if !text.is_empty() => text.to_owned(),
+        _ => entities::text(entry, "ad_name")?,
+    };
+    let created = entities::utc_time("create_time", &entities::text(entry, "create_time")?)?;
+    Ok(entities::creative(
+        Platform::Tiktok,
+        (
+            &source::id(entry, &["ad_id"])?,
+            &source::id(entry, &["campaign_id"])?,
+            &source::id(entry, &["adgroup_id"])?,
+        ),
+        format,
+        headline,
+        created,
+    ))
+}
+
 impl ReportSource for Tiktok {
     fn platform(&self) -> Platform {
         Platform::Tiktok
@@ -141,28 +277,9 @@ impl ReportSource for Tiktok {
             ("page", page.to_string()),
             ("page_size", self.page_size.to_string()),
         ];
-        let url = crate::http::url_with_query(&endpoint, &query)?;
-        let client = self.http.client().clone();
         let what = format!("tiktok advertiser {} {day} page {page}", account.id);
-        let body = self
-            .http
-            .call(
-                &what,
-                &mut self.auth,
-                |token| {
-                    client
-                        .get(url.clone())
-                        .header("Access-Token", token.expose())
-                },
-                judge,
-            )
-            .await?;
-        let list = source::at(&body, &["data", "list"])
-            .and_then(Value::as_array)
-            .ok_or_else(|| SourceError::Shape {
-                what: what.clone(),
-                reason: "no data.list".into(),
-            })?;
+        let (list, next) = self.get_page(&what, &endpoint, &query, page).await?;
+        let next = next.map(|page| page.to_string());
         let context = RowContext {
             platform: Platform::Tiktok,
             account,
@@ -174,11 +291,29 @@ impl ReportSource for Tiktok {
             .iter()
             .map(|row| context.row(row, |row| figures(row, time_dimension, hourly)))
             .collect();
-        let total_pages = source::at(&body, &["data", "page_info", "total_page"])
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let next = (u64::from(page) < total_pages).then(|| (page + 1).to_string());
         Ok(Page { rows, next })
+    }
+
+    async fn fetch_campaigns<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Campaign>>, SourceError> {
+        let entries = self.list(account, "campaign").await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, |entry| campaign(account, entry)))
+            .collect())
+    }
+
+    async fn fetch_creatives<'a>(
+        &'a mut self,
+        account: &'a Account,
+    ) -> Result<Vec<Entity<Creative>>, SourceError> {
+        let entries = self.list(account, "ad").await?;
+        Ok(entries
+            .iter()
+            .map(|entry| entities::entity(entry, creative))
+            .collect())
     }
 }
 

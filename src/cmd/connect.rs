@@ -80,14 +80,19 @@ pub async fn run(
         run,
         |summary| match summary.days {
             Some((from, to)) => println!(
-                "{slug} account {}: {from}..{to}{}: {} pages, {} rows, {} dead letters",
+                "{slug} account {}: {} campaigns, {} creatives; {from}..{to}{}: {} pages, {} rows, {} dead letters",
                 summary.account,
+                summary.campaigns,
+                summary.creatives,
                 if summary.resumed { " (resumed)" } else { "" },
                 summary.pages,
                 summary.rows,
                 summary.dead_letters
             ),
-            None => println!("{slug} account {}: nothing to sync yet", summary.account),
+            None => println!(
+                "{slug} account {}: {} campaigns, {} creatives; no report days to sync yet",
+                summary.account, summary.campaigns, summary.creatives
+            ),
         },
         shutdown,
     )
