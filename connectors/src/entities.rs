@@ -40,10 +40,10 @@ pub fn entity<T>(entry: &Value, parse: impl FnOnce(&Value) -> Result<T, String>)
     }
 }
 
-/// The adstream id of a platform's campaign, ad group or ad: `<platform slug>-<platform's id>`, unique across
-/// platforms as the entity tables' keys must be.
+/// The adstream id of a platform's campaign, ad group or ad ([`Platform::global_id`]), unique across platforms as
+/// the entity tables' keys must be.
 pub fn global_id(platform: Platform, id: &str) -> String {
-    format!("{}-{id}", platform.slug())
+    platform.global_id(id)
 }
 
 /// A creative (an ad) of `platform`; ids are the platform's, made global by [`global_id`].

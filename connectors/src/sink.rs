@@ -23,6 +23,7 @@ use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::read::{self, ReadOptions};
 use adstream_kafka::registry_client::{RegistryClient, RegistrySettings};
 use adstream_kafka::QuietEof;
+use adstream_producers::producer::{cloudevent_headers, CloudEventAttributes};
 use adstream_schemas::events::{AvroRecord, Campaign, Creative, Platform};
 use adstream_schemas::platform::{ConnectorCursor, PlatformReport};
 use adstream_schemas::wire;
@@ -377,9 +378,13 @@ impl KafkaSink {
             wire::write_header(registered.id, buffer);
             writer.write_ser(buffer, record).map_err(avro_error)?;
             let ce_id = format!("{}@{}", record.id(), record.event_time_ms());
-            let ce_time = rfc3339(record.event_time_ms());
-            let headers =
-                cloud_event_headers(&ce_id, T::CE_TYPE, ce_source, &ce_time, correlation_id);
+            let headers = cloudevent_headers(&CloudEventAttributes {
+                id: &ce_id,
+                ce_type: T::CE_TYPE,
+                source: ce_source,
+                time_ms: record.event_time_ms(),
+                correlation_id,
+            });
             let record = BaseRecord::to(topic)
                 .key(record.key().as_bytes())
                 .payload(buffer.as_slice())
@@ -445,14 +450,13 @@ impl KafkaSink {
                 .map_err(avro_error)?;
             let key = report.key();
             let ce_id = format!("{key}@{}", report.reported_at);
-            let ce_time = rfc3339(report.reported_at);
-            let headers = cloud_event_headers(
-                &ce_id,
-                REPORT_CE_TYPE,
-                &ce_source,
-                &ce_time,
-                page.correlation_id,
-            );
+            let headers = cloudevent_headers(&CloudEventAttributes {
+                id: &ce_id,
+                ce_type: REPORT_CE_TYPE,
+                source: &ce_source,
+                time_ms: report.reported_at,
+                correlation_id: page.correlation_id,
+            });
             let record = BaseRecord::to(&topics.reports)
                 .key(key.as_bytes())
                 .payload(buffer.as_slice())
@@ -537,52 +541,6 @@ impl KafkaSink {
         }
         Ok(())
     }
-}
-
-/// Epoch millis as RFC 3339 UTC with milliseconds (CloudEvents `ce_time`).
-fn rfc3339(epoch_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(epoch_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-/// The CloudEvents Kafka-binding headers, content type and correlation id of an Avro record.
-fn cloud_event_headers(
-    id: &str,
-    kind: &str,
-    source: &str,
-    time: &str,
-    correlation_id: &str,
-) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: "ce_specversion",
-            value: Some("1.0"),
-        })
-        .insert(Header {
-            key: "ce_id",
-            value: Some(id),
-        })
-        .insert(Header {
-            key: "ce_type",
-            value: Some(kind),
-        })
-        .insert(Header {
-            key: "ce_source",
-            value: Some(source),
-        })
-        .insert(Header {
-            key: "ce_time",
-            value: Some(time),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/vnd.confluent.avro"),
-        })
-        .insert(Header {
-            key: header::CORRELATION_ID,
-            value: Some(correlation_id),
-        })
 }
 
 impl Drop for KafkaSink {

@@ -61,6 +61,23 @@ impl Platform {
         Platform::Linkedin,
     ];
 
+    /// adstream's id of one of this platform's campaigns, ad groups or ads: `<slug>-<the platform's id>`, unique
+    /// across platforms. Events carry it; the entity tables are keyed by it; reconciliation maps report rows
+    /// (which carry the platform's own ids) to it.
+    pub fn global_id(self, id: &str) -> String {
+        let mut out = String::with_capacity(self.slug().len() + 1 + id.len());
+        self.write_global_id(id, &mut out);
+        out
+    }
+
+    /// [`Platform::global_id`] written into `out` (cleared first), for hot paths that reuse a buffer.
+    pub fn write_global_id(self, id: &str, out: &mut String) {
+        out.clear();
+        out.push_str(self.slug());
+        out.push('-');
+        out.push_str(id);
+    }
+
     /// Short lowercase slug used in ids and CloudEvents sources.
     pub fn slug(self) -> &'static str {
         match self {

@@ -533,6 +533,20 @@ fn the_project_topology_is_valid() {
             ("fatigue.creatives", 4, "compact", Some("creative_id"), None),
             ("platform.reports", 4, "compact", Some("report_key"), None),
             ("connectors.cursors", 1, "compact", Some("cursor_key"), None),
+            (
+                "metrics.campaign.reconciliation",
+                4,
+                "compact",
+                Some("campaign_window"),
+                None
+            ),
+            (
+                "alerts.reconciliation",
+                4,
+                "delete",
+                Some("campaign_id"),
+                forever
+            ),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -568,6 +582,14 @@ fn the_project_topology_is_valid() {
             ("fatigue.creatives", "io.adstream.fatigue.CreativeFatigue"),
             ("platform.reports", "io.adstream.platform.PlatformReport"),
             ("connectors.cursors", "io.adstream.platform.ConnectorCursor"),
+            (
+                "metrics.campaign.reconciliation",
+                "io.adstream.reconciliation.CampaignReconciliation"
+            ),
+            (
+                "alerts.reconciliation",
+                "io.adstream.reconciliation.CampaignReconciliation"
+            ),
         ]
     );
     let processor = topology

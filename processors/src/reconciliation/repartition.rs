@@ -32,12 +32,10 @@ pub struct ReportRepartition {
     forwarded: u64,
 }
 
-/// adstream's id of a platform's campaign: `<platform slug>-<platform campaign id>`, written into `out`.
+/// adstream's id of the report row's campaign ([`adstream_schemas::events::Platform::global_id`]), written into
+/// `out`.
 pub fn campaign_key(report: &PlatformReport, out: &mut String) {
-    out.clear();
-    out.push_str(report.platform.slug());
-    out.push('-');
-    out.push_str(&report.campaign_id);
+    report.platform.write_global_id(&report.campaign_id, out);
 }
 
 /// Why `report` cannot be reconciled, if it cannot.
