@@ -753,6 +753,28 @@ async fn dlq_inspect_and_redrive_show_and_resend_the_jobs_dead_letters() {
         }
     }
 
+    // The same redrive again re-sends nothing: the ledger lists what the first one re-sent.
+    let ledger = format!("redriven.{clicks}");
+    let entries = tokio::task::block_in_place(|| read_all(&ledger));
+    assert_eq!(entries.len(), 2, "one ledger entry per re-sent record");
+    let stdout = tokio::task::block_in_place(|| {
+        success(&["dlq", "redrive", &clicks, "--class", "invalid-value"])
+    });
+    assert!(
+        stdout.contains("2 dead letter(s) were re-sent by an earlier redrive"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing to redrive"), "{stdout}");
+    let again = tokio::task::block_in_place(|| read_all(&clicks));
+    assert_eq!(again.len(), before + 2, "each record re-sent once");
+    // --all takes the other letters only.
+    let stdout =
+        tokio::task::block_in_place(|| success(&["dlq", "redrive", &clicks, "--all", "--dry-run"]));
+    assert!(
+        stdout.contains("2 dead letter(s) were re-sent by an earlier redrive"),
+        "{stdout}"
+    );
+
     // --offsets with --partition selects exactly that dead letter.
     let bad_magic = letters
         .iter()

@@ -21,6 +21,10 @@
 //! day's row and its lifetime spend; changes of alert state go to the alerts topic keyed by campaign id. A
 //! campaign's alert state and lifetime spend live in the `campaigns` store.
 //!
+//! Duplicates: an impression, click or credit whose id (`event_id`, `credit_id`) was counted already for its
+//! campaign is skipped and counted (`duplicate_events`); the ids live in the `event_ids` store
+//! ([`crate::runtime::dedup`]) for the retention plus an hour, as long as an event of their time can be counted.
+//!
 //! Records that do not decode, or that break a rule (negative cost, a currency different from the row's), go to
 //! `dlq.<topic>`.
 
@@ -38,7 +42,7 @@ use super::alerts::{AlertChange, AlertState, CampaignSettings, Observation, Seve
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
 
@@ -164,6 +168,8 @@ pub struct CampaignMetricsCounters {
     pub other_model_credits: u64,
     /// Credits in a currency other than their campaign's, skipped (no exchange rates here).
     pub other_currency_credits: u64,
+    /// Impressions, clicks and credits whose id was counted already, skipped.
+    pub duplicates: u64,
 }
 
 /// The operator; see the module doc.
@@ -171,6 +177,8 @@ pub struct CampaignMetricsJob {
     config: CampaignMetricsConfig,
     windows: KeyedStore<String, WindowRow>,
     campaign_states: KeyedStore<String, CampaignState>,
+    /// Ids of the events counted, to skip a second copy.
+    seen: SeenIds,
     campaigns: HashMap<String, CampaignInfo>,
     /// Campaigns with events since the last commit (their alerts are evaluated at the commit), with the
     /// correlation id of the last such event.
@@ -204,6 +212,8 @@ const CREDITS: usize = 3;
 
 /// An impression or a click, reduced to what the windows need.
 struct AdEvent {
+    /// `event_id`, or `credit_id` for credits.
+    id: String,
     campaign_id: String,
     event_time: i64,
     /// Unknown for credits.
@@ -229,10 +239,13 @@ enum EventKind {
 impl CampaignMetricsJob {
     /// The operator for `config`.
     pub fn new(config: CampaignMetricsConfig) -> Result<CampaignMetricsJob, JobError> {
+        // An event counts while its hourly window (at most an hour past the event) is within retention.
+        let horizon_ms = config.lateness.retention_ms.saturating_add(3_600_000);
         Ok(CampaignMetricsJob {
             config,
             windows: KeyedStore::new("windows"),
             campaign_states: KeyedStore::new("campaigns"),
+            seen: SeenIds::new("event_ids", horizon_ms),
             campaigns: HashMap::new(),
             touched: HashMap::new(),
             alert_changes: Vec::new(),
@@ -281,6 +294,7 @@ impl CampaignMetricsJob {
                 )));
             }
             AdEvent {
+                id: credit.credit_id,
                 campaign_id: credit.campaign_id,
                 event_time: credit.conversion_time,
                 platform: Platform::Unknown,
@@ -295,6 +309,7 @@ impl CampaignMetricsJob {
         } else if record.input == IMPRESSIONS {
             let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
             AdEvent {
+                id: i.event_id,
                 campaign_id: i.campaign_id,
                 event_time: i.event_time,
                 platform: i.platform,
@@ -306,6 +321,7 @@ impl CampaignMetricsJob {
         } else {
             let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
             AdEvent {
+                id: c.event_id,
                 campaign_id: c.campaign_id,
                 event_time: c.event_time,
                 platform: c.platform,
@@ -552,7 +568,7 @@ impl Operator for CampaignMetricsJob {
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.windows, &mut self.campaign_states]
+        vec![&mut self.windows, &mut self.campaign_states, &mut self.seen]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
@@ -624,6 +640,22 @@ impl Operator for CampaignMetricsJob {
                     )));
                 }
             }
+        }
+        // Last of the checks: a copy of a record refused above is refused again rather than called a duplicate.
+        let scope = match event.kind {
+            EventKind::Impression => "impression",
+            EventKind::Click => "click",
+            EventKind::Credit { .. } => "credit",
+        };
+        if !self.seen.insert(
+            record.partition,
+            event.event_time,
+            &[scope, &event.campaign_id],
+            &event.id,
+        ) {
+            self.key_buffers = keys;
+            self.counters.duplicates += 1;
+            return Ok(());
         }
         let mut corrected = false;
         for (key, (window, daily)) in keys.iter().zip([(hour, false), (day, true)]) {
@@ -770,6 +802,7 @@ impl Operator for CampaignMetricsJob {
             self.emit_row(partition, &key, ctx);
         }
         self.evaluate_alerts(ctx);
+        self.seen.expire(|partition| ctx.watermark_of(partition));
         // Rows past retention (by their own task's watermark) leave the store.
         for (partition, held) in &mut self.held {
             let watermark = ctx.watermark_of(*partition);
@@ -839,6 +872,11 @@ impl Operator for CampaignMetricsJob {
                 "other_currency_credits",
                 "Attribution credits in a currency other than their campaign's, skipped.",
                 c.other_currency_credits,
+            ),
+            (
+                "duplicate_events",
+                "Impressions, clicks and credits whose id was counted already, skipped.",
+                c.duplicates,
             ),
         ]
     }

@@ -13,6 +13,10 @@
 //! is not counted. So, as long as nothing expires, the series and its assessment depend only on the events, not
 //! on how the task's partitions interleaved (what a backtest relies on to reproduce the live output).
 //!
+//! Duplicates: an impression or click whose `event_id` was recorded already for its creative is skipped and
+//! counted (`fatigue_duplicates`); the ids live in the `event_ids` store ([`crate::runtime::dedup`]) until their
+//! hour settles.
+//!
 //! Output records are keyed by creative id and never emitted per event: at most one per creative and commit,
 //! and only on a status change or after `report_interval` of event time; at the end of a bounded run, every
 //! creative whose latest assessment was not emitted yet gets a record (reason `end_of_input`).
@@ -30,7 +34,7 @@ use super::detector::{
 };
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
 };
 use crate::window::Lateness;
 
@@ -85,12 +89,16 @@ pub struct FatigueCounters {
     pub end_of_input: u64,
     /// Events of settled hours, sent to late topics.
     pub expired: u64,
+    /// Impressions and clicks whose id was recorded already, skipped.
+    pub duplicates: u64,
 }
 
 /// The operator; see the module doc.
 pub struct CreativeFatigueJob {
     config: CreativeFatigueConfig,
     creatives: KeyedStore<String, CreativeState>,
+    /// Ids of the events recorded, to skip a second copy.
+    seen: SeenIds,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
@@ -117,9 +125,15 @@ impl CreativeFatigueJob {
                 config.report_interval_ms
             )));
         }
+        // An event counts until its hour (at most an hour past the event) settles.
+        let seen = SeenIds::new(
+            "event_ids",
+            config.lateness.retention_ms.saturating_add(3_600_000),
+        );
         Ok(CreativeFatigueJob {
             config,
             creatives: KeyedStore::new("creatives"),
+            seen,
             impression_decoder: TypedDecoder::new(
                 "io.adstream.ads.AdImpression",
                 avsc::AD_IMPRESSION,
@@ -138,14 +152,17 @@ impl CreativeFatigueJob {
         self.counters
     }
 
+    /// Records event `event` (its kind, id and time) of a creative into its series unless its hour is settled
+    /// (expired) or it was recorded already (a duplicate).
     fn record(
         &mut self,
         partition: i32,
         creative_id: &str,
         campaign_id: &str,
         correlation_id: &str,
+        event: (&str, &str, i64),
         apply: impl FnOnce(&mut CreativeSeries) -> Recorded,
-    ) -> Recorded {
+    ) -> Outcome {
         // Two lookups instead of an owned key per event: the hot path allocates nothing.
         if self.creatives.get(partition, creative_id).is_none() {
             self.creatives.put(
@@ -160,12 +177,27 @@ impl CreativeFatigueJob {
                 },
             );
         }
+        let (kind, event_id, event_time) = event;
+        // Lateness first: a copy of an expired event goes to the late topic like the first one did. Read-only, so
+        // that a duplicate does not mark the creative changed.
+        let accepts = self
+            .creatives
+            .get(partition, creative_id)
+            .is_some_and(|state| state.series.accepts(event_time));
+        if accepts
+            && !self
+                .seen
+                .insert(partition, event_time, &[kind, creative_id], event_id)
+        {
+            self.counters.duplicates += 1;
+            return Outcome::Duplicate;
+        }
         let Some(state) = self.creatives.get_mut(partition, creative_id) else {
-            return Recorded::Counted;
+            return Outcome::Counted;
         };
         if apply(&mut state.series) == Recorded::Expired {
             self.counters.expired += 1;
-            return Recorded::Expired;
+            return Outcome::Expired;
         }
         state.correlation_id.clear();
         state.correlation_id.push_str(correlation_id);
@@ -174,7 +206,7 @@ impl CreativeFatigueJob {
             open.insert(creative_id.to_owned());
         }
         self.counters.events += 1;
-        Recorded::Counted
+        Outcome::Counted
     }
 
     /// Closes and settles hours as soon as the watermark passes an hour boundary (plus grace, plus retention), not
@@ -280,6 +312,17 @@ impl CreativeFatigueJob {
             Err(e) => tracing::error!(error = %e, creative_id, "fatigue record does not encode"),
         }
     }
+}
+
+/// What became of an impression or click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Recorded in its creative's series.
+    Counted,
+    /// Its hour was settled: not recorded, sent to the late topic.
+    Expired,
+    /// Its id was recorded already: skipped.
+    Duplicate,
 }
 
 /// Why a record is emitted (the output's `reason`).
@@ -388,7 +431,7 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.creatives]
+        vec![&mut self.creatives, &mut self.seen]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
@@ -411,6 +454,7 @@ impl Operator for CreativeFatigueJob {
                 &i.creative_id,
                 &i.campaign_id,
                 record.correlation_id,
+                ("impression", &i.event_id, i.event_time),
                 |s| s.record_impression(i.event_time, i.user_id.as_deref(), i.cost_micros),
             );
             (recorded, i.event_time)
@@ -422,11 +466,12 @@ impl Operator for CreativeFatigueJob {
                 &c.creative_id,
                 &c.campaign_id,
                 record.correlation_id,
+                ("click", &c.event_id, c.event_time),
                 |s| s.record_click(c.event_time, c.cost_micros),
             );
             (recorded, c.event_time)
         };
-        if recorded == Recorded::Expired {
+        if recorded == Outcome::Expired {
             ctx.late(
                 record,
                 &format!(
@@ -445,6 +490,7 @@ impl Operator for CreativeFatigueJob {
             let watermark = ctx.watermark_of(partition);
             self.advance_as_time_passes(partition, watermark, ctx);
         }
+        self.seen.expire(|partition| ctx.watermark_of(partition));
     }
 
     fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
@@ -511,6 +557,11 @@ impl Operator for CreativeFatigueJob {
                 "fatigue_expired",
                 "Impressions and clicks of hours already settled, sent to late topics.",
                 c.expired,
+            ),
+            (
+                "fatigue_duplicates",
+                "Impressions and clicks whose event id was recorded already, skipped.",
+                c.duplicates,
             ),
         ]
     }
