@@ -554,6 +554,7 @@ fn job_config(inputs: &EventTopics, outputs: &str) -> Result<CampaignMetricsJob>
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .map_err(|e| anyhow!("lateness: {e}"))?,
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .map_err(|e| anyhow!("job: {e}"))
 }

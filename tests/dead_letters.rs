@@ -354,6 +354,7 @@ async fn run_job_against(setup: &Setup, registry_url: &str, with_credits: bool) 
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .expect("job");
     let shutdown = Arc::new(AtomicBool::new(false));

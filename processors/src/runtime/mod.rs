@@ -23,6 +23,7 @@
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
 //! - `dedup`    — the store of seen event ids that lets counting jobs skip duplicates.
+//! - `timers`   — callbacks on stream time and wall-clock time (punctuators), persisted like state.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
 //! - `tasks`    — per-task watermarks, markers, dead letters and commits: the rules live and simulated runs share.
 //! - `driver`   — the poll loop, transactions, rebalances, restore.
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod simulate;
 pub mod store;
 mod tasks;
+pub mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,7 @@ pub use simulate::{
     simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
+pub use timers::{Fired, TimeDomain, Timers};
 
 /// Delivery guarantee of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

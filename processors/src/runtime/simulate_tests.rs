@@ -8,8 +8,8 @@ use adstream_schemas::events::{
     ConversionType, Device, Objective, Placement, Platform,
 };
 use adstream_schemas::outputs::{
-    AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, CampaignAlert,
-    CampaignMetrics, CreativeFatigue,
+    AlertKind, AlertSeverity, AttributedConversion, AttributionCredit, AttributionModel,
+    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeFatigue,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -212,6 +212,7 @@ fn metrics_job() -> Box<dyn crate::runtime::Operator> {
             lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3600))
                 .expect("lateness"),
             emit: EmitMode::Updating,
+            pacing_check_ms: 15 * 60_000,
         })
         .expect("job"),
     )
@@ -981,5 +982,113 @@ fn creative_fatigue_skips_a_second_copy_of_every_event() {
         twice.late.get("ads.impressions"),
         Some(&2),
         "the late impression's copy is late too"
+    );
+}
+
+/// Campaign-metrics with a pacing check every `pacing_check_ms`, on one partition.
+fn paced_metrics_job(pacing_check_ms: i64) -> Box<dyn crate::runtime::Operator> {
+    Box::new(
+        CampaignMetricsJob::new(CampaignMetricsConfig {
+            impressions: "ads.impressions".into(),
+            clicks: "ads.clicks".into(),
+            campaigns: "ads.campaigns".into(),
+            hourly: "metrics.campaign.hourly".into(),
+            daily: "metrics.campaign.daily".into(),
+            alerts: "alerts.campaign".into(),
+            credits: None,
+            attribution_model: AttributionModel::LastTouch,
+            lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
+                .expect("lateness"),
+            emit: EmitMode::Updating,
+            pacing_check_ms,
+        })
+        .expect("job"),
+    )
+}
+
+/// Campaign c-p (UTC, daily budget 144 units) delivers one unit every ten minutes, exactly on pace, until 11:55, then
+/// nothing; c-busy, in the same task, delivers every five minutes until 18:00 and moves the task's event time on.
+/// Returns the alerts of c-p and the run.
+fn silent_campaign_run(pacing_check_ms: i64) -> (Vec<CampaignAlert>, Simulation) {
+    let day = T0 - 10 * HOUR;
+    let mut table = campaign(0, "c-p", "UTC");
+    let mut value: Campaign = decode(
+        "io.adstream.ads.Campaign",
+        avsc::CAMPAIGN,
+        table.value.as_deref().expect("value"),
+    );
+    value.daily_budget_micros = Some(144_000_000);
+    table.value = Some(wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value));
+    let mut events = Vec::new();
+    for i in 0..72 {
+        events.push(impression(
+            0,
+            "c-p",
+            "u-1",
+            day + 5 * MINUTE + i * 10 * MINUTE,
+            1_000_000,
+        ));
+    }
+    for i in 0..(18 * 12) {
+        events.push(impression(
+            0,
+            "c-busy",
+            "u-2",
+            day + i * 5 * MINUTE + MINUTE,
+            1_000,
+        ));
+    }
+    let mut input = vec![table];
+    input.extend(interleave_by_timestamp(numbered(events)));
+    let simulation = simulate(
+        paced_metrics_job(pacing_check_ms),
+        schemas(),
+        numbered(input),
+        &SimulateOptions::new("pacing-sim", 1, vec![HOURLY_ID, DAILY_ID, ALERT_ID]),
+    )
+    .expect("runs");
+    let alerts = simulation
+        .topic("alerts.campaign")
+        .iter()
+        .filter(|r| r.key == b"c-p")
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| decode(CampaignAlert::FULL_NAME, CampaignAlert::SCHEMA, v))
+        .collect();
+    (alerts, simulation)
+}
+
+#[test]
+fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interval() {
+    let day = T0 - 10 * HOUR;
+    let check = 15 * MINUTE;
+    let (alerts, simulation) = silent_campaign_run(check);
+    let under: Vec<&CampaignAlert> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::PacingUnder && a.severity != AlertSeverity::Resolved)
+        .collect();
+    let first = under
+        .first()
+        .expect("PACING_UNDER raised without events of c-p");
+    // 72 units spent by noon: 10 % under the linear pace (72 / 0.9 = 80 units expected) from 13:20 on.
+    let crossed = day + 13 * HOUR + 20 * MINUTE;
+    assert!(
+        first.event_time >= crossed && first.event_time <= crossed + check,
+        "raised at {} ms after the crossing (interval {check} ms): {first:?}",
+        first.event_time - crossed
+    );
+    assert_eq!(first.severity, AlertSeverity::Info);
+    // It worsens as the afternoon goes on: warning from 15:00 (20 % under), critical from 17:08 (30 %).
+    assert!(
+        under.iter().any(|a| a.severity == AlertSeverity::Critical),
+        "{under:?}"
+    );
+    assert!(counter(&simulation, "pacing_checks") > 0);
+    assert!(simulation
+        .changelog
+        .contains_key("pacing-sim-timers-changelog"));
+    // Nothing else about c-p: on pace until it stopped.
+    assert!(
+        alerts.iter().all(|a| a.kind == AlertKind::PacingUnder),
+        "{alerts:?}"
     );
 }
