@@ -531,6 +531,7 @@ fn the_project_topology_is_valid() {
                 None
             ),
             ("fatigue.creatives", 4, "compact", Some("creative_id"), None),
+            ("alerts.creative", 4, "delete", Some("creative_id"), forever),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -564,6 +565,7 @@ fn the_project_topology_is_valid() {
                 "io.adstream.attribution.AttributedConversion"
             ),
             ("fatigue.creatives", "io.adstream.fatigue.CreativeFatigue"),
+            ("alerts.creative", "io.adstream.alerts.CreativeAlert"),
         ]
     );
     let processor = topology

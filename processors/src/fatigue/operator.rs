@@ -17,6 +17,11 @@
 //! counted (`fatigue_duplicates`); the ids live in the `event_ids` store ([`crate::runtime::dedup`]) until their
 //! hour settles.
 //!
+//! Transitions: when the job connects an alerts output (`alerts.creative`, not compacted), each change of a
+//! creative's status is also written there once, as a `CreativeAlert` keyed by creative id, at the commit where the
+//! status changed: the history that the compacted `fatigue.creatives` keeps only the latest of. A creative's first
+//! assessment is a transition only when it is not `HEALTHY`.
+//!
 //! Output records are keyed by creative id and never emitted per event: at most one per creative and commit,
 //! and only on a status change or after `report_interval` of event time; at the end of a bounded run, every
 //! creative whose latest assessment was not emitted yet gets a record (reason `end_of_input`).
@@ -25,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 
 use adstream_schemas::events::{avsc, AdClick, AdImpression};
 use adstream_schemas::outputs::{
-    CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
+    CreativeAlert, CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +55,8 @@ pub struct CreativeFatigueConfig {
     pub clicks: String,
     /// Output topic (key creative id).
     pub output: String,
+    /// Status transitions topic (key creative id), if the job writes one.
+    pub alerts: Option<String>,
     /// The detector's tuning.
     pub detector: FatigueConfig,
     /// How far behind the watermark an hour closes (the wait for out-of-order events) and settles (how long a
@@ -91,6 +98,8 @@ pub struct FatigueCounters {
     pub expired: u64,
     /// Impressions and clicks whose id was recorded already, skipped.
     pub duplicates: u64,
+    /// Status transitions written to the alerts output.
+    pub transitions: u64,
 }
 
 /// The operator; see the module doc.
@@ -102,6 +111,8 @@ pub struct CreativeFatigueJob {
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
+    /// Encoder of the alerts output, when the job has one.
+    alert_encoder: Option<WireEncoder>,
     /// Per partition, creatives with hours not settled yet.
     open: HashMap<i32, HashSet<String>>,
     /// Per partition, the hour boundaries up to which hours were closed and settled.
@@ -111,6 +122,8 @@ pub struct CreativeFatigueJob {
 }
 
 const IMPRESSIONS: usize = 0;
+/// Index of the alerts output, when there is one.
+const ALERTS: usize = 1;
 
 impl CreativeFatigueJob {
     /// The operator for `config`.
@@ -140,6 +153,7 @@ impl CreativeFatigueJob {
             )?,
             click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
             encoder: None,
+            alert_encoder: None,
             open: HashMap::new(),
             advanced_until: HashMap::new(),
             counters: FatigueCounters::default(),
@@ -291,6 +305,9 @@ impl CreativeFatigueJob {
         state.emitted_until_ms = Some(assessment.assessed_until_ms);
         state.unreported = false;
         let timestamp = assessment.assessed_until_ms;
+        let previous = record.previous_status;
+        let transition = reason == Reason::StatusChange
+            && (previous.is_some() || record.status != OutputStatus::Healthy);
         match reason {
             Reason::StatusChange => self.counters.status_changes += 1,
             Reason::Periodic => self.counters.periodic += 1,
@@ -310,6 +327,38 @@ impl CreativeFatigueJob {
             ),
             // Built here from the detector's guarded numbers; a failure is a bug, not input to skip.
             Err(e) => tracing::error!(error = %e, creative_id, "fatigue record does not encode"),
+        }
+        if let (true, Some(encoder)) = (transition, &self.alert_encoder) {
+            let alert = CreativeAlert {
+                alert_id: format!("{creative_id}|{timestamp}"),
+                creative_id: record.creative_id,
+                campaign_id: record.campaign_id,
+                status: record.status,
+                previous_status: previous,
+                score: record.score,
+                baseline_ctr: record.baseline_ctr,
+                current_ctr: record.current_ctr,
+                change_started_at: record.change_started_at,
+                event_time: timestamp,
+                emitted_at: record.emitted_at,
+                correlation_id: record.correlation_id,
+            };
+            self.value_buffer.clear();
+            match encoder.encode(&alert, &mut self.value_buffer) {
+                Ok(()) => {
+                    ctx.emit(
+                        ALERTS,
+                        creative_id.as_bytes(),
+                        &self.value_buffer,
+                        timestamp,
+                        &alert.correlation_id,
+                    );
+                    self.counters.transitions += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, creative_id, "creative alert does not encode")
+                }
+            }
         }
     }
 }
@@ -424,10 +473,14 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec::topology(
+        let mut outputs = vec![OutputSpec::topology(
             &self.config.output,
             CreativeFatigue::SCHEMA,
-        )]
+        )];
+        if let Some(alerts) = &self.config.alerts {
+            outputs.push(OutputSpec::topology(alerts, CreativeAlert::SCHEMA));
+        }
+        outputs
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
@@ -435,13 +488,18 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
-        let [output] = ids else {
+        let expected = 1 + usize::from(self.config.alerts.is_some());
+        let (Some(output), true) = (ids.first(), ids.len() == expected) else {
             return Err(CodecError::OutputIds {
-                expected: 1,
+                expected,
                 got: ids.len(),
             });
         };
         self.encoder = Some(WireEncoder::new(CreativeFatigue::SCHEMA, *output)?);
+        self.alert_encoder = match ids.get(ALERTS) {
+            Some(id) => Some(WireEncoder::new(CreativeAlert::SCHEMA, *id)?),
+            None => None,
+        };
         Ok(())
     }
 
@@ -557,6 +615,11 @@ impl Operator for CreativeFatigueJob {
                 "fatigue_expired",
                 "Impressions and clicks of hours already settled, sent to late topics.",
                 c.expired,
+            ),
+            (
+                "fatigue_transitions",
+                "Creative status transitions written to the alerts topic.",
+                c.transitions,
             ),
             (
                 "fatigue_duplicates",

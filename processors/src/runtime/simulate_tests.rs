@@ -9,7 +9,7 @@ use adstream_schemas::events::{
 };
 use adstream_schemas::outputs::{
     AlertKind, AlertSeverity, AttributedConversion, AttributionCredit, AttributionModel,
-    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeFatigue,
+    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -35,6 +35,7 @@ const TOUCH_ID: u32 = 14;
 const ATTRIBUTED_ID: u32 = 15;
 const CREDIT_ID: u32 = 16;
 const FATIGUE_ID: u32 = 17;
+const CREATIVE_ALERT_ID: u32 = 18;
 
 /// 2024-03-04T10:00:00Z.
 const T0: i64 = 1_709_546_400_000;
@@ -58,6 +59,7 @@ fn schemas() -> SchemaCache {
         (ATTRIBUTED_ID, AttributedConversion::SCHEMA),
         (CREDIT_ID, AttributionCredit::SCHEMA),
         (FATIGUE_ID, CreativeFatigue::SCHEMA),
+        (CREATIVE_ALERT_ID, CreativeAlert::SCHEMA),
     ] {
         cache.insert(id, text).expect("schema parses");
     }
@@ -928,6 +930,7 @@ fn fatigue_run(records: Vec<SimulatedRecord>) -> Simulation {
         impressions: "ads.impressions".into(),
         clicks: "ads.clicks".into(),
         output: "fatigue.creatives".into(),
+        alerts: Some("alerts.creative".into()),
         detector: FatigueConfig::default(),
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3600))
             .expect("lateness"),
@@ -938,7 +941,7 @@ fn fatigue_run(records: Vec<SimulatedRecord>) -> Simulation {
         Box::new(job),
         schemas(),
         records,
-        &SimulateOptions::new("fatigue-sim", 2, vec![FATIGUE_ID]),
+        &SimulateOptions::new("fatigue-sim", 2, vec![FATIGUE_ID, CREATIVE_ALERT_ID]),
     )
     .expect("runs")
 }
@@ -974,6 +977,8 @@ fn creative_fatigue_skips_a_second_copy_of_every_event() {
     assert!(!values(&once).is_empty());
     assert_eq!(values(&twice), values(&once));
     assert_eq!(counter(&twice, "fatigue_duplicates"), 9);
+    // Healthy throughout: first assessments are no transitions.
+    assert!(twice.topic("alerts.creative").is_empty());
     assert_eq!(
         counter(&twice, "fatigue_events"),
         counter(&once, "fatigue_events")
