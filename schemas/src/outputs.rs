@@ -209,6 +209,8 @@ pub enum AlertKind {
     CpcAboveTarget,
     /// ROAS below the campaign's minimum.
     RoasBelowTarget,
+    /// CPA above the campaign's target.
+    CpaAboveTarget,
     /// A symbol this reader does not know.
     Unknown,
 }
@@ -224,6 +226,7 @@ impl AlertKind {
             AlertKind::CtrBelowTarget => "CTR_BELOW_TARGET",
             AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
             AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
+            AlertKind::CpaAboveTarget => "CPA_ABOVE_TARGET",
             AlertKind::Unknown => "UNKNOWN",
         }
     }

@@ -398,6 +398,7 @@ impl CampaignMetricsJob {
             min_ctr: campaign.targets.min_ctr,
             max_cpc_micros: campaign.targets.max_cpc_micros,
             min_roas: campaign.targets.min_roas,
+            target_cpa_micros: campaign.targets.target_cpa_micros,
         };
         let timer = timer_key(&campaign.campaign_id);
         if campaign.status == CampaignStatus::Active {
