@@ -554,6 +554,7 @@ fn job_config(inputs: &EventTopics, outputs: &str) -> Result<CampaignMetricsJob>
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .map_err(|e| anyhow!("lateness: {e}"))?,
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .map_err(|e| anyhow!("job: {e}"))
 }
@@ -567,7 +568,7 @@ async fn create_outputs(kafka: &Kafka, app: &str) -> Result<()> {
         (format!("{app}.daily"), PARTITIONS, compact),
         (format!("{app}.alerts"), PARTITIONS, vec![]),
     ];
-    let changelogs = ["windows", "campaigns"]
+    let changelogs = ["windows", "campaigns", "event_ids", "timers"]
         .iter()
         .map(|store| format!("{app}-{store}-changelog"));
     kafka.scratch(
@@ -1708,10 +1709,10 @@ async fn other_jobs(
         vec![("cleanup.policy", "compact")],
     )];
     kafka.scratch(
-        specs
-            .iter()
-            .map(|(n, _, _)| n.clone())
-            .chain([format!("{app}-creatives-changelog")]),
+        specs.iter().map(|(n, _, _)| n.clone()).chain([
+            format!("{app}-creatives-changelog"),
+            format!("{app}-event_ids-changelog"),
+        ]),
         [app.clone(), format!("{app}-state")],
     );
     kafka.create(&specs).await?;
@@ -1719,6 +1720,7 @@ async fn other_jobs(
         impressions: topics.impressions.clone(),
         clicks: topics.clicks.clone(),
         output: format!("{app}.fatigue"),
+        alerts: None,
         detector: FatigueConfig::default(),
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(12 * 3_600))
             .map_err(|e| anyhow!("creative-fatigue lateness: {e}"))?,

@@ -354,6 +354,7 @@ async fn run_job_against(setup: &Setup, registry_url: &str, with_credits: bool) 
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3 * 86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .expect("job");
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -752,6 +753,28 @@ async fn dlq_inspect_and_redrive_show_and_resend_the_jobs_dead_letters() {
             );
         }
     }
+
+    // The same redrive again re-sends nothing: the ledger lists what the first one re-sent.
+    let ledger = format!("redriven.{clicks}");
+    let entries = tokio::task::block_in_place(|| read_all(&ledger));
+    assert_eq!(entries.len(), 2, "one ledger entry per re-sent record");
+    let stdout = tokio::task::block_in_place(|| {
+        success(&["dlq", "redrive", &clicks, "--class", "invalid-value"])
+    });
+    assert!(
+        stdout.contains("2 dead letter(s) were re-sent by an earlier redrive"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing to redrive"), "{stdout}");
+    let again = tokio::task::block_in_place(|| read_all(&clicks));
+    assert_eq!(again.len(), before + 2, "each record re-sent once");
+    // --all takes the other letters only.
+    let stdout =
+        tokio::task::block_in_place(|| success(&["dlq", "redrive", &clicks, "--all", "--dry-run"]));
+    assert!(
+        stdout.contains("2 dead letter(s) were re-sent by an earlier redrive"),
+        "{stdout}"
+    );
 
     // --offsets with --partition selects exactly that dead letter.
     let bad_magic = letters

@@ -20,10 +20,10 @@ use adstream_processors::fatigue::evaluate::{
 use adstream_producers::generator::{
     CreativeTruth, Generated, GeneratedEvent, Generator, GeneratorConfig,
 };
-use adstream_schemas::outputs::{CreativeFatigue, FatigueStatus as OutputStatus};
+use adstream_schemas::outputs::{CreativeAlert, CreativeFatigue, FatigueStatus as OutputStatus};
 use apache_avro::Schema;
 
-use common::jobs::{apply_private_topology, start_process, wait_for_end};
+use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
 use common::recompute::{self, produce_generator, read_committed_records};
 use common::{start_registry, unique};
 
@@ -159,15 +159,90 @@ async fn the_live_job_finds_planted_fatigue_with_bounded_output() {
     let schema = Schema::parse_str(CreativeFatigue::SCHEMA).expect("schema");
     let mut records: BTreeMap<String, usize> = BTreeMap::new();
     let mut live: BTreeSet<String> = BTreeSet::new();
+    // Per creative, (time, previous, new) of every status change the assessments show.
+    let mut changes: BTreeMap<String, Vec<(i64, Option<OutputStatus>, OutputStatus)>> =
+        BTreeMap::new();
     for (key, value) in tokio::task::block_in_place(|| read_committed_records(&topics.fatigue)) {
         let record: CreativeFatigue = recompute::decode(&schema, &value.expect("value"));
         assert_eq!(key.as_deref(), Some(record.creative_id.as_bytes()));
         assert!((0.0..=1.0).contains(&record.score));
         *records.entry(record.creative_id.clone()).or_default() += 1;
+        let first_healthy =
+            record.previous_status.is_none() && record.status == OutputStatus::Healthy;
+        if record.previous_status != Some(record.status) && !first_healthy {
+            changes
+                .entry(record.creative_id.clone())
+                .or_default()
+                .push((record.assessed_until, record.previous_status, record.status));
+        }
         if record.status == OutputStatus::Fatigued {
             live.insert(record.creative_id);
         }
     }
+    // alerts.creative: one record per status change, at the moment it happened, nothing else.
+    let alert_schema = Schema::parse_str(CreativeAlert::SCHEMA).expect("schema");
+    let mut transitions: BTreeMap<String, Vec<(i64, Option<OutputStatus>, OutputStatus)>> =
+        BTreeMap::new();
+    for (key, value) in
+        tokio::task::block_in_place(|| read_committed_records(&topics.creative_alerts))
+    {
+        let alert: CreativeAlert = recompute::decode(&alert_schema, &value.expect("value"));
+        assert_eq!(key.as_deref(), Some(alert.creative_id.as_bytes()));
+        transitions
+            .entry(alert.creative_id.clone())
+            .or_default()
+            .push((alert.event_time, alert.previous_status, alert.status));
+    }
+    assert_eq!(
+        transitions, changes,
+        "one transition record per status change"
+    );
+    for creative in &live {
+        let to_fatigued = transitions[creative]
+            .iter()
+            .filter(|(_, _, status)| *status == OutputStatus::Fatigued)
+            .count();
+        assert!(
+            to_fatigued >= 1,
+            "{creative} turned fatigued without a transition record"
+        );
+    }
+    // The history is a SQL table: one row per transition.
+    let to_fatigued: usize = transitions
+        .values()
+        .flatten()
+        .filter(|(_, _, status)| *status == OutputStatus::Fatigued)
+        .count();
+    let query = format!(
+        "SELECT count(*) FROM \"{}\" WHERE status = 'FATIGUED'",
+        topics.creative_alerts
+    );
+    let output = tokio::task::block_in_place(|| {
+        adstream(
+            &registry.url,
+            &[
+                "sql",
+                "--topology",
+                topology_path.to_str().expect("utf-8 path"),
+                "--format",
+                "csv",
+                &query,
+            ],
+        )
+        .output()
+        .expect("adstream sql")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().nth(1).map(str::trim),
+        Some(to_fatigued.to_string().as_str()),
+        "{stdout}"
+    );
 
     // The same events replayed offline: the ground truth, and what the detector finds without Kafka.
     let report = tokio::task::block_in_place(|| replay(config));

@@ -153,6 +153,7 @@ async fn each_lateness_takes_its_documented_path() {
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .expect("job");
     let metrics = config.metrics.clone();
@@ -287,6 +288,7 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
         lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
             .expect("lateness"),
         emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
     })
     .expect("job");
     let stop = Arc::new(AtomicBool::new(false));

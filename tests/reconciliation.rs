@@ -5,7 +5,8 @@
 //! The report rows are built from the same seeded generator the events came from (per campaign, ad and UTC hour,
 //! keyed and named the way the connectors write them) and include one restatement (a wrong first row for an ad
 //! and hour, then the correct one with a later `reported_at`) and one stale row (an older `reported_at` arriving
-//! last), so the comparison also shows that the latest report of an ad and window wins.
+//! last), so the comparison also shows that the latest report of an ad and window wins. Every event is produced
+//! twice: the job counts each `event_id` once.
 
 mod common;
 
@@ -135,6 +136,8 @@ async fn a_planted_spend_discrepancy_alerts_its_campaign_only() {
         days: 1,
         ..GeneratorConfig::default()
     };
+    // Every event twice (a resending pixel): counted once.
+    produce_generator(&registry.url, &topics.events, config.clone()).await;
     produce_generator(&registry.url, &topics.events, config.clone()).await;
 
     let reported_at = 1_800_000_000_000;

@@ -1,6 +1,7 @@
 //! Rust types for the processors' output and internal records: `schemas/campaign_metrics.avsc`,
 //! `schemas/campaign_alert.avsc`, `schemas/attribution_credit.avsc`, `schemas/attributed_conversion.avsc`,
-//! `schemas/attribution_touch.avsc` (the attribution job's repartition topic) and `schemas/creative_fatigue.avsc`.
+//! `schemas/attribution_touch.avsc` (the attribution job's repartition topic), `schemas/creative_fatigue.avsc` and
+//! `schemas/creative_alert.avsc`.
 //!
 //! Like [`crate::events`], each struct serializes to exactly its `.avsc` record, checked by the tests below. Output
 //! records are keyed by the processor (the metrics key combines campaign, granularity and window start), so they do
@@ -22,6 +23,8 @@ pub const ATTRIBUTED_CONVERSION_AVSC: &str = include_str!("../attributed_convers
 pub const ATTRIBUTION_TOUCH_AVSC: &str = include_str!("../attribution_touch.avsc");
 /// `schemas/creative_fatigue.avsc`.
 pub const CREATIVE_FATIGUE_AVSC: &str = include_str!("../creative_fatigue.avsc");
+/// `schemas/creative_alert.avsc`.
+pub const CREATIVE_ALERT_AVSC: &str = include_str!("../creative_alert.avsc");
 
 /// Window length of a metrics row. Unknown symbols from newer writers read as [`Granularity::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -206,6 +209,8 @@ pub enum AlertKind {
     CpcAboveTarget,
     /// ROAS below the campaign's minimum.
     RoasBelowTarget,
+    /// CPA above the campaign's target.
+    CpaAboveTarget,
     /// A symbol this reader does not know.
     Unknown,
 }
@@ -221,6 +226,7 @@ impl AlertKind {
             AlertKind::CtrBelowTarget => "CTR_BELOW_TARGET",
             AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
             AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
+            AlertKind::CpaAboveTarget => "CPA_ABOVE_TARGET",
             AlertKind::Unknown => "UNKNOWN",
         }
     }
@@ -640,10 +646,68 @@ impl CreativeFatigue {
     pub const SCHEMA: &'static str = CREATIVE_FATIGUE_AVSC;
 }
 
+/// A change of a creative's fatigue status; see the schema's docs for each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreativeAlert {
+    /// `<creative_id>|<event_time millis>`.
+    pub alert_id: String,
+    /// The creative; the record key.
+    pub creative_id: String,
+    /// Its campaign.
+    pub campaign_id: String,
+    /// The new status.
+    pub status: FatigueStatus,
+    /// The status before; None when the first assessment is already not healthy.
+    pub previous_status: Option<FatigueStatus>,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// Baseline CTR.
+    pub baseline_ctr: Option<f64>,
+    /// Current CTR.
+    pub current_ctr: Option<f64>,
+    /// When the decline began (estimate).
+    pub change_started_at: Option<i64>,
+    /// End of the last hour assessed; the record timestamp.
+    pub event_time: i64,
+    /// The job's clock when it wrote the record.
+    pub emitted_at: i64,
+    /// Correlation id of the last event that changed the creative.
+    pub correlation_id: String,
+}
+
+impl CreativeAlert {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.alerts.CreativeAlert";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = CREATIVE_ALERT_AVSC;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::tests::assert_matches_schema;
+
+    #[test]
+    fn creative_alert_matches_schema() {
+        assert_matches_schema(
+            CreativeAlert::FULL_NAME,
+            CreativeAlert::SCHEMA,
+            CreativeAlert {
+                alert_id: "cr-1|1700003600000".into(),
+                creative_id: "cr-1".into(),
+                campaign_id: "meta-c1".into(),
+                status: FatigueStatus::Fatigued,
+                previous_status: Some(FatigueStatus::Limited),
+                score: 0.6,
+                baseline_ctr: Some(0.02),
+                current_ctr: Some(0.012),
+                change_started_at: Some(1_700_000_000_000),
+                event_time: 1_700_003_600_000,
+                emitted_at: 1_700_003_700_000,
+                correlation_id: "corr".into(),
+            },
+        );
+    }
 
     #[test]
     fn metrics_match_schema() {

@@ -58,8 +58,10 @@ pub struct InspectArgs {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Select with --class, --offsets (with --partition) or --all; --class and --offsets \
-                        together select the dead letters matching both. Records that fail again are dead-lettered \
-                        again (as new dead letters)."
+                        together select the dead letters matching both. Each re-sent record is recorded in the \
+                        compacted topic redriven.<topic>, and a later redrive leaves it out: running a redrive twice \
+                        re-sends each record once. Records that fail again are dead-lettered again (as new dead \
+                        letters) and can be re-sent."
 )]
 pub struct RedriveArgs {
     /// Source topic whose dead letters to re-send (e.g. `ads.clicks` reads `dlq.ads.clicks`), or the dead-letter
@@ -282,8 +284,9 @@ fn summary_text(dlq_topic: &str, found: &Inspection, class: Option<&str>) -> Str
 }
 
 /// `adstream dlq redrive <topic>`: re-sends the selected dead letters to their source topic and partition with
-/// their original key, value, timestamp and headers (minus the dead-letter ones) plus `redriven_from`, through
-/// an idempotent producer with `acks=all`, and waits for every delivery.
+/// their original key, value, timestamp and headers (minus the dead-letter ones) plus `redriven_from`, with an
+/// entry per letter in the ledger `redriven.<topic>`, in one Kafka transaction, and waits for every delivery.
+/// Letters the ledger lists (re-sent by an earlier run) are left out.
 pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
     if !args.all && args.class.is_none() && args.offsets.is_empty() {
         bail!(
@@ -319,7 +322,16 @@ pub async fn redrive(settings: &Settings, args: RedriveArgs) -> Result<()> {
         println!("nothing to redrive from {dlq_topic}: {why}");
         return Ok(());
     }
-    let plan = redrive::plan(found.selected);
+    // What earlier redrives re-sent (the ledger) is left out, so running the same redrive twice sends once.
+    let sent = redrive::read_ledger(&config, &settings.bootstrap_servers, &dlq_topic).await?;
+    let plan = redrive::plan(found.selected, &dlq_topic, &sent);
+    if plan.already_sent > 0 {
+        println!(
+            "{} dead letter(s) were re-sent by an earlier redrive (ledger {}) and are not re-sent",
+            plan.already_sent,
+            redrive::ledger_topic(&dlq_topic)
+        );
+    }
     if plan.duplicates > 0 {
         println!(
             "{} dead letter(s) name a source record already selected (several jobs read the topic and each \

@@ -25,6 +25,7 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
          \x20 - {{ name: {prefix}.credits, key: campaign_id, value_schema: io.adstream.attribution.AttributionCredit }}\n\
          \x20 - {{ name: {prefix}.attributed, key: conversion_id, value_schema: io.adstream.attribution.AttributedConversion, cleanup_policy: compact }}\n\
          \x20 - {{ name: {prefix}.fatigue, key: creative_id, value_schema: io.adstream.fatigue.CreativeFatigue, cleanup_policy: compact }}\n\
+         \x20 - {{ name: {prefix}.creative_alerts, key: creative_id, value_schema: io.adstream.alerts.CreativeAlert }}\n\
          processors:\n\
          \x20 - name: {processor}\n\
          \x20   job: campaign-metrics\n\
@@ -40,7 +41,7 @@ pub fn topology_yaml(prefix: &str, processor: &str) -> String {
          \x20 - name: {processor}-fatigue\n\
          \x20   job: creative-fatigue\n\
          \x20   inputs: [{prefix}.impressions, {prefix}.clicks]\n\
-         \x20   outputs: [{prefix}.fatigue]\n\
+         \x20   outputs: [{prefix}.fatigue, {prefix}.creative_alerts]\n\
          \x20   key: campaign_id\n"
     )
 }

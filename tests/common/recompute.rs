@@ -39,6 +39,7 @@ pub struct Topics {
     pub credits: String,
     pub attributed: String,
     pub fatigue: String,
+    pub creative_alerts: String,
 }
 
 pub async fn create_topics(prefix: &str) -> Topics {
@@ -89,6 +90,7 @@ impl Topics {
             credits: name("credits"),
             attributed: name("attributed"),
             fatigue: name("fatigue"),
+            creative_alerts: name("creative_alerts"),
         }
     }
 }

@@ -547,6 +547,7 @@ fn the_project_topology_is_valid() {
                 Some("campaign_id"),
                 forever
             ),
+            ("alerts.creative", 4, "delete", Some("creative_id"), forever),
         ]
     );
     assert!(topology.topics().iter().all(|t| t.replication_factor == 1));
@@ -590,6 +591,7 @@ fn the_project_topology_is_valid() {
                 "alerts.reconciliation",
                 "io.adstream.reconciliation.CampaignReconciliation"
             ),
+            ("alerts.creative", "io.adstream.alerts.CreativeAlert"),
         ]
     );
     let processor = topology

@@ -24,8 +24,10 @@
 //! preceded was already attributed (more than `grace` late) is kept for later conversions and counted.
 //!
 //! Conversions are attributed exactly once under exactly-once processing: a pending conversion leaves the store in
-//! the same transaction as its outputs. Duplicates in the input itself (the same conversion id produced twice) are
-//! the producer's to prevent, and are attributed twice under the same keys (compaction keeps one).
+//! the same transaction as its outputs. Duplicates in the input itself are dropped and counted: a conversion whose
+//! `conversion_id` was taken already for its user (the `conversion_ids` store, [`crate::runtime::dedup`], keeps the
+//! ids for the retention, as long as a conversion of their time is accepted), and a touch already among its user's
+//! touches (same id and time).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -39,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::models::{rule_shares, RuleModel, RuleSettings, Touch, TouchKind};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
 };
 
 /// Topics and rules of the job.
@@ -153,6 +155,10 @@ pub struct AttributionCounters {
     pub touches_expired: u64,
     /// Records sent to late topics.
     pub late: u64,
+    /// Conversions whose id was taken already, dropped.
+    pub duplicate_conversions: u64,
+    /// Touches already stored, dropped.
+    pub duplicate_touches: u64,
 }
 
 const TOUCHES: usize = 0;
@@ -164,6 +170,8 @@ pub struct AttributionJob {
     config: AttributionConfig,
     touches: KeyedStore<String, UserTouches>,
     pending: KeyedStore<String, PendingConversion>,
+    /// Ids of the conversions taken, to drop a second copy.
+    conversion_ids: SeenIds,
     touch_decoder: TypedDecoder,
     conversion_decoder: TypedDecoder,
     encoders: Vec<WireEncoder>,
@@ -181,10 +189,13 @@ impl AttributionJob {
     /// The operator for `config`.
     pub fn new(config: AttributionConfig) -> Result<AttributionJob, JobError> {
         config.validate()?;
+        // A conversion is accepted while within retention of the watermark: its id is kept that long.
+        let conversion_ids = SeenIds::new("conversion_ids", config.retention_ms);
         Ok(AttributionJob {
             config,
             touches: KeyedStore::new("touches"),
             pending: KeyedStore::new("pending"),
+            conversion_ids,
             touch_decoder: TypedDecoder::new(
                 AttributionTouch::FULL_NAME,
                 AttributionTouch::SCHEMA,
@@ -253,7 +264,8 @@ impl AttributionJob {
             (t.t, t.id.as_str()) < (touch.event_time, touch.event_id.as_str())
         });
         if user.touches.get(at).is_some_and(|t| t.id == touch.event_id) {
-            // The same touch again (a re-driven record): already counted.
+            // The same touch again (resent, or a re-driven record): already counted.
+            self.counters.duplicate_touches += 1;
             return Ok(());
         }
         if user
@@ -320,6 +332,15 @@ impl AttributionJob {
                     conversion.event_time, self.config.retention_ms
                 ),
             );
+            return Ok(());
+        }
+        if !self.conversion_ids.insert(
+            record.partition,
+            conversion.event_time,
+            &[&conversion.user_id],
+            &conversion.conversion_id,
+        ) {
+            self.counters.duplicate_conversions += 1;
             return Ok(());
         }
         self.waiting
@@ -566,7 +587,11 @@ impl Operator for AttributionJob {
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.touches, &mut self.pending]
+        vec![
+            &mut self.touches,
+            &mut self.pending,
+            &mut self.conversion_ids,
+        ]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
@@ -613,6 +638,8 @@ impl Operator for AttributionJob {
                 self.expire(partition, horizon);
             }
         }
+        self.conversion_ids
+            .expire(|partition| ctx.watermark_of(partition));
     }
 
     fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
@@ -674,6 +701,16 @@ impl Operator for AttributionJob {
                 "late_records",
                 "Touches and conversions too old to attribute completely, sent to late topics.",
                 c.late,
+            ),
+            (
+                "duplicate_conversions",
+                "Conversions whose conversion id was taken already, dropped.",
+                c.duplicate_conversions,
+            ),
+            (
+                "duplicate_touches",
+                "Touches already in their user's journey, dropped.",
+                c.duplicate_touches,
             ),
         ]
     }

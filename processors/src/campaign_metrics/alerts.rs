@@ -35,7 +35,7 @@
 //! - Evaluated at any time of day. At a new local day the day totals start again from zero, so an active
 //!   `DAILY_BUDGET_REACHED` resolves at the first evaluation of the new day.
 //!
-//! ## KPI targets: `CTR_BELOW_TARGET`, `CPC_ABOVE_TARGET`, `ROAS_BELOW_TARGET`
+//! ## KPI targets: `CTR_BELOW_TARGET`, `CPC_ABOVE_TARGET`, `ROAS_BELOW_TARGET`, `CPA_ABOVE_TARGET`
 //!
 //! Evaluated on the current local day's totals (KPIs as in [`super::kpi`]), only with enough evidence:
 //!
@@ -44,6 +44,7 @@
 //! | `CTR_BELOW_TARGET`  | CTR < min CTR     | at least [`MIN_IMPRESSIONS_FOR_CTR`] (1000) impressions  |
 //! | `CPC_ABOVE_TARGET`  | CPC > max CPC     | at least [`MIN_CLICKS_FOR_CPC`] (20) clicks              |
 //! | `ROAS_BELOW_TARGET` | ROAS < min ROAS   | spend > 0 and conversions > 0                            |
+//! | `CPA_ABOVE_TARGET`  | CPA > target CPA  | at least [`MIN_CONVERSIONS_FOR_CPA`] (5) conversions     |
 //!
 //! - `miss = |observed − target| / target` on the wrong side of the target. Below [`KPI_CRITICAL_MISS`] (25 %):
 //!   `WARNING`; from 25 %: `CRITICAL`. Example: min CTR 2 %, observed 1.6 % → 20 % miss → `WARNING`; observed
@@ -59,7 +60,7 @@
 //! - A budget or target that is missing, zero, negative or not finite counts as *not set*. When a setting is
 //!   removed, the alerts that depend on it resolve (message "… no longer set", `threshold` 0).
 //! - Within one evaluation, changes are appended in this order: pacing, daily budget, lifetime budget, CTR, CPC,
-//!   ROAS.
+//!   ROAS, CPA.
 
 use std::fmt;
 
@@ -83,6 +84,9 @@ pub const BUDGET_CRITICAL_PERCENT: i64 = 100;
 pub const MIN_IMPRESSIONS_FOR_CTR: u64 = 1_000;
 /// Clicks in the day needed before the CPC target is judged.
 pub const MIN_CLICKS_FOR_CPC: u64 = 20;
+/// Conversions (credited, so possibly fractional) in the day needed before the CPA target is judged: a day's
+/// first conversion or two say little about what acquiring one costs.
+pub const MIN_CONVERSIONS_FOR_CPA: f64 = 5.0;
 /// Miss of a KPI target (as a fraction of the target) from which a KPI alert is `CRITICAL` instead of `WARNING`.
 pub const KPI_CRITICAL_MISS: f64 = 0.25;
 /// How far below a threshold a computed ratio may be and still count as reaching it: a few units in the last
@@ -102,6 +106,8 @@ pub struct CampaignSettings {
     pub max_cpc_micros: Option<i64>,
     /// Minimum return on ad spend, as a ratio (2.0 = revenue twice the spend). Enables `ROAS_BELOW_TARGET`.
     pub min_roas: Option<f64>,
+    /// Target cost per acquisition (spend per credited conversion), in micros. Enables `CPA_ABOVE_TARGET`.
+    pub target_cpa_micros: Option<i64>,
 }
 
 /// Where a campaign stands at one point of event time.
@@ -162,6 +168,7 @@ pub struct AlertState {
     ctr_below_target: Option<Severity>,
     cpc_above_target: Option<Severity>,
     roas_below_target: Option<Severity>,
+    cpa_above_target: Option<Severity>,
 }
 
 impl AlertState {
@@ -175,6 +182,7 @@ impl AlertState {
             AlertKind::CtrBelowTarget => self.ctr_below_target,
             AlertKind::CpcAboveTarget => self.cpc_above_target,
             AlertKind::RoasBelowTarget => self.roas_below_target,
+            AlertKind::CpaAboveTarget => self.cpa_above_target,
             AlertKind::Unknown => None,
         }
     }
@@ -412,6 +420,32 @@ impl AlertState {
             },
             out,
         );
+
+        let cpa_evidence = day.conversions >= MIN_CONVERSIONS_FOR_CPA;
+        self.evaluate_kpi_target(
+            KpiTarget {
+                kind: AlertKind::CpaAboveTarget,
+                goal: Goal::AtMost,
+                target: positive_budget(settings.target_cpa_micros).map(|cpa| cpa as f64),
+                value: kpis.cpa_micros,
+                enough_evidence: cpa_evidence,
+                setting_name: "target CPA",
+            },
+            |cpa, target_cpa, miss| {
+                format!(
+                    "CPA {} {} the {} target (spend {} over {:.1} conversions)",
+                    Money(cpa),
+                    Verdict {
+                        miss,
+                        goal: Goal::AtMost
+                    },
+                    Money(target_cpa),
+                    Money(day.spend_micros as f64),
+                    day.conversions,
+                )
+            },
+            out,
+        );
     }
 
     /// `describe(observed, target, miss)` writes the message; it runs only when there is a change to report.
@@ -501,6 +535,7 @@ impl AlertState {
             AlertKind::CtrBelowTarget => &mut self.ctr_below_target,
             AlertKind::CpcAboveTarget => &mut self.cpc_above_target,
             AlertKind::RoasBelowTarget => &mut self.roas_below_target,
+            AlertKind::CpaAboveTarget => &mut self.cpa_above_target,
             AlertKind::Unknown => return None,
         })
     }
@@ -1186,6 +1221,74 @@ mod tests {
         );
     }
 
+    fn cpa_day(spend_micros: i64, conversions: f64) -> Observation {
+        with_day(
+            at(12 * HOUR_MS, spend_micros),
+            Totals {
+                impressions: 10_000,
+                clicks: 100,
+                spend_micros,
+                conversions,
+                revenue_micros: 0.0,
+            },
+        )
+    }
+
+    #[test]
+    fn cpa_above_target_fires_escalates_and_resolves() {
+        let settings = CampaignSettings {
+            target_cpa_micros: Some(20 * UNIT),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+
+        // 4 conversions at 30.00 each: above target, but too few conversions to judge.
+        assert!(evaluate(&mut state, &settings, &cpa_day(120 * UNIT, 4.0)).is_empty());
+
+        // 5 conversions for 120.00: CPA 24.00, 20 % above 20.00: WARNING.
+        let changes = evaluate(&mut state, &settings, &cpa_day(120 * UNIT, 5.0));
+        assert_eq!(
+            transitions(&changes),
+            [(CpaAboveTarget, Some(Warning), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "CPA 24.00 is 20% above the 20.00 target (spend 120.00 over 5.0 conversions)"
+        );
+        assert_eq!(
+            (changes[0].observed, changes[0].threshold),
+            (24_000_000.0, 20_000_000.0)
+        );
+
+        // 200.00 over 8: CPA 25.00, exactly 25 % above: CRITICAL.
+        let changes = evaluate(&mut state, &settings, &cpa_day(200 * UNIT, 8.0));
+        assert_eq!(
+            transitions(&changes),
+            [(CpaAboveTarget, Some(Critical), Some(Warning))]
+        );
+
+        // 200.00 over 10: CPA 20.00, on target: resolved.
+        let changes = evaluate(&mut state, &settings, &cpa_day(200 * UNIT, 10.0));
+        assert_eq!(
+            transitions(&changes),
+            [(CpaAboveTarget, None, Some(Critical))]
+        );
+
+        // The target removed: an active alert resolves, naming why.
+        let mut state = AlertState::default();
+        evaluate(&mut state, &settings, &cpa_day(300 * UNIT, 10.0));
+        let changes = evaluate(
+            &mut state,
+            &CampaignSettings::default(),
+            &cpa_day(300 * UNIT, 10.0),
+        );
+        assert_eq!(
+            transitions(&changes),
+            [(CpaAboveTarget, None, Some(Critical))]
+        );
+        assert!(changes[0].message.contains("target CPA no longer set"));
+    }
+
     fn everything_set() -> CampaignSettings {
         CampaignSettings {
             daily_budget_micros: Some(1_000 * UNIT),
@@ -1193,6 +1296,7 @@ mod tests {
             min_ctr: Some(0.02),
             max_cpc_micros: Some(UNIT),
             min_roas: Some(2.0),
+            target_cpa_micros: None,
         }
     }
 
@@ -1266,6 +1370,7 @@ mod tests {
             min_ctr: Some(f64::NAN),
             max_cpc_micros: Some(0),
             min_roas: Some(f64::INFINITY),
+            target_cpa_micros: Some(-5),
         };
         assert!(evaluate(&mut AlertState::default(), &settings, &everything_wrong()).is_empty());
     }
@@ -1310,6 +1415,7 @@ mod tests {
             min_ctr: Some(f64::MIN_POSITIVE),
             max_cpc_micros: Some(i64::MAX),
             min_roas: Some(f64::MAX),
+            target_cpa_micros: Some(1),
         };
         let extremes = [
             (i64::MIN, i64::MAX, i64::MIN, i64::MIN),
@@ -1362,6 +1468,7 @@ mod tests {
             CtrBelowTarget,
             CpcAboveTarget,
             RoasBelowTarget,
+            CpaAboveTarget,
         ]
         .map(AlertKind::as_str)
         .to_vec();
@@ -1374,7 +1481,8 @@ mod tests {
                 "LIFETIME_BUDGET_REACHED",
                 "CTR_BELOW_TARGET",
                 "CPC_ABOVE_TARGET",
-                "ROAS_BELOW_TARGET"
+                "ROAS_BELOW_TARGET",
+                "CPA_ABOVE_TARGET"
             ]
         );
         assert_eq!(

@@ -18,6 +18,8 @@ use crate::window::Lateness;
 pub const DEFAULT_GRACE_SECS: u64 = 600;
 /// Default [`CampaignMetricsSettings::retention_secs`].
 pub const DEFAULT_RETENTION_SECS: u64 = 2 * 86_400;
+/// Default [`CampaignMetricsSettings::pacing_check_minutes`].
+pub const DEFAULT_PACING_CHECK_MINUTES: u64 = 15;
 
 /// What the campaign-metrics job computes, apart from how it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -39,6 +41,10 @@ pub struct CampaignMetricsSettings {
     #[arg(long, default_value_t = AttributionModel::LastTouch)]
     #[serde(with = "model_name")]
     pub attribution_model: AttributionModel,
+    /// Every active campaign of the campaigns table has its alerts evaluated at least this often, in minutes of
+    /// event time, with or without events of its own (a campaign delivering nothing raises PACING_UNDER).
+    #[arg(long, default_value_t = DEFAULT_PACING_CHECK_MINUTES)]
+    pub pacing_check_minutes: u64,
 }
 
 impl Default for CampaignMetricsSettings {
@@ -48,6 +54,7 @@ impl Default for CampaignMetricsSettings {
             retention_secs: DEFAULT_RETENTION_SECS,
             emit: EmitMode::Updating,
             attribution_model: AttributionModel::LastTouch,
+            pacing_check_minutes: DEFAULT_PACING_CHECK_MINUTES,
         }
     }
 }
@@ -77,6 +84,17 @@ impl CampaignMetricsDefinition {
             attribution_model: settings.attribution_model,
             lateness,
             emit: settings.emit,
+            pacing_check_ms: i64::try_from(settings.pacing_check_minutes)
+                .ok()
+                .and_then(|minutes| minutes.checked_mul(60_000))
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    JobError::Settings(format!(
+                        "pacing_check_minutes must be between 1 and {}, got {}",
+                        i64::MAX / 60_000,
+                        settings.pacing_check_minutes
+                    ))
+                })?,
         })
     }
 }

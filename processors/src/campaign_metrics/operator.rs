@@ -21,12 +21,21 @@
 //! day's row and its lifetime spend; changes of alert state go to the alerts topic keyed by campaign id. A
 //! campaign's alert state and lifetime spend live in the `campaigns` store.
 //!
+//! A campaign that stops delivering gets no events to trigger its evaluation, yet is the one that most needs a
+//! `PACING_UNDER`: every `ACTIVE` campaign of the table therefore has a stream-time timer (the `timers` store,
+//! [`crate::runtime::timers`]) that evaluates it at least every `pacing_check` of its task's event time, whatever
+//! its own traffic; a campaign that is paused, removed or deleted from the table loses its timer.
+//!
+//! Duplicates: an impression, click or credit whose id (`event_id`, `credit_id`) was counted already for its
+//! campaign is skipped and counted (`duplicate_events`); the ids live in the `event_ids` store
+//! ([`crate::runtime::dedup`]) for the retention plus an hour, as long as an event of their time can be counted.
+//!
 //! Records that do not decode, or that break a rule (negative cost, a currency different from the row's), go to
 //! `dlq.<topic>`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, Platform};
+use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, CampaignStatus, Platform};
 use adstream_schemas::outputs::{
     write_metrics_key, AlertSeverity, AttributionCredit, AttributionModel, CampaignAlert,
     CampaignMetrics, Granularity as OutputGranularity,
@@ -38,7 +47,7 @@ use super::alerts::{AlertChange, AlertState, CampaignSettings, Observation, Seve
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TimeDomain, Timers, TypedDecoder, WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
 
@@ -76,6 +85,9 @@ pub struct CampaignMetricsConfig {
     pub lateness: Lateness,
     /// When rows are emitted.
     pub emit: EmitMode,
+    /// Every active campaign is evaluated at least this often in event time (milliseconds, > 0), with or without
+    /// events of its own.
+    pub pacing_check_ms: i64,
 }
 
 /// One window row as kept in the store and its changelog.
@@ -138,6 +150,9 @@ struct CampaignInfo {
     settings: CampaignSettings,
 }
 
+/// The key of a campaign's pacing timer.
+const PACING_TIMER: &str = "pacing";
+
 /// Per-campaign state kept in the `campaigns` store.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CampaignState {
@@ -164,6 +179,10 @@ pub struct CampaignMetricsCounters {
     pub other_model_credits: u64,
     /// Credits in a currency other than their campaign's, skipped (no exchange rates here).
     pub other_currency_credits: u64,
+    /// Impressions, clicks and credits whose id was counted already, skipped.
+    pub duplicates: u64,
+    /// Campaign evaluations raised by a pacing timer.
+    pub pacing_checks: u64,
 }
 
 /// The operator; see the module doc.
@@ -171,6 +190,10 @@ pub struct CampaignMetricsJob {
     config: CampaignMetricsConfig,
     windows: KeyedStore<String, WindowRow>,
     campaign_states: KeyedStore<String, CampaignState>,
+    /// Ids of the events counted, to skip a second copy.
+    seen: SeenIds,
+    /// The pacing timer of every active campaign, keyed `pacing|<campaign id>`.
+    timers: Timers,
     campaigns: HashMap<String, CampaignInfo>,
     /// Campaigns with events since the last commit (their alerts are evaluated at the commit), with the
     /// correlation id of the last such event.
@@ -204,6 +227,8 @@ const CREDITS: usize = 3;
 
 /// An impression or a click, reduced to what the windows need.
 struct AdEvent {
+    /// `event_id`, or `credit_id` for credits.
+    id: String,
     campaign_id: String,
     event_time: i64,
     /// Unknown for credits.
@@ -229,10 +254,20 @@ enum EventKind {
 impl CampaignMetricsJob {
     /// The operator for `config`.
     pub fn new(config: CampaignMetricsConfig) -> Result<CampaignMetricsJob, JobError> {
+        if config.pacing_check_ms <= 0 {
+            return Err(JobError::Settings(format!(
+                "pacing check interval must be positive, got {} ms",
+                config.pacing_check_ms
+            )));
+        }
+        // An event counts while its hourly window (at most an hour past the event) is within retention.
+        let horizon_ms = config.lateness.retention_ms.saturating_add(3_600_000);
         Ok(CampaignMetricsJob {
             config,
             windows: KeyedStore::new("windows"),
             campaign_states: KeyedStore::new("campaigns"),
+            seen: SeenIds::new("event_ids", horizon_ms),
+            timers: Timers::new("timers"),
             campaigns: HashMap::new(),
             touched: HashMap::new(),
             alert_changes: Vec::new(),
@@ -281,6 +316,7 @@ impl CampaignMetricsJob {
                 )));
             }
             AdEvent {
+                id: credit.credit_id,
                 campaign_id: credit.campaign_id,
                 event_time: credit.conversion_time,
                 platform: Platform::Unknown,
@@ -295,6 +331,7 @@ impl CampaignMetricsJob {
         } else if record.input == IMPRESSIONS {
             let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
             AdEvent {
+                id: i.event_id,
                 campaign_id: i.campaign_id,
                 event_time: i.event_time,
                 platform: i.platform,
@@ -306,6 +343,7 @@ impl CampaignMetricsJob {
         } else {
             let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
             AdEvent {
+                id: c.event_id,
                 campaign_id: c.campaign_id,
                 event_time: c.event_time,
                 platform: c.platform,
@@ -342,6 +380,8 @@ impl CampaignMetricsJob {
             // A tombstone deletes the campaign from the table.
             if let Some(key) = record.key.and_then(|k| std::str::from_utf8(k).ok()) {
                 self.campaigns.remove(key);
+                self.timers
+                    .cancel(record.partition, TimeDomain::StreamTime, &timer_key(key));
             }
             return Ok(());
         }
@@ -358,7 +398,27 @@ impl CampaignMetricsJob {
             min_ctr: campaign.targets.min_ctr,
             max_cpc_micros: campaign.targets.max_cpc_micros,
             min_roas: campaign.targets.min_roas,
+            target_cpa_micros: campaign.targets.target_cpa_micros,
         };
+        let timer = timer_key(&campaign.campaign_id);
+        if campaign.status == CampaignStatus::Active {
+            // A timer already set (restored, or an earlier version of the row) keeps its time; a new one fires one
+            // interval from now, or at the first watermark of a task that has none yet.
+            if self
+                .timers
+                .get(record.partition, TimeDomain::StreamTime, &timer)
+                .is_none()
+            {
+                let due = ctx
+                    .watermark
+                    .map_or(i64::MIN, |w| w.saturating_add(self.config.pacing_check_ms));
+                self.timers
+                    .schedule(record.partition, TimeDomain::StreamTime, &timer, due);
+            }
+        } else {
+            self.timers
+                .cancel(record.partition, TimeDomain::StreamTime, &timer);
+        }
         self.campaigns.insert(
             campaign.campaign_id,
             CampaignInfo {
@@ -444,7 +504,49 @@ impl CampaignMetricsJob {
     }
 }
 
+/// The key of `campaign_id`'s pacing timer.
+fn timer_key(campaign_id: &str) -> String {
+    format!("{PACING_TIMER}|{campaign_id}")
+}
+
 impl CampaignMetricsJob {
+    /// Takes the pacing timers that came due: each campaign still in the table is evaluated at this commit as if
+    /// it had events, and its timer set one interval past its task's watermark.
+    fn check_pacing_timers(&mut self, ctx: &Context<'_>) {
+        for fired in self.timers.due(|p| ctx.watermark_of(p), ctx.now_ms) {
+            let Some(campaign_id) = fired
+                .key
+                .strip_prefix(PACING_TIMER)
+                .and_then(|k| k.strip_prefix('|'))
+            else {
+                continue;
+            };
+            // Stream-time timers fire only at a watermark.
+            let Some(watermark) = ctx.watermark_of(fired.partition) else {
+                continue;
+            };
+            if !self.campaigns.contains_key(campaign_id) {
+                continue;
+            }
+            self.timers.schedule(
+                fired.partition,
+                TimeDomain::StreamTime,
+                &fired.key,
+                watermark.saturating_add(self.config.pacing_check_ms),
+            );
+            // A campaign that never delivered has no state yet: zero delivery is what pacing must see.
+            self.campaign_states.get_or_insert_with(
+                fired.partition,
+                &campaign_id.to_owned(),
+                CampaignState::default,
+            );
+            self.touched
+                .entry((fired.partition, campaign_id.to_owned()))
+                .or_insert_with(|| format!("pacing-check/{campaign_id}/{}", fired.due_ms));
+            self.counters.pacing_checks += 1;
+        }
+    }
+
     /// Evaluates the alert rules of every campaign touched since the last commit, at the watermark, and emits the
     /// changes.
     fn evaluate_alerts(&mut self, ctx: &mut Context<'_>) {
@@ -552,7 +654,12 @@ impl Operator for CampaignMetricsJob {
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.windows, &mut self.campaign_states]
+        vec![
+            &mut self.windows,
+            &mut self.campaign_states,
+            &mut self.seen,
+            &mut self.timers,
+        ]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
@@ -624,6 +731,22 @@ impl Operator for CampaignMetricsJob {
                     )));
                 }
             }
+        }
+        // Last of the checks: a copy of a record refused above is refused again rather than called a duplicate.
+        let scope = match event.kind {
+            EventKind::Impression => "impression",
+            EventKind::Click => "click",
+            EventKind::Credit { .. } => "credit",
+        };
+        if !self.seen.insert(
+            record.partition,
+            event.event_time,
+            &[scope, &event.campaign_id],
+            &event.id,
+        ) {
+            self.key_buffers = keys;
+            self.counters.duplicates += 1;
+            return Ok(());
         }
         let mut corrected = false;
         for (key, (window, daily)) in keys.iter().zip([(hour, false), (day, true)]) {
@@ -769,7 +892,9 @@ impl Operator for CampaignMetricsJob {
         for (partition, key) in due {
             self.emit_row(partition, &key, ctx);
         }
+        self.check_pacing_timers(ctx);
         self.evaluate_alerts(ctx);
+        self.seen.expire(|partition| ctx.watermark_of(partition));
         // Rows past retention (by their own task's watermark) leave the store.
         for (partition, held) in &mut self.held {
             let watermark = ctx.watermark_of(*partition);
@@ -839,6 +964,16 @@ impl Operator for CampaignMetricsJob {
                 "other_currency_credits",
                 "Attribution credits in a currency other than their campaign's, skipped.",
                 c.other_currency_credits,
+            ),
+            (
+                "duplicate_events",
+                "Impressions, clicks and credits whose id was counted already, skipped.",
+                c.duplicates,
+            ),
+            (
+                "pacing_checks",
+                "Campaign evaluations raised by a pacing timer (active campaigns, with or without events).",
+                c.pacing_checks,
             ),
         ]
     }

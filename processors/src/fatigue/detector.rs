@@ -1008,6 +1008,12 @@ impl CreativeSeries {
         &self.campaign_id
     }
 
+    /// Whether an event of `time_ms` would be counted: its UTC hour is not settled.
+    pub fn accepts(&self, time_ms: i64) -> bool {
+        self.settled_until_ms
+            .is_none_or(|settled| hour_start(time_ms) >= settled)
+    }
+
     /// Counts an impression, its cost and its user in the UTC hour of `time_ms`, unless that hour is settled.
     /// If the hour is closed but not settled, its point (and every later one) is recomputed at the next
     /// [`CreativeSeries::advance`]. Does not allocate, except when an hour or a reach register is added beyond

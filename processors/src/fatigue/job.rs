@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord};
-use adstream_schemas::outputs::CreativeFatigue as FatigueRecord;
+use adstream_schemas::outputs::{CreativeAlert, CreativeFatigue as FatigueRecord};
 use serde::{Deserialize, Serialize};
 
 use super::detector::FatigueConfig;
@@ -103,6 +103,7 @@ impl CreativeFatigueDefinition {
             impressions: wiring.topic("impressions")?,
             clicks: wiring.topic("clicks")?,
             output: wiring.topic("fatigue")?,
+            alerts: wiring.optional("alerts").map(str::to_owned),
             detector: settings.detector.clone(),
             lateness: Lateness::new(
                 Duration::from_secs(settings.grace_secs),
@@ -122,6 +123,7 @@ impl Job for CreativeFatigueDefinition {
         Port::new("impressions", PortList::Input, AdImpression::FULL_NAME),
         Port::new("clicks", PortList::Input, AdClick::FULL_NAME),
         Port::new("fatigue", PortList::Output, FatigueRecord::FULL_NAME),
+        Port::new("alerts", PortList::Output, CreativeAlert::FULL_NAME).optional(),
     ];
     type Settings = CreativeFatigueSettings;
 

@@ -13,6 +13,15 @@
 //! is not counted. So, as long as nothing expires, the series and its assessment depend only on the events, not
 //! on how the task's partitions interleaved (what a backtest relies on to reproduce the live output).
 //!
+//! Duplicates: an impression or click whose `event_id` was recorded already for its creative is skipped and
+//! counted (`fatigue_duplicates`); the ids live in the `event_ids` store ([`crate::runtime::dedup`]) until their
+//! hour settles.
+//!
+//! Transitions: when the job connects an alerts output (`alerts.creative`, not compacted), each change of a
+//! creative's status is also written there once, as a `CreativeAlert` keyed by creative id, at the commit where the
+//! status changed: the history that the compacted `fatigue.creatives` keeps only the latest of. A creative's first
+//! assessment is a transition only when it is not `HEALTHY`.
+//!
 //! Output records are keyed by creative id and never emitted per event: at most one per creative and commit,
 //! and only on a status change or after `report_interval` of event time; at the end of a bounded run, every
 //! creative whose latest assessment was not emitted yet gets a record (reason `end_of_input`).
@@ -21,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 
 use adstream_schemas::events::{avsc, AdClick, AdImpression};
 use adstream_schemas::outputs::{
-    CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
+    CreativeAlert, CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +39,7 @@ use super::detector::{
 };
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
 };
 use crate::window::Lateness;
 
@@ -46,6 +55,8 @@ pub struct CreativeFatigueConfig {
     pub clicks: String,
     /// Output topic (key creative id).
     pub output: String,
+    /// Status transitions topic (key creative id), if the job writes one.
+    pub alerts: Option<String>,
     /// The detector's tuning.
     pub detector: FatigueConfig,
     /// How far behind the watermark an hour closes (the wait for out-of-order events) and settles (how long a
@@ -85,15 +96,23 @@ pub struct FatigueCounters {
     pub end_of_input: u64,
     /// Events of settled hours, sent to late topics.
     pub expired: u64,
+    /// Impressions and clicks whose id was recorded already, skipped.
+    pub duplicates: u64,
+    /// Status transitions written to the alerts output.
+    pub transitions: u64,
 }
 
 /// The operator; see the module doc.
 pub struct CreativeFatigueJob {
     config: CreativeFatigueConfig,
     creatives: KeyedStore<String, CreativeState>,
+    /// Ids of the events recorded, to skip a second copy.
+    seen: SeenIds,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
+    /// Encoder of the alerts output, when the job has one.
+    alert_encoder: Option<WireEncoder>,
     /// Per partition, creatives with hours not settled yet.
     open: HashMap<i32, HashSet<String>>,
     /// Per partition, the hour boundaries up to which hours were closed and settled.
@@ -103,6 +122,8 @@ pub struct CreativeFatigueJob {
 }
 
 const IMPRESSIONS: usize = 0;
+/// Index of the alerts output, when there is one.
+const ALERTS: usize = 1;
 
 impl CreativeFatigueJob {
     /// The operator for `config`.
@@ -117,15 +138,22 @@ impl CreativeFatigueJob {
                 config.report_interval_ms
             )));
         }
+        // An event counts until its hour (at most an hour past the event) settles.
+        let seen = SeenIds::new(
+            "event_ids",
+            config.lateness.retention_ms.saturating_add(3_600_000),
+        );
         Ok(CreativeFatigueJob {
             config,
             creatives: KeyedStore::new("creatives"),
+            seen,
             impression_decoder: TypedDecoder::new(
                 "io.adstream.ads.AdImpression",
                 avsc::AD_IMPRESSION,
             )?,
             click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
             encoder: None,
+            alert_encoder: None,
             open: HashMap::new(),
             advanced_until: HashMap::new(),
             counters: FatigueCounters::default(),
@@ -138,14 +166,17 @@ impl CreativeFatigueJob {
         self.counters
     }
 
+    /// Records event `event` (its kind, id and time) of a creative into its series unless its hour is settled
+    /// (expired) or it was recorded already (a duplicate).
     fn record(
         &mut self,
         partition: i32,
         creative_id: &str,
         campaign_id: &str,
         correlation_id: &str,
+        event: (&str, &str, i64),
         apply: impl FnOnce(&mut CreativeSeries) -> Recorded,
-    ) -> Recorded {
+    ) -> Outcome {
         // Two lookups instead of an owned key per event: the hot path allocates nothing.
         if self.creatives.get(partition, creative_id).is_none() {
             self.creatives.put(
@@ -160,12 +191,27 @@ impl CreativeFatigueJob {
                 },
             );
         }
+        let (kind, event_id, event_time) = event;
+        // Lateness first: a copy of an expired event goes to the late topic like the first one did. Read-only, so
+        // that a duplicate does not mark the creative changed.
+        let accepts = self
+            .creatives
+            .get(partition, creative_id)
+            .is_some_and(|state| state.series.accepts(event_time));
+        if accepts
+            && !self
+                .seen
+                .insert(partition, event_time, &[kind, creative_id], event_id)
+        {
+            self.counters.duplicates += 1;
+            return Outcome::Duplicate;
+        }
         let Some(state) = self.creatives.get_mut(partition, creative_id) else {
-            return Recorded::Counted;
+            return Outcome::Counted;
         };
         if apply(&mut state.series) == Recorded::Expired {
             self.counters.expired += 1;
-            return Recorded::Expired;
+            return Outcome::Expired;
         }
         state.correlation_id.clear();
         state.correlation_id.push_str(correlation_id);
@@ -174,7 +220,7 @@ impl CreativeFatigueJob {
             open.insert(creative_id.to_owned());
         }
         self.counters.events += 1;
-        Recorded::Counted
+        Outcome::Counted
     }
 
     /// Closes and settles hours as soon as the watermark passes an hour boundary (plus grace, plus retention), not
@@ -259,6 +305,9 @@ impl CreativeFatigueJob {
         state.emitted_until_ms = Some(assessment.assessed_until_ms);
         state.unreported = false;
         let timestamp = assessment.assessed_until_ms;
+        let previous = record.previous_status;
+        let transition = reason == Reason::StatusChange
+            && (previous.is_some() || record.status != OutputStatus::Healthy);
         match reason {
             Reason::StatusChange => self.counters.status_changes += 1,
             Reason::Periodic => self.counters.periodic += 1,
@@ -279,7 +328,50 @@ impl CreativeFatigueJob {
             // Built here from the detector's guarded numbers; a failure is a bug, not input to skip.
             Err(e) => tracing::error!(error = %e, creative_id, "fatigue record does not encode"),
         }
+        if let (true, Some(encoder)) = (transition, &self.alert_encoder) {
+            let alert = CreativeAlert {
+                alert_id: format!("{creative_id}|{timestamp}"),
+                creative_id: record.creative_id,
+                campaign_id: record.campaign_id,
+                status: record.status,
+                previous_status: previous,
+                score: record.score,
+                baseline_ctr: record.baseline_ctr,
+                current_ctr: record.current_ctr,
+                change_started_at: record.change_started_at,
+                event_time: timestamp,
+                emitted_at: record.emitted_at,
+                correlation_id: record.correlation_id,
+            };
+            self.value_buffer.clear();
+            match encoder.encode(&alert, &mut self.value_buffer) {
+                Ok(()) => {
+                    ctx.emit(
+                        ALERTS,
+                        creative_id.as_bytes(),
+                        &self.value_buffer,
+                        timestamp,
+                        &alert.correlation_id,
+                    );
+                    self.counters.transitions += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, creative_id, "creative alert does not encode")
+                }
+            }
+        }
     }
+}
+
+/// What became of an impression or click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Recorded in its creative's series.
+    Counted,
+    /// Its hour was settled: not recorded, sent to the late topic.
+    Expired,
+    /// Its id was recorded already: skipped.
+    Duplicate,
 }
 
 /// Why a record is emitted (the output's `reason`).
@@ -381,24 +473,33 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec::topology(
+        let mut outputs = vec![OutputSpec::topology(
             &self.config.output,
             CreativeFatigue::SCHEMA,
-        )]
+        )];
+        if let Some(alerts) = &self.config.alerts {
+            outputs.push(OutputSpec::topology(alerts, CreativeAlert::SCHEMA));
+        }
+        outputs
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.creatives]
+        vec![&mut self.creatives, &mut self.seen]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
-        let [output] = ids else {
+        let expected = 1 + usize::from(self.config.alerts.is_some());
+        let (Some(output), true) = (ids.first(), ids.len() == expected) else {
             return Err(CodecError::OutputIds {
-                expected: 1,
+                expected,
                 got: ids.len(),
             });
         };
         self.encoder = Some(WireEncoder::new(CreativeFatigue::SCHEMA, *output)?);
+        self.alert_encoder = match ids.get(ALERTS) {
+            Some(id) => Some(WireEncoder::new(CreativeAlert::SCHEMA, *id)?),
+            None => None,
+        };
         Ok(())
     }
 
@@ -411,6 +512,7 @@ impl Operator for CreativeFatigueJob {
                 &i.creative_id,
                 &i.campaign_id,
                 record.correlation_id,
+                ("impression", &i.event_id, i.event_time),
                 |s| s.record_impression(i.event_time, i.user_id.as_deref(), i.cost_micros),
             );
             (recorded, i.event_time)
@@ -422,11 +524,12 @@ impl Operator for CreativeFatigueJob {
                 &c.creative_id,
                 &c.campaign_id,
                 record.correlation_id,
+                ("click", &c.event_id, c.event_time),
                 |s| s.record_click(c.event_time, c.cost_micros),
             );
             (recorded, c.event_time)
         };
-        if recorded == Recorded::Expired {
+        if recorded == Outcome::Expired {
             ctx.late(
                 record,
                 &format!(
@@ -445,6 +548,7 @@ impl Operator for CreativeFatigueJob {
             let watermark = ctx.watermark_of(partition);
             self.advance_as_time_passes(partition, watermark, ctx);
         }
+        self.seen.expire(|partition| ctx.watermark_of(partition));
     }
 
     fn on_end_of_input(&mut self, ctx: &mut Context<'_>) {
@@ -511,6 +615,16 @@ impl Operator for CreativeFatigueJob {
                 "fatigue_expired",
                 "Impressions and clicks of hours already settled, sent to late topics.",
                 c.expired,
+            ),
+            (
+                "fatigue_transitions",
+                "Creative status transitions written to the alerts topic.",
+                c.transitions,
+            ),
+            (
+                "fatigue_duplicates",
+                "Impressions and clicks whose event id was recorded already, skipped.",
+                c.duplicates,
             ),
         ]
     }

@@ -5,9 +5,11 @@
 //! the `campaigns` store (key campaign id, a [`CampaignBook`]), written to its changelog at the commits where the
 //! campaign changed.
 //!
-//! - An event adds to its campaign's UTC hour. The event side of a window is the sum of the hours inside it, so a
-//!   window must start and end on UTC hours (every account time zone with a whole-hour offset); a report row whose
-//!   window does not is counted in `reconciliation_unaligned_windows` and left out.
+//! - An event adds to its campaign's UTC hour, once: a second event with the same `event_id` (a resend) is
+//!   counted in `reconciliation_duplicates` and skipped ([`SeenIds`], kept as long as its hour is).
+//! - The event side of a window is the sum of the hours inside it, so a window must start and end on UTC hours
+//!   (every account time zone with a whole-hour offset); a report row whose window does not is counted in
+//!   `reconciliation_unaligned_windows` and left out.
 //! - A report row replaces the campaign's row for the same ad, granularity and window unless it is older (by
 //!   `reported_at`) than the one held: a restatement overwrites, a redelivered old row does not.
 //! - At each commit, every window of a changed or still-pending campaign is judged ([`judge`]); a row is written
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::repartition::{campaign_key, invalid_report};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, TypedDecoder, WireEncoder,
+    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -157,6 +159,8 @@ impl CampaignBook {
 pub struct ReconciliationCounters {
     /// Impressions and clicks counted.
     pub events: u64,
+    /// Impressions and clicks whose `event_id` was counted already, skipped.
+    pub duplicates: u64,
     /// Report rows taken (new, or a restatement).
     pub report_rows: u64,
     /// Report rows older than the row held for their ad and window.
@@ -175,6 +179,8 @@ pub struct ReconciliationCounters {
 pub struct ReconciliationJob {
     config: ReconciliationConfig,
     campaigns: KeyedStore<String, CampaignBook>,
+    /// Event ids counted, per partition.
+    seen: SeenIds,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     report_decoder: TypedDecoder,
@@ -248,9 +254,19 @@ impl ReconciliationJob {
                 "restatement and retention must not be negative".into(),
             ));
         }
+        // An event can be counted as long as its hour is held: the restatement look-back, the retention and the
+        // longest window after it.
+        let seen = SeenIds::new(
+            "event_ids",
+            config
+                .restatement_ms
+                .saturating_add(config.retention_ms)
+                .saturating_add(LONGEST_WINDOW_MS),
+        );
         Ok(ReconciliationJob {
             config,
             campaigns: KeyedStore::new("campaigns"),
+            seen,
             impression_decoder: TypedDecoder::new(
                 "io.adstream.ads.AdImpression",
                 avsc::AD_IMPRESSION,
@@ -278,10 +294,12 @@ impl ReconciliationJob {
         }
     }
 
-    /// Adds an event to its campaign's hour; false when the hour was already dropped (late).
+    /// Adds an event to its campaign's hour unless it was counted already; false when the hour was already
+    /// dropped (late).
     fn count_event(
         &mut self,
         partition: i32,
+        event: (&str, &str),
         campaign_id: &str,
         event_time: i64,
         counts: Counts,
@@ -294,6 +312,15 @@ impl ReconciliationJob {
             .is_some_and(|book| hour < book.dropped_before)
         {
             return false;
+        }
+        // Lateness first, so that a copy of a late event is late like the first one.
+        let (kind, event_id) = event;
+        if !self
+            .seen
+            .insert(partition, event_time, &[kind, campaign_id], event_id)
+        {
+            self.counters.duplicates += 1;
+            return true;
         }
         self.key_buffer.clear();
         self.key_buffer.push_str(campaign_id);
@@ -593,7 +620,7 @@ impl Operator for ReconciliationJob {
     }
 
     fn stores(&mut self) -> Vec<&mut dyn ChangelogStore> {
-        vec![&mut self.campaigns]
+        vec![&mut self.campaigns, &mut self.seen]
     }
 
     fn set_output_schema_ids(&mut self, ids: &[u32]) -> Result<(), CodecError> {
@@ -620,6 +647,7 @@ impl Operator for ReconciliationJob {
                 };
                 self.count_event(
                     record.partition,
+                    ("impression", &i.event_id),
                     &i.campaign_id,
                     i.event_time,
                     counts,
@@ -636,6 +664,7 @@ impl Operator for ReconciliationJob {
                 };
                 self.count_event(
                     record.partition,
+                    ("click", &c.event_id),
                     &c.campaign_id,
                     c.event_time,
                     counts,
@@ -662,6 +691,7 @@ impl Operator for ReconciliationJob {
     }
 
     fn on_commit(&mut self, ctx: &mut Context<'_>) {
+        self.seen.expire(|partition| ctx.watermark_of(partition));
         let partitions: Vec<i32> = self.open.keys().copied().collect();
         for partition in partitions {
             // Without a watermark yet nothing is final and nothing is dropped, but changed windows are written
@@ -718,6 +748,11 @@ impl Operator for ReconciliationJob {
                 "reconciliation_events",
                 "Impressions and clicks counted into campaign hours.",
                 c.events,
+            ),
+            (
+                "reconciliation_duplicates",
+                "Impressions and clicks whose event_id was counted already, skipped.",
+                c.duplicates,
             ),
             (
                 "reconciliation_report_rows",

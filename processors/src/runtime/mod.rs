@@ -22,6 +22,8 @@
 //!   (`dead_letter::read`: records, redrive targets and headers) used by `adstream dlq`.
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
+//! - `dedup`    — the store of seen event ids that lets counting jobs skip duplicates.
+//! - `timers`   — callbacks on stream time and wall-clock time (punctuators), persisted like state.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
 //! - `tasks`    — per-task watermarks, markers, dead letters and commits: the rules live and simulated runs share.
 //! - `driver`   — the poll loop, transactions, rebalances, restore.
@@ -29,6 +31,7 @@
 
 pub mod codec;
 pub mod dead_letter;
+pub mod dedup;
 pub mod driver;
 pub mod emit;
 pub mod headers;
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod simulate;
 pub mod store;
 mod tasks;
+pub mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +48,7 @@ use adstream_kafka::registry_client::RegistrySettings;
 use rdkafka::ClientConfig;
 
 pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
+pub use dedup::SeenIds;
 pub use driver::{run, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
@@ -51,6 +56,7 @@ pub use simulate::{
     simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
 pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
+pub use timers::{Fired, TimeDomain, Timers};
 
 /// Delivery guarantee of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

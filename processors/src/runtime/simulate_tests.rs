@@ -8,8 +8,8 @@ use adstream_schemas::events::{
     ConversionType, Device, Objective, Placement, Platform,
 };
 use adstream_schemas::outputs::{
-    AttributedConversion, AttributionCredit, AttributionModel, AttributionTouch, CampaignAlert,
-    CampaignMetrics,
+    AlertKind, AlertSeverity, AttributedConversion, AttributionCredit, AttributionModel,
+    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,6 +19,8 @@ use crate::attribution::models::RuleSettings;
 use crate::attribution::operator::{AttributionConfig, AttributionJob};
 use crate::attribution::repartition::{RepartitionConfig, TouchRepartition};
 use crate::campaign_metrics::operator::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
+use crate::fatigue::detector::FatigueConfig;
+use crate::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use crate::runtime::{SchemaCache, TypedDecoder, WireEncoder};
 use crate::window::Lateness;
 
@@ -32,10 +34,14 @@ const ALERT_ID: u32 = 13;
 const TOUCH_ID: u32 = 14;
 const ATTRIBUTED_ID: u32 = 15;
 const CREDIT_ID: u32 = 16;
+const FATIGUE_ID: u32 = 17;
+const CREATIVE_ALERT_ID: u32 = 18;
 
 /// 2024-03-04T10:00:00Z.
 const T0: i64 = 1_709_546_400_000;
 const MINUTE: i64 = 60_000;
+/// The campaigns table's input index in campaign-metrics.
+const CAMPAIGNS_INPUT: usize = 2;
 const HOUR: i64 = 60 * MINUTE;
 
 /// Every schema of these tests under the ids above, without a registry.
@@ -52,6 +58,8 @@ fn schemas() -> SchemaCache {
         (TOUCH_ID, AttributionTouch::SCHEMA),
         (ATTRIBUTED_ID, AttributedConversion::SCHEMA),
         (CREDIT_ID, AttributionCredit::SCHEMA),
+        (FATIGUE_ID, CreativeFatigue::SCHEMA),
+        (CREATIVE_ALERT_ID, CreativeAlert::SCHEMA),
     ] {
         cache.insert(id, text).expect("schema parses");
     }
@@ -206,6 +214,7 @@ fn metrics_job() -> Box<dyn crate::runtime::Operator> {
             lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3600))
                 .expect("lateness"),
             emit: EmitMode::Updating,
+            pacing_check_ms: 15 * 60_000,
         })
         .expect("job"),
     )
@@ -741,5 +750,350 @@ fn records_with_untrusted_headers_no_key_or_a_negative_time_are_dead_lettered() 
     assert_eq!(
         dead_letter_classes(&tasks),
         ["bad-headers", "missing-key", "negative-timestamp"]
+    );
+}
+
+/// `records` with every stream record twice in a row (the second copy a new record at the next offset), tables once.
+fn every_event_twice(
+    records: Vec<SimulatedRecord>,
+    table_input: Option<usize>,
+) -> Vec<SimulatedRecord> {
+    let mut doubled = Vec::with_capacity(2 * records.len());
+    for record in records {
+        if Some(record.input) != table_input {
+            doubled.push(record.clone());
+        }
+        doubled.push(record);
+    }
+    numbered(doubled)
+}
+
+fn counter(simulation: &Simulation, name: &str) -> u64 {
+    simulation
+        .counters
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| *value)
+        .unwrap_or_else(|| panic!("no counter {name} in {:?}", simulation.counters))
+}
+
+#[test]
+fn campaign_metrics_skip_a_second_copy_of_every_event() {
+    let once = simulate(
+        metrics_job(),
+        schemas(),
+        metrics_input(),
+        &metrics_options(),
+    )
+    .expect("runs");
+    let twice = simulate(
+        metrics_job(),
+        schemas(),
+        every_event_twice(metrics_input(), Some(CAMPAIGNS_INPUT)),
+        &metrics_options(),
+    )
+    .expect("runs");
+    for topic in ["metrics.campaign.hourly", "metrics.campaign.daily"] {
+        assert_eq!(rows(&twice, topic), rows(&once, topic), "{topic}");
+    }
+    assert_eq!(
+        twice.compacted("alerts.campaign"),
+        once.compacted("alerts.campaign")
+    );
+    // The copy of the late impression is late too (lateness is judged first); the other 9 copies are duplicates.
+    assert_eq!(twice.late.get("ads.impressions"), Some(&2));
+    assert_eq!(counter(&once, "duplicate_events"), 0);
+    assert_eq!(counter(&twice, "duplicate_events"), 9);
+    assert_eq!(
+        counter(&twice, "applied_events"),
+        counter(&once, "applied_events")
+    );
+    assert!(
+        twice
+            .changelog
+            .contains_key("metrics-sim-event_ids-changelog"),
+        "{:?}",
+        twice.changelog
+    );
+}
+
+/// Attribution of one user's journey (views of c-a and c-c, a click of c-b) whose conversion `conv-1` comes
+/// `copies` times: the copies after the first arrive once the conversion was attributed (the watermark moved hours
+/// past it, within retention). Every impression and click is produced twice when `copies` > 1.
+fn attribution_with_copies(copies: usize) -> Simulation {
+    const PARTITIONS: i32 = 2;
+    let user = "u-42";
+    let mut events = vec![
+        impression(0, "c-a", user, T0 + 10 * MINUTE, 1_000),
+        click(1, "c-b", user, T0 + 20 * MINUTE, 40_000),
+        impression(0, "c-c", user, T0 + 40 * MINUTE, 1_000),
+        impression(0, "c-a", "u-1", T0 + 3 * HOUR, 1_000),
+        click(1, "c-b", "u-2", T0 + 3 * HOUR, 40_000),
+    ];
+    if copies > 1 {
+        events = every_event_twice(events, None);
+    }
+    let repartition = TouchRepartition::new(RepartitionConfig {
+        impressions: "ads.impressions".into(),
+        clicks: "ads.clicks".into(),
+        touches: "attr-touches".into(),
+        partitions: PARTITIONS,
+    })
+    .expect("stage 1");
+    let stage1 = simulate(
+        Box::new(repartition),
+        schemas(),
+        interleave_by_timestamp(numbered(events)),
+        &SimulateOptions::new("attr-repartition", PARTITIONS, vec![TOUCH_ID]),
+    )
+    .expect("stage 1 runs");
+    let conversion = |id: &str, user: &str, time: i64| {
+        let value = Conversion {
+            conversion_id: id.into(),
+            event_time: time,
+            user_id: user.into(),
+            conversion_type: ConversionType::Purchase,
+            value_micros: 10_000_000,
+            currency: "EUR".into(),
+        };
+        record(
+            1,
+            kafka_partition(user.as_bytes(), PARTITIONS),
+            time,
+            user,
+            wire(avsc::CONVERSION, CONVERSION_ID, &value),
+        )
+    };
+    let mut input = interleave_by_timestamp(stage1.as_input("attr-touches", 0, PARTITIONS));
+    // In offset order: the conversion, then traffic hours later (which gets it attributed), then the copies.
+    let mut conversions = vec![
+        conversion("conv-1", user, T0 + 30 * MINUTE),
+        conversion("conv-2", "u-nobody", T0 + 6 * HOUR),
+    ];
+    conversions.extend((1..copies).map(|_| conversion("conv-1", user, T0 + 30 * MINUTE)));
+    input.extend(numbered(conversions));
+    let attribution = AttributionJob::new(AttributionConfig {
+        touches: "attr-touches".into(),
+        conversions: "ads.conversions".into(),
+        partitions: PARTITIONS,
+        attributed: "attribution.conversions".into(),
+        credits: "attribution.credits".into(),
+        lookback_ms: 7 * 24 * HOUR,
+        grace_ms: 10 * MINUTE,
+        retention_ms: 24 * HOUR,
+        settings: RuleSettings::default(),
+    })
+    .expect("stage 2");
+    simulate(
+        Box::new(attribution),
+        schemas(),
+        input,
+        &SimulateOptions::new(
+            "attr-attribution",
+            PARTITIONS,
+            vec![ATTRIBUTED_ID, CREDIT_ID],
+        ),
+    )
+    .expect("stage 2 runs")
+}
+
+#[test]
+fn attribution_drops_copies_of_a_conversion_and_of_its_touches() {
+    let once = attribution_with_copies(1);
+    let thrice = attribution_with_copies(3);
+    // Every record sent, not only what compaction keeps: a second attribution would add credits downstream.
+    let values = |simulation: &Simulation, topic: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        simulation
+            .topic(topic)
+            .iter()
+            .filter_map(|r| r.value.clone().map(|v| (r.key.clone(), v)))
+            .collect()
+    };
+    let credits = values(&once, "attribution.credits");
+    assert!(!credits.is_empty());
+    assert_eq!(values(&thrice, "attribution.credits"), credits);
+    let attributed = values(&once, "attribution.conversions");
+    assert_eq!(attributed.len(), 2, "conv-1 and conv-2");
+    // attributed_at is the commit's clock, the same in both runs: the copies arrive after both were attributed.
+    assert_eq!(values(&thrice, "attribution.conversions"), attributed);
+    assert_eq!(counter(&thrice, "duplicate_conversions"), 2);
+    assert_eq!(counter(&thrice, "duplicate_touches"), 5);
+    assert_eq!(counter(&once, "duplicate_touches"), 0);
+    assert_eq!(
+        counter(&thrice, "touches_stored"),
+        counter(&once, "touches_stored")
+    );
+}
+
+fn fatigue_run(records: Vec<SimulatedRecord>) -> Simulation {
+    let job = CreativeFatigueJob::new(CreativeFatigueConfig {
+        impressions: "ads.impressions".into(),
+        clicks: "ads.clicks".into(),
+        output: "fatigue.creatives".into(),
+        alerts: Some("alerts.creative".into()),
+        detector: FatigueConfig::default(),
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(3600))
+            .expect("lateness"),
+        report_interval_ms: HOUR,
+    })
+    .expect("job");
+    simulate(
+        Box::new(job),
+        schemas(),
+        records,
+        &SimulateOptions::new("fatigue-sim", 2, vec![FATIGUE_ID, CREATIVE_ALERT_ID]),
+    )
+    .expect("runs")
+}
+
+#[test]
+fn creative_fatigue_skips_a_second_copy_of_every_event() {
+    // campaign-metrics' input without its table: impressions and clicks are inputs 0 and 1 of both jobs.
+    let events = || -> Vec<SimulatedRecord> {
+        metrics_input()
+            .into_iter()
+            .filter(|r| r.input != CAMPAIGNS_INPUT)
+            .collect()
+    };
+    let once = fatigue_run(numbered(events()));
+    let twice = fatigue_run(every_event_twice(events(), None));
+    // Every record, in creative and time order: records of one commit come in no particular creative order.
+    let values = |simulation: &Simulation| -> Vec<CreativeFatigue> {
+        let mut values: Vec<CreativeFatigue> = simulation
+            .topic("fatigue.creatives")
+            .iter()
+            .filter_map(|r| r.value.as_deref())
+            .map(|v| decode(CreativeFatigue::FULL_NAME, CreativeFatigue::SCHEMA, v))
+            .collect();
+        values.sort_by(|a, b| {
+            (&a.creative_id, a.assessed_until, a.emitted_at).cmp(&(
+                &b.creative_id,
+                b.assessed_until,
+                b.emitted_at,
+            ))
+        });
+        values
+    };
+    assert!(!values(&once).is_empty());
+    assert_eq!(values(&twice), values(&once));
+    assert_eq!(counter(&twice, "fatigue_duplicates"), 9);
+    // Healthy throughout: first assessments are no transitions.
+    assert!(twice.topic("alerts.creative").is_empty());
+    assert_eq!(
+        counter(&twice, "fatigue_events"),
+        counter(&once, "fatigue_events")
+    );
+    assert_eq!(
+        twice.late.get("ads.impressions"),
+        Some(&2),
+        "the late impression's copy is late too"
+    );
+}
+
+/// Campaign-metrics with a pacing check every `pacing_check_ms`, on one partition.
+fn paced_metrics_job(pacing_check_ms: i64) -> Box<dyn crate::runtime::Operator> {
+    Box::new(
+        CampaignMetricsJob::new(CampaignMetricsConfig {
+            impressions: "ads.impressions".into(),
+            clicks: "ads.clicks".into(),
+            campaigns: "ads.campaigns".into(),
+            hourly: "metrics.campaign.hourly".into(),
+            daily: "metrics.campaign.daily".into(),
+            alerts: "alerts.campaign".into(),
+            credits: None,
+            attribution_model: AttributionModel::LastTouch,
+            lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
+                .expect("lateness"),
+            emit: EmitMode::Updating,
+            pacing_check_ms,
+        })
+        .expect("job"),
+    )
+}
+
+/// Campaign c-p (UTC, daily budget 144 units) delivers one unit every ten minutes, exactly on pace, until 11:55, then
+/// nothing; c-busy, in the same task, delivers every five minutes until 18:00 and moves the task's event time on.
+/// Returns the alerts of c-p and the run.
+fn silent_campaign_run(pacing_check_ms: i64) -> (Vec<CampaignAlert>, Simulation) {
+    let day = T0 - 10 * HOUR;
+    let mut table = campaign(0, "c-p", "UTC");
+    let mut value: Campaign = decode(
+        "io.adstream.ads.Campaign",
+        avsc::CAMPAIGN,
+        table.value.as_deref().expect("value"),
+    );
+    value.daily_budget_micros = Some(144_000_000);
+    table.value = Some(wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value));
+    let mut events = Vec::new();
+    for i in 0..72 {
+        events.push(impression(
+            0,
+            "c-p",
+            "u-1",
+            day + 5 * MINUTE + i * 10 * MINUTE,
+            1_000_000,
+        ));
+    }
+    for i in 0..(18 * 12) {
+        events.push(impression(
+            0,
+            "c-busy",
+            "u-2",
+            day + i * 5 * MINUTE + MINUTE,
+            1_000,
+        ));
+    }
+    let mut input = vec![table];
+    input.extend(interleave_by_timestamp(numbered(events)));
+    let simulation = simulate(
+        paced_metrics_job(pacing_check_ms),
+        schemas(),
+        numbered(input),
+        &SimulateOptions::new("pacing-sim", 1, vec![HOURLY_ID, DAILY_ID, ALERT_ID]),
+    )
+    .expect("runs");
+    let alerts = simulation
+        .topic("alerts.campaign")
+        .iter()
+        .filter(|r| r.key == b"c-p")
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| decode(CampaignAlert::FULL_NAME, CampaignAlert::SCHEMA, v))
+        .collect();
+    (alerts, simulation)
+}
+
+#[test]
+fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interval() {
+    let day = T0 - 10 * HOUR;
+    let check = 15 * MINUTE;
+    let (alerts, simulation) = silent_campaign_run(check);
+    let under: Vec<&CampaignAlert> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::PacingUnder && a.severity != AlertSeverity::Resolved)
+        .collect();
+    let first = under
+        .first()
+        .expect("PACING_UNDER raised without events of c-p");
+    // 72 units spent by noon: 10 % under the linear pace (72 / 0.9 = 80 units expected) from 13:20 on.
+    let crossed = day + 13 * HOUR + 20 * MINUTE;
+    assert!(
+        first.event_time >= crossed && first.event_time <= crossed + check,
+        "raised at {} ms after the crossing (interval {check} ms): {first:?}",
+        first.event_time - crossed
+    );
+    assert_eq!(first.severity, AlertSeverity::Info);
+    // It worsens as the afternoon goes on: warning from 15:00 (20 % under), critical from 17:08 (30 %).
+    assert!(
+        under.iter().any(|a| a.severity == AlertSeverity::Critical),
+        "{under:?}"
+    );
+    assert!(counter(&simulation, "pacing_checks") > 0);
+    assert!(simulation
+        .changelog
+        .contains_key("pacing-sim-timers-changelog"));
+    // Nothing else about c-p: on pace until it stopped.
+    assert!(
+        alerts.iter().all(|a| a.kind == AlertKind::PacingUnder),
+        "{alerts:?}"
     );
 }

@@ -1,16 +1,53 @@
 //! Re-sending dead letters to the topic they came from (`adstream dlq redrive`): which letters a selection takes,
 //! which of them are re-sent, that every target exists before anything is sent, and the sending itself with
 //! every delivery confirmed.
+//!
+//! **The ledger.** Every re-sent letter is recorded in the compacted topic `redriven.<source topic>` (see
+//! [`ledger_topic`]), keyed by the source record it holds ([`ledger_key`]), in the same Kafka transaction as the
+//! re-sent records: either both are there for `read_committed` readers (the jobs, the next redrive) or neither. A
+//! redrive reads the ledger first and leaves out what an earlier run re-sent, so running it twice re-sends each
+//! record once. A re-sent record that fails again is dead-lettered as a new letter (it names the re-sent record as
+//! its source) and can be re-sent again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use super::scan::{partition_count, reader, reader_config, scan_blocking, ScanError};
-use super::{header, keep_one_per_source, redrive_headers, DeadLetter, DeadLetterError};
+use super::{
+    header, keep_one_per_source, redrive_headers, DeadLetter, DeadLetterError, DLQ_PREFIX,
+};
+
+/// Prefix of the ledger topics: `redriven.<source topic>` lists what was re-sent from `dlq.<source topic>`.
+pub const LEDGER_PREFIX: &str = "redriven.";
+
+/// How long the transaction calls of a redrive may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The ledger topic of dead-letter topic `dlq_topic`.
+pub fn ledger_topic(dlq_topic: &str) -> String {
+    let source = dlq_topic.strip_prefix(DLQ_PREFIX).unwrap_or(dlq_topic);
+    format!("{LEDGER_PREFIX}{source}")
+}
+
+/// The ledger key of `letter`: the source record it holds (`<topic>/<partition>/<offset>` from its provenance
+/// headers), so that a record dead-lettered by several jobs counts as re-sent once whichever letter was sent; a
+/// letter without those headers is known by its own place, `<dead-letter topic>/<partition>/<offset>`.
+pub fn ledger_key(letter: &DeadLetter, dlq_topic: &str) -> String {
+    match (
+        letter.header(header::SOURCE_TOPIC),
+        letter.header(header::SOURCE_PARTITION),
+        letter.header(header::SOURCE_OFFSET),
+    ) {
+        (Some(topic), Some(partition), Some(offset)) => format!("{topic}/{partition}/{offset}"),
+        _ => format!("{dlq_topic}/{}/{}", letter.partition, letter.offset),
+    }
+}
 
 /// Where a re-sent record goes: its source topic and partition.
 pub type Target = (String, i32);
@@ -75,6 +112,24 @@ pub enum RedriveError {
     /// A record could not be handed to the producer; what was in flight before it has been waited for.
     #[error(transparent)]
     Send(Box<SendFailure>),
+    /// The ledger topic could not be created.
+    #[error("cannot create the redrive ledger '{topic}': {message}; nothing was sent")]
+    Ledger {
+        /// The ledger topic.
+        topic: String,
+        /// What the broker or client said.
+        message: String,
+    },
+    /// The transaction holding the re-sent records and their ledger entries failed: nothing of it is visible to
+    /// `read_committed` readers.
+    #[error("the redrive transaction failed ({stage}): {error}; nothing was sent")]
+    Transaction {
+        /// Which call failed.
+        stage: &'static str,
+        /// librdkafka's error.
+        #[source]
+        error: KafkaError,
+    },
     /// Some re-sent records were not delivered.
     #[error("{} of {sent} re-sent record(s) not delivered; first: {}", .failures.len(), .failures.first().map(String::as_str).unwrap_or_default())]
     Undelivered {
@@ -196,20 +251,92 @@ pub struct Plan {
     pub duplicates: usize,
     /// Letters dropped because they were cut to fit the dead-letter topic and no longer hold the record.
     pub truncated: usize,
+    /// Letters dropped because an earlier redrive re-sent their source record (they are in the ledger).
+    pub already_sent: usize,
 }
 
-/// Orders `selected` by partition and offset, keeps one letter per source record and drops truncated letters.
-pub fn plan(mut selected: Vec<DeadLetter>) -> Plan {
+/// Orders `selected` by partition and offset, keeps one letter per source record, drops truncated letters and
+/// those whose [`ledger_key`] is in `sent` (re-sent by an earlier redrive; see [`read_ledger`]).
+pub fn plan(mut selected: Vec<DeadLetter>, dlq_topic: &str, sent: &HashSet<String>) -> Plan {
     selected.sort_by_key(|l| (l.partition, l.offset));
     let duplicates = keep_one_per_source(&mut selected);
     // A letter cut to fit the dead-letter topic no longer holds the original record: it is never re-sent.
     let before = selected.len();
     selected.retain(|letter| letter.header(header::TRUNCATED).is_none());
+    let truncated = before - selected.len();
+    let before = selected.len();
+    selected.retain(|letter| !sent.contains(&ledger_key(letter, dlq_topic)));
     Plan {
-        truncated: before - selected.len(),
+        truncated,
+        already_sent: before - selected.len(),
         letters: selected,
         duplicates,
     }
+}
+
+/// The keys in the ledger of `dlq_topic` (none when it does not exist yet): what earlier redrives re-sent.
+pub async fn read_ledger(
+    base: &ClientConfig,
+    bootstrap: &str,
+    dlq_topic: &str,
+) -> Result<HashSet<String>, RedriveError> {
+    let ledger = ledger_topic(dlq_topic);
+    let read = scan_blocking(
+        base,
+        bootstrap,
+        &ledger,
+        dlq_topic,
+        HashSet::new(),
+        |sent: &mut HashSet<String>, entry| {
+            if let Some(key) = entry.key {
+                sent.insert(String::from_utf8_lossy(&key).into_owned());
+            }
+        },
+    )
+    .await;
+    match read {
+        Ok((sent, _)) => Ok(sent),
+        Err(ScanError::NoSuchTopic { .. }) => Ok(HashSet::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the ledger topic of `dlq_topic` (compacted, one partition) unless it exists.
+async fn create_ledger(base: &ClientConfig, dlq_topic: &str) -> Result<String, RedriveError> {
+    let topic = ledger_topic(dlq_topic);
+    let failed = |message: String| RedriveError::Ledger {
+        topic: topic.clone(),
+        message,
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        base.create().map_err(|e| failed(e.to_string()))?;
+    // -1 asks the broker for its `default.replication.factor`.
+    let request =
+        NewTopic::new(&topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics([&request], &AdminOptions::new())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(failed(code.to_string())),
+        }
+    }
+    Ok(topic)
+}
+
+/// Runs a blocking transaction call of `producer` off the async runtime.
+async fn transaction_call(
+    producer: &FutureProducer,
+    stage: &'static str,
+    call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+) -> Result<(), RedriveError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        .map_err(RedriveError::Thread)?
+        .map_err(|error| RedriveError::Transaction { stage, error })
 }
 
 /// Where each letter goes, so that every one says it before anything is sent.
@@ -272,25 +399,77 @@ pub async fn check_targets(
 }
 
 /// Produces every letter to its target with its original key, value, timestamp and headers (minus the
-/// dead-letter ones) plus `redriven_from`, through an idempotent producer with `acks=all`, and waits for every
-/// delivery; any failure is an error.
+/// dead-letter ones) plus `redriven_from`, and its entry to the ledger, in one Kafka transaction (a transactional
+/// producer per dead-letter topic, so two redrives of one topic fence each other), and waits for every delivery;
+/// any failure aborts the transaction and is an error.
 pub async fn send(
     base: &ClientConfig,
     dlq_topic: &str,
     letters: &[DeadLetter],
     targets: &[Target],
 ) -> Result<(), RedriveError> {
+    let ledger = create_ledger(base, dlq_topic).await?;
     let mut config = base.clone();
     if config.get("message.timeout.ms").is_none() {
         // Bounded so that an unreachable broker fails the deliveries within seconds, not the 5-minute default.
         config.set("message.timeout.ms", "30000");
     }
-    config.set("enable.idempotence", "true").set("acks", "all");
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "transactional.id",
+            format!("adstream-dlq-redrive-{dlq_topic}"),
+        );
     let producer: FutureProducer = config.create().map_err(RedriveError::Producer)?;
+    transaction_call(&producer, "init", |p| {
+        p.init_transactions(TRANSACTION_TIMEOUT)
+    })
+    .await?;
+    transaction_call(&producer, "begin", |p| p.begin_transaction()).await?;
+    let sent = send_in_transaction(&producer, dlq_topic, &ledger, letters, targets).await;
+    if let Err(e) = sent {
+        // The transaction's records stay invisible to read_committed readers; the abort only ends it sooner.
+        if let Err(abort) = transaction_call(&producer, "abort", |p| {
+            p.abort_transaction(TRANSACTION_TIMEOUT)
+        })
+        .await
+        {
+            tracing::warn!(error = %abort, "redrive transaction abort failed");
+        }
+        return Err(e);
+    }
+    transaction_call(&producer, "commit", |p| {
+        p.commit_transaction(TRANSACTION_TIMEOUT)
+    })
+    .await
+}
+
+/// The sends of [`send`] inside its transaction: each letter to its target, then its ledger entry.
+async fn send_in_transaction(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    ledger: &str,
+    letters: &[DeadLetter],
+    targets: &[Target],
+) -> Result<(), RedriveError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut pending: VecDeque<(String, DeliveryFuture)> = VecDeque::new();
     let mut failures: Vec<String> = Vec::new();
     for (enqueued, (letter, (topic, partition))) in letters.iter().zip(targets).enumerate() {
         let from = format!("{dlq_topic}/{}/{}", letter.partition, letter.offset);
+        let key = ledger_key(letter, dlq_topic);
+        let entry = serde_json::json!({
+            "redriven_from": from,
+            "target_topic": topic,
+            "target_partition": partition,
+            "redriven_at": now_ms,
+        })
+        .to_string();
+        let ledger_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(ledger)
+            .key(key.as_bytes())
+            .payload(entry.as_bytes())
+            .timestamp(now_ms);
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .partition(*partition)
             .headers(redrive_headers(letter, &from));
@@ -303,34 +482,26 @@ pub async fn send(
         if let Some(ts) = letter.timestamp_ms {
             record = record.timestamp(ts);
         }
-        loop {
-            match producer.send_result(record) {
-                Ok(future) => {
-                    pending.push_back((from, future));
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    match pending.pop_front() {
-                        Some((from, future)) => await_delivery(&from, future, &mut failures).await,
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-                Err((error, _)) => {
-                    // Wait for what is in flight, so the error says exactly what was delivered.
-                    while let Some((from, future)) = pending.pop_front() {
-                        await_delivery(&from, future, &mut failures).await;
-                    }
-                    return Err(RedriveError::Send(Box::new(SendFailure {
-                        from,
-                        topic: topic.clone(),
-                        partition: *partition,
-                        error,
-                        enqueued,
-                        failures,
-                    })));
-                }
+        let queued = match enqueue(producer, record, &from, &mut pending, &mut failures).await {
+            Ok(()) => {
+                let what = format!("{from} (ledger entry)");
+                enqueue(producer, ledger_record, &what, &mut pending, &mut failures).await
             }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = queued {
+            // Wait for what is in flight, so the error says exactly what was delivered.
+            while let Some((from, future)) = pending.pop_front() {
+                await_delivery(&from, future, &mut failures).await;
+            }
+            return Err(RedriveError::Send(Box::new(SendFailure {
+                from,
+                topic: topic.clone(),
+                partition: *partition,
+                error,
+                enqueued,
+                failures,
+            })));
         }
     }
     while let Some((from, future)) = pending.pop_front() {
@@ -343,6 +514,32 @@ pub async fn send(
         });
     }
     Ok(())
+}
+
+/// Hands `record` to the producer, waiting for earlier deliveries while its queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+    from: &str,
+    pending: &mut VecDeque<(String, DeliveryFuture)>,
+    failures: &mut Vec<String>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(future) => {
+                pending.push_back((from.to_owned(), future));
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                match pending.pop_front() {
+                    Some((from, future)) => await_delivery(&from, future, failures).await,
+                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// Waits for one delivery report, noting a failure as `<from>: <error>`.
