@@ -78,39 +78,57 @@ pub trait CheckedEvent {
     fn check(&self) -> Result<(), InvalidEvent>;
 }
 
+/// The checks shared by impressions and clicks (what identifies where the ad was served, its time and cost).
+fn check_served(
+    record: &'static str,
+    event_id: &str,
+    serving: [(&'static str, &str); 4],
+    event_time: i64,
+    cost_micros: i64,
+    currency: &str,
+) -> Result<(), InvalidEvent> {
+    require_id(record, "event_id", event_id)?;
+    for (field, value) in serving {
+        require_id(record, field, value)?;
+    }
+    require_time(record, event_time)?;
+    require_non_negative(record, "cost_micros", cost_micros)?;
+    require_currency(record, currency)
+}
+
 impl CheckedEvent for AdImpression {
     fn check(&self) -> Result<(), InvalidEvent> {
-        const R: &str = "AdImpression";
-        for (field, value) in [
-            ("event_id", &self.event_id),
-            ("account_id", &self.account_id),
-            ("campaign_id", &self.campaign_id),
-            ("ad_group_id", &self.ad_group_id),
-            ("creative_id", &self.creative_id),
-        ] {
-            require_id(R, field, value)?;
-        }
-        require_time(R, self.event_time)?;
-        require_non_negative(R, "cost_micros", self.cost_micros)?;
-        require_currency(R, &self.currency)
+        check_served(
+            "AdImpression",
+            &self.event_id,
+            [
+                ("account_id", &self.account_id),
+                ("campaign_id", &self.campaign_id),
+                ("ad_group_id", &self.ad_group_id),
+                ("creative_id", &self.creative_id),
+            ],
+            self.event_time,
+            self.cost_micros,
+            &self.currency,
+        )
     }
 }
 
 impl CheckedEvent for AdClick {
     fn check(&self) -> Result<(), InvalidEvent> {
-        const R: &str = "AdClick";
-        for (field, value) in [
-            ("event_id", &self.event_id),
-            ("account_id", &self.account_id),
-            ("campaign_id", &self.campaign_id),
-            ("ad_group_id", &self.ad_group_id),
-            ("creative_id", &self.creative_id),
-        ] {
-            require_id(R, field, value)?;
-        }
-        require_time(R, self.event_time)?;
-        require_non_negative(R, "cost_micros", self.cost_micros)?;
-        require_currency(R, &self.currency)
+        check_served(
+            "AdClick",
+            &self.event_id,
+            [
+                ("account_id", &self.account_id),
+                ("campaign_id", &self.campaign_id),
+                ("ad_group_id", &self.ad_group_id),
+                ("creative_id", &self.creative_id),
+            ],
+            self.event_time,
+            self.cost_micros,
+            &self.currency,
+        )
     }
 }
 

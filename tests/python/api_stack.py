@@ -239,9 +239,10 @@ class EventProducer:
                 raise RuntimeError(f"{remaining} record(s) not delivered")
 
 
-def latest_rows(bootstrap, registry, topic, key_prefix=None):
-    """The latest decoded value per key of `topic` (read_committed, to the current end), as {key: value};
-    only keys starting with `key_prefix` when given. Watermark markers (no value) are skipped."""
+def read_records(bootstrap, registry, topic):
+    """Every record of `topic` with a value (read_committed, from the start to the current end, decoded with the
+    Confluent Avro deserializer), as (key, value, headers) in offset order per partition. Watermark markers (no
+    value) are skipped."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pytest-" + uuid.uuid4().hex,
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
@@ -249,7 +250,7 @@ def latest_rows(bootstrap, registry, topic, key_prefix=None):
     partitions = sorted(metadata.topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry}))
-    latest = {}
+    records = []
     open_partitions = set(partitions)
     deadline = time.monotonic() + 30
     while open_partitions and time.monotonic() < deadline:
@@ -262,39 +263,23 @@ def latest_rows(bootstrap, registry, topic, key_prefix=None):
             continue
         if message.value() is None:
             continue
-        key = message.key().decode()
-        if key_prefix and not key.startswith(key_prefix):
-            continue
-        latest[key] = deserializer(message.value(), SerializationContext(topic, MessageField.VALUE))
+        value = deserializer(message.value(), SerializationContext(topic, MessageField.VALUE))
+        headers = {k: (v.decode() if v is not None else None) for k, v in (message.headers() or [])}
+        records.append((message.key().decode(), value, headers))
     consumer.close()
-    return latest
+    return records
+
+
+def latest_rows(bootstrap, registry, topic, key_prefix=None):
+    """The latest decoded value per key of `topic` (read_committed, to the current end), as {key: value};
+    only keys starting with `key_prefix` when given."""
+    return {key: value for key, value, _ in read_records(bootstrap, registry, topic)
+            if not key_prefix or key.startswith(key_prefix)}
 
 
 def alerts_of(bootstrap, registry, topic, campaign_id):
     """Every alert change of `campaign_id` on the alerts topic, in offset order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pytest-" + uuid.uuid4().hex,
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    metadata = consumer.list_topics(topic, timeout=10)
-    partitions = sorted(metadata.topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry}))
-    found = []
-    open_partitions = set(partitions)
-    deadline = time.monotonic() + 30
-    while open_partitions and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        if message.error():
-            if message.error().code() == -191:
-                open_partitions.discard(message.partition())
-            continue
-        if message.value() is None or message.key() != campaign_id.encode():
-            continue
-        found.append(deserializer(message.value(), SerializationContext(topic, MessageField.VALUE)))
-    consumer.close()
-    return found
+    return [value for key, value, _ in read_records(bootstrap, registry, topic) if key == campaign_id]
 
 
 class Registry(Process):

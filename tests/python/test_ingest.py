@@ -18,12 +18,8 @@ import pytest
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
-from api_stack import Process, run
+from api_stack import Process, read_records, run
 
 TOKEN = "ingest-test-token"
 MAX_BODY = 64 * 1024
@@ -121,26 +117,7 @@ def post_batch(client, events):
 
 def read_topic(stack, topic):
     """Every record of `topic` as (key, value, headers dict), read to its end with the Confluent deserializer."""
-    consumer = Consumer({"bootstrap.servers": stack["bootstrap"], "group.id": "pytest-" + uuid.uuid4().hex,
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": stack["registry"]}))
-    records, open_partitions = [], set(partitions)
-    deadline = time.monotonic() + 30
-    while open_partitions and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        if message.error():
-            if message.error().code() == -191:  # _PARTITION_EOF
-                open_partitions.discard(message.partition())
-            continue
-        value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
-        headers = {k: (v.decode() if v is not None else None) for k, v in (message.headers() or [])}
-        records.append((message.key().decode(), value, headers))
-    consumer.close()
-    return records
+    return read_records(stack["bootstrap"], stack["registry"], topic)
 
 
 def by_id(records, field="event_id"):
