@@ -697,6 +697,13 @@ impl ConsumerContext for RebalanceHook {
             Rebalance::Revoke(list) => partitions_of(list),
             _ => return,
         };
+        // The consumer closing while the job thread unwinds from a panic (an operator bug) revokes everything:
+        // committing would run the operator that just panicked, and a second panic there left the consumer's close
+        // waiting forever — the job hung instead of stopping. Whatever was not committed is not committed; the
+        // next owner starts from the last commit.
+        if std::thread::panicking() {
+            return;
+        }
         let mut task = self.lock();
         if task.failed.is_some() {
             return;
@@ -720,6 +727,9 @@ impl ConsumerContext for RebalanceHook {
             Rebalance::Assign(list) => partitions_of(list),
             _ => return,
         };
+        if std::thread::panicking() {
+            return;
+        }
         let mut task = self.lock();
         if task.failed.is_some() {
             return;
