@@ -274,12 +274,15 @@ async fn main() -> Result<()> {
         handles.push(tokio::spawn(single("paced", i)));
     }
     let mut latencies = Vec::with_capacity(handles.len());
+    // An open-loop load may outrun the server for a moment: what it refuses (503 over its in-flight limit) is
+    // counted and reported, not a reason to stop.
+    let mut refused = std::collections::BTreeMap::<String, u64>::new();
     for handle in handles {
         let (status, latency) = handle.await?;
-        if !matches!(status, Ok(202)) {
-            bail!("a paced request was answered {status:?}");
+        match status {
+            Ok(202) => latencies.push(latency),
+            other => *refused.entry(format!("{other:?}")).or_default() += 1,
         }
-        latencies.push(latency);
     }
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -298,7 +301,7 @@ async fn main() -> Result<()> {
     );
     println!();
     println!(
-        "binary mode paced at {paced_rate:.0} events/s for {PACED_SECONDS} s ({} requests), request → 202: \
+        "binary mode paced at {paced_rate:.0} events/s for {PACED_SECONDS} s ({} accepted), request → 202: \
          p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
         ms(percentile(&latencies, 0.50)),
@@ -306,6 +309,9 @@ async fn main() -> Result<()> {
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
     );
+    if !refused.is_empty() {
+        println!("paced requests not accepted (not in the latencies): {refused:?}");
+    }
     let stale: Vec<String> = vec![
         format!("_schemas-{run}"),
         format!("{run}.impressions"),
