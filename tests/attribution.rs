@@ -21,7 +21,9 @@ use apache_avro::Schema;
 use rand::{Rng, SeedableRng};
 
 use common::jobs::{adstream, apply_private_topology, start_process, wait_for_end};
-use common::recompute::{self, differences, produce_generator, read_committed_records, recompute};
+use common::recompute::{
+    self, differences, produce_generator, read_changelog_records, read_committed_records, recompute,
+};
 use common::{start_registry, unique, verdict};
 
 const LOOKBACK_MS: i64 = 30 * 86_400_000;
@@ -330,7 +332,7 @@ async fn touches_older_than_the_lookback_leave_the_store_and_its_changelog() {
     let changelog = format!("{attribution}-touches-changelog");
     let mut latest: BTreeMap<Vec<u8>, serde_json::Value> = BTreeMap::new();
     let mut tombstones = 0;
-    for (key, value) in tokio::task::block_in_place(|| read_committed_records(&changelog)) {
+    for (key, value) in tokio::task::block_in_place(|| read_changelog_records(&changelog)) {
         let key = key.expect("changelog keys are user ids");
         match value {
             Some(value) => {

@@ -211,7 +211,23 @@ pub fn read_to_end<C: ConsumerContext, E>(
     topic: &str,
     partitions: &[i32],
     options: &ReadOptions,
+    on_record: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<u64, ReadError<E>> {
+    read_until(consumer, topic, partitions, options, on_record, |_| true)
+}
+
+/// [`read_to_end`], where a partition at its end is finished only once `finished(partition)` agrees; until then
+/// the read waits there for more records (bounded by the stall timeout). A state restore uses it to wait for the
+/// records of a commit it knows happened but cannot read yet: under `read_committed` the end is the last stable
+/// offset, which stays behind a transaction still open (a crashed writer's, until it times out) or a commit
+/// whose markers have not landed.
+pub fn read_until<C: ConsumerContext, E>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    options: &ReadOptions,
     mut on_record: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+    mut finished: impl FnMut(i32) -> bool,
 ) -> Result<u64, ReadError<E>> {
     // Open partitions, each with its high watermark when that is where it ends.
     let mut open: BTreeMap<i32, Option<i64>> = BTreeMap::new();
@@ -245,6 +261,8 @@ pub fn read_to_end<C: ConsumerContext, E>(
         })?;
     let mut read = 0u64;
     let mut last_progress = Instant::now();
+    // Partitions at their end that `finished` kept open, logged once each.
+    let mut waiting = std::collections::BTreeSet::new();
     while !open.is_empty() {
         if last_progress.elapsed() > options.stall_timeout {
             return Err(ReadError::Stalled {
@@ -257,7 +275,15 @@ pub fn read_to_end<C: ConsumerContext, E>(
         match consumer.poll(options.poll_interval) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                open.remove(&partition);
+                if finished(partition) {
+                    open.remove(&partition);
+                } else if waiting.insert(partition) {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        "at the end, waiting for records still to come"
+                    );
+                }
                 last_progress = Instant::now();
             }
             // A broker restarting or a leader moving: librdkafka reconnects by itself, the stall timeout bounds

@@ -106,6 +106,15 @@ pub fn read_committed_records(topic: &str) -> Vec<KeyValue> {
         .collect()
 }
 
+/// Every record of the changelog `topic` (read_committed, from the beginning to the end at call time) but the
+/// runtime's checkpoints.
+pub fn read_changelog_records(topic: &str) -> Vec<KeyValue> {
+    read_committed_records(topic)
+        .into_iter()
+        .filter(|(key, _)| key.as_deref() != Some(adstream_processors::runtime::CHECKPOINT_KEY))
+        .collect()
+}
+
 /// Every record of every partition of `topic` (read_committed, from the beginning to the end at call time), with
 /// partitions, offsets, timestamps and headers.
 pub fn read_committed_messages(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {

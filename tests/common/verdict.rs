@@ -24,7 +24,7 @@ use adstream_schemas::outputs::{
 use adstream_topology::Topology;
 use apache_avro::Schema;
 
-use super::recompute::{self, read_committed_records, KeyValue, Topics};
+use super::recompute::{self, read_changelog_records, read_committed_records, KeyValue, Topics};
 
 /// Examples kept per verdict, to say what went wrong.
 const EXAMPLES: usize = 5;
@@ -171,7 +171,7 @@ pub fn campaign_metrics(topics: &Topics, processor: &str) -> Vec<Verdict> {
     let changelog = format!("{processor}-windows-changelog");
     let mut verdict = Verdict::new(&changelog, "counts never decrease");
     let mut counts: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
-    for (key, value) in read_committed_records(&changelog) {
+    for (key, value) in read_changelog_records(&changelog) {
         let (Some(key), Some(value)) = (key, value) else {
             continue;
         };

@@ -29,6 +29,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
+use super::checkpoint::{self, TaskCommit, CHECKPOINT_KEY};
 use super::emit::{Outgoing, Transport};
 use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
@@ -42,6 +43,12 @@ use super::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a retriable transactional error is retried before the job gives up.
 const RETRIES: u32 = 5;
+/// `transaction.timeout.ms` of the job's producer: how long an instance that died mid-transaction holds back the
+/// last stable offset of the partitions it wrote to.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restore may wait for a commit it knows of (see [`checkpoint`]): a dead instance's transaction that
+/// holds the changelog's last stable offset back times out within [`TRANSACTION_TIMEOUT`].
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Why a job stopped.
 #[derive(Debug, thiserror::Error)]
@@ -181,10 +188,14 @@ struct Task {
     config: RuntimeConfig,
     /// The operator, its emitter and its tasks' watermarks.
     tasks: Tasks<KafkaTransport>,
+    /// The changelog topics of the operator's stores.
+    changelogs: Vec<String>,
     /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
     positions: HashMap<(usize, i32), i64>,
     /// Partition numbers this member owns.
     owned: BTreeSet<i32>,
+    /// Exactly-once with state: the last commit of each owned task, numbered (see [`checkpoint`]).
+    task_commits: HashMap<i32, TaskCommit>,
     delivery: Arc<DeliveryCounters>,
     summary: RunSummary,
     metrics: Arc<JobMetrics>,
@@ -284,12 +295,18 @@ impl Task {
         if self.positions.is_empty() && !self.tasks.emitter.transport.transaction_open {
             return Ok(());
         }
+        let numbered = self.number_task_commits();
+        if let Some(e) = self.send_checkpoints(&numbered) {
+            return self.abort_and_rewind(consumer, &format!("enqueue failed: {e}"));
+        }
         let mut offsets = TopicPartitionList::new();
-        for ((input, partition), offset) in &self.positions {
-            let topic = &self.tasks.inputs[*input].topic;
-            if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            {
-                return Err(RuntimeError::Fatal(format!("offset list: {e}")));
+        for ((input, partition), (offset, number)) in self.offsets_to_commit(&numbered) {
+            let mut element = offsets.add_partition(&self.tasks.inputs[input].topic, partition);
+            element
+                .set_offset(Offset::Offset(offset))
+                .map_err(|e| RuntimeError::Fatal(format!("offset list: {e}")))?;
+            if let Some(number) = number {
+                element.set_metadata(checkpoint::offset_metadata(number));
             }
         }
         match self.config.guarantee {
@@ -300,6 +317,72 @@ impl Task {
         self.summary.commits += 1;
         self.record_commit();
         Ok(())
+    }
+
+    /// Exactly-once with state: numbers the commit being prepared for every owned task with a known input position
+    /// (see [`checkpoint`]) and takes this interval's progress into the tasks' offsets. Returns the tasks numbered.
+    fn number_task_commits(&mut self) -> BTreeMap<i32, u64> {
+        let mut numbered = BTreeMap::new();
+        for (partition, commit) in &mut self.task_commits {
+            for ((input, position_partition), offset) in &self.positions {
+                if position_partition == partition {
+                    commit.offsets.insert(*input, *offset);
+                }
+            }
+            // A task that read nothing yet and has no committed offsets has nothing to carry the number: its
+            // restore has nothing to wait for either.
+            if commit.offsets.is_empty() {
+                continue;
+            }
+            commit.number += 1;
+            numbered.insert(*partition, commit.number);
+        }
+        numbered
+    }
+
+    /// Writes the checkpoint of each numbered task into every changelog partition of the task, in the open
+    /// transaction. Returns the first enqueue error.
+    fn send_checkpoints(&mut self, numbered: &BTreeMap<i32, u64>) -> Option<KafkaError> {
+        let transport = &mut self.tasks.emitter.transport;
+        for (partition, number) in numbered {
+            let value = checkpoint::checkpoint_value(*number);
+            for topic in &self.changelogs {
+                let sent = transport.send_changelog(&Outgoing {
+                    topic,
+                    partition: Some(*partition),
+                    key: CHECKPOINT_KEY,
+                    value: Some(value.as_bytes()),
+                    timestamp_ms: None,
+                    headers: &[],
+                });
+                if let Err(e) = sent {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    /// Offset (and commit number, for a numbered task) to commit per (input index, partition): this interval's
+    /// progress, and every known input offset of a numbered task, so that the number is committed with each of
+    /// the task's inputs whichever of them moved.
+    fn offsets_to_commit(
+        &self,
+        numbered: &BTreeMap<i32, u64>,
+    ) -> BTreeMap<(usize, i32), (i64, Option<u64>)> {
+        let mut offsets: BTreeMap<(usize, i32), (i64, Option<u64>)> = self
+            .positions
+            .iter()
+            .map(|(key, offset)| (*key, (*offset, None)))
+            .collect();
+        for (partition, number) in numbered {
+            if let Some(commit) = self.task_commits.get(partition) {
+                for (input, offset) in &commit.offsets {
+                    offsets.insert((*input, *partition), (*offset, Some(*number)));
+                }
+            }
+        }
+        offsets
     }
 
     /// At-least-once between commits ([`RuntimeConfig::flush_interval`]): emits what is due and writes the
@@ -470,7 +553,8 @@ impl Task {
         for partition in &owned {
             self.tasks.drop_partition(*partition);
         }
-        self.restore(&owned)?;
+        self.task_commits.clear();
+        self.restore(consumer, &owned)?;
         let assignment = consumer
             .assignment()
             .map_err(|e| RuntimeError::Fatal(format!("assignment: {e}")))?;
@@ -489,20 +573,105 @@ impl Task {
         Ok(())
     }
 
-    /// Restores the stores of `partitions` from their changelogs and reads their tables to the end.
-    fn restore(&mut self, partitions: &[i32]) -> Result<(), RuntimeError> {
+    /// The last commit of each task of `partitions` as the group has it: its number (the highest in its input
+    /// offsets' metadata, 0 when none has one) and its input offsets. The group coordinator answers only once no
+    /// transaction holding offsets of these partitions is pending (`read_committed` asks for stable offsets), so
+    /// this can wait out a dead instance's transaction.
+    fn committed_task_commits<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, TaskCommit>, RuntimeError> {
+        let mut list = TopicPartitionList::new();
+        for input in &self.tasks.inputs {
+            for partition in partitions {
+                list.add_partition(&input.topic, *partition);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(list, RESTORE_TIMEOUT)
+            .map_err(|e| RuntimeError::Restore(format!("committed offsets: {e}")))?;
+        let mut commits: BTreeMap<i32, TaskCommit> = partitions
+            .iter()
+            .map(|partition| (*partition, TaskCommit::default()))
+            .collect();
+        for element in committed.elements() {
+            let Some(input) = self
+                .tasks
+                .inputs
+                .iter()
+                .position(|i| i.topic == element.topic())
+            else {
+                continue;
+            };
+            let Some(commit) = commits.get_mut(&element.partition()) else {
+                continue;
+            };
+            if let Offset::Offset(offset) = element.offset() {
+                commit.offsets.insert(input, offset);
+            }
+            if let Some(number) = checkpoint::commit_number(element.metadata()) {
+                commit.number = commit.number.max(number);
+            }
+        }
+        Ok(commits)
+    }
+
+    /// Restores the stores of `partitions` from their changelogs and reads their tables to the end. Under
+    /// exactly-once each changelog partition is read until it holds the task's last commit (see [`checkpoint`]).
+    fn restore<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+    ) -> Result<(), RuntimeError> {
         if partitions.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         self.metrics.set_restoring(true);
+        let mut commits = if self.config.guarantee == DeliveryGuarantee::ExactlyOnce
+            && !self.changelogs.is_empty()
+        {
+            self.committed_task_commits(consumer, partitions)?
+        } else {
+            BTreeMap::new()
+        };
         let mut restored = 0u64;
         let config = &self.config;
         for store in self.tasks.operator.stores() {
             let topic = config.changelog_topic(store.name());
-            restored += read_to_end(config, &topic, partitions, |partition, _, key, value| {
-                store.restore(partition, key.unwrap_or_default(), value)
-            })?;
+            // The newest checkpoint read per partition; shared by the record callback and the end test.
+            let checkpoints = std::cell::RefCell::new(BTreeMap::<i32, u64>::new());
+            restored += read_changelog(
+                config,
+                &topic,
+                partitions,
+                |partition, _, key, value| {
+                    if key == Some(CHECKPOINT_KEY) {
+                        let number = checkpoint::parse_checkpoint(value).ok_or_else(|| {
+                            format!(
+                                "partition {partition}: a checkpoint record that is not a number"
+                            )
+                        })?;
+                        checkpoints.borrow_mut().insert(partition, number);
+                        return Ok(());
+                    }
+                    store
+                        .restore(partition, key.unwrap_or_default(), value)
+                        .map_err(|e| e.to_string())
+                },
+                |partition| {
+                    let needed = commits.get(&partition).map_or(0, |c| c.number);
+                    checkpoints.borrow().get(&partition).copied().unwrap_or(0) >= needed
+                },
+            )?;
+            // A checkpoint beyond the group's number cannot come from a commit the group has not seen (both are in
+            // one transaction); the maximum keeps the numbering increasing whatever the offsets' metadata says.
+            for (partition, number) in checkpoints.into_inner() {
+                if let Some(commit) = commits.get_mut(&partition) {
+                    commit.number = commit.number.max(number);
+                }
+            }
         }
         let tables: Vec<(usize, String)> = self
             .tasks
@@ -515,7 +684,7 @@ impl Task {
         for (input, topic) in tables {
             let now = now_ms();
             let tasks = &mut self.tasks;
-            restored += read_to_end(
+            restored += read_changelog(
                 &self.config,
                 &topic,
                 partitions,
@@ -542,9 +711,11 @@ impl Task {
                         }
                     }
                 },
+                |_| true,
             )?;
         }
         self.tasks.operator.on_restored(partitions);
+        self.task_commits.extend(commits);
         self.summary.restored += restored;
         self.metrics.set_restoring(false);
         self.publish();
@@ -568,13 +739,15 @@ struct TableRowError {
     source: DecodeError,
 }
 
-/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`), handing each record
-/// to `apply`. Logs progress every 100,000 records. Returns the number of records read.
-fn read_to_end<E: std::fmt::Display>(
+/// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`) and on until
+/// `finished(partition)`, handing each record to `apply`. Logs progress every 100,000 records. Returns the number
+/// of records read.
+fn read_changelog<E: std::fmt::Display>(
     config: &RuntimeConfig,
     topic: &str,
     partitions: &[i32],
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), E>,
+    finished: impl FnMut(i32) -> bool,
 ) -> Result<u64, RuntimeError> {
     let client = read::reader_config(
         &config.kafka,
@@ -585,12 +758,12 @@ fn read_to_end<E: std::fmt::Display>(
         .create_with_context(QuietEof)
         .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let options = ReadOptions {
-        stall_timeout: CALL_TIMEOUT,
+        stall_timeout: RESTORE_TIMEOUT,
         ..ReadOptions::default()
     };
     let started = Instant::now();
     let mut count = 0u64;
-    read::read_to_end(&consumer, topic, partitions, &options, |message| {
+    let on_record = |message: &BorrowedMessage<'_>| {
         apply(
             message.partition(),
             message.offset(),
@@ -607,11 +780,13 @@ fn read_to_end<E: std::fmt::Display>(
             );
         }
         Ok(())
-    })
-    .map_err(|e: ReadError<E>| match e {
-        ReadError::Record(error) => RuntimeError::Restore(error.to_string()),
-        other => RuntimeError::Restore(other.to_string()),
-    })
+    };
+    read::read_until(&consumer, topic, partitions, &options, on_record, finished).map_err(
+        |e: ReadError<E>| match e {
+            ReadError::Record(error) => RuntimeError::Restore(format!("{topic}: {error}")),
+            other => RuntimeError::Restore(other.to_string()),
+        },
+    )
 }
 
 /// Retries `call` while librdkafka says the error is retriable.
@@ -718,11 +893,12 @@ impl ConsumerContext for RebalanceHook {
             if task.owned.remove(&partition) {
                 task.tasks.drop_partition(partition);
             }
+            task.task_commits.remove(&partition);
             task.tasks.revoke(partition);
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = match rebalance {
             Rebalance::Assign(list) => partitions_of(list),
             _ => return,
@@ -742,7 +918,7 @@ impl ConsumerContext for RebalanceHook {
             return;
         }
         info!(partitions = ?new, "partitions assigned: restoring before processing");
-        if let Err(e) = task.restore(&new) {
+        if let Err(e) = task.restore(consumer, &new) {
             task.failed = Some(e);
             return;
         }
@@ -1002,7 +1178,10 @@ pub fn run(
                 "transactional.id",
                 format!("{}-{}", config.application_id, config.instance_id),
             )
-            .set("transaction.timeout.ms", "60000");
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            );
     }
     let producer: ThreadedProducer<DeliveryContext> = producer_config
         .create_with_context(DeliveryContext(delivery.clone()))
@@ -1021,7 +1200,7 @@ pub fn run(
     };
     let registry = RegistryClient::connect(&config.registry, DEFAULT_TIMEOUT)
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
-    let tasks = Tasks::new(
+    let mut tasks = Tasks::new(
         operator,
         &config.application_id,
         transport,
@@ -1033,11 +1212,19 @@ pub fn run(
         partitions,
         marked_outputs,
     );
+    let changelogs = tasks
+        .operator
+        .stores()
+        .iter()
+        .map(|store| config.changelog_topic(store.name()))
+        .collect();
     let task = Arc::new(Mutex::new(Task {
         config: config.clone(),
         tasks,
+        changelogs,
         positions: HashMap::new(),
         owned: BTreeSet::new(),
+        task_commits: HashMap::new(),
         delivery,
         summary: RunSummary::default(),
         metrics: config.metrics.clone(),

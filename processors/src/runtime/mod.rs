@@ -22,6 +22,7 @@
 //!   (`dead_letter::read`: records, redrive targets and headers) used by `adstream dlq`.
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
+//! - `checkpoint` — numbered commits per task, so a restore knows when it has read a task's last commit.
 //! - `dedup`    — the store of seen event ids that lets counting jobs skip duplicates.
 //! - `timers`   — callbacks on stream time and wall-clock time (punctuators), persisted like state.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
@@ -29,6 +30,7 @@
 //! - `driver`   — the poll loop, transactions, rebalances, restore.
 //! - `simulate` — the same operator and rules over records in memory, without Kafka (backtests).
 
+mod checkpoint;
 pub mod codec;
 pub mod dead_letter;
 pub mod dedup;
@@ -47,6 +49,7 @@ use std::time::Duration;
 use adstream_kafka::registry_client::RegistrySettings;
 use rdkafka::ClientConfig;
 
+pub use checkpoint::CHECKPOINT_KEY;
 pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use dedup::SeenIds;
 pub use driver::{run, RunSummary, RuntimeError};
