@@ -9,10 +9,10 @@
 //! engine's replay of the same jobs over the raw topics. A table of kills and lost / duplicated / different rows is
 //! printed; all three must be zero.
 //!
-//! Not in the suite yet: it finds exactly-once violations it cannot pass today (issue 12's closing note: after
-//! broker kills, a restored campaign-metrics task sometimes starts from less state than its committed offsets
-//! cover, so some windows restart from zero; creative-fatigue counts fall short the same way). `./dev/chaos` runs
-//! it, quick by default (`CHAOS_LONG=1` for ≥ 20 instance kills and ≥ 5 broker kills).
+//! The suite runs the short version (3 instance kills, 1 broker kill); `CHAOS_LONG=1 ./dev/chaos` the long one
+//! (≥ 20 instance kills and ≥ 5 broker kills). It found the state loss that restores now wait out (a restored task
+//! used to start from less state than its committed offsets covered when a dead instance's open transaction held
+//! the changelog's last stable offset back; see `runtime::checkpoint`).
 //! Environment (all optional): `CHAOS_INSTANCE_KILLS` (3), `CHAOS_BROKER_KILLS` (1), `CHAOS_INSTANCES` (3 per job),
 //! `CHAOS_EVENTS` (40,000), `CHAOS_RATE` (events/s, 1,000), `CHAOS_SEED` (1), `CHAOS_REPORT` (a file the table is
 //! also written to), `ADSTREAM_CLUSTER_BOOTSTRAP_SERVERS`.
@@ -265,7 +265,6 @@ fn restart_broker(node: &str) {
 }
 
 #[test]
-#[ignore = "finds exactly-once violations not fixed yet; run with ./dev/chaos"]
 fn outputs_stay_exact_through_instance_and_broker_kills() {
     // Before any thread of this binary reads the environment: every client of the test (registry, producer,
     // readers, the jobs it starts) talks to the cluster.
@@ -414,15 +413,9 @@ async fn chaos(plan: Plan) {
         verdicts.extend(verdict::against_replay(&runs[0], &topics, true));
         verdicts
     });
-    // Found by this test and not fixed yet (issue 12's closing note): once partitions of creative-fatigue have moved
-    // between instances (kills, hand-overs), some creatives' counts and exposure fall below the replay's, while one
-    // instance without kills matches it. Reported in the table, left out of the assertion until that is fixed.
-    let (known, verdicts): (Vec<_>, Vec<_>) = verdicts
-        .into_iter()
-        .partition(|v| v.topic == topics.fatigue && v.against == "backtest replay");
     let report = format!(
         "instance kills {}, broker kills {}, rolling restarts {}, restarts after a fence {}; {} instances per job, \
-         {} events at {}/s; run time {:.0} s\n\n{}\nlost {}, duplicated {}, different {}\n\nnot asserted (a known defect):\n\n{}",
+         {} events at {}/s; run time {:.0} s\n\n{}\nlost {}, duplicated {}, different {}\n",
         done.0,
         done.1,
         done.2,
@@ -435,7 +428,6 @@ async fn chaos(plan: Plan) {
         verdicts.iter().map(|v| v.lost).sum::<usize>(),
         verdicts.iter().map(|v| v.duplicated).sum::<usize>(),
         verdicts.iter().map(|v| v.different).sum::<usize>(),
-        verdict::table(&known),
     );
     eprintln!("\n{report}");
     if let Some(path) = &plan.report {
