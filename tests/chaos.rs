@@ -119,9 +119,12 @@ impl Fleet {
             &session,
             "--commit-interval-ms",
             "200",
-            // Outages here last seconds; event time must not move on without a silent partition meanwhile.
+            // Event time must not move on without a silent partition: an upstream stage here can be out for over a
+            // minute (fenced after a broker kill, restored again after each rebalance of a debug build), and its
+            // credits would then arrive past their windows' retention, late by the rules but missing from the
+            // batch recomputation.
             "--idle-timeout-secs",
-            "60",
+            "300",
             "--metrics-listen",
             "127.0.0.1:0",
         ];

@@ -100,6 +100,101 @@ async fn create_job_topics(prefix: &str, partitions: i32) -> EventTopics {
     }
 }
 
+/// campaign-metrics over `events` with 10 min grace and 1 day retention, writing `<prefix>.hourly` and `.daily`.
+fn campaign_metrics(prefix: &str, events: &EventTopics) -> CampaignMetricsJob {
+    CampaignMetricsJob::new(CampaignMetricsConfig {
+        impressions: events.impressions.clone(),
+        clicks: events.clicks.clone(),
+        campaigns: events.campaigns.clone(),
+        hourly: format!("{prefix}.hourly"),
+        daily: format!("{prefix}.daily"),
+        alerts: format!("{prefix}.alerts"),
+        credits: None,
+        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
+        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
+            .expect("lateness"),
+        emit: EmitMode::Updating,
+        pacing_check_ms: 15 * 60_000,
+    })
+    .expect("job")
+}
+
+/// Runs `job` as `<prefix>-job` over everything in its inputs (zero idle timeout) and returns its summary.
+async fn run_to_end(prefix: &str, registry: &str, job: CampaignMetricsJob) -> runtime::RunSummary {
+    let mut config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), registry);
+    config.exit_at_end_of_input = true;
+    config.idle_timeout = Duration::ZERO;
+    config.commit_interval = Duration::from_millis(100);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime::run(
+            config,
+            Box::new(job),
+            Arc::new(AtomicBool::new(false)),
+            handle,
+        )
+    })
+    .await
+    .expect("thread")
+    .expect("job ran")
+}
+
+/// Regression: a task resumes at the watermark of its last commit. It used to start without one after a restart
+/// or a hand-over, so an event its previous run had judged late (its window past retention and dropped from the
+/// store) opened that window again from zero, and the output's final row for it was overwritten with a row of
+/// that one event (seen in the chaos run as windows whose counts went back to zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_late_before_a_restart_is_late_after_it() {
+    let registry = start_registry("late-restart").await;
+    let prefix = unique("late-restart");
+    let events = create_job_topics(&prefix, 1).await;
+    let producer = connect_producer(&registry.url, &events).await;
+    let encoders = producer.schemas.encoders().expect("encoders");
+    let serving = Serving {
+        platform: Platform::Meta,
+        account_id: "act-1".into(),
+        campaign_id: "meta-late".into(),
+        ad_group_id: "g".into(),
+        creative_id: "cr".into(),
+    };
+    let mut buffer = Vec::new();
+    let mut send = |id: &str, time: i64| {
+        let impression = ImpressionBuilder::new(id, time, serving.clone())
+            .cost(1_000, "USD")
+            .build()
+            .expect("valid");
+        producer
+            .send(&encoders.impressions, &impression, id, &mut buffer)
+            .expect("enqueued");
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    // 10:00 of day 0, then day 3: the watermark passes the 10:00 window's retention, which leaves the store.
+    send("a", DAY0 + 10 * HOUR + 5 * 60_000);
+    send("b", DAY0 + 3 * 24 * HOUR);
+    let first = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
+    assert_eq!((first.records, first.late), (2, 0));
+    let hourly = format!("{prefix}.hourly");
+    let rows_before = tokio::task::block_in_place(|| read_with_headers(&hourly)).len();
+
+    // After the restart, an event of that window: still past its retention.
+    send("c", DAY0 + 10 * HOUR + 40 * 60_000);
+    let second = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
+    assert_eq!(second.records, 1);
+    assert_eq!(
+        second.late, 1,
+        "the restarted job judged the event by its resumed watermark"
+    );
+    let late =
+        tokio::task::block_in_place(|| read_with_headers(&format!("late.{}", events.impressions)));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].1["correlation_id"], "c");
+    let rows_after = tokio::task::block_in_place(|| read_with_headers(&hourly)).len();
+    assert_eq!(
+        rows_after, rows_before,
+        "no row of a window reopened from zero"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_lateness_takes_its_documented_path() {
     let registry = start_registry("lateness").await;
@@ -141,21 +236,7 @@ async fn each_lateness_takes_its_documented_path() {
     config.exit_at_end_of_input = true;
     config.idle_timeout = Duration::ZERO;
     config.commit_interval = Duration::from_millis(100);
-    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
-        impressions: events.impressions.clone(),
-        clicks: events.clicks.clone(),
-        campaigns: events.campaigns.clone(),
-        hourly: name("hourly"),
-        daily: name("daily"),
-        alerts: name("alerts"),
-        credits: None,
-        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
-        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
-            .expect("lateness"),
-        emit: EmitMode::Updating,
-        pacing_check_ms: 15 * 60_000,
-    })
-    .expect("job");
+    let job = campaign_metrics(&prefix, &events);
     let metrics = config.metrics.clone();
     let handle = tokio::runtime::Handle::current();
     let summary = tokio::task::spawn_blocking(move || {
@@ -226,7 +307,6 @@ async fn each_lateness_takes_its_documented_path() {
 async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     let registry = start_registry("task-watermarks").await;
     let prefix = unique("taskwm");
-    let name = |kind: &str| format!("{prefix}.{kind}");
     let events = create_job_topics(&prefix, 2).await;
     let producer = connect_producer(&registry.url, &events).await;
     let encoders = producer.schemas.encoders().expect("encoders");
@@ -276,21 +356,7 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     runtime_config.idle_timeout = Duration::ZERO;
     runtime_config.commit_interval = Duration::from_millis(100);
     let metrics = runtime_config.metrics.clone();
-    let job = CampaignMetricsJob::new(CampaignMetricsConfig {
-        impressions: events.impressions.clone(),
-        clicks: events.clicks.clone(),
-        campaigns: events.campaigns.clone(),
-        hourly: name("hourly"),
-        daily: name("daily"),
-        alerts: name("alerts"),
-        credits: None,
-        attribution_model: adstream_schemas::outputs::AttributionModel::LastTouch,
-        lateness: Lateness::new(Duration::from_secs(600), Duration::from_secs(86_400))
-            .expect("lateness"),
-        emit: EmitMode::Updating,
-        pacing_check_ms: 15 * 60_000,
-    })
-    .expect("job");
+    let job = campaign_metrics(&prefix, &events);
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
     let worker = {

@@ -4,6 +4,9 @@
 //! one instance at a time: two owners of a partition would both emit updates for its windows, which a
 //! `read_committed` reader sees as repeated revisions of a key; a handover that lost a commit shows as a gap; and
 //! the final rows must equal the batch recomputation ([`common::verdict::campaign_metrics`]).
+//!
+//! The same again with standby copies (`--standby`): the tasks an instance takes over come from the copies it kept
+//! warm (its `adstream_standby_promotions_total` counts them), and the outputs stay exact.
 
 mod common;
 
@@ -23,28 +26,29 @@ struct Instance {
     metrics: String,
 }
 
-fn start(registry: &str, topology: &str, processor: &str, id: &str) -> Instance {
+fn start(registry: &str, topology: &str, processor: &str, id: &str, standby: bool) -> Instance {
     let listen = format!("127.0.0.1:{}", free_port());
-    let child = adstream(
-        registry,
-        &[
-            "process",
-            "campaign-metrics",
-            "--topology",
-            topology,
-            "--application-id",
-            processor,
-            "--instance-id",
-            id,
-            "--commit-interval-ms",
-            "200",
-            "--metrics-listen",
-            &listen,
-        ],
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("start an instance");
+    let mut args = vec![
+        "process",
+        "campaign-metrics",
+        "--topology",
+        topology,
+        "--application-id",
+        processor,
+        "--instance-id",
+        id,
+        "--commit-interval-ms",
+        "200",
+        "--metrics-listen",
+        &listen,
+    ];
+    if standby {
+        args.push("--standby");
+    }
+    let child = adstream(registry, &args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start an instance");
     Instance {
         child,
         metrics: format!("http://{listen}/metrics"),
@@ -60,6 +64,14 @@ async fn records_in(instance: &Instance, topic: &str) -> f64 {
             &format!("topic=\"{topic}\""),
         )
         .unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+/// Tasks the instance took over from its standby copies so far.
+async fn standby_promotions(instance: &Instance) -> f64 {
+    match get(&instance.metrics).await {
+        Some((200, body)) => sample(&body, "adstream_standby_promotions_total", "").unwrap_or(0.0),
         _ => 0.0,
     }
 }
@@ -91,6 +103,15 @@ fn stop(instance: Instance) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_one_to_three_to_one_processes_each_partition_once() {
+    scale_one_to_three_to_one(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_standby_copies_takes_tasks_over_from_them() {
+    scale_one_to_three_to_one(true).await;
+}
+
+async fn scale_one_to_three_to_one(standby: bool) {
     let registry = start_registry("scale").await;
     let prefix = unique("scale");
     let processor = format!("{prefix}-job");
@@ -117,12 +138,12 @@ async fn scaling_one_to_three_to_one_processes_each_partition_once() {
         )
     };
 
-    let first = start(&registry.url, topology, &processor, "0");
+    let first = start(&registry.url, topology, &processor, "0", standby);
     let read_alone = wait_for_progress(&first, &impressions, 0.0, "instance 0").await;
 
     // Scale out: both newcomers get partitions and work on them.
-    let second = start(&registry.url, topology, &processor, "1");
-    let third = start(&registry.url, topology, &processor, "2");
+    let second = start(&registry.url, topology, &processor, "1", standby);
+    let third = start(&registry.url, topology, &processor, "2", standby);
     wait_for_progress(&second, &impressions, 0.0, "instance 1").await;
     wait_for_progress(&third, &impressions, 0.0, "instance 2").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -144,6 +165,14 @@ async fn scaling_one_to_three_to_one_processes_each_partition_once() {
     }
 
     generator.await.expect("the generator");
+    if standby {
+        // Instance 0 took the tasks of the two others back: their state came from its copies.
+        let promoted = standby_promotions(&first).await;
+        assert!(
+            promoted > 0.0,
+            "instance 0 restored the tasks it took back from the changelogs, not from its standby copies"
+        );
+    }
     tokio::task::block_in_place(|| {
         stop(first);
         wait_for_end(

@@ -134,6 +134,13 @@ impl<K: Copy + Eq + Hash> PartitionWatermarks<K> {
         self.emitted_ms
     }
 
+    /// The task resumes where an earlier owner's watermark was (persisted with its last commit): the watermark
+    /// never goes below `watermark_ms`, so that a restart or a hand-over does not make events the task already
+    /// judged late (and whose windows it dropped) count again.
+    pub fn resume_at(&mut self, watermark_ms: i64) {
+        self.emitted_ms = self.emitted_ms.max(Some(watermark_ms));
+    }
+
     /// Every partition has delivered all it will (the input was read to its end): the watermark moves to the
     /// highest event time seen on any partition, as if all were idle, and stays at least there.
     pub fn finish(&mut self) -> Option<i64> {

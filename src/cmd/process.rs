@@ -75,6 +75,12 @@ pub struct RunArgs {
     /// (instance restarts, leader moves), or events of the silent partition arrive late when it resumes.
     #[arg(long, default_value_t = adstream_processors::runtime::DEFAULT_IDLE_TIMEOUT.as_secs())]
     idle_timeout_secs: u64,
+    /// Keep warm copies of the state of every task this instance does not own, following their changelogs (Kafka
+    /// Streams' standby replicas), so that taking a task over (a dead instance's, or after scaling in) restores only
+    /// what was committed since, not the whole changelog. Costs the memory of the copies and one changelog reader.
+    /// Exactly-once only.
+    #[arg(long, env = "ADSTREAM_STANDBY")]
+    standby: bool,
 }
 
 impl RunArgs {
@@ -216,17 +222,30 @@ pub async fn run(
     let topology = command.topology.load()?;
     let job = command.job;
     let wiring = Wiring::resolve(&topology, &command.application_id, job.ports())?;
-    let stages = job
-        .stages_from_args(&command.matches, &wiring)
-        .map_err(|e| anyhow!("invalid {} settings: {e}", job.name()))?;
+    let build = || {
+        job.stages_from_args(&command.matches, &wiring)
+            .map_err(|e| anyhow!("invalid {} settings: {e}", job.name()))
+    };
+    let stages = build()?;
+    // The standby copies live in the stores of a second instance of each stage's operator.
+    let standbys: Vec<Option<Box<dyn Operator>>> = if command.run.standby {
+        build()?
+            .into_iter()
+            .map(|stage| Some(stage.operator))
+            .collect()
+    } else {
+        stages.iter().map(|_| None).collect()
+    };
     let stages = stages
         .into_iter()
-        .map(|stage| Stage {
+        .zip(standbys)
+        .map(|(stage, standby)| Stage {
             config: command
                 .run
                 .runtime_config(settings, &topology, &stage.application_id),
             name: stage.application_id,
             operator: stage.operator,
+            standby,
         })
         .collect();
     run_stages(stages, &command.run, shutdown).await
@@ -238,6 +257,8 @@ struct Stage {
     name: String,
     config: RuntimeConfig,
     operator: Box<dyn Operator>,
+    /// With `--standby`: a second instance of the operator whose stores hold the standby copies.
+    standby: Option<Box<dyn Operator>>,
 }
 
 /// Runs `stages` with one operations endpoint until `shutdown` resolves: all at once, or, with `--until-end`, one
@@ -265,7 +286,13 @@ async fn run_stages(
         let handle = handle.clone();
         let name = stage.name;
         tokio::task::spawn_blocking(move || {
-            let outcome = runtime::run(stage.config, stage.operator, stop, handle);
+            let outcome = runtime::run_with_standby(
+                stage.config,
+                stage.operator,
+                stage.standby,
+                stop,
+                handle,
+            );
             (name, outcome)
         })
     };

@@ -15,6 +15,10 @@
 //! offsets' commit metadata) and, in the same transaction, into a checkpoint record in every changelog partition
 //! of the task. A restore learns the number of the newest commit from the committed offsets and reads each
 //! changelog partition until its checkpoint carries that number, waiting at the end when it does not yet.
+//!
+//! The metadata also carries the task's watermark at that commit (Kafka Streams keeps its partition time there
+//! too): a task resumes at it, instead of without a watermark, where an event its last owner judged late (its
+//! window expired and dropped) would open the window again from zero.
 
 use std::collections::BTreeMap;
 
@@ -25,16 +29,25 @@ pub const CHECKPOINT_KEY: &[u8] = b"\xffadstream.checkpoint";
 
 /// Prefix of the commit metadata of a task's input offsets, followed by the commit's number.
 const METADATA_PREFIX: &str = "adstream.commit=";
+/// Separates the watermark from the number in the commit metadata.
+const WATERMARK_FIELD: &str = ";watermark=";
 
-/// The commit metadata of a task's input offsets in commit `number`.
-pub(crate) fn offset_metadata(number: u64) -> String {
-    format!("{METADATA_PREFIX}{number}")
+/// The commit metadata of a task's input offsets in commit `number`, with the task's watermark then.
+pub(crate) fn offset_metadata(number: u64, watermark: Option<i64>) -> String {
+    match watermark {
+        Some(watermark) => format!("{METADATA_PREFIX}{number}{WATERMARK_FIELD}{watermark}"),
+        None => format!("{METADATA_PREFIX}{number}"),
+    }
 }
 
-/// The commit number in an input offset's metadata; None for offsets committed without one (an older version,
-/// at-least-once, another tool).
-pub(crate) fn commit_number(metadata: &str) -> Option<u64> {
-    metadata.strip_prefix(METADATA_PREFIX)?.parse().ok()
+/// The commit number and watermark in an input offset's metadata; None for offsets committed without a number
+/// (an older version, at-least-once, another tool).
+pub(crate) fn parse_offset_metadata(metadata: &str) -> Option<(u64, Option<i64>)> {
+    let fields = metadata.strip_prefix(METADATA_PREFIX)?;
+    match fields.split_once(WATERMARK_FIELD) {
+        Some((number, watermark)) => Some((number.parse().ok()?, watermark.parse().ok())),
+        None => Some((fields.parse().ok()?, None)),
+    }
 }
 
 /// The value of a checkpoint record of commit `number`: the number as text, readable in any console consumer.
@@ -54,6 +67,8 @@ pub(crate) struct TaskCommit {
     pub number: u64,
     /// Next offset to read per input index, as of that commit, for the inputs with a known position.
     pub offsets: BTreeMap<usize, i64>,
+    /// The task's watermark at that commit.
+    pub watermark: Option<i64>,
 }
 
 #[cfg(test)]
@@ -62,7 +77,14 @@ mod tests {
 
     #[test]
     fn commit_numbers_round_trip_through_metadata_and_checkpoints() {
-        assert_eq!(commit_number(&offset_metadata(42)), Some(42));
+        assert_eq!(
+            parse_offset_metadata(&offset_metadata(42, None)),
+            Some((42, None))
+        );
+        assert_eq!(
+            parse_offset_metadata(&offset_metadata(42, Some(-5))),
+            Some((42, Some(-5)))
+        );
         assert_eq!(
             parse_checkpoint(Some(checkpoint_value(7).as_bytes())),
             Some(7)
@@ -71,9 +93,14 @@ mod tests {
 
     #[test]
     fn foreign_metadata_and_damaged_checkpoints_give_no_number() {
-        assert_eq!(commit_number(""), None);
-        assert_eq!(commit_number("set by another tool"), None);
-        assert_eq!(commit_number("adstream.commit=x"), None);
+        assert_eq!(parse_offset_metadata(""), None);
+        assert_eq!(parse_offset_metadata("set by another tool"), None);
+        assert_eq!(parse_offset_metadata("adstream.commit=x"), None);
+        // A damaged watermark loses the watermark, not the number.
+        assert_eq!(
+            parse_offset_metadata("adstream.commit=3;watermark=x"),
+            Some((3, None))
+        );
         assert_eq!(parse_checkpoint(None), None);
         assert_eq!(parse_checkpoint(Some(b"\xff\xfe")), None);
     }

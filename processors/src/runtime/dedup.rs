@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sha2::Digest;
 
-use super::store::{ChangelogSink, ChangelogStore, StoreError};
+use super::store::{put_partition_state, ChangelogSink, ChangelogStore, PartitionData, StoreError};
 
 /// Width of the event-time buckets in which ids are written and expire.
 pub const BUCKET_MS: i64 = 3_600_000;
@@ -242,6 +242,15 @@ impl ChangelogStore for SeenIds {
 
     fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+    }
+
+    fn take_partition(&mut self, partition: i32) -> Option<PartitionData> {
+        let state = self.partitions.remove(&partition)?;
+        Some(Box::new(state))
+    }
+
+    fn put_partition(&mut self, partition: i32, data: PartitionData) -> Result<(), PartitionData> {
+        put_partition_state(&mut self.partitions, partition, data)
     }
 
     fn len(&self) -> usize {

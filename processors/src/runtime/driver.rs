@@ -33,6 +33,7 @@ use super::checkpoint::{self, TaskCommit, CHECKPOINT_KEY};
 use super::emit::{Outgoing, Transport};
 use super::headers::KafkaHeaders;
 use super::metrics::{Counters, JobMetrics};
+use super::standby::Standby;
 use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
     DecodeError, DeliveryGuarantee, GroupMembership, InputKind, InternalReplication, Operator,
@@ -49,6 +50,9 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restore may wait for a commit it knows of (see [`checkpoint`]): a dead instance's transaction that
 /// holds the changelog's last stable offset back times out within [`TRANSACTION_TIMEOUT`].
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a task taken over waits for its standby copy to reach the task's last commit before it restores from
+/// the changelogs instead (a copy still catching up reads the same records a restore would).
+const STANDBY_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a job stopped.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +194,8 @@ struct Task {
     tasks: Tasks<KafkaTransport>,
     /// The changelog topics of the operator's stores.
     changelogs: Vec<String>,
+    /// Warm copies of the state of the tasks this instance does not own, when asked for.
+    standby: Option<Standby>,
     /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
     positions: HashMap<(usize, i32), i64>,
     /// Partition numbers this member owns.
@@ -306,7 +312,8 @@ impl Task {
                 .set_offset(Offset::Offset(offset))
                 .map_err(|e| RuntimeError::Fatal(format!("offset list: {e}")))?;
             if let Some(number) = number {
-                element.set_metadata(checkpoint::offset_metadata(number));
+                let watermark = self.task_commits.get(&partition).and_then(|c| c.watermark);
+                element.set_metadata(checkpoint::offset_metadata(number, watermark));
             }
         }
         match self.config.guarantee {
@@ -324,6 +331,10 @@ impl Task {
     fn number_task_commits(&mut self) -> BTreeMap<i32, u64> {
         let mut numbered = BTreeMap::new();
         for (partition, commit) in &mut self.task_commits {
+            // Just computed by the commit's preparation.
+            commit.watermark = commit
+                .watermark
+                .max(self.tasks.task_watermarks.get(partition).copied().flatten());
             for ((input, position_partition), offset) in &self.positions {
                 if position_partition == partition {
                     commit.offsets.insert(*input, *offset);
@@ -610,8 +621,10 @@ impl Task {
             if let Offset::Offset(offset) = element.offset() {
                 commit.offsets.insert(input, offset);
             }
-            if let Some(number) = checkpoint::commit_number(element.metadata()) {
+            if let Some((number, watermark)) = checkpoint::parse_offset_metadata(element.metadata())
+            {
                 commit.number = commit.number.max(number);
+                commit.watermark = commit.watermark.max(watermark);
             }
         }
         Ok(commits)
@@ -636,16 +649,40 @@ impl Task {
         } else {
             BTreeMap::new()
         };
+        // Tasks whose standby copy holds their last commit take it; the others read their changelogs.
+        let mut from_changelogs: Vec<i32> = partitions.to_vec();
+        if let Some(standby) = &self.standby {
+            let operator = &mut self.tasks.operator;
+            from_changelogs.retain(|partition| {
+                let number = commits.get(partition).map_or(0, |c| c.number);
+                let promoted = standby.promote(*partition, number, operator.stores(), STANDBY_WAIT);
+                if !promoted {
+                    standby.activate(*partition);
+                }
+                !promoted
+            });
+            let promoted = partitions.len() - from_changelogs.len();
+            self.counters.standby_promotions += promoted as u64;
+            info!(
+                promoted,
+                from_changelogs = from_changelogs.len(),
+                standby_records = standby.applied(),
+                "standby copies taken over"
+            );
+        }
         let mut restored = 0u64;
         let config = &self.config;
         for store in self.tasks.operator.stores() {
+            if from_changelogs.is_empty() {
+                break;
+            }
             let topic = config.changelog_topic(store.name());
             // The newest checkpoint read per partition; shared by the record callback and the end test.
             let checkpoints = std::cell::RefCell::new(BTreeMap::<i32, u64>::new());
             restored += read_changelog(
                 config,
                 &topic,
-                partitions,
+                &from_changelogs,
                 |partition, _, key, value| {
                     if key == Some(CHECKPOINT_KEY) {
                         let number = checkpoint::parse_checkpoint(value).ok_or_else(|| {
@@ -891,6 +928,11 @@ impl ConsumerContext for RebalanceHook {
         }
         for partition in revoked {
             if task.owned.remove(&partition) {
+                // Committed just above: the state is the task's last commit, a copy to keep warm.
+                let task = &mut *task;
+                if let Some(standby) = &task.standby {
+                    standby.demote(partition, task.tasks.operator.stores());
+                }
                 task.tasks.drop_partition(partition);
             }
             task.task_commits.remove(&partition);
@@ -927,6 +969,9 @@ impl ConsumerContext for RebalanceHook {
         for partition in new {
             task.owned.insert(partition);
             task.tasks.assign(partition, now);
+            if let Some(watermark) = task.task_commits.get(&partition).and_then(|c| c.watermark) {
+                task.tasks.resume_watermark(partition, watermark);
+            }
         }
     }
 }
@@ -1151,7 +1196,20 @@ fn prepare(
 /// (or `spawn_blocking`); `runtime` serves the registry and admin calls.
 pub fn run(
     config: RuntimeConfig,
+    operator: Box<dyn Operator>,
+    shutdown: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<RunSummary, RuntimeError> {
+    run_with_standby(config, operator, None, shutdown, runtime)
+}
+
+/// [`run`], keeping standby copies (see [`standby`](super::standby)) of the state of every task this instance
+/// does not own in the stores of `standby`, a second instance of the same operator (built with the same settings),
+/// when it is given and the job is exactly-once with state.
+pub fn run_with_standby(
+    config: RuntimeConfig,
     mut operator: Box<dyn Operator>,
+    standby: Option<Box<dyn Operator>>,
     shutdown: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
 ) -> Result<RunSummary, RuntimeError> {
@@ -1212,16 +1270,29 @@ pub fn run(
         partitions,
         marked_outputs,
     );
-    let changelogs = tasks
+    let changelogs: Vec<String> = tasks
         .operator
         .stores()
         .iter()
         .map(|store| config.changelog_topic(store.name()))
         .collect();
+    // Copies are only as good as the checkpoints that say how far they are, which exactly-once commits write.
+    let standby = match standby {
+        Some(copies) if exactly_once && !changelogs.is_empty() => Some(
+            Standby::start(&config, copies, changelogs.clone(), partitions)
+                .map_err(|e| RuntimeError::Setup(e.to_string()))?,
+        ),
+        Some(_) => {
+            warn!("standby copies need exactly-once and state: none kept");
+            None
+        }
+        None => None,
+    };
     let task = Arc::new(Mutex::new(Task {
         config: config.clone(),
         tasks,
         changelogs,
+        standby,
         positions: HashMap::new(),
         owned: BTreeSet::new(),
         task_commits: HashMap::new(),

@@ -75,6 +75,8 @@ pub struct Counters {
     pub aborts: u64,
     /// Changelog and table records restored.
     pub restored: u64,
+    /// Tasks taken over from their standby copies instead of restored from the changelogs.
+    pub standby_promotions: u64,
     /// Event time → commit latency of processed records.
     pub event_time_latency: Histogram,
     /// Broker append time → commit latency, for inputs whose timestamps are `LogAppendTime`.
@@ -201,6 +203,12 @@ impl JobMetrics {
             out,
             "adstream_restored_records_total{{job=\"{job}\"}} {}",
             c.restored
+        );
+        let _ = writeln!(out, "# HELP adstream_standby_promotions_total Tasks taken over from their standby copies instead of restored from the changelogs.\n# TYPE adstream_standby_promotions_total counter");
+        let _ = writeln!(
+            out,
+            "adstream_standby_promotions_total{{job=\"{job}\"}} {}",
+            c.standby_promotions
         );
         let _ = writeln!(out, "# HELP adstream_restoring Whether a restore is running.\n# TYPE adstream_restoring gauge");
         let _ = writeln!(

@@ -23,6 +23,7 @@
 //! - `headers`  — Kafka record headers read as bytes, never trusted to be UTF-8.
 //! - `store`    — keyed state stores with changelogs.
 //! - `checkpoint` — numbered commits per task, so a restore knows when it has read a task's last commit.
+//! - `standby`  — warm copies of the state of the tasks an instance does not own (Kafka Streams' standby replicas).
 //! - `dedup`    — the store of seen event ids that lets counting jobs skip duplicates.
 //! - `timers`   — callbacks on stream time and wall-clock time (punctuators), persisted like state.
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
@@ -39,6 +40,7 @@ pub mod emit;
 pub mod headers;
 pub mod metrics;
 pub mod simulate;
+mod standby;
 pub mod store;
 mod tasks;
 pub mod timers;
@@ -52,13 +54,13 @@ use rdkafka::ClientConfig;
 pub use checkpoint::CHECKPOINT_KEY;
 pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
 pub use dedup::SeenIds;
-pub use driver::{run, RunSummary, RuntimeError};
+pub use driver::{run, run_with_standby, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, JobMetrics};
 pub use simulate::{
     simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
-pub use store::{ChangelogStore, KeyedStore, StoreError, StoreKey};
+pub use store::{ChangelogStore, KeyedStore, PartitionData, StoreError, StoreKey};
 pub use timers::{Fired, TimeDomain, Timers};
 
 /// Delivery guarantee of a job.

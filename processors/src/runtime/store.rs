@@ -31,6 +31,20 @@ pub struct StoreError {
 /// Receives changelog records: (partition, key, value or None for a deletion).
 pub type ChangelogSink<'a> = dyn FnMut(i32, &[u8], Option<&[u8]>) + 'a;
 
+/// One partition's state taken out of a store ([`ChangelogStore::take_partition`]), opaque to the runtime.
+pub type PartitionData = Box<dyn std::any::Any + Send>;
+
+/// [`ChangelogStore::put_partition`] for a store keeping its partitions as `State` in a map.
+pub(crate) fn put_partition_state<State: Send + 'static>(
+    partitions: &mut HashMap<i32, State>,
+    partition: i32,
+    data: PartitionData,
+) -> Result<(), PartitionData> {
+    let state = data.downcast::<State>()?;
+    partitions.insert(partition, *state);
+    Ok(())
+}
+
 /// What the runtime needs from any store: restore, flush, drop a partition.
 pub trait ChangelogStore {
     /// Store name; the changelog topic is `<application id>-<name>-changelog`.
@@ -50,6 +64,12 @@ pub trait ChangelogStore {
     fn discard_changes(&mut self) -> u64;
     /// Forgets a partition's state (revoked, or about to be restored again after an aborted transaction).
     fn drop_partition(&mut self, partition: i32);
+    /// Takes a partition's state out of the store, whole (None when it holds nothing for it): a standby copy
+    /// becomes the task's state, or the other way round, without a copy.
+    fn take_partition(&mut self, partition: i32) -> Option<PartitionData>;
+    /// Puts a partition's state that [`ChangelogStore::take_partition`] took out of a store of the same type into
+    /// this one, replacing what it held; hands it back when it is of another type.
+    fn put_partition(&mut self, partition: i32, data: PartitionData) -> Result<(), PartitionData>;
     /// Number of keys held, over all partitions.
     fn len(&self) -> usize;
     /// Whether the store holds no keys.
@@ -180,7 +200,11 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> KeyedStore<K, V> {
     }
 }
 
-impl<K: StoreKey, V: Serialize + DeserializeOwned> ChangelogStore for KeyedStore<K, V> {
+impl<K, V> ChangelogStore for KeyedStore<K, V>
+where
+    K: StoreKey + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
     fn name(&self) -> &str {
         &self.name
     }
@@ -240,6 +264,15 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> ChangelogStore for KeyedStore
 
     fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+    }
+
+    fn take_partition(&mut self, partition: i32) -> Option<PartitionData> {
+        let state = self.partitions.remove(&partition)?;
+        Some(Box::new(state))
+    }
+
+    fn put_partition(&mut self, partition: i32, data: PartitionData) -> Result<(), PartitionData> {
+        put_partition_state(&mut self.partitions, partition, data)
     }
 
     fn len(&self) -> usize {

@@ -142,6 +142,16 @@ impl<T: Transport + 'static> Tasks<T> {
         self.watermarks.insert(partition, watermarks);
     }
 
+    /// Task `partition` (assigned) resumes at the watermark its last commit had, which its watermark never goes
+    /// below from now on.
+    pub fn resume_watermark(&mut self, partition: i32, watermark: i64) {
+        if let Some(task) = self.watermarks.get_mut(&partition) {
+            task.resume_at(watermark);
+        }
+        let current = self.task_watermarks.entry(partition).or_default();
+        *current = (*current).max(Some(watermark));
+    }
+
     /// Task `partition` was handed over: it no longer has a watermark.
     pub fn revoke(&mut self, partition: i32) {
         self.watermarks.remove(&partition);

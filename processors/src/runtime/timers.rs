@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::store::{ChangelogSink, ChangelogStore, StoreError};
+use super::store::{put_partition_state, ChangelogSink, ChangelogStore, PartitionData, StoreError};
 
 /// Which clock a timer waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -217,6 +217,15 @@ impl ChangelogStore for Timers {
 
     fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+    }
+
+    fn take_partition(&mut self, partition: i32) -> Option<PartitionData> {
+        let state = self.partitions.remove(&partition)?;
+        Some(Box::new(state))
+    }
+
+    fn put_partition(&mut self, partition: i32, data: PartitionData) -> Result<(), PartitionData> {
+        put_partition_state(&mut self.partitions, partition, data)
     }
 
     fn len(&self) -> usize {
