@@ -119,14 +119,19 @@ fn campaign_metrics(prefix: &str, events: &EventTopics) -> CampaignMetricsJob {
     .expect("job")
 }
 
-/// Runs `job` as `<prefix>-job` over everything in its inputs (zero idle timeout) and returns its summary.
-async fn run_to_end(prefix: &str, registry: &str, job: CampaignMetricsJob) -> runtime::RunSummary {
+/// Runs `job` as `<prefix>-job` over everything in its inputs (zero idle timeout); returns its summary and metrics.
+async fn run_to_end(
+    prefix: &str,
+    registry: &str,
+    job: CampaignMetricsJob,
+) -> (runtime::RunSummary, Arc<runtime::JobMetrics>) {
     let mut config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), registry);
     config.exit_at_end_of_input = true;
     config.idle_timeout = Duration::ZERO;
     config.commit_interval = Duration::from_millis(100);
+    let metrics = config.metrics.clone();
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let summary = tokio::task::spawn_blocking(move || {
         runtime::run(
             config,
             Box::new(job),
@@ -136,7 +141,8 @@ async fn run_to_end(prefix: &str, registry: &str, job: CampaignMetricsJob) -> ru
     })
     .await
     .expect("thread")
-    .expect("job ran")
+    .expect("job ran");
+    (summary, metrics)
 }
 
 /// Regression: a task resumes at the watermark of its last commit. It used to start without one after a restart
@@ -171,14 +177,14 @@ async fn an_event_late_before_a_restart_is_late_after_it() {
     // 10:00 of day 0, then day 3: the watermark passes the 10:00 window's retention, which leaves the store.
     send("a", DAY0 + 10 * HOUR + 5 * 60_000);
     send("b", DAY0 + 3 * 24 * HOUR);
-    let first = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
+    let (first, _) = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
     assert_eq!((first.records, first.late), (2, 0));
     let hourly = format!("{prefix}.hourly");
     let rows_before = tokio::task::block_in_place(|| read_with_headers(&hourly)).len();
 
     // After the restart, an event of that window: still past its retention.
     send("c", DAY0 + 10 * HOUR + 40 * 60_000);
-    let second = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
+    let (second, _) = run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
     assert_eq!(second.records, 1);
     assert_eq!(
         second.late, 1,
@@ -232,24 +238,8 @@ async fn each_lateness_takes_its_documented_path() {
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
-    let mut config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
-    config.exit_at_end_of_input = true;
-    config.idle_timeout = Duration::ZERO;
-    config.commit_interval = Duration::from_millis(100);
-    let job = campaign_metrics(&prefix, &events);
-    let metrics = config.metrics.clone();
-    let handle = tokio::runtime::Handle::current();
-    let summary = tokio::task::spawn_blocking(move || {
-        runtime::run(
-            config,
-            Box::new(job),
-            Arc::new(AtomicBool::new(false)),
-            handle,
-        )
-    })
-    .await
-    .expect("thread")
-    .expect("job ran");
+    let (summary, metrics) =
+        run_to_end(&prefix, &registry.url, campaign_metrics(&prefix, &events)).await;
     assert_eq!(summary.records, 7);
     assert_eq!(summary.late, 1, "g is past retention");
     assert_eq!(summary.dead_letters, 0);
