@@ -653,9 +653,12 @@ impl Task {
         let mut from_changelogs: Vec<i32> = partitions.to_vec();
         if let Some(standby) = &self.standby {
             let operator = &mut self.tasks.operator;
+            // One wait for all the tasks: a follower still catching up is behind on every one of them.
+            let deadline = Instant::now() + STANDBY_WAIT;
             from_changelogs.retain(|partition| {
                 let number = commits.get(partition).map_or(0, |c| c.number);
-                let promoted = standby.promote(*partition, number, operator.stores(), STANDBY_WAIT);
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let promoted = standby.promote(*partition, number, operator.stores(), wait);
                 if !promoted {
                     standby.activate(*partition);
                 }
