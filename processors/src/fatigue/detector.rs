@@ -2154,10 +2154,11 @@ mod tests {
             .as_object_mut()
             .expect("an object")
             .remove("decay_test");
-        json["settled"]["assessment"]
+        let assessment = json["settled"]["assessment"]
             .as_object_mut()
-            .expect("an object")
-            .remove("decay_statistic");
+            .expect("an object");
+        assessment.remove("decay_statistic");
+        assessment.remove("decay_boundary");
         let mut restored: CreativeSeries =
             serde_json::from_value(json).expect("an old state restores");
         assert_eq!(restored.settled.decay_test, None);
