@@ -62,8 +62,9 @@
 //! minus what a constant CTR would give, `f̄` the impression-weighted mean exposure) with variance
 //! `V = (K/N)·Σ n·(f − f̄)²`: given the hours' impressions and the total clicks, a constant CTR spreads the clicks
 //! over the hours multinomially, so `U` has mean 0 and exactly that variance, and the baseline CTR is not needed.
-//! Six running sums (Welford's form) hold it: an hour costs O(1) and the state does not grow. It confirms a
-//! decline when `U < −b(V)` with Robbins' normal-mixture boundary
+//! Six running sums (Welford's form) hold it: an hour costs O(1) and the state does not grow (a state stored
+//! before the test existed rebuilds it from the points it kept). Like the CUSUM, it is looked at only once the
+//! baseline is complete (it needs no baseline CTR, but the score and status do). It confirms a decline when `U < −b(V)` with Robbins' normal-mixture boundary
 //! `b = sqrt((V + ρ)·(ln((V + ρ)/ρ) + 2·ln(1/α)))` (`decay_test_alpha` α = 0.05, `decay_test_mixture` ρ = 30).
 //!
 //! *Its false-alarm guarantee*: for a martingale with variance process `V` (and near-normal increments, as sums
