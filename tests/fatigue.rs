@@ -111,6 +111,20 @@ fn planted_fatigue_is_found_with_high_recall_and_precision() {
 
     let median = report.median_delay_hours.expect("a median delay");
     assert!(median.is_finite() && median > 0.0, "{median}");
+    // Flagged earlier than before the decay test (a median 46 % decline on this seed, now 38 %), and no earlier
+    // than the oracle that knows each planted curve.
+    let decline = report
+        .median_decline_at_detection
+        .expect("a median decline");
+    assert!(
+        decline < 0.42,
+        "median decline at detection {decline}:\n{table}"
+    );
+    let oracle = report.oracle_median_decline.expect("an oracle median");
+    assert!(
+        oracle > 0.0 && oracle <= decline,
+        "oracle {oracle}:\n{table}"
+    );
     assert!(table.contains("median delay after onset"), "{table}");
     for row in &report.creatives {
         // A detection is a fatigued status, and every true positive has a delay after a real onset.

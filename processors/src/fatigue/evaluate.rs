@@ -25,6 +25,14 @@
 //! Recall is TP / (TP + FN) over positives, precision TP / (TP + FP) over detections of positives and
 //! negatives. The delay of a true positive is its detection time minus its planted onset time, in hours (negative
 //! if the detector fired before the onset, which the report counts separately).
+//!
+//! # Oracle
+//!
+//! For scale, each positive is also run through a test no detector can have: the likelihood ratio of its
+//! planted curve (true baseline CTR, onset and λ) against its true constant CTR, over the detector's hourly
+//! points, with an alarm above `e^3` (a false alarm at most `e^-3`, 5 %, by Ville's inequality). By the
+//! Neyman–Pearson lemma nothing detects that creative's decline earlier at that false-alarm level, so its
+//! median decline at detection is a floor for any detector's.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,8 +41,11 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
 use super::detector::{
-    hour_start, CreativeSeries, FatigueConfig, FatigueStatus, Recorded, HOUR_MS,
+    hour_start, CreativeSeries, FatigueConfig, FatigueStatus, Recorded, SeriesPoint, HOUR_MS,
 };
+
+/// The oracle's alarm threshold on its log-likelihood ratio (see the module documentation).
+const ORACLE_THRESHOLD: f64 = 3.0;
 
 /// One input event of a replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +155,8 @@ pub struct CreativeEvaluation {
     /// The planted decline at the detection, from the detector's exposure estimate then (so within the reach
     /// sketch's error): how far the creative had fatigued when it was flagged.
     pub decline_at_detection: Option<f64>,
+    /// The planted decline at which the oracle test (see the module documentation) fires, for positives.
+    pub oracle_decline: Option<f64>,
     /// Status after the last hour.
     pub final_status: FatigueStatus,
     /// Score after the last hour.
@@ -193,6 +206,9 @@ pub struct EvaluationReport {
     /// Median planted decline at detection over the true positives (see
     /// [`CreativeEvaluation::decline_at_detection`]).
     pub median_decline_at_detection: Option<f64>,
+    /// Median planted decline at which the oracle test fires, over the positives it detects: a floor for
+    /// [`EvaluationReport::median_decline_at_detection`].
+    pub oracle_median_decline: Option<f64>,
     /// True positives detected before their planted onset.
     pub detected_before_onset: usize,
     /// Per creative: positives first, then borderline, then negatives, each by creative id.
@@ -321,6 +337,9 @@ impl Replay {
                     .and_then(|c| c.detected_at_exposure)
                     .map(|exposure| planted_decline(t, exposure));
                 let detected_at_ms = tracked.and_then(|c| c.detected_at_ms);
+                let oracle_decline = tracked
+                    .filter(|_| class == TruthClass::Positive)
+                    .and_then(|c| oracle_decline(t, c.series.recent_points()));
                 let assessment = tracked.map(|c| c.series.assessment());
                 CreativeEvaluation {
                     creative_id: t.creative_id.clone(),
@@ -330,6 +349,7 @@ impl Replay {
                     onset_ms: t.onset_ms,
                     detected_at_ms,
                     decline_at_detection,
+                    oracle_decline,
                     delay_hours: detected_at_ms
                         .zip(t.onset_ms)
                         .map(|(detected, onset)| (detected - onset) as f64 / HOUR_MS as f64),
@@ -380,6 +400,8 @@ impl Replay {
             .filter_map(|r| r.decline_at_detection)
             .collect();
         declines.sort_by(f64::total_cmp);
+        let mut oracle: Vec<f64> = rows.iter().filter_map(|r| r.oracle_decline).collect();
+        oracle.sort_by(f64::total_cmp);
         EvaluationReport {
             criteria,
             events: self.events,
@@ -395,6 +417,7 @@ impl Replay {
             precision: share(tp, tp + fp),
             median_delay_hours: median(&delays),
             median_decline_at_detection: median(&declines),
+            oracle_median_decline: median(&oracle),
             detected_before_onset,
             creatives: rows,
         }
@@ -435,6 +458,27 @@ fn classify(truth: &CreativeTruthInput, criteria: &EvaluationCriteria) -> (f64, 
     (decline, class)
 }
 
+/// The planted decline at which the oracle test first exceeds [`ORACLE_THRESHOLD`] over `points`: the
+/// log-likelihood ratio of an hour with `n` impressions and `k` clicks at exposure `f` is
+/// `k·ln(c) − n·p·(c − 1)` with `c = exp(−λ (f − f0))` the planted factor and `p` the planted baseline CTR.
+/// Points before the onset add nothing, so the detector's dropping its oldest points does not matter.
+fn oracle_decline(truth: &CreativeTruthInput, points: &[SeriesPoint]) -> Option<f64> {
+    let mut log_ratio = 0.0;
+    for p in points {
+        let decline = planted_decline(truth, p.exposure);
+        let factor = 1.0 - decline;
+        if factor <= 0.0 {
+            return None;
+        }
+        log_ratio += p.clicks as f64 * factor.ln()
+            - p.impressions as f64 * truth.baseline_ctr * (factor - 1.0);
+        if log_ratio > ORACLE_THRESHOLD {
+            return Some(decline);
+        }
+    }
+    None
+}
+
 /// The planted CTR decline at `exposure`: `1 − exp(−λ (f − f0))` past the onset, else 0.
 fn planted_decline(truth: &CreativeTruthInput, exposure: f64) -> f64 {
     let decline = match (truth.planted, truth.onset_frequency, truth.lambda) {
@@ -466,6 +510,10 @@ fn format_time(time_ms: Option<i64>) -> String {
     time_ms
         .and_then(DateTime::from_timestamp_millis)
         .map_or_else(|| "-".to_string(), |t| t.format("%m-%d %H:%M").to_string())
+}
+
+fn format_share(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |d| format!("{:.1}%", d * 100.0))
 }
 
 fn format_option(value: Option<f64>, digits: usize) -> String {
@@ -502,9 +550,13 @@ impl fmt::Display for EvaluationReport {
             format_option(self.recall, 3),
             format_option(self.precision, 3),
             format_option(self.median_delay_hours, 1),
-            self.median_decline_at_detection
-                .map_or_else(|| "-".to_string(), |d| format!("{:.0}%", d * 100.0)),
+            format_share(self.median_decline_at_detection),
             self.detected_before_onset
+        )?;
+        writeln!(
+            f,
+            "  an oracle knowing each planted curve (likelihood ratio > e^{ORACLE_THRESHOLD}) fires at a median decline of {}",
+            format_share(self.oracle_median_decline)
         )?;
         if self.expired_events > 0 {
             writeln!(
@@ -699,6 +751,27 @@ mod tests {
         let mut unknown = truth("d", true, Some(T0), 3.0);
         unknown.reach = 0;
         assert_eq!(classify(&unknown, &criteria).1, TruthClass::Borderline);
+    }
+
+    #[test]
+    fn the_oracle_fires_when_its_likelihood_ratio_passes_e_cubed() {
+        // f0 = 2, λ = 0.5, baseline 2 %: at exposure 3 the factor is e^{−0.5}, and an hour of 1,000 impressions
+        // with 12 clicks adds 12·(−0.5) − 1000·0.02·(e^{−0.5} − 1) = 1.869; the second such hour passes 3.
+        let t = truth("a", true, Some(T0), 3.0);
+        let point = |hour: i64, exposure: f64| SeriesPoint {
+            hour_start_ms: T0 + hour * HOUR_MS,
+            impressions: 1_000,
+            clicks: 12,
+            spend_micros: 0,
+            exposure,
+        };
+        let before_onset = point(0, 1.5);
+        assert_eq!(
+            oracle_decline(&t, &[before_onset.clone(), point(1, 3.0)]),
+            None
+        );
+        let fired = oracle_decline(&t, &[before_onset, point(1, 3.0), point(2, 3.0)]);
+        assert!((fired.expect("fires") - (1.0 - (-0.5f64).exp())).abs() < 1e-12);
     }
 
     #[test]
