@@ -682,7 +682,7 @@ impl Task {
             let topic = config.changelog_topic(store.name());
             // The newest checkpoint read per partition; shared by the record callback and the end test.
             let checkpoints = std::cell::RefCell::new(BTreeMap::<i32, u64>::new());
-            restored += read_changelog(
+            restored += read_for_restore(
                 config,
                 &topic,
                 &from_changelogs,
@@ -724,7 +724,7 @@ impl Task {
         for (input, topic) in tables {
             let now = now_ms();
             let tasks = &mut self.tasks;
-            restored += read_changelog(
+            restored += read_for_restore(
                 &self.config,
                 &topic,
                 partitions,
@@ -782,7 +782,7 @@ struct TableRowError {
 /// Reads partitions `partitions` of `topic` from the beginning to their end (`read_committed`) and on until
 /// `finished(partition)`, handing each record to `apply`. Logs progress every 100,000 records. Returns the number
 /// of records read.
-fn read_changelog<E: std::fmt::Display>(
+fn read_for_restore<E: std::fmt::Display>(
     config: &RuntimeConfig,
     topic: &str,
     partitions: &[i32],
