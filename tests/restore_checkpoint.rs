@@ -2,7 +2,7 @@
 //!
 //! Regression test for the state loss the chaos run found (windows restarting from zero after a takeover): an
 //! instance that dies inside a transaction leaves it open on the changelog partitions it wrote to, and until the
-//! transaction times out (60 s) the last stable offset stays before it. The partition's next owner commits behind
+//! transaction times out the last stable offset stays before it. The partition's next owner commits behind
 //! that open transaction; when the task moves again, a restore that read `read_committed` "to the end" stopped at
 //! the last stable offset and missed those commits, while the consumer resumed after their offsets: their records
 //! were lost from the state. The restore now reads until the changelog holds the checkpoint of the task's last

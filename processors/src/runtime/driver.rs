@@ -44,12 +44,26 @@ use super::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a retriable transactional error is retried before the job gives up.
 const RETRIES: u32 = 5;
-/// `transaction.timeout.ms` of the job's producer: how long an instance that died mid-transaction holds back the
-/// last stable offset of the partitions it wrote to.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a restore may wait for a commit it knows of (see [`checkpoint`]): a dead instance's transaction that
-/// holds the changelog's last stable offset back times out within [`TRANSACTION_TIMEOUT`].
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The default `transaction.timeout.ms` of the job's producer (Kafka Streams' under exactly-once too): how long an
+/// instance that died inside a transaction holds back the last stable offset of the partitions it wrote to and the
+/// offsets of the partitions it consumed, so how long the next owner of its tasks may have to wait. A transaction
+/// lasts about a commit interval. The client config's `transaction.timeout.ms` (`-X`) overrides it.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The job's transaction timeout: the client config's `transaction.timeout.ms`, or the default.
+fn transaction_timeout(config: &RuntimeConfig) -> Duration {
+    config
+        .kafka
+        .get("transaction.timeout.ms")
+        .and_then(|ms| ms.parse().ok())
+        .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
+}
+
+/// How long a restore may wait for a commit it knows of (see [`checkpoint`]), or for the offsets a dead instance's
+/// transaction holds: until that transaction times out, and a call's time on top.
+fn restore_timeout(config: &RuntimeConfig) -> Duration {
+    transaction_timeout(config) + CALL_TIMEOUT
+}
 /// How long a task taken over waits for its standby copy to reach the task's last commit before it restores from
 /// the changelogs instead (a copy still catching up reads the same records a restore would).
 const STANDBY_WAIT: Duration = Duration::from_secs(5);
@@ -600,7 +614,7 @@ impl Task {
             }
         }
         let committed = consumer
-            .committed_offsets(list, RESTORE_TIMEOUT)
+            .committed_offsets(list, restore_timeout(&self.config))
             .map_err(|e| RuntimeError::Restore(format!("committed offsets: {e}")))?;
         let mut commits: BTreeMap<i32, TaskCommit> = partitions
             .iter()
@@ -798,7 +812,7 @@ fn read_for_restore<E: std::fmt::Display>(
         .create_with_context(QuietEof)
         .map_err(|e| RuntimeError::Restore(format!("{topic}: consumer: {e}")))?;
     let options = ReadOptions {
-        stall_timeout: RESTORE_TIMEOUT,
+        stall_timeout: restore_timeout(config),
         ..ReadOptions::default()
     };
     let started = Instant::now();
@@ -963,6 +977,12 @@ impl ConsumerContext for RebalanceHook {
             return;
         }
         info!(partitions = ?new, "partitions assigned: restoring before processing");
+        // What the owned tasks did since the last commit commits first: a restore can outlast the transaction
+        // timeout, which would abort it (and rewind every task) at the next commit.
+        if let Err(e) = task.commit(consumer) {
+            task.failed = Some(e);
+            return;
+        }
         if let Err(e) = task.restore(consumer, &new) {
             task.failed = Some(e);
             return;
@@ -1241,7 +1261,7 @@ pub fn run_with_standby(
             )
             .set(
                 "transaction.timeout.ms",
-                TRANSACTION_TIMEOUT.as_millis().to_string(),
+                transaction_timeout(&config).as_millis().to_string(),
             );
     }
     let producer: ThreadedProducer<DeliveryContext> = producer_config
