@@ -875,6 +875,21 @@ fn classify(error: KafkaError, what: &str) -> RuntimeError {
     }
 }
 
+/// The lag of a partition this member consumes, from its statistics: the last stable offset minus the position of
+/// what the application received (or the committed/low offset before it received anything). None for a partition
+/// it does not consume: librdkafka reports every partition of a subscribed topic, and counting the others' (from
+/// their low offset) showed another instance's whole partitions as this one's lag.
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    // "none", "stopping", "stopped": not assigned (any more); the other states fetch or are about to.
+    if p.ls_offset < 0 || matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped") {
+        return None;
+    }
+    let from = [p.app_offset, p.committed_offset, p.lo_offset]
+        .into_iter()
+        .find(|offset| *offset >= 0)?;
+    Some((p.ls_offset - from).max(0))
+}
+
 /// Consumer context: commits before revocation, restores after assignment.
 struct RebalanceHook {
     task: Arc<Mutex<Task>>,
@@ -906,14 +921,11 @@ impl ClientContext for RebalanceHook {
                 // consumer's committed offset, which it does not learn when offsets are committed through the
                 // producer's transactions; so the lag is the last stable offset minus the position of what the
                 // application received (or the committed/low offset before it received anything).
-                if *partition < 0 || p.ls_offset < 0 {
+                if *partition < 0 {
                     continue;
                 }
-                let from = [p.app_offset, p.committed_offset, p.lo_offset]
-                    .into_iter()
-                    .find(|offset| *offset >= 0);
-                if let Some(from) = from {
-                    metrics.set_lag(topic, *partition, (p.ls_offset - from).max(0));
+                if let Some(lag) = partition_lag(p) {
+                    metrics.set_lag(topic, *partition, lag);
                 }
             }
         }
@@ -1664,6 +1676,38 @@ fn read_to_the_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: every partition of a subscribed topic is in the statistics, and one another instance consumes
+    /// (here "none") counted from its low offset: its whole length showed as this instance's lag.
+    #[test]
+    fn lag_counts_only_the_partitions_this_member_consumes() {
+        let stats = |fetch_state: &str, app_offset: i64| rdkafka::statistics::Partition {
+            fetch_state: fetch_state.to_owned(),
+            app_offset,
+            committed_offset: -1001,
+            lo_offset: 0,
+            ls_offset: 500,
+            ..Default::default()
+        };
+        assert_eq!(partition_lag(&stats("active", 480)), Some(20));
+        assert_eq!(
+            partition_lag(&stats("offset-query", -1001)),
+            Some(500),
+            "assigned, nothing received yet: from the low offset"
+        );
+        for not_consumed in ["none", "stopping", "stopped"] {
+            assert_eq!(
+                partition_lag(&stats(not_consumed, -1001)),
+                None,
+                "{not_consumed}"
+            );
+        }
+        let unknown_end = rdkafka::statistics::Partition {
+            ls_offset: -1,
+            ..stats("active", 10)
+        };
+        assert_eq!(partition_lag(&unknown_end), None);
+    }
 
     #[test]
     fn consumer_config_follows_the_membership_and_keeps_the_users_fetch_backoff() {
