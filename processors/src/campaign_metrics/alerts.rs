@@ -76,7 +76,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::kpi::{Kpis, Totals};
 
@@ -157,8 +157,8 @@ pub enum RulesError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A tier list that parses but does not suit its rule.
-    #[error("{setting}: {reason}")]
+    /// A setting of `alert_rules` that cannot be used.
+    #[error("alert_rules.{setting}: {reason}")]
     Setting {
         /// The setting's name (`pacing_tiers`, …).
         setting: &'static str,
@@ -185,7 +185,7 @@ impl Tier {
 
 /// A rule's tiers, written `LEVEL%:SEVERITY,…` (`10%:low,20%:medium,30%:high`): levels strictly increasing,
 /// severities (`low`, `medium`, `high`, `critical`) strictly increasing, at least one tier. The same text is the
-/// flag's value and the YAML value, and both are checked when read.
+/// flag's value and the YAML value (see [`AlertRules`]), and both are checked when read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tiers(Vec<Tier>);
 
@@ -311,13 +311,6 @@ impl Serialize for Tiers {
     }
 }
 
-impl<'de> Deserialize<'de> for Tiers {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Tiers from a literal known to be valid (the defaults).
 fn tiers(text: &str) -> Tiers {
     match text.parse() {
@@ -336,7 +329,7 @@ pub const DEFAULT_KPI_TIERS: &str = "0%:medium,25%:high";
 /// The alert rules' tiers: the levels and severities of every rule, as the job's settings give them
 /// (`adstream process campaign-metrics --cpa-tiers 0%:medium,50%:critical`, or `alert_rules:` in YAML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "AlertRulesText")]
 pub struct AlertRules {
     /// Tiers of PACING_OVER and PACING_UNDER over |day spend / spend expected by now − 1|, as LEVEL%:SEVERITY,…
     /// (levels above 0 %).
@@ -374,6 +367,57 @@ impl Default for AlertRules {
             roas_tiers: tiers(DEFAULT_KPI_TIERS),
             cpa_tiers: tiers(DEFAULT_KPI_TIERS),
         }
+    }
+}
+
+/// [`AlertRules`] as YAML holds them, each tier list as text: read first, so that an error names the setting.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AlertRulesText {
+    pacing_tiers: String,
+    budget_tiers: String,
+    ctr_tiers: String,
+    cpc_tiers: String,
+    cpm_tiers: String,
+    roas_tiers: String,
+    cpa_tiers: String,
+}
+
+impl Default for AlertRulesText {
+    fn default() -> Self {
+        AlertRulesText {
+            pacing_tiers: DEFAULT_PACING_TIERS.to_owned(),
+            budget_tiers: DEFAULT_BUDGET_TIERS.to_owned(),
+            ctr_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpc_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpm_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            roas_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpa_tiers: DEFAULT_KPI_TIERS.to_owned(),
+        }
+    }
+}
+
+impl TryFrom<AlertRulesText> for AlertRules {
+    type Error = RulesError;
+
+    fn try_from(text: AlertRulesText) -> Result<Self, Self::Error> {
+        let parse = |setting: &'static str, text: &str| {
+            text.parse::<Tiers>().map_err(|e| RulesError::Setting {
+                setting,
+                reason: e.to_string(),
+            })
+        };
+        let rules = AlertRules {
+            pacing_tiers: parse("pacing_tiers", &text.pacing_tiers)?,
+            budget_tiers: parse("budget_tiers", &text.budget_tiers)?,
+            ctr_tiers: parse("ctr_tiers", &text.ctr_tiers)?,
+            cpc_tiers: parse("cpc_tiers", &text.cpc_tiers)?,
+            cpm_tiers: parse("cpm_tiers", &text.cpm_tiers)?,
+            roas_tiers: parse("roas_tiers", &text.roas_tiers)?,
+            cpa_tiers: parse("cpa_tiers", &text.cpa_tiers)?,
+        };
+        rules.validate()?;
+        Ok(rules)
     }
 }
 
@@ -2025,7 +2069,10 @@ mod tests {
         };
         assert_eq!(
             zero_pacing.validate().map_err(|e| e.to_string()),
-            Err("pacing_tiers: the first level must be above 0%, got '0%:low'".to_owned())
+            Err(
+                "alert_rules.pacing_tiers: the first level must be above 0%, got '0%:low'"
+                    .to_owned()
+            )
         );
     }
 }

@@ -82,7 +82,7 @@ impl CampaignMetricsDefinition {
         settings
             .alert_rules
             .validate()
-            .map_err(|e| JobError::Settings(format!("alert_rules.{e}")))?;
+            .map_err(|e| JobError::Settings(e.to_string()))?;
         CampaignMetricsJob::new(CampaignMetricsConfig {
             impressions: wiring.topic("impressions")?,
             clicks: wiring.topic("clicks")?,
