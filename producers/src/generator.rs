@@ -109,9 +109,11 @@ pub struct CpaBreach {
     pub cost_factor: f64,
 }
 
-/// How far above its expected CPA a campaign with a planted [`CpaBreach`] gets its target: twice, so that an
-/// ordinary day's CPA, noisy from few conversions early in the day, seldom comes near it.
-pub const CPA_BREACH_TARGET_MARGIN: f64 = 2.0;
+/// How far above its expected CPA a campaign with a planted [`CpaBreach`] gets its target: three times. The
+/// expectation leaves out that conversions come hours after their clicks and views, so a day credits about two
+/// thirds of the conversions it expects (measured in `tests/alert_rules.rs`): an ordinary day's CPA lands near half
+/// the target, and seldom comes near it even early in a day, with few conversions.
+pub const CPA_BREACH_TARGET_MARGIN: f64 = 3.0;
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
@@ -1061,7 +1063,7 @@ mod tests {
                 (GeneratedEvent::Campaign(x), GeneratedEvent::Campaign(y)) => {
                     assert_eq!(x.campaign_id, y.campaign_id);
                     if x.campaign_id == target.record.campaign_id {
-                        // The target moves to twice the expected CPA.
+                        // The target moves to a multiple of the expected CPA.
                         assert_ne!(x.targets.target_cpa_micros, y.targets.target_cpa_micros);
                     } else {
                         assert_eq!(x, y);
