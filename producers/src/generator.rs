@@ -109,6 +109,45 @@ pub struct CpaBreach {
     pub cost_factor: f64,
 }
 
+/// A `--cpa-breach` value that is not `CAMPAIGN:DAY:FACTOR`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CPA breach '{text}': {reason} (expected CAMPAIGN:DAY:FACTOR, e.g. 3:2:4)")]
+pub struct CpaBreachError {
+    text: String,
+    reason: &'static str,
+}
+
+impl std::str::FromStr for CpaBreach {
+    type Err = CpaBreachError;
+
+    /// `CAMPAIGN:DAY:FACTOR`: the campaign's index, the day of the period (both from 0) and the cost factor.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = |reason| CpaBreachError {
+            text: text.to_owned(),
+            reason,
+        };
+        let mut parts = text.split(':').map(str::trim);
+        let (Some(campaign), Some(day), Some(factor), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(error("three parts are needed"));
+        };
+        let breach = CpaBreach {
+            campaign: campaign
+                .parse()
+                .map_err(|_| error("the campaign is not an index"))?,
+            day: day.parse().map_err(|_| error("the day is not a number"))?,
+            cost_factor: factor
+                .parse()
+                .map_err(|_| error("the factor is not a number"))?,
+        };
+        if !(breach.cost_factor.is_finite() && breach.cost_factor > 0.0) {
+            return Err(error("the factor must be positive"));
+        }
+        Ok(breach)
+    }
+}
+
 /// How far above its expected CPA a campaign with a planted [`CpaBreach`] gets its target: three times. The
 /// expectation leaves out that conversions come hours after their clicks and views, so a day credits about two
 /// thirds of the conversions it expects (measured in `tests/alert_rules.rs`): an ordinary day's CPA lands near half
@@ -1035,6 +1074,24 @@ mod tests {
             GeneratedEvent::Impression(e) => Some((&e.campaign_id, e.event_time, e.cost_micros)),
             GeneratedEvent::Click(e) => Some((&e.campaign_id, e.event_time, e.cost_micros)),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn a_cpa_breach_reads_from_its_flag() {
+        assert_eq!(
+            "3:2:4".parse::<CpaBreach>(),
+            Ok(CpaBreach {
+                campaign: 3,
+                day: 2,
+                cost_factor: 4.0
+            })
+        );
+        for bad in [
+            "3:2", "a:2:4", "3:2:0", "3:2:-1", "3:2:4:5", "3:x:4", "3:2:inf",
+        ] {
+            let error = bad.parse::<CpaBreach>().expect_err(bad).to_string();
+            assert!(error.contains("expected CAMPAIGN:DAY:FACTOR"), "{error}");
         }
     }
 
