@@ -199,9 +199,9 @@ pub enum AlertKind {
     PacingOver,
     /// Spend runs behind the daily budget's expected-by-now.
     PacingUnder,
-    /// Day spend reached 90 % / 100 % of the daily budget.
+    /// Day spend reached a tier of the daily budget (by default 90 % and 100 %).
     DailyBudgetReached,
-    /// Lifetime spend reached 90 % / 100 % of the lifetime budget.
+    /// Lifetime spend reached a tier of the lifetime budget (by default 90 % and 100 %).
     LifetimeBudgetReached,
     /// CTR below the campaign's minimum.
     CtrBelowTarget,

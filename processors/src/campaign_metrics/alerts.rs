@@ -439,6 +439,13 @@ impl AlertRules {
         Ok(())
     }
 
+    /// Tier `index` of the rule behind `kind`, with its index; `None` for no tier.
+    fn tier(&self, kind: AlertKind, index: Verdict) -> Option<(usize, Tier)> {
+        let index = index?;
+        let tier = *self.tiers_of(kind)?.0.get(index)?;
+        Some((index, tier))
+    }
+
     /// The tiers of the rule behind `kind`; `None` for `Unknown`.
     pub fn tiers_of(&self, kind: AlertKind) -> Option<&Tiers> {
         Some(match kind {
@@ -577,7 +584,6 @@ impl AlertState {
         let Some(daily_budget) = positive_budget(settings.daily_budget_micros) else {
             for kind in [AlertKind::PacingOver, AlertKind::PacingUnder] {
                 self.transition(
-                    rules,
                     kind,
                     None,
                     spend,
@@ -620,9 +626,8 @@ impl AlertState {
         };
         for (kind, verdict) in in_order {
             self.transition(
-                rules,
                 kind,
-                verdict,
+                rules.tier(kind, verdict),
                 spend,
                 expected,
                 || {
@@ -652,7 +657,6 @@ impl AlertState {
         let spend = spend_micros as f64;
         let Some(budget) = positive_budget(budget_micros) else {
             self.transition(
-                rules,
                 kind,
                 None,
                 spend,
@@ -665,9 +669,8 @@ impl AlertState {
         let verdict = rules.budget_tiers.reached_by_spend(spend_micros, budget);
         let budget = budget as f64;
         self.transition(
-            rules,
             kind,
-            verdict,
+            rules.tier(kind, verdict),
             spend,
             budget,
             || {
@@ -838,7 +841,6 @@ impl AlertState {
         let Some(target) = kpi.target else {
             let observed = kpi.value.unwrap_or(0.0);
             self.transition(
-                rules,
                 kpi.kind,
                 None,
                 observed,
@@ -865,9 +867,8 @@ impl AlertState {
                 .and_then(|tiers| tiers.reached_by_ratio(miss))
         };
         self.transition(
-            rules,
             kpi.kind,
-            verdict,
+            rules.tier(kpi.kind, verdict),
             observed,
             target,
             || describe(observed, target, miss),
@@ -875,25 +876,17 @@ impl AlertState {
         );
     }
 
-    /// Moves `kind` to the severity of tier `verdict` of its rule (inactive for `None`) and reports it, unless it
-    /// is already there.
-    #[allow(clippy::too_many_arguments)]
+    /// Moves `kind` to the severity of `tier` of its rule (with the tier's index; inactive for `None`) and
+    /// reports it, unless it is already there.
     fn transition(
         &mut self,
-        rules: &AlertRules,
         kind: AlertKind,
-        verdict: Verdict,
+        tier: Option<(usize, Tier)>,
         observed: f64,
         threshold: f64,
         describe: impl FnOnce() -> String,
         out: &mut Vec<AlertChange>,
     ) {
-        let tier = verdict.and_then(|index| {
-            rules
-                .tiers_of(kind)
-                .and_then(|tiers| tiers.0.get(index))
-                .map(|tier| (index, *tier))
-        });
         let target = tier.map(|(_, tier)| tier.severity);
         let Some(slot) = self.slot_mut(kind) else {
             return;
