@@ -555,6 +555,7 @@ fn job_config(inputs: &EventTopics, outputs: &str) -> Result<CampaignMetricsJob>
             .map_err(|e| anyhow!("lateness: {e}"))?,
         emit: EmitMode::Updating,
         pacing_check_ms: 15 * 60_000,
+        alert_rules: Default::default(),
     })
     .map_err(|e| anyhow!("job: {e}"))
 }

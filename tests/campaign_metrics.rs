@@ -102,6 +102,7 @@ async fn run_until_equal(
         .expect("lateness"),
         emit: EmitMode::Updating,
         pacing_check_ms: 15 * 60_000,
+        alert_rules: Default::default(),
     })
     .expect("job");
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -355,6 +355,7 @@ async fn run_job_against(setup: &Setup, registry_url: &str, with_credits: bool) 
             .expect("lateness"),
         emit: EmitMode::Updating,
         pacing_check_ms: 15 * 60_000,
+        alert_rules: Default::default(),
     })
     .expect("job");
     let shutdown = Arc::new(AtomicBool::new(false));

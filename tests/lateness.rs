@@ -115,6 +115,7 @@ fn campaign_metrics(prefix: &str, events: &EventTopics) -> CampaignMetricsJob {
             .expect("lateness"),
         emit: EmitMode::Updating,
         pacing_check_ms: 15 * 60_000,
+        alert_rules: Default::default(),
     })
     .expect("job")
 }

@@ -52,7 +52,7 @@ async function query(text, variables = {}) {
 
 const METRICS_FIELDS = `campaignId granularity windowStart windowEnd currency impressions clicks spendMicros conversions
   revenueMicros ctr cpcMicros roas revision emittedAt`;
-const ALERT_FIELDS = "alertId campaignId kind severity previousSeverity observed threshold message eventTime";
+const ALERT_FIELDS = "alertId campaignId creativeId kind severity previousSeverity rule observed threshold message eventTime";
 const FATIGUE_FIELDS = `creativeId campaignId status score baselineCtr currentCtr exposure impressions clicks
   decay { ctrAtZero lambda fromExposure } daysRemaining recentPoints { impressions clicks exposure }`;
 
@@ -144,6 +144,7 @@ function renderAlerts() {
                       "data-severity": a.severity },
       el("span", { class: "sev sev-" + a.severity }, a.severity),
       el("strong", {}, a.kind.replaceAll("_", " ").toLowerCase()), " · ", name ? name.name : a.campaignId,
+      a.creativeId ? " · " + a.creativeId : "",
       el("div", { class: "muted" }, a.message));
   }));
 }
@@ -222,7 +223,7 @@ function chart(f) {
 const SUBSCRIPTIONS = {
   metrics: [`subscription { campaignMetricsUpdated(granularity: DAILY) { ${METRICS_FIELDS} } }`,
             (d) => applyMetrics(d.campaignMetricsUpdated)],
-  alerts: [`subscription { alertChanged(minSeverity: INFO) { ${ALERT_FIELDS} } }`,
+  alerts: [`subscription { alertChanged(minSeverity: LOW) { ${ALERT_FIELDS} } }`,
            (d) => applyAlert(d.alertChanged, true)],
   fatigue: [`subscription { creativeFatigueChanged { ${FATIGUE_FIELDS} } }`,
             (d) => applyFatigue(d.creativeFatigueChanged)],

@@ -14,7 +14,8 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::model::{
-    AlertView, CampaignView, CreditTotals, FatigueView, MetricsRow, MinSeverity, WindowGranularity,
+    firing_severity, AlertView, CampaignView, CreditTotals, FatigueView, MetricsRow, MinSeverity,
+    WindowGranularity,
 };
 use crate::settings::ApiLimits;
 use crate::store::{Change, Hub};
@@ -153,20 +154,22 @@ impl Query {
         Ok(latest)
     }
 
-    /// Alerts firing now (the latest change per campaign and kind, unless it resolved), at or above
-    /// `minSeverity`.
+    /// Alerts firing now (the latest change per campaign and kind, and per creative for `CREATIVE_FATIGUE`, unless
+    /// it resolved), at or above `minSeverity`.
     async fn open_alerts(
         &self,
         ctx: &Context<'_>,
         campaign_ids: Option<Vec<String>>,
-        #[graphql(default_with = "MinSeverity::Info")] min_severity: MinSeverity,
+        #[graphql(default_with = "MinSeverity::Low")] min_severity: MinSeverity,
     ) -> async_graphql::Result<Vec<AlertView>> {
         let tables = hub(ctx)?.read();
         Ok(tables
             .open_alerts
             .values()
             .filter(|a| wanted(&campaign_ids, &a.campaign_id))
-            .filter(|a| severity_level(&a.severity).is_some_and(|level| level >= min_severity))
+            .filter(|a| {
+                firing_severity(&a.severity).is_some_and(|level| min_severity.admits(level))
+            })
             .take(limits(ctx).max_rows)
             .cloned()
             .collect())
@@ -226,16 +229,6 @@ impl Query {
             .take(limits(ctx).max_rows)
             .cloned()
             .collect())
-    }
-}
-
-/// The level of a firing severity symbol.
-fn severity_level(symbol: &str) -> Option<MinSeverity> {
-    match symbol {
-        "INFO" => Some(MinSeverity::Info),
-        "WARNING" => Some(MinSeverity::Warning),
-        "CRITICAL" => Some(MinSeverity::Critical),
-        _ => None,
     }
 }
 
@@ -324,16 +317,17 @@ impl Subscription {
         })
     }
 
-    /// Every alert change from now on at or above `minSeverity` (a resolution counts at the severity it ends).
+    /// Every alert change of a campaign or a creative from now on at or above `minSeverity` (a resolution counts
+    /// at the severity it ends).
     async fn alert_changed(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default_with = "MinSeverity::Info")] min_severity: MinSeverity,
+        #[graphql(default_with = "MinSeverity::Low")] min_severity: MinSeverity,
         campaign_ids: Option<Vec<String>>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AlertView>>> {
         subscribe(ctx, move |change| match change {
             Change::Alert(alert, Some(level))
-                if *level >= min_severity && wanted(&campaign_ids, &alert.campaign_id) =>
+                if min_severity.admits(*level) && wanted(&campaign_ids, &alert.campaign_id) =>
             {
                 Some(AlertView::clone(alert))
             }

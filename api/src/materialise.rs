@@ -21,7 +21,7 @@ use adstream_kafka::QuietEof;
 use adstream_processors::runtime::{DecodeError, SchemaCache, TypedDecoder};
 use adstream_schemas::events::{AvroRecord, Campaign};
 use adstream_schemas::outputs::{
-    AttributionCredit, CampaignAlert, CampaignMetrics, CreativeFatigue,
+    AttributionCredit, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -36,7 +36,7 @@ use crate::store::{Hub, Update};
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialiseError {
     /// The topology names no topic the API serves.
-    #[error("the topology has no topic with a value schema the API serves (campaign metrics, alerts, fatigue, credits, campaigns)")]
+    #[error("the topology has no topic with a value schema the API serves (campaign metrics, campaign and creative alerts, fatigue, credits, campaigns)")]
     NoSources,
     /// A source topic does not exist.
     #[error("topic '{0}' does not exist: create it with `adstream topology apply`")]
@@ -84,6 +84,11 @@ impl Decoders {
                 CreativeFatigue::SCHEMA,
             ),
             (
+                SourceKind::CreativeAlerts,
+                CreativeAlert::FULL_NAME,
+                CreativeAlert::SCHEMA,
+            ),
+            (
                 SourceKind::Credits,
                 AttributionCredit::FULL_NAME,
                 AttributionCredit::SCHEMA,
@@ -114,10 +119,15 @@ impl Decoders {
             (SourceKind::Campaigns, None) => Update::Campaign(None),
             (SourceKind::Metrics, None) => Update::Metrics(None),
             (SourceKind::Fatigue, None) => Update::Fatigue(None),
-            (SourceKind::Alerts | SourceKind::Credits, None) => return Ok(None),
+            (SourceKind::Alerts | SourceKind::CreativeAlerts | SourceKind::Credits, None) => {
+                return Ok(None)
+            }
             (SourceKind::Campaigns, value) => Update::Campaign(Some(decoder.decode(cache, value)?)),
             (SourceKind::Metrics, value) => Update::Metrics(Some(decoder.decode(cache, value)?)),
             (SourceKind::Alerts, value) => Update::Alert(decoder.decode(cache, value)?),
+            (SourceKind::CreativeAlerts, value) => {
+                Update::CreativeAlert(decoder.decode(cache, value)?)
+            }
             (SourceKind::Fatigue, value) => Update::Fatigue(Some(decoder.decode(cache, value)?)),
             (SourceKind::Credits, value) => Update::Credit(decoder.decode(cache, value)?),
         }))

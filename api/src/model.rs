@@ -1,9 +1,11 @@
 //! What queries, subscriptions and SSE streams return: GraphQL objects that serialize to the same JSON (camelCase
-//! fields) for SSE. Enum values are the Avro symbols (`HOURLY`, `CRITICAL`, `LAST_TOUCH`, ...); times are UTC epoch
+//! fields) for SSE. Enum values are the Avro symbols (`HOURLY`, `HIGH`, `LAST_TOUCH`, ...); times are UTC epoch
 //! milliseconds; money is in micros of the row's currency.
 
 use adstream_schemas::events::Campaign;
-use adstream_schemas::outputs::{AlertSeverity, CampaignAlert, CampaignMetrics, CreativeFatigue};
+use adstream_schemas::outputs::{
+    AlertSeverity, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue, FatigueStatus,
+};
 use async_graphql::{Enum, SimpleObject};
 use serde::Serialize;
 
@@ -35,32 +37,57 @@ impl WindowGranularity {
     }
 }
 
-/// Lowest severity a client wants to hear about.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+/// Lowest severity a client wants to hear about: seed 004's four levels, and the two names of the levels before
+/// them (`INFO` = `LOW`, `WARNING` = `MEDIUM`) so that existing clients keep working.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MinSeverity {
     /// Everything.
-    Info,
-    /// Warnings and critical alerts.
-    Warning,
+    Low,
+    /// Medium, high and critical alerts.
+    Medium,
+    /// High and critical alerts.
+    High,
     /// Critical alerts only.
     Critical,
+    /// The same as `LOW` (its name before there were four levels).
+    #[graphql(deprecation = "use LOW")]
+    Info,
+    /// The same as `MEDIUM` (its name before there were four levels).
+    #[graphql(deprecation = "use MEDIUM")]
+    Warning,
 }
 
 impl MinSeverity {
-    /// The level `alert` reaches: a firing alert's by its severity, a resolution's by the severity it had, so a
-    /// client that was told an alert fired is also told it resolved. None for an unknown severity.
-    pub fn of(alert: &CampaignAlert) -> Option<MinSeverity> {
-        let level = |severity: AlertSeverity| match severity {
-            AlertSeverity::Info => Some(MinSeverity::Info),
-            AlertSeverity::Warning => Some(MinSeverity::Warning),
-            AlertSeverity::Critical => Some(MinSeverity::Critical),
-            AlertSeverity::Resolved | AlertSeverity::Unknown => None,
-        };
-        match alert.severity {
-            AlertSeverity::Resolved => alert.previous_severity.and_then(level),
-            other => level(other),
+    /// The lowest firing severity this admits.
+    pub fn lowest(self) -> AlertSeverity {
+        match self {
+            MinSeverity::Low | MinSeverity::Info => AlertSeverity::Low,
+            MinSeverity::Medium | MinSeverity::Warning => AlertSeverity::Medium,
+            MinSeverity::High => AlertSeverity::High,
+            MinSeverity::Critical => AlertSeverity::Critical,
         }
+    }
+
+    /// Whether a change that reaches `level` (see [`alert_level`]) is wanted.
+    pub fn admits(self, level: AlertSeverity) -> bool {
+        level >= self.lowest()
+    }
+}
+
+/// The firing severity of a symbol (`LOW` … `CRITICAL`); None for `RESOLVED`, `UNKNOWN` or anything else.
+pub fn firing_severity(symbol: &str) -> Option<AlertSeverity> {
+    AlertSeverity::FIRING
+        .into_iter()
+        .find(|severity| severity.as_str() == symbol)
+}
+
+/// The level an alert change reaches: a firing alert's by its severity, a resolution's by the severity it had, so
+/// a client that was told an alert fired is also told it resolved. None for an unknown severity.
+pub fn alert_level(view: &AlertView) -> Option<AlertSeverity> {
+    match view.severity.as_str() {
+        "RESOLVED" => view.previous_severity.as_deref().and_then(firing_severity),
+        other => firing_severity(other),
     }
 }
 
@@ -76,6 +103,8 @@ pub struct Targets {
     pub target_cpa_micros: Option<i64>,
     /// Minimum return on ad spend.
     pub min_roas: Option<f64>,
+    /// Maximum cost per thousand impressions, micros.
+    pub target_cpm_micros: Option<i64>,
 }
 
 /// A campaign with its settings (the campaigns table's latest record).
@@ -132,6 +161,7 @@ impl From<&Campaign> for CampaignView {
                 max_cpc_micros: c.targets.max_cpc_micros,
                 target_cpa_micros: c.targets.target_cpa_micros,
                 min_roas: c.targets.min_roas,
+                target_cpm_micros: c.targets.target_cpm_micros,
             },
             updated_at: c.updated_at,
         }
@@ -211,46 +241,107 @@ impl From<&CampaignMetrics> for MetricsRow {
     }
 }
 
-/// A change of one alert condition of a campaign.
+/// A change of one alert condition: of a campaign (`alerts.campaign`), or of one of its creatives' fatigue
+/// (`alerts.creative`, kind `CREATIVE_FATIGUE`).
 #[derive(SimpleObject, Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertView {
-    /// `<campaign_id>|<kind>|<event_time millis>`.
+    /// `<campaign_id>|<kind>|<event_time millis>`, or `<creative_id>|<event_time millis>` for a creative.
     pub alert_id: String,
     /// Campaign.
     pub campaign_id: String,
-    /// Condition symbol (`DAILY_BUDGET_REACHED`, ...).
+    /// The creative of a `CREATIVE_FATIGUE` alert; null for campaign alerts.
+    pub creative_id: Option<String>,
+    /// Condition symbol (`DAILY_BUDGET_REACHED`, ..., `CREATIVE_FATIGUE`).
     pub kind: String,
-    /// New state: `INFO`, `WARNING`, `CRITICAL` or `RESOLVED`.
+    /// New state: `LOW`, `MEDIUM`, `HIGH`, `CRITICAL` or `RESOLVED` (a creative: `LIMITED` is `MEDIUM`,
+    /// `FATIGUED` is `HIGH`, back to `HEALTHY` is `RESOLVED`).
     pub severity: String,
     /// State before; null when it was not firing.
     pub previous_severity: Option<String>,
-    /// Observed value.
+    /// The rule and tier that decided the change (`cpa_above_target:tier2`, `cpa_above_target:resolved`;
+    /// `creative_fatigue:<status>` for a creative); empty for records written before rules were named.
+    pub rule: String,
+    /// Level of the tier that fired, in the rule's measure (0.25 = 25 %); 0 for a resolution and a creative.
+    pub rule_level: f64,
+    /// Observed value (a creative: its current CTR).
     pub observed: f64,
-    /// Threshold or target.
+    /// Threshold or target (a creative: its baseline CTR).
     pub threshold: f64,
     /// One readable line.
     pub message: String,
-    /// Start of the campaign's local day.
-    pub day_start: i64,
+    /// Start of the campaign's local day; null for a creative.
+    pub day_start: Option<i64>,
     /// Event time of the observation.
     pub event_time: i64,
     /// Correlation id of the input record that raised the change.
     pub correlation_id: String,
 }
 
+/// The kind of the alerts of `alerts.creative` in the alert stream.
+pub const CREATIVE_FATIGUE_KIND: &str = "CREATIVE_FATIGUE";
+
 impl From<&CampaignAlert> for AlertView {
     fn from(a: &CampaignAlert) -> AlertView {
         AlertView {
             alert_id: a.alert_id.clone(),
             campaign_id: a.campaign_id.clone(),
+            creative_id: None,
             kind: a.kind.as_str().to_owned(),
             severity: a.severity.as_str().to_owned(),
             previous_severity: a.previous_severity.map(|s| s.as_str().to_owned()),
+            rule: a.rule.clone(),
+            rule_level: a.rule_level,
             observed: a.observed,
             threshold: a.threshold,
             message: a.message.clone(),
-            day_start: a.day_start,
+            day_start: Some(a.day_start),
+            event_time: a.event_time,
+            correlation_id: a.correlation_id.clone(),
+        }
+    }
+}
+
+/// The alert severity a creative's fatigue status stands for: a limited decline is worth watching (`MEDIUM`), a
+/// fatigued creative needs a new one today (`HIGH`); healthy is no alert (None).
+fn fatigue_severity(status: FatigueStatus) -> Option<AlertSeverity> {
+    match status {
+        FatigueStatus::Healthy => None,
+        FatigueStatus::Limited => Some(AlertSeverity::Medium),
+        FatigueStatus::Fatigued => Some(AlertSeverity::High),
+        FatigueStatus::Unknown => Some(AlertSeverity::Unknown),
+    }
+}
+
+impl From<&CreativeAlert> for AlertView {
+    fn from(a: &CreativeAlert) -> AlertView {
+        let severity = fatigue_severity(a.status).unwrap_or(AlertSeverity::Resolved);
+        let previous = a.previous_status.and_then(fatigue_severity);
+        let status = symbol(&a.status);
+        let ctr =
+            |ctr: Option<f64>| ctr.map_or("unknown".to_owned(), |c| format!("{:.2}%", c * 100.0));
+        AlertView {
+            alert_id: a.alert_id.clone(),
+            campaign_id: a.campaign_id.clone(),
+            creative_id: Some(a.creative_id.clone()),
+            kind: CREATIVE_FATIGUE_KIND.to_owned(),
+            severity: severity.as_str().to_owned(),
+            previous_severity: previous.map(|s| s.as_str().to_owned()),
+            rule: format!("creative_fatigue:{}", status.to_ascii_lowercase()),
+            rule_level: 0.0,
+            observed: a.current_ctr.unwrap_or(0.0),
+            threshold: a.baseline_ctr.unwrap_or(0.0),
+            message: format!(
+                "creative {} is {status}{}: CTR {} against a {} baseline (score {:.2})",
+                a.creative_id,
+                a.previous_status
+                    .map(|p| format!(" (was {})", symbol(&p)))
+                    .unwrap_or_default(),
+                ctr(a.current_ctr),
+                ctr(a.baseline_ctr),
+                a.score,
+            ),
+            day_start: None,
             event_time: a.event_time,
             correlation_id: a.correlation_id.clone(),
         }
@@ -371,4 +462,32 @@ pub struct CreditTotals {
     pub revenue_micros: f64,
     /// Credit records summed.
     pub credits: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_severity_admits_its_level_and_above_and_keeps_the_legacy_names() {
+        let admitted = |min: MinSeverity| {
+            AlertSeverity::FIRING
+                .into_iter()
+                .filter(|level| min.admits(*level))
+                .map(AlertSeverity::as_str)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            admitted(MinSeverity::Low),
+            ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+        );
+        assert_eq!(admitted(MinSeverity::High), ["HIGH", "CRITICAL"]);
+        assert_eq!(admitted(MinSeverity::Critical), ["CRITICAL"]);
+        // `?minSeverity=WARNING` of an existing client still means "medium and above".
+        let legacy: MinSeverity = serde_json::from_str("\"WARNING\"").expect("legacy name");
+        assert_eq!(admitted(legacy), ["MEDIUM", "HIGH", "CRITICAL"]);
+        let legacy: MinSeverity = serde_json::from_str("\"INFO\"").expect("legacy name");
+        assert_eq!(admitted(legacy), admitted(MinSeverity::Low));
+        assert_eq!(firing_severity("RESOLVED"), None);
+    }
 }

@@ -431,7 +431,8 @@ struct StreamParams {
     campaign_ids: Option<String>,
     /// `HOURLY` or `DAILY` (metrics only); both when absent.
     granularity: Option<WindowGranularity>,
-    /// `INFO`, `WARNING` or `CRITICAL` (alerts only); `INFO` when absent.
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL` (alerts only; `INFO` and `WARNING` are `LOW` and `MEDIUM`); `LOW`
+    /// when absent.
     min_severity: Option<MinSeverity>,
 }
 
@@ -520,7 +521,7 @@ async fn sse_alerts(
     Query(params): Query<StreamParams>,
 ) -> Response {
     let campaigns = params.campaigns();
-    let min = params.min_severity.unwrap_or(MinSeverity::Info);
+    let min = params.min_severity.unwrap_or(MinSeverity::Low);
     sse(
         &app,
         &headers,
@@ -528,7 +529,7 @@ async fn sse_alerts(
         "alerts",
         move |change| match change {
             Change::Alert(alert, Some(level))
-                if *level >= min
+                if min.admits(*level)
                     && campaigns
                         .as_ref()
                         .is_none_or(|ids| ids.contains(&alert.campaign_id)) =>

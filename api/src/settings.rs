@@ -6,7 +6,7 @@ use std::time::Duration;
 use adstream_kafka::registry_client::RegistrySettings;
 use adstream_schemas::events::{AvroRecord, Campaign};
 use adstream_schemas::outputs::{
-    AttributionCredit, CampaignAlert, CampaignMetrics, CreativeFatigue,
+    AttributionCredit, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue,
 };
 use adstream_topology::Topology;
 use rdkafka::ClientConfig;
@@ -20,6 +20,8 @@ pub enum SourceKind {
     Metrics,
     /// `io.adstream.alerts.CampaignAlert`: every change of an alert's state.
     Alerts,
+    /// `io.adstream.alerts.CreativeAlert`: every change of a creative's fatigue status, in the alert stream.
+    CreativeAlerts,
     /// `io.adstream.fatigue.CreativeFatigue`: latest assessment per creative.
     Fatigue,
     /// `io.adstream.attribution.AttributionCredit`: every credit, summed per campaign and model.
@@ -33,6 +35,7 @@ impl SourceKind {
             (Campaign::FULL_NAME, SourceKind::Campaigns),
             (CampaignMetrics::FULL_NAME, SourceKind::Metrics),
             (CampaignAlert::FULL_NAME, SourceKind::Alerts),
+            (CreativeAlert::FULL_NAME, SourceKind::CreativeAlerts),
             (CreativeFatigue::FULL_NAME, SourceKind::Fatigue),
             (AttributionCredit::FULL_NAME, SourceKind::Credits),
         ]
@@ -50,7 +53,8 @@ pub struct Sources {
 
 impl Sources {
     /// Every topic of `topology` whose value schema the API serves: both metrics topics (hourly and daily rows
-    /// carry their granularity), the alerts, fatigue and credits topics and the campaigns table.
+    /// carry their granularity), the campaign and creative alerts, fatigue and credits topics and the campaigns
+    /// table.
     pub fn from_topology(topology: &Topology) -> Sources {
         let topics = topology
             .value_schemas()

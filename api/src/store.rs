@@ -12,19 +12,21 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use adstream_schemas::events::Campaign;
 use adstream_schemas::outputs::{
-    AlertSeverity, AttributionCredit, CampaignAlert, CampaignMetrics, CreativeFatigue,
+    AlertSeverity, AttributionCredit, CampaignAlert, CampaignMetrics, CreativeAlert,
+    CreativeFatigue,
 };
 use tokio::sync::broadcast;
 
-use crate::model::{AlertView, CampaignView, CreditTotals, FatigueView, MetricsRow, MinSeverity};
+use crate::model::{alert_level, AlertView, CampaignView, CreditTotals, FatigueView, MetricsRow};
 
 /// One change subscribers may want.
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A metrics row was written (new or updated window).
     Metrics(Arc<MetricsRow>),
-    /// An alert changed state, with the level it reaches (see [`MinSeverity::of`]).
-    Alert(Arc<AlertView>, Option<MinSeverity>),
+    /// An alert of a campaign or a creative changed state, with the level it reaches (see
+    /// [`alert_level`]).
+    Alert(Arc<AlertView>, Option<AlertSeverity>),
     /// A creative's fatigue assessment was written.
     Fatigue(Arc<FatigueView>),
 }
@@ -36,8 +38,10 @@ pub enum Update {
     Campaign(Option<Campaign>),
     /// A metrics row, or None for a tombstone.
     Metrics(Option<CampaignMetrics>),
-    /// An alert change.
+    /// An alert change of a campaign.
     Alert(CampaignAlert),
+    /// A fatigue status change of a creative.
+    CreativeAlert(CreativeAlert),
     /// A fatigue assessment, or None for a tombstone.
     Fatigue(Option<CreativeFatigue>),
     /// An attribution credit.
@@ -56,8 +60,8 @@ pub struct Tables {
     pub metrics: BTreeMap<MetricsKey, MetricsRow>,
     /// The window of each metrics record key, so a tombstone (which has only the key) finds its row.
     metrics_keys: HashMap<Vec<u8>, MetricsKey>,
-    /// Latest change per (campaign, kind) of the alerts still firing.
-    pub open_alerts: BTreeMap<(String, String), AlertView>,
+    /// Latest change per (campaign, kind, creative, empty for a campaign alert) of the alerts still firing.
+    pub open_alerts: BTreeMap<(String, String, String), AlertView>,
     /// The newest alert changes, oldest first, at most `alert_history` of them.
     pub alert_history: VecDeque<AlertView>,
     alert_history_limit: usize,
@@ -109,23 +113,8 @@ impl Tables {
                 }
                 None
             }
-            Update::Alert(alert) => {
-                let level = MinSeverity::of(&alert);
-                let view = AlertView::from(&alert);
-                let slot = (view.campaign_id.clone(), view.kind.clone());
-                if alert.severity == AlertSeverity::Resolved {
-                    self.open_alerts.remove(&slot);
-                } else {
-                    self.open_alerts.insert(slot, view.clone());
-                }
-                if self.alert_history_limit > 0 {
-                    if self.alert_history.len() >= self.alert_history_limit {
-                        self.alert_history.pop_front();
-                    }
-                    self.alert_history.push_back(view.clone());
-                }
-                Some(Change::Alert(Arc::new(view), level))
-            }
+            Update::Alert(alert) => Some(self.alert_changed(AlertView::from(&alert))),
+            Update::CreativeAlert(alert) => Some(self.alert_changed(AlertView::from(&alert))),
             Update::Fatigue(Some(fatigue)) => {
                 let view = FatigueView::from(&fatigue);
                 self.fatigue.insert(view.creative_id.clone(), view.clone());
@@ -153,6 +142,30 @@ impl Tables {
                 None
             }
         }
+    }
+}
+
+impl Tables {
+    /// Records an alert change of a campaign or a creative: open until it resolves, and in the history.
+    fn alert_changed(&mut self, view: AlertView) -> Change {
+        let level = alert_level(&view);
+        let slot = (
+            view.campaign_id.clone(),
+            view.kind.clone(),
+            view.creative_id.clone().unwrap_or_default(),
+        );
+        if view.severity == AlertSeverity::Resolved.as_str() {
+            self.open_alerts.remove(&slot);
+        } else {
+            self.open_alerts.insert(slot, view.clone());
+        }
+        if self.alert_history_limit > 0 {
+            if self.alert_history.len() >= self.alert_history_limit {
+                self.alert_history.pop_front();
+            }
+            self.alert_history.push_back(view.clone());
+        }
+        Change::Alert(Arc::new(view), level)
     }
 }
 
@@ -213,7 +226,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adstream_schemas::outputs::AlertKind;
+    use adstream_schemas::outputs::{AlertKind, FatigueStatus};
 
     fn alert(
         campaign: &str,
@@ -228,6 +241,8 @@ mod tests {
             previous_severity: previous,
             observed: 0.95,
             threshold: 0.9,
+            rule: "daily_budget_reached:tier1".to_owned(),
+            rule_level: 0.9,
             message: "m".to_owned(),
             day_start: 0,
             event_time: 1,
@@ -238,13 +253,10 @@ mod tests {
     #[test]
     fn alerts_open_resolve_and_keep_a_bounded_history() {
         let mut tables = Tables::new(2);
-        let fired = tables.apply(
-            b"a",
-            Update::Alert(alert("a", AlertSeverity::Warning, None)),
-        );
+        let fired = tables.apply(b"a", Update::Alert(alert("a", AlertSeverity::High, None)));
         assert!(matches!(
             fired,
-            Some(Change::Alert(_, Some(MinSeverity::Warning)))
+            Some(Change::Alert(_, Some(AlertSeverity::High)))
         ));
         assert_eq!(tables.open_alerts.len(), 1);
         tables.apply(
@@ -252,11 +264,16 @@ mod tests {
             Update::Alert(alert(
                 "a",
                 AlertSeverity::Critical,
-                Some(AlertSeverity::Warning),
+                Some(AlertSeverity::High),
             )),
         );
         assert_eq!(
-            tables.open_alerts[&("a".to_owned(), "DAILY_BUDGET_REACHED".to_owned())].severity,
+            tables.open_alerts[&(
+                "a".to_owned(),
+                "DAILY_BUDGET_REACHED".to_owned(),
+                String::new()
+            )]
+                .severity,
             "CRITICAL"
         );
         let resolved = tables.apply(
@@ -270,7 +287,7 @@ mod tests {
         // A resolution reaches the level the alert had, so a critical-only subscriber hears it.
         assert!(matches!(
             resolved,
-            Some(Change::Alert(_, Some(MinSeverity::Critical)))
+            Some(Change::Alert(_, Some(AlertSeverity::Critical)))
         ));
         assert!(tables.open_alerts.is_empty());
         let history: Vec<_> = tables
@@ -285,6 +302,89 @@ mod tests {
         );
     }
 
+    fn creative_alert(
+        creative: &str,
+        status: FatigueStatus,
+        previous: Option<FatigueStatus>,
+    ) -> CreativeAlert {
+        CreativeAlert {
+            alert_id: format!("{creative}|7"),
+            creative_id: creative.to_owned(),
+            campaign_id: "a".to_owned(),
+            status,
+            previous_status: previous,
+            score: 0.6,
+            baseline_ctr: Some(0.02),
+            current_ctr: Some(0.012),
+            change_started_at: Some(3),
+            event_time: 7,
+            emitted_at: 8,
+            correlation_id: "c".to_owned(),
+        }
+    }
+
+    #[test]
+    fn creative_alerts_join_the_alert_stream_per_creative() {
+        let mut tables = Tables::new(10);
+        tables.apply(b"a", Update::Alert(alert("a", AlertSeverity::High, None)));
+        let fatigued = tables.apply(
+            b"a-cr-1",
+            Update::CreativeAlert(creative_alert(
+                "a-cr-1",
+                FatigueStatus::Fatigued,
+                Some(FatigueStatus::Limited),
+            )),
+        );
+        let Some(Change::Alert(view, level)) = fatigued else {
+            panic!("a creative alert is an alert change: {fatigued:?}")
+        };
+        assert_eq!(level, Some(AlertSeverity::High));
+        assert_eq!(
+            (
+                view.kind.as_str(),
+                view.creative_id.as_deref(),
+                view.severity.as_str(),
+                view.previous_severity.as_deref(),
+                view.rule.as_str(),
+                view.day_start,
+            ),
+            (
+                "CREATIVE_FATIGUE",
+                Some("a-cr-1"),
+                "HIGH",
+                Some("MEDIUM"),
+                "creative_fatigue:fatigued",
+                None
+            )
+        );
+        assert_eq!((view.observed, view.threshold), (0.012, 0.02));
+        assert_eq!(
+            view.message,
+            "creative a-cr-1 is FATIGUED (was LIMITED): CTR 1.20% against a 2.00% baseline (score 0.60)"
+        );
+        // A second creative of the same campaign is its own open alert, beside the campaign's.
+        tables.apply(
+            b"a-cr-2",
+            Update::CreativeAlert(creative_alert("a-cr-2", FatigueStatus::Limited, None)),
+        );
+        assert_eq!(tables.open_alerts.len(), 3);
+        // Back to healthy resolves it, at the level it had.
+        let healthy = tables.apply(
+            b"a-cr-1",
+            Update::CreativeAlert(creative_alert(
+                "a-cr-1",
+                FatigueStatus::Healthy,
+                Some(FatigueStatus::Fatigued),
+            )),
+        );
+        assert!(matches!(
+            healthy,
+            Some(Change::Alert(ref view, Some(AlertSeverity::High))) if view.severity == "RESOLVED"
+        ));
+        assert_eq!(tables.open_alerts.len(), 2);
+        assert_eq!(tables.alert_history.len(), 4);
+    }
+
     #[test]
     fn a_hub_ring_drops_a_subscriber_that_falls_behind() {
         let hub = Hub::new(10, 2);
@@ -292,7 +392,7 @@ mod tests {
         for i in 0..3 {
             hub.apply(
                 b"a",
-                Update::Alert(alert(&format!("c{i}"), AlertSeverity::Info, None)),
+                Update::Alert(alert(&format!("c{i}"), AlertSeverity::Low, None)),
             );
         }
         assert!(matches!(

@@ -38,6 +38,8 @@ use serde::Serialize;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 const MICROS: f64 = 1_000_000.0;
+/// Share of the impressions not clicked that lead to a (view-through) conversion.
+const VIEW_THROUGH_RATE: f64 = 0.0003;
 /// Creatives reach about this many impressions per reached user by the end of the period.
 const TARGET_FREQUENCY: f64 = 6.0;
 const TIME_ZONES: [&str; 8] = [
@@ -89,7 +91,68 @@ pub struct GeneratorConfig {
     pub late_share: f64,
     /// Keep the journeys of converting users in the manifest when `events` is at most this.
     pub journey_limit: u64,
+    /// A CPA breach to plant on one campaign, if any.
+    pub cpa_breach: Option<CpaBreach>,
 }
+
+/// A planted CPA breach: the campaign's CPA target is set to [`CPA_BREACH_TARGET_MARGIN`] times its expected CPA
+/// (so that on ordinary days it stays well within it), and on one local day the campaign pays `cost_factor` times
+/// its usual prices for the same impressions, clicks and conversions, so that day's CPA is `cost_factor /
+/// CPA_BREACH_TARGET_MARGIN` times the target. Nothing else changes: the random stream is the same as without it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CpaBreach {
+    /// Index of the campaign (`<slug>-cmp-<index>`).
+    pub campaign: usize,
+    /// Day of the period, from 0, in the campaign's local time (its UTC offset at the start of the period).
+    pub day: u32,
+    /// Factor on the campaign's impression and click costs during that day.
+    pub cost_factor: f64,
+}
+
+/// A `--cpa-breach` value that is not `CAMPAIGN:DAY:FACTOR`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CPA breach '{text}': {reason} (expected CAMPAIGN:DAY:FACTOR, e.g. 3:2:4)")]
+pub struct CpaBreachError {
+    text: String,
+    reason: &'static str,
+}
+
+impl std::str::FromStr for CpaBreach {
+    type Err = CpaBreachError;
+
+    /// `CAMPAIGN:DAY:FACTOR`: the campaign's index, the day of the period (both from 0) and the cost factor.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = |reason| CpaBreachError {
+            text: text.to_owned(),
+            reason,
+        };
+        let mut parts = text.split(':').map(str::trim);
+        let (Some(campaign), Some(day), Some(factor), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(error("three parts are needed"));
+        };
+        let breach = CpaBreach {
+            campaign: campaign
+                .parse()
+                .map_err(|_| error("the campaign is not an index"))?,
+            day: day.parse().map_err(|_| error("the day is not a number"))?,
+            cost_factor: factor
+                .parse()
+                .map_err(|_| error("the factor is not a number"))?,
+        };
+        if !(breach.cost_factor.is_finite() && breach.cost_factor > 0.0) {
+            return Err(error("the factor must be positive"));
+        }
+        Ok(breach)
+    }
+}
+
+/// How far above its expected CPA a campaign with a planted [`CpaBreach`] gets its target: three times. The
+/// expectation leaves out that conversions come hours after their clicks and views, so a day credits about two
+/// thirds of the conversions it expects (measured in `tests/alert_rules.rs`): an ordinary day's CPA lands near half
+/// the target, and seldom comes near it even early in a day, with few conversions.
+pub const CPA_BREACH_TARGET_MARGIN: f64 = 3.0;
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
@@ -104,6 +167,7 @@ impl Default for GeneratorConfig {
             out_of_order_share: 0.01,
             late_share: 0.001,
             journey_limit: 2_000_000,
+            cpa_breach: None,
         }
     }
 }
@@ -437,11 +501,18 @@ impl Generator {
             let time_zone = TIME_ZONES[rng.gen_range(0..TIME_ZONES.len())];
             let currency = CURRENCIES[rng.gen_range(0..CURRENCIES.len())];
             let tz_offset_hours = utc_offset_hours(time_zone, config.start_ms);
+            let target_cpa_usd = match config.cpa_breach {
+                Some(breach) if breach.campaign == index => {
+                    expected_cpa_usd(spend_per_impression, base_ctr, cvr) * CPA_BREACH_TARGET_MARGIN
+                }
+                _ => order_value_usd / 2.5,
+            };
             let targets = CampaignTargets {
                 min_ctr: Some(round4(base_ctr * 0.7)),
                 max_cpc_micros: (billing == "CPC").then_some((cpc_usd * 1.3 * MICROS) as i64),
-                target_cpa_micros: Some((order_value_usd / 2.5 * MICROS) as i64),
+                target_cpa_micros: Some((target_cpa_usd * MICROS) as i64),
                 min_roas: Some(round4(rng.gen_range(1.5..3.0))),
+                target_cpm_micros: (billing == "CPM").then_some((cpm_usd * 1.3 * MICROS) as i64),
             };
             let record = Campaign {
                 campaign_id: campaign_id.clone(),
@@ -527,7 +598,7 @@ impl Generator {
                 record,
                 cpm_micros: cpm_usd * MICROS,
                 cpc_micros: cpc_usd * MICROS,
-                view_through_rate: 0.0003,
+                view_through_rate: VIEW_THROUGH_RATE,
                 median_order_value_micros: order_value_usd * MICROS,
                 tz_offset_hours,
                 share,
@@ -655,6 +726,21 @@ impl Generator {
         }));
     }
 
+    /// The factor on the costs of campaign `campaign_index` at `event_ms`: the planted breach's on its local day,
+    /// 1 otherwise.
+    fn cost_factor(&self, campaign_index: usize, event_ms: i64) -> f64 {
+        let Some(breach) = self.config.cpa_breach else {
+            return 1.0;
+        };
+        let offset_ms = i64::from(self.campaigns[campaign_index].tz_offset_hours) * HOUR_MS;
+        let local_day = (event_ms + offset_ms - self.config.start_ms).div_euclid(DAY_MS);
+        if breach.campaign == campaign_index && local_day == i64::from(breach.day) {
+            breach.cost_factor
+        } else {
+            1.0
+        }
+    }
+
     /// Draws the next impression (and schedules its click and conversion, if any).
     fn generate_impression(&mut self) {
         let now = self.next_impression_ms;
@@ -686,6 +772,7 @@ impl Generator {
             creative.current_ctr(exposure)
         };
         let campaign = &self.campaigns[campaign_index];
+        let cost_factor = self.cost_factor(campaign_index, event_ms);
         let creative = &self.creatives[creative_index].record;
         let noise = lognormal(&mut self.rng, 0.25);
         self.seq += 1;
@@ -708,7 +795,7 @@ impl Generator {
             user_id: Some(user_id(user)),
             placement: placement(campaign.record.platform),
             device,
-            cost_micros: (campaign.cpm_micros / 1000.0 * noise) as i64,
+            cost_micros: (campaign.cpm_micros / 1000.0 * noise * cost_factor) as i64,
             currency: campaign.record.currency.clone(),
         };
         let clicked = self.rng.gen_bool(ctr.clamp(0.0, 1.0));
@@ -730,7 +817,7 @@ impl Generator {
                 user_id: impression.user_id.clone(),
                 impression_id: Some(impression_id.clone()),
                 device,
-                cost_micros: (campaign.cpc_micros * cost_noise) as i64,
+                cost_micros: (campaign.cpc_micros * cost_noise * cost_factor) as i64,
                 currency: impression.currency.clone(),
             });
             if self.rng.gen_bool(campaign.truth.cvr) {
@@ -947,6 +1034,12 @@ fn exp1<R: Rng>(rng: &mut R) -> f64 {
 }
 
 /// A log-normal multiplier with median 1: `exp(sigma · z)`, `z` standard normal.
+/// The CPA a campaign can expect: its spend per impression over its conversions per impression, from clicks
+/// (`ctr × cvr`) and from views ([`VIEW_THROUGH_RATE`] of the impressions not clicked).
+fn expected_cpa_usd(spend_per_impression: f64, ctr: f64, cvr: f64) -> f64 {
+    spend_per_impression / (ctr * cvr + (1.0 - ctr) * VIEW_THROUGH_RATE)
+}
+
 fn lognormal<R: Rng>(rng: &mut R, sigma: f64) -> f64 {
     let z: f64 = StandardNormal.sample(rng);
     (sigma * z).exp()
@@ -973,6 +1066,93 @@ mod tests {
             GeneratedEvent::Click(e) => &e.event_id,
             GeneratedEvent::Conversion(e) => &e.conversion_id,
         }
+    }
+
+    /// The cost of an impression or click, its campaign and event time; `None` for other records.
+    fn cost(event: &GeneratedEvent) -> Option<(&str, i64, i64)> {
+        match event {
+            GeneratedEvent::Impression(e) => Some((&e.campaign_id, e.event_time, e.cost_micros)),
+            GeneratedEvent::Click(e) => Some((&e.campaign_id, e.event_time, e.cost_micros)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_cpa_breach_reads_from_its_flag() {
+        assert_eq!(
+            "3:2:4".parse::<CpaBreach>(),
+            Ok(CpaBreach {
+                campaign: 3,
+                day: 2,
+                cost_factor: 4.0
+            })
+        );
+        for bad in [
+            "3:2", "a:2:4", "3:2:0", "3:2:-1", "3:2:4:5", "3:x:4", "3:2:inf",
+        ] {
+            let error = bad.parse::<CpaBreach>().expect_err(bad).to_string();
+            assert!(error.contains("expected CAMPAIGN:DAY:FACTOR"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_planted_cpa_breach_raises_one_campaigns_costs_on_one_local_day_only() {
+        let plain = config(5, 30_000);
+        let breach = CpaBreach {
+            campaign: 1,
+            day: 2,
+            cost_factor: 4.0,
+        };
+        let planted = GeneratorConfig {
+            cpa_breach: Some(breach),
+            ..plain.clone()
+        };
+        let a: Vec<Generated> = Generator::new(plain).collect();
+        let b: Vec<Generated> = Generator::new(planted.clone()).collect();
+        assert_eq!(a.len(), b.len(), "the same stream, apart from costs");
+        let model = Generator::new(planted);
+        let target = &model.campaigns[1];
+        let offset = i64::from(target.tz_offset_hours) * HOUR_MS;
+        let breach_day = model.config.start_ms + 2 * DAY_MS - offset;
+        let (mut raised, mut kept) = (0, 0);
+        for (x, y) in a.iter().zip(&b) {
+            match (&x.event, &y.event) {
+                (GeneratedEvent::Campaign(x), GeneratedEvent::Campaign(y)) => {
+                    assert_eq!(x.campaign_id, y.campaign_id);
+                    if x.campaign_id == target.record.campaign_id {
+                        // The target moves to a multiple of the expected CPA.
+                        assert_ne!(x.targets.target_cpa_micros, y.targets.target_cpa_micros);
+                    } else {
+                        assert_eq!(x, y);
+                    }
+                    continue;
+                }
+                _ => assert_eq!(id_of(&x.event), id_of(&y.event)),
+            }
+            let (Some((campaign, time, before)), Some((_, _, after))) =
+                (cost(&x.event), cost(&y.event))
+            else {
+                assert_eq!(x, y);
+                continue;
+            };
+            // A click's cost follows its impression's day; a click seconds after midnight is left out.
+            let in_day = (breach_day + 60_000..breach_day + DAY_MS - 60_000).contains(&time);
+            let outside = !(breach_day - 60_000..breach_day + DAY_MS + 60_000).contains(&time);
+            if campaign == target.record.campaign_id && in_day {
+                assert!(
+                    (after - 4 * before).abs() <= 4,
+                    "{before} -> {after} at {time}"
+                );
+                raised += 1;
+            } else if campaign != target.record.campaign_id || outside {
+                assert_eq!(before, after);
+                kept += 1;
+            }
+        }
+        assert!(
+            raised > 100 && kept > 10_000,
+            "{raised} raised, {kept} kept"
+        );
     }
 
     #[test]

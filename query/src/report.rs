@@ -403,6 +403,13 @@ mod tests {
             symbol::<AlertSeverity>("RESOLVED"),
             Some(AlertSeverity::Resolved)
         );
+        // Records written before the four severities: INFO and WARNING read as LOW and MEDIUM.
+        assert_eq!(symbol::<AlertSeverity>("INFO"), Some(AlertSeverity::Low));
+        assert_eq!(
+            symbol::<AlertSeverity>("WARNING"),
+            Some(AlertSeverity::Medium)
+        );
+        assert_eq!(symbol::<AlertSeverity>("HIGH"), Some(AlertSeverity::High));
         assert_eq!(
             symbol::<AlertKind>("CTR_BELOW_TARGET"),
             Some(AlertKind::CtrBelowTarget)

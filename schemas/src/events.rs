@@ -276,6 +276,9 @@ pub struct CampaignTargets {
     pub target_cpa_micros: Option<i64>,
     /// Minimum return on ad spend.
     pub min_roas: Option<f64>,
+    /// Maximum cost per thousand impressions, micros.
+    #[serde(default)]
+    pub target_cpm_micros: Option<i64>,
 }
 
 /// `io.adstream.ads.Campaign`: campaign settings; compacted by `campaign_id`.
@@ -525,6 +528,7 @@ pub(crate) mod tests {
                 max_cpc_micros: None,
                 target_cpa_micros: Some(20_000_000),
                 min_roas: Some(2.5),
+                target_cpm_micros: Some(8_000_000),
             },
             updated_at: 1_700_000_000_000,
         });

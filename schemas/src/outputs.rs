@@ -199,9 +199,9 @@ pub enum AlertKind {
     PacingOver,
     /// Spend runs behind the daily budget's expected-by-now.
     PacingUnder,
-    /// Day spend reached 90 % / 100 % of the daily budget.
+    /// Day spend reached a tier of the daily budget (by default 90 % and 100 %).
     DailyBudgetReached,
-    /// Lifetime spend reached 90 % / 100 % of the lifetime budget.
+    /// Lifetime spend reached a tier of the lifetime budget (by default 90 % and 100 %).
     LifetimeBudgetReached,
     /// CTR below the campaign's minimum.
     CtrBelowTarget,
@@ -211,6 +211,8 @@ pub enum AlertKind {
     RoasBelowTarget,
     /// CPA above the campaign's target.
     CpaAboveTarget,
+    /// CPM above the campaign's target.
+    CpmAboveTarget,
     /// A symbol this reader does not know.
     Unknown,
 }
@@ -227,20 +229,29 @@ impl AlertKind {
             AlertKind::CpcAboveTarget => "CPC_ABOVE_TARGET",
             AlertKind::RoasBelowTarget => "ROAS_BELOW_TARGET",
             AlertKind::CpaAboveTarget => "CPA_ABOVE_TARGET",
+            AlertKind::CpmAboveTarget => "CPM_ABOVE_TARGET",
             AlertKind::Unknown => "UNKNOWN",
         }
     }
 }
 
-/// New state of an alert condition.
+/// New state of an alert condition: seed 004's four levels, ordered `Low < Medium < High < Critical`, then
+/// `Resolved` and `Unknown`.
+///
+/// The schema still lists `INFO` and `WARNING`, written before the four levels existed; they read as `Low` and
+/// `Medium` (serde aliases), so old records and old stored alert state keep their meaning, and nothing writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlertSeverity {
-    /// Worth a look.
-    Info,
-    /// Needs attention today.
-    Warning,
-    /// Needs attention now.
+    /// Worth a look (legacy `INFO`).
+    #[serde(alias = "INFO")]
+    Low,
+    /// Watch it today (legacy `WARNING`).
+    #[serde(alias = "WARNING")]
+    Medium,
+    /// Act today.
+    High,
+    /// Act now: money is being lost or delivery has stopped.
     Critical,
     /// The condition no longer holds.
     Resolved,
@@ -249,11 +260,20 @@ pub enum AlertSeverity {
 }
 
 impl AlertSeverity {
-    /// The symbol of the Avro enum in the alerts topic (`INFO`, …).
+    /// The firing severities, least urgent first.
+    pub const FIRING: [AlertSeverity; 4] = [
+        AlertSeverity::Low,
+        AlertSeverity::Medium,
+        AlertSeverity::High,
+        AlertSeverity::Critical,
+    ];
+
+    /// The symbol of the Avro enum in the alerts topic (`LOW`, …).
     pub fn as_str(self) -> &'static str {
         match self {
-            AlertSeverity::Info => "INFO",
-            AlertSeverity::Warning => "WARNING",
+            AlertSeverity::Low => "LOW",
+            AlertSeverity::Medium => "MEDIUM",
+            AlertSeverity::High => "HIGH",
             AlertSeverity::Critical => "CRITICAL",
             AlertSeverity::Resolved => "RESOLVED",
             AlertSeverity::Unknown => "UNKNOWN",
@@ -278,6 +298,12 @@ pub struct CampaignAlert {
     pub observed: f64,
     /// Threshold or target.
     pub threshold: f64,
+    /// `<rule>:tier<N>` when firing, `<rule>:resolved` on a resolution; empty in old records.
+    #[serde(default)]
+    pub rule: String,
+    /// Level of the tier that fired, in the rule's measure; 0 on a resolution.
+    #[serde(default)]
+    pub rule_level: f64,
     /// One readable line.
     pub message: String,
     /// Start of the campaign's local day (UTC epoch millis).
@@ -752,15 +778,130 @@ mod tests {
                 campaign_id: "c".into(),
                 kind: AlertKind::PacingOver,
                 severity: AlertSeverity::Resolved,
-                previous_severity: Some(AlertSeverity::Warning),
+                previous_severity: Some(AlertSeverity::Medium),
                 observed: 0.05,
                 threshold: 0.1,
+                rule: "pacing_over:resolved".into(),
+                rule_level: 0.0,
                 message: "spend is back on pace".into(),
                 day_start: 1_700_000_000_000,
                 event_time: 1_700_000_100_000,
                 correlation_id: "corr".into(),
             },
         );
+    }
+
+    /// The alert schema as it was before the four severities, the rule fields and CPM: the current one without
+    /// them.
+    fn alert_schema_before_rules() -> apache_avro::Schema {
+        let mut json: serde_json::Value = serde_json::from_str(CAMPAIGN_ALERT_AVSC).expect("json");
+        let fields = json["fields"].as_array_mut().expect("fields");
+        fields.retain(|f| f["name"] != "rule" && f["name"] != "rule_level");
+        for field in fields.iter_mut() {
+            let Some(symbols) = field
+                .get_mut("type")
+                .and_then(|t| t.get_mut("symbols"))
+                .and_then(|s| s.as_array_mut())
+            else {
+                continue;
+            };
+            {
+                symbols.retain(|s| {
+                    !["LOW", "MEDIUM", "HIGH", "CPM_ABOVE_TARGET"]
+                        .contains(&s.as_str().unwrap_or(""))
+                });
+            }
+        }
+        apache_avro::Schema::parse_str(&json.to_string()).expect("old schema")
+    }
+
+    fn sample_alert(severity: AlertSeverity) -> CampaignAlert {
+        CampaignAlert {
+            alert_id: "c|CPA_ABOVE_TARGET|1".into(),
+            campaign_id: "c".into(),
+            kind: AlertKind::CpaAboveTarget,
+            severity,
+            previous_severity: None,
+            observed: 30.0,
+            threshold: 20.0,
+            rule: "cpa_above_target:tier2".into(),
+            rule_level: 0.25,
+            message: "CPA above target".into(),
+            day_start: 1_700_000_000_000,
+            event_time: 1_700_000_100_000,
+            correlation_id: "corr".into(),
+        }
+    }
+
+    /// `value` written with `writer` and read back with `reader`.
+    fn round_trip(
+        writer: &apache_avro::Schema,
+        reader: &apache_avro::Schema,
+        value: apache_avro::types::Value,
+    ) -> apache_avro::types::Value {
+        let mut datum = Vec::new();
+        apache_avro::writer::datum::GenericDatumWriter::builder(writer)
+            .build()
+            .expect("writer")
+            .write_value(&mut datum, value)
+            .expect("written");
+        apache_avro::reader::datum::GenericDatumReader::builder(writer)
+            .reader_schema(reader)
+            .build()
+            .expect("reader")
+            .read_value(&mut datum.as_slice())
+            .expect("resolves")
+    }
+
+    #[test]
+    fn alerts_evolve_compatibly_both_ways_and_legacy_severities_read_as_low_and_medium() {
+        use apache_avro::types::Value;
+        let new = apache_avro::Schema::parse_str(CAMPAIGN_ALERT_AVSC).expect("schema");
+        let old = alert_schema_before_rules();
+        // New readers read old records; old readers read new ones (an unknown symbol takes the enum's default).
+        assert_eq!(
+            crate::compat::can_read(&old, &new).map_err(|p| p.len()),
+            Ok(())
+        );
+        assert_eq!(
+            crate::compat::can_read(&new, &old).map_err(|p| p.len()),
+            Ok(())
+        );
+
+        for (symbol, index, expected) in [
+            ("INFO", 0, AlertSeverity::Low),
+            ("WARNING", 1, AlertSeverity::Medium),
+            ("CRITICAL", 2, AlertSeverity::Critical),
+        ] {
+            // An old writer's record: its own enum, no rule fields.
+            let mut value =
+                apache_avro::to_value(sample_alert(AlertSeverity::Critical)).expect("value");
+            let Value::Record(fields) = &mut value else {
+                panic!("not a record")
+            };
+            fields.retain(|(name, _)| name != "rule" && name != "rule_level");
+            for (name, field) in fields.iter_mut() {
+                if name == "severity" {
+                    *field = Value::Enum(index, symbol.into());
+                }
+            }
+            let read = round_trip(&old, &new, value);
+            let alert: CampaignAlert = apache_avro::from_value(&read).expect("decodes");
+            assert_eq!(alert.severity, expected, "{symbol}");
+            assert_eq!((alert.rule.as_str(), alert.rule_level), ("", 0.0));
+        }
+
+        // A new record read by an old reader: HIGH is unknown to it and reads as UNKNOWN, not as an error.
+        let value = apache_avro::to_value(sample_alert(AlertSeverity::High)).expect("value");
+        let read = round_trip(&new, &old, value);
+        let Value::Record(fields) = read else {
+            panic!("not a record")
+        };
+        let severity = fields
+            .iter()
+            .find(|(name, _)| name == "severity")
+            .map(|(_, v)| v.clone());
+        assert_eq!(severity, Some(Value::Enum(4, "UNKNOWN".into())));
     }
 
     #[test]

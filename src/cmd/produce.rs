@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use adstream_producers::generator::{Generator, GeneratorConfig};
+use adstream_producers::generator::{CpaBreach, Generator, GeneratorConfig};
 use adstream_producers::pipeline::{produce_generated, RunOptions};
 use adstream_producers::producer::{EventProducer, EventTopics, ProducerSettings};
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Campaign, Conversion, Creative};
@@ -35,6 +35,11 @@ pub struct GenerateArgs {
     /// Length of the simulated period in days.
     #[arg(long, default_value_t = 7)]
     days: u32,
+    /// Plant a CPA breach, CAMPAIGN:DAY:FACTOR: campaign CAMPAIGN (its index, from 0) gets a target CPA of three
+    /// times its expected CPA and pays FACTOR times its prices on local day DAY of the period (from 0), so that
+    /// CPA_ABOVE_TARGET fires that day and resolves the next.
+    #[arg(long)]
+    cpa_breach: Option<CpaBreach>,
     /// Where to write the ground-truth manifest (JSON).
     #[arg(long, default_value = "manifest.json")]
     manifest: PathBuf,
@@ -73,12 +78,24 @@ pub async fn generate(settings: &Settings, topology: &Topology, args: GenerateAr
     let start = DateTime::parse_from_rfc3339(&args.start)
         .with_context(|| format!("--start '{}' is not an RFC 3339 time", args.start))?
         .with_timezone(&Utc);
+    if let Some(breach) = args.cpa_breach {
+        if breach.campaign >= args.campaigns || breach.day >= args.days {
+            bail!(
+                "--cpa-breach names campaign {} on day {}, but there are {} campaigns over {} days",
+                breach.campaign,
+                breach.day,
+                args.campaigns,
+                args.days
+            );
+        }
+    }
     let config = GeneratorConfig {
         seed: args.seed,
         events: args.events,
         campaigns: args.campaigns,
         start_ms: start.timestamp_millis(),
         days: args.days,
+        cpa_breach: args.cpa_breach,
         ..GeneratorConfig::default()
     };
     let producer_settings = ProducerSettings {

@@ -36,6 +36,7 @@ topics:
   - {{ name: {p}.alerts, key: campaign_id, value_schema: io.adstream.alerts.CampaignAlert }}
   - {{ name: {p}.credits, key: campaign_id, value_schema: io.adstream.attribution.AttributionCredit }}
   - {{ name: {p}.fatigue, key: creative_id, value_schema: io.adstream.fatigue.CreativeFatigue, cleanup_policy: compact }}
+  - {{ name: {p}.creative_alerts, key: creative_id, value_schema: io.adstream.alerts.CreativeAlert }}
 processors:
   - name: {p}-metrics
     job: campaign-metrics
@@ -181,7 +182,8 @@ def noon_time_zone():
 
 
 class EventProducer:
-    """Writes campaigns and impressions of the private topology with confluent-kafka's Avro serializer."""
+    """Writes campaigns, impressions and creative alerts of the private topology with confluent-kafka's Avro
+    serializer."""
 
     def __init__(self, bootstrap, registry, prefix):
         self.prefix = prefix
@@ -196,6 +198,11 @@ class EventProducer:
             "key.serializer": StringSerializer("utf_8"),
             "value.serializer": AvroSerializer(registry_client, _schema("ad_impression.avsc")),
         })
+        self._creative_alert = SerializingProducer({
+            "bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True,
+            "key.serializer": StringSerializer("utf_8"),
+            "value.serializer": AvroSerializer(registry_client, _schema("creative_alert.avsc")),
+        })
 
     def campaign(self, campaign_id, daily_budget_micros, time_zone, name=None):
         now = int(time.time() * 1000)
@@ -204,7 +211,8 @@ class EventProducer:
             "name": name or f"Campaign {campaign_id[-6:]}", "objective": "CONVERSIONS", "status": "ACTIVE",
             "currency": "USD", "daily_budget_micros": daily_budget_micros, "lifetime_budget_micros": None,
             "start_time": now - 86_400_000, "end_time": None, "time_zone": time_zone,
-            "targets": {"min_ctr": None, "max_cpc_micros": None, "target_cpa_micros": None, "min_roas": None},
+            "targets": {"min_ctr": None, "max_cpc_micros": None, "target_cpa_micros": None, "min_roas": None,
+                        "target_cpm_micros": None},
             "updated_at": now,
         }
         self._send(self._campaign, f"{self.prefix}.campaigns", campaign_id, value, now, "io.adstream.campaign.v1")
@@ -224,6 +232,20 @@ class EventProducer:
                    "io.adstream.ad.impression.v1", correlation_id)
         return correlation_id
 
+    def creative_alert(self, campaign_id, creative_id, status, previous_status):
+        """Writes one fatigue status change of `creative_id`, as creative-fatigue would; returns its alert id."""
+        now = int(time.time() * 1000)
+        alert_id = f"{creative_id}|{now}"
+        value = {
+            "alert_id": alert_id, "creative_id": creative_id, "campaign_id": campaign_id, "status": status,
+            "previous_status": previous_status, "score": 0.6, "baseline_ctr": 0.02, "current_ctr": 0.012,
+            "change_started_at": now - 3_600_000, "event_time": now, "emitted_at": now,
+            "correlation_id": alert_id,
+        }
+        self._send(self._creative_alert, f"{self.prefix}.creative_alerts", creative_id, value, now,
+                   "io.adstream.alerts.creative.v1", alert_id)
+        return alert_id
+
     @staticmethod
     def _send(producer, topic, key, value, timestamp, ce_type, correlation_id=None):
         headers = [("ce_specversion", b"1.0"), ("ce_id", uuid.uuid4().hex.encode()), ("ce_type", ce_type.encode()),
@@ -233,7 +255,7 @@ class EventProducer:
         producer.poll(0)
 
     def flush(self):
-        for producer in (self._campaign, self._impression):
+        for producer in (self._campaign, self._impression, self._creative_alert):
             remaining = producer.flush(30)
             if remaining:
                 raise RuntimeError(f"{remaining} record(s) not delivered")

@@ -9,7 +9,9 @@ commit interval, so every output the tests see was emitted by a flush between co
   the count); a request without a token is refused with 401; an introspection query nested past the depth limit is
   refused with a GraphQL error; a connection's subscription past its limit (3: the dashboard's own three fit) is
   refused with a GraphQL error.
-- SSE: the alerts stream delivers the alert a produced impression raises.
+- SSE: the alerts stream delivers the alert a produced impression raises (asked for with the legacy
+  `minSeverity=WARNING`, which still means medium and above), and a creative's fatigue change from
+  `alerts.creative`, which GraphQL's `openAlerts` and `alertHistory` list too.
 - Browser: the dashboard shows the campaign's row and its budget alert, and after one more impression the alert's
   change, with the values of the compacted topics' latest rows (the job evaluates alerts at its watermark, which
   exists once the partitions without events, clicks and credits, went idle: 30 s after the job started); the screenshot is saved as a test artifact
@@ -37,7 +39,7 @@ TOKEN = "t-" + uuid.uuid4().hex
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 BUDGET = 10_000_000  # 10.00 USD a day
-COST = 1_000_000  # 1.00 USD per impression: the 9th reaches 90 % (WARNING), the 10th 100 % (CRITICAL)
+COST = 1_000_000  # 1.00 USD per impression: the 9th reaches 90 % (HIGH), the 10th 100 % (CRITICAL)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +213,46 @@ def test_server_sent_events_stream_the_alerts(stack):
                 alert = json.loads(line.split(":", 1)[1])
                 if alert["kind"] == "DAILY_BUDGET_REACHED":
                     break
-    assert alert["campaignId"] == campaign and alert["severity"] == "WARNING"
+    assert alert["campaignId"] == campaign and alert["severity"] == "HIGH"
+    assert alert["rule"] == "daily_budget_reached:tier1" and alert["ruleLevel"] == 0.9
     assert alert["observed"] == 9 * COST  # the day's spend, in micros
+
+
+def test_creative_alerts_join_the_alert_stream(stack):
+    prefix, producer, server = stack
+    campaign = f"{prefix}-creative"
+    creative = f"{campaign}-cr-7"
+    url = f"{server.url}/events/alerts?campaignIds={campaign}&minSeverity=HIGH"
+    with requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, stream=True, timeout=60) as stream:
+        assert stream.status_code == 200
+        # LIMITED is MEDIUM, below the stream's HIGH; FATIGUED is HIGH.
+        producer.creative_alert(campaign, creative, "LIMITED", "HEALTHY")
+        fatigued = producer.creative_alert(campaign, creative, "FATIGUED", "LIMITED")
+        producer.flush()
+        event, alerts = None, []
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "alertChanged":
+                alerts.append(json.loads(line.split(":", 1)[1]))
+                break
+    (alert,) = alerts
+    assert alert["alertId"] == fatigued and alert["kind"] == "CREATIVE_FATIGUE"
+    assert alert["campaignId"] == campaign and alert["creativeId"] == creative
+    assert alert["severity"] == "HIGH" and alert["previousSeverity"] == "MEDIUM"
+    assert alert["rule"] == "creative_fatigue:fatigued" and alert["dayStart"] is None
+    assert (alert["observed"], alert["threshold"]) == (0.012, 0.02)
+
+    query = gql("""
+        query($ids: [String!]) {
+          openAlerts(campaignIds: $ids, minSeverity: MEDIUM) { alertId kind creativeId severity }
+          alertHistory(campaignIds: $ids) { alertId severity }
+        }""")
+    query.variable_values = {"ids": [campaign]}
+    result = _http_client(server).execute(query)
+    assert result["openAlerts"] == [
+        {"alertId": fatigued, "kind": "CREATIVE_FATIGUE", "creativeId": creative, "severity": "HIGH"}]
+    assert [a["severity"] for a in result["alertHistory"]] == ["HIGH", "MEDIUM"]
 
 
 def _browser(profile):
@@ -302,13 +342,13 @@ def test_dashboard_shows_the_campaign_and_its_alert_change_live(stack, bootstrap
                 return topic[-1], shown[0]
             return check
 
-        topic_alert, shown_alert = _wait("the WARNING budget alert", alert_shown("WARNING"))
-        assert shown_alert["severity"] == "WARNING" and topic_alert["message"] in shown_alert["text"]
+        topic_alert, shown_alert = _wait("the HIGH budget alert", alert_shown("HIGH"))
+        assert shown_alert["severity"] == "HIGH" and topic_alert["message"] in shown_alert["text"]
 
         producer.impression(campaign, COST)
         producer.flush()
         topic_alert, shown_alert = _wait("the alert's change to CRITICAL", alert_shown("CRITICAL"))
-        assert shown_alert["severity"] == "CRITICAL" and topic_alert["previous_severity"] == "WARNING"
+        assert shown_alert["severity"] == "CRITICAL" and topic_alert["previous_severity"] == "HIGH"
         assert topic_alert["message"] in shown_alert["text"]
         _, shown = _wait("the row to show the 10th impression", row_matches_topic)
         assert int(shown["impressions"]) == 10

@@ -1,97 +1,109 @@
 //! Campaign alerts: budget pacing, budget reached and KPI targets, as a per-campaign state machine that emits
-//! only changes of state.
+//! only changes of state, with the tier levels and severities as data ([`AlertRules`], from the job's settings).
 //!
-//! The job calls [`AlertState::evaluate`] for a campaign whenever its totals or watermark move, with the campaign's
-//! settings from the compacted campaigns table and an [`Observation`] of its current local day. Each alert kind is
-//! either inactive or active at one [`Severity`]. An [`AlertChange`] is emitted when an alert **starts**, **changes
-//! severity** (up or down) or **resolves** (a change with `severity: None`). Evaluating the same observation again
-//! emits nothing, so evaluating more often than needed never repeats an alert; with the state restored from its
-//! changelog, neither does re-processing after a restart.
+//! The job calls [`AlertState::evaluate`] for a campaign whenever its totals or watermark move, with the job's
+//! [`AlertRules`], the campaign's settings from the compacted campaigns table and an [`Observation`] of its
+//! current local day. Each alert kind is either inactive or active at one [`Severity`]. An [`AlertChange`] is
+//! emitted when an alert **starts**, **changes severity** (up or down) or **resolves** (a change with
+//! `severity: None`). Evaluating the same observation again emits nothing, so evaluating more often than needed
+//! never repeats an alert; with the state restored from its changelog, neither does re-processing after a restart.
 //!
 //! Money is in micros of the campaign's currency; messages show it in currency units with two decimals.
 //!
 //! # Rules
 //!
-//! ## Pacing: `PACING_OVER`, `PACING_UNDER` (needs a daily budget)
+//! Every rule measures one number and compares it with its **tiers** ([`Tiers`]): a list of levels, each with the
+//! severity the alert has from that level on (inclusive), levels and severities both strictly increasing. The
+//! highest tier reached decides the severity; below the first tier the alert is not active. Every change names the
+//! rule and the tier that decided it (`cpa_above_target:tier2`, [`AlertChange::rule`]) and that tier's level.
+//! The defaults ([`AlertRules::default`]) keep the levels adstream always used; their severities use seed 004's
+//! four levels: `CRITICAL` only when a budget is spent (delivery stops or money is lost now), `HIGH` for what needs
+//! action today, `MEDIUM` to watch, `LOW` for information.
+//!
+//! ## Pacing: `PACING_OVER`, `PACING_UNDER` (needs a daily budget; tiers `pacing_tiers`)
 //!
 //! - `elapsed share = (now − day start) / (day end − day start)`, clamped to [0, 1], over the campaign's *local* day
 //!   (so a 23-hour or 25-hour day at a daylight-saving change is paced over its real length).
 //! - `expected by now = daily budget × elapsed share`. The curve is linear; a diurnal curve (most spend in the
 //!   afternoon and evening) is a later refinement, so expect some `PACING_UNDER` in the morning.
-//! - `deviation = day spend / expected by now − 1`.
-//! - `|deviation|` below [`PACING_INFO_DEVIATION`] (10 %): no pacing alert. From 10 %: `INFO`; from
-//!   [`PACING_WARNING_DEVIATION`] (20 %): `WARNING`; from [`PACING_CRITICAL_DEVIATION`] (30 %): `CRITICAL`.
+//! - `deviation = day spend / expected by now − 1`; the tiers apply to `|deviation|`. Default: from 10 % `LOW`,
+//!   from 20 % `MEDIUM`, from 30 % `HIGH`.
 //! - A positive deviation is `PACING_OVER`, a negative one `PACING_UNDER`. Only one of the two is active at a time:
 //!   when the direction switches, the old direction's resolution is emitted before the new direction starts.
 //! - During the first [`PACING_GRACE_MS`] (one hour) of the local day, pacing is not evaluated: the expected spend
 //!   is too small for a ratio to mean anything. An alert that was active stays as it is until the hour is over,
 //!   including one carried over from the previous day.
 //!
-//! ## Budget reached: `DAILY_BUDGET_REACHED`, `LIFETIME_BUDGET_REACHED`
+//! ## Budget reached: `DAILY_BUDGET_REACHED`, `LIFETIME_BUDGET_REACHED` (tiers `budget_tiers`)
 //!
-//! - The current local day's spend is compared with the daily budget, the lifetime spend with the lifetime budget.
-//! - From [`BUDGET_WARNING_PERCENT`] (90 %) of the budget: `WARNING`; from [`BUDGET_CRITICAL_PERCENT`] (100 %):
-//!   `CRITICAL`. The comparison is exact in integer micros: 900.00 of 1000.00 is 90 %, 899.999999 is not.
+//! - The current local day's spend is compared with the daily budget, the lifetime spend with the lifetime budget;
+//!   the tiers apply to the share of the budget spent. Default: from 90 % `HIGH`, from 100 % `CRITICAL`.
+//! - The comparison is exact in integer micros (levels are kept in millionths of the budget): 900.00 of 1000.00 is
+//!   90 %, 899.999999 is not.
 //! - Evaluated at any time of day. At a new local day the day totals start again from zero, so an active
 //!   `DAILY_BUDGET_REACHED` resolves at the first evaluation of the new day.
 //!
-//! ## KPI targets: `CTR_BELOW_TARGET`, `CPC_ABOVE_TARGET`, `ROAS_BELOW_TARGET`, `CPA_ABOVE_TARGET`
+//! ## KPI targets: `CTR_BELOW_TARGET`, `CPC_ABOVE_TARGET`, `CPM_ABOVE_TARGET`, `ROAS_BELOW_TARGET`, `CPA_ABOVE_TARGET`
 //!
-//! Evaluated on the current local day's totals (KPIs as in [`super::kpi`]), only with enough evidence:
+//! Evaluated on the current local day's totals (KPIs as in [`super::kpi`]) against the campaign's targets, only
+//! with enough evidence:
 //!
-//! | Alert               | Condition         | Evidence needed                                          |
-//! |---------------------|-------------------|----------------------------------------------------------|
-//! | `CTR_BELOW_TARGET`  | CTR < min CTR     | at least [`MIN_IMPRESSIONS_FOR_CTR`] (1000) impressions  |
-//! | `CPC_ABOVE_TARGET`  | CPC > max CPC     | at least [`MIN_CLICKS_FOR_CPC`] (20) clicks              |
-//! | `ROAS_BELOW_TARGET` | ROAS < min ROAS   | spend > 0 and conversions > 0                            |
-//! | `CPA_ABOVE_TARGET`  | CPA > target CPA  | at least [`MIN_CONVERSIONS_FOR_CPA`] (5) conversions     |
+//! | Alert               | Condition         | Evidence needed                                          | Tiers        |
+//! |---------------------|-------------------|----------------------------------------------------------|--------------|
+//! | `CTR_BELOW_TARGET`  | CTR < min CTR     | at least [`MIN_IMPRESSIONS_FOR_CTR`] (1000) impressions  | `ctr_tiers`  |
+//! | `CPC_ABOVE_TARGET`  | CPC > max CPC     | at least [`MIN_CLICKS_FOR_CPC`] (20) clicks              | `cpc_tiers`  |
+//! | `CPM_ABOVE_TARGET`  | CPM > target CPM  | at least [`MIN_IMPRESSIONS_FOR_CPM`] (1000) impressions  | `cpm_tiers`  |
+//! | `ROAS_BELOW_TARGET` | ROAS < min ROAS   | spend > 0 and conversions > 0                            | `roas_tiers` |
+//! | `CPA_ABOVE_TARGET`  | CPA > target CPA  | at least [`MIN_CONVERSIONS_FOR_CPA`] (5) conversions     | `cpa_tiers`  |
 //!
-//! - `miss = |observed − target| / target` on the wrong side of the target. Below [`KPI_CRITICAL_MISS`] (25 %):
-//!   `WARNING`; from 25 %: `CRITICAL`. Example: min CTR 2 %, observed 1.6 % → 20 % miss → `WARNING`; observed
-//!   1.4 % → 30 % miss → `CRITICAL`.
+//! - `miss = |observed − target| / target` on the wrong side of the target; the tiers apply to the miss, and a
+//!   KPI on the right side of its target (or exactly on it) never fires, even with a tier at 0 %. Default: any miss
+//!   `MEDIUM`, from 25 % `HIGH`. Example: min CTR 2 %, observed 1.6 % → 20 % miss → `MEDIUM`; observed 1.4 % →
+//!   30 % miss → `HIGH`.
 //! - With enough evidence and the target met, an active alert resolves. Without enough evidence (for example
 //!   early in a new day) the state is kept as it is: not enough data is not good news.
 //!
 //! ## Common to all rules
 //!
-//! - Thresholds are inclusive ("from 20 %" means `|deviation| ≥ 0.20`). For the ratio rules (pacing, KPI targets) a
-//!   ratio within [`THRESHOLD_TOLERANCE`] below a threshold counts as reaching it, so that spend of exactly 600.00
+//! - Levels are inclusive ("from 20 %" means `|deviation| ≥ 0.20`). For the ratio rules (pacing, KPI targets) a
+//!   ratio within [`THRESHOLD_TOLERANCE`] below a level counts as reaching it, so that spend of exactly 600.00
 //!   against 500.00 expected is 20 % over even though `600 / 500 − 1` is `0.19999999999999996` in floating point.
 //! - A budget or target that is missing, zero, negative or not finite counts as *not set*. When a setting is
 //!   removed, the alerts that depend on it resolve (message "… no longer set", `threshold` 0).
 //! - Within one evaluation, changes are appended in this order: pacing, daily budget, lifetime budget, CTR, CPC,
-//!   ROAS, CPA.
+//!   CPM, ROAS, CPA.
 
 use std::fmt;
+use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::kpi::{Kpis, Totals};
 
-/// Pacing deviation `|spend / expected by now − 1|` from which a pacing alert starts, at `INFO`.
-pub const PACING_INFO_DEVIATION: f64 = 0.10;
-/// Pacing deviation from which the alert is `WARNING`.
-pub const PACING_WARNING_DEVIATION: f64 = 0.20;
-/// Pacing deviation from which the alert is `CRITICAL`.
-pub const PACING_CRITICAL_DEVIATION: f64 = 0.30;
 /// Time from the start of the local day during which pacing is not evaluated (one hour, in milliseconds).
 pub const PACING_GRACE_MS: i64 = 60 * 60 * 1000;
-/// Percentage of a budget spent from which a budget-reached alert is `WARNING`.
-pub const BUDGET_WARNING_PERCENT: i64 = 90;
-/// Percentage of a budget spent from which a budget-reached alert is `CRITICAL`.
-pub const BUDGET_CRITICAL_PERCENT: i64 = 100;
 /// Impressions in the day needed before the CTR target is judged.
 pub const MIN_IMPRESSIONS_FOR_CTR: u64 = 1_000;
 /// Clicks in the day needed before the CPC target is judged.
 pub const MIN_CLICKS_FOR_CPC: u64 = 20;
+/// Impressions in the day needed before the CPM target is judged: the same evidence as CTR, as both are per
+/// impression.
+pub const MIN_IMPRESSIONS_FOR_CPM: u64 = 1_000;
 /// Conversions (credited, so possibly fractional) in the day needed before the CPA target is judged: a day's
 /// first conversion or two say little about what acquiring one costs.
 pub const MIN_CONVERSIONS_FOR_CPA: f64 = 5.0;
-/// Miss of a KPI target (as a fraction of the target) from which a KPI alert is `CRITICAL` instead of `WARNING`.
-pub const KPI_CRITICAL_MISS: f64 = 0.25;
-/// How far below a threshold a computed ratio may be and still count as reaching it: a few units in the last
+/// How far below a level a computed ratio may be and still count as reaching it: a few units in the last
 /// place of `f64` around 1, far below any difference a campaign manager could mean.
 pub const THRESHOLD_TOLERANCE: f64 = 1e-12;
+
+/// Tier levels are kept in millionths (1 % = 10,000), so that a budget level compares exactly in integers and a
+/// level reads back as written.
+const LEVEL_UNITS_PER_ONE: i64 = 1_000_000;
+/// Decimals of a percentage a level can carry: millionths of one are ten-thousandths of a percent.
+const LEVEL_PERCENT_DECIMALS: usize = 4;
+/// The largest level accepted, 1,000,000 %: far beyond any useful level, and small enough that budget
+/// comparisons in `i128` cannot overflow.
+const MAX_LEVEL: i64 = 10_000 * LEVEL_UNITS_PER_ONE;
 
 /// A campaign's budgets and KPI targets, as the compacted campaigns table holds them. `None` means not set.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -104,6 +116,8 @@ pub struct CampaignSettings {
     pub min_ctr: Option<f64>,
     /// Maximum cost per click, in micros. Enables `CPC_ABOVE_TARGET`.
     pub max_cpc_micros: Option<i64>,
+    /// Maximum cost per thousand impressions, in micros. Enables `CPM_ABOVE_TARGET`.
+    pub target_cpm_micros: Option<i64>,
     /// Minimum return on ad spend, as a ratio (2.0 = revenue twice the spend). Enables `ROAS_BELOW_TARGET`.
     pub min_roas: Option<f64>,
     /// Target cost per acquisition (spend per credited conversion), in micros. Enables `CPA_ABOVE_TARGET`.
@@ -127,15 +141,331 @@ pub struct Observation {
 
 pub use adstream_schemas::outputs::AlertKind;
 
-/// How urgent an active alert is: the contract's severity, of which the rules use `Info`, `Warning` and `Critical`
-/// (ordered from least to most urgent); an inactive alert is `None`, written as `Resolved`.
+/// How urgent an active alert is: the contract's severity, of which the rules use the four firing levels `Low`,
+/// `Medium`, `High` and `Critical` (ordered from least to most urgent); an inactive alert is `None`, written as
+/// `Resolved`.
 pub use adstream_schemas::outputs::AlertSeverity as Severity;
+
+/// A tier list or rule set that cannot be used; the message names the value and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// A tier list that does not parse or breaks an ordering rule.
+    #[error("tiers '{text}': {reason}")]
+    Tiers {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting of `alert_rules` that cannot be used.
+    #[error("alert_rules.{setting}: {reason}")]
+    Setting {
+        /// The setting's name (`pacing_tiers`, …).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One tier of a rule: from `level` on (inclusive) the alert is at `severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    /// The level in millionths of the rule's measure (250,000 = 25 %).
+    level: i64,
+    /// The severity from this level on.
+    pub severity: Severity,
+}
+
+impl Tier {
+    /// The level as a fraction (0.25 = 25 %).
+    pub fn level(&self) -> f64 {
+        self.level as f64 / LEVEL_UNITS_PER_ONE as f64
+    }
+}
+
+/// A rule's tiers, written `LEVEL%:SEVERITY,…` (`10%:low,20%:medium,30%:high`): levels strictly increasing,
+/// severities (`low`, `medium`, `high`, `critical`) strictly increasing, at least one tier. The same text is the
+/// flag's value and the YAML value (see [`AlertRules`]), and both are checked when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tiers(Vec<Tier>);
+
+impl Tiers {
+    /// The tiers, lowest level first.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.0
+    }
+
+    /// Index of the highest tier whose level `measure` reaches (within [`THRESHOLD_TOLERANCE`]).
+    fn reached_by_ratio(&self, measure: f64) -> Option<usize> {
+        self.0
+            .iter()
+            .rposition(|tier| reaches(measure, tier.level()))
+    }
+
+    /// Index of the highest tier whose level `spend_micros` reaches as a share of `budget_micros`, exactly.
+    fn reached_by_spend(&self, spend_micros: i64, budget_micros: i64) -> Option<usize> {
+        self.0
+            .iter()
+            .rposition(|tier| spent_at_least(spend_micros, budget_micros, tier.level))
+    }
+
+    fn parse_level(text: &str) -> Result<i64, String> {
+        let number = text
+            .trim()
+            .strip_suffix('%')
+            .ok_or_else(|| format!("level '{text}' must be a percentage like 25%"))?
+            .trim();
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits_only(whole) || !digits_only(fraction) {
+            return Err(format!(
+                "level '{text}' must be a non-negative number of percent"
+            ));
+        }
+        if fraction.len() > LEVEL_PERCENT_DECIMALS {
+            return Err(format!(
+                "level '{text}' has more than {LEVEL_PERCENT_DECIMALS} decimals"
+            ));
+        }
+        let too_large = || format!("level '{text}' is above {}%", MAX_LEVEL / 10_000);
+        let whole: i64 = whole.parse().map_err(|_| too_large())?;
+        let fraction: i64 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{fraction:0<LEVEL_PERCENT_DECIMALS$}")
+                .parse()
+                .map_err(|_| too_large())?
+        };
+        let level = whole
+            .checked_mul(10_000)
+            .and_then(|l| l.checked_add(fraction))
+            .filter(|l| *l <= MAX_LEVEL)
+            .ok_or_else(too_large)?;
+        Ok(level)
+    }
+
+    fn parse_severity(text: &str) -> Result<Severity, String> {
+        let severity = text.trim();
+        Severity::FIRING
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(severity))
+            .ok_or_else(|| {
+                format!("severity '{severity}' is not one of low, medium, high, critical")
+            })
+    }
+}
+
+impl FromStr for Tiers {
+    type Err = RulesError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = |reason: String| RulesError::Tiers {
+            text: text.to_owned(),
+            reason,
+        };
+        let mut tiers: Vec<Tier> = Vec::new();
+        for part in text.split(',') {
+            let (level, severity) = part
+                .split_once(':')
+                .ok_or_else(|| error(format!("'{}' is not LEVEL%:SEVERITY", part.trim())))?;
+            let tier = Tier {
+                level: Tiers::parse_level(level).map_err(error)?,
+                severity: Tiers::parse_severity(severity).map_err(error)?,
+            };
+            if let Some(last) = tiers.last() {
+                if tier.level <= last.level {
+                    return Err(error("levels must increase from tier to tier".into()));
+                }
+                if tier.severity <= last.severity {
+                    return Err(error("severities must increase from tier to tier".into()));
+                }
+            }
+            tiers.push(tier);
+        }
+        Ok(Tiers(tiers))
+    }
+}
+
+impl fmt::Display for Tiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, tier) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let (whole, fraction) = (tier.level / 10_000, tier.level % 10_000);
+            if fraction == 0 {
+                write!(f, "{whole}%")?;
+            } else {
+                let decimals = format!("{fraction:04}");
+                write!(f, "{whole}.{}%", decimals.trim_end_matches('0'))?;
+            }
+            write!(f, ":{}", tier.severity.as_str().to_ascii_lowercase())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Tiers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Tiers from a literal known to be valid (the defaults).
+fn tiers(text: &str) -> Tiers {
+    match text.parse() {
+        Ok(tiers) => tiers,
+        Err(e) => unreachable!("default tiers do not parse: {e}"),
+    }
+}
+
+/// Default [`AlertRules::pacing_tiers`].
+pub const DEFAULT_PACING_TIERS: &str = "10%:low,20%:medium,30%:high";
+/// Default [`AlertRules::budget_tiers`].
+pub const DEFAULT_BUDGET_TIERS: &str = "90%:high,100%:critical";
+/// Default tiers of every KPI target rule.
+pub const DEFAULT_KPI_TIERS: &str = "0%:medium,25%:high";
+
+/// The alert rules' tiers: the levels and severities of every rule, as the job's settings give them
+/// (`adstream process campaign-metrics --cpa-tiers 0%:medium,50%:critical`, or `alert_rules:` in YAML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(try_from = "AlertRulesText")]
+pub struct AlertRules {
+    /// Tiers of PACING_OVER and PACING_UNDER over |day spend / spend expected by now − 1|, as LEVEL%:SEVERITY,…
+    /// (levels above 0 %).
+    #[arg(long, default_value_t = tiers(DEFAULT_PACING_TIERS))]
+    pub pacing_tiers: Tiers,
+    /// Tiers of DAILY_BUDGET_REACHED and LIFETIME_BUDGET_REACHED over the share of the budget spent (levels above
+    /// 0 %).
+    #[arg(long, default_value_t = tiers(DEFAULT_BUDGET_TIERS))]
+    pub budget_tiers: Tiers,
+    /// Tiers of CTR_BELOW_TARGET over the miss, (target − CTR) / target; 0% fires on any miss.
+    #[arg(long, default_value_t = tiers(DEFAULT_KPI_TIERS))]
+    pub ctr_tiers: Tiers,
+    /// Tiers of CPC_ABOVE_TARGET over the miss, (CPC − target) / target; 0% fires on any miss.
+    #[arg(long, default_value_t = tiers(DEFAULT_KPI_TIERS))]
+    pub cpc_tiers: Tiers,
+    /// Tiers of CPM_ABOVE_TARGET over the miss, (CPM − target) / target; 0% fires on any miss.
+    #[arg(long, default_value_t = tiers(DEFAULT_KPI_TIERS))]
+    pub cpm_tiers: Tiers,
+    /// Tiers of ROAS_BELOW_TARGET over the miss, (target − ROAS) / target; 0% fires on any miss.
+    #[arg(long, default_value_t = tiers(DEFAULT_KPI_TIERS))]
+    pub roas_tiers: Tiers,
+    /// Tiers of CPA_ABOVE_TARGET over the miss, (CPA − target) / target; 0% fires on any miss.
+    #[arg(long, default_value_t = tiers(DEFAULT_KPI_TIERS))]
+    pub cpa_tiers: Tiers,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        AlertRules {
+            pacing_tiers: tiers(DEFAULT_PACING_TIERS),
+            budget_tiers: tiers(DEFAULT_BUDGET_TIERS),
+            ctr_tiers: tiers(DEFAULT_KPI_TIERS),
+            cpc_tiers: tiers(DEFAULT_KPI_TIERS),
+            cpm_tiers: tiers(DEFAULT_KPI_TIERS),
+            roas_tiers: tiers(DEFAULT_KPI_TIERS),
+            cpa_tiers: tiers(DEFAULT_KPI_TIERS),
+        }
+    }
+}
+
+/// [`AlertRules`] as YAML holds them, each tier list as text: read first, so that an error names the setting.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AlertRulesText {
+    pacing_tiers: String,
+    budget_tiers: String,
+    ctr_tiers: String,
+    cpc_tiers: String,
+    cpm_tiers: String,
+    roas_tiers: String,
+    cpa_tiers: String,
+}
+
+impl Default for AlertRulesText {
+    fn default() -> Self {
+        AlertRulesText {
+            pacing_tiers: DEFAULT_PACING_TIERS.to_owned(),
+            budget_tiers: DEFAULT_BUDGET_TIERS.to_owned(),
+            ctr_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpc_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpm_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            roas_tiers: DEFAULT_KPI_TIERS.to_owned(),
+            cpa_tiers: DEFAULT_KPI_TIERS.to_owned(),
+        }
+    }
+}
+
+impl TryFrom<AlertRulesText> for AlertRules {
+    type Error = RulesError;
+
+    fn try_from(text: AlertRulesText) -> Result<Self, Self::Error> {
+        let parse = |setting: &'static str, text: &str| {
+            text.parse::<Tiers>().map_err(|e| RulesError::Setting {
+                setting,
+                reason: e.to_string(),
+            })
+        };
+        let rules = AlertRules {
+            pacing_tiers: parse("pacing_tiers", &text.pacing_tiers)?,
+            budget_tiers: parse("budget_tiers", &text.budget_tiers)?,
+            ctr_tiers: parse("ctr_tiers", &text.ctr_tiers)?,
+            cpc_tiers: parse("cpc_tiers", &text.cpc_tiers)?,
+            cpm_tiers: parse("cpm_tiers", &text.cpm_tiers)?,
+            roas_tiers: parse("roas_tiers", &text.roas_tiers)?,
+            cpa_tiers: parse("cpa_tiers", &text.cpa_tiers)?,
+        };
+        rules.validate()?;
+        Ok(rules)
+    }
+}
+
+impl AlertRules {
+    /// Checks what [`Tiers`] cannot check alone: a pacing or budget tier at 0 % would fire on a campaign exactly
+    /// on pace, or with nothing spent.
+    pub fn validate(&self) -> Result<(), RulesError> {
+        for (setting, tiers) in [
+            ("pacing_tiers", &self.pacing_tiers),
+            ("budget_tiers", &self.budget_tiers),
+        ] {
+            if tiers.0.first().is_some_and(|tier| tier.level == 0) {
+                return Err(RulesError::Setting {
+                    setting,
+                    reason: format!("the first level must be above 0%, got '{tiers}'"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Tier `index` of the rule behind `kind`, with its index; `None` for no tier.
+    fn tier(&self, kind: AlertKind, index: Verdict) -> Option<(usize, Tier)> {
+        let index = index?;
+        let tier = *self.tiers_of(kind)?.0.get(index)?;
+        Some((index, tier))
+    }
+
+    /// The tiers of the rule behind `kind`; `None` for `Unknown`.
+    pub fn tiers_of(&self, kind: AlertKind) -> Option<&Tiers> {
+        Some(match kind {
+            AlertKind::PacingOver | AlertKind::PacingUnder => &self.pacing_tiers,
+            AlertKind::DailyBudgetReached | AlertKind::LifetimeBudgetReached => &self.budget_tiers,
+            AlertKind::CtrBelowTarget => &self.ctr_tiers,
+            AlertKind::CpcAboveTarget => &self.cpc_tiers,
+            AlertKind::CpmAboveTarget => &self.cpm_tiers,
+            AlertKind::RoasBelowTarget => &self.roas_tiers,
+            AlertKind::CpaAboveTarget => &self.cpa_tiers,
+            AlertKind::Unknown => return None,
+        })
+    }
+}
 
 /// One change of an alert's state: it started, changed severity, or resolved.
 ///
 /// `observed` and `threshold` are in the same unit, so `observed / threshold` is meaningful:
 /// pacing — day spend and spend expected by now (micros); budget reached — spend and budget (micros);
-/// CTR — observed and minimum CTR (fractions); CPC — observed and maximum CPC (micros); ROAS — observed and
+/// CTR — observed and minimum CTR (fractions); CPC, CPM, CPA — observed and target (micros); ROAS — observed and
 /// minimum ROAS (ratios). When the alert resolves because its setting was removed, `threshold` is 0, and so is
 /// `observed` if the KPI is not defined.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +476,10 @@ pub struct AlertChange {
     pub severity: Option<Severity>,
     /// The severity before this change; `None` means the alert was not active.
     pub previous: Option<Severity>,
+    /// Index (from 0) of the tier of the rule that decided the new severity; `None` for a resolution.
+    pub tier: Option<usize>,
+    /// That tier's level as a fraction of the rule's measure (0.25 = 25 %); 0 for a resolution.
+    pub rule_level: f64,
     /// The value that was judged (see the type doc for units).
     pub observed: f64,
     /// The value it was judged against (see the type doc for units).
@@ -154,10 +488,22 @@ pub struct AlertChange {
     pub message: String,
 }
 
+impl AlertChange {
+    /// The rule and tier that decided the change: `<rule>:tier<N>` (N from 1) when firing, `<rule>:resolved` on a
+    /// resolution; the rule is the kind in lower case (`cpa_above_target`).
+    pub fn rule(&self) -> String {
+        let rule = self.kind.as_str().to_ascii_lowercase();
+        match self.tier {
+            Some(index) => format!("{rule}:tier{}", index + 1),
+            None => format!("{rule}:resolved"),
+        }
+    }
+}
+
 /// The alert state of one campaign: which alerts are active, at which severity.
 ///
 /// Small and serializable so the job can keep it in a state store; missing fields deserialize as inactive, so
-/// alert kinds can be added without migrating stored state.
+/// alert kinds can be added without migrating stored state (and stored `INFO`/`WARNING` read as `LOW`/`MEDIUM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AlertState {
@@ -167,9 +513,13 @@ pub struct AlertState {
     lifetime_budget_reached: Option<Severity>,
     ctr_below_target: Option<Severity>,
     cpc_above_target: Option<Severity>,
+    cpm_above_target: Option<Severity>,
     roas_below_target: Option<Severity>,
     cpa_above_target: Option<Severity>,
 }
+
+/// A rule's verdict: the tier reached, or `None` when the alert should not be active.
+type Verdict = Option<usize>;
 
 impl AlertState {
     /// The severity at which `kind` is active, or `None` when it is not.
@@ -181,22 +531,25 @@ impl AlertState {
             AlertKind::LifetimeBudgetReached => self.lifetime_budget_reached,
             AlertKind::CtrBelowTarget => self.ctr_below_target,
             AlertKind::CpcAboveTarget => self.cpc_above_target,
+            AlertKind::CpmAboveTarget => self.cpm_above_target,
             AlertKind::RoasBelowTarget => self.roas_below_target,
             AlertKind::CpaAboveTarget => self.cpa_above_target,
             AlertKind::Unknown => None,
         }
     }
 
-    /// Applies the rules of the module doc to `observation` and appends to `out` the alerts that started, changed
-    /// severity or resolved since the last evaluation. Allocates only for the changes it appends.
+    /// Applies `rules` (see the module doc) to `observation` and appends to `out` the alerts that started,
+    /// changed severity or resolved since the last evaluation. Allocates only for the changes it appends.
     pub fn evaluate(
         &mut self,
+        rules: &AlertRules,
         settings: &CampaignSettings,
         observation: &Observation,
         out: &mut Vec<AlertChange>,
     ) {
-        self.evaluate_pacing(settings, observation, out);
+        self.evaluate_pacing(rules, settings, observation, out);
         self.evaluate_budget(
+            rules,
             AlertKind::DailyBudgetReached,
             settings.daily_budget_micros,
             observation.day.spend_micros,
@@ -207,6 +560,7 @@ impl AlertState {
             out,
         );
         self.evaluate_budget(
+            rules,
             AlertKind::LifetimeBudgetReached,
             settings.lifetime_budget_micros,
             observation.lifetime_spend_micros,
@@ -216,11 +570,12 @@ impl AlertState {
             },
             out,
         );
-        self.evaluate_kpi_targets(settings, &observation.day, out);
+        self.evaluate_kpi_targets(rules, settings, &observation.day, out);
     }
 
     fn evaluate_pacing(
         &mut self,
+        rules: &AlertRules,
         settings: &CampaignSettings,
         observation: &Observation,
         out: &mut Vec<AlertChange>,
@@ -251,11 +606,11 @@ impl AlertState {
         // Positive: the budget is positive and at least the grace hour of a non-empty day has elapsed.
         let expected = daily_budget as f64 * elapsed_share;
         let deviation = spend / expected - 1.0;
-        let severity = pacing_severity(deviation.abs());
+        let tier = rules.pacing_tiers.reached_by_ratio(deviation.abs());
         let (over, under) = if deviation > 0.0 {
-            (severity, None)
+            (tier, None)
         } else {
-            (None, severity)
+            (None, tier)
         };
         // Resolve the old direction before starting the new one, so a reader never sees both active.
         let in_order = if over.is_some() {
@@ -269,10 +624,10 @@ impl AlertState {
                 (AlertKind::PacingUnder, under),
             ]
         };
-        for (kind, target) in in_order {
+        for (kind, verdict) in in_order {
             self.transition(
                 kind,
-                target,
+                rules.tier(kind, verdict),
                 spend,
                 expected,
                 || {
@@ -292,6 +647,7 @@ impl AlertState {
 
     fn evaluate_budget(
         &mut self,
+        rules: &AlertRules,
         kind: AlertKind,
         budget_micros: Option<i64>,
         spend_micros: i64,
@@ -310,17 +666,11 @@ impl AlertState {
             );
             return;
         };
-        let severity = if spent_at_least(spend_micros, budget, BUDGET_CRITICAL_PERCENT) {
-            Some(Severity::Critical)
-        } else if spent_at_least(spend_micros, budget, BUDGET_WARNING_PERCENT) {
-            Some(Severity::Warning)
-        } else {
-            None
-        };
+        let verdict = rules.budget_tiers.reached_by_spend(spend_micros, budget);
         let budget = budget as f64;
         self.transition(
             kind,
-            severity,
+            rules.tier(kind, verdict),
             spend,
             budget,
             || {
@@ -339,6 +689,7 @@ impl AlertState {
 
     fn evaluate_kpi_targets(
         &mut self,
+        rules: &AlertRules,
         settings: &CampaignSettings,
         day: &Totals,
         out: &mut Vec<AlertChange>,
@@ -347,6 +698,7 @@ impl AlertState {
 
         let ctr_evidence = day.impressions >= MIN_IMPRESSIONS_FOR_CTR;
         self.evaluate_kpi_target(
+            rules,
             KpiTarget {
                 kind: AlertKind::CtrBelowTarget,
                 goal: Goal::AtLeast,
@@ -359,7 +711,7 @@ impl AlertState {
                 format!(
                     "CTR {:.2}% {} the {:.2}% minimum ({} clicks from {} impressions)",
                     ctr * 100.0,
-                    Verdict {
+                    Judgement {
                         miss,
                         goal: Goal::AtLeast
                     },
@@ -373,6 +725,7 @@ impl AlertState {
 
         let cpc_evidence = day.clicks >= MIN_CLICKS_FOR_CPC;
         self.evaluate_kpi_target(
+            rules,
             KpiTarget {
                 kind: AlertKind::CpcAboveTarget,
                 goal: Goal::AtMost,
@@ -385,7 +738,7 @@ impl AlertState {
                 format!(
                     "CPC {} {} the {} maximum (spend {} over {} clicks)",
                     Money(cpc),
-                    Verdict {
+                    Judgement {
                         miss,
                         goal: Goal::AtMost
                     },
@@ -397,8 +750,36 @@ impl AlertState {
             out,
         );
 
+        let cpm_evidence = day.impressions >= MIN_IMPRESSIONS_FOR_CPM;
+        self.evaluate_kpi_target(
+            rules,
+            KpiTarget {
+                kind: AlertKind::CpmAboveTarget,
+                goal: Goal::AtMost,
+                target: positive_budget(settings.target_cpm_micros).map(|cpm| cpm as f64),
+                value: kpis.cpm_micros,
+                enough_evidence: cpm_evidence,
+                setting_name: "target CPM",
+            },
+            |cpm, target_cpm, miss| {
+                format!(
+                    "CPM {} {} the {} target (spend {} over {} impressions)",
+                    Money(cpm),
+                    Judgement {
+                        miss,
+                        goal: Goal::AtMost
+                    },
+                    Money(target_cpm),
+                    Money(day.spend_micros as f64),
+                    day.impressions,
+                )
+            },
+            out,
+        );
+
         let roas_evidence = day.spend_micros > 0 && day.conversions > 0.0;
         self.evaluate_kpi_target(
+            rules,
             KpiTarget {
                 kind: AlertKind::RoasBelowTarget,
                 goal: Goal::AtLeast,
@@ -410,7 +791,7 @@ impl AlertState {
             |roas, min_roas, miss| {
                 format!(
                     "ROAS {roas:.2} {} the {min_roas:.2} minimum (revenue {} on spend {})",
-                    Verdict {
+                    Judgement {
                         miss,
                         goal: Goal::AtLeast
                     },
@@ -423,6 +804,7 @@ impl AlertState {
 
         let cpa_evidence = day.conversions >= MIN_CONVERSIONS_FOR_CPA;
         self.evaluate_kpi_target(
+            rules,
             KpiTarget {
                 kind: AlertKind::CpaAboveTarget,
                 goal: Goal::AtMost,
@@ -435,7 +817,7 @@ impl AlertState {
                 format!(
                     "CPA {} {} the {} target (spend {} over {:.1} conversions)",
                     Money(cpa),
-                    Verdict {
+                    Judgement {
                         miss,
                         goal: Goal::AtMost
                     },
@@ -451,6 +833,7 @@ impl AlertState {
     /// `describe(observed, target, miss)` writes the message; it runs only when there is a change to report.
     fn evaluate_kpi_target(
         &mut self,
+        rules: &AlertRules,
         kpi: KpiTarget,
         describe: impl FnOnce(f64, f64, f64) -> String,
         out: &mut Vec<AlertChange>,
@@ -475,16 +858,17 @@ impl AlertState {
             Goal::AtLeast => (target - observed) / target,
             Goal::AtMost => (observed - target) / target,
         };
-        let severity = if miss <= THRESHOLD_TOLERANCE {
+        // On the right side of the target nothing fires, whatever the tiers: a tier at 0 % means "any miss".
+        let verdict = if miss <= THRESHOLD_TOLERANCE {
             None
-        } else if reaches(miss, KPI_CRITICAL_MISS) {
-            Some(Severity::Critical)
         } else {
-            Some(Severity::Warning)
+            rules
+                .tiers_of(kpi.kind)
+                .and_then(|tiers| tiers.reached_by_ratio(miss))
         };
         self.transition(
             kpi.kind,
-            severity,
+            rules.tier(kpi.kind, verdict),
             observed,
             target,
             || describe(observed, target, miss),
@@ -492,16 +876,18 @@ impl AlertState {
         );
     }
 
-    /// Moves `kind` to `target` and reports it, unless it is already there.
+    /// Moves `kind` to the severity of `tier` of its rule (with the tier's index; inactive for `None`) and
+    /// reports it, unless it is already there.
     fn transition(
         &mut self,
         kind: AlertKind,
-        target: Option<Severity>,
+        tier: Option<(usize, Tier)>,
         observed: f64,
         threshold: f64,
         describe: impl FnOnce() -> String,
         out: &mut Vec<AlertChange>,
     ) {
+        let target = tier.map(|(_, tier)| tier.severity);
         let Some(slot) = self.slot_mut(kind) else {
             return;
         };
@@ -519,6 +905,8 @@ impl AlertState {
             kind,
             severity: target,
             previous,
+            tier: tier.map(|(index, _)| index),
+            rule_level: tier.map_or(0.0, |(_, tier)| tier.level()),
             observed,
             threshold,
             message,
@@ -534,6 +922,7 @@ impl AlertState {
             AlertKind::LifetimeBudgetReached => &mut self.lifetime_budget_reached,
             AlertKind::CtrBelowTarget => &mut self.ctr_below_target,
             AlertKind::CpcAboveTarget => &mut self.cpc_above_target,
+            AlertKind::CpmAboveTarget => &mut self.cpm_above_target,
             AlertKind::RoasBelowTarget => &mut self.roas_below_target,
             AlertKind::CpaAboveTarget => &mut self.cpa_above_target,
             AlertKind::Unknown => return None,
@@ -552,7 +941,7 @@ struct BudgetLabels {
 enum Goal {
     /// The KPI should be at least the target (CTR, ROAS).
     AtLeast,
-    /// The KPI should be at most the target (CPC).
+    /// The KPI should be at most the target (CPC, CPM, CPA).
     AtMost,
 }
 
@@ -579,27 +968,16 @@ fn positive_target(target: Option<f64>) -> Option<f64> {
     target.filter(|target| target.is_finite() && *target > 0.0)
 }
 
-/// Whether `spend_micros` is at least `percent` % of `budget_micros`, exactly: in `i128` the products cannot
-/// overflow, so no rounding decides whether a budget is reached.
-fn spent_at_least(spend_micros: i64, budget_micros: i64, percent: i64) -> bool {
-    i128::from(spend_micros) * 100 >= i128::from(budget_micros) * i128::from(percent)
+/// Whether `spend_micros` is at least `level` millionths of `budget_micros`, exactly: in `i128` the products
+/// cannot overflow (a level is at most [`MAX_LEVEL`]), so no rounding decides whether a budget is reached.
+fn spent_at_least(spend_micros: i64, budget_micros: i64, level: i64) -> bool {
+    i128::from(spend_micros) * i128::from(LEVEL_UNITS_PER_ONE)
+        >= i128::from(budget_micros) * i128::from(level)
 }
 
 /// Whether `ratio` has reached the inclusive `threshold`, forgiving floating-point noise just below it.
 fn reaches(ratio: f64, threshold: f64) -> bool {
     ratio >= threshold - THRESHOLD_TOLERANCE
-}
-
-fn pacing_severity(absolute_deviation: f64) -> Option<Severity> {
-    if reaches(absolute_deviation, PACING_CRITICAL_DEVIATION) {
-        Some(Severity::Critical)
-    } else if reaches(absolute_deviation, PACING_WARNING_DEVIATION) {
-        Some(Severity::Warning)
-    } else if reaches(absolute_deviation, PACING_INFO_DEVIATION) {
-        Some(Severity::Info)
-    } else {
-        None
-    }
 }
 
 /// Micros shown in currency units with two decimals, written straight into the message without a temporary.
@@ -612,12 +990,12 @@ impl fmt::Display for Money {
 }
 
 /// "is 20% below" / "is 30% above" when a KPI misses its target, "meets" / "is within" when it does not.
-struct Verdict {
+struct Judgement {
     miss: f64,
     goal: Goal,
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for Judgement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let missed = self.miss > THRESHOLD_TOLERANCE;
         match (self.goal, missed) {
@@ -671,7 +1049,7 @@ mod tests {
         observation: &Observation,
     ) -> Vec<AlertChange> {
         let mut out = Vec::new();
-        state.evaluate(settings, observation, &mut out);
+        state.evaluate(&AlertRules::default(), settings, observation, &mut out);
         out
     }
 
@@ -705,9 +1083,9 @@ mod tests {
         // 540.00 is 8 % above: within tolerance.
         assert!(evaluate(&mut state, &settings, &at(noon, 540 * UNIT)).is_empty());
 
-        // 560.00 is 12 % above: INFO starts.
+        // 560.00 is 12 % above: LOW starts.
         let changes = evaluate(&mut state, &settings, &at(noon, 560 * UNIT));
-        assert_eq!(transitions(&changes), [(PacingOver, Some(Info), None)]);
+        assert_eq!(transitions(&changes), [(PacingOver, Some(Low), None)]);
         assert_eq!(changes[0].observed, 560e6);
         assert_eq!(changes[0].threshold, 500e6);
         assert_eq!(
@@ -715,35 +1093,35 @@ mod tests {
             "spend 560.00 is 12% above the 500.00 expected by now (daily budget 1000.00)"
         );
 
-        // 612.40 is 22.48 % above: WARNING.
+        // 612.40 is 22.48 % above: MEDIUM.
         let changes = evaluate(&mut state, &settings, &at(noon, 612_400_000));
         assert_eq!(
             transitions(&changes),
-            [(PacingOver, Some(Warning), Some(Info))]
+            [(PacingOver, Some(Medium), Some(Low))]
         );
         assert_eq!(
             changes[0].message,
             "spend 612.40 is 22% above the 500.00 expected by now (daily budget 1000.00)"
         );
 
-        // 660.00 is 32 % above: CRITICAL.
+        // 660.00 is 32 % above: HIGH.
         let changes = evaluate(&mut state, &settings, &at(noon, 660 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(PacingOver, Some(Critical), Some(Warning))]
+            [(PacingOver, Some(High), Some(Medium))]
         );
 
         // Later in the day the same overspend weighs less against the larger expected spend:
-        // at 16:00, 666.67 expected; 800.00 is 20 % above → back to WARNING.
+        // at 16:00, 666.67 expected; 800.00 is 20 % above → back to MEDIUM.
         let changes = evaluate(&mut state, &settings, &at(16 * HOUR_MS, 800 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(PacingOver, Some(Warning), Some(Critical))]
+            [(PacingOver, Some(Medium), Some(High))]
         );
 
         // At 20:00, 833.33 expected; 880.00 is 5.6 % above → resolved.
         let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 880 * UNIT));
-        assert_eq!(transitions(&changes), [(PacingOver, None, Some(Warning))]);
+        assert_eq!(transitions(&changes), [(PacingOver, None, Some(Medium))]);
         assert_eq!(
             changes[0].message,
             "resolved: spend 880.00 is 6% above the 833.33 expected by now (daily budget 1000.00)"
@@ -764,12 +1142,12 @@ mod tests {
             ))
         };
         // 1.2 − 1 is 0.19999999999999996 in f64; the tolerance makes exactly 20 % count as 20 %.
-        assert_eq!(tier(550), [(PacingOver, Some(Info), None)]);
-        assert_eq!(tier(600), [(PacingOver, Some(Warning), None)]);
-        assert_eq!(tier(650), [(PacingOver, Some(Critical), None)]);
-        assert_eq!(tier(450), [(PacingUnder, Some(Info), None)]);
-        assert_eq!(tier(400), [(PacingUnder, Some(Warning), None)]);
-        assert_eq!(tier(350), [(PacingUnder, Some(Critical), None)]);
+        assert_eq!(tier(550), [(PacingOver, Some(Low), None)]);
+        assert_eq!(tier(600), [(PacingOver, Some(Medium), None)]);
+        assert_eq!(tier(650), [(PacingOver, Some(High), None)]);
+        assert_eq!(tier(450), [(PacingUnder, Some(Low), None)]);
+        assert_eq!(tier(400), [(PacingUnder, Some(Medium), None)]);
+        assert_eq!(tier(350), [(PacingUnder, Some(High), None)]);
         // Just inside the band: 9.8 % either way.
         assert!(tier(549).is_empty());
         assert!(tier(451).is_empty());
@@ -781,16 +1159,16 @@ mod tests {
         let mut state = AlertState::default();
         let noon = 12 * HOUR_MS;
 
-        evaluate(&mut state, &settings, &at(noon, 620 * UNIT)); // 24 % over: WARNING
-        assert_eq!(state.active(PacingOver), Some(Warning));
+        evaluate(&mut state, &settings, &at(noon, 620 * UNIT)); // 24 % over: MEDIUM
+        assert_eq!(state.active(PacingOver), Some(Medium));
 
         // At 20:00, 833.33 expected; 620.00 is 25.6 % under: over resolves, then under starts.
         let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 620 * UNIT));
         assert_eq!(
             transitions(&changes),
             [
-                (PacingOver, None, Some(Warning)),
-                (PacingUnder, Some(Warning), None)
+                (PacingOver, None, Some(Medium)),
+                (PacingUnder, Some(Medium), None)
             ]
         );
         assert_eq!(
@@ -798,7 +1176,7 @@ mod tests {
             "spend 620.00 is 26% below the 833.33 expected by now (daily budget 1000.00)"
         );
 
-        // A burst puts it 32 % over at 20:00 (1100.00 vs 833.33): under resolves, then over starts as CRITICAL.
+        // A burst puts it 32 % over at 20:00 (1100.00 vs 833.33): under resolves, then over starts as HIGH.
         // (1100.00 is also past the daily budget, which is not what this test is about.)
         let changes = evaluate(&mut state, &settings, &at(20 * HOUR_MS, 1_100 * UNIT));
         let pacing: Vec<_> = changes
@@ -808,8 +1186,8 @@ mod tests {
         assert_eq!(
             transitions(&pacing),
             [
-                (PacingUnder, None, Some(Warning)),
-                (PacingOver, Some(Critical), None)
+                (PacingUnder, None, Some(Medium)),
+                (PacingOver, Some(High), None)
             ]
         );
     }
@@ -834,15 +1212,15 @@ mod tests {
             lifetime_spend_micros: 600 * UNIT,
         };
         let changes = evaluate(&mut state, &settings, &yesterday);
-        assert_eq!(transitions(&changes), [(PacingUnder, Some(Critical), None)]);
+        assert_eq!(transitions(&changes), [(PacingUnder, Some(High), None)]);
 
         // ...and in the first hour of today the alert stays as it is.
         assert!(evaluate(&mut state, &settings, &at(30 * 60_000, 20 * UNIT)).is_empty());
-        assert_eq!(state.active(PacingUnder), Some(Critical));
+        assert_eq!(state.active(PacingUnder), Some(High));
 
         // At exactly 01:00 pacing is evaluated again: 41.67 expected, 40.00 spent is 4 % under → resolved.
         let changes = evaluate(&mut state, &settings, &at(HOUR_MS, 40 * UNIT));
-        assert_eq!(transitions(&changes), [(PacingUnder, None, Some(Critical))]);
+        assert_eq!(transitions(&changes), [(PacingUnder, None, Some(High))]);
     }
 
     #[test]
@@ -876,7 +1254,7 @@ mod tests {
             &settings,
             &observation(23 * HOUR_MS / 2, 560 * UNIT),
         );
-        assert_eq!(transitions(&changes), [(PacingOver, Some(Info), None)]);
+        assert_eq!(transitions(&changes), [(PacingOver, Some(Low), None)]);
         assert_eq!(changes[0].threshold, 500e6);
     }
 
@@ -886,7 +1264,7 @@ mod tests {
         let mut state = AlertState::default();
         // A watermark past the day's end clamps the elapsed share to 1: 1000.00 expected, 800.00 is 20 % under.
         let changes = evaluate(&mut state, &settings, &at(30 * HOUR_MS, 800 * UNIT));
-        assert_eq!(transitions(&changes), [(PacingUnder, Some(Warning), None)]);
+        assert_eq!(transitions(&changes), [(PacingUnder, Some(Medium), None)]);
         assert_eq!(changes[0].threshold, 1_000e6);
     }
 
@@ -907,7 +1285,7 @@ mod tests {
         let changes = daily(&mut state, 900 * UNIT);
         assert_eq!(
             transitions(&changes),
-            [(DailyBudgetReached, Some(Warning), None)]
+            [(DailyBudgetReached, Some(High), None)]
         );
         assert_eq!(
             changes[0].message,
@@ -923,7 +1301,7 @@ mod tests {
         let changes = daily(&mut state, 1_000 * UNIT);
         assert_eq!(
             transitions(&changes),
-            [(DailyBudgetReached, Some(Critical), Some(Warning))]
+            [(DailyBudgetReached, Some(Critical), Some(High))]
         );
         assert_eq!(
             changes[0].message,
@@ -986,7 +1364,7 @@ mod tests {
         let changes = lifetime(&mut state, 9_000 * UNIT);
         assert_eq!(
             transitions(&changes),
-            [(LifetimeBudgetReached, Some(Warning), None)]
+            [(LifetimeBudgetReached, Some(High), None)]
         );
         assert_eq!(
             changes[0].message,
@@ -995,7 +1373,7 @@ mod tests {
         let changes = lifetime(&mut state, 10_000 * UNIT);
         assert_eq!(
             transitions(&changes),
-            [(LifetimeBudgetReached, Some(Critical), Some(Warning))]
+            [(LifetimeBudgetReached, Some(Critical), Some(High))]
         );
         // The lifetime budget is raised to 20,000.00: 50 % spent, resolved.
         let raised = CampaignSettings {
@@ -1030,11 +1408,11 @@ mod tests {
         };
         let mut state = AlertState::default();
 
-        // 16 / 1000 = 1.6 %, 20 % below 2 %: WARNING.
+        // 16 / 1000 = 1.6 %, 20 % below 2 %: MEDIUM.
         let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 16));
         assert_eq!(
             transitions(&changes),
-            [(CtrBelowTarget, Some(Warning), None)]
+            [(CtrBelowTarget, Some(Medium), None)]
         );
         assert_eq!(
             changes[0].message,
@@ -1042,25 +1420,25 @@ mod tests {
         );
         assert_eq!((changes[0].observed, changes[0].threshold), (0.016, 0.02));
 
-        // 14 / 1000 = 1.4 %, 30 % below: CRITICAL.
+        // 14 / 1000 = 1.4 %, 30 % below: HIGH.
         let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 14));
         assert_eq!(
             transitions(&changes),
-            [(CtrBelowTarget, Some(Critical), Some(Warning))]
+            [(CtrBelowTarget, Some(High), Some(Medium))]
         );
 
-        // 17 / 1000 = 1.7 %, 15 % below: back to WARNING.
+        // 17 / 1000 = 1.7 %, 15 % below: back to MEDIUM.
         let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 17));
         assert_eq!(
             transitions(&changes),
-            [(CtrBelowTarget, Some(Warning), Some(Critical))]
+            [(CtrBelowTarget, Some(Medium), Some(High))]
         );
 
         // 20 / 1000 = 2 % exactly: the minimum is met, resolved.
         let changes = evaluate(&mut state, &settings, &ctr_day(1_000, 20));
         assert_eq!(
             transitions(&changes),
-            [(CtrBelowTarget, None, Some(Warning))]
+            [(CtrBelowTarget, None, Some(Medium))]
         );
         assert_eq!(
             changes[0].message,
@@ -1076,10 +1454,7 @@ mod tests {
         };
         // 15 / 1000 = 1.5 %, 25 % below 2 %.
         let changes = evaluate(&mut AlertState::default(), &settings, &ctr_day(1_000, 15));
-        assert_eq!(
-            transitions(&changes),
-            [(CtrBelowTarget, Some(Critical), None)]
-        );
+        assert_eq!(transitions(&changes), [(CtrBelowTarget, Some(High), None)]);
     }
 
     #[test]
@@ -1092,11 +1467,11 @@ mod tests {
         // 0 clicks in 999 impressions: not enough evidence to judge.
         assert!(evaluate(&mut state, &settings, &ctr_day(999, 0)).is_empty());
 
-        evaluate(&mut state, &settings, &ctr_day(1_000, 10)); // 1 %: CRITICAL
-        assert_eq!(state.active(CtrBelowTarget), Some(Critical));
+        evaluate(&mut state, &settings, &ctr_day(1_000, 10)); // 1 %: HIGH
+        assert_eq!(state.active(CtrBelowTarget), Some(High));
         // A new day starts with few impressions, all clicked: not enough evidence, the alert is kept.
         assert!(evaluate(&mut state, &settings, &ctr_day(50, 50)).is_empty());
-        assert_eq!(state.active(CtrBelowTarget), Some(Critical));
+        assert_eq!(state.active(CtrBelowTarget), Some(High));
     }
 
     fn cpc_day(clicks: u64, spend_micros: i64) -> Observation {
@@ -1122,11 +1497,11 @@ mod tests {
         // 19 clicks at 5.00 each: far above, but not enough clicks to judge.
         assert!(evaluate(&mut state, &settings, &cpc_day(19, 95 * UNIT)).is_empty());
 
-        // 20 clicks for 24.00 = 1.20 per click, 20 % above 1.00: WARNING.
+        // 20 clicks for 24.00 = 1.20 per click, 20 % above 1.00: MEDIUM.
         let changes = evaluate(&mut state, &settings, &cpc_day(20, 24 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(CpcAboveTarget, Some(Warning), None)]
+            [(CpcAboveTarget, Some(Medium), None)]
         );
         assert_eq!(
             changes[0].message,
@@ -1137,25 +1512,25 @@ mod tests {
             (1_200_000.0, 1_000_000.0)
         );
 
-        // 25.00 / 20 = 1.25, exactly 25 % above: CRITICAL.
+        // 25.00 / 20 = 1.25, exactly 25 % above: HIGH.
         let changes = evaluate(&mut state, &settings, &cpc_day(20, 25 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(CpcAboveTarget, Some(Critical), Some(Warning))]
+            [(CpcAboveTarget, Some(High), Some(Medium))]
         );
 
-        // 22.00 / 20 = 1.10, 10 % above: WARNING.
+        // 22.00 / 20 = 1.10, 10 % above: MEDIUM.
         let changes = evaluate(&mut state, &settings, &cpc_day(20, 22 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(CpcAboveTarget, Some(Warning), Some(Critical))]
+            [(CpcAboveTarget, Some(Medium), Some(High))]
         );
 
         // 20.00 / 20 = 1.00, at the maximum: resolved.
         let changes = evaluate(&mut state, &settings, &cpc_day(20, 20 * UNIT));
         assert_eq!(
             transitions(&changes),
-            [(CpcAboveTarget, None, Some(Warning))]
+            [(CpcAboveTarget, None, Some(Medium))]
         );
         assert_eq!(
             changes[0].message,
@@ -1187,23 +1562,20 @@ mod tests {
         // Spend but no conversions yet: ROAS would be 0, but there is no evidence to judge.
         assert!(evaluate(&mut state, &settings, &roas_day(100 * UNIT, 0.0, 0.0)).is_empty());
 
-        // 2.5 conversions worth 150.00 on 100.00 spend: ROAS 1.5, 25 % below 2.0: CRITICAL.
+        // 2.5 conversions worth 150.00 on 100.00 spend: ROAS 1.5, 25 % below 2.0: HIGH.
         let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 2.5, 150e6));
-        assert_eq!(
-            transitions(&changes),
-            [(RoasBelowTarget, Some(Critical), None)]
-        );
+        assert_eq!(transitions(&changes), [(RoasBelowTarget, Some(High), None)]);
         assert_eq!(
             changes[0].message,
             "ROAS 1.50 is 25% below the 2.00 minimum (revenue 150.00 on spend 100.00)"
         );
         assert_eq!((changes[0].observed, changes[0].threshold), (1.5, 2.0));
 
-        // Revenue 170.00: ROAS 1.7, 15 % below: WARNING.
+        // Revenue 170.00: ROAS 1.7, 15 % below: MEDIUM.
         let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 3.0, 170e6));
         assert_eq!(
             transitions(&changes),
-            [(RoasBelowTarget, Some(Warning), Some(Critical))]
+            [(RoasBelowTarget, Some(Medium), Some(High))]
         );
 
         // A new day with no spend yet: no evidence, the alert is kept.
@@ -1213,7 +1585,7 @@ mod tests {
         let changes = evaluate(&mut state, &settings, &roas_day(100 * UNIT, 4.0, 250e6));
         assert_eq!(
             transitions(&changes),
-            [(RoasBelowTarget, None, Some(Warning))]
+            [(RoasBelowTarget, None, Some(Medium))]
         );
         assert_eq!(
             changes[0].message,
@@ -1245,11 +1617,11 @@ mod tests {
         // 4 conversions at 30.00 each: above target, but too few conversions to judge.
         assert!(evaluate(&mut state, &settings, &cpa_day(120 * UNIT, 4.0)).is_empty());
 
-        // 5 conversions for 120.00: CPA 24.00, 20 % above 20.00: WARNING.
+        // 5 conversions for 120.00: CPA 24.00, 20 % above 20.00: MEDIUM.
         let changes = evaluate(&mut state, &settings, &cpa_day(120 * UNIT, 5.0));
         assert_eq!(
             transitions(&changes),
-            [(CpaAboveTarget, Some(Warning), None)]
+            [(CpaAboveTarget, Some(Medium), None)]
         );
         assert_eq!(
             changes[0].message,
@@ -1260,19 +1632,16 @@ mod tests {
             (24_000_000.0, 20_000_000.0)
         );
 
-        // 200.00 over 8: CPA 25.00, exactly 25 % above: CRITICAL.
+        // 200.00 over 8: CPA 25.00, exactly 25 % above: HIGH.
         let changes = evaluate(&mut state, &settings, &cpa_day(200 * UNIT, 8.0));
         assert_eq!(
             transitions(&changes),
-            [(CpaAboveTarget, Some(Critical), Some(Warning))]
+            [(CpaAboveTarget, Some(High), Some(Medium))]
         );
 
         // 200.00 over 10: CPA 20.00, on target: resolved.
         let changes = evaluate(&mut state, &settings, &cpa_day(200 * UNIT, 10.0));
-        assert_eq!(
-            transitions(&changes),
-            [(CpaAboveTarget, None, Some(Critical))]
-        );
+        assert_eq!(transitions(&changes), [(CpaAboveTarget, None, Some(High))]);
 
         // The target removed: an active alert resolves, naming why.
         let mut state = AlertState::default();
@@ -1282,10 +1651,7 @@ mod tests {
             &CampaignSettings::default(),
             &cpa_day(300 * UNIT, 10.0),
         );
-        assert_eq!(
-            transitions(&changes),
-            [(CpaAboveTarget, None, Some(Critical))]
-        );
+        assert_eq!(transitions(&changes), [(CpaAboveTarget, None, Some(High))]);
         assert!(changes[0].message.contains("target CPA no longer set"));
     }
 
@@ -1296,6 +1662,7 @@ mod tests {
             min_ctr: Some(0.02),
             max_cpc_micros: Some(UNIT),
             min_roas: Some(2.0),
+            target_cpm_micros: None,
             target_cpa_micros: None,
         }
     }
@@ -1327,12 +1694,12 @@ mod tests {
         assert_eq!(
             transitions(&changes),
             [
-                (PacingOver, Some(Critical), None),
-                (DailyBudgetReached, Some(Warning), None),
+                (PacingOver, Some(High), None),
+                (DailyBudgetReached, Some(High), None),
                 (LifetimeBudgetReached, Some(Critical), None),
-                (CtrBelowTarget, Some(Critical), None),
-                (CpcAboveTarget, Some(Critical), None),
-                (RoasBelowTarget, Some(Critical), None),
+                (CtrBelowTarget, Some(High), None),
+                (CpcAboveTarget, Some(High), None),
+                (RoasBelowTarget, Some(High), None),
             ]
         );
     }
@@ -1370,6 +1737,7 @@ mod tests {
             min_ctr: Some(f64::NAN),
             max_cpc_micros: Some(0),
             min_roas: Some(f64::INFINITY),
+            target_cpm_micros: Some(0),
             target_cpa_micros: Some(-5),
         };
         assert!(evaluate(&mut AlertState::default(), &settings, &everything_wrong()).is_empty());
@@ -1387,12 +1755,12 @@ mod tests {
         assert_eq!(
             transitions(&changes),
             [
-                (PacingOver, None, Some(Critical)),
-                (DailyBudgetReached, None, Some(Warning)),
+                (PacingOver, None, Some(High)),
+                (DailyBudgetReached, None, Some(High)),
                 (LifetimeBudgetReached, None, Some(Critical)),
-                (CtrBelowTarget, None, Some(Critical)),
-                (CpcAboveTarget, None, Some(Critical)),
-                (RoasBelowTarget, None, Some(Critical)),
+                (CtrBelowTarget, None, Some(High)),
+                (CpcAboveTarget, None, Some(High)),
+                (RoasBelowTarget, None, Some(High)),
             ]
         );
         assert_eq!(changes[0].message, "resolved: daily budget no longer set");
@@ -1415,6 +1783,7 @@ mod tests {
             min_ctr: Some(f64::MIN_POSITIVE),
             max_cpc_micros: Some(i64::MAX),
             min_roas: Some(f64::MAX),
+            target_cpm_micros: Some(1),
             target_cpa_micros: Some(1),
         };
         let extremes = [
@@ -1451,11 +1820,11 @@ mod tests {
     fn an_inverted_day_leaves_pacing_as_it_is() {
         let settings = daily_budget(1_000);
         let mut state = AlertState::default();
-        evaluate(&mut state, &settings, &at(12 * HOUR_MS, 700 * UNIT)); // 40 % over: CRITICAL
+        evaluate(&mut state, &settings, &at(12 * HOUR_MS, 700 * UNIT)); // 40 % over: HIGH
         let mut inverted = at(12 * HOUR_MS, 0);
         inverted.day_end_ms = inverted.day_start_ms;
         assert!(only(&evaluate(&mut state, &settings, &inverted), PacingOver).is_empty());
-        assert_eq!(state.active(PacingOver), Some(Critical));
+        assert_eq!(state.active(PacingOver), Some(High));
     }
 
     #[test]
@@ -1467,6 +1836,7 @@ mod tests {
             LifetimeBudgetReached,
             CtrBelowTarget,
             CpcAboveTarget,
+            CpmAboveTarget,
             RoasBelowTarget,
             CpaAboveTarget,
         ]
@@ -1481,14 +1851,221 @@ mod tests {
                 "LIFETIME_BUDGET_REACHED",
                 "CTR_BELOW_TARGET",
                 "CPC_ABOVE_TARGET",
+                "CPM_ABOVE_TARGET",
                 "ROAS_BELOW_TARGET",
                 "CPA_ABOVE_TARGET"
             ]
         );
         assert_eq!(
-            [Info, Warning, Critical].map(Severity::as_str),
-            ["INFO", "WARNING", "CRITICAL"]
+            Severity::FIRING.map(Severity::as_str),
+            ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
         );
-        assert!(Info < Warning && Warning < Critical);
+        assert!(Low < Medium && Medium < High && High < Critical);
+    }
+
+    #[test]
+    fn state_stored_with_the_legacy_severities_reads_as_low_and_medium() {
+        let stored: AlertState = serde_json::from_str(
+            r#"{"pacing_over":"INFO","ctr_below_target":"WARNING","daily_budget_reached":"CRITICAL"}"#,
+        )
+        .expect("old state reads");
+        assert_eq!(stored.active(PacingOver), Some(Low));
+        assert_eq!(stored.active(CtrBelowTarget), Some(Medium));
+        assert_eq!(stored.active(DailyBudgetReached), Some(Critical));
+        assert_eq!(stored.active(CpmAboveTarget), None);
+    }
+
+    fn cpm_day(impressions: u64, spend_micros: i64) -> Observation {
+        with_day(
+            at(12 * HOUR_MS, spend_micros),
+            Totals {
+                impressions,
+                clicks: 10,
+                spend_micros,
+                ..Totals::default()
+            },
+        )
+    }
+
+    #[test]
+    fn cpm_above_target_tiers_evidence_and_resolution() {
+        let settings = CampaignSettings {
+            target_cpm_micros: Some(10 * UNIT),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+
+        // 999 impressions at 20.00 CPM: far above, but too few impressions to judge.
+        assert!(evaluate(&mut state, &settings, &cpm_day(999, 19_980_000)).is_empty());
+
+        // 2,000 impressions for 22.00: CPM 11.00, 10 % above 10.00: MEDIUM (tier 1).
+        let changes = evaluate(&mut state, &settings, &cpm_day(2_000, 22 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpmAboveTarget, Some(Medium), None)]
+        );
+        assert_eq!(
+            changes[0].message,
+            "CPM 11.00 is 10% above the 10.00 target (spend 22.00 over 2000 impressions)"
+        );
+        assert_eq!(
+            (changes[0].observed, changes[0].threshold),
+            (11_000_000.0, 10_000_000.0)
+        );
+        assert_eq!(
+            (changes[0].rule().as_str(), changes[0].rule_level),
+            ("cpm_above_target:tier1", 0.0)
+        );
+
+        // 25.00 for 2,000: CPM 12.50, exactly 25 % above: HIGH (tier 2).
+        let changes = evaluate(&mut state, &settings, &cpm_day(2_000, 25 * UNIT));
+        assert_eq!(
+            transitions(&changes),
+            [(CpmAboveTarget, Some(High), Some(Medium))]
+        );
+        assert_eq!(
+            (changes[0].rule().as_str(), changes[0].rule_level),
+            ("cpm_above_target:tier2", 0.25)
+        );
+
+        // 20.00 for 2,000: CPM 10.00, on target: resolved.
+        let changes = evaluate(&mut state, &settings, &cpm_day(2_000, 20 * UNIT));
+        assert_eq!(transitions(&changes), [(CpmAboveTarget, None, Some(High))]);
+        assert_eq!(
+            (changes[0].rule().as_str(), changes[0].rule_level),
+            ("cpm_above_target:resolved", 0.0)
+        );
+    }
+
+    #[test]
+    fn configured_tiers_decide_the_severity_rule_and_level() {
+        let rules = AlertRules {
+            cpa_tiers: "10%:low,50%:critical".parse().expect("tiers"),
+            budget_tiers: "50%:medium,80%:high,120%:critical".parse().expect("tiers"),
+            ..AlertRules::default()
+        };
+        let settings = CampaignSettings {
+            target_cpa_micros: Some(20 * UNIT),
+            daily_budget_micros: Some(1_000 * UNIT),
+            ..CampaignSettings::default()
+        };
+        let run = |state: &mut AlertState, observation: &Observation| {
+            let mut out = Vec::new();
+            state.evaluate(&rules, &settings, observation, &mut out);
+            out
+        };
+        let mut state = AlertState::default();
+        // CPA 24.00 against 20.00: 20 % above, the first configured tier (the default would say MEDIUM).
+        let mut noon = cpa_day(120 * UNIT, 5.0);
+        let changes = only(&run(&mut state, &noon), CpaAboveTarget);
+        assert_eq!(transitions(&changes), [(CpaAboveTarget, Some(Low), None)]);
+        assert_eq!(changes[0].rule(), "cpa_above_target:tier1");
+        assert_eq!(changes[0].rule_level, 0.1);
+        // CPA 30.00: 50 % above: CRITICAL (the default would say HIGH).
+        noon = cpa_day(150 * UNIT, 5.0);
+        let changes = only(&run(&mut state, &noon), CpaAboveTarget);
+        assert_eq!(
+            transitions(&changes),
+            [(CpaAboveTarget, Some(Critical), Some(Low))]
+        );
+        assert_eq!(
+            (changes[0].rule().as_str(), changes[0].rule_level),
+            ("cpa_above_target:tier2", 0.5)
+        );
+        // 1,100.00 of a 1,000.00 budget: 110 %, the configured second tier (HIGH), not yet the third.
+        let changes = only(
+            &run(&mut state, &at(23 * HOUR_MS, 1_100 * UNIT)),
+            DailyBudgetReached,
+        );
+        assert_eq!(
+            transitions(&changes),
+            [(DailyBudgetReached, Some(High), None)]
+        );
+        assert_eq!(changes[0].rule(), "daily_budget_reached:tier2");
+        // Exactly 1,200.00 is 120 %: CRITICAL, compared exactly in micros.
+        assert!(only(
+            &run(&mut state, &at(23 * HOUR_MS, 1_200 * UNIT - 1)),
+            DailyBudgetReached
+        )
+        .is_empty());
+        let changes = only(
+            &run(&mut state, &at(23 * HOUR_MS, 1_200 * UNIT)),
+            DailyBudgetReached,
+        );
+        assert_eq!(
+            transitions(&changes),
+            [(DailyBudgetReached, Some(Critical), Some(High))]
+        );
+    }
+
+    #[test]
+    fn a_kpi_tier_at_zero_fires_on_any_miss_but_not_on_target() {
+        let rules = AlertRules {
+            cpa_tiers: "0%:high".parse().expect("tiers"),
+            ..AlertRules::default()
+        };
+        let settings = CampaignSettings {
+            target_cpa_micros: Some(20 * UNIT),
+            ..CampaignSettings::default()
+        };
+        let mut state = AlertState::default();
+        let mut out = Vec::new();
+        state.evaluate(&rules, &settings, &cpa_day(100 * UNIT, 5.0), &mut out);
+        assert!(out.is_empty(), "on target: {out:?}");
+        state.evaluate(&rules, &settings, &cpa_day(101 * UNIT, 5.0), &mut out);
+        assert_eq!(transitions(&out), [(CpaAboveTarget, Some(High), None)]);
+    }
+
+    #[test]
+    fn tiers_read_back_as_written_and_the_defaults_keep_the_old_levels() {
+        let rules = AlertRules::default();
+        assert_eq!(
+            rules.pacing_tiers.to_string(),
+            "10%:low,20%:medium,30%:high"
+        );
+        assert_eq!(rules.budget_tiers.to_string(), "90%:high,100%:critical");
+        assert_eq!(rules.cpa_tiers.to_string(), "0%:medium,25%:high");
+        let levels: Vec<f64> = rules.pacing_tiers.tiers().iter().map(Tier::level).collect();
+        assert_eq!(levels, [0.1, 0.2, 0.3]);
+        let tiers: Tiers = " 12.5% : LOW , 100.0001%:Critical".parse().expect("tiers");
+        assert_eq!(tiers.to_string(), "12.5%:low,100.0001%:critical");
+        assert_eq!(tiers.tiers()[0].level(), 0.125);
+        assert_eq!(rules.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_tiers_are_refused_with_the_reason() {
+        let refused = |text: &str| match text.parse::<Tiers>() {
+            Ok(tiers) => panic!("'{text}' was accepted as {tiers}"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            refused("20%:low,10%:medium"),
+            "tiers '20%:low,10%:medium': levels must increase from tier to tier"
+        );
+        assert_eq!(
+            refused("10%:high,20%:medium"),
+            "tiers '10%:high,20%:medium': severities must increase from tier to tier"
+        );
+        assert!(refused("10:low").contains("must be a percentage like 25%"));
+        assert!(refused("-5%:low").contains("non-negative number of percent"));
+        assert!(refused("10%:warning").contains("not one of low, medium, high, critical"));
+        assert!(refused("10%:resolved").contains("not one of"));
+        assert!(refused("10%").contains("is not LEVEL%:SEVERITY"));
+        assert!(refused("").contains("is not LEVEL%:SEVERITY"));
+        assert!(refused("1.00001%:low").contains("more than 4 decimals"));
+        assert!(refused("99999999999999999999%:low").contains("above 1000000%"));
+
+        let zero_pacing = AlertRules {
+            pacing_tiers: "0%:low".parse().expect("parses"),
+            ..AlertRules::default()
+        };
+        assert_eq!(
+            zero_pacing.validate().map_err(|e| e.to_string()),
+            Err(
+                "alert_rules.pacing_tiers: the first level must be above 0%, got '0%:low'"
+                    .to_owned()
+            )
+        );
     }
 }

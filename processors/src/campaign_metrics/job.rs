@@ -9,6 +9,7 @@ use adstream_schemas::outputs::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertRules;
 use super::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use crate::jobs::{Job, Port, PortList, Stage, Wiring};
 use crate::runtime::JobError;
@@ -45,6 +46,10 @@ pub struct CampaignMetricsSettings {
     /// event time, with or without events of its own (a campaign delivering nothing raises PACING_UNDER).
     #[arg(long, default_value_t = DEFAULT_PACING_CHECK_MINUTES)]
     pub pacing_check_minutes: u64,
+    /// Tier levels and severities of the alert rules (`alert_rules:` in YAML; flags `--pacing-tiers`,
+    /// `--budget-tiers`, `--ctr-tiers`, `--cpc-tiers`, `--cpm-tiers`, `--roas-tiers`, `--cpa-tiers`).
+    #[command(flatten)]
+    pub alert_rules: AlertRules,
 }
 
 impl Default for CampaignMetricsSettings {
@@ -55,6 +60,7 @@ impl Default for CampaignMetricsSettings {
             emit: EmitMode::Updating,
             attribution_model: AttributionModel::LastTouch,
             pacing_check_minutes: DEFAULT_PACING_CHECK_MINUTES,
+            alert_rules: AlertRules::default(),
         }
     }
 }
@@ -73,6 +79,10 @@ impl CampaignMetricsDefinition {
             Duration::from_secs(settings.retention_secs),
         )
         .map_err(|e| JobError::Settings(format!("grace_secs/retention_secs: {e}")))?;
+        settings
+            .alert_rules
+            .validate()
+            .map_err(|e| JobError::Settings(e.to_string()))?;
         CampaignMetricsJob::new(CampaignMetricsConfig {
             impressions: wiring.topic("impressions")?,
             clicks: wiring.topic("clicks")?,
@@ -95,6 +105,7 @@ impl CampaignMetricsDefinition {
                         settings.pacing_check_minutes
                     ))
                 })?,
+            alert_rules: settings.alert_rules.clone(),
         })
     }
 }

@@ -43,7 +43,7 @@ use adstream_schemas::outputs::{
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::alerts::{AlertChange, AlertState, CampaignSettings, Observation, Severity};
+use super::alerts::{AlertChange, AlertRules, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
@@ -88,6 +88,8 @@ pub struct CampaignMetricsConfig {
     /// Every active campaign is evaluated at least this often in event time (milliseconds, > 0), with or without
     /// events of its own.
     pub pacing_check_ms: i64,
+    /// Tier levels and severities of the alert rules.
+    pub alert_rules: AlertRules,
 }
 
 /// One window row as kept in the store and its changelog.
@@ -397,6 +399,7 @@ impl CampaignMetricsJob {
             lifetime_budget_micros: campaign.lifetime_budget_micros,
             min_ctr: campaign.targets.min_ctr,
             max_cpc_micros: campaign.targets.max_cpc_micros,
+            target_cpm_micros: campaign.targets.target_cpm_micros,
             min_roas: campaign.targets.min_roas,
             target_cpa_micros: campaign.targets.target_cpa_micros,
         };
@@ -589,9 +592,12 @@ impl CampaignMetricsJob {
                 lifetime_spend_micros: state.lifetime_spend_micros,
             };
             self.alert_changes.clear();
-            state
-                .alerts
-                .evaluate(&settings, &observation, &mut self.alert_changes);
+            state.alerts.evaluate(
+                &self.config.alert_rules,
+                &settings,
+                &observation,
+                &mut self.alert_changes,
+            );
             for change in &self.alert_changes {
                 let alert = CampaignAlert {
                     alert_id: format!("{campaign_id}|{}|{now}", change.kind.as_str()),
@@ -601,6 +607,8 @@ impl CampaignMetricsJob {
                     previous_severity: change.previous,
                     observed: change.observed,
                     threshold: change.threshold,
+                    rule: change.rule(),
+                    rule_level: change.rule_level,
                     message: change.message.clone(),
                     day_start: day.start_ms,
                     event_time: now,

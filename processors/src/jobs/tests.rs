@@ -106,6 +106,73 @@ fn settings_come_from_flags_or_yaml_with_the_same_defaults() {
 }
 
 #[test]
+fn alert_tiers_come_from_flags_or_yaml_and_bad_ones_are_refused_with_the_field() {
+    use crate::campaign_metrics::job::CampaignMetricsSettings;
+    let from_flags = CampaignMetricsSettings::augment_args(clap::Command::new("m"))
+        .try_get_matches_from([
+            "m",
+            "--cpa-tiers",
+            "0%:low,50%:critical",
+            "--budget-tiers",
+            "80%:high",
+        ])
+        .expect("parses");
+    let settings = <CampaignMetricsSettings as clap::FromArgMatches>::from_arg_matches(&from_flags)
+        .expect("settings");
+    let from_yaml: CampaignMetricsSettings = settings_from_yaml(
+        "alert_rules:\n  cpa_tiers: 0%:low,50%:critical\n  budget_tiers: 80%:high\n",
+    )
+    .expect("settings");
+    assert_eq!(settings, from_yaml);
+    assert_eq!(
+        settings.alert_rules.cpa_tiers.to_string(),
+        "0%:low,50%:critical"
+    );
+    // The rules not given keep their defaults.
+    assert_eq!(
+        settings.alert_rules.pacing_tiers.to_string(),
+        "10%:low,20%:medium,30%:high"
+    );
+
+    let flag = CampaignMetricsSettings::augment_args(clap::Command::new("m"))
+        .try_get_matches_from(["m", "--cpa-tiers", "50%:high,25%:critical"])
+        .expect_err("decreasing levels");
+    assert!(
+        flag.to_string()
+            .contains("levels must increase from tier to tier"),
+        "{flag}"
+    );
+    let yaml = settings_from_yaml::<CampaignMetricsSettings>(
+        "alert_rules:\n  roas_tiers: 10%:critical,20%:low\n",
+    )
+    .expect_err("decreasing severities");
+    assert!(
+        yaml.to_string()
+            .contains("alert_rules.roas_tiers: tiers '10%:critical,20%:low'")
+            && yaml.to_string().contains("severities must increase"),
+        "{yaml}"
+    );
+    let typo = settings_from_yaml::<CampaignMetricsSettings>("alert_rules:\n  cpa_tier: 5%:low\n")
+        .expect_err("unknown field");
+    assert!(typo.to_string().contains("cpa_tier"), "{typo}");
+
+    // A pacing tier at 0 % parses but is refused when the job is built.
+    let metrics = JobRegistry::builtin()
+        .get("campaign-metrics")
+        .expect("registered");
+    let wiring = Wiring::resolve(&topology(), metrics.name(), metrics.ports()).expect("wires");
+    let Err(refused) =
+        metrics.stages_from_yaml("alert_rules:\n  pacing_tiers: 0%:low,30%:high\n", &wiring)
+    else {
+        panic!("a pacing tier at 0 % was accepted")
+    };
+    assert_eq!(
+        refused.to_string(),
+        "alert_rules.pacing_tiers: the first level must be above 0%, got '0%:low,30%:high'"
+    );
+}
+
+#[test]
 fn a_stage_lists_the_internal_topics_it_creates() {
     let topology = topology();
     let attribution = JobRegistry::builtin()

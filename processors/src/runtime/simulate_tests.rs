@@ -215,6 +215,7 @@ fn metrics_job() -> Box<dyn crate::runtime::Operator> {
                 .expect("lateness"),
             emit: EmitMode::Updating,
             pacing_check_ms: 15 * 60_000,
+            alert_rules: Default::default(),
         })
         .expect("job"),
     )
@@ -1006,6 +1007,7 @@ fn paced_metrics_job(pacing_check_ms: i64) -> Box<dyn crate::runtime::Operator> 
                 .expect("lateness"),
             emit: EmitMode::Updating,
             pacing_check_ms,
+            alert_rules: Default::default(),
         })
         .expect("job"),
     )
@@ -1081,10 +1083,11 @@ fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interva
         "raised at {} ms after the crossing (interval {check} ms): {first:?}",
         first.event_time - crossed
     );
-    assert_eq!(first.severity, AlertSeverity::Info);
-    // It worsens as the afternoon goes on: warning from 15:00 (20 % under), critical from 17:08 (30 %).
+    assert_eq!(first.severity, AlertSeverity::Low);
+    assert_eq!(first.rule, "pacing_under:tier1");
+    // It worsens as the afternoon goes on: medium from 15:00 (20 % under), high from 17:08 (30 %).
     assert!(
-        under.iter().any(|a| a.severity == AlertSeverity::Critical),
+        under.iter().any(|a| a.severity == AlertSeverity::High),
         "{under:?}"
     );
     assert!(counter(&simulation, "pacing_checks") > 0);
