@@ -25,7 +25,7 @@ use apache_avro::Schema;
 use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 
-use common::jobs::{adstream, apply_topology, topology_yaml};
+use common::jobs::{apply_topology, process_command, topology_yaml};
 use common::recompute::{connect_producer, decode, read_committed_records, Topics};
 use common::{free_port, start_registry, unique};
 
@@ -71,25 +71,10 @@ fn produce(producer: &EventProducer, records: &[Generated]) {
     producer.flush(Duration::from_secs(60)).expect("delivered");
 }
 
-/// Runs `adstream process <job> --until-end` with `extra` flags and waits for it to finish.
+/// Starts `adstream process <job> --until-end` with `extra` flags (see [`finished`]).
 fn run_to_end(registry: &str, topology: &str, job: &str, processor: &str, extra: &[&str]) -> Child {
-    let port = free_port().to_string();
-    let metrics = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "process",
-        job,
-        "--topology",
-        topology,
-        "--application-id",
-        processor,
-        "--commit-interval-ms",
-        "200",
-        "--metrics-listen",
-        &metrics,
-        "--until-end",
-    ];
-    args.extend_from_slice(extra);
-    adstream(registry, &args)
+    let metrics = format!("127.0.0.1:{}", free_port());
+    process_command(job, registry, topology, processor, &metrics, true, extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -26,7 +26,7 @@ use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
 use adstream_producers::builders::{ImpressionBuilder, Serving};
 use adstream_producers::producer::EventTopics;
-use adstream_schemas::events::Platform;
+use adstream_schemas::events::{AdImpression, Platform};
 use adstream_schemas::outputs::{self, CampaignMetrics};
 use apache_avro::Schema;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -100,6 +100,21 @@ async fn create_job_topics(prefix: &str, partitions: i32) -> EventTopics {
     }
 }
 
+/// An impression of the campaign `meta-late` at `time`, costing 1,000 micros.
+fn impression(id: &str, time: i64) -> AdImpression {
+    let serving = Serving {
+        platform: Platform::Meta,
+        account_id: "act-1".into(),
+        campaign_id: "meta-late".into(),
+        ad_group_id: "g".into(),
+        creative_id: "cr".into(),
+    };
+    ImpressionBuilder::new(id, time, serving)
+        .cost(1_000, "USD")
+        .build()
+        .expect("valid")
+}
+
 /// campaign-metrics over `events` with 10 min grace and 1 day retention, writing `<prefix>.hourly` and `.daily`.
 fn campaign_metrics(prefix: &str, events: &EventTopics) -> CampaignMetricsJob {
     CampaignMetricsJob::new(CampaignMetricsConfig {
@@ -157,21 +172,15 @@ async fn an_event_late_before_a_restart_is_late_after_it() {
     let events = create_job_topics(&prefix, 1).await;
     let producer = connect_producer(&registry.url, &events).await;
     let encoders = producer.schemas.encoders().expect("encoders");
-    let serving = Serving {
-        platform: Platform::Meta,
-        account_id: "act-1".into(),
-        campaign_id: "meta-late".into(),
-        ad_group_id: "g".into(),
-        creative_id: "cr".into(),
-    };
     let mut buffer = Vec::new();
     let mut send = |id: &str, time: i64| {
-        let impression = ImpressionBuilder::new(id, time, serving.clone())
-            .cost(1_000, "USD")
-            .build()
-            .expect("valid");
         producer
-            .send(&encoders.impressions, &impression, id, &mut buffer)
+            .send(
+                &encoders.impressions,
+                &impression(id, time),
+                id,
+                &mut buffer,
+            )
             .expect("enqueued");
         producer.flush(Duration::from_secs(30)).expect("delivered");
     };
@@ -209,13 +218,6 @@ async fn each_lateness_takes_its_documented_path() {
     let name = |kind: &str| format!("{prefix}.{kind}");
     let events = create_job_topics(&prefix, 1).await;
     let producer = connect_producer(&registry.url, &events).await;
-    let serving = Serving {
-        platform: Platform::Meta,
-        account_id: "act-1".into(),
-        campaign_id: "meta-late".into(),
-        ad_group_id: "g".into(),
-        creative_id: "cr".into(),
-    };
     let minutes = |m: i64| m * 60_000;
     let times = [
         ("a", DAY0 + 10 * HOUR + minutes(5)),
@@ -229,12 +231,13 @@ async fn each_lateness_takes_its_documented_path() {
     let encoders = producer.schemas.encoders().expect("encoders");
     let mut buffer = Vec::new();
     for (id, time) in times {
-        let impression = ImpressionBuilder::new(id, time, serving.clone())
-            .cost(1_000, "USD")
-            .build()
-            .expect("valid");
         producer
-            .send(&encoders.impressions, &impression, id, &mut buffer)
+            .send(
+                &encoders.impressions,
+                &impression(id, time),
+                id,
+                &mut buffer,
+            )
             .expect("enqueued");
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");

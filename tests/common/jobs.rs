@@ -91,6 +91,32 @@ pub fn start_process(
     metrics_listen: &str,
     until_end: bool,
 ) -> Child {
+    process_command(
+        job,
+        registry,
+        topology,
+        processor,
+        metrics_listen,
+        until_end,
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start the job")
+}
+
+/// `adstream process <job>` as `processor` of `topology` (200 ms commits, metrics on `metrics_listen`), with
+/// `--until-end` when asked and the `extra` flags.
+pub fn process_command(
+    job: &str,
+    registry: &str,
+    topology: &str,
+    processor: &str,
+    metrics_listen: &str,
+    until_end: bool,
+    extra: &[&str],
+) -> Command {
     let mut args = vec![
         "process",
         job,
@@ -106,11 +132,8 @@ pub fn start_process(
     if until_end {
         args.push("--until-end");
     }
+    args.extend_from_slice(extra);
     adstream(registry, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the job")
 }
 
 /// Writes [`topology_yaml`] into `dir` and applies it with the binary; returns the file and the topic names.
