@@ -44,11 +44,14 @@ use super::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a retriable transactional error is retried before the job gives up.
 const RETRIES: u32 = 5;
-/// The default `transaction.timeout.ms` of the job's producer (Kafka Streams' under exactly-once too): how long an
-/// instance that died inside a transaction holds back the last stable offset of the partitions it wrote to and the
-/// offsets of the partitions it consumed, so how long the next owner of its tasks may have to wait. A transaction
-/// lasts about a commit interval. The client config's `transaction.timeout.ms` (`-X`) overrides it.
-const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `transaction.timeout.ms` of the job's producer: how long an instance that died inside a transaction
+/// holds back the last stable offset of the partitions it wrote to and the offsets of the partitions it consumed,
+/// so how long the next owner of its tasks may have to wait (only when it died inside a commit: the last commit's
+/// records come before its open transaction). librdkafka also caps `message.timeout.ms` to it, so it must outlast
+/// a partition leader's failover (a broker's session, 9 s, and the election): Kafka Streams' 10 s made records time
+/// out when a broker of the chaos run's cluster was killed, and aborting that transaction then failed for good.
+/// The client config's `transaction.timeout.ms` (`-X`) overrides it.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The job's transaction timeout: the client config's `transaction.timeout.ms`, or the default.
 fn transaction_timeout(config: &RuntimeConfig) -> Duration {
