@@ -75,6 +75,21 @@ impl Plan {
     }
 }
 
+/// Why an instance stopped by itself.
+enum Stopped {
+    /// The group fenced it.
+    Fenced,
+    /// Its transactional producer failed for good.
+    ProducerFailed,
+}
+
+/// Instances restarted after they stopped by themselves, by why.
+#[derive(Default)]
+struct Restarts {
+    fenced: usize,
+    producer_failed: usize,
+}
+
 /// The jobs, in data order (attribution's credits feed campaign-metrics).
 const JOBS: [&str; 3] = ["attribution", "campaign-metrics", "creative-fatigue"];
 
@@ -159,7 +174,7 @@ impl Fleet {
     fn stop(&mut self, job: usize, instance: usize) {
         if let Some(mut child) = self.running[job][instance].take() {
             if let Some(status) = child.try_wait().expect("wait") {
-                self.assert_fenced(job, instance, status);
+                self.assert_meant_to_stop(job, instance, status);
                 return;
             }
             let status = terminate(child);
@@ -174,23 +189,35 @@ impl Fleet {
         }
     }
 
-    /// Panics unless the instance that exited with `status` said the group had fenced it.
-    fn assert_fenced(&self, job: usize, instance: usize, status: std::process::ExitStatus) {
+    /// Why the instance that exited with `status` stopped; panics unless it is one a job is meant to stop for and
+    /// be restarted after: the group fenced it, or its producer failed for good (a transaction whose records timed
+    /// out while a killed broker's partitions moved, which the coordinator gave up on before it could be aborted).
+    fn assert_meant_to_stop(
+        &self,
+        job: usize,
+        instance: usize,
+        status: std::process::ExitStatus,
+    ) -> Stopped {
         let log = self.logs.join(format!("{}-{instance}.log", JOBS[job]));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let last = text.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+        if last.contains("fenced this instance") {
+            return Stopped::Fenced;
+        }
         assert!(
-            last.contains("fenced this instance"),
+            last.contains("stopped with an error: fatal Kafka error"),
             "{} instance {instance} exited on its own with {status}; see {}",
             JOBS[job],
             log.display()
         );
+        Stopped::ProducerFailed
     }
 
     /// Restarts, as an orchestrator would, every instance that stopped because the group fenced its consumer (a
-    /// static member cut off from its coordinator for longer than its session, see `RuntimeError::Fenced`);
-    /// returns how many. Panics if an instance exited for any other reason: a job rides out the other faults.
-    fn restart_fenced(&mut self) -> usize {
+    /// static member cut off from its coordinator for longer than its session, see `RuntimeError::Fenced`) or its
+    /// producer failed for good; counts them. Panics if an instance exited for any other reason: a job rides out
+    /// the other faults.
+    fn restart_stopped(&mut self, restarts: &mut Restarts) {
         let mut exited = Vec::new();
         for (job, instances) in self.running.iter_mut().enumerate() {
             for (instance, child) in instances.iter_mut().enumerate() {
@@ -199,16 +226,23 @@ impl Fleet {
                 }
             }
         }
-        let restarted = exited.len();
         for (job, instance, status) in exited {
-            self.assert_fenced(job, instance, status);
+            let why = match self.assert_meant_to_stop(job, instance, status) {
+                Stopped::Fenced => {
+                    restarts.fenced += 1;
+                    "was fenced"
+                }
+                Stopped::ProducerFailed => {
+                    restarts.producer_failed += 1;
+                    "stopped on a fatal producer error"
+                }
+            };
             eprintln!(
-                "chaos: {} instance {instance} was fenced and exited: restarting it",
+                "chaos: {} instance {instance} {why}: restarting it",
                 JOBS[job]
             );
             self.start(job, instance);
         }
-        restarted
     }
 
     /// A run of `job` to the end of its input, as one more static member; panics if it fails or takes too long.
@@ -334,7 +368,7 @@ async fn chaos(plan: Plan) {
         .collect();
     faults.shuffle(&mut rng);
     let mut done = (0, 0, 0);
-    let mut fenced = 0;
+    let mut restarts = Restarts::default();
     tokio::task::block_in_place(|| {
         for job in 0..JOBS.len() {
             for instance in 0..plan.instances {
@@ -343,7 +377,7 @@ async fn chaos(plan: Plan) {
         }
         for fault in faults {
             std::thread::sleep(Duration::from_millis(rng.gen_range(1_000..4_000)));
-            fenced += fleet.restart_fenced();
+            fleet.restart_stopped(&mut restarts);
             match fault {
                 Fault::InstanceKill => {
                     let (job, instance) = (
@@ -387,7 +421,7 @@ async fn chaos(plan: Plan) {
                 }
             }
         }
-        fenced += fleet.restart_fenced();
+        fleet.restart_stopped(&mut restarts);
     });
     let generator = generator.await.expect("the generator");
     let manifest = generator.manifest();
@@ -417,12 +451,14 @@ async fn chaos(plan: Plan) {
         verdicts
     });
     let report = format!(
-        "instance kills {}, broker kills {}, rolling restarts {}, restarts after a fence {}; {} instances per job, \
-         {} events at {}/s; run time {:.0} s\n\n{}\nlost {}, duplicated {}, different {}\n",
+        "instance kills {}, broker kills {}, rolling restarts {}, restarts after a fence {}, after a fatal producer \
+         error {}; {} instances per job, {} events at {}/s; run time {:.0} s\n\n{}\nlost {}, duplicated {}, \
+         different {}\n",
         done.0,
         done.1,
         done.2,
-        fenced,
+        restarts.fenced,
+        restarts.producer_failed,
         plan.instances,
         plan.events,
         plan.rate,

@@ -47,11 +47,12 @@ const RETRIES: u32 = 5;
 /// The default `transaction.timeout.ms` of the job's producer: how long an instance that died inside a transaction
 /// holds back the last stable offset of the partitions it wrote to and the offsets of the partitions it consumed,
 /// so how long the next owner of its tasks may have to wait (only when it died inside a commit: the last commit's
-/// records come before its open transaction). librdkafka also caps `message.timeout.ms` to it, so it must outlast
-/// a partition leader's failover (a broker's session, 9 s, and the election): Kafka Streams' 10 s made records time
-/// out when a broker of the chaos run's cluster was killed, and aborting that transaction then failed for good.
-/// The client config's `transaction.timeout.ms` (`-X`) overrides it.
-const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// records come before its open transaction). librdkafka also caps `message.timeout.ms` to it, and a transaction
+/// whose records time out cannot always be aborted (the coordinator has given up on it first): the producer fails
+/// for good and the job stops. So it must outlast a partition leader's failover under load: with Kafka Streams' 10 s,
+/// and with 30 s, the chaos run's cluster (a broker killed while nine debug-build jobs share two cores) timed
+/// records out. The client config's `transaction.timeout.ms` (`-X`) overrides it.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The job's transaction timeout: the client config's `transaction.timeout.ms`, or the default.
 fn transaction_timeout(config: &RuntimeConfig) -> Duration {
