@@ -216,8 +216,9 @@ pub fn read_to_end<C: ConsumerContext, E>(
     read_until(consumer, topic, partitions, options, on_record, |_| true)
 }
 
-/// [`read_to_end`], where a partition at its end is finished only once `finished(partition)` agrees; until then
-/// the read waits there for more records (bounded by the stall timeout). A state restore uses it to wait for the
+/// [`read_to_end`], where a partition at its end-of-partition event is finished only once `finished(partition)`
+/// agrees; until then the read waits there for more records (bounded by the stall timeout). A partition ended by
+/// [`ReadOptions::stop_at_high_watermark`] ends there whatever `finished` says. A state restore uses it to wait for the
 /// records of a commit it knows happened but cannot read yet: under `read_committed` the end is the last stable
 /// offset, which stays behind a transaction still open (a crashed writer's, until it times out) or a commit
 /// whose markers have not landed.
