@@ -230,6 +230,10 @@ pub fn read_until<C: ConsumerContext, E>(
     mut on_record: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
     mut finished: impl FnMut(i32) -> bool,
 ) -> Result<u64, ReadError<E>> {
+    // Learn the partitions' leaders before assigning. Assigned at `Offset::Beginning` with no leader known yet,
+    // librdkafka resolves the offset only on its next offset-query retry, half a second later: that wait, once per
+    // topic, was most of a small restore (0.52 s to the first record of a 100-record topic, 0.03 s with this).
+    partition_count(consumer, topic, options.stall_timeout)?;
     // Open partitions, each with its high watermark when that is where it ends.
     let mut open: BTreeMap<i32, Option<i64>> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
