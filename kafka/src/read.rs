@@ -107,10 +107,26 @@ pub enum ReadError<E> {
 /// `fetch.wait.max.ms` of the readers [`reader_config`] configures.
 const READER_FETCH_WAIT_MS: &str = "10";
 
+/// `fetch.queue.backoff.ms` of consumers that drain a backlog: how long librdkafka waits before fetching a partition
+/// again once its local queue holds `queued.min.messages` (100,000 by default). librdkafka's default is 1 s, and a
+/// consumer that drains the queue in less stops for the rest of that second: a read of 1M small records took 3.65 s
+/// with it and 1.01 s with 10 ms (confluent-kafka on the same librdkafka, local broker); campaign-metrics on 4M
+/// events finished in 39.4 s with it and 22.0 s with 10 ms, for the same CPU time.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// Sets `fetch.queue.backoff.ms` to [`FETCH_QUEUE_BACKOFF_MS`] unless `config` (the user's `-X` settings) has it.
+pub fn without_fetch_queue_backoff(config: &mut ClientConfig) {
+    if config.get("fetch.queue.backoff.ms").is_none() {
+        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    }
+}
+
 /// `base` plus what a reader needs: its own `group.id` (nothing is committed and no group is joined, partitions are
-/// assigned by hand), end-of-partition events, `auto.offset.reset=earliest`, and `read_committed` or not.
+/// assigned by hand), end-of-partition events, `auto.offset.reset=earliest`, `read_committed` or not, and no
+/// fetch pause on a full local queue ([`without_fetch_queue_backoff`]).
 pub fn reader_config(base: &ClientConfig, group_id: &str, read_committed: bool) -> ClientConfig {
     let mut config = base.clone();
+    without_fetch_queue_backoff(&mut config);
     config
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -322,4 +338,22 @@ pub fn read_until<C: ConsumerContext, E>(
         }
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_do_not_pause_fetching_on_a_full_queue_unless_the_user_says_so() {
+        let reader = reader_config(&ClientConfig::new(), "g", true);
+        assert_eq!(
+            reader.get("fetch.queue.backoff.ms"),
+            Some(FETCH_QUEUE_BACKOFF_MS)
+        );
+        let mut users = ClientConfig::new();
+        users.set("fetch.queue.backoff.ms", "500");
+        let reader = reader_config(&users, "g", true);
+        assert_eq!(reader.get("fetch.queue.backoff.ms"), Some("500"));
+    }
 }

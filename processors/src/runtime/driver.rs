@@ -1398,12 +1398,6 @@ enum Stop {
     EndOfInput,
 }
 
-/// How long librdkafka waits before fetching a partition again once its local queue holds `queued.min.messages`
-/// (librdkafka's default is 1 s). On a backlog the job drains a full queue in well under a second and then sleeps
-/// in poll until the next fetch: campaign-metrics on 4M events was busy 0.33 of its wall time and finished in 39.4 s;
-/// with 10 ms, 22.0 s for the same CPU time (issue 16's measurement). A user's `-X fetch.queue.backoff.ms` wins.
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
-
 /// The consumer's settings: the user's client config, the group membership, and what exactly-once reading needs.
 fn consumer_config(config: &RuntimeConfig) -> ClientConfig {
     let mut consumer_config = config.kafka.clone();
@@ -1431,9 +1425,8 @@ fn consumer_config(config: &RuntimeConfig) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000");
-    if consumer_config.get("fetch.queue.backoff.ms").is_none() {
-        consumer_config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
-    }
+    // On a backlog the job drains its queue faster than librdkafka's default 1 s pause allows.
+    read::without_fetch_queue_backoff(&mut consumer_config);
     if config.exit_at_end_of_input {
         consumer_config.set("enable.partition.eof", "true");
     }
@@ -1730,7 +1723,7 @@ mod tests {
         assert_eq!(dynamic.get("group.instance.id"), None);
         assert_eq!(
             dynamic.get("fetch.queue.backoff.ms"),
-            Some(FETCH_QUEUE_BACKOFF_MS)
+            Some(read::FETCH_QUEUE_BACKOFF_MS)
         );
 
         config.instance_id = "cm-2".to_owned();
