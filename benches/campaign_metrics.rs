@@ -528,6 +528,8 @@ struct JobRun {
     measured: Measured,
     /// From `runtime::run` until the job reported ready (assigned, restored); the rest is processing.
     ready: Option<Measured>,
+    /// CPU seconds of the job's own thread (the poll loop: decoding, operator, commits), librdkafka's excluded.
+    job_thread_cpu_s: f64,
 }
 
 impl JobRun {
@@ -579,6 +581,23 @@ async fn create_outputs(kafka: &Kafka, app: &str) -> Result<()> {
     kafka.create(&specs).await
 }
 
+/// User + system CPU seconds of the calling thread so far (`/proc/thread-self/stat`, same fields as
+/// [`cpu_seconds`]).
+fn thread_cpu_seconds(ticks: f64) -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return f64::NAN;
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (field(11) + field(12)) / ticks
+}
+
 /// Lists the dead-letter and late topics the runtime creates for the job's inputs for deletion at the end.
 fn scratch_redirects(kafka: &Kafka, inputs: &EventTopics) {
     let topics = [&inputs.impressions, &inputs.clicks, &inputs.campaigns]
@@ -603,7 +622,11 @@ fn run_to_end(
     let metrics = config.metrics.clone();
     let mut ready = None;
     let meter = Meter::start(ticks);
-    let worker = std::thread::spawn(move || runtime::run(config, job, stop, handle));
+    let worker = std::thread::spawn(move || {
+        let before = thread_cpu_seconds(ticks);
+        let result = runtime::run(config, job, stop, handle);
+        (result, thread_cpu_seconds(ticks) - before)
+    });
     // Progress: the group's committed offsets, as a separate client that never joins the group sees them.
     let progress = {
         let mut config = kafka.config.clone();
@@ -659,7 +682,7 @@ fn run_to_end(
             }
         }
     }
-    let result = worker
+    let (result, job_thread_cpu_s) = worker
         .join()
         .map_err(|_| anyhow!("{label}: job thread panicked"))?;
     let measured = meter.stop();
@@ -668,6 +691,7 @@ fn run_to_end(
         summary,
         measured,
         ready,
+        job_thread_cpu_s,
     })
 }
 
@@ -683,7 +707,11 @@ fn restart_until_ready(
     let stop = shutdown.clone();
     let metrics = config.metrics.clone();
     let meter = Meter::start(ticks);
-    let worker = std::thread::spawn(move || runtime::run(config, Box::new(job), stop, handle));
+    let worker = std::thread::spawn(move || {
+        let before = thread_cpu_seconds(ticks);
+        let result = runtime::run(config, Box::new(job), stop, handle);
+        (result, thread_cpu_seconds(ticks) - before)
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
     while !worker.is_finished() && !metrics.is_ready() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -691,10 +719,10 @@ fn restart_until_ready(
     let measured = meter.stop();
     let ready = metrics.is_ready();
     shutdown.store(true, Ordering::Relaxed);
-    let summary = worker
+    let (result, job_thread_cpu_s) = worker
         .join()
-        .map_err(|_| anyhow!("restart: job thread panicked"))?
-        .context("restart: job failed")?;
+        .map_err(|_| anyhow!("restart: job thread panicked"))?;
+    let summary = result.context("restart: job failed")?;
     if !ready {
         bail!("restart: the job was not ready within 120 s");
     }
@@ -702,6 +730,7 @@ fn restart_until_ready(
         summary,
         measured,
         ready: Some(measured),
+        job_thread_cpu_s,
     })
 }
 
@@ -1179,6 +1208,13 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         println!(
             "{tag}: {} records in {:.1} s, {:.1} CPU-s; {} commits, {} aborts, {} dead letters, {} late, {} restored",
             s.records, done.measured.wall_s, done.measured.cpu_s, s.commits, s.aborts, s.dead_letters, s.late, s.restored
+        );
+        // The job thread's busy share while the backlog lasts: below 1 it waits on its input (or on commits).
+        println!(
+            "{tag}: job thread busy {:.2} of a core ({:.1} CPU-s of the job thread over {:.1} s, start to stop)",
+            done.job_thread_cpu_s / done.measured.wall_s,
+            done.job_thread_cpu_s,
+            done.measured.wall_s
         );
         runs.push((guarantee, app, done));
     }
