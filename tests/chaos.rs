@@ -90,6 +90,21 @@ struct Restarts {
     producer_failed: usize,
 }
 
+/// How many times the jobs started themselves again in-process (with new clients, after a fence or a fatal
+/// producer error): the lines saying so in every instance's log (the logs are appended to across restarts).
+fn restarts_in_process(logs: &std::path::Path) -> usize {
+    std::fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .map(|text| {
+            text.matches("the job stopped with an error that new clients clear")
+                .count()
+        })
+        .sum()
+}
+
 /// The jobs, in data order (attribution's credits feed campaign-metrics).
 const JOBS: [&str; 3] = ["attribution", "campaign-metrics", "creative-fatigue"];
 
@@ -451,12 +466,13 @@ async fn chaos(plan: Plan) {
         verdicts
     });
     let report = format!(
-        "instance kills {}, broker kills {}, rolling restarts {}, restarts after a fence {}, after a fatal producer \
-         error {}; {} instances per job, {} events at {}/s; run time {:.0} s\n\n{}\nlost {}, duplicated {}, \
-         different {}\n",
+        "instance kills {}, broker kills {}, rolling restarts {}, in-process restarts {}, restarts after an exit on a \
+         fence {}, on a fatal producer error {}; {} instances per job, {} events at {}/s; run time {:.0} s\n\n{}\n\
+         lost {}, duplicated {}, different {}\n",
         done.0,
         done.1,
         done.2,
+        restarts_in_process(&fleet.logs),
         restarts.fenced,
         restarts.producer_failed,
         plan.instances,

@@ -198,3 +198,87 @@ async fn a_restarted_static_member_gets_its_partitions_back_at_once() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A job whose Kafka clients became unusable (here its consumer fenced: another process joined the group with the
+/// same static instance id) started again in the same process with new clients, instead of exiting and leaving
+/// its partitions idle until an orchestrator restarted it. The intruder runs with `--max-restarts 0`, so when the
+/// first instance comes back and fences it in turn, it exits with the error as every instance did before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_job_starts_again_in_process_with_new_clients() {
+    let registry = start_registry("restart").await;
+    let prefix = unique("restart");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("restart-topology"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    produce_generated_events(&registry.url, &topics.events, 3, 1_000).await;
+    let start = |listen: &str, extra: &[&str]| {
+        let mut args = vec![
+            "process",
+            "campaign-metrics",
+            "--topology",
+            topology_path.to_str().expect("utf-8"),
+            "--application-id",
+            &processor,
+            "--instance-id",
+            "cm-0",
+            "--static-membership",
+            "--metrics-listen",
+            listen,
+        ];
+        args.extend_from_slice(extra);
+        adstream(&registry.url, &args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the job")
+    };
+    let first_listen = format!("127.0.0.1:{}", free_port());
+    let first_base = format!("http://{first_listen}");
+    let mut first = start(&first_listen, &[]);
+    assert!(
+        time_to_ready(&first_base, Duration::from_secs(120))
+            .await
+            .is_some(),
+        "the first instance never became ready"
+    );
+
+    let intruder_listen = format!("127.0.0.1:{}", free_port());
+    let mut intruder = start(&intruder_listen, &["--max-restarts", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let intruder_exit = loop {
+        if let Some(status) = intruder.try_wait().expect("intruder status") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = intruder.kill();
+    let first_exit = first.try_wait().expect("first instance status");
+    let restarted = get(&format!("{first_base}/metrics"))
+        .await
+        .and_then(|(_, text)| sample(&text, "adstream_job_restarts_total", &processor));
+    let ready_again = time_to_ready(&first_base, Duration::from_secs(60)).await;
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(dir);
+
+    assert_eq!(
+        first_exit, None,
+        "the fenced instance exited instead of starting again"
+    );
+    assert!(
+        restarted.is_some_and(|n| n >= 1.0),
+        "adstream_job_restarts_total: {restarted:?}"
+    );
+    let intruder_exit = intruder_exit
+        .expect("the intruder was never fenced: the first instance did not come back in the group");
+    assert!(
+        !intruder_exit.success(),
+        "the intruder, fenced with --max-restarts 0, exited with {intruder_exit}"
+    );
+    assert!(
+        ready_again.is_some(),
+        "the first instance did not become ready again"
+    );
+}

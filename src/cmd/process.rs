@@ -6,13 +6,14 @@
 //! The endpoint serves `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz` (200 once the
 //! job owns partitions and has restored them). SIGTERM or SIGINT commits what was processed and leaves the group.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use adstream_processors::jobs::{JobEntry, JobRegistry, Wiring};
+use adstream_processors::jobs::{JobEntry, JobRegistry, Stage as JobStage, Wiring};
 use adstream_processors::runtime::{
     self, merge_expositions, DeliveryGuarantee, GroupMembership, InternalReplication, JobMetrics,
     Operator, RuntimeConfig,
@@ -22,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::TopologyArg;
@@ -81,6 +82,12 @@ pub struct RunArgs {
     /// Exactly-once only.
     #[arg(long, env = "ADSTREAM_STANDBY")]
     standby: bool,
+    /// How many times in a row a job stage is started again in this process, with new Kafka clients, after an
+    /// error they clear (a fenced or fatal producer or consumer, say after a broker outage; a commit whose outcome
+    /// is unknown) before the process gives up and exits with the error. A stage that ran for 5 minutes starts
+    /// the count again. 0 exits on the first such error (leaving restarts to the orchestrator).
+    #[arg(long, default_value_t = 10)]
+    max_restarts: u32,
 }
 
 impl RunArgs {
@@ -248,7 +255,30 @@ pub async fn run(
             standby,
         })
         .collect();
-    run_stages(stages, &command.run, shutdown).await
+    // A stage started again gets new operators (its state is restored from Kafka, like a new process's) and keeps
+    // its runtime settings and metrics.
+    let rebuild = |name: &str, config: RuntimeConfig| -> Result<Stage> {
+        let fresh = |stages: Vec<JobStage>| {
+            stages
+                .into_iter()
+                .find(|stage| stage.application_id == name)
+                .map(|stage| stage.operator)
+                .ok_or_else(|| anyhow!("{name}: no such stage"))
+        };
+        let operator = fresh(build()?)?;
+        let standby = if command.run.standby {
+            Some(fresh(build()?)?)
+        } else {
+            None
+        };
+        Ok(Stage {
+            name: name.to_owned(),
+            config,
+            operator,
+            standby,
+        })
+    };
+    run_stages(stages, &command.run, &rebuild, shutdown).await
 }
 
 /// One consume–process–produce loop of a job.
@@ -261,11 +291,27 @@ struct Stage {
     standby: Option<Box<dyn Operator>>,
 }
 
+/// A stage that ran this long before failing starts its count of restarts in a row again.
+const RESTART_COUNT_RESET: Duration = Duration::from_secs(300);
+/// Pause before the first restart of a stage in a row; it doubles with each, up to [`MAX_RESTART_PAUSE`].
+const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause before a restart.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
+
+/// The pause before restart number `in_a_row` (1 for the first) of a stage.
+fn restart_pause(in_a_row: u32) -> Duration {
+    FIRST_RESTART_PAUSE
+        .saturating_mul(1 << in_a_row.saturating_sub(1).min(8))
+        .min(MAX_RESTART_PAUSE)
+}
+
 /// Runs `stages` with one operations endpoint until `shutdown` resolves: all at once, or, with `--until-end`, one
-/// after the other. The first stage to fail stops the others.
+/// after the other. A stage that stops with an error new clients clear is started again (`rebuild` makes its
+/// operators) up to `--max-restarts` times in a row; any other failure stops the others.
 async fn run_stages(
     stages: Vec<Stage>,
     run: &RunArgs,
+    rebuild: &dyn Fn(&str, RuntimeConfig) -> Result<Stage>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(run.metrics_listen)
@@ -281,11 +327,18 @@ async fn run_stages(
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
-    let start = |stage: Stage| {
+    // Starts a stage after `pause` (cut short by a shutdown); hands back its name, settings, run time and outcome.
+    let start = |stage: Stage, pause: Duration| {
         let stop = stop.clone();
         let handle = handle.clone();
         let name = stage.name;
+        let config = stage.config.clone();
         tokio::task::spawn_blocking(move || {
+            let resume_at = Instant::now() + pause;
+            while Instant::now() < resume_at && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let started = Instant::now();
             let outcome = runtime::run_with_standby(
                 stage.config,
                 stage.operator,
@@ -293,16 +346,17 @@ async fn run_stages(
                 stop,
                 handle,
             );
-            (name, outcome)
+            (name, config, started.elapsed(), outcome)
         })
     };
+    let mut restarts_in_a_row: HashMap<String, u32> = HashMap::new();
     let mut waiting: std::collections::VecDeque<Stage> = stages.into();
     let mut running = tokio::task::JoinSet::new();
     let start_next = |running: &mut tokio::task::JoinSet<_>,
                       waiting: &mut std::collections::VecDeque<Stage>| {
         let count = if run.until_end { 1 } else { waiting.len() };
         for stage in waiting.drain(..count.min(waiting.len())) {
-            running.spawn(start(stage));
+            running.spawn(start(stage, Duration::ZERO));
         }
     };
     start_next(&mut running, &mut waiting);
@@ -313,7 +367,8 @@ async fn run_stages(
         tokio::select! {
             joined = running.join_next() => {
                 let Some(joined) = joined else { break };
-                let (name, outcome) = joined.context("a job thread failed")?.context("a job thread panicked")?;
+                let (name, config, ran_for, outcome) =
+                    joined.context("a job thread failed")?.context("a job thread panicked")?;
                 match outcome {
                     Ok(summary) => println!(
                         "{name} stopped: {} records, {} commits, {} aborts, {} dead letters, {} late, {} restored",
@@ -324,6 +379,33 @@ async fn run_stages(
                         summary.late,
                         summary.restored
                     ),
+                    Err(e) if e.clears_on_restart() && !shutting_down && failure.is_none() => {
+                        let in_a_row = restarts_in_a_row.entry(name.clone()).or_default();
+                        if ran_for >= RESTART_COUNT_RESET {
+                            *in_a_row = 0;
+                        }
+                        if *in_a_row >= run.max_restarts {
+                            stop.store(true, Ordering::Relaxed);
+                            failure.get_or_insert(anyhow::Error::new(e).context(format!(
+                                "{name} stopped with an error ({} restarts in a row, --max-restarts)", *in_a_row
+                            )));
+                        } else {
+                            *in_a_row += 1;
+                            let pause = restart_pause(*in_a_row);
+                            warn!(job = %name, error = %e, restart = *in_a_row, pause_ms = pause.as_millis() as u64,
+                                "the job stopped with an error that new clients clear: starting it again");
+                            config.metrics.record_restart();
+                            match rebuild(&name, config) {
+                                Ok(stage) => {
+                                    running.spawn(start(stage, pause));
+                                }
+                                Err(rebuilt) => {
+                                    stop.store(true, Ordering::Relaxed);
+                                    failure.get_or_insert(rebuilt.context(format!("{name}: cannot start it again")));
+                                }
+                            }
+                        }
+                    }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
                         failure.get_or_insert(anyhow::Error::new(e).context(format!("{name} stopped with an error")));

@@ -117,6 +117,24 @@ pub enum RuntimeError {
     RegistryRefused(String),
 }
 
+impl RuntimeError {
+    /// Whether running the job again with new clients can clear the error: the clients are unusable (a fenced
+    /// producer or consumer, a transaction in a fatal state after a broker outage) or a commit's or restore's
+    /// outcome is unknown, and a new run resumes from what Kafka committed. Not the configuration errors
+    /// ([`RuntimeError::Setup`], [`RuntimeError::RegistryRefused`]), which a new run would meet again.
+    pub fn clears_on_restart(&self) -> bool {
+        match self {
+            RuntimeError::Fatal(_)
+            | RuntimeError::CommitUnknown(_)
+            | RuntimeError::Restore(_)
+            | RuntimeError::Delivery(_)
+            | RuntimeError::Fenced(_)
+            | RuntimeError::Transient { .. } => true,
+            RuntimeError::Setup(_) | RuntimeError::RegistryRefused(_) => false,
+        }
+    }
+}
+
 /// What a run did, returned at a clean shutdown.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -96,6 +96,8 @@ pub struct JobMetrics {
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     restoring: AtomicBool,
     ready: AtomicBool,
+    /// Runs started again in the same process after an error new clients clear (see `RuntimeError`).
+    restarts: AtomicU64,
 }
 
 impl JobMetrics {
@@ -142,6 +144,16 @@ impl JobMetrics {
     /// Whether the job has partitions, restored, and is processing.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.restoring.load(Ordering::Relaxed)
+    }
+
+    /// Counts a run started again in the same process after an error.
+    pub fn record_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs started again in the same process after an error.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// A copy of the last published counters.
@@ -209,6 +221,12 @@ impl JobMetrics {
             out,
             "adstream_standby_promotions_total{{job=\"{job}\"}} {}",
             c.standby_promotions
+        );
+        let _ = writeln!(out, "# HELP adstream_job_restarts_total Runs started again in the same process after an error that new Kafka clients clear (a fenced or fatal client, an unknown commit outcome).\n# TYPE adstream_job_restarts_total counter");
+        let _ = writeln!(
+            out,
+            "adstream_job_restarts_total{{job=\"{job}\"}} {}",
+            self.restarts()
         );
         let _ = writeln!(out, "# HELP adstream_restoring Whether a restore is running.\n# TYPE adstream_restoring gauge");
         let _ = writeln!(
