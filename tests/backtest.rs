@@ -23,10 +23,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use adstream_backtest::journeys::NO_KEPT_TOUCH;
 use adstream_backtest::{engine, Dataflow, Period, Strategy};
 use adstream_processors::jobs::{entry, JobRegistry};
 use adstream_producers::generator::GeneratorConfig;
-use adstream_backtest::journeys::NO_KEPT_TOUCH;
 use adstream_schemas::events::{
     AdImpression, Campaign, CampaignStatus, CampaignTargets, Conversion, ConversionType, Device,
     Objective, Placement, Platform,
@@ -451,7 +451,13 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         seen("i-u2-c", "u2", c, DAY_START + HOUR + 30 * minute, 1_000),
     ];
     for user in ["u3", "u4", "u5", "u6"] {
-        impressions.push(seen(&format!("i-{user}-b"), user, b, DAY_START + HOUR, 1_000));
+        impressions.push(seen(
+            &format!("i-{user}-b"),
+            user,
+            b,
+            DAY_START + HOUR,
+            1_000,
+        ));
     }
     let conversions = [
         converted("u1", DAY_START + 2 * HOUR, 30_000_000),
@@ -505,9 +511,17 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
     // No pause: both counterfactuals are the baseline (last touch: u2's conversion is c's).
     assert!(live.actions.is_empty());
     assert_close(live.total.conversions, 5.0, "live conversions");
-    assert_close(live.total.markov_conversions, 5.0, "live Markov conversions");
+    assert_close(
+        live.total.markov_conversions,
+        5.0,
+        "live Markov conversions",
+    );
     assert_close(live.total.revenue_micros, 130.0 * m, "live revenue");
-    assert_close(live.total.markov_revenue_micros, 130.0 * m, "live Markov revenue");
+    assert_close(
+        live.total.markov_revenue_micros,
+        130.0 * m,
+        "live Markov revenue",
+    );
     assert_close(live.campaigns[c].conversions, 2.0, "live c");
 
     // The pause: c paused once, u1's and u2's c touches removed.
@@ -520,15 +534,31 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
     assert_close(pause.campaigns[b].conversions, 4.0, "naive b");
     // Markov: u1 and u2 each survive with 3/5; u2's on b, u1's without a kept touch.
     let survival = 3.0 / 5.0;
-    assert_close(pause.total.markov_conversions, 3.0 + 2.0 * survival, "Markov conversions");
+    assert_close(
+        pause.total.markov_conversions,
+        3.0 + 2.0 * survival,
+        "Markov conversions",
+    );
     assert_close(
         pause.total.markov_revenue_micros,
         (90.0 + survival * 10.0 + survival * 30.0) * m,
         "Markov revenue",
     );
-    assert_close(pause.campaigns[b].markov_conversions, 3.0 + survival, "Markov b");
-    assert_close(pause.campaigns[NO_KEPT_TOUCH].markov_conversions, survival, "no touch");
-    assert_close(pause.campaigns[NO_KEPT_TOUCH].conversions, 0.0, "no touch, naive");
+    assert_close(
+        pause.campaigns[b].markov_conversions,
+        3.0 + survival,
+        "Markov b",
+    );
+    assert_close(
+        pause.campaigns[NO_KEPT_TOUCH].markov_conversions,
+        survival,
+        "no touch",
+    );
+    assert_close(
+        pause.campaigns[NO_KEPT_TOUCH].conversions,
+        0.0,
+        "no touch, naive",
+    );
     // Strictly between the naive counterfactual and the no-pause baseline, in conversions and revenue.
     for (naive, markov, baseline, what) in [
         (
@@ -544,14 +574,25 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
             "revenue",
         ),
     ] {
-        assert!(naive < markov && markov < baseline, "{what}: {naive} < {markov} < {baseline}");
+        assert!(
+            naive < markov && markov < baseline,
+            "{what}: {naive} < {markov} < {baseline}"
+        );
     }
 
     // Data-driven credit models fitted on the history: u2's conversion split by the weights, the others whole.
     let (re_b, re_c) = (11.0 / 15.0, 2.0 / 5.0);
     let b_share = re_b / (re_b + re_c);
-    assert_close(markov.campaigns[b].conversions, 3.0 + b_share, "Markov model b");
-    assert_close(markov.campaigns[c].conversions, 2.0 - b_share, "Markov model c");
+    assert_close(
+        markov.campaigns[b].conversions,
+        3.0 + b_share,
+        "Markov model b",
+    );
+    assert_close(
+        markov.campaigns[c].conversions,
+        2.0 - b_share,
+        "Markov model c",
+    );
     assert_close(
         markov.campaigns[b].revenue_micros,
         (90.0 + 10.0 * b_share) * m,
@@ -563,7 +604,10 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
 
     // The command's report shows both counterfactuals for every strategy.
     let out = dir.join("out");
-    let files = [write(&dir, "live.yaml", ""), write(&dir, "pause.yaml", pause_text)];
+    let files = [
+        write(&dir, "live.yaml", ""),
+        write(&dir, "pause.yaml", pause_text),
+    ];
     let (from, to) = (period.from_ms.to_string(), period.to_ms.to_string());
     let mut args = vec![
         "backtest",
@@ -589,8 +633,16 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for label in ["conv (naive)", "conv (Markov)", "revenue (Markov)", NO_KEPT_TOUCH] {
-        assert!(stdout.contains(label), "{label} missing from the table:\n{stdout}");
+    for label in [
+        "conv (naive)",
+        "conv (Markov)",
+        "revenue (Markov)",
+        NO_KEPT_TOUCH,
+    ] {
+        assert!(
+            stdout.contains(label),
+            "{label} missing from the table:\n{stdout}"
+        );
     }
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(html.contains("conv (Markov)") && html.contains("Markov counterfactual"));
@@ -635,6 +687,10 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
     assert_close(totals["live"].0, 5.0, "live in Parquet");
     assert_close(totals["live"].1, 5.0, "live Markov in Parquet");
     assert_close(totals["pause-c"].0, 4.0, "pause in Parquet");
-    assert_close(totals["pause-c"].1, 3.0 + 2.0 * survival, "pause Markov in Parquet");
+    assert_close(
+        totals["pause-c"].1,
+        3.0 + 2.0 * survival,
+        "pause Markov in Parquet",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

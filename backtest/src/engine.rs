@@ -25,20 +25,26 @@
 //! local day, is removed; the rest is kept and pushed. Every other stage then runs in data order over its inputs:
 //! the kept events, the other sources, and the outputs of the stages before it (today attribution's repartition
 //! stage, its attribution stage with the conversions, and campaign-metrics with the campaigns table and the
-//! credits). A conversion whose touches were all removed gets no credit: it is lost.
+//! credits). A conversion whose touches were all removed gets no credit: it is lost (the naive counterfactual).
+//!
+//! # Outcomes
+//!
+//! Spend, impressions and clicks of the kept events in the period; conversions and revenue credited by the
+//! strategy's model to conversions in the period: a rule model's credits as the attribution job writes them, a
+//! data-driven model's (markov, shapley) from its attributed conversions and weights fitted on the history's
+//! journeys. Both under the naive counterfactual and under the Markov one ([`crate::journeys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adstream_kafka::registry_client::RegistryClient;
+use adstream_processors::attribution::models::{weighted_shares, TouchKind};
 use adstream_processors::jobs::{JobEntry, JobRegistry, Stage, Wiring};
 use adstream_processors::runtime::simulate::interleave_by_timestamp;
 use adstream_processors::runtime::{
     simulate, CapturedRecord, InputKind, InputSpec, OutputSpec, SchemaCache, SimulateOptions,
-    SimulatedRecord,
-    Simulation, Simulator, TypedDecoder,
+    SimulatedRecord, Simulation, Simulator, TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity};
-use adstream_processors::attribution::models::{weighted_shares, TouchKind};
 use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign, Conversion};
 use adstream_schemas::outputs::{
     AttributedConversion, AttributionCredit, AttributionModel, CreativeFatigue,
@@ -1183,7 +1189,13 @@ fn rule_credits(
     let mut decoder = TypedDecoder::new(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA)
         .map_err(BacktestError::Schema)?;
     let mut credits = Vec::new();
-    for record in outputs_of(flow, ids, writers, simulations, AttributionCredit::FULL_NAME) {
+    for record in outputs_of(
+        flow,
+        ids,
+        writers,
+        simulations,
+        AttributionCredit::FULL_NAME,
+    ) {
         let credit: AttributionCredit = decoder
             .decode(cache, record.value.as_deref())
             .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
@@ -1216,7 +1228,13 @@ fn weighted_credits(
     )
     .map_err(BacktestError::Schema)?;
     let mut credits = Vec::new();
-    for record in outputs_of(flow, ids, writers, simulations, AttributedConversion::FULL_NAME) {
+    for record in outputs_of(
+        flow,
+        ids,
+        writers,
+        simulations,
+        AttributedConversion::FULL_NAME,
+    ) {
         let conversion: AttributedConversion = decoder
             .decode(cache, record.value.as_deref())
             .map_err(|e| {

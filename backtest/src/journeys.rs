@@ -105,10 +105,7 @@ impl Journeys {
             let Some(info) = info else { continue };
             let Some(user) = info.user else { continue };
             if count_views || info.kind() == TouchKind::Click {
-                touches
-                    .entry(user)
-                    .or_default()
-                    .push((info.time_ms, index));
+                touches.entry(user).or_default().push((info.time_ms, index));
             }
         }
         for list in touches.values_mut() {
@@ -121,7 +118,8 @@ impl Journeys {
         };
         // Channel sequence → (conversions, value, nulls).
         let mut counts: BTreeMap<Vec<u32>, (f64, f64, f64)> = BTreeMap::new();
-        let mut used: HashSet<usize> = HashSet::new();
+        // Per event: whether it is in some conversion's journey.
+        let mut used = vec![false; history.infos().len()];
         let mut conversions = Vec::with_capacity(history.conversions().len());
         for (n, conversion) in history.conversions().iter().enumerate() {
             let list = touches
@@ -136,7 +134,9 @@ impl Journeys {
                 .map(|(_, i)| *i)
                 .collect();
             if !journey.is_empty() {
-                used.extend(journey.iter().copied());
+                for index in &journey {
+                    used[*index] = true;
+                }
                 let entry = counts
                     .entry(journey.iter().map(|i| campaign(*i)).collect())
                     .or_default();
@@ -151,7 +151,7 @@ impl Journeys {
         for list in touches.values() {
             let rest: Vec<u32> = list
                 .iter()
-                .filter(|(_, i)| !used.contains(i))
+                .filter(|(_, i)| !used[*i])
                 .map(|(_, i)| campaign(*i))
                 .collect();
             if !rest.is_empty() {
@@ -201,7 +201,8 @@ impl Journeys {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<HashMap<String, Survival>, BacktestError> {
-        let chain = MarkovChain::fit(&self.paths)?;
+        // Fitted when a conversion first needs it: not at all for a strategy that removes nothing.
+        let mut chain: Option<MarkovChain<'_>> = None;
         let ids = history.campaign_ids();
         let mut by_set: HashMap<Vec<u32>, f64> = HashMap::new();
         let mut out = HashMap::new();
@@ -231,6 +232,10 @@ impl Journeys {
                 None => {
                     let names: Vec<&str> =
                         removed.iter().map(|c| ids[*c as usize].as_str()).collect();
+                    let chain = match &mut chain {
+                        Some(chain) => chain,
+                        None => chain.insert(MarkovChain::fit(&self.paths)?),
+                    };
                     let survival = chain.survival(&names)?;
                     by_set.insert(removed, survival);
                     survival

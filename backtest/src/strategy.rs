@@ -99,7 +99,7 @@ impl<'de> Deserialize<'de> for AttributionSection {
         let model = name
             .map(|name| name.parse::<AttributionModel>())
             .transpose()
-            .map_err(|e| D::Error::custom(format!("model: {e}")))?;
+            .map_err(|e| D::Error::custom(format!("attribution.model: {e}")))?;
         Ok(AttributionSection { model, job })
     }
 }

@@ -626,7 +626,11 @@ pub fn weighted_shares<S: AsRef<str>>(channels: &[S], weights: &BTreeMap<String,
         .iter()
         .map(|channel| {
             let (weight, touches) = distinct[channel.as_ref()];
-            let share = if total > 0.0 { weight / total } else { 1.0 / count };
+            let share = if total > 0.0 {
+                weight / total
+            } else {
+                1.0 / count
+            };
             share / touches as f64
         })
         .collect()
@@ -1459,7 +1463,10 @@ mod tests {
                 .collect();
             let result = markov(&paths).unwrap();
             let chain = MarkovChain::fit(&paths).unwrap();
-            assert_eq!(chain.conversion_probability(), result.conversion_probability);
+            assert_eq!(
+                chain.conversion_probability(),
+                result.conversion_probability
+            );
             for (channel, effect) in &result.removal_effects {
                 let survival = chain.survival(&[channel]).unwrap();
                 assert!((survival - (1.0 - effect)).abs() < 1e-12, "{channel}");
@@ -1473,10 +1480,13 @@ mod tests {
 
     #[test]
     fn weighted_shares_split_per_distinct_channel() {
-        let weights: BTreeMap<String, f64> =
-            [("a".to_owned(), 3.0), ("b".to_owned(), 1.0), ("z".to_owned(), 0.0)]
-                .into_iter()
-                .collect();
+        let weights: BTreeMap<String, f64> = [
+            ("a".to_owned(), 3.0),
+            ("b".to_owned(), 1.0),
+            ("z".to_owned(), 0.0),
+        ]
+        .into_iter()
+        .collect();
         // a earns 3/4, split between its two touches; b 1/4.
         let got = weighted_shares(&["a", "b", "a"], &weights);
         let want = [0.375, 0.25, 0.375];
@@ -1485,7 +1495,10 @@ mod tests {
         }
         // Unknown and zero weights earn nothing, unless nothing has weight: then equal per channel.
         assert_eq!(weighted_shares(&["a", "q"], &weights), [1.0, 0.0]);
-        assert_eq!(weighted_shares(&["z", "q", "q"], &weights), [0.5, 0.25, 0.25]);
+        assert_eq!(
+            weighted_shares(&["z", "q", "q"], &weights),
+            [0.5, 0.25, 0.25]
+        );
         assert!(weighted_shares::<&str>(&[], &weights).is_empty());
     }
 
