@@ -609,6 +609,23 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         write(&dir, "pause.yaml", pause_text),
     ];
     let (from, to) = (period.from_ms.to_string(), period.to_ms.to_string());
+    let outcomes_topic = format!("{prefix}-outcomes");
+    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &outcomes_topic,
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create the outcomes topic")
+    {
+        result.expect("outcomes topic created");
+    }
+    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
     let mut args = vec![
         "backtest",
         "--topology",
@@ -621,6 +638,8 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         "0",
         "--out",
         out.to_str().expect("utf-8 path"),
+        "--to-topic",
+        &outcomes_topic,
     ];
     for file in &files {
         args.extend(["--strategy", file.as_str()]);
@@ -691,6 +710,29 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         totals["pause-c"].1,
         3.0 + 2.0 * survival,
         "pause Markov in Parquet",
+    );
+    // The outcome records carry both too.
+    let records: BTreeMap<String, serde_json::Value> = read_committed_records(&outcomes_topic)
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8(key.expect("a key")).expect("utf-8 key");
+            let value = serde_json::from_slice(&value.expect("a value")).expect("json");
+            (key, value)
+        })
+        .collect();
+    let total = &records["pause-c|TOTAL"];
+    assert_close(total["conversions"].as_f64().expect("naive"), 4.0, "record");
+    assert_close(
+        total["markov_conversions"].as_f64().expect("Markov"),
+        3.0 + 2.0 * survival,
+        "Markov record",
+    );
+    assert_close(
+        records[&format!("pause-c|{NO_KEPT_TOUCH}")]["markov_revenue_micros"]
+            .as_f64()
+            .expect("Markov revenue"),
+        survival * 30.0 * m,
+        "no kept touch record",
     );
     let _ = std::fs::remove_dir_all(dir);
 }
