@@ -8,7 +8,7 @@
 //! and a strategy's pauses are the counterfactual asked of them. The attribution topic `attribution.model_weights`
 //! is not read: a backtest fits its own models and needs no live model job.
 //!
-//! - A **converting journey** per conversion (ids deduplicated as the attribution job does): its user's *eligible*
+//! - A **converting journey** per conversion (valid ones with a user, each conversion id once): its user's *eligible*
 //!   touches in `[conversion − lookback, conversion]`, oldest first — the strategy's `lookback_days`, and views
 //!   only when `count_views` — the same touches the attribution job credits. Its channels are the touches'
 //!   campaigns; a touch may belong to several conversions of its user.
@@ -25,9 +25,11 @@
 //! A strategy whose model is `markov` or `shapley` credits every attributed conversion of its run (the attribution
 //! job's `attribution.conversions` record: the kept eligible touches) with weights fitted on the journeys: the
 //! channels' Markov removal effects, or their Shapley values in conversions. Shares per touch follow
-//! [`weighted_shares`]: each distinct campaign of the conversion's touches gets its weight over the sum of the
+//! [`weighted_shares`](adstream_processors::attribution::models::weighted_shares): each distinct campaign of the conversion's touches gets its weight over the sum of the
 //! weights of the conversion's distinct campaigns (equal shares if that sum is 0), split equally between its
-//! touches; the shares of one conversion sum to 1, and its revenue is split the same way.
+//! touches; the shares of one conversion sum to 1, and its revenue is split the same way. (The replayed
+//! campaign-metrics tables count the credits the attribution job writes: its rule models'; the outcomes count
+//! these.)
 //!
 //! # The Markov counterfactual
 //!
