@@ -12,19 +12,29 @@
 //! - A strategy that pauses fatigued creatives records the pauses and lowers those creatives' spend; `adstream
 //!   backtest --out --to-topic` writes the Parquet files, the HTML report naming every strategy and one outcome
 //!   record per strategy and campaign.
+//!
+//! And over a hand-written history where one campaign's paths are shared with another's: a budget pause of that
+//! campaign reported under both counterfactuals of its removed touches — the naive one, and the Markov one from
+//! the chain fitted on the history, strictly between the naive one and the no-pause baseline and equal to the
+//! hand-computed survival — and strategies crediting with the Markov and Shapley models fitted on it.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use adstream_backtest::journeys::NO_KEPT_TOUCH;
 use adstream_backtest::{engine, Dataflow, Period, Strategy};
 use adstream_processors::jobs::{entry, JobRegistry};
 use adstream_producers::generator::GeneratorConfig;
+use adstream_schemas::events::{
+    AdImpression, Campaign, CampaignStatus, CampaignTargets, Conversion, ConversionType, Device,
+    Objective, Placement, Platform,
+};
 use adstream_schemas::outputs::CreativeFatigue;
 use adstream_topology::Topology;
 use apache_avro::Schema;
-use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::array::{Array, Float64Array, StringArray};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -36,7 +46,7 @@ use high_cost_clicks::HighCostClicksDefinition;
 /// The demonstration job of `docs/adding-a-job.md`, defined outside the crate's registry.
 #[path = "../processors/tests/adding_a_job/high_cost_clicks.rs"]
 mod high_cost_clicks;
-use common::recompute::{self, produce_generator, read_committed_records};
+use common::recompute::{self, connect_producer, produce_generator, read_committed_records};
 use common::{start_registry, unique, verdict};
 
 /// `table` decoded with `schema`, each row passed through `normalize` (which clears the commit-schedule fields).
@@ -348,5 +358,381 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
     };
     assert_eq!(per_strategy("live"), per_strategy("pause-fatigued"));
     assert!(per_strategy("live") > 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+const HOUR: i64 = 3_600_000;
+/// 2026-11-02T00:00Z.
+const DAY_START: i64 = 1_793_577_600_000;
+
+fn campaign(id: &str, daily_budget_micros: Option<i64>) -> Campaign {
+    Campaign {
+        campaign_id: id.into(),
+        platform: Platform::Meta,
+        account_id: "meta-acct-00".into(),
+        name: id.into(),
+        objective: Objective::Traffic,
+        status: CampaignStatus::Active,
+        currency: "USD".into(),
+        daily_budget_micros,
+        lifetime_budget_micros: None,
+        start_time: DAY_START - 24 * HOUR,
+        end_time: None,
+        time_zone: "UTC".into(),
+        targets: CampaignTargets::default(),
+        updated_at: DAY_START - 24 * HOUR,
+    }
+}
+
+fn seen(id: &str, user: &str, campaign: &str, time: i64, cost_micros: i64) -> AdImpression {
+    AdImpression {
+        event_id: id.into(),
+        event_time: time,
+        platform: Platform::Meta,
+        account_id: "meta-acct-00".into(),
+        campaign_id: campaign.into(),
+        ad_group_id: format!("{campaign}-ag"),
+        creative_id: format!("{campaign}-cr"),
+        user_id: Some(user.into()),
+        placement: Placement::Feed,
+        device: Device::Mobile,
+        cost_micros,
+        currency: "USD".into(),
+    }
+}
+
+fn converted(user: &str, time: i64, value_micros: i64) -> Conversion {
+    Conversion {
+        conversion_id: format!("conv-{user}"),
+        event_time: time,
+        user_id: user.into(),
+        conversion_type: ConversionType::Purchase,
+        value_micros,
+        currency: "USD".into(),
+    }
+}
+
+fn assert_close(actual: f64, expected: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+        "{what}: {actual} vs {expected}"
+    );
+}
+
+/// Campaign c (daily budget 1.00) is paused by the budget rule after its first impression of the day (u0's, 1.00);
+/// its later touches are removed. Journeys (lookback 30 days, views count):
+///
+/// | user | touches | conversion | journey |
+/// |---|---|---|---|
+/// | u0 | c 00:10 (kept) | — | c, null |
+/// | u1 | c 01:00 (removed) | 02:00, 30.00 | c, converts: every touch removed |
+/// | u2 | b 01:00, c 01:30 (removed) | 03:00, 10.00 | b > c, converts: lost c, kept b |
+/// | u3, u5, u6 | b 01:00 | 02:00, 30.00 each | b, converts |
+/// | u4 | b 01:00 | — | b, null |
+///
+/// The chain: start→c 2/7, start→b 5/7; b→c 1/5, b→conversion 3/5; c→conversion 2/3. P(conversion) = 5/7. With c
+/// leading to null only b's direct conversions remain: 5/7 · 3/5 = 3/7, so c's survival is 3/5 (removal effect 2/5);
+/// without b, 2/7 · 2/3 = 4/21: removal effect 11/15. Shapley values: b 3 + 1/2, c 1 + 1/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
+    let registry = start_registry("backtest-markov").await;
+    let prefix = unique("btm");
+    let processor = format!("{prefix}-job");
+    let dir = std::env::temp_dir().join(unique("backtest-markov"));
+    let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
+    let topology = topology_path.to_str().expect("utf-8 path");
+
+    let (b, c) = ("cmp-b", "cmp-c");
+    let minute = 60_000;
+    let mut impressions = vec![
+        seen("i-u0-c", "u0", c, DAY_START + 10 * minute, 1_000_000),
+        seen("i-u1-c", "u1", c, DAY_START + HOUR, 1_000),
+        seen("i-u2-b", "u2", b, DAY_START + HOUR, 1_000),
+        seen("i-u2-c", "u2", c, DAY_START + HOUR + 30 * minute, 1_000),
+    ];
+    for user in ["u3", "u4", "u5", "u6"] {
+        impressions.push(seen(
+            &format!("i-{user}-b"),
+            user,
+            b,
+            DAY_START + HOUR,
+            1_000,
+        ));
+    }
+    let conversions = [
+        converted("u1", DAY_START + 2 * HOUR, 30_000_000),
+        converted("u2", DAY_START + 3 * HOUR, 10_000_000),
+        converted("u3", DAY_START + 2 * HOUR, 30_000_000),
+        converted("u5", DAY_START + 2 * HOUR, 30_000_000),
+        converted("u6", DAY_START + 2 * HOUR, 30_000_000),
+    ];
+    let producer = connect_producer(&registry.url, &topics.events).await;
+    tokio::task::block_in_place(|| {
+        let encoders = producer.schemas.encoders().expect("encoders");
+        let mut buffer = Vec::new();
+        for record in [campaign(b, None), campaign(c, Some(1_000_000))] {
+            producer
+                .send(&encoders.campaigns, &record, "campaign", &mut buffer)
+                .expect("enqueued");
+        }
+        for record in &impressions {
+            producer
+                .send(&encoders.impressions, record, "touch", &mut buffer)
+                .expect("enqueued");
+        }
+        for record in &conversions {
+            producer
+                .send(&encoders.conversions, record, "conversion", &mut buffer)
+                .expect("enqueued");
+        }
+        producer
+            .flush(std::time::Duration::from_secs(60))
+            .expect("delivered");
+    });
+
+    let period = Period {
+        from_ms: DAY_START,
+        to_ms: DAY_START + 24 * HOUR,
+        warmup_ms: 0,
+    };
+    let pause_text = "name: pause-c\nbudget: { pause_at: { daily_budget_share: 1.0 } }\n";
+    let strategies = [
+        Strategy::parse("", "live.yaml", "live").expect("live"),
+        Strategy::parse(pause_text, "pause.yaml", "pause").expect("pause"),
+        Strategy::parse("attribution: { model: markov }\n", "m.yaml", "markov").expect("markov"),
+        Strategy::parse("attribution: { model: shapley }\n", "s.yaml", "shapley").expect("shapley"),
+    ];
+    let (runs, _) = tokio::task::block_in_place(|| {
+        verdict::replay(&registry.url, &topology_path, period, &strategies)
+    });
+    let (live, pause, markov, shapley) = (&runs[0], &runs[1], &runs[2], &runs[3]);
+    let m = 1e6;
+
+    // No pause: both counterfactuals are the baseline (last touch: u2's conversion is c's).
+    assert!(live.actions.is_empty());
+    assert_close(live.total.conversions, 5.0, "live conversions");
+    assert_close(
+        live.total.markov_conversions,
+        5.0,
+        "live Markov conversions",
+    );
+    assert_close(live.total.revenue_micros, 130.0 * m, "live revenue");
+    assert_close(
+        live.total.markov_revenue_micros,
+        130.0 * m,
+        "live Markov revenue",
+    );
+    assert_close(live.campaigns[c].conversions, 2.0, "live c");
+
+    // The pause: c paused once, u1's and u2's c touches removed.
+    assert_eq!(pause.actions.len(), 1, "{:?}", pause.actions);
+    assert_eq!(pause.actions[0].campaign_id, c);
+    assert_eq!(pause.removed, 2);
+    // Naive: u1 is lost (no touch left), u2 survives whole on b.
+    assert_close(pause.total.conversions, 4.0, "naive conversions");
+    assert_close(pause.total.revenue_micros, 100.0 * m, "naive revenue");
+    assert_close(pause.campaigns[b].conversions, 4.0, "naive b");
+    // Markov: u1 and u2 each survive with 3/5; u2's on b, u1's without a kept touch.
+    let survival = 3.0 / 5.0;
+    assert_close(
+        pause.total.markov_conversions,
+        3.0 + 2.0 * survival,
+        "Markov conversions",
+    );
+    assert_close(
+        pause.total.markov_revenue_micros,
+        (90.0 + survival * 10.0 + survival * 30.0) * m,
+        "Markov revenue",
+    );
+    assert_close(
+        pause.campaigns[b].markov_conversions,
+        3.0 + survival,
+        "Markov b",
+    );
+    assert_close(
+        pause.campaigns[NO_KEPT_TOUCH].markov_conversions,
+        survival,
+        "no touch",
+    );
+    assert_close(
+        pause.campaigns[NO_KEPT_TOUCH].conversions,
+        0.0,
+        "no touch, naive",
+    );
+    // Strictly between the naive counterfactual and the no-pause baseline, in conversions and revenue.
+    for (naive, markov, baseline, what) in [
+        (
+            pause.total.conversions,
+            pause.total.markov_conversions,
+            live.total.conversions,
+            "conversions",
+        ),
+        (
+            pause.total.revenue_micros,
+            pause.total.markov_revenue_micros,
+            live.total.revenue_micros,
+            "revenue",
+        ),
+    ] {
+        assert!(
+            naive < markov && markov < baseline,
+            "{what}: {naive} < {markov} < {baseline}"
+        );
+    }
+
+    // Data-driven credit models fitted on the history: u2's conversion split by the weights, the others whole.
+    let (re_b, re_c) = (11.0 / 15.0, 2.0 / 5.0);
+    let b_share = re_b / (re_b + re_c);
+    assert_close(
+        markov.campaigns[b].conversions,
+        3.0 + b_share,
+        "Markov model b",
+    );
+    assert_close(
+        markov.campaigns[c].conversions,
+        2.0 - b_share,
+        "Markov model c",
+    );
+    assert_close(
+        markov.campaigns[b].revenue_micros,
+        (90.0 + 10.0 * b_share) * m,
+        "Markov model b revenue",
+    );
+    assert_close(shapley.campaigns[b].conversions, 3.7, "Shapley b");
+    assert_close(shapley.campaigns[c].conversions, 1.3, "Shapley c");
+    assert_close(shapley.total.revenue_micros, 130.0 * m, "Shapley revenue");
+
+    // The command's report shows both counterfactuals for every strategy.
+    let out = dir.join("out");
+    let files = [
+        write(&dir, "live.yaml", ""),
+        write(&dir, "pause.yaml", pause_text),
+    ];
+    let (from, to) = (period.from_ms.to_string(), period.to_ms.to_string());
+    let outcomes_topic = format!("{prefix}-outcomes");
+    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &outcomes_topic,
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create the outcomes topic")
+    {
+        result.expect("outcomes topic created");
+    }
+    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
+    let mut args = vec![
+        "backtest",
+        "--topology",
+        topology,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--warmup-hours",
+        "0",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--to-topic",
+        &outcomes_topic,
+    ];
+    for file in &files {
+        args.extend(["--strategy", file.as_str()]);
+    }
+    let output = tokio::task::block_in_place(|| adstream(&registry.url, &args).output())
+        .expect("backtest runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for label in [
+        "conv (naive)",
+        "conv (Markov)",
+        "revenue (Markov)",
+        NO_KEPT_TOUCH,
+    ] {
+        assert!(
+            stdout.contains(label),
+            "{label} missing from the table:\n{stdout}"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("conv (Markov)") && html.contains("Markov counterfactual"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(out.join("outcomes.parquet")).expect("outcomes.parquet"),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader");
+    let mut totals = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect(name)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("strings")
+                .clone()
+        };
+        let floats = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect(name)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("floats")
+                .clone()
+        };
+        let (strategy, campaign) = (strings("strategy"), strings("campaign_id"));
+        let (naive, markov) = (floats("conversions"), floats("markov_conversions"));
+        for i in 0..batch.num_rows() {
+            if campaign.value(i) == "TOTAL" {
+                totals.insert(
+                    strategy.value(i).to_owned(),
+                    (naive.value(i), markov.value(i)),
+                );
+            }
+        }
+    }
+    assert_close(totals["live"].0, 5.0, "live in Parquet");
+    assert_close(totals["live"].1, 5.0, "live Markov in Parquet");
+    assert_close(totals["pause-c"].0, 4.0, "pause in Parquet");
+    assert_close(
+        totals["pause-c"].1,
+        3.0 + 2.0 * survival,
+        "pause Markov in Parquet",
+    );
+    // The outcome records carry both too.
+    let records: BTreeMap<String, serde_json::Value> = read_committed_records(&outcomes_topic)
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8(key.expect("a key")).expect("utf-8 key");
+            let value = serde_json::from_slice(&value.expect("a value")).expect("json");
+            (key, value)
+        })
+        .collect();
+    let total = &records["pause-c|TOTAL"];
+    assert_close(total["conversions"].as_f64().expect("naive"), 4.0, "record");
+    assert_close(
+        total["markov_conversions"].as_f64().expect("Markov"),
+        3.0 + 2.0 * survival,
+        "Markov record",
+    );
+    assert_close(
+        records[&format!("pause-c|{NO_KEPT_TOUCH}")]["markov_revenue_micros"]
+            .as_f64()
+            .expect("Markov revenue"),
+        survival * 30.0 * m,
+        "no kept touch record",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

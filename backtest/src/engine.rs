@@ -25,26 +25,36 @@
 //! local day, is removed; the rest is kept and pushed. Every other stage then runs in data order over its inputs:
 //! the kept events, the other sources, and the outputs of the stages before it (today attribution's repartition
 //! stage, its attribution stage with the conversions, and campaign-metrics with the campaigns table and the
-//! credits). A conversion whose touches were all removed gets no credit: it is lost.
+//! credits). A conversion whose touches were all removed gets no credit: it is lost (the naive counterfactual).
+//!
+//! # Outcomes
+//!
+//! Spend, impressions and clicks of the kept events in the period; conversions and revenue credited by the
+//! strategy's model to conversions in the period: a rule model's credits as the attribution job writes them, a
+//! data-driven model's (markov, shapley) from its attributed conversions and weights fitted on the history's
+//! journeys. Both under the naive counterfactual and under the Markov one ([`crate::journeys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adstream_kafka::registry_client::RegistryClient;
+use adstream_processors::attribution::models::{weighted_shares, TouchKind};
 use adstream_processors::jobs::{JobEntry, JobRegistry, Stage, Wiring};
 use adstream_processors::runtime::simulate::interleave_by_timestamp;
 use adstream_processors::runtime::{
-    simulate, InputKind, InputSpec, OutputSpec, SchemaCache, SimulateOptions, SimulatedRecord,
-    Simulation, Simulator, TypedDecoder,
+    simulate, CapturedRecord, InputKind, InputSpec, OutputSpec, SchemaCache, SimulateOptions,
+    SimulatedRecord, Simulation, Simulator, TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity};
-use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign};
+use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord, Campaign, Conversion};
 use adstream_schemas::outputs::{
-    AttributionCredit, CreativeFatigue, FatigueStatus as OutputStatus,
+    AttributedConversion, AttributionCredit, AttributionModel, CreativeFatigue,
+    FatigueStatus as OutputStatus,
 };
 use adstream_topology::Topology;
 use chrono_tz::Tz;
 use rdkafka::Message;
 
+use crate::journeys::{Journeys, NO_KEPT_TOUCH};
 use crate::strategy::{PauseStatus, Strategy};
 use crate::BacktestError;
 use adstream_query::source::KafkaSource;
@@ -239,14 +249,38 @@ pub struct Period {
     pub warmup_ms: i64,
 }
 
-/// What an impression or click is, for pause rules and outcomes.
+/// What an impression or click is, for pause rules, outcomes and journeys.
 #[derive(Debug, Clone, Copy)]
-struct EventInfo {
-    time_ms: i64,
-    campaign: u32,
+pub(crate) struct EventInfo {
+    pub time_ms: i64,
+    /// Index in [`History::campaign_ids`].
+    pub campaign: u32,
     creative: u32,
     cost_micros: i64,
     click: bool,
+    /// The user, numbered as [`ConversionInfo::user`] numbers them; None when the event names none.
+    pub user: Option<u32>,
+}
+
+impl EventInfo {
+    /// View or click, as a touch.
+    pub fn kind(&self) -> TouchKind {
+        if self.click {
+            TouchKind::Click
+        } else {
+            TouchKind::View
+        }
+    }
+}
+
+/// A conversion of the history (the first record of each conversion id), for journeys.
+#[derive(Debug, Clone)]
+pub(crate) struct ConversionInfo {
+    pub id: String,
+    /// The user's number (see [`EventInfo::user`]).
+    pub user: u32,
+    pub time_ms: i64,
+    pub value_micros: i64,
 }
 
 /// A campaign's settings from the campaigns table.
@@ -276,6 +310,8 @@ pub struct History {
     infos: Vec<Option<EventInfo>>,
     /// The other source streams (conversions), by topic.
     streams: HashMap<String, Vec<SimulatedRecord>>,
+    /// The conversions of the streams that carry them, decoded, in timestamp order.
+    conversions: Vec<ConversionInfo>,
     /// Campaigns by index, as [`EventInfo::campaign`] numbers them.
     campaign_ids: Vec<String>,
     /// Creative id → the number [`EventInfo::creative`] gives it.
@@ -322,6 +358,7 @@ impl History {
         };
         let (mut tables, mut streams) = (HashMap::new(), HashMap::new());
         let (mut events, mut event_topics) = (Vec::new(), Vec::new());
+        let mut conversion_topics = Vec::new();
         for (topic, kind) in &flow.sources {
             let record = flow.record(topic);
             match kind {
@@ -336,6 +373,9 @@ impl History {
                 }
                 InputKind::Stream => {
                     streams.insert(topic.clone(), read(topic, 0, true)?);
+                    if record == Some(Conversion::FULL_NAME) {
+                        conversion_topics.push(topic.clone());
+                    }
                 }
             }
         }
@@ -379,6 +419,11 @@ impl History {
         let mut campaign_ids = Vec::new();
         let mut campaign_index: HashMap<String, u32> = HashMap::new();
         let mut creative_index: HashMap<String, u32> = HashMap::new();
+        let mut user_index: HashMap<String, u32> = HashMap::new();
+        let mut user = |id: String| {
+            let next = user_index.len() as u32;
+            *user_index.entry(id).or_insert(next)
+        };
         let mut infos = Vec::with_capacity(events.len());
         for record in &events {
             let decoded = if !event_topics[record.input].1 {
@@ -392,6 +437,7 @@ impl History {
                             i.creative_id,
                             i.cost_micros,
                             false,
+                            i.user_id,
                         )
                     })
             } else {
@@ -405,11 +451,12 @@ impl History {
                             c.creative_id,
                             c.cost_micros,
                             true,
+                            c.user_id,
                         )
                     })
             };
             infos.push(
-                decoded.map(|(event_time, campaign, creative, cost, click)| {
+                decoded.map(|(event_time, campaign, creative, cost, click, user_id)| {
                     EventInfo {
                         // Spend and pauses follow the record timestamp, which is what the jobs window by.
                         time_ms: record.timestamp_ms.unwrap_or(event_time),
@@ -423,9 +470,39 @@ impl History {
                         },
                         cost_micros: cost,
                         click,
+                        user: user_id.filter(|id| !id.is_empty()).map(&mut user),
                     }
                 }),
             );
+        }
+        // Conversions as the attribution job takes them: valid ones with a user, each id once.
+        let mut conversion_decoder = decoder(Conversion::FULL_NAME, avsc::CONVERSION)?;
+        let mut conversion_records: Vec<&SimulatedRecord> = conversion_topics
+            .iter()
+            .filter_map(|topic| streams.get(topic))
+            .flatten()
+            .collect();
+        conversion_records.sort_by_key(|r| r.timestamp_ms);
+        let mut seen = HashSet::new();
+        let mut conversions = Vec::new();
+        for record in conversion_records {
+            let Ok(conversion) =
+                conversion_decoder.decode::<Conversion>(&mut cache, record.value.as_deref())
+            else {
+                continue;
+            };
+            if conversion.user_id.is_empty()
+                || conversion.value_micros < 0
+                || !seen.insert(conversion.conversion_id.clone())
+            {
+                continue;
+            }
+            conversions.push(ConversionInfo {
+                id: conversion.conversion_id,
+                user: user(conversion.user_id),
+                time_ms: conversion.event_time,
+                value_micros: conversion.value_micros,
+            });
         }
         Ok(History {
             tables,
@@ -433,6 +510,7 @@ impl History {
             event_topics,
             infos,
             streams,
+            conversions,
             campaign_ids,
             creative_index,
             campaign_info,
@@ -451,6 +529,21 @@ impl History {
         self.tables.values().map(Vec::len).sum::<usize>()
             + self.events.len()
             + self.streams.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// What each replayed impression and click is (None: it does not decode).
+    pub(crate) fn infos(&self) -> &[Option<EventInfo>] {
+        &self.infos
+    }
+
+    /// The conversions of the history.
+    pub(crate) fn conversions(&self) -> &[ConversionInfo] {
+        &self.conversions
+    }
+
+    /// Campaign ids, as [`EventInfo::campaign`] numbers them.
+    pub(crate) fn campaign_ids(&self) -> &[String] {
+        &self.campaign_ids
     }
 
     /// The campaigns table's settings per campaign id.
@@ -524,10 +617,17 @@ pub struct Outcome {
     pub clicks: u64,
     /// Spend of the kept impressions and clicks, micros.
     pub spend_micros: i64,
-    /// Conversions credited by the strategy's model.
+    /// Conversions credited by the strategy's model, naive counterfactual: a conversion is lost only when every
+    /// one of its touches was removed.
     pub conversions: f64,
-    /// Revenue credited by the strategy's model, micros.
+    /// Revenue credited by the strategy's model, micros, naive counterfactual.
     pub revenue_micros: f64,
+    /// Expected conversions credited by the strategy's model under the Markov counterfactual (see
+    /// [`crate::journeys`]): a conversion that lost campaigns from its journey survives with the probability the
+    /// chain fitted on the history gives.
+    pub markov_conversions: f64,
+    /// Expected revenue, micros, under the Markov counterfactual.
+    pub markov_revenue_micros: f64,
 }
 
 impl Outcome {
@@ -541,12 +641,24 @@ impl Outcome {
         (self.spend_micros > 0).then(|| self.revenue_micros / self.spend_micros as f64)
     }
 
+    /// Spend per expected conversion under the Markov counterfactual, micros; None without conversions.
+    pub fn markov_cpa_micros(&self) -> Option<f64> {
+        (self.markov_conversions > 0.0).then(|| self.spend_micros as f64 / self.markov_conversions)
+    }
+
+    /// Expected revenue under the Markov counterfactual per spend; None without spend.
+    pub fn markov_roas(&self) -> Option<f64> {
+        (self.spend_micros > 0).then(|| self.markov_revenue_micros / self.spend_micros as f64)
+    }
+
     fn add(&mut self, other: &Outcome) {
         self.impressions += other.impressions;
         self.clicks += other.clicks;
         self.spend_micros += other.spend_micros;
         self.conversions += other.conversions;
         self.revenue_micros += other.revenue_micros;
+        self.markov_conversions += other.markov_conversions;
+        self.markov_revenue_micros += other.markov_revenue_micros;
     }
 }
 
@@ -961,45 +1073,63 @@ pub fn run_strategy(
             .or_default()
             .add(&delta);
     }
-    let mut credit_decoder =
-        TypedDecoder::new(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA)
-            .map_err(BacktestError::Schema)?;
-    let credit_topics = ids
-        .keys()
-        .filter(|topic| flow.record(topic) == Some(AttributionCredit::FULL_NAME));
-    for topic in credit_topics {
-        let Some(writer) = writers.get(topic) else {
-            continue;
+    // Credits of the strategy's model in the period: a rule model's from the attribution job's credits, a
+    // data-driven model's from its attributed conversions and the weights fitted on the journeys.
+    let model = strategy.metrics.attribution_model;
+    let journeys = Journeys::build(
+        history,
+        strategy.lookback_ms(),
+        strategy.attribution.job.count_views,
+    );
+    let credits = match journeys.weights(model)? {
+        None => rule_credits(flow, &ids, &writers, &simulations, &mut output_cache, model)?,
+        Some(weights) => weighted_credits(
+            flow,
+            &ids,
+            &writers,
+            &simulations,
+            &mut output_cache,
+            &weights,
+        )?,
+    };
+    // The Markov counterfactual: each credit of a conversion that lost a visit times its survival; a conversion
+    // without a kept touch counts its survival in its own row.
+    let survival = journeys.survival(history, &kept, period.from_ms, period.to_ms)?;
+    let in_period = |time: i64| time >= period.from_ms && time < period.to_ms;
+    for credit in credits.iter().filter(|c| in_period(c.conversion_time)) {
+        let probability = survival
+            .get(&credit.conversion_id)
+            .map_or(1.0, |s| s.probability);
+        let delta = Outcome {
+            conversions: credit.conversions,
+            revenue_micros: credit.revenue_micros,
+            markov_conversions: credit.conversions * probability,
+            markov_revenue_micros: credit.revenue_micros * probability,
+            ..Outcome::default()
         };
-        for record in simulations[*writer]
-            .1
-            .topic(topic)
-            .iter()
-            .filter(|r| r.value.is_some())
-        {
-            let credit: AttributionCredit = credit_decoder
-                .decode(&mut output_cache, record.value.as_deref())
-                .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
-            if credit.model != strategy.metrics.attribution_model
-                || credit.conversion_time < period.from_ms
-                || credit.conversion_time >= period.to_ms
-            {
-                continue;
-            }
-            let delta = Outcome {
-                conversions: credit.conversions,
-                revenue_micros: credit.revenue_micros,
-                ..Outcome::default()
-            };
-            campaigns
-                .entry(credit.campaign_id.clone())
-                .or_default()
-                .add(&delta);
-            hourly
-                .entry(credit.conversion_time.div_euclid(HOUR_MS) * HOUR_MS)
-                .or_default()
-                .add(&delta);
-        }
+        campaigns
+            .entry(credit.campaign_id.clone())
+            .or_default()
+            .add(&delta);
+        hourly
+            .entry(credit.conversion_time.div_euclid(HOUR_MS) * HOUR_MS)
+            .or_default()
+            .add(&delta);
+    }
+    for lost in survival.values().filter(|s| !s.kept_touch) {
+        let delta = Outcome {
+            markov_conversions: lost.probability,
+            markov_revenue_micros: lost.probability * lost.value_micros as f64,
+            ..Outcome::default()
+        };
+        campaigns
+            .entry(NO_KEPT_TOUCH.to_owned())
+            .or_default()
+            .add(&delta);
+        hourly
+            .entry(lost.time_ms.div_euclid(HOUR_MS) * HOUR_MS)
+            .or_default()
+            .add(&delta);
     }
     let mut total = Outcome::default();
     for outcome in campaigns.values() {
@@ -1017,6 +1147,119 @@ pub fn run_strategy(
         simulations,
         writers,
     })
+}
+
+/// One conversion's credit to one campaign under the strategy's model.
+struct Credit {
+    conversion_id: String,
+    campaign_id: String,
+    conversion_time: i64,
+    conversions: f64,
+    revenue_micros: f64,
+}
+
+/// The records of every output carrying `record`, as the stages that wrote them captured them.
+fn outputs_of<'a>(
+    flow: &'a Dataflow,
+    ids: &'a OutputSchemas,
+    writers: &'a HashMap<String, usize>,
+    simulations: &'a [(String, Simulation)],
+    record: &'a str,
+) -> impl Iterator<Item = &'a CapturedRecord> + 'a {
+    ids.keys()
+        .filter(move |topic| flow.record(topic) == Some(record))
+        .filter_map(move |topic| {
+            writers
+                .get(topic)
+                .map(|writer| simulations[*writer].1.topic(topic))
+        })
+        .flatten()
+        .filter(|r| r.value.is_some())
+}
+
+/// The attribution job's credits under the rule model `model`.
+fn rule_credits(
+    flow: &Dataflow,
+    ids: &OutputSchemas,
+    writers: &HashMap<String, usize>,
+    simulations: &[(String, Simulation)],
+    cache: &mut SchemaCache,
+    model: AttributionModel,
+) -> Result<Vec<Credit>, BacktestError> {
+    let mut decoder = TypedDecoder::new(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA)
+        .map_err(BacktestError::Schema)?;
+    let mut credits = Vec::new();
+    for record in outputs_of(
+        flow,
+        ids,
+        writers,
+        simulations,
+        AttributionCredit::FULL_NAME,
+    ) {
+        let credit: AttributionCredit = decoder
+            .decode(cache, record.value.as_deref())
+            .map_err(|e| BacktestError::Job(format!("a credit does not decode: {e}")))?;
+        if credit.model == model {
+            credits.push(Credit {
+                conversion_id: credit.conversion_id,
+                campaign_id: credit.campaign_id,
+                conversion_time: credit.conversion_time,
+                conversions: credit.conversions,
+                revenue_micros: credit.revenue_micros,
+            });
+        }
+    }
+    Ok(credits)
+}
+
+/// Credits of the attribution job's attributed conversions by per-campaign `weights` (see [`crate::journeys`]):
+/// one per conversion and campaign, the campaign's touches' shares summed.
+fn weighted_credits(
+    flow: &Dataflow,
+    ids: &OutputSchemas,
+    writers: &HashMap<String, usize>,
+    simulations: &[(String, Simulation)],
+    cache: &mut SchemaCache,
+    weights: &BTreeMap<String, f64>,
+) -> Result<Vec<Credit>, BacktestError> {
+    let mut decoder = TypedDecoder::new(
+        AttributedConversion::FULL_NAME,
+        AttributedConversion::SCHEMA,
+    )
+    .map_err(BacktestError::Schema)?;
+    let mut credits = Vec::new();
+    for record in outputs_of(
+        flow,
+        ids,
+        writers,
+        simulations,
+        AttributedConversion::FULL_NAME,
+    ) {
+        let conversion: AttributedConversion = decoder
+            .decode(cache, record.value.as_deref())
+            .map_err(|e| {
+                BacktestError::Job(format!("an attributed conversion does not decode: {e}"))
+            })?;
+        let channels: Vec<&str> = conversion
+            .touchpoints
+            .iter()
+            .map(|t| t.campaign_id.as_str())
+            .collect();
+        let mut per_campaign: BTreeMap<&str, f64> = BTreeMap::new();
+        for (campaign, share) in channels.iter().zip(weighted_shares(&channels, weights)) {
+            *per_campaign.entry(campaign).or_default() += share;
+        }
+        for (campaign, share) in per_campaign.into_iter().filter(|(_, s)| *s > 0.0) {
+            credits.push(Credit {
+                conversion_id: conversion.conversion_id.clone(),
+                campaign_id: campaign.to_owned(),
+                conversion_time: conversion.conversion_time,
+                conversions: share,
+                revenue_micros: share * conversion.value_micros as f64,
+            });
+        }
+    }
+    Ok(credits)
 }
 
 /// Runs every strategy over `history`, reporting progress per strategy.
@@ -1052,6 +1295,7 @@ mod tests {
             creative: 0,
             cost_micros,
             click: false,
+            user: None,
         }
     }
 

@@ -6,9 +6,12 @@
 //! - `strategy` — the strategy file: each job's settings type as a section, plus the pause rules.
 //! - `engine`   — reading the history and running each strategy through `runtime::simulate` (see its doc for the
 //!   warm-up and the pause feedback).
+//! - `journeys` — the journeys of the history, the Markov and Shapley models fitted on them (data-driven credit
+//!   models for strategies) and the Markov counterfactual of pauses, reported beside the naive one.
 //! - `report`   — the side-by-side table, Parquet files, the HTML report and outcome records.
 
 pub mod engine;
+pub mod journeys;
 pub mod report;
 pub mod strategy;
 
@@ -38,6 +41,9 @@ pub enum BacktestError {
     /// A job's inputs or outputs do not fit the backtest.
     #[error("job: {0}")]
     Job(String),
+    /// A data-driven model could not be fitted on the history's journeys.
+    #[error("attribution model: {0}")]
+    Model(#[from] adstream_processors::attribution::models::ModelError),
     /// A simulation failed.
     #[error(transparent)]
     Simulate(#[from] adstream_processors::runtime::SimulateError),

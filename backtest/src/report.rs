@@ -1,5 +1,11 @@
 //! A backtest's results for people and tools: the side-by-side table, Parquet files, a self-contained HTML report
 //! with inline SVG plots, and one JSON record per strategy and campaign.
+//!
+//! Conversions and revenue are reported under both counterfactuals of removed touches, side by side: **naive**
+//! (the attribution job's credits over the kept touches: a conversion is lost only when all its touches were
+//! removed; columns `conversions`, `revenue_micros`, table `conv (naive)`) and **Markov** (each conversion that lost
+//! campaigns from its journey survives with the probability of the chain fitted on the history; columns
+//! `markov_*`, table `conv (Markov)`), see [`crate::journeys`]. Without pauses the two agree.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -51,7 +57,7 @@ fn outcome(run: &StrategyRun, row: &str) -> Outcome {
 }
 
 /// The side-by-side table: per campaign and in total, each strategy's outcomes and its deltas against the first
-/// strategy (spend, conversions, revenue).
+/// strategy (spend; conversions and revenue under the naive and the Markov counterfactual).
 pub fn comparison_table(runs: &[StrategyRun]) -> String {
     let mut out = String::new();
     let table = table_cells(runs);
@@ -107,12 +113,16 @@ fn table_cells(runs: &[StrategyRun]) -> Vec<Vec<String>> {
         "Δspend",
         "impressions",
         "clicks",
-        "conversions",
-        "Δconv",
-        "revenue",
-        "Δrevenue",
-        "CPA",
-        "ROAS",
+        "conv (naive)",
+        "Δconv (naive)",
+        "conv (Markov)",
+        "Δconv (Markov)",
+        "revenue (naive)",
+        "Δrevenue (naive)",
+        "revenue (Markov)",
+        "Δrevenue (Markov)",
+        "CPA (naive)",
+        "ROAS (naive)",
         "actions",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
@@ -137,8 +147,12 @@ fn table_cells(runs: &[StrategyRun]) -> Vec<Vec<String>> {
                 o.clicks.to_string(),
                 format!("{:.2}", o.conversions),
                 signed(o.conversions - base.conversions),
+                format!("{:.2}", o.markov_conversions),
+                signed(o.markov_conversions - base.markov_conversions),
                 money(o.revenue_micros),
                 signed((o.revenue_micros - base.revenue_micros) / 1e6),
+                money(o.markov_revenue_micros),
+                signed((o.markov_revenue_micros - base.markov_revenue_micros) / 1e6),
                 optional(o.cpa_micros(), 1e6),
                 optional(o.roas(), 1.0),
                 actions.to_string(),
@@ -334,6 +348,28 @@ fn outcome_columns(
             "roas",
             Arc::new(Float64Array::from_iter(o.iter().map(Outcome::roas))),
         ),
+        (
+            "markov_conversions",
+            Arc::new(Float64Array::from_iter_values(
+                o.iter().map(|x| x.markov_conversions),
+            )),
+        ),
+        (
+            "markov_revenue_micros",
+            Arc::new(Float64Array::from_iter_values(
+                o.iter().map(|x| x.markov_revenue_micros),
+            )),
+        ),
+        (
+            "markov_cpa_micros",
+            Arc::new(Float64Array::from_iter(
+                o.iter().map(Outcome::markov_cpa_micros),
+            )),
+        ),
+        (
+            "markov_roas",
+            Arc::new(Float64Array::from_iter(o.iter().map(Outcome::markov_roas))),
+        ),
     ]);
     columns
 }
@@ -356,6 +392,10 @@ pub fn outcome_records(runs: &[StrategyRun], from_ms: i64, to_ms: i64) -> Vec<(S
                 "revenue_micros": o.revenue_micros,
                 "cpa_micros": o.cpa_micros(),
                 "roas": o.roas(),
+                "markov_conversions": o.markov_conversions,
+                "markov_revenue_micros": o.markov_revenue_micros,
+                "markov_cpa_micros": o.markov_cpa_micros(),
+                "markov_roas": o.markov_roas(),
                 "actions": run.actions.iter().filter(|a| row == TOTAL || a.campaign_id == row).count(),
             });
             records.push((format!("{}|{row}", run.strategy.name()), value.to_string()));
@@ -514,7 +554,14 @@ pub fn html_report(runs: &[StrategyRun], from_ms: i64, to_ms: i64) -> String {
         names.join(", "),
         names.first().map_or("", String::as_str)
     );
-    html.push_str("<h2>Outcomes</h2><table>");
+    html.push_str(
+        "<h2>Outcomes</h2><p>Conversions and revenue under two counterfactuals of removed touches: \
+         <b>naive</b>, a conversion is lost only when all its touches were removed, and the others are credited \
+         whole to the touches kept; <b>Markov</b>, a conversion whose journey lost campaigns survives with the \
+         probability of the first-order Markov chain fitted on the backtest's history (one minus the removal \
+         effect of the campaigns it lost), so its expected conversions and revenue are fractional; the row \
+         <i>(no kept touch)</i> holds those expected for conversions none of whose touches was kept.</p><table>",
+    );
     for (n, row) in table_cells(runs).iter().enumerate() {
         let tag = if n == 0 { "th" } else { "td" };
         html.push_str("<tr>");
@@ -531,14 +578,30 @@ pub fn html_report(runs: &[StrategyRun], from_ms: i64, to_ms: i64) -> String {
     html.push_str("<h2>Cumulative attributed revenue over time</h2>");
     html.push_str(&cumulative_plot(
         runs,
-        "cumulative attributed revenue",
+        "cumulative attributed revenue (naive)",
         |o| o.revenue_micros,
+    ));
+    html.push_str("<h2>Cumulative expected revenue over time, Markov counterfactual</h2>");
+    html.push_str(&cumulative_plot(
+        runs,
+        "cumulative expected revenue (Markov)",
+        |o| o.markov_revenue_micros,
     ));
     if runs.len() > 1 {
         html.push_str("<h2>Spend per campaign, delta against the first strategy</h2>");
         html.push_str(&delta_bars(runs, "spend delta", |o| o.spend_micros as f64));
-        html.push_str("<h2>Attributed revenue per campaign, delta against the first strategy</h2>");
-        html.push_str(&delta_bars(runs, "revenue delta", |o| o.revenue_micros));
+        html.push_str(
+            "<h2>Attributed revenue per campaign (naive), delta against the first strategy</h2>",
+        );
+        html.push_str(&delta_bars(runs, "revenue delta (naive)", |o| {
+            o.revenue_micros
+        }));
+        html.push_str(
+            "<h2>Expected revenue per campaign (Markov), delta against the first strategy</h2>",
+        );
+        html.push_str(&delta_bars(runs, "revenue delta (Markov)", |o| {
+            o.markov_revenue_micros
+        }));
     }
     html.push_str("<h2>Actions</h2><table><tr><th>strategy</th><th>time</th><th>action</th><th>campaign</th><th>creative</th><th>until</th><th>reason</th></tr>");
     for run in runs {

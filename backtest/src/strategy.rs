@@ -41,7 +41,8 @@ pub struct Strategy {
 pub struct AttributionSection {
     /// Model whose credits count as the strategy's conversions and revenue: campaign-metrics'
     /// `attribution_model`, written here where strategists look for it. A rule model (last-touch, first-touch,
-    /// linear, time-decay, position-based); default that of `metrics:`.
+    /// linear, time-decay, position-based) or a data-driven one (markov, shapley: fitted on the backtest's own
+    /// history, see [`crate::journeys`]); default that of `metrics:`.
     #[serde(with = "optional_model_name", skip_serializing_if = "Option::is_none")]
     pub model: Option<AttributionModel>,
     /// The job's settings. `lookback_days` is also the backtest's warm-up before `--from`.
@@ -98,7 +99,7 @@ impl<'de> Deserialize<'de> for AttributionSection {
         let model = name
             .map(|name| name.parse::<AttributionModel>())
             .transpose()
-            .map_err(|e| D::Error::custom(format!("model: {e}")))?;
+            .map_err(|e| D::Error::custom(format!("attribution.model: {e}")))?;
         Ok(AttributionSection { model, job })
     }
 }
@@ -240,13 +241,6 @@ impl Strategy {
             }
             strategy.metrics.attribution_model = model;
         }
-        let model = strategy.metrics.attribution_model;
-        if !model.is_rule_based() {
-            return Err(error(format!(
-                "attribution.model: {model} is not a rule-based model (one of: last-touch, first-touch, \
-                 linear, time-decay, position-based); data-driven models run over path datasets"
-            )));
-        }
         strategy
             .fatigue
             .job
@@ -333,13 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn data_driven_models_are_strategies_models() {
+        for (name, model) in [
+            ("markov", AttributionModel::Markov),
+            ("shapley", AttributionModel::Shapley),
+        ] {
+            let text = format!("attribution: {{ model: {name} }}\n");
+            let strategy = Strategy::parse(&text, "d.yaml", "d").expect("parses");
+            assert_eq!(strategy.metrics.attribution_model, model);
+        }
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_field() {
         let unknown = Strategy::parse("attribution: { modle: linear }\n", "a.yaml", "a")
             .expect_err("unknown field");
         let text = unknown.to_string();
         assert!(text.contains("a.yaml") && text.contains("modle"), "{text}");
-        let model = Strategy::parse("attribution: { model: shapley }\n", "b.yaml", "b")
-            .expect_err("not a rule model");
+        let model = Strategy::parse("attribution: { model: bandit }\n", "b.yaml", "b")
+            .expect_err("not a model");
         let text = model.to_string();
         assert!(
             text.contains("b.yaml") && text.contains("attribution.model"),

@@ -56,6 +56,12 @@
 //!   conversion reached from channel `s` is worth the mean value of the conversions that ended at `s`, which is
 //!   how ChannelAttribution simulates value. Cost: one dense solve per channel, `O(channels⁴)` in all — fine for
 //!   the tens to hundreds of channels of a marketing mix.
+//! - **Counterfactuals** ([`MarkovChain`]): the same chain, kept to ask what share of the conversions survives
+//!   when a *set* of channels leads to null: `P(conversion | set removed) / P(conversion)`, i.e. one minus the
+//!   set's removal effect (for one channel, `1 − RE(c)` above). Backtests use it for paused campaigns.
+//! - **Per-journey credit from fitted weights** ([`weighted_shares`]): a data-driven model's per-channel weights
+//!   (removal effects, Shapley values) turned into one conversion's shares: each distinct channel of the journey
+//!   gets its weight over the journey's total, split equally between its touches.
 //!
 //! # Compared with marketing-attribution-models (mam 2.1.1)
 //!
@@ -558,6 +564,78 @@ pub fn markov(paths: &[PathCount]) -> Result<MarkovResult, ModelError> {
     })
 }
 
+/// A first-order Markov chain fitted on a path dataset (as [`markov`] fits it), kept to answer counterfactuals:
+/// what share of the conversions survives when a *set* of channels leads to null.
+pub struct MarkovChain<'a> {
+    chain: Chain<'a>,
+    probability: f64,
+}
+
+impl<'a> MarkovChain<'a> {
+    /// Fits the chain on `paths`; fails on counts that [`validate_paths`] rejects, or when the chain cannot be
+    /// solved.
+    pub fn fit(paths: &'a [PathCount]) -> Result<MarkovChain<'a>, ModelError> {
+        validate_paths(paths)?;
+        let chain = Chain::fit(paths);
+        let [probability, _] = chain.absorb_without(&[])?;
+        Ok(MarkovChain { chain, probability })
+    }
+
+    /// Probability that a journey from the start state converts (the dataset's conversion rate).
+    pub fn conversion_probability(&self) -> f64 {
+        self.probability
+    }
+
+    /// `P(conversion | every channel of removed leads to null) / P(conversion)`, in [0, 1]: one minus the removal
+    /// effect of the set, so for one channel `1 − RE(c)` of [`markov`]. Channels the chain never saw are ignored;
+    /// 1 when nothing known is removed or nothing converts at all.
+    pub fn survival<S: AsRef<str>>(&self, removed: &[S]) -> Result<f64, ModelError> {
+        let mut states: Vec<usize> = removed
+            .iter()
+            .filter_map(|channel| self.chain.channels.get(channel.as_ref()).copied())
+            .collect();
+        states.sort_unstable();
+        states.dedup();
+        if states.is_empty() {
+            return Ok(1.0);
+        }
+        let [removed_probability, _] = self.chain.absorb_without(&states)?;
+        Ok(1.0 - removal_effect(self.probability, removed_probability))
+    }
+}
+
+/// Shares of one conversion per touch under a data-driven model, from per-channel `weights` fitted over paths
+/// (Markov removal effects, Shapley values): `channels` are the touches' channels, oldest first. Each *distinct*
+/// channel of the journey gets `w(c) / Σ w` over the journey's distinct channels (a missing, negative or
+/// non-finite weight counts as 0; equal shares when the sum is 0), split equally between that channel's touches,
+/// as the models themselves ignore repeats (Shapley works on channel sets, Markov collapses repeated visits).
+/// Same length as `channels`; sums to 1 unless `channels` is empty.
+pub fn weighted_shares<S: AsRef<str>>(channels: &[S], weights: &BTreeMap<String, f64>) -> Vec<f64> {
+    let mut distinct: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for channel in channels {
+        let weight = weights
+            .get(channel.as_ref())
+            .copied()
+            .filter(|w| w.is_finite() && *w > 0.0)
+            .unwrap_or(0.0);
+        distinct.entry(channel.as_ref()).or_insert((weight, 0)).1 += 1;
+    }
+    let total: f64 = distinct.values().map(|(w, _)| w).sum();
+    let count = distinct.len() as f64;
+    channels
+        .iter()
+        .map(|channel| {
+            let (weight, touches) = distinct[channel.as_ref()];
+            let share = if total > 0.0 {
+                weight / total
+            } else {
+                1.0 / count
+            };
+            share / touches as f64
+        })
+        .collect()
+}
+
 /// `1 − removed / full`, clamped to [0, 1]: removing a channel can only lose conversions, so anything outside is
 /// rounding; 0 when nothing converts at all.
 fn removal_effect(full: f64, removed: f64) -> f64 {
@@ -643,6 +721,11 @@ impl<'a> Chain<'a> {
     /// transition probabilities between transient states and `r` the one-step conversion probability (value:
     /// the one-step expected value, conversions' value out of the state / everything out of it).
     fn absorb(&self, removed: Option<usize>) -> Result<[f64; 2], ModelError> {
+        self.absorb_without(removed.as_slice())
+    }
+
+    /// [`Chain::absorb`] with every state of `removed` leading straight to null.
+    fn absorb_without(&self, removed: &[usize]) -> Result<[f64; 2], ModelError> {
         let states = self.out_total.len();
         let mut matrix = vec![0.0; states * states];
         let mut rhs = vec![[0.0; 2]; states];
@@ -650,7 +733,7 @@ impl<'a> Chain<'a> {
             matrix[from * states + from] = 1.0;
             let total = self.out_total[from];
             // A removed state and one nothing ever left (unreachable) convert nothing: x = 0.
-            if Some(from) == removed || total <= 0.0 {
+            if removed.contains(&from) || total <= 0.0 {
                 continue;
             }
             for to in 0..states {
@@ -1340,6 +1423,83 @@ mod tests {
                 assert!((credited - conversions).abs() < 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn markov_survival_of_a_set_solved_by_hand() {
+        // start→a 2/5, start→b 1/5, start→c 2/5; a→c and b→c always; c→conversion 3/5, c→null 2/5.
+        let paths = [
+            path("a > c", 1.0, 5.0, 1.0),
+            path("b > c", 1.0, 5.0, 0.0),
+            path("c", 1.0, 5.0, 1.0),
+        ];
+        let chain = MarkovChain::fit(&paths).unwrap();
+        assert_near(chain.conversion_probability(), 3.0 / 5.0);
+        // Without a and b only the journeys starting at c convert: 2/5 · 3/5 of 3/5.
+        assert_near(chain.survival(&["a", "b"]).unwrap(), 2.0 / 5.0);
+        assert_near(chain.survival(&["b", "a", "a"]).unwrap(), 2.0 / 5.0);
+        assert_near(chain.survival(&["a"]).unwrap(), 3.0 / 5.0);
+        assert_near(chain.survival(&["b"]).unwrap(), 4.0 / 5.0);
+        assert_near(chain.survival(&["c", "a"]).unwrap(), 0.0);
+        // A channel the chain never saw, or nothing, removes nothing.
+        assert_eq!(chain.survival(&["z"]).unwrap(), 1.0);
+        assert_eq!(chain.survival::<&str>(&[]).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn markov_survival_of_one_channel_is_one_minus_its_removal_effect() {
+        let mut rng = Rng(0x5a5a_0000_1111_2222);
+        let alphabet = ["a", "b", "c", "d", "e"];
+        for _ in 0..100 {
+            let paths: Vec<PathCount> = (0..1 + rng.below(15))
+                .map(|_| PathCount {
+                    channels: (0..1 + rng.below(6))
+                        .map(|_| alphabet[rng.below(5) as usize].to_owned())
+                        .collect(),
+                    conversions: rng.below(5) as f64,
+                    value: rng.unit() * 50.0,
+                    nulls: rng.below(20) as f64,
+                })
+                .collect();
+            let result = markov(&paths).unwrap();
+            let chain = MarkovChain::fit(&paths).unwrap();
+            assert_eq!(
+                chain.conversion_probability(),
+                result.conversion_probability
+            );
+            for (channel, effect) in &result.removal_effects {
+                let survival = chain.survival(&[channel]).unwrap();
+                assert!((survival - (1.0 - effect)).abs() < 1e-12, "{channel}");
+            }
+            // Removing more never keeps more.
+            let all: Vec<&String> = result.removal_effects.keys().collect();
+            let everything = chain.survival(&all).unwrap();
+            assert!(everything <= 1e-12 || result.conversion_probability == 0.0);
+        }
+    }
+
+    #[test]
+    fn weighted_shares_split_per_distinct_channel() {
+        let weights: BTreeMap<String, f64> = [
+            ("a".to_owned(), 3.0),
+            ("b".to_owned(), 1.0),
+            ("z".to_owned(), 0.0),
+        ]
+        .into_iter()
+        .collect();
+        // a earns 3/4, split between its two touches; b 1/4.
+        let got = weighted_shares(&["a", "b", "a"], &weights);
+        let want = [0.375, 0.25, 0.375];
+        for (g, w) in got.iter().zip(want) {
+            assert_near(*g, w);
+        }
+        // Unknown and zero weights earn nothing, unless nothing has weight: then equal per channel.
+        assert_eq!(weighted_shares(&["a", "q"], &weights), [1.0, 0.0]);
+        assert_eq!(
+            weighted_shares(&["z", "q", "q"], &weights),
+            [0.5, 0.25, 0.25]
+        );
+        assert!(weighted_shares::<&str>(&[], &weights).is_empty());
     }
 
     #[test]
