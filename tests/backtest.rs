@@ -231,23 +231,7 @@ async fn backtests_reproduce_the_live_jobs_and_compare_strategies() {
         ),
     ];
     let (from, to) = (first.to_string(), (last + 1).to_string());
-    let outcomes_topic = format!("{prefix}-outcomes");
-    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(
-                &outcomes_topic,
-                1,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create the outcomes topic")
-    {
-        result.expect("outcomes topic created");
-    }
-    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
+    let outcomes_topic = create_outcomes_topic(&prefix).await;
     let mut args = vec![
         "backtest",
         "--topology",
@@ -609,23 +593,7 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         write(&dir, "pause.yaml", pause_text),
     ];
     let (from, to) = (period.from_ms.to_string(), period.to_ms.to_string());
-    let outcomes_topic = format!("{prefix}-outcomes");
-    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(
-                &outcomes_topic,
-                1,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create the outcomes topic")
-    {
-        result.expect("outcomes topic created");
-    }
-    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
+    let outcomes_topic = create_outcomes_topic(&prefix).await;
     let mut args = vec![
         "backtest",
         "--topology",
@@ -735,4 +703,26 @@ async fn a_pause_is_reported_under_the_naive_and_the_markov_counterfactual() {
         "no kept touch record",
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Creates `<prefix>-outcomes` (one partition) for `backtest --to-topic` and waits until the broker serves it.
+async fn create_outcomes_topic(prefix: &str) -> String {
+    let outcomes_topic = format!("{prefix}-outcomes");
+    let admin: AdminClient<DefaultClientContext> = recompute::kafka().create().expect("admin");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &outcomes_topic,
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create the outcomes topic")
+    {
+        result.expect("outcomes topic created");
+    }
+    tokio::task::block_in_place(|| common::wait_for_topics(std::slice::from_ref(&outcomes_topic)));
+    outcomes_topic
 }

@@ -142,6 +142,34 @@ async fn time_to_ready(base: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Starts campaign-metrics as static member `cm-0` of `processor`, with the `extra` flags.
+fn start_static_member(
+    registry: &str,
+    topology: &Path,
+    processor: &str,
+    metrics_listen: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let mut args = vec![
+        "process",
+        "campaign-metrics",
+        "--topology",
+        topology.to_str().expect("utf-8"),
+        "--application-id",
+        processor,
+        "--instance-id",
+        "cm-0",
+        "--static-membership",
+        "--metrics-listen",
+        metrics_listen,
+    ];
+    args.extend_from_slice(extra);
+    adstream(registry, &args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the job")
+}
+
 /// Issue 12: a job killed with SIGKILL and restarted at once got its partitions back only after the broker's
 /// session timeout (49-50 s measured), the dead incarnation still holding them. As a static member the restarted
 /// instance takes them back at once: here well within half the session timeout it runs with, which the old
@@ -155,28 +183,15 @@ async fn a_restarted_static_member_gets_its_partitions_back_at_once() {
     let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
     produce_generated_events(&registry.url, &topics.events, 2, 1_000).await;
     let session_timeout = Duration::from_secs(60);
+    let session_ms = session_timeout.as_millis().to_string();
     let start = |listen: &str| {
-        adstream(
+        start_static_member(
             &registry.url,
-            &[
-                "process",
-                "campaign-metrics",
-                "--topology",
-                topology_path.to_str().expect("utf-8"),
-                "--application-id",
-                &processor,
-                "--instance-id",
-                "cm-0",
-                "--static-membership",
-                "--session-timeout-ms",
-                &session_timeout.as_millis().to_string(),
-                "--metrics-listen",
-                listen,
-            ],
+            &topology_path,
+            &processor,
+            listen,
+            &["--session-timeout-ms", &session_ms],
         )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the job")
     };
     let first_listen = format!("127.0.0.1:{}", free_port());
     let mut first = start(&first_listen);
@@ -212,24 +227,7 @@ async fn a_fenced_job_starts_again_in_process_with_new_clients() {
     let (topology_path, topics) = apply_private_topology(&registry.url, &dir, &prefix, &processor);
     produce_generated_events(&registry.url, &topics.events, 3, 1_000).await;
     let start = |listen: &str, extra: &[&str]| {
-        let mut args = vec![
-            "process",
-            "campaign-metrics",
-            "--topology",
-            topology_path.to_str().expect("utf-8"),
-            "--application-id",
-            &processor,
-            "--instance-id",
-            "cm-0",
-            "--static-membership",
-            "--metrics-listen",
-            listen,
-        ];
-        args.extend_from_slice(extra);
-        adstream(&registry.url, &args)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the job")
+        start_static_member(&registry.url, &topology_path, &processor, listen, extra)
     };
     let first_listen = format!("127.0.0.1:{}", free_port());
     let first_base = format!("http://{first_listen}");

@@ -860,6 +860,21 @@ mod tests {
         }
     }
 
+    /// Up to 15 paths of up to 6 touches over five channels, with random conversions, values and nulls.
+    fn random_paths(rng: &mut Rng) -> Vec<PathCount> {
+        let alphabet = ["a", "b", "c", "d", "e"];
+        (0..1 + rng.below(15))
+            .map(|_| PathCount {
+                channels: (0..1 + rng.below(6))
+                    .map(|_| alphabet[rng.below(5) as usize].to_owned())
+                    .collect(),
+                conversions: rng.below(5) as f64,
+                value: rng.unit() * 50.0,
+                nulls: rng.below(20) as f64,
+            })
+            .collect()
+    }
+
     fn path(channels: &str, conversions: f64, value: f64, nulls: f64) -> PathCount {
         PathCount {
             channels: parse_path(channels, ">"),
@@ -1390,18 +1405,8 @@ mod tests {
     #[test]
     fn markov_conversion_probability_is_the_conversion_rate_and_effects_lie_in_unit_range() {
         let mut rng = Rng(0x0123_4567_89ab_cdef);
-        let alphabet = ["a", "b", "c", "d", "e"];
         for _ in 0..100 {
-            let paths: Vec<PathCount> = (0..1 + rng.below(15))
-                .map(|_| PathCount {
-                    channels: (0..1 + rng.below(6))
-                        .map(|_| alphabet[rng.below(5) as usize].to_owned())
-                        .collect(),
-                    conversions: rng.below(5) as f64,
-                    value: rng.unit() * 50.0,
-                    nulls: rng.below(20) as f64,
-                })
-                .collect();
+            let paths = random_paths(&mut rng);
             let conversions: f64 = paths.iter().map(|p| p.conversions).sum();
             let journeys: f64 = paths.iter().map(|p| p.conversions + p.nulls).sum();
             let result = markov(&paths).unwrap();
@@ -1449,18 +1454,8 @@ mod tests {
     #[test]
     fn markov_survival_of_one_channel_is_one_minus_its_removal_effect() {
         let mut rng = Rng(0x5a5a_0000_1111_2222);
-        let alphabet = ["a", "b", "c", "d", "e"];
         for _ in 0..100 {
-            let paths: Vec<PathCount> = (0..1 + rng.below(15))
-                .map(|_| PathCount {
-                    channels: (0..1 + rng.below(6))
-                        .map(|_| alphabet[rng.below(5) as usize].to_owned())
-                        .collect(),
-                    conversions: rng.below(5) as f64,
-                    value: rng.unit() * 50.0,
-                    nulls: rng.below(20) as f64,
-                })
-                .collect();
+            let paths = random_paths(&mut rng);
             let result = markov(&paths).unwrap();
             let chain = MarkovChain::fit(&paths).unwrap();
             assert_eq!(
