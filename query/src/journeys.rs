@@ -2,8 +2,11 @@
 //! `adstream attribution journeys`).
 //!
 //! One table, `history."<journeys topic>"`, a [`TopicTable`] read with this build's `Journey` schema. The journeys
-//! that ended in `[from, until)` — by record timestamp, which the attribution job sets to the journey's end, so the
-//! scan starts where Kafka's time index says and is exact — are grouped by path into ChannelAttribution's rows:
+//! that ended in `[from, until)` (`ended_at`, which is also the record timestamp) are grouped by path into
+//! ChannelAttribution's rows. The scan starts where Kafka's time index puts `from` (a `_timestamp` bound, exact at
+//! the start); the end is filtered on `ended_at` only, not pushed down as a `_timestamp` bound: the topic is
+//! written in transactions, whose commit markers carry the wall-clock time, and a marker newer than `until` would
+//! end the scan before later records of older journeys. The rows:
 //! `path`, `total_conversions` (converted journeys), `total_conversion_value` (their value, in currency units:
 //! micros / 10⁶, currencies summed as they come) and `total_null` (journeys without conversion). Reads are
 //! `read_committed`, up to the topic's end when the query runs.
@@ -106,7 +109,8 @@ impl JourneySession {
                         AS total_conversion_value, \
                     SUM(CASE WHEN converted THEN 0 ELSE 1 END) AS total_null \
              FROM {HISTORY}.\"{}\" \
-             WHERE _timestamp >= to_timestamp_millis({from_ms}) AND _timestamp < to_timestamp_millis({until_ms}) \
+             WHERE _timestamp >= to_timestamp_millis({from_ms}) AND ended_at >= to_timestamp_millis({from_ms}) \
+               AND ended_at < to_timestamp_millis({until_ms}) \
                AND path IS NOT NULL AND path <> '' \
              GROUP BY path ORDER BY path",
             self.topic.replace('"', "\"\"")
