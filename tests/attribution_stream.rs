@@ -105,9 +105,7 @@ fn produce(producer: &adstream_producers::producer::EventProducer, events: &[Eve
         }
         .expect("enqueued");
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("delivered");
+    producer.flush(Duration::from_secs(30)).expect("delivered");
 }
 
 fn read<T: serde::de::DeserializeOwned>(topic: &str, schema: &str) -> Vec<(String, T)> {
@@ -143,7 +141,10 @@ fn run_attribution(registry: &str, topology: &str, processor: &str) {
 fn assert_close(ours: &[f64], expected: &[f64], what: &str) {
     assert_eq!(ours.len(), expected.len(), "{what}: {ours:?}");
     for (a, b) in ours.iter().zip(expected) {
-        assert!((a - b).abs() < 1e-12, "{what}: {ours:?}, expected {expected:?}");
+        assert!(
+            (a - b).abs() < 1e-12,
+            "{what}: {ours:?}, expected {expected:?}"
+        );
     }
 }
 
@@ -306,10 +307,11 @@ async fn journeys_are_written_and_fitted_weights_credit_new_conversions() {
         );
         run_attribution(&registry.url, topology, &processor);
     });
-    let attributed: BTreeMap<String, AttributedConversion> =
-        tokio::task::block_in_place(|| read::<AttributedConversion>(&name("attributed"), AttributedConversion::SCHEMA))
-            .into_iter()
-            .collect();
+    let attributed: BTreeMap<String, AttributedConversion> = tokio::task::block_in_place(|| {
+        read::<AttributedConversion>(&name("attributed"), AttributedConversion::SCHEMA)
+    })
+    .into_iter()
+    .collect();
     let shares = |conversion: &str, model: AttributionModel| {
         attributed[conversion]
             .credits
@@ -332,11 +334,12 @@ async fn journeys_are_written_and_fitted_weights_credit_new_conversions() {
         assert_eq!(shares(before_the_fit, AttributionModel::Markov), None);
         assert_eq!(shares(before_the_fit, AttributionModel::Shapley), None);
     }
-    let credits: Vec<AttributionCredit> =
-        tokio::task::block_in_place(|| read::<AttributionCredit>(&name("credits"), AttributionCredit::SCHEMA))
-            .into_iter()
-            .map(|(_, credit)| credit)
-            .collect();
+    let credits: Vec<AttributionCredit> = tokio::task::block_in_place(|| {
+        read::<AttributionCredit>(&name("credits"), AttributionCredit::SCHEMA)
+    })
+    .into_iter()
+    .map(|(_, credit)| credit)
+    .collect();
     for model in [AttributionModel::Markov, AttributionModel::Shapley] {
         let of_model: Vec<&AttributionCredit> =
             credits.iter().filter(|c| c.model == model).collect();

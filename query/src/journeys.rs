@@ -88,7 +88,10 @@ impl JourneySession {
             message: e.to_string(),
         })?;
         let table = TopicTable::new(source.clone(), topic, reader, TableMode::History)?;
-        ctx.register_table(TableReference::full(CATALOG, HISTORY, topic), Arc::new(table))?;
+        ctx.register_table(
+            TableReference::full(CATALOG, HISTORY, topic),
+            Arc::new(table),
+        )?;
         Ok(JourneySession {
             ctx,
             topic: topic.to_owned(),

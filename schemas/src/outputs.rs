@@ -680,7 +680,11 @@ impl ModelWeight {
 
     /// The record key: `<model symbol>|<channel>`.
     pub fn key(&self) -> String {
-        format!("{}|{}", AttributionModel::from(self.model).symbol(), self.channel)
+        format!(
+            "{}|{}",
+            AttributionModel::from(self.model).symbol(),
+            self.channel
+        )
     }
 }
 

@@ -161,7 +161,10 @@ impl PeriodArgs {
     /// `[from, until)` in epoch milliseconds, `until` defaulting to `now_ms`.
     fn period(&self, now_ms: i64) -> Result<(i64, i64)> {
         if !(self.period_days.is_finite() && self.period_days > 0.0) {
-            bail!("--period-days must be a positive number of days, got {}", self.period_days);
+            bail!(
+                "--period-days must be a positive number of days, got {}",
+                self.period_days
+            );
         }
         let until = match &self.until {
             Some(text) => parse_instant(text).with_context(|| format!("--until {text}"))?,
@@ -205,7 +208,11 @@ fn journey_session(
     topology: &Topology,
     period: &PeriodArgs,
 ) -> Result<(Wiring, JourneySession)> {
-    let wiring = Wiring::resolve(topology, &period.application_id, AttributionDefinition::PORTS)?;
+    let wiring = Wiring::resolve(
+        topology,
+        &period.application_id,
+        AttributionDefinition::PORTS,
+    )?;
     let journeys = wiring.optional("journeys").ok_or_else(|| {
         anyhow!(
             "processor {} in {} writes no journeys (add a topic carrying io.adstream.attribution.Journey to its \
@@ -230,7 +237,8 @@ pub async fn journeys(settings: &Settings, topology: &Topology, args: JourneysAr
         .fold((0, 0), |(c, n), row| (c + row.conversions, n + row.nulls));
     match &args.export {
         Some(path) => {
-            std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, csv)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
                 "{}: {} paths, {conversions} converted and {nulls} other journeys that ended in [{from}, {until}) \
                  written to {}",
@@ -271,7 +279,10 @@ impl WeightWriter {
         let encoder = WireEncoder::new(ModelWeight::SCHEMA, id)?;
         let producer: ThreadedProducer<DefaultProducerContext> = settings
             .kafka_config()
-            .set("transactional.id", format!("{}-fit", wiring.application_id()))
+            .set(
+                "transactional.id",
+                format!("{}-fit", wiring.application_id()),
+            )
             .set("enable.idempotence", "true")
             .create()
             .map_err(|e| anyhow!("cannot create a producer: {e}"))?;
@@ -306,9 +317,12 @@ impl WeightWriter {
                 loop {
                     match self.producer.send(pending) {
                         Ok(()) => break,
-                        Err((rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ), back)) => {
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            back,
+                        )) => {
                             pending = back;
                             self.producer.poll(Duration::from_millis(100));
                         }

@@ -582,7 +582,10 @@ impl Checker<'_> {
                 "true" => true,
                 "false" => false,
                 _ => {
-                    self.error(at, format!("{owner}: broadcast must be true or false, got '{value}'"));
+                    self.error(
+                        at,
+                        format!("{owner}: broadcast must be true or false, got '{value}'"),
+                    );
                     false
                 }
             },

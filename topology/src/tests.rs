@@ -221,7 +221,10 @@ fn a_broadcast_topic_is_read_whatever_its_key_but_with_the_same_partition_count(
              by 'model_channel' (repartition it by 'campaign_id' into another topic)"
         ]
     );
-    let fewer = yaml.replace("    broadcast: true\n", "    broadcast: true\n    partitions: 1\n");
+    let fewer = yaml.replace(
+        "    broadcast: true\n",
+        "    broadcast: true\n    partitions: 1\n",
+    );
     assert_eq!(errors(&fewer).len(), 1, "{:?}", errors(&fewer));
 }
 
@@ -562,7 +565,13 @@ fn the_project_topology_is_valid() {
                 Some("conversion_id"),
                 None
             ),
-            ("attribution.journeys", 4, "delete", Some("user_id"), forever),
+            (
+                "attribution.journeys",
+                4,
+                "delete",
+                Some("user_id"),
+                forever
+            ),
             (
                 "attribution.model_weights",
                 4,

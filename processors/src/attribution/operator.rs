@@ -354,7 +354,11 @@ impl AttributionJob {
 
     /// Takes in a weight record of the model-weights table (a tombstone changes nothing: a fit replaces its model's
     /// weights as a whole).
-    fn add_weight(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
+    fn add_weight(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), DecodeError> {
         if record.value.is_none() {
             return Ok(());
         }
@@ -676,7 +680,7 @@ impl AttributionJob {
             let Some(index) = self.open_journeys.get_mut(&partition) else {
                 return;
             };
-            if !index.first().is_some_and(|(close_at, _)| *close_at < until) {
+            if index.first().is_none_or(|(close_at, _)| *close_at >= until) {
                 return;
             }
             let Some((_, user_id)) = index.pop_first() else {

@@ -91,7 +91,8 @@ impl LatestWeights {
     /// Records of unknown models and weights that are not finite numbers ≥ 0 are ignored; returns whether the
     /// record changed anything (a table read again at a restore brings the same records once more).
     pub fn apply(&mut self, record: &ModelWeight) -> bool {
-        if record.model == WeightModel::Unknown || !(record.weight.is_finite() && record.weight >= 0.0)
+        if record.model == WeightModel::Unknown
+            || !(record.weight.is_finite() && record.weight >= 0.0)
         {
             return false;
         }
@@ -191,7 +192,10 @@ mod tests {
             let record = of(WeightModel::Markov, channel);
             assert_eq!(record.weight, markov_model.removal_effects[channel]);
             assert_eq!((record.journeys, record.conversions), (9, 3));
-            assert_eq!((record.period_start, record.period_end, record.fitted_at), (100, 200, 300));
+            assert_eq!(
+                (record.period_start, record.period_end, record.fitted_at),
+                (100, 200, 300)
+            );
         }
         // Shapley by hand: a > b splits 2 conversions between a and b; a alone earns its 1.
         assert_eq!(of(WeightModel::Shapley, "a").weight, 2.0);
@@ -220,7 +224,10 @@ mod tests {
             assert!((share - expected).abs() < 1e-12, "{shares:?}");
         }
         assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(!latest.apply(&weight(WeightModel::Markov, "b", 0.2, 1)), "nothing new");
+        assert!(
+            !latest.apply(&weight(WeightModel::Markov, "b", 0.2, 1)),
+            "nothing new"
+        );
     }
 
     #[test]
@@ -232,7 +239,10 @@ mod tests {
         assert_eq!(latest.shares(WeightModel::Shapley, &["a", "c"]), None);
         assert_eq!(latest.shares(WeightModel::Shapley, &[]), None);
         assert_eq!(latest.shares(WeightModel::Markov, &["b"]), None);
-        assert_eq!(latest.models().collect::<Vec<_>>(), vec![WeightModel::Shapley]);
+        assert_eq!(
+            latest.models().collect::<Vec<_>>(),
+            vec![WeightModel::Shapley]
+        );
     }
 
     #[test]
@@ -248,6 +258,9 @@ mod tests {
         assert!(!latest.apply(&weight(WeightModel::Markov, "a", 0.9, 10)));
         assert!(!latest.apply(&weight(WeightModel::Markov, "a", f64::NAN, 30)));
         assert!(!latest.apply(&weight(WeightModel::Unknown, "a", 1.0, 30)));
-        assert_eq!(latest.shares(WeightModel::Markov, &["a", "b"]), Some(vec![0.0, 1.0]));
+        assert_eq!(
+            latest.shares(WeightModel::Markov, &["a", "b"]),
+            Some(vec![0.0, 1.0])
+        );
     }
 }

@@ -1146,7 +1146,13 @@ fn attribution_with_journeys(weights: &[(WeightModel, &str, f64)]) -> Simulation
             value_micros: 10_000_000,
             currency: "EUR".into(),
         };
-        record(1, 0, time, user, wire(avsc::CONVERSION, CONVERSION_ID, &value))
+        record(
+            1,
+            0,
+            time,
+            user,
+            wire(avsc::CONVERSION, CONVERSION_ID, &value),
+        )
     };
     let mut input: Vec<SimulatedRecord> = weights
         .iter()
@@ -1163,7 +1169,13 @@ fn attribution_with_journeys(weights: &[(WeightModel, &str, f64)]) -> Simulation
                 conversions: 5,
                 fitted_at: T0,
             };
-            let mut table = record(2, 0, T0, &value.key(), wire(ModelWeight::SCHEMA, WEIGHT_ID, &value));
+            let mut table = record(
+                2,
+                0,
+                T0,
+                &value.key(),
+                wire(ModelWeight::SCHEMA, WEIGHT_ID, &value),
+            );
             table.headers.clear();
             table
         })
@@ -1216,12 +1228,27 @@ fn attribution_writes_each_touch_in_one_journey_converted_or_not() {
     assert_eq!(
         journeys,
         [
-            ("u-a".to_owned(), false, "c-c".to_owned(), T0 + 40 * MINUTE + HOUR),
-            ("u-a".to_owned(), true, "c-a > c-b".to_owned(), T0 + 30 * MINUTE),
+            (
+                "u-a".to_owned(),
+                false,
+                "c-c".to_owned(),
+                T0 + 40 * MINUTE + HOUR
+            ),
+            (
+                "u-a".to_owned(),
+                true,
+                "c-a > c-b".to_owned(),
+                T0 + 30 * MINUTE
+            ),
             // c-a was more than the lookback before u-b's conversion: it closes unconverted when the conversion
             // is attributed, ending an hour after it.
             ("u-b".to_owned(), false, "c-a".to_owned(), T0 + HOUR),
-            ("u-b".to_owned(), true, "c-b".to_owned(), T0 + 2 * HOUR + 20 * MINUTE),
+            (
+                "u-b".to_owned(),
+                true,
+                "c-b".to_owned(),
+                T0 + 2 * HOUR + 20 * MINUTE
+            ),
         ]
     );
     assert_eq!(counter(&run, "journeys_converted"), 2);
@@ -1259,7 +1286,10 @@ fn attribution_credits_markov_and_shapley_with_the_weights_read() {
     };
     // Touchpoints c-a, c-b: Markov 0.6 : 0.2; Shapley knows only c-b.
     let markov = shares(AttributionModel::Markov).expect("Markov shares");
-    assert!((markov[0] - 0.75).abs() < 1e-12 && (markov[1] - 0.25).abs() < 1e-12, "{markov:?}");
+    assert!(
+        (markov[0] - 0.75).abs() < 1e-12 && (markov[1] - 0.25).abs() < 1e-12,
+        "{markov:?}"
+    );
     assert_eq!(shares(AttributionModel::Shapley), Some(vec![0.0, 1.0]));
     let credits: Vec<AttributionCredit> = run
         .topic("attribution.credits")
@@ -1273,11 +1303,18 @@ fn attribution_credits_markov_and_shapley_with_the_weights_read() {
             .filter(|c| c.model == model)
             .map(|c| c.conversions)
             .sum();
-        assert!((total - 2.0).abs() < 1e-12, "{model}: {total} for 2 conversions");
+        assert!(
+            (total - 2.0).abs() < 1e-12,
+            "{model}: {total} for 2 conversions"
+        );
     }
     let markov_a = credits
         .iter()
-        .find(|c| c.model == AttributionModel::Markov && c.conversion_id == "conv-a" && c.campaign_id == "c-a")
+        .find(|c| {
+            c.model == AttributionModel::Markov
+                && c.conversion_id == "conv-a"
+                && c.campaign_id == "c-a"
+        })
         .expect("c-a's Markov credit");
     assert_eq!(markov_a.credit_id, "conv-a|c-a|MARKOV");
     assert!((markov_a.revenue_micros - 7_500_000.0).abs() < 1e-6);
