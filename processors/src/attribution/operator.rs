@@ -1,5 +1,6 @@
 //! The attribution job's second stage: each user's touches in a store, every conversion credited under every rule
-//! model once its touches are known.
+//! model once its touches are known (and under MARKOV and SHAPLEY with the latest fitted weights), and each closed
+//! journey written for the model fit.
 //!
 //! Inputs, both keyed by user id and co-partitioned: the repartition topic of touches (see [`super::repartition`])
 //! and the conversions topic. State, in two stores with changelogs:
@@ -22,6 +23,36 @@
 //! minus `retention`, or a touch older than the watermark minus `lookback` minus `retention`, could no longer be
 //! attributed completely: it goes to `late.<topic>` with the reason. A touch that arrives after a conversion it
 //! preceded was already attributed (more than `grace` late) is kept for later conversions and counted.
+//!
+//! **Journeys** (`attribution.journeys`, when the processor wires an output carrying `Journey`; key user id). Each
+//! touch is in at most one journey, so that the journeys are the disjoint paths a path-based model (Markov, Shapley,
+//! ChannelAttribution) expects: one path per journey, ending in a conversion or in nothing. A user's *open journey*
+//! is their eligible touches (views only when `count_views`) after the last journey closed for them
+//! ([`UserTouches::closed_until_ms`]). It closes:
+//! - **converted**, when a conversion of the user is attributed: the open touches within its lookback, up to the
+//!   conversion, are the converted journey (`journey_id` = `conversion_id`, `ended_at` = conversion time). Open
+//!   touches older than the lookback close first, as a journey that did not convert (they led nowhere in time).
+//!   Touches after the conversion stay open: with a second conversion later, a touch that fed the first is in the
+//!   first journey only, even if the second's touchpoints (which the rule models credit) include it; and a
+//!   conversion whose lookback holds no open touch writes no journey;
+//! - **not converted**, when the lookback has passed since its last touch with no conversion: at the first commit
+//!   where the watermark minus grace is past the last touch plus the lookback (conversions up to there are
+//!   attributed first, so none could still claim it); `ended_at` is the last touch plus the lookback;
+//! - **cut**, when touches of an open journey leave the store (a journey longer than lookback plus retention): the
+//!   leaving touches are written as a journey that did not convert.
+//!
+//! A touch that arrives after the journey it belonged to closed (more than `grace` late) joins no journey. The end
+//! of the input closes nothing: journeys still open then are written by a later run. Journeys are written in the
+//! commit that closes them, with the job's other outputs.
+//!
+//! **Data-driven credit** (MARKOV and SHAPLEY). When the processor wires an input carrying `ModelWeight`
+//! (`attribution.model_weights`, written by `adstream attribution fit` to every partition, read as a table: task `n`
+//! reads partition `n` to its end before any of its records), every conversion is also credited under each model
+//! with a fit, by [`super::weights::LatestWeights::shares`]: the newest fit of the model as a whole, a campaign's
+//! weight split evenly over its touches, normalised over the conversion's touchpoints. Before the first fit, and
+//! for a conversion whose campaigns all weigh nothing, the model is left out of that conversion (counted in
+//! `data_driven_skipped`), never made up; otherwise its shares sum to 1 like the rule models'. Their shares go to
+//! `attribution.conversions` and their per-campaign sums to `attribution.credits`, as the rule models' do.
 //!
 //! Conversions are attributed exactly once under exactly-once processing: a pending conversion leaves the store in
 //! the same transaction as its outputs. Duplicates in the input itself are dropped and counted: a conversion whose
