@@ -222,7 +222,8 @@ pub struct AttributionCounters {
     pub journeys_not_converted: u64,
     /// Weight records of the data-driven models taken in.
     pub weights_read: u64,
-    /// Attributed conversions a data-driven model with a fit could not credit (none of its channels has weight).
+    /// (Attributed conversion, fitted data-driven model) pairs the model could not credit: none of the
+    /// conversion's campaigns has weight.
     pub data_driven_skipped: u64,
 }
 
@@ -724,6 +725,12 @@ impl AttributionJob {
             let Some(last) = open.last() else {
                 continue;
             };
+            let close_at = last.t.saturating_add(self.config.lookback_ms);
+            if close_at >= until {
+                // The index is kept in step with the open journeys; should it lag, the journey waits for its time.
+                index.insert((close_at, user_id));
+                continue;
+            }
             user.closed_until_ms = Some(last.t);
             self.write_unconverted(&user_id, &open, ctx);
         }
@@ -1031,7 +1038,7 @@ impl Operator for AttributionJob {
             ),
             (
                 "data_driven_skipped",
-                "Attributed conversions a fitted data-driven model could not credit (no weight for their campaigns).",
+                "Attributed conversions left out by a fitted data-driven model (their campaigns weigh nothing), per model.",
                 c.data_driven_skipped,
             ),
         ]
