@@ -41,7 +41,9 @@
 //! - **cut**, when touches of an open journey leave the store (a journey longer than lookback plus retention): the
 //!   leaving touches are written as a journey that did not convert.
 //!
-//! A touch that arrives after the journey it belonged to closed (more than `grace` late) joins no journey. The end
+//! A touch that arrives after the journey it belonged to closed (more than `grace` late) joins no journey; a
+//! conversion attributed after its grace finds the touches that an earlier close took and claims only those still
+//! open (possibly none: then it writes no journey, though it is credited as usual). The end
 //! of the input closes nothing: journeys still open then are written by a later run. Journeys are written in the
 //! commit that closes them, with the job's other outputs.
 //!
