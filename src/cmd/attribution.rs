@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use adstream_kafka::produce::send_waiting_for_room;
 use adstream_kafka::registry_client::{RegistryClient, DEFAULT_TIMEOUT};
 use adstream_processors::attribution::dataset::parse_dataset;
 use adstream_processors::attribution::job::AttributionDefinition;
@@ -297,46 +298,42 @@ impl WeightWriter {
         })
     }
 
-    /// Writes every record to every partition, all in one transaction.
+    /// Writes every record to every partition, all in one transaction (aborted on any failure).
     fn write(&self, records: &[ModelWeight]) -> Result<()> {
         let topic = &self.topic;
         self.producer
             .begin_transaction()
             .map_err(|e| anyhow!("cannot begin a transaction on {topic}: {e}"))?;
+        let written = self.send_all(records).and_then(|()| {
+            self.producer
+                .commit_transaction(Duration::from_secs(60))
+                .map_err(|e| anyhow!("cannot commit the weights to {topic}: {e}"))
+        });
+        if written.is_err() {
+            // Nothing of this fit is visible to read_committed readers; the next fit starts a new transaction.
+            let _ = self.producer.abort_transaction(Duration::from_secs(30));
+        }
+        written
+    }
+
+    fn send_all(&self, records: &[ModelWeight]) -> Result<()> {
+        let topic = &self.topic;
         let mut value = Vec::new();
         for record in records {
             value.clear();
             self.encoder.encode(record, &mut value)?;
             let key = record.key();
             for partition in 0..self.partitions {
-                let mut pending = BaseRecord::to(topic)
+                let pending = BaseRecord::to(topic)
                     .key(key.as_str())
                     .payload(value.as_slice())
                     .partition(partition)
                     .timestamp(record.fitted_at);
-                loop {
-                    match self.producer.send(pending) {
-                        Ok(()) => break,
-                        Err((
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull,
-                            ),
-                            back,
-                        )) => {
-                            pending = back;
-                            self.producer.poll(Duration::from_millis(100));
-                        }
-                        Err((e, _)) => {
-                            let _ = self.producer.abort_transaction(Duration::from_secs(30));
-                            bail!("cannot write to {topic}: {e}");
-                        }
-                    }
-                }
+                send_waiting_for_room(&self.producer, pending)
+                    .map_err(|refused| anyhow!("cannot write to {topic}: {}", refused.0))?;
             }
         }
-        self.producer
-            .commit_transaction(Duration::from_secs(60))
-            .map_err(|e| anyhow!("cannot commit the weights to {topic}: {e}"))
+        Ok(())
     }
 }
 
