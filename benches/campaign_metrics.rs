@@ -1684,6 +1684,8 @@ async fn other_jobs(
         partitions: PARTITIONS,
         attributed: format!("{app}.attributed"),
         credits: format!("{app}.credits"),
+        journeys: None,
+        model_weights: None,
         lookback_ms: 30 * 86_400_000,
         grace_ms: 600_000,
         retention_ms: 86_400_000,

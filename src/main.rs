@@ -218,6 +218,21 @@ enum AttributionCommand {
         #[command(flatten)]
         args: cmd::attribution::ModelsArgs,
     },
+    /// Fit Markov removal effects and Shapley values per campaign over a sliding period of the attribution job's
+    /// journeys and write them to its model-weights topic (every partition), once or every --interval-secs.
+    Fit {
+        #[command(flatten)]
+        args: cmd::attribution::FitArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// A period's journeys as ChannelAttribution path data (what `fit` fits), to a file or stdout.
+    Journeys {
+        #[command(flatten)]
+        args: cmd::attribution::JourneysArgs,
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -394,6 +409,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq(DlqCommand::Inspect { args }) => cmd::dlq::inspect(&settings, args).await,
         Command::Dlq(DlqCommand::Redrive { args }) => cmd::dlq::redrive(&settings, args).await,
         Command::Attribution(AttributionCommand::Models { args }) => cmd::attribution::models(args),
+        Command::Attribution(AttributionCommand::Fit { args, topology }) => {
+            cmd::attribution::fit(&settings, &topology.load()?, args, shutdown_signal()).await
+        }
+        Command::Attribution(AttributionCommand::Journeys { args, topology }) => {
+            cmd::attribution::journeys(&settings, &topology.load()?, args).await
+        }
         Command::Query(QueryCommand::Serve { args, topology }) => {
             cmd::query::serve(&settings, &topology.load()?, args, shutdown_signal()).await
         }

@@ -10,6 +10,7 @@
 //! - `output`     — query results written as a table, CSV, JSON lines or Parquet.
 //! - `instant`    — moments given as RFC 3339, dates or epoch milliseconds.
 //! - `report`     — the campaign report (`adstream report campaigns`) as SQL over topic tables.
+//! - `journeys`   — a period's attribution journeys grouped into a path dataset (`adstream attribution fit`).
 //! - `replay`     — a time range of a topic re-produced to another topic with provenance, or written to a file.
 //! - `server`     — a session over the PostgreSQL wire protocol (`adstream query serve`).
 //!
@@ -19,6 +20,7 @@
 pub mod avro_arrow;
 pub mod catalog;
 pub mod instant;
+pub mod journeys;
 pub mod output;
 pub mod pushdown;
 pub mod replay;

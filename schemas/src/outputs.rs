@@ -1,6 +1,7 @@
 //! Rust types for the processors' output and internal records: `schemas/campaign_metrics.avsc`,
 //! `schemas/campaign_alert.avsc`, `schemas/attribution_credit.avsc`, `schemas/attributed_conversion.avsc`,
-//! `schemas/attribution_touch.avsc` (the attribution job's repartition topic), `schemas/creative_fatigue.avsc` and
+//! `schemas/attribution_touch.avsc` (the attribution job's repartition topic), `schemas/attribution_journey.avsc`,
+//! `schemas/attribution_model_weight.avsc`, `schemas/creative_fatigue.avsc` and
 //! `schemas/creative_alert.avsc`.
 //!
 //! Like [`crate::events`], each struct serializes to exactly its `.avsc` record, checked by the tests below. Output
@@ -21,6 +22,10 @@ pub const ATTRIBUTION_CREDIT_AVSC: &str = include_str!("../attribution_credit.av
 pub const ATTRIBUTED_CONVERSION_AVSC: &str = include_str!("../attributed_conversion.avsc");
 /// `schemas/attribution_touch.avsc`.
 pub const ATTRIBUTION_TOUCH_AVSC: &str = include_str!("../attribution_touch.avsc");
+/// `schemas/attribution_journey.avsc`.
+pub const ATTRIBUTION_JOURNEY_AVSC: &str = include_str!("../attribution_journey.avsc");
+/// `schemas/attribution_model_weight.avsc`.
+pub const ATTRIBUTION_MODEL_WEIGHT_AVSC: &str = include_str!("../attribution_model_weight.avsc");
 /// `schemas/creative_fatigue.avsc`.
 pub const CREATIVE_FATIGUE_AVSC: &str = include_str!("../creative_fatigue.avsc");
 /// `schemas/creative_alert.avsc`.
@@ -562,6 +567,127 @@ impl AttributedConversion {
     pub const SCHEMA: &'static str = ATTRIBUTED_CONVERSION_AVSC;
 }
 
+/// One touch of a journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JourneyTouch {
+    /// Id of the impression or click.
+    pub event_id: String,
+    /// View or click.
+    pub kind: TouchKind,
+    /// Event time (UTC epoch millis).
+    pub event_time: i64,
+    /// Campaign of the ad: the journey's channel.
+    pub campaign_id: String,
+    /// Creative of the ad.
+    pub creative_id: String,
+}
+
+/// One closed journey of a user (`attribution.journeys`); see the schema's docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journey {
+    /// The conversion id of a converted journey; `<user_id>|<first touch id>|<last touch id>` otherwise.
+    pub journey_id: String,
+    /// The user; the record key.
+    pub user_id: String,
+    /// Whether the journey ended in a conversion.
+    pub converted: bool,
+    /// The conversion of a converted journey.
+    pub conversion_id: Option<String>,
+    /// Conversion value in micros; 0 when not converted.
+    pub value_micros: i64,
+    /// Currency of the value; empty when not converted.
+    pub currency: String,
+    /// Event time the journey ended (UTC epoch millis).
+    pub ended_at: i64,
+    /// Campaign ids joined by ` > `.
+    pub path: String,
+    /// The touches, oldest first.
+    pub touches: Vec<JourneyTouch>,
+    /// When the job closed it (wall clock).
+    pub closed_at: i64,
+    /// Correlation id of the conversion, or of the last touch.
+    pub correlation_id: String,
+}
+
+impl Journey {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.attribution.Journey";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = ATTRIBUTION_JOURNEY_AVSC;
+    /// Separator of the channels in [`Journey::path`].
+    pub const PATH_SEPARATOR: &'static str = " > ";
+}
+
+/// A data-driven model of `attribution.model_weights`. Unknown symbols from newer writers read as
+/// [`WeightModel::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WeightModel {
+    /// Shapley value over channel sets.
+    Shapley,
+    /// First-order Markov removal effect.
+    Markov,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+impl WeightModel {
+    /// The models a fit writes.
+    pub const ALL: [WeightModel; 2] = [WeightModel::Shapley, WeightModel::Markov];
+}
+
+/// The credit model a weight model credits conversions under.
+impl From<WeightModel> for AttributionModel {
+    fn from(model: WeightModel) -> Self {
+        match model {
+            WeightModel::Shapley => AttributionModel::Shapley,
+            WeightModel::Markov => AttributionModel::Markov,
+            WeightModel::Unknown => AttributionModel::Unknown,
+        }
+    }
+}
+
+/// One channel's weight under one data-driven model (`attribution.model_weights`); see the schema's docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelWeight {
+    /// The model.
+    pub model: WeightModel,
+    /// The channel (a campaign id).
+    pub channel: String,
+    /// Markov: removal effect; Shapley: Shapley value in conversions.
+    pub weight: f64,
+    /// `weight` over the sum of the model's weights.
+    pub share: f64,
+    /// The period's conversions credited to the channel.
+    pub credited_conversions: f64,
+    /// Fit period start, inclusive (UTC epoch millis).
+    pub period_start: i64,
+    /// Fit period end, exclusive (UTC epoch millis).
+    pub period_end: i64,
+    /// Journeys in the period.
+    pub journeys: i64,
+    /// Converted journeys in the period.
+    pub conversions: i64,
+    /// When the fit ran (wall clock); the same for every record of one fit.
+    pub fitted_at: i64,
+}
+
+impl ModelWeight {
+    /// Full name of the Avro record.
+    pub const FULL_NAME: &'static str = "io.adstream.attribution.ModelWeight";
+    /// The `.avsc` text.
+    pub const SCHEMA: &'static str = ATTRIBUTION_MODEL_WEIGHT_AVSC;
+
+    /// The record key: `<model symbol>|<channel>`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}",
+            AttributionModel::from(self.model).symbol(),
+            self.channel
+        )
+    }
+}
+
 /// Fatigue status of a creative. Unknown symbols from newer writers read as [`FatigueStatus::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -936,6 +1062,53 @@ mod tests {
                 creative_id: "meta-c1-cr-0".into(),
             },
         );
+    }
+
+    #[test]
+    fn journey_matches_schema() {
+        for (converted, conversion_id) in [(true, Some("cv-1".to_owned())), (false, None)] {
+            assert_matches_schema(
+                Journey::FULL_NAME,
+                Journey::SCHEMA,
+                Journey {
+                    journey_id: "cv-1".into(),
+                    user_id: "u-1".into(),
+                    converted,
+                    conversion_id,
+                    value_micros: 25_000_000,
+                    currency: "USD".into(),
+                    ended_at: 1_700_000_500_000,
+                    path: "meta-c1 > meta-c2".into(),
+                    touches: vec![JourneyTouch {
+                        event_id: "clk-1".into(),
+                        kind: TouchKind::Click,
+                        event_time: 1_700_000_000_000,
+                        campaign_id: "meta-c1".into(),
+                        creative_id: "meta-c1-cr-0".into(),
+                    }],
+                    closed_at: 1_700_000_600_000,
+                    correlation_id: "corr-1".into(),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn model_weight_matches_schema() {
+        let weight = ModelWeight {
+            model: WeightModel::Markov,
+            channel: "meta-c1".into(),
+            weight: 0.4,
+            share: 0.25,
+            credited_conversions: 12.5,
+            period_start: 1_700_000_000_000,
+            period_end: 1_700_086_400_000,
+            journeys: 200,
+            conversions: 50,
+            fitted_at: 1_700_086_500_000,
+        };
+        assert_eq!(weight.key(), "MARKOV|meta-c1");
+        assert_matches_schema(ModelWeight::FULL_NAME, ModelWeight::SCHEMA, weight);
     }
 
     #[test]

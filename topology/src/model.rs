@@ -127,6 +127,10 @@ pub struct Topic {
     pub compaction: Option<Compaction>,
     /// Any other topic configs, passed to Kafka as written.
     pub config: BTreeMap<String, String>,
+    /// Its writer writes every record to every partition (`broadcast: true`), so that each task of a processor
+    /// reading it as an input has all of it in its own partition: a processor may read it whatever its key (the
+    /// partition count must still match the processor's other inputs).
+    pub broadcast: bool,
     /// Where the topic's entry starts in the file.
     pub location: Location,
     /// Where its partition count is declared: its own `partitions` field, or `defaults.partitions`.

@@ -25,6 +25,7 @@ const TOPIC_FIELDS: &[&str] = &[
     "retention_ms",
     "compaction",
     "config",
+    "broadcast",
 ];
 const COMPACTION_FIELDS: &[&str] = &[
     "min_cleanable_dirty_ratio",
@@ -176,6 +177,7 @@ struct TopicDraft {
     retention_ms: Option<i64>,
     compaction: Option<Compaction>,
     config: BTreeMap<String, String>,
+    broadcast: bool,
 }
 
 impl TopicDraft {
@@ -193,6 +195,7 @@ impl TopicDraft {
             retention_ms: self.retention_ms,
             compaction: self.compaction,
             config: self.config,
+            broadcast: self.broadcast,
             location: self.location,
             partitions_location,
             replication_factor_location,
@@ -573,6 +576,20 @@ impl Checker<'_> {
         });
         let compaction = self.compaction(map, owner, cleanup_policy);
         let config = self.config(map, owner, cleanup_policy);
+        let broadcast = match self.text(map, "broadcast", owner) {
+            None => false,
+            Some((value, at)) => match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    self.error(
+                        at,
+                        format!("{owner}: broadcast must be true or false, got '{value}'"),
+                    );
+                    false
+                }
+            },
+        };
         TopicDraft {
             name: name.to_string(),
             location: start(map),
@@ -585,6 +602,7 @@ impl Checker<'_> {
             retention_ms,
             compaction,
             config,
+            broadcast,
         }
     }
 
@@ -825,6 +843,8 @@ impl Checker<'_> {
                 continue;
             };
             match (key, topic.key.as_deref()) {
+                // Every partition holds every record: any task reads all of it, whatever the key.
+                _ if topic.broadcast => {}
                 (Some(wanted), Some(actual)) if wanted != actual => self.error(
                     *at,
                     format!(

@@ -194,6 +194,41 @@ fn inputs_must_be_keyed_by_the_processors_key() {
 }
 
 #[test]
+fn a_broadcast_topic_is_read_whatever_its_key_but_with_the_same_partition_count() {
+    let weights = "  - name: weights\n    key: model_channel\n    cleanup_policy: compact\n    broadcast: true\n";
+    let yaml = VALID
+        .replace("processors:\n", &format!("{weights}processors:\n"))
+        .replace(
+            "inputs: [ads.impressions, ads.clicks, ads.campaigns]",
+            "inputs: [ads.impressions, ads.clicks, ads.campaigns, weights]",
+        );
+    let topology = Topology::parse(&yaml, "t.yaml").expect("a broadcast input is valid");
+    assert!(topology.topic("weights").expect("weights").broadcast);
+    assert!(!topology.topic("ads.clicks").expect("clicks").broadcast);
+
+    let unbroadcast = yaml.replace("    broadcast: true\n", "");
+    assert_eq!(
+        errors(&unbroadcast),
+        ["t.yaml:20:58: processor 'campaign-metrics' is keyed by 'campaign_id' but its input 'weights' is \
+          keyed by 'model_channel' (repartition it by 'campaign_id' into another topic)"]
+    );
+    let bad = yaml.replace("broadcast: true", "broadcast: yes please");
+    assert_eq!(
+        errors(&bad),
+        [
+            "t.yaml:18:16: topic 'weights': broadcast must be true or false, got 'yes please'",
+            "t.yaml:21:58: processor 'campaign-metrics' is keyed by 'campaign_id' but its input 'weights' is keyed \
+             by 'model_channel' (repartition it by 'campaign_id' into another topic)"
+        ]
+    );
+    let fewer = yaml.replace(
+        "    broadcast: true\n",
+        "    broadcast: true\n    partitions: 1\n",
+    );
+    assert_eq!(errors(&fewer).len(), 1, "{:?}", errors(&fewer));
+}
+
+#[test]
 fn topics_with_another_key_are_read_through_a_repartition() {
     let attribution = "  - name: attribution\n    repartition: [ads.impressions, ads.clicks]\n    \
                        inputs: [ads.conversions]\n    outputs: []\n    key: user_id\n";
@@ -264,7 +299,7 @@ fn typos_in_field_names_are_caught_with_a_suggestion() {
     assert_eq!(
         self::errors(&yaml),
         ["t.yaml:15:5: unknown field 'colour' in topic 'ads.conversions' (expected one of: name, description, key, \
-          value_schema, partitions, replication_factor, cleanup_policy, retention_ms, compaction, config)"]
+          value_schema, partitions, replication_factor, cleanup_policy, retention_ms, compaction, config, broadcast)"]
     );
     let yaml = VALID.replace("segment_ms: 3600000", "segmnt_ms: 3600000");
     assert_eq!(
@@ -530,6 +565,20 @@ fn the_project_topology_is_valid() {
                 Some("conversion_id"),
                 None
             ),
+            (
+                "attribution.journeys",
+                4,
+                "delete",
+                Some("user_id"),
+                forever
+            ),
+            (
+                "attribution.model_weights",
+                4,
+                "compact",
+                Some("model_channel"),
+                None
+            ),
             ("fatigue.creatives", 4, "compact", Some("creative_id"), None),
             ("platform.reports", 4, "compact", Some("report_key"), None),
             ("connectors.cursors", 1, "compact", Some("cursor_key"), None),
@@ -579,6 +628,11 @@ fn the_project_topology_is_valid() {
             (
                 "attribution.conversions",
                 "io.adstream.attribution.AttributedConversion"
+            ),
+            ("attribution.journeys", "io.adstream.attribution.Journey"),
+            (
+                "attribution.model_weights",
+                "io.adstream.attribution.ModelWeight"
             ),
             ("fatigue.creatives", "io.adstream.fatigue.CreativeFatigue"),
             ("platform.reports", "io.adstream.platform.PlatformReport"),

@@ -1,7 +1,7 @@
 //! The attribution job's definition: settings, ports and constructor (see [`crate::jobs`]).
 
 use adstream_schemas::events::{AdClick, AdImpression, AvroRecord, Conversion};
-use adstream_schemas::outputs::{AttributedConversion, AttributionCredit};
+use adstream_schemas::outputs::{AttributedConversion, AttributionCredit, Journey, ModelWeight};
 use serde::{Deserialize, Serialize};
 
 use super::models::RuleSettings;
@@ -103,17 +103,33 @@ impl AttributionDefinition {
         })
     }
 
-    /// Stage two over the topics of `wiring`.
+    /// Stage two over the topics of `wiring`. The model-weights table, when wired, must have the conversions'
+    /// partition count: task n reads its partition n, where the fit writes every weight.
     pub fn operator(
         wiring: &Wiring,
         settings: &AttributionSettings,
     ) -> Result<AttributionJob, JobError> {
+        let model_weights = wiring.optional("model_weights").map(str::to_owned);
+        if let Some(topic) = &model_weights {
+            let (weights, conversions) = (
+                wiring.partitions("model_weights")?,
+                wiring.partitions("conversions")?,
+            );
+            if weights != conversions {
+                return Err(JobError::Settings(format!(
+                    "{topic} has {weights} partitions but the conversions {conversions}: every task reads the \
+                     weights from its own partition, so they must be equal"
+                )));
+            }
+        }
         AttributionJob::new(AttributionConfig {
             touches: AttributionDefinition::repartition_topic(wiring.application_id()),
             conversions: wiring.topic("conversions")?,
             partitions: wiring.partitions("conversions")?,
             attributed: wiring.topic("attributed")?,
             credits: wiring.topic("credits")?,
+            journeys: wiring.optional("journeys").map(str::to_owned),
+            model_weights,
             lookback_ms: settings.lookback_ms()?,
             grace_ms: secs_ms(settings.grace_secs),
             retention_ms: secs_ms(settings.retention_secs),
@@ -129,7 +145,8 @@ impl AttributionDefinition {
 impl Job for AttributionDefinition {
     const NAME: &'static str = "attribution";
     const ABOUT: &'static str =
-        "Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model";
+        "Multi-touch attribution: touches re-keyed by user, every conversion credited under each rule model and, once \
+         fitted, Markov and Shapley; closed journeys written for the fit";
     const PORTS: &'static [Port] = &[
         Port::new(
             "impressions",
@@ -138,12 +155,14 @@ impl Job for AttributionDefinition {
         ),
         Port::new("clicks", PortList::Repartition, AdClick::FULL_NAME),
         Port::new("conversions", PortList::Input, Conversion::FULL_NAME),
+        Port::new("model_weights", PortList::Input, ModelWeight::FULL_NAME).optional(),
         Port::new(
             "attributed",
             PortList::Output,
             AttributedConversion::FULL_NAME,
         ),
         Port::new("credits", PortList::Output, AttributionCredit::FULL_NAME),
+        Port::new("journeys", PortList::Output, Journey::FULL_NAME).optional(),
     ];
     type Settings = AttributionSettings;
 

@@ -8,10 +8,14 @@
 //! - `repartition` — stage one of the job: impressions and clicks re-keyed by user into an internal topic.
 //! - `job`         — the job's settings, ports and constructor for the job registry.
 //! - `operator`    — stage two: each user's touches in a store with expiry; every conversion credited under every
-//!   rule model once its touches are known.
+//!   rule model once its touches are known, and under Markov and Shapley with the latest fitted weights; each closed
+//!   journey (converted, or not within the lookback) written to `attribution.journeys`.
+//! - `weights`     — the data-driven models on the stream: Markov removal effects and Shapley values fitted over a
+//!   period's journeys (`adstream attribution fit`), and the latest fit turned into shares of a conversion.
 
 pub mod dataset;
 pub mod job;
 pub mod models;
 pub mod operator;
 pub mod repartition;
+pub mod weights;

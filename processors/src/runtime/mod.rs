@@ -210,8 +210,9 @@ pub fn changelog_topic(application_id: &str, store: &str) -> String {
 pub enum InputKind {
     /// Events: every record is processed once and drives the watermark.
     Stream,
-    /// A compacted table co-partitioned with the streams (latest value per key): on assignment the partition is
-    /// read to its end before any stream record of the same partition is processed.
+    /// A compacted table co-partitioned with the streams (latest value per key), or broadcast (every record in
+    /// every partition, as `attribution.model_weights`): on assignment the partition is read to its end before any
+    /// stream record of the same partition is processed.
     Table,
 }
 

@@ -9,7 +9,8 @@ use adstream_schemas::events::{
 };
 use adstream_schemas::outputs::{
     AlertKind, AlertSeverity, AttributedConversion, AttributionCredit, AttributionModel,
-    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue,
+    AttributionTouch, CampaignAlert, CampaignMetrics, CreativeAlert, CreativeFatigue, Journey,
+    ModelWeight, WeightModel,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,6 +37,8 @@ const ATTRIBUTED_ID: u32 = 15;
 const CREDIT_ID: u32 = 16;
 const FATIGUE_ID: u32 = 17;
 const CREATIVE_ALERT_ID: u32 = 18;
+const JOURNEY_ID: u32 = 19;
+const WEIGHT_ID: u32 = 20;
 
 /// 2024-03-04T10:00:00Z.
 const T0: i64 = 1_709_546_400_000;
@@ -60,6 +63,8 @@ fn schemas() -> SchemaCache {
         (CREDIT_ID, AttributionCredit::SCHEMA),
         (FATIGUE_ID, CreativeFatigue::SCHEMA),
         (CREATIVE_ALERT_ID, CreativeAlert::SCHEMA),
+        (JOURNEY_ID, Journey::SCHEMA),
+        (WEIGHT_ID, ModelWeight::SCHEMA),
     ] {
         cache.insert(id, text).expect("schema parses");
     }
@@ -577,6 +582,8 @@ fn attribution_credits_a_conversion_to_the_touch_before_it_through_the_captured_
         partitions: PARTITIONS,
         attributed: "attribution.conversions".into(),
         credits: "attribution.credits".into(),
+        journeys: None,
+        model_weights: None,
         lookback_ms: 7 * 24 * HOUR,
         grace_ms: 10 * MINUTE,
         retention_ms: 24 * HOUR,
@@ -879,6 +886,8 @@ fn attribution_with_copies(copies: usize) -> Simulation {
         partitions: PARTITIONS,
         attributed: "attribution.conversions".into(),
         credits: "attribution.credits".into(),
+        journeys: None,
+        model_weights: None,
         lookback_ms: 7 * 24 * HOUR,
         grace_ms: 10 * MINUTE,
         retention_ms: 24 * HOUR,
@@ -1099,4 +1108,214 @@ fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interva
         alerts.iter().all(|a| a.kind == AlertKind::PacingUnder),
         "{alerts:?}"
     );
+}
+
+/// Attribution with journeys and a model-weights table on one partition, lookback 1 h: u-a sees c-a, clicks c-b,
+/// converts, then sees c-c and never converts; u-b sees c-a, then c-b more than the lookback later, and converts.
+/// Later traffic of u-x moves the watermark 5 h on.
+fn attribution_with_journeys(weights: &[(WeightModel, &str, f64)]) -> Simulation {
+    let events = numbered(vec![
+        impression(0, "c-a", "u-b", T0, 1_000),
+        impression(0, "c-a", "u-a", T0 + 10 * MINUTE, 1_000),
+        click(0, "c-b", "u-a", T0 + 20 * MINUTE, 40_000),
+        impression(0, "c-c", "u-a", T0 + 40 * MINUTE, 1_000),
+        impression(0, "c-b", "u-b", T0 + 2 * HOUR + 10 * MINUTE, 1_000),
+        impression(0, "c-a", "u-x", T0 + 5 * HOUR, 1_000),
+        click(0, "c-b", "u-x", T0 + 5 * HOUR, 40_000),
+    ]);
+    let repartition = TouchRepartition::new(RepartitionConfig {
+        impressions: "ads.impressions".into(),
+        clicks: "ads.clicks".into(),
+        touches: "attr-touches".into(),
+        partitions: 1,
+    })
+    .expect("stage 1");
+    let stage1 = simulate(
+        Box::new(repartition),
+        schemas(),
+        interleave_by_timestamp(events),
+        &SimulateOptions::new("attr-repartition", 1, vec![TOUCH_ID]),
+    )
+    .expect("stage 1 runs");
+    let conversion = |id: &str, user: &str, time: i64| {
+        let value = Conversion {
+            conversion_id: id.into(),
+            event_time: time,
+            user_id: user.into(),
+            conversion_type: ConversionType::Purchase,
+            value_micros: 10_000_000,
+            currency: "EUR".into(),
+        };
+        record(
+            1,
+            0,
+            time,
+            user,
+            wire(avsc::CONVERSION, CONVERSION_ID, &value),
+        )
+    };
+    let mut input: Vec<SimulatedRecord> = weights
+        .iter()
+        .map(|(model, channel, weight)| {
+            let value = ModelWeight {
+                model: *model,
+                channel: (*channel).into(),
+                weight: *weight,
+                share: 0.0,
+                credited_conversions: 0.0,
+                period_start: T0 - 24 * HOUR,
+                period_end: T0,
+                journeys: 10,
+                conversions: 5,
+                fitted_at: T0,
+            };
+            let mut table = record(
+                2,
+                0,
+                T0,
+                &value.key(),
+                wire(ModelWeight::SCHEMA, WEIGHT_ID, &value),
+            );
+            table.headers.clear();
+            table
+        })
+        .collect();
+    let mut streams = stage1.as_input("attr-touches", 0, 1);
+    streams.extend(numbered(vec![
+        conversion("conv-a", "u-a", T0 + 30 * MINUTE),
+        conversion("conv-b", "u-b", T0 + 2 * HOUR + 20 * MINUTE),
+    ]));
+    input.extend(interleave_by_timestamp(streams));
+    let attribution = AttributionJob::new(AttributionConfig {
+        touches: "attr-touches".into(),
+        conversions: "ads.conversions".into(),
+        partitions: 1,
+        attributed: "attribution.conversions".into(),
+        credits: "attribution.credits".into(),
+        journeys: Some("attribution.journeys".into()),
+        model_weights: Some("attribution.model_weights".into()),
+        lookback_ms: HOUR,
+        grace_ms: MINUTE,
+        retention_ms: 2 * HOUR,
+        settings: RuleSettings::default(),
+    })
+    .expect("stage 2");
+    simulate(
+        Box::new(attribution),
+        schemas(),
+        numbered(input),
+        &SimulateOptions::new(
+            "attr-attribution",
+            1,
+            vec![ATTRIBUTED_ID, CREDIT_ID, JOURNEY_ID],
+        ),
+    )
+    .expect("stage 2 runs")
+}
+
+#[test]
+fn attribution_writes_each_touch_in_one_journey_converted_or_not() {
+    let run = attribution_with_journeys(&[]);
+    let journeys: Vec<(String, bool, String, i64)> = run
+        .topic("attribution.journeys")
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| decode::<Journey>(Journey::FULL_NAME, Journey::SCHEMA, v))
+        .map(|j| (j.user_id, j.converted, j.path, j.ended_at))
+        .collect();
+    let mut journeys = journeys;
+    journeys.sort();
+    assert_eq!(
+        journeys,
+        [
+            (
+                "u-a".to_owned(),
+                false,
+                "c-c".to_owned(),
+                T0 + 40 * MINUTE + HOUR
+            ),
+            (
+                "u-a".to_owned(),
+                true,
+                "c-a > c-b".to_owned(),
+                T0 + 30 * MINUTE
+            ),
+            // c-a was more than the lookback before u-b's conversion: it closes unconverted when the conversion
+            // is attributed, ending an hour after it.
+            ("u-b".to_owned(), false, "c-a".to_owned(), T0 + HOUR),
+            (
+                "u-b".to_owned(),
+                true,
+                "c-b".to_owned(),
+                T0 + 2 * HOUR + 20 * MINUTE
+            ),
+        ]
+    );
+    assert_eq!(counter(&run, "journeys_converted"), 2);
+    assert_eq!(counter(&run, "journeys_not_converted"), 2);
+    // No fit read: the data-driven models credit nothing rather than something made up.
+    let conv: AttributedConversion = decode(
+        AttributedConversion::FULL_NAME,
+        AttributedConversion::SCHEMA,
+        run.compacted("attribution.conversions")
+            .get(b"conv-a".as_slice())
+            .expect("conv-a"),
+    );
+    assert!(conv.credits.iter().all(|m| m.model.is_rule_based()));
+}
+
+#[test]
+fn attribution_credits_markov_and_shapley_with_the_weights_read() {
+    let run = attribution_with_journeys(&[
+        (WeightModel::Markov, "c-a", 0.6),
+        (WeightModel::Markov, "c-b", 0.2),
+        (WeightModel::Shapley, "c-b", 3.0),
+    ]);
+    assert_eq!(counter(&run, "model_weights_read"), 3);
+    let attributed = run.compacted("attribution.conversions");
+    let conv: AttributedConversion = decode(
+        AttributedConversion::FULL_NAME,
+        AttributedConversion::SCHEMA,
+        attributed.get(b"conv-a".as_slice()).expect("conv-a"),
+    );
+    let shares = |model: AttributionModel| {
+        conv.credits
+            .iter()
+            .find(|m| m.model == model)
+            .map(|m| m.shares.clone())
+    };
+    // Touchpoints c-a, c-b: Markov 0.6 : 0.2; Shapley knows only c-b.
+    let markov = shares(AttributionModel::Markov).expect("Markov shares");
+    assert!(
+        (markov[0] - 0.75).abs() < 1e-12 && (markov[1] - 0.25).abs() < 1e-12,
+        "{markov:?}"
+    );
+    assert_eq!(shares(AttributionModel::Shapley), Some(vec![0.0, 1.0]));
+    let credits: Vec<AttributionCredit> = run
+        .topic("attribution.credits")
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| decode(AttributionCredit::FULL_NAME, AttributionCredit::SCHEMA, v))
+        .collect();
+    for model in [AttributionModel::Markov, AttributionModel::Shapley] {
+        let total: f64 = credits
+            .iter()
+            .filter(|c| c.model == model)
+            .map(|c| c.conversions)
+            .sum();
+        assert!(
+            (total - 2.0).abs() < 1e-12,
+            "{model}: {total} for 2 conversions"
+        );
+    }
+    let markov_a = credits
+        .iter()
+        .find(|c| {
+            c.model == AttributionModel::Markov
+                && c.conversion_id == "conv-a"
+                && c.campaign_id == "c-a"
+        })
+        .expect("c-a's Markov credit");
+    assert_eq!(markov_a.credit_id, "conv-a|c-a|MARKOV");
+    assert!((markov_a.revenue_micros - 7_500_000.0).abs() < 1e-6);
 }
