@@ -945,22 +945,31 @@ impl ClientContext for RebalanceHook {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let metrics = &self.metrics;
-        for (topic, stats) in &statistics.topics {
-            for (partition, p) in &stats.partitions {
-                // Partition -1 is librdkafka's internal queue. librdkafka's own consumer_lag is measured from the
-                // consumer's committed offset, which it does not learn when offsets are committed through the
-                // producer's transactions; so the lag is the last stable offset minus the position of what the
-                // application received (or the committed/low offset before it received anything).
-                if *partition < 0 {
-                    continue;
-                }
-                if let Some(lag) = partition_lag(p) {
-                    metrics.set_lag(topic, *partition, lag);
-                }
+        // Each snapshot lists every partition, so it replaces the lags whole: a snapshot taken before a revocation
+        // and delivered after it set the revoked partitions' lag again, and nothing ever removed it (an instance
+        // that handed two partitions back reported their lag from before the hand-over for good).
+        self.metrics.replace_lag(consumed_lags(&statistics));
+    }
+}
+
+/// The lag of every partition this member consumes in `statistics` (see [`partition_lag`]).
+fn consumed_lags(statistics: &rdkafka::Statistics) -> BTreeMap<(String, i32), i64> {
+    let mut lags = BTreeMap::new();
+    for (topic, stats) in &statistics.topics {
+        for (partition, p) in &stats.partitions {
+            // Partition -1 is librdkafka's internal queue. librdkafka's own consumer_lag is measured from the
+            // consumer's committed offset, which it does not learn when offsets are committed through the
+            // producer's transactions; so the lag is the last stable offset minus the position of what the
+            // application received (or the committed/low offset before it received anything).
+            if *partition < 0 {
+                continue;
+            }
+            if let Some(lag) = partition_lag(p) {
+                lags.insert((topic.clone(), *partition), lag);
             }
         }
     }
+    lags
 }
 
 impl ConsumerContext for RebalanceHook {

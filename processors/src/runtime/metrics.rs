@@ -108,10 +108,11 @@ impl JobMetrics {
         }
     }
 
-    /// Records the consumer lag of one partition.
-    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        if let Ok(mut lags) = self.lag.lock() {
-            lags.insert((topic.to_owned(), partition), lag);
+    /// Replaces every partition's lag with `lags`, a complete snapshot: a partition not in it is no longer
+    /// consumed here and drops out.
+    pub fn replace_lag(&self, lags: BTreeMap<(String, i32), i64>) {
+        if let Ok(mut held) = self.lag.lock() {
+            *held = lags;
         }
     }
 
@@ -371,8 +372,14 @@ mod tests {
         c.job
             .push(("corrections", "Events that corrected a final row.", 3));
         metrics.publish(&c);
-        metrics.set_lag("ads.clicks", 1, 42);
+        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 0), 7)]));
+        // A later snapshot without partition 0 (revoked since) drops it.
+        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 1), 42)]));
         let text = metrics.render("campaign-metrics");
+        assert!(
+            !text.contains("partition=\"0\""),
+            "a partition no longer consumed kept its lag:\n{text}"
+        );
         for line in [
             "adstream_records_in_total{job=\"campaign-metrics\",topic=\"ads.clicks\"} 7",
             "adstream_dead_letters_total{job=\"campaign-metrics\",topic=\"ads.clicks\",class=\"bad-magic-byte\"} 2",
