@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use adstream_kafka::produce::send_waiting_for_room;
+use adstream_kafka::produce::{self, send_waiting_for_room};
 use adstream_kafka::read::{self, ReadError, ReadOptions};
 use adstream_kafka::registry_client::{FailureKind, RegistryClient, DEFAULT_TIMEOUT};
 use adstream_kafka::{is_end_of_partition, QuietEof};
@@ -547,11 +547,7 @@ impl Task {
         offsets: &TopicPartitionList,
     ) -> Result<(), RuntimeError> {
         // Outputs first: only offsets of records whose effects Kafka acknowledged are committed.
-        self.tasks
-            .emitter
-            .transport
-            .producer
-            .flush(CALL_TIMEOUT)
+        produce::flush(&self.tasks.emitter.transport.producer, CALL_TIMEOUT)
             .map_err(|e| RuntimeError::Delivery(format!("flush: {e}")))?;
         let failed = self.delivery.failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
