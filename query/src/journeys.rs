@@ -17,7 +17,6 @@ use adstream_processors::attribution::models::{parse_path, PathCount};
 use adstream_schemas::outputs::Journey;
 use apache_avro::Schema;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
@@ -170,28 +169,16 @@ pub fn paths_csv(rows: &[PathRow]) -> String {
     out
 }
 
+/// [`crate::report::result_column`] as a journeys error.
 fn column(
     batch: &RecordBatch,
     name: &'static str,
     to: &DataType,
 ) -> Result<Arc<dyn Array>, JourneysError> {
-    let found = batch
-        .column_by_name(name)
-        .ok_or_else(|| JourneysError::Column {
-            column: name,
-            message: "missing from the result".to_owned(),
-        })?;
-    let cast = cast(found, to).map_err(|e| JourneysError::Column {
+    crate::report::result_column(batch, name, to).map_err(|message| JourneysError::Column {
         column: name,
-        message: e.to_string(),
-    })?;
-    if cast.null_count() > 0 {
-        return Err(JourneysError::Column {
-            column: name,
-            message: "null in a result row".to_owned(),
-        });
-    }
-    Ok(cast)
+        message,
+    })
 }
 
 #[cfg(test)]

@@ -343,29 +343,32 @@ fn saturate_i64(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// Column `name` of `batch` cast to `to`.
+/// Column `name` of `batch` cast to `to`, without nulls; the error says what is wrong with it.
+pub(crate) fn result_column(
+    batch: &RecordBatch,
+    name: &'static str,
+    to: &DataType,
+) -> Result<Arc<dyn Array>, String> {
+    let found = batch
+        .column_by_name(name)
+        .ok_or_else(|| "missing from the result".to_owned())?;
+    let cast = cast(found, to).map_err(|e| e.to_string())?;
+    if cast.null_count() > 0 {
+        return Err("null in a result row".to_owned());
+    }
+    Ok(cast)
+}
+
+/// [`result_column`] as a report error.
 fn column(
     batch: &RecordBatch,
     name: &'static str,
     to: &DataType,
 ) -> Result<Arc<dyn Array>, ReportError> {
-    let found = batch
-        .column_by_name(name)
-        .ok_or_else(|| ReportError::Column {
-            column: name,
-            message: "missing from the result".to_owned(),
-        })?;
-    let cast = cast(found, to).map_err(|e| ReportError::Column {
+    result_column(batch, name, to).map_err(|message| ReportError::Column {
         column: name,
-        message: e.to_string(),
-    })?;
-    if cast.null_count() > 0 {
-        return Err(ReportError::Column {
-            column: name,
-            message: "null in a result row".to_owned(),
-        });
-    }
-    Ok(cast)
+        message,
+    })
 }
 
 fn strings(batch: &RecordBatch, name: &'static str) -> Result<Vec<String>, ReportError> {
