@@ -187,9 +187,14 @@ impl KafkaSource {
         };
         let mut ranges = Vec::with_capacity(chosen.len());
         for &partition in &chosen {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-                .map_err(kafka)?;
+            // Waits out a partition without a leader for a moment (a broker restarting, leadership moving back):
+            // the chaos test's replay met NotLeaderForPartition here right after a broker kill.
+            let (low, high) =
+                read::watermarks::<_, Infallible>(&consumer, topic, partition, METADATA_TIMEOUT)
+                    .map_err(|e| QueryError::Kafka {
+                        topic: topic.to_owned(),
+                        message: e.to_string(),
+                    })?;
             ranges.push(PartitionRange {
                 partition,
                 start: low,
