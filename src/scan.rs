@@ -57,7 +57,7 @@ impl ProgressPrinter {
                         String::new()
                     };
                     eprintln!(
-                        "{label}: {fetched} of {planned} records read{percent}, {:.0} s",
+                        "{label}: {fetched} of up to {planned} records read{percent}, {:.0} s",
                         started.elapsed().as_secs_f64()
                     );
                 }

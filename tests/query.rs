@@ -194,6 +194,32 @@ async fn sql_replay_and_state_agree_with_an_independent_reading() {
         hourly.iter().map(|m| m.spend_micros).sum::<i64>()
     );
 
+    // Regression: a time range over a topic written in transactions. The job's rows carry event times (weeks
+    // ago), its commit markers the wall-clock time of their commit: the scan used to end at Kafka's offset for the
+    // range's end, which was the first commit marker, and returned the first transaction's rows only.
+    let hourly_messages = tokio::task::block_in_place(|| read_committed_messages(&topics.hourly));
+    let bound = START_MS + 3 * DAY_MS;
+    let before_bound = hourly_messages
+        .iter()
+        .filter(|m| m.timestamp().to_millis().is_some_and(|t| t < bound))
+        .count();
+    let (rows, _) = sql(
+        &registry.url,
+        &topology,
+        &format!(
+            "SELECT count(*) FROM history.\"{}\" WHERE _timestamp < '{}'",
+            topics.hourly,
+            rfc3339(bound)
+        ),
+        &[],
+    );
+    assert!(before_bound > 0, "the job wrote rows before the bound");
+    assert_eq!(
+        rows[0][0].parse::<usize>().expect("count"),
+        before_bound,
+        "every committed row of the output before the bound"
+    );
+
     // A tombstone removes its key from the compacted table; the history keeps the versions.
     let producer: ThreadedProducer<DefaultProducerContext> = kafka()
         .set("partitioner", "murmur2_random")

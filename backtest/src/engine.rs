@@ -57,7 +57,7 @@ use rdkafka::Message;
 use crate::journeys::{Journeys, NO_KEPT_TOUCH};
 use crate::strategy::{PauseStatus, Strategy};
 use crate::BacktestError;
-use adstream_query::source::KafkaSource;
+use adstream_query::source::{KafkaSource, TimestampOrder};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -340,7 +340,8 @@ impl History {
                 (None, None)
             };
             let mut records = Vec::new();
-            for range in source.plan_ranges(topic, None, from, to)? {
+            // The backtest's inputs are event streams, written roughly in time order.
+            for range in source.plan_ranges(topic, None, from, to, TimestampOrder::Roughly)? {
                 source.read_range(topic, range, 4096, |batch| {
                     for message in batch {
                         let timestamp = message.timestamp().to_millis();

@@ -87,8 +87,17 @@ pub fn register_topology(
             ),
             (HISTORY, TableMode::History),
         ];
+        // A processor's output is stamped with event times in no order (each row with its window's start, a
+        // commit writing many windows); every other topic is an event stream, written roughly in time order.
+        let written_by_processor = topology
+            .processors()
+            .iter()
+            .any(|p| p.outputs.contains(&topic.name));
         for (schema, mode) in tables {
-            let table = TopicTable::new(source.clone(), &topic.name, reader.clone(), mode)?;
+            let mut table = TopicTable::new(source.clone(), &topic.name, reader.clone(), mode)?;
+            if !written_by_processor {
+                table = table.in_timestamp_order();
+            }
             ctx.register_table(
                 TableReference::full(CATALOG, schema, topic.name.as_str()),
                 Arc::new(table),

@@ -27,7 +27,7 @@ use rdkafka::{ClientConfig, ClientContext, Message};
 
 use crate::output::{write_results, OutputError, OutputFormat};
 use crate::pushdown::{HEADERS, KEY, TIMESTAMP};
-use crate::source::KafkaSource;
+use crate::source::{KafkaSource, TimestampOrder};
 use crate::table::{TableMode, TopicTable};
 use crate::QueryError;
 
@@ -124,7 +124,9 @@ pub async fn to_file(
     let table_source = source.clone();
     // Registry and metadata calls block: off the async threads.
     let table = tokio::task::spawn_blocking(move || {
+        // Replays read event streams, written roughly in time order.
         TopicTable::from_registry(table_source, &topic, TableMode::History)
+            .map(TopicTable::in_timestamp_order)
     })
     .await??;
     let ctx = SessionContext::new();
@@ -204,6 +206,7 @@ pub async fn to_topic(
             partitions.as_deref(),
             Some(range.from_ms),
             Some(range.to_ms),
+            TimestampOrder::Roughly,
         )?;
         let replayed_at = chrono::Utc::now().timestamp_millis().to_string();
         let mut sent = 0u64;

@@ -25,6 +25,18 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// A partition read that makes no progress for this long fails the query rather than hanging it.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a topic's record timestamps follow its offsets, which decides where a time range's read may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampOrder {
+    /// Written roughly in timestamp order (the event streams of producers and connectors): a record lies at most
+    /// the source's maximum lateness behind newer ones, so a read ends at the first record past the range's end
+    /// plus that lateness.
+    Roughly,
+    /// No order to rely on (processor outputs: one commit writes rows of many windows, each stamped with its
+    /// window's start): a read goes to the partition's end and the scan filters by timestamp.
+    Unordered,
+}
+
 /// Records of one partition between two offsets: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionRange {
@@ -34,11 +46,17 @@ pub struct PartitionRange {
     pub start: i64,
     /// One past the last offset to read.
     pub end: i64,
+    /// The read also ends at the first record whose timestamp is at or after this (a time range's end plus the
+    /// source's maximum lateness). Not an offset from Kafka's time index: in a topic written in transactions a
+    /// commit marker carries the wall-clock time of its commit, so the index can point at a marker long before
+    /// records whose timestamps lie inside the range (a processor's rows for last month's events, committed
+    /// today). Markers are never handed to the reader, so only records end the read here.
+    pub stop_at_ms: Option<i64>,
 }
 
 impl PartitionRange {
     /// Offsets in the range (an upper bound on its records: transaction markers and aborted records take
-    /// offsets too).
+    /// offsets too, and a read with `stop_at_ms` may end early).
     pub fn len(&self) -> u64 {
         (self.end - self.start).max(0) as u64
     }
@@ -52,7 +70,8 @@ impl PartitionRange {
 /// Shared counters of a query's reads, for progress output and for tests that check what a query fetched.
 #[derive(Debug, Default)]
 pub struct ScanProgress {
-    /// Offsets the running scans planned to read.
+    /// Offsets the running scans planned to read (an upper bound: a time range ends at its first record past the
+    /// range and its lateness).
     pub planned: AtomicU64,
     /// Records fetched from Kafka so far.
     pub fetched: AtomicU64,
@@ -161,16 +180,22 @@ impl KafkaSource {
     /// bound open when None), restricted to `partitions` when given.
     ///
     /// The start is exact: Kafka's offset for a time is the first record (in log order) whose timestamp is at or
-    /// after it, so no earlier offset holds a record of the range. The end is the offset for `to_ms` plus the
-    /// source's maximum lateness, so that records written late, after newer ones, are still read; the scan filters
-    /// rows by timestamp afterwards.
+    /// after it, so no earlier offset holds a record of the range. For a topic written in timestamp `order`, the
+    /// read ends at the first record whose timestamp is at or after `to_ms` plus the source's maximum lateness
+    /// (see [`PartitionRange::stop_at_ms`]), so that records written late, after newer ones, are still read;
+    /// otherwise at the partition's end. The scan filters rows by timestamp afterwards.
     pub fn plan_ranges(
         &self,
         topic: &str,
         partitions: Option<&[i32]>,
         from_ms: Option<i64>,
         to_ms: Option<i64>,
+        order: TimestampOrder,
     ) -> Result<Vec<PartitionRange>, QueryError> {
+        let stop_at_ms = match order {
+            TimestampOrder::Roughly => to_ms.map(|to| to.saturating_add(self.max_lateness_ms)),
+            TimestampOrder::Unordered => None,
+        };
         let consumer = self.consumer()?;
         let count = partition_count(&consumer, topic)?;
         let chosen: Vec<i32> = match partitions {
@@ -199,6 +224,7 @@ impl KafkaSource {
                 partition,
                 start: low,
                 end: high,
+                stop_at_ms,
             });
         }
         let offsets_for = |time: i64| -> Result<Vec<Option<i64>>, QueryError> {
@@ -226,14 +252,6 @@ impl KafkaSource {
         if let Some(from) = from_ms {
             for (range, offset) in ranges.iter_mut().zip(offsets_for(from)?) {
                 range.start = offset.unwrap_or(range.end).max(range.start);
-            }
-        }
-        if let Some(to) = to_ms {
-            let padded = to.saturating_add(self.max_lateness_ms);
-            for (range, offset) in ranges.iter_mut().zip(offsets_for(padded)?) {
-                if let Some(offset) = offset {
-                    range.end = offset.min(range.end);
-                }
             }
         }
         for range in &mut ranges {
@@ -290,7 +308,10 @@ impl KafkaSource {
                 Some(Ok(message)) => {
                     last_progress = std::time::Instant::now();
                     let offset = message.offset();
-                    if offset >= range.end {
+                    let past_time = range.stop_at_ms.is_some_and(|stop| {
+                        message.timestamp().to_millis().is_some_and(|t| t >= stop)
+                    });
+                    if offset >= range.end || past_time {
                         break;
                     }
                     batch.push(message);

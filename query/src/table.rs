@@ -50,7 +50,7 @@ use rdkafka::Message;
 
 use crate::avro_arrow::{build_column, record_fields};
 use crate::pushdown::{self, ScanBounds, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP};
-use crate::source::{KafkaSource, PartitionRange};
+use crate::source::{KafkaSource, PartitionRange, TimestampOrder};
 use crate::QueryError;
 
 /// Rows per Arrow batch.
@@ -77,6 +77,8 @@ pub struct TopicTable {
     /// Arrow fields of the value, then the metadata columns.
     schema: SchemaRef,
     value_fields: usize,
+    /// Whether a time range may end its read early ([`TopicTable::in_timestamp_order`]).
+    order: TimestampOrder,
 }
 
 impl fmt::Debug for TopicTable {
@@ -147,7 +149,16 @@ impl TopicTable {
             reader: Box::leak(Box::new(reader)),
             schema: Arc::new(ArrowSchema::new(fields)),
             value_fields,
+            order: TimestampOrder::Unordered,
         })
+    }
+
+    /// The topic is written roughly in timestamp order (an event stream, not a processor's output): a query with
+    /// an upper bound on `_timestamp` stops reading a partition past the bound plus the source's maximum
+    /// lateness instead of at its end ([`TimestampOrder`]).
+    pub fn in_timestamp_order(mut self) -> TopicTable {
+        self.order = TimestampOrder::Roughly;
+        self
     }
 
     /// The table of `topic` read with the latest schema registered under `<topic>-value`.
@@ -199,11 +210,13 @@ impl TableProvider for TopicTable {
         let source = self.source.clone();
         let topic = self.topic.clone();
         let planned = bounds.clone();
+        let order = self.order;
         // Metadata only (watermarks, offsets for times), on the blocking pool: librdkafka calls block.
-        let ranges = tokio::task::spawn_blocking(move || plan(&source, &topic, &planned, latest))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let ranges =
+            tokio::task::spawn_blocking(move || plan(&source, &topic, &planned, latest, order))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -242,6 +255,7 @@ fn plan(
     topic: &str,
     bounds: &ScanBounds,
     latest: bool,
+    order: TimestampOrder,
 ) -> Result<Vec<PartitionRange>, QueryError> {
     let count = source.partitions(topic)?;
     let chosen = bounds.chosen_partitions(count);
@@ -250,7 +264,7 @@ fn plan(
     } else {
         (bounds.from_ms, bounds.to_ms)
     };
-    let mut ranges = source.plan_ranges(topic, Some(&chosen), from, to)?;
+    let mut ranges = source.plan_ranges(topic, Some(&chosen), from, to, order)?;
     for range in &mut ranges {
         if let Some(min) = bounds.min_offset {
             range.start = range.start.max(min);

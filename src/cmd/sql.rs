@@ -82,7 +82,7 @@ pub async fn run(settings: &Settings, topology: &Topology, args: SqlArgs) -> Res
     let (fetched, planned) = source.progress().snapshot();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{rows} row(s); {fetched} record(s) fetched from Kafka of {planned} planned; {seconds:.2} s ({:.0} records/s)",
+        "{rows} row(s); {fetched} record(s) fetched from Kafka of up to {planned} planned; {seconds:.2} s ({:.0} records/s)",
         fetched as f64 / seconds.max(1e-9)
     );
     Ok(())

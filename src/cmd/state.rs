@@ -24,6 +24,7 @@ use clap::{Args, ValueEnum};
 use rdkafka::Message;
 
 use adstream_query::instant::parse_instant;
+use adstream_query::source::TimestampOrder;
 
 use crate::config::Settings;
 use crate::scan::ScanArgs;
@@ -87,8 +88,14 @@ pub async fn run(
             let count = read_source.partitions(&input.topic)?;
             task_count = task_count.max(count);
             let partition = kafka_partition(campaign.as_bytes(), count);
-            let ranges =
-                read_source.plan_ranges(&input.topic, Some(&[partition]), None, Some(at_ms + 1))?;
+            // The job's inputs here are event streams, written roughly in time order.
+            let ranges = read_source.plan_ranges(
+                &input.topic,
+                Some(&[partition]),
+                None,
+                Some(at_ms + 1),
+                TimestampOrder::Roughly,
+            )?;
             for range in ranges {
                 read_source.read_range(&input.topic, range, 4096, |messages| {
                     for message in messages {
