@@ -24,7 +24,7 @@ use std::time::Duration;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::runtime::{self, RuntimeConfig};
 use adstream_processors::window::Lateness;
-use adstream_producers::builders::{ImpressionBuilder, Serving};
+use adstream_producers::builders::{ClickBuilder, ImpressionBuilder, Serving};
 use adstream_producers::producer::EventTopics;
 use adstream_schemas::events::{AdImpression, Platform};
 use adstream_schemas::outputs::{self, CampaignMetrics};
@@ -407,4 +407,107 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     stop.store(true, Ordering::Relaxed);
     let summary = worker.join().expect("thread").expect("job ran");
     assert_eq!(summary.late, 0);
+}
+
+/// Regression: an input partition whose records sit in an open transaction has nothing readable, so it looked caught
+/// up and went idle, and the task's other input moved the watermark past them: when the transaction committed, its
+/// events were expired. The chaos run met this when an attribution instance died inside a transaction on the touch
+/// repartition topic (unreadable until the transaction timed out, a minute, against a 30 s idle timeout): some
+/// conversions were attributed without their touches. A partition whose end is held by an open transaction has more
+/// to deliver and now holds the watermark like a lagging one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_held_by_an_open_transaction_is_not_idle() {
+    let registry = start_registry("open-transaction").await;
+    let prefix = unique("opentxn");
+    let events = create_job_topics(&prefix, 1).await;
+    let producer = connect_producer(&registry.url, &events).await;
+    let encoders = producer.schemas.encoders().expect("encoders");
+    let mut buffer = Vec::new();
+
+    // The impression waits in a transaction that stays open while the job runs.
+    let held: ThreadedProducer<DefaultProducerContext> = kafka()
+        .set("transactional.id", format!("{prefix}-held"))
+        .create()
+        .expect("transactional producer");
+    held.init_transactions(Duration::from_secs(30))
+        .expect("init");
+    held.begin_transaction().expect("begin");
+    encoders
+        .impressions
+        .encode(&impression("held", DAY0 + 10 * HOUR), &mut buffer)
+        .expect("encodes");
+    held.send(
+        BaseRecord::to(&events.impressions)
+            .key("meta-late")
+            .payload(buffer.as_slice())
+            .timestamp(DAY0 + 10 * HOUR),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueued");
+    held.flush(Duration::from_secs(30)).expect("written");
+
+    // Clicks three days later, past the retention of the impression's windows, readable at once.
+    let serving = Serving {
+        platform: Platform::Meta,
+        account_id: "act-1".into(),
+        campaign_id: "meta-late".into(),
+        ad_group_id: "g".into(),
+        creative_id: "cr".into(),
+    };
+    for i in 0..3 {
+        let time = DAY0 + 3 * 24 * HOUR + i * 60_000;
+        let click = ClickBuilder::new(format!("click-{i}"), time, serving.clone())
+            .build()
+            .expect("valid");
+        producer
+            .send(&encoders.clicks, &click, "meta-late", &mut buffer)
+            .expect("enqueued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    // An idle timeout above the 5 s statistics interval (where the job learns of the open transaction).
+    let mut runtime_config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
+    runtime_config.idle_timeout = Duration::from_secs(10);
+    runtime_config.commit_interval = Duration::from_millis(100);
+    let metrics = runtime_config.metrics.clone();
+    let job = campaign_metrics(&prefix, &events);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || runtime::run(runtime_config, Box::new(job), stop, handle))
+    };
+    let counter = |name: &str| {
+        metrics
+            .snapshot()
+            .job
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while counter("applied_events") < 3 {
+        assert!(std::time::Instant::now() < deadline, "clicks not processed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well past the idle timeout with the transaction open.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    held.commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while counter("applied_events") + counter("expired_events") < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "impression not processed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let summary = worker.join().expect("thread").expect("job ran");
+    assert_eq!(
+        summary.late, 0,
+        "the impression held by the open transaction was judged late"
+    );
+    assert_eq!(counter("applied_events"), 4);
 }

@@ -32,7 +32,7 @@ use tracing::{debug, info, info_span, warn};
 use super::checkpoint::{self, TaskCommit, CHECKPOINT_KEY};
 use super::emit::{Outgoing, Transport};
 use super::headers::KafkaHeaders;
-use super::metrics::{Counters, JobMetrics};
+use super::metrics::{Counters, InputLag, JobMetrics};
 use super::standby::Standby;
 use super::tasks::{correlation_id, EventTimeRules, Tasks};
 use super::{
@@ -313,15 +313,18 @@ impl Task {
     ) -> Result<(), RuntimeError> {
         self.last_commit = Instant::now();
         let now = now_ms();
-        // Idleness is for partitions that have nothing to deliver: one that still lags behind its end is kept
-        // active however long its records take to arrive.
+        // Idleness is for partitions that have nothing to deliver: one that still lags behind its end, or whose
+        // end is held back by an open transaction, is kept active however long its records take to arrive. The
+        // second matters for a repartition topic whose writer died inside a transaction: nothing is readable
+        // until the transaction times out (a minute), and idleness after 30 s let the other input move the
+        // watermark past the touches still in it (conversions attributed without them in the chaos run).
         for (partition, task) in &mut self.tasks.watermarks {
             for (input, spec) in self.tasks.inputs.iter().enumerate() {
                 if spec.kind == InputKind::Stream
                     && self
                         .metrics
                         .lag(&spec.topic, *partition)
-                        .is_some_and(|lag| lag > 0)
+                        .is_some_and(|lag| lag.has_more())
                 {
                     task.mark_active(input, now);
                 }
@@ -906,7 +909,7 @@ fn classify(error: KafkaError, what: &str) -> RuntimeError {
 /// what the application received (or the committed/low offset before it received anything). None for a partition
 /// it does not consume: librdkafka reports every partition of a subscribed topic, and counting the others' (from
 /// their low offset) showed another instance's whole partitions as this one's lag.
-fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<InputLag> {
     // "none", "stopping", "stopped": not assigned (any more); the other states fetch or are about to.
     if p.ls_offset < 0 || matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped") {
         return None;
@@ -914,7 +917,12 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
     let from = [p.app_offset, p.committed_offset, p.lo_offset]
         .into_iter()
         .find(|offset| *offset >= 0)?;
-    Some((p.ls_offset - from).max(0))
+    Some(InputLag {
+        records: (p.ls_offset - from).max(0),
+        // The position moves past commit markers (it is the high watermark once everything committed is read),
+        // so a high watermark beyond the last stable offset means a transaction still open.
+        open_transaction: p.hi_offset > p.ls_offset,
+    })
 }
 
 /// Consumer context: commits before revocation, restores after assignment.
@@ -949,7 +957,7 @@ impl ClientContext for RebalanceHook {
 }
 
 /// The lag of every partition this member consumes in `statistics` (see [`partition_lag`]).
-fn consumed_lags(statistics: &rdkafka::Statistics) -> BTreeMap<(String, i32), i64> {
+fn consumed_lags(statistics: &rdkafka::Statistics) -> BTreeMap<(String, i32), InputLag> {
     let mut lags = BTreeMap::new();
     for (topic, stats) in &statistics.topics {
         for (partition, p) in &stats.partitions {
@@ -1716,14 +1724,37 @@ mod tests {
             committed_offset: -1001,
             lo_offset: 0,
             ls_offset: 500,
+            hi_offset: 500,
             ..Default::default()
         };
-        assert_eq!(partition_lag(&stats("active", 480)), Some(20));
+        let lag = |records| {
+            Some(InputLag {
+                records,
+                open_transaction: false,
+            })
+        };
+        assert_eq!(partition_lag(&stats("active", 480)), lag(20));
         assert_eq!(
             partition_lag(&stats("offset-query", -1001)),
-            Some(500),
+            lag(500),
             "assigned, nothing received yet: from the low offset"
         );
+        // Everything committed read, a transaction open past it (offsets as librdkafka reported them for a
+        // topic with an open transaction): nothing to read now, but more to come.
+        let held = rdkafka::statistics::Partition {
+            hi_offset: 5,
+            ls_offset: 4,
+            ..stats("active", 4)
+        };
+        assert_eq!(
+            partition_lag(&held),
+            Some(InputLag {
+                records: 0,
+                open_transaction: true
+            })
+        );
+        assert!(partition_lag(&held).is_some_and(|l| l.has_more()));
+        assert!(!partition_lag(&stats("active", 500)).is_some_and(|l| l.has_more()));
         for not_consumed in ["none", "stopping", "stopped"] {
             assert_eq!(
                 partition_lag(&stats(not_consumed, -1001)),

@@ -89,11 +89,28 @@ pub struct Counters {
     pub job: Vec<(&'static str, &'static str, u64)>,
 }
 
+/// Where this member stands on one input partition, from librdkafka's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputLag {
+    /// Records behind the partition's last stable offset: what `read_committed` can deliver now.
+    pub records: i64,
+    /// A transaction is open past the last stable offset (its high watermark is beyond it): records may be
+    /// waiting in it even when `records` is 0.
+    pub open_transaction: bool,
+}
+
+impl InputLag {
+    /// The partition has records still to deliver, now or once an open transaction ends.
+    pub fn has_more(&self) -> bool {
+        self.records > 0 || self.open_transaction
+    }
+}
+
 /// Shared between the job and the HTTP endpoint.
 #[derive(Debug, Default)]
 pub struct JobMetrics {
     published: Mutex<Counters>,
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    lag: Mutex<BTreeMap<(String, i32), InputLag>>,
     restoring: AtomicBool,
     ready: AtomicBool,
     /// Runs started again in the same process after an error new clients clear (see `RuntimeError`).
@@ -110,14 +127,14 @@ impl JobMetrics {
 
     /// Replaces every partition's lag with `lags`, a complete snapshot: a partition not in it is no longer
     /// consumed here and drops out.
-    pub fn replace_lag(&self, lags: BTreeMap<(String, i32), i64>) {
+    pub fn replace_lag(&self, lags: BTreeMap<(String, i32), InputLag>) {
         if let Ok(mut held) = self.lag.lock() {
             *held = lags;
         }
     }
 
     /// The last known lag of one partition (from librdkafka's statistics, refreshed every few seconds).
-    pub fn lag(&self, topic: &str, partition: i32) -> Option<i64> {
+    pub fn lag(&self, topic: &str, partition: i32) -> Option<InputLag> {
         self.lag
             .lock()
             .ok()?
@@ -246,8 +263,9 @@ impl JobMetrics {
             for ((topic, partition), lag) in lags.iter() {
                 let _ = writeln!(
                     out,
-                    "adstream_consumer_lag{{job=\"{job}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
-                    escape(topic)
+                    "adstream_consumer_lag{{job=\"{job}\",topic=\"{}\",partition=\"{partition}\"}} {}",
+                    escape(topic),
+                    lag.records
                 );
             }
         }
@@ -372,9 +390,13 @@ mod tests {
         c.job
             .push(("corrections", "Events that corrected a final row.", 3));
         metrics.publish(&c);
-        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 0), 7)]));
+        let lag = |records| InputLag {
+            records,
+            open_transaction: false,
+        };
+        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 0), lag(7))]));
         // A later snapshot without partition 0 (revoked since) drops it.
-        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 1), 42)]));
+        metrics.replace_lag(BTreeMap::from([(("ads.clicks".to_owned(), 1), lag(42))]));
         let text = metrics.render("campaign-metrics");
         assert!(
             !text.contains("partition=\"0\""),

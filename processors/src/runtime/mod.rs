@@ -56,7 +56,7 @@ pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder}
 pub use dedup::SeenIds;
 pub use driver::{run, run_with_standby, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
-pub use metrics::{merge_expositions, JobMetrics};
+pub use metrics::{merge_expositions, InputLag, JobMetrics};
 pub use simulate::{
     simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
