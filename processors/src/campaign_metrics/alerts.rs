@@ -3,7 +3,8 @@
 //!
 //! The job calls [`AlertState::evaluate`] for a campaign whenever its totals or watermark move, with the job's
 //! [`AlertRules`], the campaign's settings from the compacted campaigns table and an [`Observation`] of its
-//! current local day. Each alert kind is either inactive or active at one [`Severity`]. An [`AlertChange`] is
+//! current local day (and, for each local day the watermark passed since the last evaluation, one at that day's
+//! last millisecond first). Each alert kind is either inactive or active at one [`Severity`]. An [`AlertChange`] is
 //! emitted when an alert **starts**, **changes severity** (up or down) or **resolves** (a change with
 //! `severity: None`). Evaluating the same observation again emits nothing, so evaluating more often than needed
 //! never repeats an alert; with the state restored from its changelog, neither does re-processing after a restart.

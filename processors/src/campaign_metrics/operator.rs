@@ -162,7 +162,16 @@ pub struct CampaignState {
     pub lifetime_spend_micros: i64,
     /// Which alerts are active.
     pub alerts: AlertState,
+    /// Start of the local day the alerts were last evaluated in, or before the first evaluation the day of the
+    /// campaign's first event (None in state written before this field existed). When the watermark has left
+    /// that day, the days it passed are judged at their ends before today is.
+    #[serde(default)]
+    pub alerts_day_start_ms: Option<i64>,
 }
+
+/// At most this many ended days are judged at one evaluation: a watermark that jumps further (a backlog of months,
+/// or an event time far in the future) judges only the last of them rather than stalling the commit.
+const MAX_ENDED_DAYS_JUDGED: usize = 62;
 
 /// Counters of the job, for the summary and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -552,8 +561,14 @@ impl CampaignMetricsJob {
 
     /// Evaluates the alert rules of every campaign touched since the last commit, at the watermark, and emits the
     /// changes.
+    ///
+    /// Rules judge one local day. When the watermark has left the day a campaign was last evaluated in (a commit
+    /// interval spanning midnight, or a backlog of days between two commits), each day it passed is judged first,
+    /// at its last millisecond on its final totals: a breach inside a backlog fires (and resolves on the next day)
+    /// as it would have live, instead of being skipped.
     fn evaluate_alerts(&mut self, ctx: &mut Context<'_>) {
         let touched: Vec<((i32, String), String)> = self.touched.drain().collect();
+        let mut key = String::new();
         for ((partition, campaign_id), correlation_id) in touched {
             let Some(now) = ctx.watermark_of(partition) else {
                 // Without a watermark there is no "now" in event time to pace against; evaluate at a later commit.
@@ -564,19 +579,40 @@ impl CampaignMetricsJob {
             let Some(info) = self.campaigns.get(&campaign_id) else {
                 continue;
             };
-            let day = calendar_window(Granularity::Day, now, info.time_zone);
-            let mut key = String::new();
-            write_metrics_key(
-                &campaign_id,
-                OutputGranularity::Daily,
-                day.start_ms,
-                &mut key,
-            );
-            let day_totals = self
-                .windows
-                .get(partition, &key)
-                .map(WindowRow::totals)
-                .unwrap_or_default();
+            let Some(state) = self.campaign_states.get(partition, campaign_id.as_str()) else {
+                continue;
+            };
+            let today = calendar_window(Granularity::Day, now, info.time_zone);
+            // (day, moment judged, totals): the ended days first, then today at the watermark.
+            let mut judged: Vec<(Window, i64, Totals)> = Vec::new();
+            if let Some(last) = state.alerts_day_start_ms {
+                // Local days last 23 to 25 hours: starting this far back bounds the walk, the drain below the count.
+                let earliest = today
+                    .start_ms
+                    .saturating_sub(MAX_ENDED_DAYS_JUDGED as i64 * 25 * 3_600_000);
+                let mut day = calendar_window(Granularity::Day, last.max(earliest), info.time_zone);
+                while day.end_ms <= today.start_ms {
+                    judged.push((day, day.end_ms - 1, Totals::default()));
+                    day = calendar_window(Granularity::Day, day.end_ms, info.time_zone);
+                }
+                let skipped = judged.len().saturating_sub(MAX_ENDED_DAYS_JUDGED);
+                judged.drain(..skipped);
+            }
+            judged.push((today, now, Totals::default()));
+            for (day, _, totals) in &mut judged {
+                key.clear();
+                write_metrics_key(
+                    &campaign_id,
+                    OutputGranularity::Daily,
+                    day.start_ms,
+                    &mut key,
+                );
+                *totals = self
+                    .windows
+                    .get(partition, &key)
+                    .map(WindowRow::totals)
+                    .unwrap_or_default();
+            }
             let settings = info.settings;
             let Some(state) = self
                 .campaign_states
@@ -584,48 +620,58 @@ impl CampaignMetricsJob {
             else {
                 continue;
             };
-            let observation = Observation {
-                now_ms: now,
-                day_start_ms: day.start_ms,
-                day_end_ms: day.end_ms,
-                day: day_totals,
-                lifetime_spend_micros: state.lifetime_spend_micros,
-            };
-            self.alert_changes.clear();
-            state.alerts.evaluate(
-                &self.config.alert_rules,
-                &settings,
-                &observation,
-                &mut self.alert_changes,
-            );
-            for change in &self.alert_changes {
-                let alert = CampaignAlert {
-                    alert_id: format!("{campaign_id}|{}|{now}", change.kind.as_str()),
-                    campaign_id: campaign_id.clone(),
-                    kind: change.kind,
-                    severity: output_severity(change.severity),
-                    previous_severity: change.previous,
-                    observed: change.observed,
-                    threshold: change.threshold,
-                    rule: change.rule(),
-                    rule_level: change.rule_level,
-                    message: change.message.clone(),
-                    day_start: day.start_ms,
-                    event_time: now,
-                    correlation_id: correlation_id.clone(),
+            // The lifetime spend at the end of an ended day: today's and the later days' spend taken off.
+            let mut lifetime_spend_micros = state.lifetime_spend_micros;
+            let mut lifetime_at: Vec<i64> = vec![0; judged.len()];
+            for (i, (_, _, totals)) in judged.iter().enumerate().rev() {
+                lifetime_at[i] = lifetime_spend_micros;
+                lifetime_spend_micros = lifetime_spend_micros.saturating_sub(totals.spend_micros);
+            }
+            state.alerts_day_start_ms = Some(today.start_ms);
+            for ((day, at, totals), lifetime_spend_micros) in judged.into_iter().zip(lifetime_at) {
+                let observation = Observation {
+                    now_ms: at,
+                    day_start_ms: day.start_ms,
+                    day_end_ms: day.end_ms,
+                    day: totals,
+                    lifetime_spend_micros,
                 };
-                if let Err(e) = self.encoders[ALERTS].encode(&alert, &mut self.value_buffer) {
-                    tracing::error!(error = %e, "alert does not match its schema");
-                    continue;
-                }
-                ctx.emit(
-                    ALERTS,
-                    campaign_id.as_bytes(),
-                    &self.value_buffer,
-                    now,
-                    &correlation_id,
+                self.alert_changes.clear();
+                state.alerts.evaluate(
+                    &self.config.alert_rules,
+                    &settings,
+                    &observation,
+                    &mut self.alert_changes,
                 );
-                self.counters.alerts_emitted += 1;
+                for change in &self.alert_changes {
+                    let alert = CampaignAlert {
+                        alert_id: format!("{campaign_id}|{}|{at}", change.kind.as_str()),
+                        campaign_id: campaign_id.clone(),
+                        kind: change.kind,
+                        severity: output_severity(change.severity),
+                        previous_severity: change.previous,
+                        observed: change.observed,
+                        threshold: change.threshold,
+                        rule: change.rule(),
+                        rule_level: change.rule_level,
+                        message: change.message.clone(),
+                        day_start: day.start_ms,
+                        event_time: at,
+                        correlation_id: correlation_id.clone(),
+                    };
+                    if let Err(e) = self.encoders[ALERTS].encode(&alert, &mut self.value_buffer) {
+                        tracing::error!(error = %e, "alert does not match its schema");
+                        continue;
+                    }
+                    ctx.emit(
+                        ALERTS,
+                        campaign_id.as_bytes(),
+                        &self.value_buffer,
+                        at,
+                        &correlation_id,
+                    );
+                    self.counters.alerts_emitted += 1;
+                }
             }
         }
     }
@@ -832,6 +878,9 @@ impl Operator for CampaignMetricsJob {
         state.lifetime_spend_micros = state
             .lifetime_spend_micros
             .saturating_add(event.cost_micros);
+        // The campaign's first day to judge, until its first evaluation (a backlog's first commit may come days
+        // later).
+        state.alerts_day_start_ms.get_or_insert(day.start_ms);
         let campaign = (record.partition, event.campaign_id);
         match self.touched.get_mut(&campaign) {
             Some(correlation_id) => {

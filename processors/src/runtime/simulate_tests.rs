@@ -1110,6 +1110,89 @@ fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interva
     );
 }
 
+/// Regression: alerts judged only the local day of the watermark at each commit, so a day inside a backlog (several
+/// days between two commits) was never judged: c-b spends 12 units of its 10-unit daily budget on day 0, and a run
+/// that reads days 0 to 2 before its first commit raised no DAILY_BUDGET_REACHED at all.
+#[test]
+fn a_budget_breach_inside_a_backlog_fires_at_the_end_of_its_day() {
+    let day = T0 - 10 * HOUR;
+    let mut table = campaign(0, "c-b", "UTC");
+    let mut value: Campaign = decode(
+        "io.adstream.ads.Campaign",
+        avsc::CAMPAIGN,
+        table.value.as_deref().expect("value"),
+    );
+    value.daily_budget_micros = Some(10_000_000);
+    table.value = Some(wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value));
+    let mut events = Vec::new();
+    for hour in 1..=12 {
+        events.push(impression(0, "c-b", "u-1", day + hour * HOUR, 1_000_000));
+    }
+    for hour in [12, 13] {
+        events.push(impression(
+            0,
+            "c-b",
+            "u-1",
+            day + 24 * HOUR + hour * HOUR,
+            1_000_000,
+        ));
+    }
+    events.push(impression(
+        0,
+        "c-b",
+        "u-1",
+        day + 48 * HOUR + 2 * HOUR,
+        1_000,
+    ));
+    let mut input = vec![table];
+    input.extend(interleave_by_timestamp(numbered(events)));
+    let budget_alerts = |options: SimulateOptions| -> Vec<CampaignAlert> {
+        let simulation = simulate(
+            paced_metrics_job(HOUR),
+            schemas(),
+            numbered(input.clone()),
+            &options,
+        )
+        .expect("runs");
+        simulation
+            .topic("alerts.campaign")
+            .iter()
+            .filter_map(|r| r.value.as_deref())
+            .map(|v| decode::<CampaignAlert>(CampaignAlert::FULL_NAME, CampaignAlert::SCHEMA, v))
+            .filter(|a| a.kind == AlertKind::DailyBudgetReached)
+            .collect()
+    };
+    let options = || SimulateOptions::new("backlog-alerts", 1, vec![HOURLY_ID, DAILY_ID, ALERT_ID]);
+    let live = budget_alerts(options());
+    let backlog = budget_alerts(SimulateOptions {
+        commit_every_ms: None,
+        commit_every_records: Some(1_000_000),
+        ..options()
+    });
+    // Live: HIGH at 9 units (90 %), CRITICAL at 10, resolved on day 1.
+    let severities = |alerts: &[CampaignAlert]| -> Vec<(AlertSeverity, i64)> {
+        alerts.iter().map(|a| (a.severity, a.day_start)).collect()
+    };
+    assert_eq!(
+        severities(&live),
+        vec![
+            (AlertSeverity::High, day),
+            (AlertSeverity::Critical, day),
+            (AlertSeverity::Resolved, day + 24 * HOUR),
+        ]
+    );
+    // Backlog: day 0 judged at its last millisecond on its 12 units, then day 1 resolves it.
+    assert_eq!(
+        severities(&backlog),
+        vec![
+            (AlertSeverity::Critical, day),
+            (AlertSeverity::Resolved, day + 24 * HOUR),
+        ]
+    );
+    assert_eq!(backlog[0].event_time, day + 24 * HOUR - 1);
+    assert_eq!(backlog[0].observed, 12_000_000.0, "spend in micros");
+}
+
 /// Attribution with journeys and a model-weights table on one partition, lookback 1 h: u-a sees c-a, clicks c-b,
 /// converts, then sees c-c and never converts; u-b sees c-a, then c-b more than the lookback later, and converts.
 /// Later traffic of u-x moves the watermark 5 h on.
