@@ -161,6 +161,43 @@ async fn run_to_end(
     (summary, metrics)
 }
 
+/// campaign-metrics as `<prefix>-job` over `events` in a thread, with `idle_timeout` and 100 ms commits, until
+/// `stop` is set: (its metrics, stop, the thread).
+fn spawn_campaign_metrics(
+    prefix: &str,
+    registry: &str,
+    events: &EventTopics,
+    idle_timeout: Duration,
+) -> (
+    Arc<runtime::JobMetrics>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<runtime::RunSummary, runtime::RuntimeError>>,
+) {
+    let mut runtime_config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), registry);
+    runtime_config.idle_timeout = idle_timeout;
+    runtime_config.commit_interval = Duration::from_millis(100);
+    let metrics = runtime_config.metrics.clone();
+    let job = campaign_metrics(prefix, events);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = tokio::runtime::Handle::current();
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || runtime::run(runtime_config, Box::new(job), stop, handle))
+    };
+    (metrics, stop, worker)
+}
+
+/// The job counter `name` as last published (0 before the first commit).
+fn job_counter(metrics: &runtime::JobMetrics, name: &str) -> u64 {
+    metrics
+        .snapshot()
+        .job
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, v)| *v)
+        .unwrap_or(0)
+}
+
 /// Regression: a task resumes at the watermark of its last commit. It used to start without one after a restart
 /// or a hand-over, so an event its previous run had judged late (its window past retention and dropped from the
 /// store) opened that window again from zero, and the output's final row for it was overwritten with a row of
@@ -346,26 +383,9 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     }
     raw.flush(Duration::from_secs(30)).expect("delivered");
 
-    let mut runtime_config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
-    runtime_config.idle_timeout = Duration::ZERO;
-    runtime_config.commit_interval = Duration::from_millis(100);
-    let metrics = runtime_config.metrics.clone();
-    let job = campaign_metrics(&prefix, &events);
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = tokio::runtime::Handle::current();
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || runtime::run(runtime_config, Box::new(job), stop, handle))
-    };
-    let applied = |metrics: &runtime::JobMetrics| {
-        metrics
-            .snapshot()
-            .job
-            .iter()
-            .find(|(n, _, _)| *n == "applied_events")
-            .map(|(_, _, v)| *v)
-            .unwrap_or(0)
-    };
+    let (metrics, stop, worker) =
+        spawn_campaign_metrics(&prefix, &registry.url, &events, Duration::ZERO);
+    let applied = |metrics: &runtime::JobMetrics| job_counter(metrics, "applied_events");
     // Partition 1 is processed (its task's watermark is day 5) before partition 0 sees anything.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while applied(&metrics) < 5 * 24 {
@@ -387,13 +407,7 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
     raw.flush(Duration::from_secs(30)).expect("delivered");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while applied(&metrics) < 5 * 24 + 3 {
-        let expired = metrics
-            .snapshot()
-            .job
-            .iter()
-            .find(|(n, _, _)| *n == "expired_events")
-            .map(|(_, _, v)| *v)
-            .unwrap_or(0);
+        let expired = job_counter(&metrics, "expired_events");
         assert_eq!(
             expired, 0,
             "partition 0's events were expired by partition 1's progress"
@@ -466,26 +480,9 @@ async fn an_input_held_by_an_open_transaction_is_not_idle() {
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
     // An idle timeout above the 5 s statistics interval (where the job learns of the open transaction).
-    let mut runtime_config = RuntimeConfig::new(&format!("{prefix}-job"), kafka(), &registry.url);
-    runtime_config.idle_timeout = Duration::from_secs(10);
-    runtime_config.commit_interval = Duration::from_millis(100);
-    let metrics = runtime_config.metrics.clone();
-    let job = campaign_metrics(&prefix, &events);
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = tokio::runtime::Handle::current();
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || runtime::run(runtime_config, Box::new(job), stop, handle))
-    };
-    let counter = |name: &str| {
-        metrics
-            .snapshot()
-            .job
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, _, v)| *v)
-            .unwrap_or(0)
-    };
+    let (metrics, stop, worker) =
+        spawn_campaign_metrics(&prefix, &registry.url, &events, Duration::from_secs(10));
+    let counter = |name: &str| job_counter(&metrics, name);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while counter("applied_events") < 3 {
         assert!(std::time::Instant::now() < deadline, "clicks not processed");

@@ -1022,19 +1022,25 @@ fn paced_metrics_job(pacing_check_ms: i64) -> Box<dyn crate::runtime::Operator> 
     )
 }
 
-/// Campaign c-p (UTC, daily budget 144 units) delivers one unit every ten minutes, exactly on pace, until 11:55, then
-/// nothing; c-busy, in the same task, delivers every five minutes until 18:00 and moves the task's event time on.
-/// Returns the alerts of c-p and the run.
-fn silent_campaign_run(pacing_check_ms: i64) -> (Vec<CampaignAlert>, Simulation) {
-    let day = T0 - 10 * HOUR;
-    let mut table = campaign(0, "c-p", "UTC");
+/// The campaigns-table record of `campaign_id` (UTC, partition 0) with a daily budget.
+fn campaign_with_daily_budget(campaign_id: &str, budget_micros: i64) -> SimulatedRecord {
+    let mut table = campaign(0, campaign_id, "UTC");
     let mut value: Campaign = decode(
         "io.adstream.ads.Campaign",
         avsc::CAMPAIGN,
         table.value.as_deref().expect("value"),
     );
-    value.daily_budget_micros = Some(144_000_000);
+    value.daily_budget_micros = Some(budget_micros);
     table.value = Some(wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value));
+    table
+}
+
+/// Campaign c-p (UTC, daily budget 144 units) delivers one unit every ten minutes, exactly on pace, until 11:55, then
+/// nothing; c-busy, in the same task, delivers every five minutes until 18:00 and moves the task's event time on.
+/// Returns the alerts of c-p and the run.
+fn silent_campaign_run(pacing_check_ms: i64) -> (Vec<CampaignAlert>, Simulation) {
+    let day = T0 - 10 * HOUR;
+    let table = campaign_with_daily_budget("c-p", 144_000_000);
     let mut events = Vec::new();
     for i in 0..72 {
         events.push(impression(
@@ -1116,14 +1122,7 @@ fn a_campaign_that_stops_delivering_raises_pacing_under_within_the_check_interva
 #[test]
 fn a_budget_breach_inside_a_backlog_fires_at_the_end_of_its_day() {
     let day = T0 - 10 * HOUR;
-    let mut table = campaign(0, "c-b", "UTC");
-    let mut value: Campaign = decode(
-        "io.adstream.ads.Campaign",
-        avsc::CAMPAIGN,
-        table.value.as_deref().expect("value"),
-    );
-    value.daily_budget_micros = Some(10_000_000);
-    table.value = Some(wire(avsc::CAMPAIGN, CAMPAIGN_ID, &value));
+    let table = campaign_with_daily_budget("c-b", 10_000_000);
     let mut events = Vec::new();
     for hour in 1..=12 {
         events.push(impression(0, "c-b", "u-1", day + hour * HOUR, 1_000_000));
