@@ -99,6 +99,11 @@ async fn metrics_readiness_and_sigterm() {
     );
     assert!(sample(&text, "adstream_event_time_latency_seconds_count", "").unwrap_or(0.0) > 0.0);
     assert!(text.contains("# TYPE adstream_processing_latency_seconds histogram"));
+    assert!(
+        sample(&text, "adstream_commit_duration_seconds_count", "").unwrap_or(0.0)
+            >= sample(&text, "adstream_transactions_total", "outcome=\"commit\"").unwrap_or(0.0),
+        "every commit's duration observed: {text}"
+    );
     assert!(sample(&text, "adstream_job_applied_events_total", "").unwrap_or(0.0) > 0.0);
     // Every metric the chart's alert rules and dashboard query is one this job exports.
     let names = chart_metric_names();

@@ -453,9 +453,13 @@ impl Task {
         }
     }
 
-    /// After a successful commit: latencies of the records it covered, and a fresh copy of the counters for the
-    /// metrics endpoint.
+    /// After a successful commit: its duration, latencies of the records it covered, and a fresh copy of the
+    /// counters for the metrics endpoint.
     fn record_commit(&mut self) {
+        // `commit` set `last_commit` as it started.
+        self.counters
+            .commit_duration
+            .observe(self.last_commit.elapsed().as_secs_f64());
         let now = now_ms();
         for (event, append, polled) in self.uncommitted.drain(..) {
             if let Some(event) = event {

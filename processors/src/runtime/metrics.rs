@@ -83,6 +83,9 @@ pub struct Counters {
     pub append_time_latency: Histogram,
     /// Poll → commit latency: how long a record's effects waited in the open transaction.
     pub processing_latency: Histogram,
+    /// How long each commit took, from emitting what was due to the transaction's (or the offsets') commit: with
+    /// the commit interval, what a record waits before readers see it.
+    pub commit_duration: Histogram,
     /// Event-time watermark per task (partition number), epoch millis.
     pub watermarks: BTreeMap<i32, i64>,
     /// Operator counters: (name, help, value).
@@ -273,6 +276,7 @@ impl JobMetrics {
             ("adstream_event_time_latency_seconds", "Event time to the commit that made the record's effects visible.", &c.event_time_latency),
             ("adstream_append_time_latency_seconds", "Broker append time (LogAppendTime inputs) to the commit that made the record's effects visible.", &c.append_time_latency),
             ("adstream_processing_latency_seconds", "Poll to the commit that made the record's effects visible.", &c.processing_latency),
+            ("adstream_commit_duration_seconds", "Time a commit took: due output, changelogs, offsets and the transaction's commit.", &c.commit_duration),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             let mut cumulative = 0;
