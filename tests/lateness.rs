@@ -425,10 +425,9 @@ async fn a_task_ahead_does_not_expire_the_windows_of_a_task_behind() {
 
 /// Regression: an input partition whose records sit in an open transaction has nothing readable, so it looked caught
 /// up and went idle, and the task's other input moved the watermark past them: when the transaction committed, its
-/// events were expired. The chaos run met this when an attribution instance died inside a transaction on the touch
-/// repartition topic (unreadable until the transaction timed out, a minute, against a 30 s idle timeout): some
-/// conversions were attributed without their touches. A partition whose end is held by an open transaction has more
-/// to deliver and now holds the watermark like a lagging one.
+/// events were expired. A repartition topic whose writer died inside a transaction is unreadable until the
+/// transaction times out (a minute, against a 30 s idle timeout). A partition whose end is held by an open
+/// transaction has more to deliver and now holds the watermark like a lagging one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_held_by_an_open_transaction_is_not_idle() {
     let registry = start_registry("open-transaction").await;

@@ -316,8 +316,8 @@ impl Task {
         // Idleness is for partitions that have nothing to deliver: one that still lags behind its end, or whose
         // end is held back by an open transaction, is kept active however long its records take to arrive. The
         // second matters for a repartition topic whose writer died inside a transaction: nothing is readable
-        // until the transaction times out (a minute), and idleness after 30 s let the other input move the
-        // watermark past the touches still in it (conversions attributed without them in the chaos run).
+        // until the transaction times out (a minute), and idleness after 30 s would let the other inputs move the
+        // watermark past the records still in it, which then arrive late.
         for (partition, task) in &mut self.tasks.watermarks {
             for (input, spec) in self.tasks.inputs.iter().enumerate() {
                 if spec.kind == InputKind::Stream
