@@ -22,13 +22,16 @@ use adstream_kafka::registry_client::{FailureKind, RegistryClient, DEFAULT_TIMEO
 use adstream_kafka::{is_end_of_partition, QuietEof};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
+use super::bounded::{self, Abandoned};
 use super::checkpoint::{self, TaskCommit, CHECKPOINT_KEY};
 use super::emit::{Outgoing, Transport};
 use super::headers::KafkaHeaders;
@@ -42,6 +45,9 @@ use super::{
 
 /// How long a transactional or admin call may take before it counts as timed out.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the job waits for a transactional call given [`CALL_TIMEOUT`] before it stops waiting: librdkafka
+/// does not always keep to the timeout (see [`super::bounded`]).
+const CALL_LIMIT: Duration = Duration::from_secs(40);
 /// How often a retriable transactional error is retried before the job gives up.
 const RETRIES: u32 = 5;
 /// The default `transaction.timeout.ms` of the job's producer: how long an instance that died inside a transaction
@@ -115,6 +121,10 @@ pub enum RuntimeError {
     /// dead-lettered; the job stops until its configuration is fixed.
     #[error("the schema registry refused the request, fix the registry settings: {0}")]
     RegistryRefused(String),
+    /// A Kafka client call did not return in time despite its own timeout (see [`super::bounded`]): the client
+    /// is stuck and its transaction's outcome unknown; a new run with new clients fences it.
+    #[error("a Kafka client stopped responding, starting over with new clients: {0}")]
+    Unresponsive(String),
 }
 
 impl RuntimeError {
@@ -129,6 +139,7 @@ impl RuntimeError {
             | RuntimeError::Restore(_)
             | RuntimeError::Delivery(_)
             | RuntimeError::Fenced(_)
+            | RuntimeError::Unresponsive(_)
             | RuntimeError::Transient { .. } => true,
             RuntimeError::Setup(_) | RuntimeError::RegistryRefused(_) => false,
         }
@@ -524,17 +535,18 @@ impl Task {
         let transport = &mut self.tasks.emitter.transport;
         let producer = &transport.producer;
         if !transport.transaction_open {
-            retry("begin transaction", || producer.begin_transaction())
+            retry("begin transaction", || Ok(producer.begin_transaction()?))
                 .map_err(|e| classify(e, "begin"))?;
             transport.transaction_open = true;
         }
         let group = consumer
             .group_metadata()
             .ok_or_else(|| RuntimeError::Fatal("consumer has no group metadata".into()))?;
+        let group = Arc::new(group);
         let outcome = retry("send offsets", || {
-            producer.send_offsets_to_transaction(offsets, &group, CALL_TIMEOUT)
+            send_offsets(producer, offsets, &group, CALL_TIMEOUT, CALL_LIMIT)
         })
-        .and_then(|()| retry("commit", || producer.commit_transaction(CALL_TIMEOUT)));
+        .and_then(|()| retry("commit", || Ok(producer.commit_transaction(CALL_TIMEOUT)?)));
         match outcome {
             Ok(()) => {
                 transport.transaction_open = false;
@@ -590,7 +602,7 @@ impl Task {
         let transport = &mut self.tasks.emitter.transport;
         if transport.transaction_open {
             retry("abort", || {
-                transport.producer.abort_transaction(CALL_TIMEOUT)
+                Ok(transport.producer.abort_transaction(CALL_TIMEOUT)?)
             })
             .map_err(|e| classify(e, "abort"))?;
             transport.transaction_open = false;
@@ -877,12 +889,55 @@ fn read_for_restore<E: std::fmt::Display>(
     )
 }
 
+/// Why a transactional call failed.
+#[derive(Debug)]
+enum CallFailure {
+    /// librdkafka returned an error.
+    Kafka(KafkaError),
+    /// librdkafka did not return in time.
+    Abandoned(Abandoned),
+}
+
+impl From<KafkaError> for CallFailure {
+    fn from(error: KafkaError) -> Self {
+        CallFailure::Kafka(error)
+    }
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Kafka(e) => e.fmt(f),
+            CallFailure::Abandoned(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Adds the consumed `offsets` to the producer's open transaction, giving up after `limit` if librdkafka does not
+/// return from the call it was given `timeout` for (see [`super::bounded`]).
+fn send_offsets<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    offsets: &TopicPartitionList,
+    group: &Arc<ConsumerGroupMetadata>,
+    timeout: Duration,
+    limit: Duration,
+) -> Result<(), CallFailure> {
+    let (producer, offsets, group) = (producer.clone(), offsets.clone(), Arc::clone(group));
+    bounded::within("send_offsets_to_transaction", limit, move || {
+        producer.send_offsets_to_transaction(&offsets, &group, timeout)
+    })
+    .map_err(CallFailure::Abandoned)?
+    .map_err(CallFailure::Kafka)
+}
+
 /// Retries `call` while librdkafka says the error is retriable.
-fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+fn retry(what: &str, mut call: impl FnMut() -> Result<(), CallFailure>) -> Result<(), CallFailure> {
     let mut attempt = 0;
     loop {
         match call() {
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < RETRIES => {
+            Err(CallFailure::Kafka(KafkaError::Transaction(e)))
+                if e.is_retriable() && attempt < RETRIES =>
+            {
                 attempt += 1;
                 warn!(what, attempt, error = %e, "retrying");
                 std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
@@ -892,20 +947,18 @@ fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result
     }
 }
 
-fn requires_abort(error: &KafkaError) -> bool {
-    matches!(error, KafkaError::Transaction(e) if e.txn_requires_abort())
+fn requires_abort(error: &CallFailure) -> bool {
+    matches!(error, CallFailure::Kafka(KafkaError::Transaction(e)) if e.txn_requires_abort())
 }
 
 /// Maps a transactional error that was neither retried away nor abortable.
-fn classify(error: KafkaError, what: &str) -> RuntimeError {
+fn classify(error: CallFailure, what: &str) -> RuntimeError {
     match &error {
-        KafkaError::Transaction(e) if e.is_fatal() => {
+        CallFailure::Abandoned(_) => RuntimeError::Unresponsive(format!("{what}: {error}")),
+        CallFailure::Kafka(KafkaError::Transaction(e)) if e.is_fatal() => {
             RuntimeError::Fatal(format!("{what}: {error}"))
         }
-        KafkaError::Transaction(e) if e.is_retriable() => {
-            RuntimeError::CommitUnknown(format!("{what}: {error}"))
-        }
-        _ => RuntimeError::CommitUnknown(format!("{what}: {error}")),
+        CallFailure::Kafka(_) => RuntimeError::CommitUnknown(format!("{what}: {error}")),
     }
 }
 
@@ -1717,6 +1770,73 @@ fn read_to_the_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (librdkafka #5456): with the group coordinator down, `send_offsets_to_transaction` waited past
+    /// its timeout for as long as no broker connection changed state, ten minutes in the chaos run. The job now
+    /// stops waiting at its limit and the call is classified as a stuck client, which a restart clears.
+    #[test]
+    fn sending_offsets_to_a_dead_group_coordinator_gives_up_at_the_limit() {
+        use rdkafka::mocking::{MockCluster, MockCoordinator};
+
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        cluster.create_topic("out", 1, 1).expect("topic");
+        cluster.partition_leader("out", 0, Some(1)).expect("leader");
+        cluster
+            .coordinator(MockCoordinator::Transaction("txn".into()), 1)
+            .expect("transaction coordinator");
+        cluster
+            .coordinator(MockCoordinator::Group("group".into()), 2)
+            .expect("group coordinator");
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: ThreadedProducer<DeliveryContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", "txn")
+            .create_with_context(DeliveryContext(Arc::default()))
+            .expect("producer");
+        producer
+            .init_transactions(Duration::from_secs(10))
+            .expect("init");
+        producer.begin_transaction().expect("begin");
+        producer
+            .send(BaseRecord::to("out").key("k").payload("v"))
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "group")
+            .create()
+            .expect("consumer");
+        let group = Arc::new(consumer.group_metadata().expect("group metadata"));
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("in", 0, Offset::Offset(1))
+            .expect("offset");
+        cluster.broker_down(2).expect("group coordinator down");
+
+        // On a thread of its own: unbounded, the call under test would hang this test instead of failing it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = send_offsets(
+                &producer,
+                &offsets,
+                &group,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            );
+            let _ = sender.send(outcome);
+        });
+        let outcome = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("send_offsets did not return within 60 s");
+        let Err(failure) = outcome else {
+            panic!("offsets reached a coordinator that is down");
+        };
+        let error = classify(failure, "send offsets");
+        assert!(
+            matches!(error, RuntimeError::Unresponsive(_)) && error.clears_on_restart(),
+            "{error}"
+        );
+    }
 
     /// Regression: every partition of a subscribed topic is in the statistics, and one another instance consumes
     /// (here "none") counted from its low offset: its whole length showed as this instance's lag.

@@ -29,8 +29,10 @@
 //! - `emit`     — where an operator's records go: Kafka's producer live, memory in a simulation.
 //! - `tasks`    — per-task watermarks, markers, dead letters and commits: the rules live and simulated runs share.
 //! - `driver`   — the poll loop, transactions, rebalances, restore.
+//! - `bounded`  — a limit on client calls librdkafka does not always return from in time.
 //! - `simulate` — the same operator and rules over records in memory, without Kafka (backtests).
 
+mod bounded;
 mod checkpoint;
 pub mod codec;
 pub mod dead_letter;
