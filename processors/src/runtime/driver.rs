@@ -546,7 +546,15 @@ impl Task {
         let outcome = retry("send offsets", || {
             send_offsets(producer, offsets, &group, CALL_TIMEOUT, CALL_LIMIT)
         })
-        .and_then(|()| retry("commit", || Ok(producer.commit_transaction(CALL_TIMEOUT)?)));
+        .and_then(|()| {
+            // rdkafka's commit_transaction flushes first, polling for up to 100 ms at a time while the producer's
+            // own thread takes the delivery events that would end the poll: a commit with records in flight took
+            // about 100 ms more, and exactly-once readers waited with it. Flushed here in 1 ms steps, its flush
+            // finds nothing in flight. The outcome is the commit's: it flushes again and reports what failed, as
+            // the transaction API classifies it.
+            let _ = produce::flush(producer, CALL_TIMEOUT);
+            retry("commit", || Ok(producer.commit_transaction(CALL_TIMEOUT)?))
+        });
         match outcome {
             Ok(()) => {
                 transport.transaction_open = false;
