@@ -3,8 +3,8 @@
 //! ([`RunArgs`]); its topics come from its processor entry in the topology, found by the records they carry (see
 //! `adstream_processors::jobs`).
 //!
-//! The endpoint serves `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz` (200 once the
-//! job owns partitions and has restored them). SIGTERM or SIGINT commits what was processed and leaves the group.
+//! The endpoint serves `/metrics` (Prometheus text), `/healthz` (the process is up and no stage's poll loop is
+//! stuck, see `--stall-timeout-secs`) and `/readyz` (200 once the job owns partitions and has restored them). SIGTERM or SIGINT commits what was processed and leaves the group.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,6 +88,11 @@ pub struct RunArgs {
     /// the count again. 0 exits on the first such error (leaving restarts to the orchestrator).
     #[arg(long, default_value_t = 10)]
     max_restarts: u32,
+    /// `/healthz` answers 503 once a stage's poll loop has not come round for this many seconds (outside restores):
+    /// a thread stuck in a client call or an operator, which an orchestrator's liveness probe should restart. Longer
+    /// than a commit can take through its retries during a broker outage.
+    #[arg(long, default_value_t = 300)]
+    stall_timeout_secs: u64,
 }
 
 impl RunArgs {
@@ -324,6 +329,7 @@ async fn run_stages(
             .iter()
             .map(|s| (s.name.clone(), s.config.metrics.clone()))
             .collect(),
+        Duration::from_secs(run.stall_timeout_secs),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
@@ -436,9 +442,14 @@ async fn run_stages(
     }
 }
 
-async fn serve_operations(listener: tokio::net::TcpListener, jobs: Vec<(String, Arc<JobMetrics>)>) {
+async fn serve_operations(
+    listener: tokio::net::TcpListener,
+    jobs: Vec<(String, Arc<JobMetrics>)>,
+    stall_timeout: Duration,
+) {
     let jobs = Arc::new(jobs);
     let for_metrics = jobs.clone();
+    let for_health = jobs.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -459,7 +470,26 @@ async fn serve_operations(listener: tokio::net::TcpListener, jobs: Vec<(String, 
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let stalled: Vec<String> = for_health
+                    .iter()
+                    .filter_map(|(name, metrics)| {
+                        let age = metrics.stalled(stall_timeout)?;
+                        warn!(job = %name, stalled_secs = age.as_secs(), "the job's poll loop is stuck: failing /healthz");
+                        Some(format!("{name}: poll loop stuck for {} s", age.as_secs()))
+                    })
+                    .collect();
+                async move {
+                    if stalled.is_empty() {
+                        (StatusCode::OK, "ok\n".to_owned())
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", stalled.join("\n")))
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

@@ -1549,8 +1549,12 @@ fn poll_loop(
         .filter(|_| config.guarantee == DeliveryGuarantee::AtLeastOnce);
     let poll_timeout = flush_interval.map_or(POLL_TIMEOUT, |f| f.min(POLL_TIMEOUT));
     let mut last_flush = Instant::now();
+    let metrics = lock().metrics.clone();
+    let _leaves = LeavesLoop(&metrics);
     while !shutdown.load(Ordering::Relaxed) {
         let polled = consumer.poll(poll_timeout);
+        let now = Instant::now();
+        metrics.turned(now);
         let mut task = lock();
         if let Some(error) = task.failed.take() {
             return Err(error);
@@ -1610,7 +1614,7 @@ fn poll_loop(
             }
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
-        if task.last_commit.elapsed() >= config.commit_interval {
+        if now.saturating_duration_since(task.last_commit) >= config.commit_interval {
             task.commit(consumer)?;
             // Measured from the end of the commit: a commit slower than the interval (two broker round trips
             // and the markers) must still leave a full interval of processing before the next one.
@@ -1631,6 +1635,16 @@ fn poll_loop(
         }
     }
     Ok(Stop::Shutdown)
+}
+
+/// Marks the job out of its poll loop however the loop ends, so that a stage stopped or starting again does not
+/// count as stalled.
+struct LeavesLoop<'a>(&'a JobMetrics);
+
+impl Drop for LeavesLoop<'_> {
+    fn drop(&mut self) {
+        self.0.left_loop();
+    }
 }
 
 /// How long to pause before retrying a record whose dependency (the schema registry) was unavailable: doubling

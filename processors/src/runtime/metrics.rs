@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -118,6 +119,16 @@ pub struct JobMetrics {
     ready: AtomicBool,
     /// Runs started again in the same process after an error new clients clear (see `RuntimeError`).
     restarts: AtomicU64,
+    /// When the job's poll loop last came round, in milliseconds of [`monotonic_ms`] plus one; 0 while the job is
+    /// not in its loop (starting, restarting, stopped).
+    last_turn: AtomicU64,
+}
+
+/// Milliseconds of a monotonic clock shared by the process.
+fn monotonic_ms(now: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(|| now);
+    u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl JobMetrics {
@@ -152,9 +163,39 @@ impl JobMetrics {
         }
     }
 
-    /// Marks a restore as running or finished.
+    /// Marks a restore as running or finished. A restore runs inside a poll of the loop; its end counts as a turn.
     pub fn set_restoring(&self, restoring: bool) {
         self.restoring.store(restoring, Ordering::Relaxed);
+        if !restoring && self.last_turn.load(Ordering::Relaxed) != 0 {
+            self.turned(Instant::now());
+        }
+    }
+
+    /// The job's poll loop came round at `now`.
+    pub fn turned(&self, now: Instant) {
+        self.last_turn
+            .store(monotonic_ms(now).saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The job left its poll loop.
+    pub fn left_loop(&self) {
+        self.last_turn.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the job's poll loop has not come round, while it is in the loop and not restoring.
+    pub fn since_last_turn(&self) -> Option<Duration> {
+        let last = self.last_turn.load(Ordering::Relaxed);
+        if last == 0 || self.restoring.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = monotonic_ms(Instant::now());
+        Some(Duration::from_millis(now.saturating_sub(last - 1)))
+    }
+
+    /// How long the job's poll loop has been stuck, when that is longer than `limit`: a call into the Kafka
+    /// client that does not return (see `bounded`) or an operator that does not finish a record.
+    pub fn stalled(&self, limit: Duration) -> Option<Duration> {
+        self.since_last_turn().filter(|age| *age > limit)
     }
 
     /// Marks the job ready (assigned and restored) or not.
@@ -254,6 +295,12 @@ impl JobMetrics {
             out,
             "adstream_restoring{{job=\"{job}\"}} {}",
             u8::from(self.restoring.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "# HELP adstream_poll_loop_age_seconds Time since the job's poll loop last came round (0 outside the loop and while restoring); /healthz fails past --stall-timeout-secs.\n# TYPE adstream_poll_loop_age_seconds gauge");
+        let _ = writeln!(
+            out,
+            "adstream_poll_loop_age_seconds{{job=\"{job}\"}} {}",
+            self.since_last_turn().unwrap_or_default().as_secs_f64()
         );
         let _ = writeln!(out, "# HELP adstream_ready Whether the job is assigned, restored and processing.\n# TYPE adstream_ready gauge");
         let _ = writeln!(
@@ -357,6 +404,32 @@ pub fn merge_expositions(texts: impl IntoIterator<Item = String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loop_that_stops_coming_round_is_stalled_but_not_while_restoring_or_outside_it() {
+        let metrics = JobMetrics::default();
+        let limit = Duration::from_millis(50);
+        assert_eq!(metrics.stalled(limit), None, "not in the loop yet");
+        metrics.turned(Instant::now());
+        assert_eq!(metrics.stalled(limit), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(metrics.stalled(limit).is_some_and(|age| age > limit));
+        metrics.set_restoring(true);
+        assert_eq!(metrics.stalled(limit), None, "a restore runs inside a poll");
+        metrics.set_restoring(false);
+        assert_eq!(
+            metrics.stalled(limit),
+            None,
+            "the end of a restore counts as a turn"
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(metrics.stalled(limit).is_some());
+        metrics.left_loop();
+        assert_eq!(metrics.stalled(limit), None);
+        assert!(metrics
+            .render("j")
+            .contains("adstream_poll_loop_age_seconds{job=\"j\"} 0\n"));
+    }
 
     #[test]
     fn expositions_of_several_jobs_share_one_header_per_family() {
