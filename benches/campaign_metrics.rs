@@ -1734,7 +1734,7 @@ async fn other_jobs(
     })?;
     notes.push(format!(
         "attribution: {} input records ({conversions} conversions); touch state {users} users, {:.1} MB of changelog \
-         values = {:.0} bytes per user (JSON, every touch of the week kept: the 30-day lookback has not passed)",
+         values = {:.0} bytes per user (compact binary, every touch of the week kept: the 30-day lookback has not passed)",
         input,
         bytes as f64 / 1e6,
         bytes as f64 / users.max(1) as f64

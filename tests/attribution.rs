@@ -13,6 +13,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use adstream_processors::attribution::operator::UserTouches;
+use adstream_processors::attribution::touch_codec::CompactTouches;
+use adstream_processors::runtime::ValueCodec;
 use adstream_producers::generator::GeneratorConfig;
 use adstream_schemas::outputs::{
     self, AttributedConversion, AttributionCredit, AttributionModel, TouchKind,
@@ -330,13 +333,16 @@ async fn touches_older_than_the_lookback_leave_the_store_and_its_changelog() {
     );
 
     let changelog = format!("{attribution}-touches-changelog");
-    let mut latest: BTreeMap<Vec<u8>, serde_json::Value> = BTreeMap::new();
+    let mut latest: BTreeMap<Vec<u8>, UserTouches> = BTreeMap::new();
     let mut tombstones = 0;
     for (key, value) in tokio::task::block_in_place(|| read_changelog_records(&changelog)) {
         let key = key.expect("changelog keys are user ids");
         match value {
             Some(value) => {
-                latest.insert(key, serde_json::from_slice(&value).expect("changelog JSON"));
+                latest.insert(
+                    key,
+                    CompactTouches::decode(&value).expect("a changelog value of the touches store"),
+                );
             }
             None => {
                 tombstones += 1;
@@ -348,10 +354,7 @@ async fn touches_older_than_the_lookback_leave_the_store_and_its_changelog() {
         tombstones > 0,
         "users without touches leave with a tombstone"
     );
-    let remaining: usize = latest
-        .values()
-        .map(|user| user["touches"].as_array().map_or(0, Vec::len))
-        .sum();
+    let remaining: usize = latest.values().map(|user| user.touches.len()).sum();
     // About 13 of 168 hours of touches can remain.
     assert!(
         remaining * 5 < touches as usize,
@@ -360,8 +363,8 @@ async fn touches_older_than_the_lookback_leave_the_store_and_its_changelog() {
     // The final watermark trails the last event by at most the generator's disorder; allow an hour more.
     let horizon = last_event_ms - 12 * 3_600_000 - 3_600_000 - 3_600_000;
     for (key, user) in &latest {
-        for touch in user["touches"].as_array().expect("touches") {
-            let t = touch["t"].as_i64().expect("time");
+        for touch in &user.touches {
+            let t = touch.t;
             assert!(
                 t >= horizon,
                 "{}: touch at {t} is older than the horizon {horizon}",

@@ -10,6 +10,7 @@
 //! - `operator`    — stage two: each user's touches in a store with expiry; every conversion credited under every
 //!   rule model once its touches are known, and under Markov and Shapley with the latest fitted weights; each closed
 //!   journey (converted, or not within the lookback) written to `attribution.journeys`.
+//! - `touch_codec` — the compact changelog encoding of a user's touches, most of the job's state.
 //! - `weights`     — the data-driven models on the stream: Markov removal effects and Shapley values fitted over a
 //!   period's journeys (`adstream attribution fit`), and the latest fit turned into shares of a conversion.
 
@@ -18,4 +19,5 @@ pub mod job;
 pub mod models;
 pub mod operator;
 pub mod repartition;
+pub mod touch_codec;
 pub mod weights;

@@ -4,7 +4,8 @@
 //!
 //! Inputs, both keyed by user id and co-partitioned: the repartition topic of touches (see [`super::repartition`])
 //! and the conversions topic. State, in two stores with changelogs:
-//! - `touches`: per user, the touches of the last `lookback` (plus `retention`, below), oldest first;
+//! - `touches`: per user, the touches of the last `lookback` (plus `retention`, below), oldest first (written to
+//!   the changelog compactly, see [`super::touch_codec`]);
 //! - `pending`: conversions waiting for their touches.
 //!
 //! **When a conversion is attributed.** Touches and conversions travel different paths (the touches through the
@@ -72,6 +73,7 @@ use adstream_schemas::outputs::{
 use serde::{Deserialize, Serialize};
 
 use super::models::{rule_shares, RuleModel, RuleSettings, Touch, TouchKind};
+use super::touch_codec::CompactTouches;
 use super::weights::LatestWeights;
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
@@ -238,7 +240,7 @@ const JOURNEYS: usize = 2;
 /// The operator; see the module doc.
 pub struct AttributionJob {
     config: AttributionConfig,
-    touches: KeyedStore<String, UserTouches>,
+    touches: KeyedStore<String, UserTouches, CompactTouches>,
     pending: KeyedStore<String, PendingConversion>,
     /// Ids of the conversions taken, to drop a second copy.
     conversion_ids: SeenIds,

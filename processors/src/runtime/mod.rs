@@ -62,7 +62,9 @@ pub use metrics::{merge_expositions, InputLag, JobMetrics};
 pub use simulate::{
     simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
-pub use store::{ChangelogStore, KeyedStore, PartitionData, StoreError, StoreKey};
+pub use store::{
+    ChangelogStore, JsonValues, KeyedStore, PartitionData, StoreError, StoreKey, ValueCodec,
+};
 pub use timers::{Fired, TimeDomain, Timers};
 
 /// Delivery guarantee of a job.

@@ -2,16 +2,18 @@
 //!
 //! A [`KeyedStore`] holds, per input partition, a map from key to value in memory. Every change marks the key
 //! dirty; at each commit the runtime drains the dirty keys into the store's changelog topic (same partition as the
-//! input partition, inside the same Kafka transaction as the outputs and the consumer offsets), values as JSON and
-//! deletions as tombstones. On assignment the runtime replays the changelog partition (read_committed) into the
+//! input partition, inside the same Kafka transaction as the outputs and the consumer offsets), values as JSON by
+//! default and deletions as tombstones. On assignment the runtime replays the changelog partition (read_committed) into the
 //! store before the partition's first record is processed, so a restarted instance continues exactly where the
-//! last committed transaction left off.
+//! last committed transaction left off. A store whose values are large writes them with a compact codec of its
+//! own instead ([`ValueCodec`]).
 //!
 //! Dirty tracking makes the changelog write per commit proportional to the keys changed, not to the records
 //! processed: a window updated by a million events is written once per commit interval.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,8 +26,31 @@ pub struct StoreError {
     pub store: String,
     /// The record's key, lossily as text.
     pub key: String,
-    /// The JSON decoder's message.
+    /// The decoder's message.
     pub message: String,
+}
+
+/// How a store writes its values to its changelog and reads them back.
+pub trait ValueCodec<V> {
+    /// Appends the encoding of `value` to `out`.
+    fn encode(value: &V, out: &mut Vec<u8>);
+    /// Decodes a changelog value; the message says what is wrong.
+    fn decode(bytes: &[u8]) -> Result<V, String>;
+}
+
+/// Values as JSON, which any tool reads: the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonValues;
+
+impl<V: Serialize + DeserializeOwned> ValueCodec<V> for JsonValues {
+    fn encode(value: &V, out: &mut Vec<u8>) {
+        // Serializing plain data structs to JSON in memory cannot fail.
+        let _ = serde_json::to_writer(out, value);
+    }
+
+    fn decode(bytes: &[u8]) -> Result<V, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
 }
 
 /// Receives changelog records: (partition, key, value or None for a deletion).
@@ -110,20 +135,22 @@ impl<K, V> Default for PartitionState<K, V> {
     }
 }
 
-/// An in-memory keyed store per partition with a changelog; see the module doc.
-pub struct KeyedStore<K, V> {
+/// An in-memory keyed store per partition with a changelog whose values `C` encodes; see the module doc.
+pub struct KeyedStore<K, V, C = JsonValues> {
     name: String,
     partitions: HashMap<i32, PartitionState<K, V>>,
     scratch: Vec<u8>,
+    codec: PhantomData<fn() -> C>,
 }
 
-impl<K: StoreKey, V: Serialize + DeserializeOwned> KeyedStore<K, V> {
+impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
     /// An empty store called `name`.
     pub fn new(name: impl Into<String>) -> Self {
         KeyedStore {
             name: name.into(),
             partitions: HashMap::new(),
             scratch: Vec::new(),
+            codec: PhantomData,
         }
     }
 
@@ -200,10 +227,11 @@ impl<K: StoreKey, V: Serialize + DeserializeOwned> KeyedStore<K, V> {
     }
 }
 
-impl<K, V> ChangelogStore for KeyedStore<K, V>
+impl<K, V, C> ChangelogStore for KeyedStore<K, V, C>
 where
     K: StoreKey + Send + 'static,
-    V: Serialize + DeserializeOwned + Send + 'static,
+    V: Send + 'static,
+    C: ValueCodec<V>,
 {
     fn name(&self) -> &str {
         &self.name
@@ -225,7 +253,7 @@ where
         let state = self.partitions.entry(partition).or_default();
         match value {
             Some(bytes) => {
-                let decoded: V = serde_json::from_slice(bytes).map_err(|e| error(e.to_string()))?;
+                let decoded = C::decode(bytes).map_err(error)?;
                 state.entries.insert(parsed, decoded);
             }
             None => {
@@ -242,10 +270,8 @@ where
                 match state.entries.get(&key) {
                     Some(value) => {
                         self.scratch.clear();
-                        // Serializing plain data structs to JSON in memory cannot fail.
-                        if serde_json::to_writer(&mut self.scratch, value).is_ok() {
-                            sink(*partition, &key_bytes, Some(&self.scratch));
-                        }
+                        C::encode(value, &mut self.scratch);
+                        sink(*partition, &key_bytes, Some(&self.scratch));
                     }
                     None => sink(*partition, &key_bytes, None),
                 }
