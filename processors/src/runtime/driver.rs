@@ -897,6 +897,42 @@ fn read_for_restore<E: std::fmt::Display>(
     )
 }
 
+/// How long a job keeps asking for its producer id while the broker answers that it is not ready: a broker
+/// restarted with thousands of partitions answers "not coordinator" until it has loaded its transaction state, a
+/// minute or more after it accepts connections.
+const INIT_TRANSACTIONS_LIMIT: Duration = Duration::from_secs(300);
+
+/// Initialises the transactional producer, which also fences and aborts whatever a previous incarnation with the
+/// same transactional id left open. A retriable failure (the coordinator not ready or moving, the call's `timeout`
+/// passed) is retried until `limit`: the broker answered, it is not ready yet, and a job must wait for it rather
+/// than exit.
+fn init_transactions<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    timeout: Duration,
+    limit: Duration,
+    shutdown: &AtomicBool,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    loop {
+        match producer.init_transactions(timeout) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable()
+                    && started.elapsed() < limit
+                    && !shutdown.load(Ordering::Relaxed) =>
+            {
+                warn!(
+                    error = %e,
+                    waited_secs = started.elapsed().as_secs(),
+                    "the transaction coordinator is not ready: retrying"
+                );
+                sleep_unless_shutdown(Duration::from_secs(1), shutdown);
+            }
+            Err(e) => return Err(RuntimeError::Setup(format!("init transactions: {e}"))),
+        }
+    }
+}
+
 /// Why a transactional call failed.
 #[derive(Debug)]
 enum CallFailure {
@@ -1389,10 +1425,7 @@ pub fn run_with_standby(
         .create_with_context(DeliveryContext(delivery.clone()))
         .map_err(|e| RuntimeError::Setup(format!("producer: {e}")))?;
     if exactly_once {
-        // Also fences and aborts whatever a previous incarnation with the same transactional id left open.
-        producer
-            .init_transactions(CALL_TIMEOUT)
-            .map_err(|e| RuntimeError::Setup(format!("init transactions: {e}")))?;
+        init_transactions(&producer, CALL_TIMEOUT, INIT_TRANSACTIONS_LIMIT, &shutdown)?;
     }
     let inputs = operator.inputs();
     let transport = KafkaTransport {
@@ -1792,6 +1825,39 @@ fn read_to_the_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a job started right after its broker restarted exited with "init transactions: Failed to
+    /// initialize Producer ID: Broker: Not coordinator" while the broker was still loading its transaction state
+    /// (CI's exactly-once test, its broker holding thousands of partitions). Retriable failures are now retried.
+    #[test]
+    fn a_transaction_coordinator_that_is_not_ready_yet_is_waited_for() {
+        use rdkafka::mocking::{MockCluster, MockCoordinator};
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster
+            .coordinator(MockCoordinator::Transaction("txn".into()), 1)
+            .expect("transaction coordinator");
+        // librdkafka retries these itself every half second: about 5 s of "not coordinator", well past the
+        // 1 s each call is given below.
+        cluster.request_errors(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 10],
+        );
+        let producer: ThreadedProducer<DeliveryContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "txn")
+            .create_with_context(DeliveryContext(Arc::default()))
+            .expect("producer");
+        init_transactions(
+            &producer,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            &AtomicBool::new(false),
+        )
+        .expect("initialised once the coordinator is ready");
+        producer.begin_transaction().expect("a usable producer");
+    }
 
     /// Regression (librdkafka #5456): with the group coordinator down, `send_offsets_to_transaction` waited past
     /// its timeout for as long as no broker connection changed state, ten minutes in the chaos run. The job now
