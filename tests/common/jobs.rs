@@ -172,13 +172,26 @@ pub fn apply_topology(registry: &str, path: &Path, extra: &[&str]) {
 }
 
 /// Sends SIGTERM to `child` (a job commits what it processed and exits) and reaps it; returns how it exited.
+/// Panics, after a SIGKILL, if it is still running five minutes later: a stuck shutdown fails the test instead of
+/// hanging it (a commit gives up on a stuck client call after 40 s, see the runtime's `bounded`).
 pub fn terminate(mut child: Child) -> std::process::ExitStatus {
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill -TERM");
     assert!(sent.success());
-    child.wait().expect("reap")
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} still running 300 s after SIGTERM", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
