@@ -136,6 +136,18 @@ struct Fleet {
     running: Vec<Vec<Option<Child>>>,
 }
 
+/// A test that fails midway (the generator's producer, an assertion) leaves no instance running: nine debug-build
+/// jobs outliving the test starved the tests after it of CPU (CI: a metadata request unanswered for 10 s).
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self.running.iter_mut().flatten().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Fleet {
     fn command(&self, job: usize, instance: &str, until_end: bool) -> Command {
         let log = File::options()
