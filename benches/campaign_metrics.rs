@@ -60,6 +60,7 @@ use adstream_processors::fatigue::detector::FatigueConfig;
 use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use adstream_processors::runtime::{
     self, ChangelogStore, DeliveryGuarantee, KeyedStore, Operator, RunSummary, RuntimeConfig,
+    CHECKPOINT_KEY,
 };
 use adstream_processors::window::Lateness;
 use adstream_producers::builders::{ClickBuilder, ImpressionBuilder, Serving};
@@ -1237,7 +1238,12 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             let consumer = kafka.consumer(&format!("{eos_app}-bench-restore"))?;
             let mut store: KeyedStore<String, WindowRow> = KeyedStore::new("windows");
             let meter = Meter::start(ticks);
+            // Each commit also writes a checkpoint record per task into the changelog; the runtime's restore
+            // reads it for the commit number and skips it, as here.
             let applied = read_to_end(&consumer, &changelog, |m| {
+                if m.key() == Some(CHECKPOINT_KEY) {
+                    return Ok(());
+                }
                 store
                     .restore(m.partition(), m.key().unwrap_or_default(), m.payload())
                     .map_err(anyhow::Error::from)
@@ -1250,6 +1256,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             let consumer = kafka.consumer(&format!("{eos_app}-bench-copy"))?;
             let mut records: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
             read_to_end(&consumer, &changelog, |m| {
+                if m.key() == Some(CHECKPOINT_KEY) {
+                    return Ok(());
+                }
                 records.push((
                     m.partition(),
                     m.key().unwrap_or_default().to_vec(),
@@ -1422,6 +1431,9 @@ fn changelog_state(kafka: &Kafka, changelog: &str, group: &str) -> Result<(usize
     let consumer = kafka.consumer(group)?;
     let mut latest: HashMap<(i32, Vec<u8>), usize> = HashMap::new();
     read_to_end(&consumer, changelog, |m| {
+        if m.key() == Some(CHECKPOINT_KEY) {
+            return Ok(());
+        }
         let key = (m.partition(), m.key().unwrap_or_default().to_vec());
         match m.payload() {
             Some(value) => latest.insert(key, value.len()),
@@ -1432,8 +1444,6 @@ fn changelog_state(kafka: &Kafka, changelog: &str, group: &str) -> Result<(usize
     Ok((latest.len(), latest.values().sum()))
 }
 
-/// Runs the attribution job (repartition stage, then attribution stage) and the creative-fatigue job over the
-/// bench's inputs, exactly-once, each to the end of its input; measures their state from their changelogs.
 /// Peak resident memory of this process since [`reset_peak_memory`] (`VmHWM`), in bytes.
 fn peak_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -1614,6 +1624,8 @@ fn backtest(
     Ok(())
 }
 
+/// Runs the attribution job (repartition stage, then attribution stage) and the creative-fatigue job over the
+/// bench's inputs, exactly-once, each to the end of its input; measures their state from their changelogs.
 async fn other_jobs(
     kafka: &Kafka,
     registry_url: &str,
