@@ -4,7 +4,8 @@
 //! `adstream_processors::jobs`).
 //!
 //! The endpoint serves `/metrics` (Prometheus text), `/healthz` (the process is up and no stage's poll loop is
-//! stuck, see `--stall-timeout-secs`) and `/readyz` (200 once the job owns partitions and has restored them). SIGTERM or SIGINT commits what was processed and leaves the group.
+//! stuck, see `--stall-timeout-secs`) and `/readyz` (200 once the job owns partitions and has restored them).
+//! SIGTERM or SIGINT commits what was processed and leaves the group.
 
 use std::collections::HashMap;
 use std::future::Future;
