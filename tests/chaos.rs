@@ -33,7 +33,7 @@ use adstream_producers::pipeline::RunOptions;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use common::jobs::{adstream, apply_topology, replicated, terminate, topology_yaml};
+use common::jobs::{adstream, apply_topology, exit_within, replicated, terminate, topology_yaml};
 use common::recompute::{produce_generator_with, Topics};
 use common::{cluster, start_registry, unique, verdict};
 
@@ -290,17 +290,8 @@ impl Fleet {
             .command(job, "final", true)
             .spawn()
             .expect("start the final run");
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(600) {
-                let _ = child.kill();
-                panic!("the final {} run did not end within 600 s", JOBS[job]);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let status = exit_within(&mut child, Duration::from_secs(600))
+            .unwrap_or_else(|| panic!("the final {} run did not end within 600 s", JOBS[job]));
         assert!(
             status.success(),
             "the final {} run failed with {status}; see {}",

@@ -171,6 +171,22 @@ pub fn apply_topology(registry: &str, path: &Path, extra: &[&str]) {
     );
 }
 
+/// Waits up to `limit` for `child` to exit; SIGKILLs and reaps it, and returns None, if it is still running then.
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Sends SIGTERM to `child` (a job commits what it processed and exits) and reaps it; returns how it exited.
 /// Panics, after a SIGKILL, if it is still running five minutes later: a stuck shutdown fails the test instead of
 /// hanging it (a commit gives up on a stuck client call after 40 s, see the runtime's `bounded`).
@@ -180,32 +196,13 @@ pub fn terminate(mut child: Child) -> std::process::ExitStatus {
         .status()
         .expect("kill -TERM");
     assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process {} still running 300 s after SIGTERM", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    exit_within(&mut child, Duration::from_secs(300))
+        .unwrap_or_else(|| panic!("process {} still running 300 s after SIGTERM", child.id()))
 }
 
 /// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
 pub fn wait_for_end(mut child: Child, what: &str) {
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            panic!("{what} did not reach the end of its input within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(300))
+        .unwrap_or_else(|| panic!("{what} did not reach the end of its input within 300 s"));
     assert!(status.success(), "{what} failed: {status}");
 }

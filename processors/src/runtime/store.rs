@@ -3,10 +3,10 @@
 //! A [`KeyedStore`] holds, per input partition, a map from key to value in memory. Every change marks the key
 //! dirty; at each commit the runtime drains the dirty keys into the store's changelog topic (same partition as the
 //! input partition, inside the same Kafka transaction as the outputs and the consumer offsets), values as JSON by
-//! default and deletions as tombstones. On assignment the runtime replays the changelog partition (read_committed) into the
-//! store before the partition's first record is processed, so a restarted instance continues exactly where the
-//! last committed transaction left off. A store whose values are large writes them with a compact codec of its
-//! own instead ([`ValueCodec`]).
+//! default and deletions as tombstones. On assignment the runtime replays the changelog partition (read_committed)
+//! into the store before the partition's first record is processed, so a restarted instance continues exactly
+//! where the last committed transaction left off. A store whose values are large writes them with a compact codec
+//! of its own instead ([`ValueCodec`]).
 //!
 //! Dirty tracking makes the changelog write per commit proportional to the keys changed, not to the records
 //! processed: a window updated by a million events is written once per commit interval.
