@@ -3,6 +3,7 @@
 //! Layout:
 //! - `source`     — Kafka and the registry for queries: metadata, offsets for times, offset-range reads.
 //! - `avro_arrow` — Avro schemas to Arrow schemas, decoded Avro values to Arrow columns in batches.
+//! - `avro_direct` — Confluent-framed Avro straight into Arrow columns for flat projections (the fast path).
 //! - `pushdown`   — which predicates become partition and offset bounds (time, partition, offset, key).
 //! - `table`      — a topic as a table: its history, or its latest value per key (what compaction keeps).
 //! - `catalog`    — every topology topic registered in a DataFusion session.
@@ -18,6 +19,7 @@
 //! which replay history through the jobs, are the `adstream-backtest` crate beside the runtime.
 
 pub mod avro_arrow;
+mod avro_direct;
 pub mod catalog;
 pub mod instant;
 pub mod journeys;

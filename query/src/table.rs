@@ -7,11 +7,11 @@
 //!
 //! Planning (`scan`) asks Kafka only for metadata: partition counts, watermarks and offsets for times. Execution
 //! reads each partition's offset range on tokio's blocking pool and sends Arrow batches through a bounded channel,
-//! so memory stays at a few batches per partition whatever the topic's size. Avro is decoded straight into Arrow
-//! columns (per batch), only the projected columns are built, and values are not decoded at all when no value
-//! column is asked for (`count(*)`).
+//! so memory stays at a few batches per partition whatever the topic's size. Only the projected columns are built,
+//! values are not decoded at all when no value column is asked for (`count(*)`), and headers are parsed only for
+//! `_headers`. Flat value columns are read from the Avro payload straight into Arrow builders
+//! ([`crate::avro_direct`]); other projections go through `apache_avro` values ([`crate::avro_arrow`]).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch, RecordBatchOptions, StringArray,
+    ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch, RecordBatchOptions, StringBuilder,
     StructArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
@@ -49,6 +49,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use crate::avro_arrow::{build_column, record_fields};
+use crate::avro_direct::{Cell, DirectColumns, DirectPlan, Plans, Store};
 use crate::pushdown::{self, ScanBounds, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP};
 use crate::source::{KafkaSource, PartitionRange, TimestampOrder};
 use crate::QueryError;
@@ -370,6 +371,8 @@ impl ExecutionPlan for TopicScanExec {
         };
         let fetched = MetricBuilder::new(&self.metrics).counter("records_fetched", partition);
         let undecodable = MetricBuilder::new(&self.metrics).counter("undecodable", partition);
+        let decoded_directly =
+            MetricBuilder::new(&self.metrics).counter("rows_decoded_directly", partition);
         let mut decoder = BatchDecoder {
             source: self.source.clone(),
             reader: self.reader,
@@ -377,7 +380,9 @@ impl ExecutionPlan for TopicScanExec {
             schema: self.schema.clone(),
             projection: self.projection.clone(),
             value_fields: self.value_fields,
+            plans: Plans::new(),
             undecodable,
+            decoded_directly,
         };
         let source = self.source.clone();
         let topic = self.topic.clone();
@@ -528,7 +533,32 @@ struct RowRef<'a> {
     timestamp: Option<i64>,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
-    headers: Vec<(Cow<'a, str>, Option<&'a [u8]>)>,
+    headers: RowHeaders<'a>,
+}
+
+/// Where a row's headers are: librdkafka parses a message's headers (an allocation per header) only when asked,
+/// so they are read only when the `_headers` column is projected.
+enum RowHeaders<'a> {
+    Message(&'a BorrowedMessage<'a>),
+    Owned(&'a [(String, Option<Vec<u8>>)]),
+}
+
+impl RowHeaders<'_> {
+    /// Each header as (key text, value bytes), in record order.
+    fn each(&self, mut header: impl FnMut(&str, Option<&[u8]>)) {
+        match self {
+            RowHeaders::Message(message) => {
+                for (key, value) in KafkaHeaders::of(message).iter() {
+                    header(&key_text(key), value);
+                }
+            }
+            RowHeaders::Owned(headers) => {
+                for (key, value) in headers.iter() {
+                    header(key, value.as_deref());
+                }
+            }
+        }
+    }
 }
 
 impl<'a> From<&'a BorrowedMessage<'a>> for RowRef<'a> {
@@ -539,10 +569,7 @@ impl<'a> From<&'a BorrowedMessage<'a>> for RowRef<'a> {
             timestamp: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
-            headers: KafkaHeaders::of(message)
-                .iter()
-                .map(|(key, value)| (key_text(key), value))
-                .collect(),
+            headers: RowHeaders::Message(message),
         }
     }
 }
@@ -555,11 +582,7 @@ impl<'a> From<&'a OwnedRow> for RowRef<'a> {
             timestamp: row.timestamp,
             key: row.key.as_deref(),
             value: row.value.as_deref(),
-            headers: row
-                .headers
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_deref()))
-                .collect(),
+            headers: RowHeaders::Owned(&row.headers),
         }
     }
 }
@@ -594,6 +617,9 @@ enum UndecodableValue {
     },
 }
 
+/// The projected value columns of a batch, and the rows they hold (undecodable ones left out).
+type Decoded<'r, 'a> = (Vec<ArrayRef>, Vec<&'r RowRef<'a>>);
+
 /// Consumer records → Arrow batches of the projected columns.
 struct BatchDecoder {
     source: Arc<KafkaSource>,
@@ -603,7 +629,11 @@ struct BatchDecoder {
     schema: SchemaRef,
     projection: Vec<usize>,
     value_fields: usize,
+    /// Direct Avro → Arrow plans per writer schema id (see [`crate::avro_direct`]).
+    plans: Plans,
     undecodable: Count,
+    /// Rows whose values took the direct path (EXPLAIN ANALYZE shows it beside `undecodable`).
+    decoded_directly: Count,
 }
 
 impl BatchDecoder {
@@ -631,42 +661,158 @@ impl BatchDecoder {
             .map_err(|reason| UndecodableValue::Datum { id, reason })
     }
 
-    fn decode(&mut self, rows: &[RowRef<'_>]) -> Result<RecordBatch, QueryError> {
-        let wants_value = self.projection.iter().any(|&i| i < self.value_fields);
-        let mut values: Vec<Option<Value>> = Vec::with_capacity(rows.len());
-        let mut kept: Vec<&RowRef<'_>> = Vec::with_capacity(rows.len());
+    /// The projected value columns' (reader field index, store) in projection order, when every one of them has
+    /// a store the direct path builds.
+    fn direct_slots(&self) -> Option<Vec<(usize, Store)>> {
+        self.projection
+            .iter()
+            .enumerate()
+            .filter(|(_, index)| **index < self.value_fields)
+            .map(|(position, index)| {
+                Some((*index, Store::of(self.schema.field(position).data_type())?))
+            })
+            .collect()
+    }
+
+    /// Whether the records of writer schema `id` have a direct plan (built on first sight).
+    fn has_plan(&mut self, id: u32, slots: &[(usize, Store)]) -> bool {
+        if !self.plans.contains_key(&id) {
+            // A writer schema the registry cannot give is the general path's to count as undecodable.
+            let plan = self
+                .source
+                .writer_schema(id)
+                .ok()
+                .and_then(|writer| DirectPlan::new(writer, self.reader, slots));
+            self.plans.insert(id, plan);
+        }
+        self.plans.get(&id).is_some_and(Option::is_some)
+    }
+
+    /// The projected value columns of `rows` read straight from Avro into Arrow, and the rows they hold; None
+    /// when a column or a writer schema of the batch is not for the direct path.
+    fn decode_direct<'r, 'a>(
+        &mut self,
+        rows: &'r [RowRef<'a>],
+    ) -> Result<Option<Decoded<'r, 'a>>, QueryError> {
+        let Some(slots) = self.direct_slots() else {
+            return Ok(None);
+        };
         for row in rows {
-            if wants_value {
-                match row.value.map(|payload| self.value(payload)) {
-                    None => values.push(None),
-                    Some(Ok(value)) => values.push(Some(value)),
-                    Some(Err(message)) => {
-                        // Counted and reported (EXPLAIN ANALYZE, the CLI's summary); the dead-letter tools show
-                        // such records in full.
-                        self.undecodable.add(1);
-                        tracing::debug!(partition = row.partition, offset = row.offset, %message, "undecodable record skipped");
-                        continue;
-                    }
+            if let Some(Ok((id, _))) = row.value.map(adstream_schemas::wire::split) {
+                if !self.has_plan(id, &slots) {
+                    return Ok(None);
+                }
+            }
+        }
+        let stores: Vec<Store> = slots.iter().map(|(_, store)| *store).collect();
+        let mut columns = DirectColumns::new(&stores, rows.len());
+        let mut cells = vec![Cell::Null; slots.len()];
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(payload) = row.value else {
+                cells.fill(Cell::Null);
+                columns.push(&cells);
+                kept.push(row);
+                continue;
+            };
+            let read = match adstream_schemas::wire::split(payload) {
+                Err(_) => Err(UndecodableValue::NotWireFormat.to_string()),
+                Ok((id, datum)) => match self.plans.get(&id) {
+                    Some(Some(plan)) => plan
+                        .read(datum, &mut cells)
+                        .map_err(|reason| format!("schema id {id}: {reason}")),
+                    _ => Err(UndecodableValue::NoReader(id).to_string()),
+                },
+            };
+            match read {
+                Ok(()) => {
+                    columns.push(&cells);
+                    kept.push(row);
+                }
+                Err(message) => {
+                    self.undecodable.add(1);
+                    tracing::debug!(partition = row.partition, offset = row.offset, %message, "undecodable record skipped");
+                }
+            }
+        }
+        let fields: Vec<&Field> = self
+            .projection
+            .iter()
+            .enumerate()
+            .filter(|(_, index)| **index < self.value_fields)
+            .map(|(position, _)| self.schema.field(position))
+            .collect();
+        let arrays = columns.finish(&fields).map_err(|e| QueryError::Schema {
+            topic: String::new(),
+            message: e.to_string(),
+        })?;
+        self.decoded_directly.add(kept.len());
+        Ok(Some((arrays, kept)))
+    }
+
+    /// The projected value columns of `rows` through `apache_avro`'s resolver, and the rows they hold.
+    fn decode_general<'r, 'a>(
+        &mut self,
+        rows: &'r [RowRef<'a>],
+    ) -> Result<Decoded<'r, 'a>, QueryError> {
+        let mut values: Vec<Option<Value>> = Vec::with_capacity(rows.len());
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row.value.map(|payload| self.value(payload)) {
+                None => values.push(None),
+                Some(Ok(value)) => values.push(Some(value)),
+                Some(Err(message)) => {
+                    // Counted and reported (EXPLAIN ANALYZE, the CLI's summary); the dead-letter tools show
+                    // such records in full.
+                    self.undecodable.add(1);
+                    tracing::debug!(partition = row.partition, offset = row.offset, %message, "undecodable record skipped");
+                    continue;
                 }
             }
             kept.push(row);
         }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
+        let mut columns = Vec::new();
         for (position, &index) in self.projection.iter().enumerate() {
+            if index >= self.value_fields {
+                continue;
+            }
             let field = self.schema.field(position);
-            let column: ArrayRef = if index < self.value_fields {
-                let cells: Vec<Option<&Value>> = values
-                    .iter()
-                    .map(|value| match value {
-                        Some(Value::Record(fields)) => fields.get(index).map(|(_, v)| v),
-                        _ => None,
-                    })
-                    .collect();
+            let cells: Vec<Option<&Value>> = values
+                .iter()
+                .map(|value| match value {
+                    Some(Value::Record(fields)) => fields.get(index).map(|(_, v)| v),
+                    _ => None,
+                })
+                .collect();
+            columns.push(
                 build_column(field.name(), field.data_type(), &cells).map_err(|e| {
                     QueryError::Schema {
                         topic: String::new(),
                         message: e.to_string(),
                     }
+                })?,
+            );
+        }
+        Ok((columns, kept))
+    }
+
+    fn decode(&mut self, rows: &[RowRef<'_>]) -> Result<RecordBatch, QueryError> {
+        let wants_value = self.projection.iter().any(|&i| i < self.value_fields);
+        let (value_columns, kept) = if !wants_value {
+            (Vec::new(), rows.iter().collect())
+        } else if let Some(direct) = self.decode_direct(rows)? {
+            direct
+        } else {
+            self.decode_general(rows)?
+        };
+        let mut value_columns = value_columns.into_iter();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
+        for (position, &index) in self.projection.iter().enumerate() {
+            let field = self.schema.field(position);
+            let column: ArrayRef = if index < self.value_fields {
+                value_columns.next().ok_or_else(|| QueryError::Schema {
+                    topic: String::new(),
+                    message: format!("no column decoded for {}", field.name()),
                 })?
             } else {
                 match field.name().as_str() {
@@ -675,16 +821,16 @@ impl BatchDecoder {
                     )),
                     OFFSET => Arc::new(Int64Array::from_iter_values(kept.iter().map(|r| r.offset))),
                     TIMESTAMP => Arc::new(
-                        TimestampMillisecondArray::from(
-                            kept.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
-                        )
-                        .with_timezone("UTC"),
+                        TimestampMillisecondArray::from_iter(kept.iter().map(|r| r.timestamp))
+                            .with_timezone("UTC"),
                     ),
-                    KEY => Arc::new(StringArray::from(
-                        kept.iter()
-                            .map(|r| r.key.map(|k| String::from_utf8_lossy(k).into_owned()))
-                            .collect::<Vec<_>>(),
-                    )),
+                    KEY => {
+                        let mut keys = StringBuilder::with_capacity(kept.len(), kept.len() * 16);
+                        for row in &kept {
+                            keys.append_option(row.key.map(String::from_utf8_lossy));
+                        }
+                        Arc::new(keys.finish())
+                    }
                     _ => headers_column(field, &kept)?,
                 }
             };
@@ -717,21 +863,20 @@ fn headers_column(field: &Field, rows: &[&RowRef<'_>]) -> Result<ArrayRef, Query
     };
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
-    let mut keys: Vec<Option<String>> = Vec::new();
-    let mut values: Vec<Option<String>> = Vec::new();
+    let mut keys = StringBuilder::new();
+    let mut values = StringBuilder::new();
+    let mut entries = 0i32;
     for row in rows {
-        for (key, value) in &row.headers {
-            keys.push(Some(key.to_string()));
-            values.push(value.map(|v| String::from_utf8_lossy(v).into_owned()));
-        }
-        offsets.push(keys.len() as i32);
+        row.headers.each(|key, value| {
+            keys.append_value(key);
+            values.append_option(value.map(String::from_utf8_lossy));
+            entries += 1;
+        });
+        offsets.push(entries);
     }
     let entries = StructArray::try_new(
         entry_fields.clone(),
-        vec![
-            Arc::new(StringArray::from(keys)),
-            Arc::new(StringArray::from(values)),
-        ],
+        vec![Arc::new(keys.finish()), Arc::new(values.finish())],
         None,
     )
     .map_err(|e| QueryError::Schema {

@@ -9,10 +9,13 @@
 //! - `reconciliation` — the reconciliation job's rows (platform-reported against event-derived numbers).
 //! - `compat`  — Avro reader/writer compatibility with Confluent's seven levels and per-field explanations.
 //! - `wire`    — Confluent's wire framing (magic byte 0, big-endian schema id, Avro datum), pure.
+//! - `binary`  — the Avro binary datum read in place (numbers, borrowed strings, skipping), for decoders that
+//!   build no `apache_avro::types::Value`.
 //!
 //! The schema registry server is the `adstream-registry` crate; the registry client and the rest of the Kafka
 //! plumbing are in `adstream-kafka`.
 
+pub mod binary;
 pub mod compat;
 pub mod events;
 pub mod outputs;

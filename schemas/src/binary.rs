@@ -1,0 +1,438 @@
+//! Avro binary encoding read in place: a cursor over one datum that hands out numbers, borrowed strings and bytes,
+//! and skips what its reader does not want, without building `apache_avro::types::Value`s (an owned `String` per
+//! field, a `Vec` per record).
+//!
+//! The datum is hostile input: every read checks the bounds, lengths must fit in what is left, varints are at most
+//! ten bytes, an `int` must fit 32 bits, a string must be UTF-8, and skipping is bounded in nesting depth and in
+//! work (a block may claim 2^62 zero-byte items). What the cursor cannot read is a [`DatumError`], never a panic.
+
+use std::collections::HashMap;
+
+use apache_avro::schema::{InnerDecimalSchema, Name, UuidSchema};
+use apache_avro::Schema;
+
+/// Named types of a schema, for [`Datum::skip`] to follow references (`apache_avro`'s `ResolvedSchema` names).
+pub type Names<'s> = HashMap<Name, &'s Schema>;
+
+/// Deepest nesting [`Datum::skip`] follows: a recursive schema (a linked list of records) lets the datum choose
+/// the depth, one byte a level.
+const MAX_SKIP_DEPTH: usize = 128;
+
+/// Why a datum cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatumError {
+    /// The datum ends inside a value.
+    #[error("datum ends early")]
+    Truncated,
+    /// A varint runs past ten bytes.
+    #[error("variable-length integer longer than ten bytes")]
+    VarintOverflow,
+    /// An `int` outside 32 bits.
+    #[error("int {0} is outside 32 bits")]
+    IntRange(i64),
+    /// A string, bytes or block length below zero.
+    #[error("negative length {0}")]
+    NegativeLength(i64),
+    /// A boolean byte other than 0 and 1.
+    #[error("boolean byte {0:#04x}")]
+    Boolean(u8),
+    /// A string that is not UTF-8.
+    #[error("string is not UTF-8")]
+    NotUtf8,
+    /// An enum index outside the symbols.
+    #[error("enum index {index} of {symbols} symbols")]
+    EnumIndex {
+        /// The index read.
+        index: i64,
+        /// How many symbols the schema has.
+        symbols: usize,
+    },
+    /// A union branch outside the union.
+    #[error("union branch {index} of {branches}")]
+    UnionBranch {
+        /// The branch read.
+        index: i64,
+        /// How many branches the union has.
+        branches: usize,
+    },
+    /// A reference to a type the schema does not define.
+    #[error("schema references {0}, which it does not define")]
+    UnknownName(String),
+    /// Nesting deeper than the skip follows.
+    #[error("values nested deeper than {MAX_SKIP_DEPTH} levels")]
+    TooDeep,
+    /// More array or map items than the datum could hold.
+    #[error("more items than a datum of {0} bytes can hold")]
+    TooManyItems(usize),
+}
+
+/// A cursor over one Avro binary datum.
+pub struct Datum<'a> {
+    bytes: &'a [u8],
+    position: usize,
+    /// Array and map items [`Datum::skip`] may still visit: a bound on work for items that take no bytes.
+    item_budget: usize,
+}
+
+impl<'a> Datum<'a> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Datum<'a> {
+        Datum {
+            bytes,
+            position: 0,
+            item_budget: bytes.len().saturating_mul(8).saturating_add(1024),
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DatumError> {
+        let end = self
+            .position
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or(DatumError::Truncated)?;
+        let taken = &self.bytes[self.position..end];
+        self.position = end;
+        Ok(taken)
+    }
+
+    /// A zigzag varint `long`.
+    pub fn long(&mut self) -> Result<i64, DatumError> {
+        let mut value = 0u64;
+        for index in 0..10 {
+            let byte = *self.bytes.get(self.position).ok_or(DatumError::Truncated)?;
+            self.position += 1;
+            value |= u64::from(byte & 0x7f) << (index * 7);
+            if byte & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(DatumError::VarintOverflow)
+    }
+
+    /// A zigzag varint `int`.
+    pub fn int(&mut self) -> Result<i32, DatumError> {
+        let value = self.long()?;
+        i32::try_from(value).map_err(|_| DatumError::IntRange(value))
+    }
+
+    /// A `boolean`.
+    pub fn boolean(&mut self) -> Result<bool, DatumError> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DatumError::Boolean(other)),
+        }
+    }
+
+    /// A `float`.
+    pub fn float(&mut self) -> Result<f32, DatumError> {
+        let bytes = self.take(4)?;
+        Ok(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// A `double`.
+    pub fn double(&mut self) -> Result<f64, DatumError> {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(self.take(8)?);
+        Ok(f64::from_le_bytes(le))
+    }
+
+    /// A length (of bytes, a string or a block's byte size).
+    fn length(&mut self) -> Result<usize, DatumError> {
+        let length = self.long()?;
+        usize::try_from(length).map_err(|_| DatumError::NegativeLength(length))
+    }
+
+    /// `bytes`, borrowed.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DatumError> {
+        let length = self.length()?;
+        self.take(length)
+    }
+
+    /// A `string`, borrowed.
+    pub fn str(&mut self) -> Result<&'a str, DatumError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| DatumError::NotUtf8)
+    }
+
+    /// A `fixed` of `size` bytes, borrowed.
+    pub fn fixed(&mut self, size: usize) -> Result<&'a [u8], DatumError> {
+        self.take(size)
+    }
+
+    /// An enum's symbol among `symbols`.
+    pub fn symbol<'s>(&mut self, symbols: &'s [String]) -> Result<&'s str, DatumError> {
+        let index = self.long()?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| symbols.get(i))
+            .map(String::as_str)
+            .ok_or(DatumError::EnumIndex {
+                index,
+                symbols: symbols.len(),
+            })
+    }
+
+    /// A union's branch index, below `branches`.
+    pub fn branch(&mut self, branches: usize) -> Result<usize, DatumError> {
+        let index = self.long()?;
+        usize::try_from(index)
+            .ok()
+            .filter(|i| *i < branches)
+            .ok_or(DatumError::UnionBranch { index, branches })
+    }
+
+    /// Moves past one value of `schema` (references looked up in `names`).
+    pub fn skip(&mut self, schema: &Schema, names: &Names<'_>) -> Result<(), DatumError> {
+        self.skip_at(schema, names, 0)
+    }
+
+    fn skip_at(
+        &mut self,
+        schema: &Schema,
+        names: &Names<'_>,
+        depth: usize,
+    ) -> Result<(), DatumError> {
+        if depth > MAX_SKIP_DEPTH {
+            return Err(DatumError::TooDeep);
+        }
+        match schema {
+            Schema::Null => {}
+            Schema::Boolean => {
+                self.boolean()?;
+            }
+            Schema::Int
+            | Schema::Long
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+            | Schema::Enum(_) => {
+                self.long()?;
+            }
+            Schema::Float => {
+                self.take(4)?;
+            }
+            Schema::Double => {
+                self.take(8)?;
+            }
+            Schema::Bytes
+            | Schema::String
+            | Schema::BigDecimal
+            | Schema::Uuid(UuidSchema::Bytes | UuidSchema::String) => {
+                self.bytes()?;
+            }
+            Schema::Decimal(decimal) => match &decimal.inner {
+                InnerDecimalSchema::Bytes => {
+                    self.bytes()?;
+                }
+                InnerDecimalSchema::Fixed(fixed) => {
+                    self.take(fixed.size)?;
+                }
+            },
+            Schema::Fixed(fixed)
+            | Schema::Duration(fixed)
+            | Schema::Uuid(UuidSchema::Fixed(fixed)) => {
+                self.take(fixed.size)?;
+            }
+            Schema::Array(array) => self.skip_blocks(depth, |datum, depth| {
+                datum.skip_at(&array.items, names, depth)
+            })?,
+            Schema::Map(map) => self.skip_blocks(depth, |datum, depth| {
+                datum.bytes()?;
+                datum.skip_at(&map.types, names, depth)
+            })?,
+            Schema::Record(record) => {
+                for field in &record.fields {
+                    self.skip_at(&field.schema, names, depth + 1)?;
+                }
+            }
+            Schema::Union(union) => {
+                let variants = union.variants();
+                let branch = self.branch(variants.len())?;
+                self.skip_at(&variants[branch], names, depth + 1)?;
+            }
+            Schema::Ref { name } => {
+                let named = names
+                    .get(name)
+                    .ok_or_else(|| DatumError::UnknownName(name.fullname(None)))?;
+                self.skip_at(named, names, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips the blocks of an array or map, `item` skipping one item. A block with a negative count carries its
+    /// byte size and is jumped over whole.
+    fn skip_blocks(
+        &mut self,
+        depth: usize,
+        mut item: impl FnMut(&mut Datum<'a>, usize) -> Result<(), DatumError>,
+    ) -> Result<(), DatumError> {
+        loop {
+            let count = self.long()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                let size = self.length()?;
+                self.take(size)?;
+                continue;
+            }
+            let count = usize::try_from(count).map_err(|_| DatumError::NegativeLength(count))?;
+            self.item_budget = self
+                .item_budget
+                .checked_sub(count)
+                .ok_or(DatumError::TooManyItems(self.bytes.len()))?;
+            for _ in 0..count {
+                item(self, depth + 1)?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Value;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use apache_avro::Schema;
+
+    use super::*;
+
+    fn encode(schema: &Schema, value: Value) -> Result<Vec<u8>, apache_avro::Error> {
+        GenericDatumWriter::builder(schema)
+            .build()?
+            .write_value_to_vec(value)
+    }
+    fn names(schema: &Schema) -> Names<'_> {
+        apache_avro::schema::ResolvedSchema::try_from(schema)
+            .expect("resolves")
+            .get_names()
+            .clone()
+    }
+
+    #[test]
+    fn reads_what_apache_avro_writes() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+                {"name":"i","type":"int"},{"name":"l","type":"long"},{"name":"b","type":"boolean"},
+                {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"s","type":"string"},
+                {"name":"e","type":{"type":"enum","name":"E","symbols":["A","B","C"]}},
+                {"name":"u","type":["null","string"]}]}"#,
+        )
+        .expect("schema");
+        let value = Value::Record(vec![
+            ("i".into(), Value::Int(i32::MIN)),
+            ("l".into(), Value::Long(i64::MAX)),
+            ("b".into(), Value::Boolean(true)),
+            ("f".into(), Value::Float(1.5)),
+            ("d".into(), Value::Double(-2.25)),
+            ("s".into(), Value::String("grüße".into())),
+            ("e".into(), Value::Enum(2, "C".into())),
+            (
+                "u".into(),
+                Value::Union(1, Box::new(Value::String("x".into()))),
+            ),
+        ]);
+        let bytes = encode(&schema, value).expect("encodes");
+        let mut datum = Datum::new(&bytes);
+        assert_eq!(datum.int(), Ok(i32::MIN));
+        assert_eq!(datum.long(), Ok(i64::MAX));
+        assert_eq!(datum.boolean(), Ok(true));
+        assert_eq!(datum.float(), Ok(1.5));
+        assert_eq!(datum.double(), Ok(-2.25));
+        assert_eq!(datum.str(), Ok("grüße"));
+        let symbols = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+        assert_eq!(datum.symbol(&symbols), Ok("C"));
+        assert_eq!(datum.branch(2), Ok(1));
+        assert_eq!(datum.str(), Ok("x"));
+        assert_eq!(datum.position(), bytes.len());
+    }
+
+    #[test]
+    fn skips_nested_arrays_maps_records_and_unions_to_the_next_field() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"Outer","fields":[
+                {"name":"points","type":{"type":"array","items":{"type":"record","name":"P","fields":[
+                    {"name":"t","type":"long"},{"name":"tags","type":{"type":"map","values":"string"}}]}}},
+                {"name":"maybe","type":["null","P"]},
+                {"name":"after","type":"string"}]}"#,
+        )
+        .expect("schema");
+        let point = |t: i64| {
+            Value::Record(vec![
+                ("t".into(), Value::Long(t)),
+                (
+                    "tags".into(),
+                    Value::Map([("k".to_owned(), Value::String("v".into()))].into()),
+                ),
+            ])
+        };
+        let value = Value::Record(vec![
+            ("points".into(), Value::Array(vec![point(1), point(-7)])),
+            ("maybe".into(), Value::Union(1, Box::new(point(3)))),
+            ("after".into(), Value::String("here".into())),
+        ]);
+        let bytes = encode(&schema, value).expect("encodes");
+        let Schema::Record(record) = &schema else {
+            unreachable!("a record schema")
+        };
+        let names = names(&schema);
+        let mut datum = Datum::new(&bytes);
+        datum
+            .skip(&record.fields[0].schema, &names)
+            .expect("array skipped");
+        datum
+            .skip(&record.fields[1].schema, &names)
+            .expect("union skipped");
+        assert_eq!(datum.str(), Ok("here"));
+    }
+
+    #[test]
+    fn hostile_datums_are_errors_not_panics_or_endless_work() {
+        assert_eq!(Datum::new(&[]).long(), Err(DatumError::Truncated));
+        assert_eq!(
+            Datum::new(&[0xff; 11]).long(),
+            Err(DatumError::VarintOverflow)
+        );
+        // 2^40 as a long, read as an int.
+        assert!(matches!(
+            Datum::new(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x40]).int(),
+            Err(DatumError::IntRange(_))
+        ));
+        // Length -1, and a length past the end.
+        assert_eq!(
+            Datum::new(&[0x01]).bytes(),
+            Err(DatumError::NegativeLength(-1))
+        );
+        assert_eq!(Datum::new(&[0x08, b'a']).str(), Err(DatumError::Truncated));
+        assert_eq!(Datum::new(&[0x02, 0xff]).str(), Err(DatumError::NotUtf8));
+        assert_eq!(Datum::new(&[0x02]).boolean(), Err(DatumError::Boolean(2)));
+        // An array claiming 2^62 items of type null takes no bytes per item: refused, not iterated.
+        let nulls = Schema::parse_str(r#"{"type":"array","items":"null"}"#).expect("schema");
+        let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert!(matches!(
+            Datum::new(&huge).skip(&nulls, &Names::new()),
+            Err(DatumError::TooManyItems(_))
+        ));
+        // A recursive list as deep as the datum is long.
+        let list = Schema::parse_str(
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
+        )
+        .expect("schema");
+        let deep = vec![0x02; 10_000];
+        assert_eq!(
+            Datum::new(&deep).skip(&list, &names(&list)),
+            Err(DatumError::TooDeep)
+        );
+    }
+}
