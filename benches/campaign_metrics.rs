@@ -29,6 +29,9 @@
 //!    beginning), with `exit_at_end_of_input`, the default 1 s commit interval and the test's lateness (10 min grace,
 //!    3 days retention), and times it from `runtime::run` to its return (start-up and the final commit included) and,
 //!    separately, from the moment the job reports ready (assigned and restored) to its return;
+//!    Then the Kafka Streams peer (`benches/kstreams`, built with Maven from Maven Central; skipped with
+//!    `ADSTREAM_BENCH_KSTREAMS=0` or without `java`/`mvn`): the same windowed shape in Kafka Streams 4.1,
+//!    exactly_once_v2, one stream thread, over the same topics, timed start to stop (JVM CPU, every thread);
 //! 4. measures restore of the exactly-once run's `windows` changelog: a raw read of the changelog (baseline), the
 //!    same read applied to a fresh `KeyedStore` through `ChangelogStore::restore`, `ChangelogStore::restore` alone
 //!    (the same records from memory; its per-core column is left empty: too short for 10 ms CPU ticks), and a
@@ -1220,6 +1223,9 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         runs.push((guarantee, app, done));
     }
 
+    // 3b. The Kafka Streams peer over the same topics.
+    let peer = tokio::task::block_in_place(|| kafka_streams_peer(kafka, &inputs, &run))?;
+
     // 4. Restore of the exactly-once run's windows changelog.
     let eos_app = runs[0].1.clone();
     let changelog = RuntimeConfig::new(&eos_app, kafka.config.clone(), &registry_url)
@@ -1346,6 +1352,16 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             );
         }
     }
+    if let Some(peer) = &peer {
+        let rate = peer.rate(inputs.events);
+        println!(
+            "{:<66} {:>12.0} {:>12.0} {:>7.2}x",
+            "Kafka Streams 4.1 peer, exactly_once_v2, 1 thread, start to stop",
+            rate,
+            peer.per_core(inputs.events),
+            rate / raw_rate
+        );
+    }
     for (name, records, measured) in &other_jobs.rows {
         let rate = measured.rate(*records);
         println!(
@@ -1406,6 +1422,19 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             done.summary.commits
         );
     }
+    if let (Some(peer), Some((_, _, eos))) = (&peer, runs.first()) {
+        let records = eos.summary.records;
+        println!(
+            "campaign-metrics exactly-once against the Kafka Streams peer: {:.2}x its wall-clock rate, {:.2}x its \
+             records per CPU-second ({:.1} s / {:.1} CPU-s against {:.1} s / {:.1} CPU-s)",
+            eos.measured.rate(records) / peer.rate(inputs.events).max(1e-9),
+            eos.measured.per_core(records) / peer.per_core(inputs.events).max(1e-9),
+            eos.measured.wall_s,
+            eos.measured.cpu_s,
+            peer.wall_s,
+            peer.cpu_s
+        );
+    }
     for line in &other_jobs.notes {
         println!("{line}");
     }
@@ -1418,6 +1447,113 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     );
 
     Ok(())
+}
+
+/// Runs the Kafka Streams peer (`benches/kstreams`: the job's windowed shape in Kafka Streams 4.1, exactly_once_v2,
+/// one stream thread) over the bench's impressions and clicks until it has processed and committed all of them, and
+/// returns its wall and CPU seconds (the whole JVM, start-up included). Maven builds it from Maven Central on first
+/// use. None when `ADSTREAM_BENCH_KSTREAMS=0`, or when `java` or `mvn` is missing (said on stdout).
+fn kafka_streams_peer(kafka: &Kafka, inputs: &Inputs, run: &str) -> Result<Option<Measured>> {
+    if std::env::var("ADSTREAM_BENCH_KSTREAMS").as_deref() == Ok("0") {
+        return Ok(None);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let project = root.join("benches/kstreams");
+    let build = std::process::Command::new("mvn")
+        .args(["-B", "-q", "-Dstyle.color=never", "-f"])
+        .arg(project.join("pom.xml"))
+        .args([
+            "clean",
+            "package",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+        ])
+        .output();
+    let build = match build {
+        Ok(output) => output,
+        Err(e) => {
+            println!("kstreams: skipped, mvn cannot run: {e}");
+            return Ok(None);
+        }
+    };
+    if !build.status.success() {
+        bail!(
+            "kstreams: Maven could not build {}:\n{}{}",
+            project.display(),
+            String::from_utf8_lossy(&build.stdout),
+            String::from_utf8_lossy(&build.stderr)
+        );
+    }
+    let target = project.join("target");
+    let classpath = format!(
+        "{}:{}/*",
+        target.join("classes").display(),
+        target.join("dependency").display()
+    );
+    let app = format!("{run}-kstreams");
+    let bootstrap = kafka
+        .config
+        .get("bootstrap.servers")
+        .ok_or_else(|| anyhow!("kstreams: no bootstrap.servers"))?
+        .to_owned();
+    println!(
+        "kstreams: running the Kafka Streams peer over {} records (application id {app})",
+        inputs.events
+    );
+    let output = std::process::Command::new("java")
+        .args(["-cp", &classpath, "io.adstream.bench.CampaignWindows"])
+        .arg(&bootstrap)
+        .args([
+            &inputs.topics.impressions,
+            &inputs.topics.clicks,
+            &app,
+            &app,
+        ])
+        .arg(root.join("schemas/ad_impression.avsc"))
+        .arg(root.join("schemas/ad_click.avsc"))
+        .arg(inputs.events.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("kstreams: java cannot run")?;
+    // Its outputs, changelogs and group go when the bench ends, like the adstream runs'.
+    let metadata = kafka
+        .consumer(&format!("{app}-metadata"))?
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    kafka.scratch(
+        metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|name| name.starts_with(&app)),
+        [app.clone()],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("kstreams: the peer failed ({}):\n{stdout}", output.status);
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow!("kstreams: no result line in:\n{stdout}"))?;
+    let result: serde_json::Value = serde_json::from_str(line)?;
+    let seconds = |name: &str| {
+        result[name]
+            .as_f64()
+            .ok_or_else(|| anyhow!("kstreams: no {name} in {line}"))
+    };
+    let measured = Measured {
+        wall_s: seconds("wall_s")?,
+        cpu_s: seconds("cpu_s")?,
+    };
+    println!(
+        "kstreams: {} records in {:.1} s, {:.1} CPU-s ({:.2} cores)",
+        inputs.events,
+        measured.wall_s,
+        measured.cpu_s,
+        measured.cpu_s / measured.wall_s.max(1e-9)
+    );
+    Ok(Some(measured))
 }
 
 /// Rows (name, input records, time) and notes of the attribution and creative-fatigue runs.
