@@ -3,13 +3,13 @@
 //! The common case: every projected value column is flat (boolean, number, string, enum, bytes, fixed or a time
 //! type, optional or not), and the record's writer schema is the table's reader schema or resolves to it field by
 //! field with the same types, Avro's promotions (int → long/float/double, long → float/double, float → double,
-//! string ↔ bytes), and reader fields the writer lacks defaulting to null. Then a [`DirectPlan`] per writer schema
+//! string → bytes), and reader fields the writer lacks defaulting to null. Then a [`DirectPlan`] per writer schema
 //! id reads each wanted field in place from the payload, skips the others, and copies a string once, into its
 //! Arrow buffer.
 //!
-//! Fields are matched by name or by the reader field's aliases, as the Avro specification and the registry's
-//! compatibility check have it; `apache_avro` 0.22's resolver matches names only, so on the general path a field
-//! renamed with an alias reads as null.
+//! The reading itself is [`adstream_schemas::binary::Projection`]'s, which matches fields by name or by the reader
+//! field's aliases, as the Avro specification and the registry's compatibility check have it; `apache_avro` 0.22's
+//! resolver matches names only, so on the general path a field renamed with an alias reads as null.
 //!
 //! Everything else has no plan and goes through `apache_avro`'s resolver and [`crate::avro_arrow::build_column`]:
 //! a projected array, map, record or union of several types, decimals and UUIDs, a default other than null,
@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use adstream_schemas::binary::{Datum, DatumError, Names};
-use apache_avro::schema::{RecordField, ResolvedSchema};
+pub(crate) use adstream_schemas::binary::Cell;
+use adstream_schemas::binary::{DatumError, Encoding, Projection};
 use apache_avro::Schema;
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{
@@ -63,153 +63,29 @@ impl Store {
     }
 }
 
-/// The Avro encoding of a flat value.
-#[derive(Debug, Clone, PartialEq)]
-enum Encoding {
-    Boolean,
-    /// int, date, time-millis.
-    Int,
-    /// long, time-micros, the timestamps.
-    Long,
-    Float,
-    Double,
-    String,
-    Bytes,
-    Fixed(usize),
-    Enum(Vec<String>),
-}
-
-impl Encoding {
-    /// The encoding of `schema` when flat; None for anything the direct path does not read.
-    fn of(schema: &Schema, names: &Names<'_>) -> Option<Encoding> {
-        Some(match schema {
-            Schema::Boolean => Encoding::Boolean,
-            Schema::Int | Schema::Date | Schema::TimeMillis => Encoding::Int,
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => Encoding::Long,
-            Schema::Float => Encoding::Float,
-            Schema::Double => Encoding::Double,
-            Schema::String => Encoding::String,
-            Schema::Bytes => Encoding::Bytes,
-            Schema::Fixed(fixed) => Encoding::Fixed(fixed.size),
-            Schema::Enum(e) => Encoding::Enum(e.symbols.clone()),
-            Schema::Ref { name } => return Encoding::of(names.get(name)?, names),
-            _ => return None,
-        })
-    }
-
-    /// Whether a value written as `self` fills a column held as `store`.
-    fn fills(&self, store: Store) -> bool {
-        matches!(
-            (self, store),
-            (Encoding::Boolean, Store::Boolean)
-                | (
-                    Encoding::Int,
-                    Store::I32 | Store::I64 | Store::F32 | Store::F64
-                )
-                | (Encoding::Long, Store::I64 | Store::F32 | Store::F64)
-                | (Encoding::Float, Store::F32 | Store::F64)
-                | (Encoding::Double, Store::F64)
-                | (
-                    Encoding::String | Encoding::Bytes,
-                    Store::Utf8 | Store::Binary
-                )
-                | (Encoding::Fixed(_), Store::Binary)
-                | (Encoding::Enum(_), Store::Utf8)
-        )
-    }
-
-    /// Whether Avro resolves a value written as `self` to a reader field of encoding `reader`.
-    fn resolves_to(&self, reader: &Encoding) -> bool {
-        self == reader
-            || matches!(
-                (self, reader),
-                (
-                    Encoding::Int,
-                    Encoding::Long | Encoding::Float | Encoding::Double
-                ) | (Encoding::Long, Encoding::Float | Encoding::Double)
-                    | (Encoding::Float, Encoding::Double)
-                    | (Encoding::String, Encoding::Bytes)
-                    | (Encoding::Bytes, Encoding::String)
+/// Whether a value written as `encoding` fills a column held as `store`.
+fn fills(encoding: &Encoding, store: Store) -> bool {
+    matches!(
+        (encoding, store),
+        (Encoding::Boolean, Store::Boolean)
+            | (
+                Encoding::Int,
+                Store::I32 | Store::I64 | Store::F32 | Store::F64
             )
-    }
+            | (Encoding::Long, Store::I64 | Store::F32 | Store::F64)
+            | (Encoding::Float, Store::F32 | Store::F64)
+            | (Encoding::Double, Store::F64)
+            | (Encoding::String, Store::Utf8 | Store::Binary)
+            | (Encoding::Bytes | Encoding::Fixed(_), Store::Binary)
+            | (Encoding::Enum(_), Store::Utf8)
+    )
 }
 
-/// A flat field, optional when a union of it and null.
-#[derive(Debug, Clone)]
-struct Shape {
-    encoding: Encoding,
-    /// Branch count and the null branch's index, for a union.
-    union: Option<(usize, Option<usize>)>,
-}
-
-impl Shape {
-    fn of(schema: &Schema, names: &Names<'_>) -> Option<Shape> {
-        let Schema::Union(union) = schema else {
-            return Some(Shape {
-                encoding: Encoding::of(schema, names)?,
-                union: None,
-            });
-        };
-        let variants = union.variants();
-        let null = variants.iter().position(|v| matches!(v, Schema::Null));
-        let mut values = variants.iter().filter(|v| !matches!(v, Schema::Null));
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return None;
-        };
-        Some(Shape {
-            encoding: Encoding::of(value, names)?,
-            union: Some((variants.len(), null)),
-        })
-    }
-
-    fn nullable(&self) -> bool {
-        self.union.is_some_and(|(_, null)| null.is_some())
-    }
-}
-
-/// One value read from a datum, before it is appended (a row is appended whole or not at all).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Cell<'a> {
-    Null,
-    Boolean(bool),
-    Long(i64),
-    Float(f32),
-    Double(f64),
-    Str(&'a str),
-    Bytes(&'a [u8]),
-}
-
-/// What to do with one field of the writer's record.
-#[derive(Debug)]
-enum Step {
-    /// Not projected: move past it.
-    Skip(&'static Schema),
-    /// Read it into cell `slot`.
-    Read {
-        slot: usize,
-        shape: Shape,
-        /// The bytes of a string-or-bytes field must be UTF-8 (read into a text column).
-        text: bool,
-    },
-}
-
-/// How the records of one writer schema are read into the projected value columns.
+/// How the records of one writer schema are read into the projected value columns: a [`Projection`] of the
+/// reader's fields whose every cell fits its column.
 #[derive(Debug)]
 pub(crate) struct DirectPlan {
-    steps: Vec<Step>,
-    names: Names<'static>,
-}
-
-/// The reader field `reader` matches `writer` by name or by one of its aliases.
-fn matches(reader: &RecordField, writer: &RecordField) -> bool {
-    reader.name == writer.name || reader.aliases.contains(&writer.name)
+    projection: Projection,
 }
 
 impl DirectPlan {
@@ -221,91 +97,24 @@ impl DirectPlan {
         reader: &Schema,
         slots: &[(usize, Store)],
     ) -> Option<DirectPlan> {
-        let (Schema::Record(writer_record), Schema::Record(reader_record)) = (writer, reader)
-        else {
-            return None;
-        };
-        let names = ResolvedSchema::try_from(writer).ok()?.get_names().clone();
-        let reader_names = ResolvedSchema::try_from(reader).ok()?.get_names().clone();
-        let same = writer.canonical_form() == reader.canonical_form();
-        let mut filled = vec![false; slots.len()];
-        let mut steps = Vec::with_capacity(writer_record.fields.len());
-        for field in &writer_record.fields {
-            let reader_index = reader_record.fields.iter().position(|r| matches(r, field));
-            let slot = reader_index.and_then(|r| slots.iter().position(|(i, _)| *i == r));
-            let (Some(slot), Some(reader_index)) = (slot, reader_index) else {
-                steps.push(Step::Skip(&field.schema));
-                continue;
-            };
-            let shape = Shape::of(&field.schema, &names)?;
-            let store = slots[slot].1;
-            if !shape.encoding.fills(store) || filled[slot] {
-                return None;
-            }
-            if !same {
-                let wanted = Shape::of(&reader_record.fields[reader_index].schema, &reader_names)?;
-                let enums_differ = matches!(shape.encoding, Encoding::Enum(_))
-                    && shape.encoding != wanted.encoding;
-                if !shape.encoding.resolves_to(&wanted.encoding)
-                    || enums_differ
-                    || (shape.nullable() && !wanted.nullable())
-                {
-                    return None;
-                }
-            }
-            filled[slot] = true;
-            steps.push(Step::Read {
-                slot,
-                text: store == Store::Utf8,
-                shape,
-            });
-        }
-        // A wanted reader field the writer lacks takes its default: only null is read here.
-        let defaults_null = slots
-            .iter()
-            .zip(&filled)
-            .all(|((reader_index, _), filled)| {
-                *filled
-                    || reader_record.fields[*reader_index]
-                        .default
-                        .as_ref()
-                        .is_some_and(serde_json::Value::is_null)
-            });
-        defaults_null.then_some(DirectPlan { steps, names })
+        let wanted: Vec<usize> = slots.iter().map(|(index, _)| *index).collect();
+        let projection = Projection::new(writer, reader, &wanted).ok()?;
+        let fit = slots.iter().enumerate().all(|(slot, (_, store))| {
+            projection
+                .encoding(slot)
+                .is_none_or(|encoding| fills(encoding, *store))
+        });
+        fit.then_some(DirectPlan { projection })
     }
 
-    /// Reads one datum into `cells` (one per slot; slots the writer lacks stay null).
+    /// Reads one datum into `cells` (one per slot; slots the writer lacks stay null). Bytes after the record are
+    /// ignored, as `apache_avro`'s reader on the general path ignores them.
     pub(crate) fn read<'a>(
         &'a self,
         datum: &'a [u8],
         cells: &mut [Cell<'a>],
     ) -> Result<(), DatumError> {
-        cells.fill(Cell::Null);
-        let mut datum = Datum::new(datum);
-        for step in &self.steps {
-            match step {
-                Step::Skip(schema) => datum.skip(schema, &self.names)?,
-                Step::Read { slot, shape, text } => {
-                    if let Some((branches, null)) = shape.union {
-                        if Some(datum.branch(branches)?) == null {
-                            continue;
-                        }
-                    }
-                    cells[*slot] = match &shape.encoding {
-                        Encoding::Boolean => Cell::Boolean(datum.boolean()?),
-                        Encoding::Int => Cell::Long(i64::from(datum.int()?)),
-                        Encoding::Long => Cell::Long(datum.long()?),
-                        Encoding::Float => Cell::Float(datum.float()?),
-                        Encoding::Double => Cell::Double(datum.double()?),
-                        Encoding::String | Encoding::Bytes if *text => Cell::Str(datum.str()?),
-                        Encoding::String | Encoding::Bytes => Cell::Bytes(datum.bytes()?),
-                        Encoding::Fixed(size) => Cell::Bytes(datum.fixed(*size)?),
-                        Encoding::Enum(symbols) => Cell::Str(datum.symbol(symbols)?),
-                    };
-                }
-            }
-        }
-        Ok(())
+        self.projection.read(datum, cells).map(|_| ())
     }
 }
 
@@ -377,7 +186,7 @@ impl DirectColumns {
     }
 
     /// Appends one row. A cell that does not fit its column is appended as null; the plan only pairs what fits
-    /// ([`Encoding::fills`]), so that does not happen.
+    /// ([`fills`]), so that does not happen.
     pub(crate) fn push(&mut self, cells: &[Cell<'_>]) {
         for (column, cell) in self.columns.iter_mut().zip(cells) {
             match (column, *cell) {

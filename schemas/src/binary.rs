@@ -1,6 +1,7 @@
-//! Avro binary encoding read in place: a cursor over one datum that hands out numbers, borrowed strings and bytes,
-//! and skips what its reader does not want, without building `apache_avro::types::Value`s (an owned `String` per
-//! field, a `Vec` per record).
+//! Avro binary encoding read in place: a cursor over one datum ([`Datum`]) that hands out numbers, borrowed strings
+//! and bytes, and skips what its reader does not want; and on it a [`Projection`], which reads some flat fields of a
+//! record into borrowed [`Cell`]s. Neither builds `apache_avro::types::Value`s (an owned `String` per field, a `Vec`
+//! per record): the SQL scan and the jobs decode their inputs this way.
 //!
 //! The datum is hostile input: every read checks the bounds, lengths must fit in what is left, varints are at most
 //! ten bytes, an `int` must fit 32 bits, a string must be UTF-8, and skipping is bounded in nesting depth and in
@@ -8,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use apache_avro::schema::{InnerDecimalSchema, Name, UuidSchema};
+use apache_avro::schema::{InnerDecimalSchema, Name, RecordField, UuidSchema};
 use apache_avro::Schema;
 
 /// Named types of a schema, for [`Datum::skip`] to follow references (`apache_avro`'s `ResolvedSchema` names).
@@ -225,10 +226,12 @@ impl<'a> Datum<'a> {
             Schema::Double => {
                 self.take(8)?;
             }
-            Schema::Bytes
-            | Schema::String
-            | Schema::BigDecimal
-            | Schema::Uuid(UuidSchema::Bytes | UuidSchema::String) => {
+            // Strings are checked even when skipped: a datum with a string that is not UTF-8 is not Avro, and
+            // reading only some fields must not make it valid.
+            Schema::String | Schema::Uuid(UuidSchema::String) => {
+                self.str()?;
+            }
+            Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
                 self.bytes()?;
             }
             Schema::Decimal(decimal) => match &decimal.inner {
@@ -297,6 +300,279 @@ impl<'a> Datum<'a> {
                 item(self, depth + 1)?;
             }
         }
+    }
+}
+
+/// The Avro encoding of a flat value (what [`Projection`] reads).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Encoding {
+    /// boolean.
+    Boolean,
+    /// int, date, time-millis.
+    Int,
+    /// long, time-micros, the timestamps.
+    Long,
+    /// float.
+    Float,
+    /// double.
+    Double,
+    /// string.
+    String,
+    /// bytes.
+    Bytes,
+    /// fixed of this size.
+    Fixed(usize),
+    /// enum with these symbols.
+    Enum(Vec<String>),
+}
+
+impl Encoding {
+    /// The encoding of `schema` when flat; None for anything else (arrays, maps, records, unions, decimals, UUIDs).
+    fn of(schema: &Schema, names: &Names<'_>) -> Option<Encoding> {
+        Some(match schema {
+            Schema::Boolean => Encoding::Boolean,
+            Schema::Int | Schema::Date | Schema::TimeMillis => Encoding::Int,
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => Encoding::Long,
+            Schema::Float => Encoding::Float,
+            Schema::Double => Encoding::Double,
+            Schema::String => Encoding::String,
+            Schema::Bytes => Encoding::Bytes,
+            Schema::Fixed(fixed) => Encoding::Fixed(fixed.size),
+            Schema::Enum(e) => Encoding::Enum(e.symbols.clone()),
+            Schema::Ref { name } => return Encoding::of(names.get(name)?, names),
+            _ => return None,
+        })
+    }
+
+    /// Whether Avro resolves a value written as `self` to a reader field of encoding `reader`: the same encoding
+    /// (enums with the same symbols), or a promotion. Bytes to string is left out: it needs a UTF-8 check the
+    /// cells do not make.
+    fn resolves_to(&self, reader: &Encoding) -> bool {
+        self == reader
+            || matches!(
+                (self, reader),
+                (
+                    Encoding::Int,
+                    Encoding::Long | Encoding::Float | Encoding::Double
+                ) | (Encoding::Long, Encoding::Float | Encoding::Double)
+                    | (Encoding::Float, Encoding::Double)
+                    | (Encoding::String, Encoding::Bytes)
+            )
+    }
+}
+
+/// A flat field, optional when a union of it and null.
+#[derive(Debug, Clone)]
+struct Shape {
+    encoding: Encoding,
+    /// Branch count and the null branch's index, for a union.
+    union: Option<(usize, Option<usize>)>,
+}
+
+impl Shape {
+    fn of(schema: &Schema, names: &Names<'_>) -> Option<Shape> {
+        let Schema::Union(union) = schema else {
+            return Some(Shape {
+                encoding: Encoding::of(schema, names)?,
+                union: None,
+            });
+        };
+        let variants = union.variants();
+        let null = variants.iter().position(|v| matches!(v, Schema::Null));
+        let mut values = variants.iter().filter(|v| !matches!(v, Schema::Null));
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return None;
+        };
+        Some(Shape {
+            encoding: Encoding::of(value, names)?,
+            union: Some((variants.len(), null)),
+        })
+    }
+
+    fn nullable(&self) -> bool {
+        self.union.is_some_and(|(_, null)| null.is_some())
+    }
+}
+
+/// One value a [`Projection`] read, borrowed from the datum (strings and bytes) or from the plan (enum symbols).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// Null, or a wanted field the writer does not have.
+    Null,
+    /// A boolean.
+    Boolean(bool),
+    /// An int or a long.
+    Long(i64),
+    /// A float.
+    Float(f32),
+    /// A double.
+    Double(f64),
+    /// A string, or an enum's symbol.
+    Str(&'a str),
+    /// Bytes or a fixed.
+    Bytes(&'a [u8]),
+}
+
+/// What a [`Projection`] does with one field of the writer's record.
+#[derive(Debug)]
+enum Step {
+    /// Not wanted: move past it.
+    Skip(&'static Schema),
+    /// Read it into cell `slot`.
+    Read { slot: usize, shape: Shape },
+}
+
+/// Some flat fields of a reader schema, read from datums of one writer schema without building values: the
+/// wanted fields in place, the others skipped.
+///
+/// Built when the writer is the reader or resolves to it field by field: fields matched by name or by the reader
+/// field's aliases (as the Avro specification and the registry's compatibility check have it; `apache_avro` 0.22's
+/// resolver matches names only), the same encodings or a promotion, an optional writer field only into an optional
+/// reader field, and a wanted reader field the writer lacks only when its default is null.
+#[derive(Debug)]
+pub struct Projection {
+    steps: Vec<Step>,
+    names: Names<'static>,
+    /// The writer's encoding of each wanted field (None: the writer lacks it).
+    encodings: Vec<Option<Encoding>>,
+}
+
+/// The named types of `schema`.
+fn resolved_names(schema: &Schema) -> Result<Names<'_>, NoProjection> {
+    apache_avro::schema::ResolvedSchema::try_from(schema)
+        .map(|r| r.get_names().clone())
+        .map_err(|_| NoProjection::NotRecords)
+}
+
+fn field_matches(reader: &RecordField, writer: &RecordField) -> bool {
+    reader.name == writer.name || reader.aliases.contains(&writer.name)
+}
+
+/// Why there is no [`Projection`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoProjection {
+    /// Writer or reader is not a record schema, or a schema does not resolve its names.
+    #[error("not record schemas that resolve")]
+    NotRecords,
+    /// A wanted field is not flat (an array, map, record, union of several types, decimal or UUID).
+    #[error("field {0} is not flat")]
+    NotFlat(String),
+    /// A wanted field's writer type does not resolve to the reader's by name, encoding or promotion.
+    #[error("field {0} does not resolve to the reader's type")]
+    Unresolvable(String),
+    /// A wanted reader field the writer lacks has a default other than null.
+    #[error("field {0} is missing from the writer and its default is not null")]
+    NonNullDefault(String),
+    /// The same reader field is wanted twice.
+    #[error("reader field #{0} is wanted twice")]
+    Repeated(usize),
+}
+
+impl Projection {
+    /// The projection of `reader`'s fields at `wanted` (indexes into its fields; cell i holds field `wanted[i]`)
+    /// from datums written with `writer`.
+    pub fn new(
+        writer: &'static Schema,
+        reader: &Schema,
+        wanted: &[usize],
+    ) -> Result<Projection, NoProjection> {
+        let (Schema::Record(writer_record), Schema::Record(reader_record)) = (writer, reader)
+        else {
+            return Err(NoProjection::NotRecords);
+        };
+        let names: Names<'static> = resolved_names(writer)?;
+        let reader_names = resolved_names(reader)?;
+        for (i, index) in wanted.iter().enumerate() {
+            if wanted[..i].contains(index) {
+                return Err(NoProjection::Repeated(*index));
+            }
+        }
+        let same = writer.canonical_form() == reader.canonical_form();
+        let mut encodings = vec![None; wanted.len()];
+        let mut steps = Vec::with_capacity(writer_record.fields.len());
+        for field in &writer_record.fields {
+            let reader_index = reader_record
+                .fields
+                .iter()
+                .position(|r| field_matches(r, field));
+            let slot = reader_index.and_then(|r| wanted.iter().position(|w| *w == r));
+            let (Some(slot), Some(reader_index)) = (slot, reader_index) else {
+                steps.push(Step::Skip(&field.schema));
+                continue;
+            };
+            let shape = Shape::of(&field.schema, &names)
+                .ok_or_else(|| NoProjection::NotFlat(field.name.clone()))?;
+            if !same {
+                let reader_field = &reader_record.fields[reader_index];
+                let wanted = Shape::of(&reader_field.schema, &reader_names)
+                    .ok_or_else(|| NoProjection::NotFlat(reader_field.name.clone()))?;
+                if !shape.encoding.resolves_to(&wanted.encoding)
+                    || (shape.nullable() && !wanted.nullable())
+                {
+                    return Err(NoProjection::Unresolvable(reader_field.name.clone()));
+                }
+            }
+            encodings[slot] = Some(shape.encoding.clone());
+            steps.push(Step::Read { slot, shape });
+        }
+        for (slot, index) in wanted.iter().enumerate() {
+            let field = &reader_record.fields[*index];
+            if encodings[slot].is_none() && !field.default.as_ref().is_some_and(|d| d.is_null()) {
+                return Err(NoProjection::NonNullDefault(field.name.clone()));
+            }
+        }
+        Ok(Projection {
+            steps,
+            names,
+            encodings,
+        })
+    }
+
+    /// The writer's encoding of wanted field `slot` (None: the writer lacks it, and it reads as null).
+    pub fn encoding(&self, slot: usize) -> Option<&Encoding> {
+        self.encodings.get(slot).and_then(Option::as_ref)
+    }
+
+    /// Reads one datum into `cells` (one per wanted field) and returns the bytes it took: the caller decides what
+    /// bytes left after the record mean.
+    pub fn read<'a>(
+        &'a self,
+        datum: &'a [u8],
+        cells: &mut [Cell<'a>],
+    ) -> Result<usize, DatumError> {
+        cells.fill(Cell::Null);
+        let mut datum = Datum::new(datum);
+        for step in &self.steps {
+            match step {
+                Step::Skip(schema) => datum.skip(schema, &self.names)?,
+                Step::Read { slot, shape } => {
+                    if let Some((branches, null)) = shape.union {
+                        if Some(datum.branch(branches)?) == null {
+                            continue;
+                        }
+                    }
+                    cells[*slot] = match &shape.encoding {
+                        Encoding::Boolean => Cell::Boolean(datum.boolean()?),
+                        Encoding::Int => Cell::Long(i64::from(datum.int()?)),
+                        Encoding::Long => Cell::Long(datum.long()?),
+                        Encoding::Float => Cell::Float(datum.float()?),
+                        Encoding::Double => Cell::Double(datum.double()?),
+                        Encoding::String => Cell::Str(datum.str()?),
+                        Encoding::Bytes => Cell::Bytes(datum.bytes()?),
+                        Encoding::Fixed(size) => Cell::Bytes(datum.fixed(*size)?),
+                        Encoding::Enum(symbols) => Cell::Str(datum.symbol(symbols)?),
+                    };
+                }
+            }
+        }
+        Ok(datum.position())
     }
 }
 

@@ -53,6 +53,19 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The platform whose Avro enum symbol is `symbol` (what serde names it); None for a symbol this reader does
+    /// not know.
+    pub fn from_symbol(symbol: &str) -> Option<Platform> {
+        Some(match symbol {
+            "GOOGLE_ADS" => Platform::GoogleAds,
+            "META" => Platform::Meta,
+            "TIKTOK" => Platform::Tiktok,
+            "LINKEDIN" => Platform::Linkedin,
+            "UNKNOWN" => Platform::Unknown,
+            _ => return None,
+        })
+    }
+
     /// The four platforms adstream generates and normalises.
     pub const ALL: [Platform; 4] = [
         Platform::GoogleAds,
@@ -589,5 +602,15 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn platform_symbols_are_the_serde_names() {
+        for platform in Platform::ALL.into_iter().chain([Platform::Unknown]) {
+            let symbol = serde_json::to_value(platform).expect("serializes");
+            let symbol = symbol.as_str().expect("a string");
+            assert_eq!(Platform::from_symbol(symbol), Some(platform));
+        }
+        assert_eq!(Platform::from_symbol("MYSPACE"), None);
     }
 }

@@ -33,9 +33,12 @@
 //! Records that do not decode, or that break a rule (negative cost, a currency different from the row's), go to
 //! `dlq.<topic>`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use adstream_schemas::events::{avsc, AdClick, AdImpression, Campaign, CampaignStatus, Platform};
+use adstream_schemas::events::{
+    avsc, AdClick, AdImpression, AvroRecord, Campaign, CampaignStatus, Platform,
+};
 use adstream_schemas::outputs::{
     write_metrics_key, AlertSeverity, AttributionCredit, AttributionModel, CampaignAlert,
     CampaignMetrics, Granularity as OutputGranularity,
@@ -47,9 +50,11 @@ use super::alerts::{AlertChange, AlertRules, AlertState, CampaignSettings, Obser
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
     ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, SeenIds, TimeDomain, Timers, TypedDecoder, WireEncoder,
+    OutputSpec, ProjectedDecoder, Record, SchemaCache, SeenIds, TimeDomain, Timers, TypedDecoder,
+    WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
+use adstream_schemas::binary::Cell;
 
 /// When rows are emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -208,12 +213,10 @@ pub struct CampaignMetricsJob {
     campaigns: HashMap<String, CampaignInfo>,
     /// Campaigns with events since the last commit (their alerts are evaluated at the commit), with the
     /// correlation id of the last such event.
-    touched: HashMap<(i32, String), String>,
+    touched: HashMap<i32, HashMap<String, String>>,
     alert_changes: Vec<AlertChange>,
-    impression_decoder: TypedDecoder,
-    click_decoder: TypedDecoder,
+    events: EventDecoders,
     campaign_decoder: TypedDecoder,
-    credit_decoder: TypedDecoder,
     encoders: Vec<WireEncoder>,
     /// Keys changed since the last commit, per partition.
     changed: HashMap<i32, HashSet<String>>,
@@ -236,19 +239,181 @@ const DAILY: usize = 1;
 const ALERTS: usize = 2;
 const CREDITS: usize = 3;
 
-/// An impression or a click, reduced to what the windows need.
-struct AdEvent {
+/// An impression, a click or a credit, reduced to what the windows need; strings borrowed from the record when
+/// it was read by projection.
+struct AdEvent<'a> {
     /// `event_id`, or `credit_id` for credits.
-    id: String,
-    campaign_id: String,
+    id: Cow<'a, str>,
+    campaign_id: Cow<'a, str>,
     event_time: i64,
     /// Unknown for credits.
     platform: Platform,
     /// Empty for credits.
-    account_id: String,
+    account_id: Cow<'a, str>,
     cost_micros: i64,
-    currency: String,
+    currency: Cow<'a, str>,
     kind: EventKind,
+}
+
+/// The fields of impressions and clicks the windows read, in cell order.
+const AD_EVENT_FIELDS: [&str; 7] = [
+    "event_id",
+    "event_time",
+    "platform",
+    "account_id",
+    "campaign_id",
+    "cost_micros",
+    "currency",
+];
+
+/// The decoders of the event inputs: impressions and clicks by projection (the hot path: 7 of their 12 fields,
+/// borrowed), with the full decoders for writer schemas the projection does not cover; credits whole.
+struct EventDecoders {
+    impressions: ProjectedDecoder,
+    clicks: ProjectedDecoder,
+    impression_decoder: TypedDecoder,
+    click_decoder: TypedDecoder,
+    credit_decoder: TypedDecoder,
+}
+
+impl EventDecoders {
+    fn new() -> Result<EventDecoders, CodecError> {
+        Ok(EventDecoders {
+            impressions: ProjectedDecoder::new(
+                AdImpression::FULL_NAME,
+                avsc::AD_IMPRESSION,
+                &AD_EVENT_FIELDS,
+            )?,
+            clicks: ProjectedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK, &AD_EVENT_FIELDS)?,
+            impression_decoder: TypedDecoder::new(AdImpression::FULL_NAME, avsc::AD_IMPRESSION)?,
+            click_decoder: TypedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK)?,
+            credit_decoder: TypedDecoder::new(
+                AttributionCredit::FULL_NAME,
+                AttributionCredit::SCHEMA,
+            )?,
+        })
+    }
+
+    /// The record as a window contribution; None for a credit of another attribution model than `model`.
+    fn decode<'a>(
+        &'a mut self,
+        record: &Record<'a>,
+        schemas: &mut SchemaCache,
+        model: AttributionModel,
+    ) -> Result<Option<AdEvent<'a>>, DecodeError> {
+        let event = if record.input == CREDITS {
+            let credit: AttributionCredit = self.credit_decoder.decode(schemas, record.value)?;
+            if credit.model != model {
+                return Ok(None);
+            }
+            if !(credit.conversions.is_finite() && credit.revenue_micros.is_finite()) {
+                return Err(DecodeError::Invalid(format!(
+                    "credit {} is not finite",
+                    credit.credit_id
+                )));
+            }
+            AdEvent {
+                id: Cow::Owned(credit.credit_id),
+                campaign_id: Cow::Owned(credit.campaign_id),
+                event_time: credit.conversion_time,
+                platform: Platform::Unknown,
+                account_id: Cow::Borrowed(""),
+                cost_micros: 0,
+                currency: Cow::Owned(credit.currency),
+                kind: EventKind::Credit {
+                    conversions: credit.conversions,
+                    revenue_micros: credit.revenue_micros,
+                },
+            }
+        } else {
+            let (projected, full, kind) = if record.input == IMPRESSIONS {
+                (
+                    &mut self.impressions,
+                    &mut self.impression_decoder,
+                    EventKind::Impression,
+                )
+            } else {
+                (&mut self.clicks, &mut self.click_decoder, EventKind::Click)
+            };
+            // The cells borrow the record and the decoder's plan, both alive for 'a; the array only lends them.
+            let mut cells: [Cell<'a>; AD_EVENT_FIELDS.len()] = [Cell::Null; AD_EVENT_FIELDS.len()];
+            if projected.decode(schemas, record.value, &mut cells)? {
+                ad_event(&cells, kind)?
+            } else if record.input == IMPRESSIONS {
+                let i: AdImpression = full.decode(schemas, record.value)?;
+                AdEvent {
+                    id: Cow::Owned(i.event_id),
+                    campaign_id: Cow::Owned(i.campaign_id),
+                    event_time: i.event_time,
+                    platform: i.platform,
+                    account_id: Cow::Owned(i.account_id),
+                    cost_micros: i.cost_micros,
+                    currency: Cow::Owned(i.currency),
+                    kind,
+                }
+            } else {
+                let c: AdClick = full.decode(schemas, record.value)?;
+                AdEvent {
+                    id: Cow::Owned(c.event_id),
+                    campaign_id: Cow::Owned(c.campaign_id),
+                    event_time: c.event_time,
+                    platform: c.platform,
+                    account_id: Cow::Owned(c.account_id),
+                    cost_micros: c.cost_micros,
+                    currency: Cow::Owned(c.currency),
+                    kind,
+                }
+            }
+        };
+        if event.campaign_id.is_empty() {
+            return Err(DecodeError::Invalid("campaign_id is empty".into()));
+        }
+        if event.cost_micros < 0 {
+            return Err(DecodeError::Invalid(format!(
+                "cost_micros is negative ({})",
+                event.cost_micros
+            )));
+        }
+        if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(DecodeError::Invalid(format!(
+                "currency '{}' is not an ISO 4217 code",
+                event.currency
+            )));
+        }
+        Ok(Some(event))
+    }
+}
+
+/// An impression or click from the cells of [`AD_EVENT_FIELDS`].
+fn ad_event<'a>(cells: &[Cell<'a>], kind: EventKind) -> Result<AdEvent<'a>, DecodeError> {
+    let text = |index: usize| match cells[index] {
+        Cell::Str(text) => Ok(Cow::Borrowed(text)),
+        other => Err(DecodeError::Invalid(format!(
+            "{} read as {other:?}",
+            AD_EVENT_FIELDS[index]
+        ))),
+    };
+    let long = |index: usize| match cells[index] {
+        Cell::Long(value) => Ok(value),
+        other => Err(DecodeError::Invalid(format!(
+            "{} read as {other:?}",
+            AD_EVENT_FIELDS[index]
+        ))),
+    };
+    Ok(AdEvent {
+        id: text(0)?,
+        event_time: long(1)?,
+        // The projection reads an enum only when writer and reader list the same symbols.
+        platform: match cells[2] {
+            Cell::Str(symbol) => Platform::from_symbol(symbol).unwrap_or(Platform::Unknown),
+            _ => Platform::Unknown,
+        },
+        account_id: text(3)?,
+        campaign_id: text(4)?,
+        cost_micros: long(5)?,
+        currency: text(6)?,
+        kind,
+    })
 }
 
 /// What an input record adds to a window.
@@ -282,16 +447,8 @@ impl CampaignMetricsJob {
             campaigns: HashMap::new(),
             touched: HashMap::new(),
             alert_changes: Vec::new(),
-            impression_decoder: TypedDecoder::new(
-                "io.adstream.ads.AdImpression",
-                avsc::AD_IMPRESSION,
-            )?,
-            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            events: EventDecoders::new()?,
             campaign_decoder: TypedDecoder::new("io.adstream.ads.Campaign", avsc::CAMPAIGN)?,
-            credit_decoder: TypedDecoder::new(
-                AttributionCredit::FULL_NAME,
-                AttributionCredit::SCHEMA,
-            )?,
             encoders: Vec::new(),
             changed: HashMap::new(),
             key_buffers: [String::new(), String::new()],
@@ -306,80 +463,6 @@ impl CampaignMetricsJob {
     /// Counters so far.
     pub fn counters(&self) -> CampaignMetricsCounters {
         self.counters
-    }
-
-    /// The record as a window contribution; None for a credit of another attribution model.
-    fn decode_event(
-        &mut self,
-        record: &Record<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<Option<AdEvent>, DecodeError> {
-        let event = if record.input == CREDITS {
-            let credit: AttributionCredit =
-                self.credit_decoder.decode(ctx.schemas, record.value)?;
-            if credit.model != self.config.attribution_model {
-                return Ok(None);
-            }
-            if !(credit.conversions.is_finite() && credit.revenue_micros.is_finite()) {
-                return Err(DecodeError::Invalid(format!(
-                    "credit {} is not finite",
-                    credit.credit_id
-                )));
-            }
-            AdEvent {
-                id: credit.credit_id,
-                campaign_id: credit.campaign_id,
-                event_time: credit.conversion_time,
-                platform: Platform::Unknown,
-                account_id: String::new(),
-                cost_micros: 0,
-                currency: credit.currency,
-                kind: EventKind::Credit {
-                    conversions: credit.conversions,
-                    revenue_micros: credit.revenue_micros,
-                },
-            }
-        } else if record.input == IMPRESSIONS {
-            let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
-            AdEvent {
-                id: i.event_id,
-                campaign_id: i.campaign_id,
-                event_time: i.event_time,
-                platform: i.platform,
-                account_id: i.account_id,
-                cost_micros: i.cost_micros,
-                currency: i.currency,
-                kind: EventKind::Impression,
-            }
-        } else {
-            let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
-            AdEvent {
-                id: c.event_id,
-                campaign_id: c.campaign_id,
-                event_time: c.event_time,
-                platform: c.platform,
-                account_id: c.account_id,
-                cost_micros: c.cost_micros,
-                currency: c.currency,
-                kind: EventKind::Click,
-            }
-        };
-        if event.campaign_id.is_empty() {
-            return Err(DecodeError::Invalid("campaign_id is empty".into()));
-        }
-        if event.cost_micros < 0 {
-            return Err(DecodeError::Invalid(format!(
-                "cost_micros is negative ({})",
-                event.cost_micros
-            )));
-        }
-        if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(DecodeError::Invalid(format!(
-                "currency '{}' is not an ISO 4217 code",
-                event.currency
-            )));
-        }
-        Ok(Some(event))
     }
 
     fn apply_campaign(
@@ -553,7 +636,9 @@ impl CampaignMetricsJob {
                 CampaignState::default,
             );
             self.touched
-                .entry((fired.partition, campaign_id.to_owned()))
+                .entry(fired.partition)
+                .or_default()
+                .entry(campaign_id.to_owned())
                 .or_insert_with(|| format!("pacing-check/{campaign_id}/{}", fired.due_ms));
             self.counters.pacing_checks += 1;
         }
@@ -567,13 +652,25 @@ impl CampaignMetricsJob {
     /// at its last millisecond on its final totals: a breach inside a backlog fires (and resolves on the next day)
     /// as it would have live, instead of being skipped.
     fn evaluate_alerts(&mut self, ctx: &mut Context<'_>) {
-        let touched: Vec<((i32, String), String)> = self.touched.drain().collect();
+        let touched: Vec<(i32, String, String)> = self
+            .touched
+            .drain()
+            .flat_map(|(partition, campaigns)| {
+                campaigns
+                    .into_iter()
+                    .map(move |(campaign_id, correlation_id)| {
+                        (partition, campaign_id, correlation_id)
+                    })
+            })
+            .collect();
         let mut key = String::new();
-        for ((partition, campaign_id), correlation_id) in touched {
+        for (partition, campaign_id, correlation_id) in touched {
             let Some(now) = ctx.watermark_of(partition) else {
                 // Without a watermark there is no "now" in event time to pace against; evaluate at a later commit.
                 self.touched
-                    .insert((partition, campaign_id), correlation_id);
+                    .entry(partition)
+                    .or_default()
+                    .insert(campaign_id, correlation_id);
                 continue;
             };
             let Some(info) = self.campaigns.get(&campaign_id) else {
@@ -735,14 +832,17 @@ impl Operator for CampaignMetricsJob {
         if record.input == CAMPAIGNS {
             return self.apply_campaign(record, ctx);
         }
-        let Some(event) = self.decode_event(record, ctx)? else {
+        let Some(event) = self
+            .events
+            .decode(record, ctx.schemas, self.config.attribution_model)?
+        else {
             self.counters.other_model_credits += 1;
             return Ok(());
         };
         if matches!(event.kind, EventKind::Credit { .. })
             && self
                 .campaigns
-                .get(&event.campaign_id)
+                .get(event.campaign_id.as_ref())
                 .is_some_and(|info| info.currency != event.currency)
         {
             // A conversion caused by another campaign's ad can be valued in another currency: its credit is valid
@@ -750,7 +850,7 @@ impl Operator for CampaignMetricsJob {
             self.counters.other_currency_credits += 1;
             return Ok(());
         }
-        let (tz, tz_name) = match self.campaigns.get(&event.campaign_id) {
+        let (tz, tz_name) = match self.campaigns.get(event.campaign_id.as_ref()) {
             Some(info) => (info.time_zone, info.time_zone_name.as_str()),
             None => (Tz::UTC, "UTC"),
         };
@@ -808,14 +908,14 @@ impl Operator for CampaignMetricsJob {
             let row = self.windows.get_or_insert_with(record.partition, key, || {
                 created = true;
                 WindowRow {
-                    campaign_id: event.campaign_id.clone(),
+                    campaign_id: event.campaign_id.clone().into_owned(),
                     daily,
                     start_ms: window.start_ms,
                     end_ms: window.end_ms,
                     time_zone: tz_name.to_owned(),
                     platform: event.platform,
-                    account_id: event.account_id.clone(),
-                    currency: event.currency.clone(),
+                    account_id: event.account_id.clone().into_owned(),
+                    currency: event.currency.clone().into_owned(),
                     impressions: 0,
                     clicks: 0,
                     spend_micros: 0,
@@ -841,7 +941,8 @@ impl Operator for CampaignMetricsJob {
             // A row opened by a credit learns its platform and account from the first ad event.
             if row.platform == Platform::Unknown && event.platform != Platform::Unknown {
                 row.platform = event.platform;
-                row.account_id.clone_from(&event.account_id);
+                row.account_id.clear();
+                row.account_id.push_str(&event.account_id);
             }
             row.spend_micros = row.spend_micros.saturating_add(event.cost_micros);
             row.correlation_id.clear();
@@ -872,7 +973,7 @@ impl Operator for CampaignMetricsJob {
         self.key_buffers = keys;
         let state = self.campaign_states.get_or_insert_with(
             record.partition,
-            &event.campaign_id,
+            event.campaign_id.as_ref(),
             CampaignState::default,
         );
         state.lifetime_spend_micros = state
@@ -881,15 +982,17 @@ impl Operator for CampaignMetricsJob {
         // The campaign's first day to judge, until its first evaluation (a backlog's first commit may come days
         // later).
         state.alerts_day_start_ms.get_or_insert(day.start_ms);
-        let campaign = (record.partition, event.campaign_id);
-        match self.touched.get_mut(&campaign) {
+        let touched = self.touched.entry(record.partition).or_default();
+        match touched.get_mut(event.campaign_id.as_ref()) {
             Some(correlation_id) => {
                 correlation_id.clear();
                 correlation_id.push_str(record.correlation_id);
             }
             None => {
-                self.touched
-                    .insert(campaign, record.correlation_id.to_owned());
+                touched.insert(
+                    event.campaign_id.into_owned(),
+                    record.correlation_id.to_owned(),
+                );
             }
         }
         self.counters.applied += 1;
@@ -974,7 +1077,7 @@ impl Operator for CampaignMetricsJob {
 
     fn on_revoked(&mut self, partition: i32) {
         self.changed.remove(&partition);
-        self.touched.retain(|(p, _), _| *p != partition);
+        self.touched.remove(&partition);
         self.open.remove(&partition);
         self.held.remove(&partition);
         self.indexes_stale = true;

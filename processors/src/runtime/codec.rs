@@ -13,6 +13,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
 use adstream_kafka::registry_client::{FailureKind, RegistryClient};
+use adstream_schemas::binary::{Cell, Projection};
 use adstream_schemas::wire::{self, FrameError};
 
 use super::dead_letter::Class;
@@ -215,6 +216,103 @@ impl SchemaCache {
         let schema: &'static Schema = Box::leak(Box::new(schema));
         self.schemas.insert(id, schema);
         Ok(schema)
+    }
+}
+
+/// Some flat fields of a contract type, read in place from the datum ([`adstream_schemas::binary::Projection`]):
+/// borrowed strings, no owned struct. For the hot inputs of a job, which reads a few of many fields.
+///
+/// A writer schema the projection does not cover (an evolution beyond same-or-promoted flat fields with null
+/// defaults, or one that the full decoder would refuse) makes [`ProjectedDecoder::decode`] answer `Ok(false)`: the
+/// caller decodes that record with its [`TypedDecoder`], which reads or refuses it as before. Records the
+/// projection reads are held to the full decoder's rules too: every string UTF-8 (skipped ones included), no bytes
+/// after the datum.
+pub struct ProjectedDecoder {
+    reader: &'static Schema,
+    reader_canonical: String,
+    /// Reader field indexes of the wanted fields, in cell order.
+    wanted: Vec<usize>,
+    /// Per writer schema id: its projection, or None when the full decoder reads it.
+    plans: HashMap<u32, Option<Projection>>,
+}
+
+impl ProjectedDecoder {
+    /// A decoder of `fields` (cell i holds `fields[i]`) of the type whose schema is `schema_text`.
+    pub fn new(
+        full_name: &'static str,
+        schema_text: &str,
+        fields: &[&str],
+    ) -> Result<ProjectedDecoder, CodecError> {
+        let reader = Schema::parse_str(schema_text).map_err(|e| CodecError::SchemaParse {
+            name: full_name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let Schema::Record(record) = &reader else {
+            return Err(CodecError::SchemaParse {
+                name: full_name.to_owned(),
+                message: "not a record schema".to_owned(),
+            });
+        };
+        let wanted = fields
+            .iter()
+            .map(|name| {
+                record
+                    .fields
+                    .iter()
+                    .position(|f| f.name == *name)
+                    .ok_or_else(|| CodecError::SchemaParse {
+                        name: full_name.to_owned(),
+                        message: format!("has no field {name}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reader_canonical = reader.canonical_form();
+        Ok(ProjectedDecoder {
+            reader: Box::leak(Box::new(reader)),
+            reader_canonical,
+            wanted,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// Reads the wanted fields of one Confluent wire-format value into `cells`: `Ok(true)`, or `Ok(false)` when
+    /// this value's writer schema is for the full decoder.
+    pub fn decode<'a>(
+        &'a mut self,
+        cache: &mut SchemaCache,
+        value: Option<&'a [u8]>,
+        cells: &mut [Cell<'a>],
+    ) -> Result<bool, DecodeError> {
+        let value = value.ok_or(DecodeError::MissingValue)?;
+        let (id, datum) = wire::split(value).map_err(|e| match e {
+            FrameError::TooShort(len) => DecodeError::TooShort(len),
+            FrameError::BadMagic(byte) => DecodeError::BadMagic(byte),
+        })?;
+        if !self.plans.contains_key(&id) {
+            let writer = cache.writer(id)?;
+            // An evolved writer is projected only when the full decoder would read it: the projection must not
+            // accept what that decoder refuses (a missing field without default, outside the wanted ones).
+            let readable = writer.canonical_form() == self.reader_canonical
+                || adstream_schemas::compat::can_read(writer, self.reader).is_ok();
+            let plan = readable
+                .then(|| Projection::new(writer, self.reader, &self.wanted).ok())
+                .flatten();
+            self.plans.insert(id, plan);
+        }
+        let Some(Some(projection)) = self.plans.get(&id) else {
+            return Ok(false);
+        };
+        let bad = |message: String| DecodeError::BadDatum { id, message };
+        let read = projection
+            .read(datum, cells)
+            .map_err(|e| bad(e.to_string()))?;
+        if read != datum.len() {
+            return Err(bad(format!(
+                "{} trailing byte(s) after the datum",
+                datum.len() - read
+            )));
+        }
+        Ok(true)
     }
 }
 
@@ -454,5 +552,107 @@ mod tests {
                 "{status}: {error}"
             );
         }
+    }
+
+    fn click(event_id: &str, ad_group_id: &str) -> adstream_schemas::events::AdClick {
+        use adstream_schemas::events::{AdClick, Device, Platform};
+        AdClick {
+            event_id: event_id.into(),
+            event_time: 1_700_000_000_001,
+            platform: Platform::Tiktok,
+            account_id: "act".into(),
+            campaign_id: "tiktok-c1".into(),
+            ad_group_id: ad_group_id.into(),
+            creative_id: "cr".into(),
+            user_id: None,
+            impression_id: Some("imp-1".into()),
+            device: Device::Mobile,
+            cost_micros: 1_250_000,
+            currency: "EUR".into(),
+        }
+    }
+
+    #[test]
+    fn a_projection_reads_what_the_full_decoder_reads_and_refuses_what_it_refuses() {
+        use adstream_schemas::events::avsc::AD_CLICK;
+        let (_rt, mut cache) = cache();
+        cache.insert(7, AD_CLICK).expect("schema");
+        let encoder = WireEncoder::new(AD_CLICK, 7).expect("encoder");
+        let mut projected = ProjectedDecoder::new(
+            "io.adstream.ads.AdClick",
+            AD_CLICK,
+            &["campaign_id", "platform", "cost_micros"],
+        )
+        .expect("fields exist");
+        let mut value = Vec::new();
+        encoder
+            .encode(&click("clk-1", "g"), &mut value)
+            .expect("encodes");
+        {
+            let mut cells = [Cell::Null; 3];
+            assert!(projected
+                .decode(&mut cache, Some(&value), &mut cells)
+                .expect("reads"));
+            assert_eq!(
+                cells,
+                [
+                    Cell::Str("tiktok-c1"),
+                    Cell::Str("TIKTOK"),
+                    Cell::Long(1_250_000)
+                ]
+            );
+        }
+
+        // What the full decoder refuses, the projection refuses with the same class: bytes after the datum, and a
+        // string that is not UTF-8 in a field the projection skips (ad_group_id, "g" patched to 0xff).
+        let mut trailing = value.clone();
+        trailing.push(0);
+        let mut full = TypedDecoder::new("io.adstream.ads.AdClick", AD_CLICK).expect("schema");
+        let group = value
+            .windows(3)
+            .position(|w| w == [2, b'g', 0x04])
+            .expect("ad_group_id \"g\" then creative_id's length");
+        let mut not_utf8 = value.clone();
+        not_utf8[group + 1] = 0xff;
+        for bad in [&trailing, &not_utf8] {
+            let mut cells = [Cell::Null; 3];
+            let refused = projected
+                .decode(&mut cache, Some(bad), &mut cells)
+                .expect_err("refused");
+            let full_refused = full
+                .decode::<adstream_schemas::events::AdClick>(&mut cache, Some(bad))
+                .expect_err("refused");
+            assert_eq!(refused.class().as_str(), full_refused.class().as_str());
+        }
+        assert!(projected
+            .decode(&mut cache, None, &mut [Cell::Null; 3])
+            .is_err());
+    }
+
+    #[test]
+    fn a_writer_the_projection_does_not_cover_is_left_to_the_full_decoder() {
+        use adstream_schemas::events::avsc::AD_CLICK;
+        let (_rt, mut cache) = cache();
+        // A newer writer whose platform enum has a symbol more: the full decoder resolves unknown symbols to the
+        // reader's default, which the projection does not do.
+        let newer = AD_CLICK.replacen("\"LINKEDIN\"", "\"LINKEDIN\", \"SNAPCHAT\"", 1);
+        assert_ne!(newer, AD_CLICK, "the schema lists LINKEDIN");
+        cache.insert(8, &newer).expect("schema");
+        let encoder = WireEncoder::new(&newer, 8).expect("encoder");
+        let mut value = Vec::new();
+        encoder
+            .encode(&click("clk-2", "g"), &mut value)
+            .expect("encodes");
+        let mut projected =
+            ProjectedDecoder::new("io.adstream.ads.AdClick", AD_CLICK, &["platform"])
+                .expect("field");
+        let mut cells = [Cell::Null; 1];
+        assert!(!projected
+            .decode(&mut cache, Some(&value), &mut cells)
+            .expect("no error"));
+        let mut full = TypedDecoder::new("io.adstream.ads.AdClick", AD_CLICK).expect("schema");
+        let decoded: adstream_schemas::events::AdClick =
+            full.decode(&mut cache, Some(&value)).expect("resolves");
+        assert_eq!(decoded.platform, adstream_schemas::events::Platform::Tiktok);
     }
 }

@@ -54,7 +54,9 @@ use adstream_kafka::registry_client::RegistrySettings;
 use rdkafka::ClientConfig;
 
 pub use checkpoint::CHECKPOINT_KEY;
-pub use codec::{CodecError, DecodeError, SchemaCache, TypedDecoder, WireEncoder};
+pub use codec::{
+    CodecError, DecodeError, ProjectedDecoder, SchemaCache, TypedDecoder, WireEncoder,
+};
 pub use dedup::SeenIds;
 pub use driver::{run, run_with_standby, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};

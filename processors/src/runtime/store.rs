@@ -179,18 +179,22 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
 
     /// The value of `key`, inserted with `default()` when absent; marks the key changed. Clones the key only
     /// when it is new to the store or to the set of changed keys (the hot path of a busy key allocates nothing).
-    pub fn get_or_insert_with(
+    pub fn get_or_insert_with<Q>(
         &mut self,
         partition: i32,
-        key: &K,
+        key: &Q,
         default: impl FnOnce() -> V,
-    ) -> &mut V {
+    ) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
         let state = self.partitions.entry(partition).or_default();
         if !state.dirty.contains(key) {
-            state.dirty.insert(key.clone());
+            state.dirty.insert(key.to_owned());
         }
         if !state.entries.contains_key(key) {
-            state.entries.insert(key.clone(), default());
+            state.entries.insert(key.to_owned(), default());
         }
         state
             .entries
