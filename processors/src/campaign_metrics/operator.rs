@@ -53,7 +53,7 @@ use crate::runtime::{
     OutputSpec, ProjectedDecoder, Record, SchemaCache, SeenIds, TimeDomain, Timers, TypedDecoder,
     WireEncoder,
 };
-use crate::window::{calendar_window, Arrival, Granularity, Lateness, Window};
+use crate::window::{calendar_window, Arrival, CalendarWindows, Granularity, Lateness, Window};
 use adstream_schemas::binary::Cell;
 
 /// When rows are emitted.
@@ -155,6 +155,10 @@ struct CampaignInfo {
     /// Currency of the campaign's spend: credits in another currency are not added to its rows.
     currency: String,
     settings: CampaignSettings,
+    /// The campaign's last hourly and daily windows: its events mostly come in time order, so most records skip
+    /// the time-zone lookups.
+    hours: CalendarWindows,
+    days: CalendarWindows,
 }
 
 /// The key of a campaign's pacing timer.
@@ -211,6 +215,8 @@ pub struct CampaignMetricsJob {
     /// The pacing timer of every active campaign, keyed `pacing|<campaign id>`.
     timers: Timers,
     campaigns: HashMap<String, CampaignInfo>,
+    /// Hourly and daily windows of campaigns not in the table yet (UTC).
+    utc_windows: [CalendarWindows; 2],
     /// Campaigns with events since the last commit (their alerts are evaluated at the commit), with the
     /// correlation id of the last such event.
     touched: HashMap<i32, HashMap<String, String>>,
@@ -445,6 +451,10 @@ impl CampaignMetricsJob {
             seen: SeenIds::new("event_ids", horizon_ms),
             timers: Timers::new("timers"),
             campaigns: HashMap::new(),
+            utc_windows: [
+                CalendarWindows::new(Granularity::Hour, Tz::UTC),
+                CalendarWindows::new(Granularity::Day, Tz::UTC),
+            ],
             touched: HashMap::new(),
             alert_changes: Vec::new(),
             events: EventDecoders::new()?,
@@ -521,6 +531,8 @@ impl CampaignMetricsJob {
                 time_zone_name: campaign.time_zone,
                 currency: campaign.currency,
                 settings,
+                hours: CalendarWindows::new(Granularity::Hour, time_zone),
+                days: CalendarWindows::new(Granularity::Day, time_zone),
             },
         );
         Ok(())
@@ -850,12 +862,18 @@ impl Operator for CampaignMetricsJob {
             self.counters.other_currency_credits += 1;
             return Ok(());
         }
-        let (tz, tz_name) = match self.campaigns.get(event.campaign_id.as_ref()) {
-            Some(info) => (info.time_zone, info.time_zone_name.as_str()),
-            None => (Tz::UTC, "UTC"),
+        let (tz_name, hour, day) = match self.campaigns.get_mut(event.campaign_id.as_ref()) {
+            Some(info) => (
+                info.time_zone_name.as_str(),
+                info.hours.window(event.event_time),
+                info.days.window(event.event_time),
+            ),
+            None => (
+                "UTC",
+                self.utc_windows[0].window(event.event_time),
+                self.utc_windows[1].window(event.event_time),
+            ),
         };
-        let hour = calendar_window(Granularity::Hour, event.event_time, tz);
-        let day = calendar_window(Granularity::Day, event.event_time, tz);
         if self.config.lateness.classify(hour, ctx.watermark) == Arrival::Expired {
             self.counters.expired += 1;
             ctx.late(
