@@ -1648,11 +1648,11 @@ fn poll_loop(
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
         if now.saturating_duration_since(task.last_commit) >= config.commit_interval {
+            // `commit` marks its start in `last_commit`.
             task.commit(consumer)?;
-            // Measured from the end of the commit: a commit slower than the interval (two broker round trips
-            // and the markers) must still leave a full interval of processing before the next one.
-            task.last_commit = Instant::now();
-            last_flush = task.last_commit;
+            let ended = Instant::now();
+            task.last_commit = commit_timer_base(task.last_commit, ended, config.commit_interval);
+            last_flush = ended;
         } else if flush_interval.is_some_and(|f| last_flush.elapsed() >= f) {
             task.flush(consumer)?;
             last_flush = Instant::now();
@@ -1668,6 +1668,19 @@ fn poll_loop(
         }
     }
     Ok(Stop::Shutdown)
+}
+
+/// The instant the next commit's interval counts from, for a commit that ran from `started` to `ended`.
+///
+/// From the start, so that a commit's own time (two broker round trips and the markers) does not stretch the
+/// interval: records wait for the next commit to be visible to `read_committed` readers, and at 100 ms commits a
+/// 40 ms commit made every cycle 140 ms. But the next commit comes at least half an interval after this one ended:
+/// commits slower than the interval must leave time to process between them (timed from the start alone, a job
+/// at 100 ms committed back to back, about one record per transaction).
+fn commit_timer_base(started: Instant, ended: Instant, interval: Duration) -> Instant {
+    ended
+        .checked_sub(interval / 2)
+        .map_or(started, |half_before_end| half_before_end.max(started))
 }
 
 /// Marks the job out of its poll loop however the loop ends, so that a stage stopped or starting again does not
@@ -1928,6 +1941,19 @@ mod tests {
 
     /// Regression: every partition of a subscribed topic is in the statistics, and one another instance consumes
     /// (here "none") counted from its low offset: its whole length showed as this instance's lag.
+    #[test]
+    fn the_commit_interval_counts_from_the_start_unless_the_commit_was_slow() {
+        let interval = Duration::from_millis(100);
+        let started = Instant::now();
+        // A 40 ms commit: the next is due 100 ms after this one started, 60 ms after it ended.
+        let ended = started + Duration::from_millis(40);
+        assert_eq!(commit_timer_base(started, ended, interval), started);
+        // A 150 ms commit: the next is due 50 ms after it ended, not at once.
+        let ended = started + Duration::from_millis(150);
+        let base = commit_timer_base(started, ended, interval);
+        assert_eq!(base + interval, ended + Duration::from_millis(50));
+    }
+
     #[test]
     fn lag_counts_only_the_partitions_this_member_consumes() {
         let stats = |fetch_state: &str, app_offset: i64| rdkafka::statistics::Partition {
