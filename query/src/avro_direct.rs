@@ -64,7 +64,7 @@ impl Store {
 }
 
 /// Whether a value written as `encoding` fills a column held as `store`.
-fn fills(encoding: &Encoding, store: Store) -> bool {
+fn fills(encoding: &Encoding<'_>, store: Store) -> bool {
     matches!(
         (encoding, store),
         (Encoding::Boolean, Store::Boolean)
@@ -110,7 +110,7 @@ impl DirectPlan {
     /// Reads one datum into `cells` (one per slot; slots the writer lacks stay null). Bytes after the record are
     /// ignored, as `apache_avro`'s reader on the general path ignores them.
     pub(crate) fn read<'a>(
-        &'a self,
+        &self,
         datum: &'a [u8],
         cells: &mut [Cell<'a>],
     ) -> Result<(), DatumError> {

@@ -303,9 +303,9 @@ impl<'a> Datum<'a> {
     }
 }
 
-/// The Avro encoding of a flat value (what [`Projection`] reads).
+/// The Avro encoding of a flat value (what [`Projection`] reads); enum symbols borrowed from the schema.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Encoding {
+pub enum Encoding<'s> {
     /// boolean.
     Boolean,
     /// int, date, time-millis.
@@ -323,12 +323,12 @@ pub enum Encoding {
     /// fixed of this size.
     Fixed(usize),
     /// enum with these symbols.
-    Enum(Vec<String>),
+    Enum(&'s [String]),
 }
 
-impl Encoding {
+impl<'s> Encoding<'s> {
     /// The encoding of `schema` when flat; None for anything else (arrays, maps, records, unions, decimals, UUIDs).
-    fn of(schema: &Schema, names: &Names<'_>) -> Option<Encoding> {
+    fn of(schema: &'s Schema, names: &Names<'s>) -> Option<Encoding<'s>> {
         Some(match schema {
             Schema::Boolean => Encoding::Boolean,
             Schema::Int | Schema::Date | Schema::TimeMillis => Encoding::Int,
@@ -345,7 +345,7 @@ impl Encoding {
             Schema::String => Encoding::String,
             Schema::Bytes => Encoding::Bytes,
             Schema::Fixed(fixed) => Encoding::Fixed(fixed.size),
-            Schema::Enum(e) => Encoding::Enum(e.symbols.clone()),
+            Schema::Enum(e) => Encoding::Enum(&e.symbols),
             Schema::Ref { name } => return Encoding::of(names.get(name)?, names),
             _ => return None,
         })
@@ -354,7 +354,7 @@ impl Encoding {
     /// Whether Avro resolves a value written as `self` to a reader field of encoding `reader`: the same encoding
     /// (enums with the same symbols), or a promotion. Bytes to string is left out: it needs a UTF-8 check the
     /// cells do not make.
-    fn resolves_to(&self, reader: &Encoding) -> bool {
+    fn resolves_to(&self, reader: &Encoding<'_>) -> bool {
         self == reader
             || matches!(
                 (self, reader),
@@ -370,14 +370,14 @@ impl Encoding {
 
 /// A flat field, optional when a union of it and null.
 #[derive(Debug, Clone)]
-struct Shape {
-    encoding: Encoding,
+struct Shape<'s> {
+    encoding: Encoding<'s>,
     /// Branch count and the null branch's index, for a union.
     union: Option<(usize, Option<usize>)>,
 }
 
-impl Shape {
-    fn of(schema: &Schema, names: &Names<'_>) -> Option<Shape> {
+impl<'s> Shape<'s> {
+    fn of(schema: &'s Schema, names: &Names<'s>) -> Option<Shape<'s>> {
         let Schema::Union(union) = schema else {
             return Some(Shape {
                 encoding: Encoding::of(schema, names)?,
@@ -401,7 +401,8 @@ impl Shape {
     }
 }
 
-/// One value a [`Projection`] read, borrowed from the datum (strings and bytes) or from the plan (enum symbols).
+/// One value a [`Projection`] read, borrowed from the datum (strings and bytes) or from the writer schema (enum
+/// symbols, which live for the process like every writer schema).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell<'a> {
     /// Null, or a wanted field the writer does not have.
@@ -426,7 +427,7 @@ enum Step {
     /// Not wanted: move past it.
     Skip(&'static Schema),
     /// Read it into cell `slot`.
-    Read { slot: usize, shape: Shape },
+    Read { slot: usize, shape: Shape<'static> },
 }
 
 /// Some flat fields of a reader schema, read from datums of one writer schema without building values: the
@@ -441,7 +442,7 @@ pub struct Projection {
     steps: Vec<Step>,
     names: Names<'static>,
     /// The writer's encoding of each wanted field (None: the writer lacks it).
-    encodings: Vec<Option<Encoding>>,
+    encodings: Vec<Option<Encoding<'static>>>,
 }
 
 /// The named types of `schema`.
@@ -536,17 +537,13 @@ impl Projection {
     }
 
     /// The writer's encoding of wanted field `slot` (None: the writer lacks it, and it reads as null).
-    pub fn encoding(&self, slot: usize) -> Option<&Encoding> {
+    pub fn encoding(&self, slot: usize) -> Option<&Encoding<'static>> {
         self.encodings.get(slot).and_then(Option::as_ref)
     }
 
     /// Reads one datum into `cells` (one per wanted field) and returns the bytes it took: the caller decides what
     /// bytes left after the record mean.
-    pub fn read<'a>(
-        &'a self,
-        datum: &'a [u8],
-        cells: &mut [Cell<'a>],
-    ) -> Result<usize, DatumError> {
+    pub fn read<'a>(&self, datum: &'a [u8], cells: &mut [Cell<'a>]) -> Result<usize, DatumError> {
         cells.fill(Cell::Null);
         let mut datum = Datum::new(datum);
         for step in &self.steps {

@@ -504,6 +504,25 @@ pub struct AttributionTouch {
     pub creative_id: String,
 }
 
+/// [`AttributionTouch`] with borrowed strings, for writers that hold them already (the repartition stage reads
+/// them in place from the impression or click): serializes to the same Avro datum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename = "Touch")]
+pub struct AttributionTouchRef<'a> {
+    /// Id of the impression or click.
+    pub event_id: &'a str,
+    /// View or click.
+    pub kind: TouchKind,
+    /// Event time (UTC epoch millis).
+    pub event_time: i64,
+    /// The user; the record key.
+    pub user_id: &'a str,
+    /// Campaign of the ad.
+    pub campaign_id: &'a str,
+    /// Creative of the ad.
+    pub creative_id: &'a str,
+}
+
 impl AttributionTouch {
     /// Full name of the Avro record.
     pub const FULL_NAME: &'static str = "io.adstream.attribution.Touch";
@@ -1227,5 +1246,35 @@ mod tests {
         let mut key = String::new();
         write_metrics_key("meta-c1", Granularity::Hourly, 1_798_761_600_000, &mut key);
         assert_eq!(key, "meta-c1|hourly|2027-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_borrowed_touch_writes_the_datum_of_the_owned_one() {
+        let schema = apache_avro::Schema::parse_str(AttributionTouch::SCHEMA).expect("schema");
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .expect("writer");
+        let owned = AttributionTouch {
+            event_id: "clk-1".into(),
+            kind: TouchKind::Click,
+            event_time: 1_700_000_000_000,
+            user_id: "u-7".into(),
+            campaign_id: "meta-c1".into(),
+            creative_id: "cr-2".into(),
+        };
+        let borrowed = AttributionTouchRef {
+            event_id: &owned.event_id,
+            kind: owned.kind,
+            event_time: owned.event_time,
+            user_id: &owned.user_id,
+            campaign_id: &owned.campaign_id,
+            creative_id: &owned.creative_id,
+        };
+        assert_eq!(
+            writer
+                .write_ser_to_vec(&borrowed)
+                .expect("borrowed encodes"),
+            writer.write_ser_to_vec(&owned).expect("owned encodes")
+        );
     }
 }

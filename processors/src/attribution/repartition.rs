@@ -6,12 +6,15 @@
 //! users). Under exactly-once the touches and the consumed offsets commit in one transaction, like every job.
 //! Impressions and clicks without a user id cannot be attributed to anyone and are counted, not forwarded.
 
-use adstream_schemas::events::{avsc, AdClick, AdImpression};
-use adstream_schemas::outputs::{AttributionTouch, TouchKind};
+use std::borrow::Cow;
+
+use adstream_schemas::binary::Cell;
+use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord};
+use adstream_schemas::outputs::{AttributionTouch, AttributionTouchRef, TouchKind};
 
 use crate::runtime::{
-    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, Operator, OutputSpec,
-    Record, TypedDecoder, WireEncoder,
+    cell_long, cell_optional_text, cell_text, ChangelogStore, CodecError, Context, DecodeError,
+    InputSpec, JobError, Operator, OutputSpec, ProjectedDecoder, Record, TypedDecoder, WireEncoder,
 };
 
 /// Topics of the repartition stage.
@@ -39,6 +42,10 @@ pub struct RepartitionCounters {
 /// The operator; see the module doc.
 pub struct TouchRepartition {
     config: RepartitionConfig,
+    /// Impressions and clicks by projection (the fields of [`TOUCH_FIELDS`], borrowed), with the full decoders
+    /// for writer schemas the projection does not cover.
+    impressions: ProjectedDecoder,
+    clicks: ProjectedDecoder,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
@@ -53,11 +60,14 @@ impl TouchRepartition {
     pub fn new(config: RepartitionConfig) -> Result<TouchRepartition, JobError> {
         Ok(TouchRepartition {
             config,
-            impression_decoder: TypedDecoder::new(
-                "io.adstream.ads.AdImpression",
+            impressions: ProjectedDecoder::new(
+                AdImpression::FULL_NAME,
                 avsc::AD_IMPRESSION,
+                &TOUCH_FIELDS,
             )?,
-            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            clicks: ProjectedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK, &TOUCH_FIELDS)?,
+            impression_decoder: TypedDecoder::new(AdImpression::FULL_NAME, avsc::AD_IMPRESSION)?,
+            click_decoder: TypedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK)?,
             encoder: None,
             value_buffer: Vec::new(),
             counters: RepartitionCounters::default(),
@@ -69,49 +79,104 @@ impl TouchRepartition {
         self.counters
     }
 
-    fn touch(
+    /// Encodes the touch of `record` into `value_buffer`; None for an event without user (nothing encoded).
+    fn encode_touch<'a>(
         &mut self,
-        record: &Record<'_>,
+        record: &Record<'a>,
         ctx: &mut Context<'_>,
-    ) -> Result<Option<AttributionTouch>, DecodeError> {
-        let (event_id, kind, event_time, user_id, campaign_id, creative_id) =
-            if record.input == IMPRESSIONS {
-                let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
-                (
-                    i.event_id,
-                    TouchKind::View,
-                    i.event_time,
-                    i.user_id,
-                    i.campaign_id,
-                    i.creative_id,
-                )
-            } else {
-                let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
-                (
-                    c.event_id,
-                    TouchKind::Click,
-                    c.event_time,
-                    c.user_id,
-                    c.campaign_id,
-                    c.creative_id,
-                )
-            };
-        let Some(user_id) = user_id.filter(|u| !u.is_empty()) else {
-            return Ok(None);
+    ) -> Result<Option<(Cow<'a, str>, i64)>, DecodeError> {
+        let (kind, projected, full) = if record.input == IMPRESSIONS {
+            (
+                TouchKind::View,
+                &mut self.impressions,
+                &mut self.impression_decoder,
+            )
+        } else {
+            (TouchKind::Click, &mut self.clicks, &mut self.click_decoder)
         };
-        if campaign_id.is_empty() {
+        let mut cells = [Cell::Null; TOUCH_FIELDS.len()];
+        let owned: AttributionTouch;
+        let (touch, user_key) = if projected.decode(ctx.schemas, record.value, &mut cells)? {
+            let text = |index| cell_text(&cells, &TOUCH_FIELDS, index);
+            let Some(user_id) = cell_optional_text(&cells, &TOUCH_FIELDS, 2)? else {
+                return Ok(None);
+            };
+            let touch = AttributionTouchRef {
+                event_id: text(0)?,
+                kind,
+                event_time: cell_long(&cells, &TOUCH_FIELDS, 1)?,
+                user_id,
+                campaign_id: text(3)?,
+                creative_id: text(4)?,
+            };
+            (touch, Cow::Borrowed(user_id))
+        } else {
+            let (event_id, event_time, user_id, campaign_id, creative_id) =
+                if record.input == IMPRESSIONS {
+                    let i: AdImpression = full.decode(ctx.schemas, record.value)?;
+                    (
+                        i.event_id,
+                        i.event_time,
+                        i.user_id,
+                        i.campaign_id,
+                        i.creative_id,
+                    )
+                } else {
+                    let c: AdClick = full.decode(ctx.schemas, record.value)?;
+                    (
+                        c.event_id,
+                        c.event_time,
+                        c.user_id,
+                        c.campaign_id,
+                        c.creative_id,
+                    )
+                };
+            let Some(user_id) = user_id else {
+                return Ok(None);
+            };
+            owned = AttributionTouch {
+                event_id,
+                kind,
+                event_time,
+                user_id,
+                campaign_id,
+                creative_id,
+            };
+            let touch = AttributionTouchRef {
+                event_id: &owned.event_id,
+                kind,
+                event_time,
+                user_id: &owned.user_id,
+                campaign_id: &owned.campaign_id,
+                creative_id: &owned.creative_id,
+            };
+            (touch, Cow::Owned(owned.user_id.clone()))
+        };
+        if touch.user_id.is_empty() {
+            return Ok(None);
+        }
+        if touch.campaign_id.is_empty() {
             return Err(DecodeError::Invalid("campaign_id is empty".into()));
         }
-        Ok(Some(AttributionTouch {
-            event_id,
-            kind,
-            event_time,
-            user_id,
-            campaign_id,
-            creative_id,
-        }))
+        let Some(encoder) = &self.encoder else {
+            return Err(DecodeError::Invalid("output schema not registered".into()));
+        };
+        self.value_buffer.clear();
+        encoder
+            .encode(&touch, &mut self.value_buffer)
+            .map_err(|e| DecodeError::Invalid(format!("touch does not encode: {e}")))?;
+        Ok(Some((user_key, touch.event_time)))
     }
 }
+
+/// The fields of impressions and clicks a touch carries, in cell order.
+const TOUCH_FIELDS: [&str; 5] = [
+    "event_id",
+    "event_time",
+    "user_id",
+    "campaign_id",
+    "creative_id",
+];
 
 impl Operator for TouchRepartition {
     fn inputs(&self) -> Vec<InputSpec> {
@@ -146,22 +211,15 @@ impl Operator for TouchRepartition {
     }
 
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
-        let Some(touch) = self.touch(record, ctx)? else {
+        let Some((user_id, event_time)) = self.encode_touch(record, ctx)? else {
             self.counters.without_user += 1;
             return Ok(());
         };
-        let Some(encoder) = &self.encoder else {
-            return Err(DecodeError::Invalid("output schema not registered".into()));
-        };
-        self.value_buffer.clear();
-        encoder
-            .encode(&touch, &mut self.value_buffer)
-            .map_err(|e| DecodeError::Invalid(format!("touch does not encode: {e}")))?;
         ctx.emit(
             0,
-            touch.user_id.as_bytes(),
+            user_id.as_bytes(),
             &self.value_buffer,
-            touch.event_time,
+            event_time,
             record.correlation_id,
         );
         self.counters.forwarded += 1;

@@ -49,9 +49,9 @@ use serde::{Deserialize, Serialize};
 use super::alerts::{AlertChange, AlertRules, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
 use crate::runtime::{
-    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, ProjectedDecoder, Record, SchemaCache, SeenIds, TimeDomain, Timers, TypedDecoder,
-    WireEncoder,
+    cell_long, cell_text, ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError,
+    KeyedStore, Operator, OutputSpec, ProjectedDecoder, Record, SchemaCache, SeenIds, TimeDomain,
+    Timers, TypedDecoder, WireEncoder,
 };
 use crate::window::{calendar_window, Arrival, CalendarWindows, Granularity, Lateness, Window};
 use adstream_schemas::binary::Cell;
@@ -302,7 +302,7 @@ impl EventDecoders {
 
     /// The record as a window contribution; None for a credit of another attribution model than `model`.
     fn decode<'a>(
-        &'a mut self,
+        &mut self,
         record: &Record<'a>,
         schemas: &mut SchemaCache,
         model: AttributionModel,
@@ -341,7 +341,7 @@ impl EventDecoders {
             } else {
                 (&mut self.clicks, &mut self.click_decoder, EventKind::Click)
             };
-            // The cells borrow the record and the decoder's plan, both alive for 'a; the array only lends them.
+            // The cells borrow the record's value (and enum symbols from the writer schema, which lives on).
             let mut cells: [Cell<'a>; AD_EVENT_FIELDS.len()] = [Cell::Null; AD_EVENT_FIELDS.len()];
             if projected.decode(schemas, record.value, &mut cells)? {
                 ad_event(&cells, kind)?
@@ -392,28 +392,13 @@ impl EventDecoders {
 
 /// An impression or click from the cells of [`AD_EVENT_FIELDS`].
 fn ad_event<'a>(cells: &[Cell<'a>], kind: EventKind) -> Result<AdEvent<'a>, DecodeError> {
-    let text = |index: usize| match cells[index] {
-        Cell::Str(text) => Ok(Cow::Borrowed(text)),
-        other => Err(DecodeError::Invalid(format!(
-            "{} read as {other:?}",
-            AD_EVENT_FIELDS[index]
-        ))),
-    };
-    let long = |index: usize| match cells[index] {
-        Cell::Long(value) => Ok(value),
-        other => Err(DecodeError::Invalid(format!(
-            "{} read as {other:?}",
-            AD_EVENT_FIELDS[index]
-        ))),
-    };
+    let text = |index| cell_text(cells, &AD_EVENT_FIELDS, index).map(Cow::Borrowed);
+    let long = |index| cell_long(cells, &AD_EVENT_FIELDS, index);
     Ok(AdEvent {
         id: text(0)?,
         event_time: long(1)?,
         // The projection reads an enum only when writer and reader list the same symbols.
-        platform: match cells[2] {
-            Cell::Str(symbol) => Platform::from_symbol(symbol).unwrap_or(Platform::Unknown),
-            _ => Platform::Unknown,
-        },
+        platform: Platform::from_symbol(&text(2)?).unwrap_or(Platform::Unknown),
         account_id: text(3)?,
         campaign_id: text(4)?,
         cost_micros: long(5)?,

@@ -26,9 +26,11 @@
 //! and only on a status change or after `report_interval` of event time; at the end of a bounded run, every
 //! creative whose latest assessment was not emitted yet gets a record (reason `end_of_input`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use adstream_schemas::events::{avsc, AdClick, AdImpression};
+use adstream_schemas::binary::Cell;
+use adstream_schemas::events::{avsc, AdClick, AdImpression, AvroRecord};
 use adstream_schemas::outputs::{
     CreativeAlert, CreativeFatigue, DecayCurve, FatiguePoint, FatigueStatus as OutputStatus,
 };
@@ -38,8 +40,9 @@ use super::detector::{
     hour_start, Assessment, CreativeSeries, FatigueConfig, FatigueStatus, Recorded,
 };
 use crate::runtime::{
-    ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError, KeyedStore, Operator,
-    OutputSpec, Record, SeenIds, TypedDecoder, WireEncoder,
+    cell_long, cell_optional_text, cell_text, ChangelogStore, CodecError, Context, DecodeError,
+    InputSpec, JobError, KeyedStore, Operator, OutputSpec, ProjectedDecoder, Record, SeenIds,
+    TypedDecoder, WireEncoder,
 };
 use crate::window::Lateness;
 
@@ -108,6 +111,10 @@ pub struct CreativeFatigueJob {
     creatives: KeyedStore<String, CreativeState>,
     /// Ids of the events recorded, to skip a second copy.
     seen: SeenIds,
+    /// Impressions and clicks by projection (the fields of [`EVENT_FIELDS`], borrowed), with the full decoders for
+    /// writer schemas the projection does not cover.
+    impressions: ProjectedDecoder,
+    clicks: ProjectedDecoder,
     impression_decoder: TypedDecoder,
     click_decoder: TypedDecoder,
     encoder: Option<WireEncoder>,
@@ -147,11 +154,14 @@ impl CreativeFatigueJob {
             config,
             creatives: KeyedStore::new("creatives"),
             seen,
-            impression_decoder: TypedDecoder::new(
-                "io.adstream.ads.AdImpression",
+            impressions: ProjectedDecoder::new(
+                AdImpression::FULL_NAME,
                 avsc::AD_IMPRESSION,
+                &EVENT_FIELDS,
             )?,
-            click_decoder: TypedDecoder::new("io.adstream.ads.AdClick", avsc::AD_CLICK)?,
+            clicks: ProjectedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK, &EVENT_FIELDS)?,
+            impression_decoder: TypedDecoder::new(AdImpression::FULL_NAME, avsc::AD_IMPRESSION)?,
+            click_decoder: TypedDecoder::new(AdClick::FULL_NAME, avsc::AD_CLICK)?,
             encoder: None,
             alert_encoder: None,
             open: HashMap::new(),
@@ -504,31 +514,58 @@ impl Operator for CreativeFatigueJob {
     }
 
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), DecodeError> {
-        let (recorded, event_time) = if record.input == IMPRESSIONS {
+        let impression = record.input == IMPRESSIONS;
+        let mut cells = [Cell::Null; EVENT_FIELDS.len()];
+        let projected = if impression {
+            self.impressions
+                .decode(ctx.schemas, record.value, &mut cells)?
+        } else {
+            self.clicks.decode(ctx.schemas, record.value, &mut cells)?
+        };
+        let e = if projected {
+            AdEvent::from_cells(&cells)?
+        } else if impression {
             let i: AdImpression = self.impression_decoder.decode(ctx.schemas, record.value)?;
-            validate(&i.creative_id, &i.campaign_id, i.cost_micros)?;
-            let recorded = self.record(
-                record.partition,
-                &i.creative_id,
-                &i.campaign_id,
-                record.correlation_id,
-                ("impression", &i.event_id, i.event_time),
-                |s| s.record_impression(i.event_time, i.user_id.as_deref(), i.cost_micros),
-            );
-            (recorded, i.event_time)
+            AdEvent {
+                event_id: Cow::Owned(i.event_id),
+                event_time: i.event_time,
+                campaign_id: Cow::Owned(i.campaign_id),
+                creative_id: Cow::Owned(i.creative_id),
+                cost_micros: i.cost_micros,
+                user_id: i.user_id.map(Cow::Owned),
+            }
         } else {
             let c: AdClick = self.click_decoder.decode(ctx.schemas, record.value)?;
-            validate(&c.creative_id, &c.campaign_id, c.cost_micros)?;
-            let recorded = self.record(
-                record.partition,
-                &c.creative_id,
-                &c.campaign_id,
-                record.correlation_id,
-                ("click", &c.event_id, c.event_time),
-                |s| s.record_click(c.event_time, c.cost_micros),
-            );
-            (recorded, c.event_time)
+            AdEvent {
+                event_id: Cow::Owned(c.event_id),
+                event_time: c.event_time,
+                campaign_id: Cow::Owned(c.campaign_id),
+                creative_id: Cow::Owned(c.creative_id),
+                cost_micros: c.cost_micros,
+                user_id: c.user_id.map(Cow::Owned),
+            }
         };
+        validate(&e.creative_id, &e.campaign_id, e.cost_micros)?;
+        let recorded = if impression {
+            self.record(
+                record.partition,
+                &e.creative_id,
+                &e.campaign_id,
+                record.correlation_id,
+                ("impression", &e.event_id, e.event_time),
+                |s| s.record_impression(e.event_time, e.user_id.as_deref(), e.cost_micros),
+            )
+        } else {
+            self.record(
+                record.partition,
+                &e.creative_id,
+                &e.campaign_id,
+                record.correlation_id,
+                ("click", &e.event_id, e.event_time),
+                |s| s.record_click(e.event_time, e.cost_micros),
+            )
+        };
+        let event_time = e.event_time;
         if recorded == Outcome::Expired {
             ctx.late(
                 record,
@@ -627,6 +664,43 @@ impl Operator for CreativeFatigueJob {
                 c.duplicates,
             ),
         ]
+    }
+}
+
+/// The fields of impressions and clicks the job reads, in cell order.
+const EVENT_FIELDS: [&str; 6] = [
+    "event_id",
+    "event_time",
+    "campaign_id",
+    "creative_id",
+    "cost_micros",
+    "user_id",
+];
+
+/// An impression or a click as the job reads it; strings borrowed from the record when read by projection.
+struct AdEvent<'a> {
+    event_id: Cow<'a, str>,
+    event_time: i64,
+    campaign_id: Cow<'a, str>,
+    creative_id: Cow<'a, str>,
+    cost_micros: i64,
+    /// Impressions only: clicks carry it but the series do not use it.
+    user_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> AdEvent<'a> {
+    /// The event from the cells of [`EVENT_FIELDS`].
+    fn from_cells(cells: &[Cell<'a>]) -> Result<AdEvent<'a>, DecodeError> {
+        let text = |index| cell_text(cells, &EVENT_FIELDS, index).map(Cow::Borrowed);
+        let long = |index| cell_long(cells, &EVENT_FIELDS, index);
+        Ok(AdEvent {
+            event_id: text(0)?,
+            event_time: long(1)?,
+            campaign_id: text(2)?,
+            creative_id: text(3)?,
+            cost_micros: long(4)?,
+            user_id: cell_optional_text(cells, &EVENT_FIELDS, 5)?.map(Cow::Borrowed),
+        })
     }
 }
 

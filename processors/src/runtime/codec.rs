@@ -278,7 +278,7 @@ impl ProjectedDecoder {
     /// Reads the wanted fields of one Confluent wire-format value into `cells`: `Ok(true)`, or `Ok(false)` when
     /// this value's writer schema is for the full decoder.
     pub fn decode<'a>(
-        &'a mut self,
+        &mut self,
         cache: &mut SchemaCache,
         value: Option<&'a [u8]>,
         cells: &mut [Cell<'a>],
@@ -314,6 +314,48 @@ impl ProjectedDecoder {
         }
         Ok(true)
     }
+}
+
+/// Cell `index` of a [`ProjectedDecoder`] of `fields`, as text (a string or an enum symbol).
+pub fn cell_text<'a>(
+    cells: &[Cell<'a>],
+    fields: &[&str],
+    index: usize,
+) -> Result<&'a str, DecodeError> {
+    match cells.get(index) {
+        Some(Cell::Str(text)) => Ok(text),
+        other => Err(unexpected_cell(fields, index, other)),
+    }
+}
+
+/// Cell `index` of a [`ProjectedDecoder`] of `fields`, as text or null.
+pub fn cell_optional_text<'a>(
+    cells: &[Cell<'a>],
+    fields: &[&str],
+    index: usize,
+) -> Result<Option<&'a str>, DecodeError> {
+    match cells.get(index) {
+        Some(Cell::Null) => Ok(None),
+        Some(Cell::Str(text)) => Ok(Some(text)),
+        other => Err(unexpected_cell(fields, index, other)),
+    }
+}
+
+/// Cell `index` of a [`ProjectedDecoder`] of `fields`, as an int or long.
+pub fn cell_long(cells: &[Cell<'_>], fields: &[&str], index: usize) -> Result<i64, DecodeError> {
+    match cells.get(index) {
+        Some(Cell::Long(value)) => Ok(*value),
+        other => Err(unexpected_cell(fields, index, other)),
+    }
+}
+
+/// A cell that does not hold what its field's type promises: only a bug pairs them so (the projection reads each
+/// field as its schema says), but it is an error for the record rather than a panic.
+fn unexpected_cell(fields: &[&str], index: usize, cell: Option<&Cell<'_>>) -> DecodeError {
+    DecodeError::Invalid(format!(
+        "field {} read as {cell:?}",
+        fields.get(index).copied().unwrap_or("?")
+    ))
 }
 
 impl TypedDecoder {

@@ -55,7 +55,8 @@ use rdkafka::ClientConfig;
 
 pub use checkpoint::CHECKPOINT_KEY;
 pub use codec::{
-    CodecError, DecodeError, ProjectedDecoder, SchemaCache, TypedDecoder, WireEncoder,
+    cell_long, cell_optional_text, cell_text, CodecError, DecodeError, ProjectedDecoder,
+    SchemaCache, TypedDecoder, WireEncoder,
 };
 pub use dedup::SeenIds;
 pub use driver::{run, run_with_standby, RunSummary, RuntimeError};
