@@ -188,50 +188,32 @@ impl<'a> Datum<'a> {
     }
 
     /// Moves past one value of `schema` (references looked up in `names`).
-    pub fn skip(&mut self, schema: &Schema, names: &Names<'_>) -> Result<(), DatumError> {
+    pub fn skip<'s>(&mut self, schema: &'s Schema, names: &Names<'s>) -> Result<(), DatumError> {
         self.skip_at(schema, names, 0)
     }
 
-    fn skip_at(
+    fn skip_at<'s>(
         &mut self,
-        schema: &Schema,
-        names: &Names<'_>,
+        schema: &'s Schema,
+        names: &Names<'s>,
         depth: usize,
     ) -> Result<(), DatumError> {
         if depth > MAX_SKIP_DEPTH {
             return Err(DatumError::TooDeep);
         }
+        // Flat values are checked as a reader would check them, even when skipped: a datum whose skipped string
+        // is not UTF-8, or whose enum index is out of range, is not Avro, and reading only some fields must not
+        // make it valid.
+        if let Some(encoding) = Encoding::of(schema, names) {
+            self.read_flat(&encoding)?;
+            return Ok(());
+        }
         match schema {
             Schema::Null => {}
-            Schema::Boolean => {
-                self.boolean()?;
-            }
-            Schema::Int
-            | Schema::Long
-            | Schema::Date
-            | Schema::TimeMillis
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos
-            | Schema::Enum(_) => {
-                self.long()?;
-            }
-            Schema::Float => {
-                self.take(4)?;
-            }
-            Schema::Double => {
-                self.take(8)?;
-            }
-            // Strings are checked even when skipped: a datum with a string that is not UTF-8 is not Avro, and
-            // reading only some fields must not make it valid.
-            Schema::String | Schema::Uuid(UuidSchema::String) => {
+            Schema::Uuid(UuidSchema::String) => {
                 self.str()?;
             }
-            Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
+            Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
                 self.bytes()?;
             }
             Schema::Decimal(decimal) => match &decimal.inner {
@@ -242,9 +224,7 @@ impl<'a> Datum<'a> {
                     self.take(fixed.size)?;
                 }
             },
-            Schema::Fixed(fixed)
-            | Schema::Duration(fixed)
-            | Schema::Uuid(UuidSchema::Fixed(fixed)) => {
+            Schema::Duration(fixed) | Schema::Uuid(UuidSchema::Fixed(fixed)) => {
                 self.take(fixed.size)?;
             }
             Schema::Array(array) => self.skip_blocks(depth, |datum, depth| {
@@ -270,8 +250,46 @@ impl<'a> Datum<'a> {
                     .ok_or_else(|| DatumError::UnknownName(name.fullname(None)))?;
                 self.skip_at(named, names, depth + 1)?;
             }
+            // Flat: read above.
+            Schema::Boolean
+            | Schema::Int
+            | Schema::Long
+            | Schema::Float
+            | Schema::Double
+            | Schema::Bytes
+            | Schema::String
+            | Schema::Fixed(_)
+            | Schema::Enum(_)
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => {}
         }
         Ok(())
+    }
+
+    /// One flat value of `encoding`, checked and returned as a cell.
+    fn read_flat<'s, 'c>(&mut self, encoding: &Encoding<'s>) -> Result<Cell<'c>, DatumError>
+    where
+        'a: 'c,
+        's: 'c,
+    {
+        Ok(match encoding {
+            Encoding::Boolean => Cell::Boolean(self.boolean()?),
+            Encoding::Int => Cell::Long(i64::from(self.int()?)),
+            Encoding::Long => Cell::Long(self.long()?),
+            Encoding::Float => Cell::Float(self.float()?),
+            Encoding::Double => Cell::Double(self.double()?),
+            Encoding::String => Cell::Str(self.str()?),
+            Encoding::Bytes => Cell::Bytes(self.bytes()?),
+            Encoding::Fixed(size) => Cell::Bytes(self.fixed(*size)?),
+            Encoding::Enum(symbols) => Cell::Str(self.symbol(symbols)?),
+        })
     }
 
     /// Skips the blocks of an array or map, `item` skipping one item. A block with a negative count carries its
@@ -555,17 +573,7 @@ impl Projection {
                             continue;
                         }
                     }
-                    cells[*slot] = match &shape.encoding {
-                        Encoding::Boolean => Cell::Boolean(datum.boolean()?),
-                        Encoding::Int => Cell::Long(i64::from(datum.int()?)),
-                        Encoding::Long => Cell::Long(datum.long()?),
-                        Encoding::Float => Cell::Float(datum.float()?),
-                        Encoding::Double => Cell::Double(datum.double()?),
-                        Encoding::String => Cell::Str(datum.str()?),
-                        Encoding::Bytes => Cell::Bytes(datum.bytes()?),
-                        Encoding::Fixed(size) => Cell::Bytes(datum.fixed(*size)?),
-                        Encoding::Enum(symbols) => Cell::Str(datum.symbol(symbols)?),
-                    };
+                    cells[*slot] = datum.read_flat(&shape.encoding)?;
                 }
             }
         }
@@ -690,6 +698,20 @@ mod tests {
         assert_eq!(Datum::new(&[0x08, b'a']).str(), Err(DatumError::Truncated));
         assert_eq!(Datum::new(&[0x02, 0xff]).str(), Err(DatumError::NotUtf8));
         assert_eq!(Datum::new(&[0x02]).boolean(), Err(DatumError::Boolean(2)));
+        // Skipped values are checked as read ones are: an enum index past the symbols, a string not UTF-8.
+        let skipped = Schema::parse_str(
+            r#"{"type":"record","name":"S","fields":[
+                {"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}},{"name":"s","type":"string"}]}"#,
+        )
+        .expect("schema");
+        assert!(matches!(
+            Datum::new(&[0x08, 0x00]).skip(&skipped, &names(&skipped)),
+            Err(DatumError::EnumIndex { index: 4, .. })
+        ));
+        assert_eq!(
+            Datum::new(&[0x02, 0x02, 0xff]).skip(&skipped, &names(&skipped)),
+            Err(DatumError::NotUtf8)
+        );
         // An array claiming 2^62 items of type null takes no bytes per item: refused, not iterated.
         let nulls = Schema::parse_str(r#"{"type":"array","items":"null"}"#).expect("schema");
         let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
