@@ -244,7 +244,7 @@ struct Task {
     /// Warm copies of the state of the tasks this instance does not own, when asked for.
     standby: Option<Standby>,
     /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
-    positions: HashMap<(usize, i32), i64>,
+    positions: HashMap<(usize, i32), i64, ahash::RandomState>,
     /// Partition numbers this member owns.
     owned: BTreeSet<i32>,
     /// Exactly-once with state: the last commit of each owned task, numbered (see [`checkpoint`]).
@@ -284,9 +284,10 @@ impl Task {
                 .insert((input, message.partition()), message.offset() + 1);
             return Ok(());
         }
+        // The input's name is the message's topic, without reading it from librdkafka again.
         let correlation_id = correlation_id(
             headers,
-            message.topic(),
+            &self.tasks.inputs[input].topic,
             message.partition(),
             message.offset(),
         );
@@ -1470,7 +1471,7 @@ pub fn run_with_standby(
         tasks,
         changelogs,
         standby,
-        positions: HashMap::new(),
+        positions: HashMap::default(),
         owned: BTreeSet::new(),
         task_commits: HashMap::new(),
         delivery,
