@@ -155,11 +155,14 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
-            // Large fetches (scans read whole partitions), but a bounded prefetch queue: a scan runs one consumer
-            // per partition, and librdkafka's default queue (64 MB each) made a 4+4-partition scan hold ~900 MB.
-            .set("fetch.max.bytes", "16777216")
-            .set("max.partition.fetch.bytes", "8388608")
-            .set("queued.max.messages.kbytes", "16384");
+            // A scan runs one consumer per partition, and each holds its prefetch queue, the fetch response being
+            // parsed and the messages of the batch being decoded: librdkafka's defaults (64 MB queue, 50 MB
+            // fetches) made a 4+4-partition scan hold ~900 MB, and 16 MB queues with 16 MB fetches still ~600 MB
+            // over the process. With the queue's fetch backoff off (below), 4 MB queues and 2 MB fetches keep each
+            // partition's reader fed at the decoder's rate.
+            .set("fetch.max.bytes", "4194304")
+            .set("max.partition.fetch.bytes", "2097152")
+            .set("queued.max.messages.kbytes", "4096");
         // A scan drains that queue in well under librdkafka's default 1 s pause before the next fetch.
         read::without_fetch_queue_backoff(&mut config);
         config
