@@ -32,8 +32,8 @@ pub const BUCKET_MS: i64 = 3_600_000;
 /// One partition's ids.
 #[derive(Default)]
 struct PartitionIds {
-    /// Every id held, for membership (aHash, randomly keyed: the ids come from input).
-    seen: HashSet<u64, ahash::RandomState>,
+    /// Every id held, for membership (foldhash, randomly seeded: the ids come from input).
+    seen: HashSet<u64, foldhash::fast::RandomState>,
     /// The ids by the event-time bucket of their first occurrence, for expiry and the changelog.
     buckets: BTreeMap<i64, Bucket>,
     /// (bucket start, chunks written) of buckets expired since the last flush: their chunks get tombstones.

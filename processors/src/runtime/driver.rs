@@ -244,7 +244,7 @@ struct Task {
     /// Warm copies of the state of the tasks this instance does not own, when asked for.
     standby: Option<Standby>,
     /// Next offset to commit per (input index, partition), for partitions with progress since the last commit.
-    positions: HashMap<(usize, i32), i64, ahash::RandomState>,
+    positions: HashMap<(usize, i32), i64, foldhash::fast::RandomState>,
     /// Partition numbers this member owns.
     owned: BTreeSet<i32>,
     /// Exactly-once with state: the last commit of each owned task, numbered (see [`checkpoint`]).

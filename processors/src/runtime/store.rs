@@ -120,11 +120,11 @@ impl StoreKey for String {
     }
 }
 
-/// One partition's keys and which of them changed. Every record looks its keys up here: aHash, randomly keyed per
-/// process like std's SipHash (keys come from input records), costs a third of SipHash per lookup.
+/// One partition's keys and which of them changed. Every record looks its keys up here: foldhash, randomly seeded
+/// per process like std's SipHash (keys come from input records), costs a fraction of SipHash per lookup.
 struct PartitionState<K, V> {
-    entries: HashMap<K, V, ahash::RandomState>,
-    dirty: HashSet<K, ahash::RandomState>,
+    entries: HashMap<K, V, foldhash::fast::RandomState>,
+    dirty: HashSet<K, foldhash::fast::RandomState>,
 }
 
 impl<K, V> Default for PartitionState<K, V> {
