@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::jobs::{adstream, apply_private_topology, start_job};
+use common::jobs::{adstream, apply_private_topology, start_job, RunningJob};
 use common::recompute::produce_generated_events;
 use common::{free_port, get, sample, start_registry, unique};
 
@@ -121,7 +121,7 @@ async fn metrics_readiness_and_sigterm() {
         .status()
         .expect("kill");
     assert!(sent.success());
-    let output = tokio::task::block_in_place(|| job.wait_with_output()).expect("wait");
+    let output = tokio::task::block_in_place(|| job.into_child().wait_with_output()).expect("wait");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -284,4 +284,18 @@ async fn a_fenced_job_starts_again_in_process_with_new_clients() {
         ready_again.is_some(),
         "the first instance did not become ready again"
     );
+}
+
+/// A test that panics with a job running must not leave it running: the next test binaries would share the two
+/// cores with it (an earlier chaos failure left nine instances that starved the CLI tests after it).
+#[test]
+fn a_job_dropped_midway_is_killed_and_reaped() {
+    let child = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep");
+    let pid = child.id();
+    drop(RunningJob::from(child));
+    // Killed and reaped: no process with that id is left, not even a zombie.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }

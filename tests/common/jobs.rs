@@ -64,6 +64,54 @@ pub fn adstream(registry: &str, args: &[&str]) -> Command {
     command
 }
 
+/// A spawned job that is killed and reaped when dropped: a test that fails midway (a panic unwinds through it)
+/// leaves no job running to starve the test binaries after it. Derefs to the [`Child`].
+pub struct RunningJob(Option<Child>);
+
+impl RunningJob {
+    /// The child itself, no longer killed on drop (for `wait_with_output`, which takes it).
+    pub fn into_child(mut self) -> Child {
+        self.0
+            .take()
+            .expect("the child is present until the job is dropped")
+    }
+}
+
+impl From<Child> for RunningJob {
+    fn from(child: Child) -> RunningJob {
+        RunningJob(Some(child))
+    }
+}
+
+impl std::ops::Deref for RunningJob {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0
+            .as_ref()
+            .expect("the child is present until the job is dropped")
+    }
+}
+
+impl std::ops::DerefMut for RunningJob {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0
+            .as_mut()
+            .expect("the child is present until the job is dropped")
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        // Already reaped (terminate, wait_for_end, exit_within): try_wait answers at once and this does nothing.
+        if let Some(child) = &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// Starts `adstream process campaign-metrics`.
 pub fn start_job(
     registry: &str,
@@ -71,7 +119,7 @@ pub fn start_job(
     processor: &str,
     metrics_listen: &str,
     until_end: bool,
-) -> Child {
+) -> RunningJob {
     start_process(
         "campaign-metrics",
         registry,
@@ -90,8 +138,8 @@ pub fn start_process(
     processor: &str,
     metrics_listen: &str,
     until_end: bool,
-) -> Child {
-    process_command(
+) -> RunningJob {
+    let child = process_command(
         job,
         registry,
         topology,
@@ -103,7 +151,8 @@ pub fn start_process(
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit())
     .spawn()
-    .expect("start the job")
+    .expect("start the job");
+    RunningJob::from(child)
 }
 
 /// `adstream process <job>` as `processor` of `topology` (200 ms commits, metrics on `metrics_listen`), with
@@ -190,7 +239,8 @@ pub fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::E
 /// Sends SIGTERM to `child` (a job commits what it processed and exits) and reaps it; returns how it exited.
 /// Panics, after a SIGKILL, if it is still running five minutes later: a stuck shutdown fails the test instead of
 /// hanging it (a commit gives up on a stuck client call after 40 s, see the runtime's `bounded`).
-pub fn terminate(mut child: Child) -> std::process::ExitStatus {
+pub fn terminate(child: impl Into<RunningJob>) -> std::process::ExitStatus {
+    let mut child = child.into();
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -201,7 +251,8 @@ pub fn terminate(mut child: Child) -> std::process::ExitStatus {
 }
 
 /// Waits for a `--until-end` run to exit by itself; panics if it fails or takes over five minutes.
-pub fn wait_for_end(mut child: Child, what: &str) {
+pub fn wait_for_end(child: impl Into<RunningJob>, what: &str) {
+    let mut child = child.into();
     let status = exit_within(&mut child, Duration::from_secs(300))
         .unwrap_or_else(|| panic!("{what} did not reach the end of its input within 300 s"));
     assert!(status.success(), "{what} failed: {status}");
