@@ -4,6 +4,7 @@
 //! schemas are fetched from the registry once per id and kept for the life of the process (ids are few). When the
 //! writer schema is the reader's own (the common case) the datum is deserialized straight into the Rust type;
 //! otherwise it is decoded with the writer schema and resolved to the reader schema (schema evolution).
+//! [`ProjectedDecoder`] reads only some flat fields, borrowed from the datum, for a job's hot inputs.
 //!
 //! Every failure is a [`DecodeError`] with a stable class, which the runtime turns into a dead letter.
 

@@ -1940,8 +1940,6 @@ mod tests {
         );
     }
 
-    /// Regression: every partition of a subscribed topic is in the statistics, and one another instance consumes
-    /// (here "none") counted from its low offset: its whole length showed as this instance's lag.
     #[test]
     fn the_commit_interval_counts_from_the_start_unless_the_commit_was_slow() {
         let interval = Duration::from_millis(100);
@@ -1955,6 +1953,8 @@ mod tests {
         assert_eq!(base + interval, ended + Duration::from_millis(50));
     }
 
+    /// Regression: every partition of a subscribed topic is in the statistics, and one another instance consumes
+    /// (here "none") counted from its low offset: its whole length showed as this instance's lag.
     #[test]
     fn lag_counts_only_the_partitions_this_member_consumes() {
         let stats = |fetch_state: &str, app_offset: i64| rdkafka::statistics::Partition {
