@@ -676,16 +676,17 @@ impl BatchDecoder {
 
     /// Whether the records of writer schema `id` have a direct plan (built on first sight).
     fn has_plan(&mut self, id: u32, slots: &[(usize, Store)]) -> bool {
-        if !self.plans.contains_key(&id) {
-            // A writer schema the registry cannot give is the general path's to count as undecodable.
-            let plan = self
-                .source
-                .writer_schema(id)
-                .ok()
-                .and_then(|writer| DirectPlan::new(writer, self.reader, slots));
-            self.plans.insert(id, plan);
-        }
-        self.plans.get(&id).is_some_and(Option::is_some)
+        let (source, reader) = (&self.source, self.reader);
+        self.plans
+            .entry(id)
+            .or_insert_with(|| {
+                // A writer schema the registry cannot give is the general path's to count as undecodable.
+                source
+                    .writer_schema(id)
+                    .ok()
+                    .and_then(|writer| DirectPlan::new(writer, reader, slots))
+            })
+            .is_some()
     }
 
     /// The projected value columns of `rows` read straight from Avro into Arrow, and the rows they hold; None

@@ -289,18 +289,23 @@ impl ProjectedDecoder {
             FrameError::TooShort(len) => DecodeError::TooShort(len),
             FrameError::BadMagic(byte) => DecodeError::BadMagic(byte),
         })?;
-        if !self.plans.contains_key(&id) {
-            let writer = cache.writer(id)?;
-            // An evolved writer is projected only when the full decoder would read it: the projection must not
-            // accept what that decoder refuses (a missing field without default, outside the wanted ones).
-            let readable = writer.canonical_form() == self.reader_canonical
-                || adstream_schemas::compat::can_read(writer, self.reader).is_ok();
-            let plan = readable
-                .then(|| Projection::new(writer, self.reader, &self.wanted).ok())
-                .flatten();
-            self.plans.insert(id, plan);
-        }
-        let Some(Some(projection)) = self.plans.get(&id) else {
+        // One lookup per record: this is a hot input's path.
+        let plan = match self.plans.entry(id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let writer = cache.writer(id)?;
+                // An evolved writer is projected only when the full decoder would read it: the projection must
+                // not accept what that decoder refuses (a missing field without default, outside the wanted ones).
+                let readable = writer.canonical_form() == self.reader_canonical
+                    || adstream_schemas::compat::can_read(writer, self.reader).is_ok();
+                new.insert(
+                    readable
+                        .then(|| Projection::new(writer, self.reader, &self.wanted).ok())
+                        .flatten(),
+                )
+            }
+        };
+        let Some(projection) = plan else {
             return Ok(false);
         };
         let bad = |message: String| DecodeError::BadDatum { id, message };
