@@ -15,7 +15,8 @@ pub struct RunOptions {
     pub rate: Option<f64>,
     /// How often to report progress.
     pub progress_every: Duration,
-    /// How long the final flush may wait for outstanding deliveries.
+    /// How long the final flush may wait for outstanding deliveries: longer than the producer's message timeout,
+    /// so that a record still retrying through a broker failover reports its own outcome.
     pub flush_timeout: Duration,
 }
 
@@ -24,7 +25,7 @@ impl Default for RunOptions {
         Self {
             rate: None,
             progress_every: Duration::from_secs(1),
-            flush_timeout: Duration::from_secs(60),
+            flush_timeout: Duration::from_secs(150),
         }
     }
 }

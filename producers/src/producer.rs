@@ -308,8 +308,11 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 9] = [
     ("batch.size", "1000000"),
     ("batch.num.messages", "10000"),
     ("queue.buffering.max.messages", "500000"),
-    // Bounded so that an unreachable broker fails deliveries within seconds rather than the 5-minute default.
-    ("message.timeout.ms", "30000"),
+    // The Java client's `delivery.timeout.ms`: long enough to outlast a broker's crash and restart on a replicated
+    // cluster (with acks=all, a dead follower holds writes back until the controller fences it or it returns and
+    // catches up, which took more than 30 s in the chaos run); bounded so that a cluster that stays away fails the
+    // deliveries rather than waiting librdkafka's 5 minutes. Reaching no broker at all fails at connect, in seconds.
+    ("message.timeout.ms", "120000"),
 ];
 
 /// Builds a producer client config: the base config plus [`PRODUCER_DEFAULTS`] where the base is silent.

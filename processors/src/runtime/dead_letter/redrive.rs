@@ -411,8 +411,9 @@ pub async fn send(
     let ledger = create_ledger(base, dlq_topic).await?;
     let mut config = base.clone();
     if config.get("message.timeout.ms").is_none() {
-        // Bounded so that an unreachable broker fails the deliveries within seconds, not the 5-minute default.
-        config.set("message.timeout.ms", "30000");
+        // The producers' default (the Java client's `delivery.timeout.ms`): it outlasts a broker failover on a
+        // replicated cluster, and a cluster that stays away fails the deliveries rather than waiting 5 minutes.
+        config.set("message.timeout.ms", "120000");
     }
     config
         .set("enable.idempotence", "true")
