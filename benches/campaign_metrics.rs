@@ -1684,7 +1684,7 @@ fn backtest(
     use adstream_backtest::{run_strategy, Dataflow, History, Period, Strategy};
     use adstream_processors::jobs::JobRegistry;
     use adstream_query::source::KafkaSource;
-    let source = KafkaSource::new(kafka.config.clone(), registry_url)?;
+    let source = Arc::new(KafkaSource::new(kafka.config.clone(), registry_url)?);
     // The jobs as the project's topology places them, over the bench's input topics; the outputs stay in memory.
     let t = &inputs.topics;
     let topic = |name: &str, key: &str, record: &str| {

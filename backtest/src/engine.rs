@@ -16,16 +16,32 @@
 //! `from` on, and outcomes count only events and conversions in `[from, to)`; everything before is replayed as it
 //! happened.
 //!
+//! # Memory
+//!
+//! The ad events (impressions and clicks, nearly all of the history) are never held. [`History::read`] fixes the
+//! offsets each partition's replay covers and keeps a 40-byte [`EventInfo`] per event, for pause rules, outcomes
+//! and journeys; each strategy reads the events again over the same offsets, one reader thread per partition a few
+//! batches ahead of a k-way merge by timestamp. Stage outputs are handed to the stages reading them as they are
+//! sent, and a run keeps of them only the latest row per key of the topology's topics and the credits
+//! ([`StageRun`]). What stays in memory is the jobs' state, the conversions and the tables, and the events one
+//! stage waits on for another's output (the merge below); not the period.
+//!
 //! # One strategy
 //!
 //! Impressions and clicks, merged by timestamp, are fed one by one to the stages that report creative fatigue (each
 //! a [`Simulator`]). Before each record the simulations' clock moves to its time, so whatever they report at the
 //! commits passed is seen first: a fatigue record meeting the strategy's pause rule pauses its creative from the
 //! record's emission time on. A record of a paused creative, or of a campaign paused by the budget rule for its
-//! local day, is removed; the rest is kept and pushed. Every other stage then runs in data order over its inputs:
-//! the kept events, the other sources, and the outputs of the stages before it (today attribution's repartition
-//! stage, its attribution stage with the conversions, and campaign-metrics with the campaigns table and the
-//! credits). A conversion whose touches were all removed gets no credit: it is lost (the naive counterfactual).
+//! local day, is removed; the rest is kept and pushed.
+//!
+//! Every other stage is fed in data order as its inputs come: its tables first, whole, then its streams — the kept
+//! events in the order above, the other sources (conversions), and the outputs of the stages before it (today
+//! attribution's repartition stage, its attribution stage with the conversions, and campaign-metrics with the
+//! campaigns table and the credits) — merged by timestamp, each partition's order kept, the events ranking as
+//! their lowest input among records of the same millisecond. A stream record goes in only once every stream that
+//! may still bring an earlier one has its next record waiting, so the order is the one a merge of the whole inputs
+//! gives; the watermark markers a stage sends to every partition at each commit keep those waits short. A
+//! conversion whose touches were all removed gets no credit: it is lost (the naive counterfactual).
 //!
 //! # Outcomes
 //!
@@ -34,14 +50,15 @@
 //! data-driven model's (markov, shapley) from its attributed conversions and weights fitted on the history's
 //! journeys. Both under the naive counterfactual and under the Markov one ([`crate::journeys`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
 use adstream_kafka::registry_client::RegistryClient;
 use adstream_processors::attribution::models::{weighted_shares, TouchKind};
 use adstream_processors::jobs::{JobEntry, JobRegistry, Stage, Wiring};
-use adstream_processors::runtime::simulate::interleave_by_timestamp;
 use adstream_processors::runtime::{
-    simulate, CapturedRecord, InputKind, InputSpec, OutputSpec, SchemaCache, SimulateOptions,
+    CapturedRecord, InputKind, InputSpec, OutputSpec, ReadBack, SchemaCache, SimulateOptions,
     SimulatedRecord, Simulation, Simulator, TypedDecoder,
 };
 use adstream_processors::window::{calendar_window, Granularity};
@@ -57,7 +74,7 @@ use rdkafka::Message;
 use crate::journeys::{Journeys, NO_KEPT_TOUCH};
 use crate::strategy::{PauseStatus, Strategy};
 use crate::BacktestError;
-use adstream_query::source::{KafkaSource, TimestampOrder};
+use adstream_query::source::{KafkaSource, PartitionRange, TimestampOrder};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -296,17 +313,19 @@ pub struct CampaignInfo {
     pub time_zone: Tz,
 }
 
-/// The history a backtest replays, read once and shared by every strategy: every source topic of the
-/// [`Dataflow`].
+/// The history a backtest replays, planned once and shared by every strategy: every source topic of the
+/// [`Dataflow`]. The ad events are not held: each strategy reads them again from Kafka, over the same offsets, in
+/// the same order (see [`History::replay_events`]); what the backtest keeps of each is an [`EventInfo`].
 pub struct History {
+    source: Arc<KafkaSource>,
     /// Source tables (read whole), by topic.
     tables: HashMap<String, Vec<SimulatedRecord>>,
-    /// The ad events (the source streams carrying impressions or clicks) merged by timestamp; a record's `input`
-    /// is its topic's index in `event_topics`.
-    events: Vec<SimulatedRecord>,
-    /// The topics of `events`, and whether each carries clicks.
-    event_topics: Vec<(String, bool)>,
-    /// What each of `events` is; None for a record that does not decode (the jobs dead-letter it).
+    /// The source streams carrying impressions or clicks, with the offsets the history holds of each; a replayed
+    /// record's `input` is its topic's index here.
+    event_topics: Vec<EventTopic>,
+    /// Timestamps of the ad events replayed: `[from − warm-up, to)`.
+    event_window: (i64, i64),
+    /// What each ad event is, in replay order; None for a record that does not decode (the jobs dead-letter it).
     infos: Vec<Option<EventInfo>>,
     /// The other source streams (conversions), by topic.
     streams: HashMap<String, Vec<SimulatedRecord>>,
@@ -321,27 +340,127 @@ pub struct History {
     runtime: tokio::runtime::Handle,
 }
 
+/// A source stream of ad events and the part of it the history holds.
+struct EventTopic {
+    name: String,
+    /// Whether it carries clicks (else impressions).
+    clicks: bool,
+    /// The offsets read, per partition, fixed when the history is read: records written since are not replayed.
+    ranges: Vec<PartitionRange>,
+}
+
+/// Records a reader thread hands to the merge at once.
+const READ_BATCH: usize = 2048;
+/// Batches a reader thread may read ahead of the merge: what bounds the events in memory (with the number of
+/// partitions).
+const READ_AHEAD: usize = 2;
+
+/// One partition's records on their way to the merge.
+struct PartitionFeed {
+    /// (input, partition): among heads of the same timestamp, the lowest goes first.
+    rank: (usize, i32),
+    /// None once the reader is done.
+    batches: Option<Receiver<Result<Vec<SimulatedRecord>, BacktestError>>>,
+    head: VecDeque<SimulatedRecord>,
+}
+
+/// Reads `topics` over their ranges, keeping records with timestamps in `window`, and hands them to `each` merged
+/// by timestamp, each partition's own order kept: the order of [`interleave_by_timestamp`](adstream_processors::runtime::simulate::interleave_by_timestamp) over all of them,
+/// without holding them. One reader thread per partition reads at most [`READ_AHEAD`] batches ahead.
+fn merge_events(
+    source: &KafkaSource,
+    topics: &[EventTopic],
+    window: (i64, i64),
+    mut each: impl FnMut(SimulatedRecord) -> Result<(), BacktestError>,
+) -> Result<(), BacktestError> {
+    std::thread::scope(|scope| {
+        let mut feeds = Vec::new();
+        for (input, topic) in topics.iter().enumerate() {
+            for range in topic.ranges.iter().filter(|r| !r.is_empty()) {
+                let (sender, receiver) = sync_channel(READ_AHEAD);
+                let (name, range) = (topic.name.as_str(), *range);
+                scope.spawn(move || {
+                    let read = source.read_range(name, range, READ_BATCH, |batch| {
+                        let records: Vec<SimulatedRecord> = batch
+                            .iter()
+                            .filter(|m| {
+                                m.timestamp()
+                                    .to_millis()
+                                    .is_some_and(|ts| ts >= window.0 && ts < window.1)
+                            })
+                            .map(|m| SimulatedRecord::from_message(input, name, m))
+                            .collect();
+                        // Nobody receiving: the merge stopped, and so does the read.
+                        Ok(records.is_empty() || sender.send(Ok(records)).is_ok())
+                    });
+                    if let Err(e) = read {
+                        let _ = sender.send(Err(e.into()));
+                    }
+                });
+                feeds.push(PartitionFeed {
+                    rank: (input, range.partition),
+                    batches: Some(receiver),
+                    head: VecDeque::new(),
+                });
+            }
+        }
+        // On return the receivers are dropped, so that readers still running stop at their next batch.
+        loop {
+            for feed in &mut feeds {
+                while feed.head.is_empty() {
+                    let Some(batches) = &feed.batches else {
+                        break;
+                    };
+                    match batches.recv() {
+                        Ok(batch) => feed.head.extend(batch?),
+                        Err(_) => feed.batches = None,
+                    }
+                }
+            }
+            let next = feeds
+                .iter()
+                .enumerate()
+                .filter_map(|(index, feed)| {
+                    feed.head
+                        .front()
+                        .map(|r| ((r.timestamp_ms.unwrap_or(i64::MIN), feed.rank), index))
+                })
+                .min();
+            let Some((_, index)) = next else {
+                return Ok(());
+            };
+            if let Some(record) = feeds[index].head.pop_front() {
+                each(record)?;
+            }
+        }
+    })
+}
+
 impl History {
     /// Reads the history of `period` for the sources of `flow` through `source`: tables whole, streams with
-    /// timestamps in `[from − warm-up, to)`; `runtime` serves the rare registry fetches of the decoders. Blocks.
-    /// `progress` is called with (records read, topic).
+    /// timestamps in `[from − warm-up, to)`; `runtime` serves the rare registry fetches of the decoders. The ad
+    /// events are read once here, for what each is, and again by every strategy. Blocks. `progress` is called
+    /// with (records read, topic).
     pub fn read(
-        source: &KafkaSource,
+        source: &Arc<KafkaSource>,
         flow: &Dataflow,
         period: Period,
         runtime: tokio::runtime::Handle,
         progress: &mut dyn FnMut(u64, &str),
     ) -> Result<History, BacktestError> {
         let start = period.from_ms.saturating_sub(period.warmup_ms);
-        let mut read = |topic: &str, input: usize, bounded: bool| {
+        // The backtest's inputs are event streams, written roughly in time order.
+        let ranges = |topic: &str, bounded: bool| {
             let (from, to) = if bounded {
                 (Some(start), Some(period.to_ms))
             } else {
                 (None, None)
             };
+            source.plan_ranges(topic, None, from, to, TimestampOrder::Roughly)
+        };
+        let mut read = |topic: &str, bounded: bool| {
             let mut records = Vec::new();
-            // The backtest's inputs are event streams, written roughly in time order.
-            for range in source.plan_ranges(topic, None, from, to, TimestampOrder::Roughly)? {
+            for range in ranges(topic, bounded)? {
                 source.read_range(topic, range, 4096, |batch| {
                     for message in batch {
                         let timestamp = message.timestamp().to_millis();
@@ -349,7 +468,7 @@ impl History {
                         {
                             continue;
                         }
-                        records.push(SimulatedRecord::from_message(input, topic, message));
+                        records.push(SimulatedRecord::from_message(0, topic, message));
                     }
                     progress(batch.len() as u64, topic);
                     Ok(true)
@@ -358,29 +477,31 @@ impl History {
             Ok::<_, BacktestError>(records)
         };
         let (mut tables, mut streams) = (HashMap::new(), HashMap::new());
-        let (mut events, mut event_topics) = (Vec::new(), Vec::new());
+        let mut event_topics = Vec::new();
         let mut conversion_topics = Vec::new();
         for (topic, kind) in &flow.sources {
             let record = flow.record(topic);
             match kind {
                 InputKind::Table => {
-                    tables.insert(topic.clone(), read(topic, 0, false)?);
+                    tables.insert(topic.clone(), read(topic, false)?);
                 }
                 InputKind::Stream
                     if matches!(record, Some(AdImpression::FULL_NAME | AdClick::FULL_NAME)) =>
                 {
-                    events.extend(read(topic, event_topics.len(), true)?);
-                    event_topics.push((topic.clone(), record == Some(AdClick::FULL_NAME)));
+                    event_topics.push(EventTopic {
+                        name: topic.clone(),
+                        clicks: record == Some(AdClick::FULL_NAME),
+                        ranges: ranges(topic, true)?,
+                    });
                 }
                 InputKind::Stream => {
-                    streams.insert(topic.clone(), read(topic, 0, true)?);
+                    streams.insert(topic.clone(), read(topic, true)?);
                     if record == Some(Conversion::FULL_NAME) {
                         conversion_topics.push(topic.clone());
                     }
                 }
             }
         }
-        let events = interleave_by_timestamp(events);
 
         let mut cache = SchemaCache::new(source.registry().clone(), runtime.clone());
         let decoder = |name: &'static str, schema: &str| {
@@ -425,9 +546,11 @@ impl History {
             let next = user_index.len() as u32;
             *user_index.entry(id).or_insert(next)
         };
-        let mut infos = Vec::with_capacity(events.len());
-        for record in &events {
-            let decoded = if !event_topics[record.input].1 {
+        let event_window = (start, period.to_ms);
+        let mut infos = Vec::new();
+        let mut unreported = 0u64;
+        merge_events(source, &event_topics, event_window, |record| {
+            let decoded = if !event_topics[record.input].clicks {
                 impression_decoder
                     .decode::<AdImpression>(&mut cache, record.value.as_deref())
                     .ok()
@@ -475,7 +598,17 @@ impl History {
                     }
                 }),
             );
+            unreported += 1;
+            if unreported == READ_BATCH as u64 {
+                progress(unreported, &event_topics[record.input].name);
+                unreported = 0;
+            }
+            Ok(())
+        })?;
+        if let Some(topic) = event_topics.first() {
+            progress(unreported, &topic.name);
         }
+        infos.shrink_to_fit();
         // Conversions as the attribution job takes them: valid ones with a user, each id once.
         let mut conversion_decoder = decoder(Conversion::FULL_NAME, avsc::CONVERSION)?;
         let mut conversion_records: Vec<&SimulatedRecord> = conversion_topics
@@ -506,9 +639,10 @@ impl History {
             });
         }
         Ok(History {
+            source: Arc::clone(source),
             tables,
-            events,
             event_topics,
+            event_window,
             infos,
             streams,
             conversions,
@@ -520,15 +654,24 @@ impl History {
         })
     }
 
+    /// Reads the ad events again, as [`History::read`] read them: the same records in the same order, the `n`th
+    /// the one [`History::infos`] describes at `n`.
+    fn replay_events(
+        &self,
+        each: impl FnMut(SimulatedRecord) -> Result<(), BacktestError>,
+    ) -> Result<(), BacktestError> {
+        merge_events(&self.source, &self.event_topics, self.event_window, each)
+    }
+
     /// Impressions and clicks replayed per strategy.
     pub fn event_count(&self) -> usize {
-        self.events.len()
+        self.infos.len()
     }
 
     /// Every record read (tables, impressions, clicks, other streams).
     pub fn record_count(&self) -> usize {
         self.tables.values().map(Vec::len).sum::<usize>()
-            + self.events.len()
+            + self.infos.len()
             + self.streams.values().map(Vec::len).sum::<usize>()
     }
 
@@ -566,7 +709,12 @@ impl History {
         self.tables
             .get(topic)
             .or_else(|| self.streams.get(topic))
-            .map(|records| as_input(records, input).collect())
+            .map(|records| {
+                records
+                    .iter()
+                    .map(|r| SimulatedRecord { input, ..r.clone() })
+                    .collect()
+            })
     }
 }
 
@@ -677,27 +825,88 @@ pub struct StrategyRun {
     pub actions: Vec<Action>,
     /// Impressions and clicks removed by pauses.
     pub removed: u64,
-    /// The simulation of each stage, by application id, in the order they ran.
-    pub simulations: Vec<(String, Simulation)>,
+    /// What each stage produced, by application id, in the order they ran.
+    pub simulations: Vec<(String, StageRun)>,
     /// Output topic → the index in `simulations` of the stage writing it.
     writers: HashMap<String, usize>,
 }
 
 impl StrategyRun {
-    /// The simulation of the stage that writes `topic`.
-    pub fn writer_of(&self, topic: &str) -> Option<&Simulation> {
+    /// What the stage that writes `topic` produced.
+    pub fn writer_of(&self, topic: &str) -> Option<&StageRun> {
         self.writers.get(topic).map(|i| &self.simulations[*i].1)
     }
 }
 
-/// `records` as input `input`.
-fn as_input(
-    records: &[SimulatedRecord],
-    input: usize,
-) -> impl Iterator<Item = SimulatedRecord> + '_ {
-    records
-        .iter()
-        .map(move |r| SimulatedRecord { input, ..r.clone() })
+/// What one stage of a strategy's run produced. A stage's records go on to the stages reading them as they are
+/// sent, and only this much of them is kept, so that memory follows the state rather than the period: the latest
+/// value per key of the topology's topics, and whole only the records the outcomes read (credits and attributed
+/// conversions, one or a few per conversion).
+#[derive(Default)]
+pub struct StageRun {
+    /// The stage's counters (records processed, sent per output, dead letters, late records, commits); its
+    /// `records` hold the outcomes' topics only.
+    pub simulation: Simulation,
+    /// Latest value per key of each topology topic the stage wrote, keys whose last record is a tombstone left out.
+    compacted: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl StageRun {
+    /// What compaction keeps of `topic`, a topology topic the stage writes (empty for any other).
+    pub fn compacted(&self, topic: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.compacted.get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Records sent to output `topic` (watermark markers not counted).
+    pub fn sent(&self, topic: &str) -> u64 {
+        self.simulation.outputs.get(topic).copied().unwrap_or(0)
+    }
+
+    /// Keeps what the run keeps of `records`, sent by the stage in this order.
+    fn keep(&mut self, records: Vec<CapturedRecord>, flow: &Dataflow) {
+        for record in records {
+            if flow.partitions.contains_key(&record.topic) {
+                let table = match self.compacted.get_mut(&record.topic) {
+                    Some(table) => table,
+                    None => self.compacted.entry(record.topic.clone()).or_default(),
+                };
+                match &record.value {
+                    Some(value) => {
+                        table.insert(record.key.clone(), value.clone());
+                    }
+                    None if !record.key.is_empty() => {
+                        table.remove(&record.key);
+                    }
+                    // A watermark marker.
+                    None => {}
+                }
+            }
+            let outcome = matches!(
+                flow.record(&record.topic),
+                Some(AttributionCredit::FULL_NAME | AttributedConversion::FULL_NAME)
+            );
+            if outcome && record.value.is_some() {
+                self.simulation
+                    .records
+                    .entry(record.topic.clone())
+                    .or_default()
+                    .push(record);
+            }
+        }
+    }
+
+    /// The stage's simulation ended with `summary`: its counters are kept, and the records it still held are
+    /// returned for the stages reading them, after the run kept its part.
+    fn finish(&mut self, mut summary: Simulation, flow: &Dataflow) -> Vec<CapturedRecord> {
+        let tail: Vec<CapturedRecord> = std::mem::take(&mut summary.records)
+            .into_values()
+            .flatten()
+            .collect();
+        summary.records = std::mem::take(&mut self.simulation.records);
+        self.simulation = summary;
+        self.keep(tail.clone(), flow);
+        tail
+    }
 }
 
 /// Pause state of one strategy's run.
@@ -832,8 +1041,231 @@ struct InStep {
     simulator: Simulator,
     /// [`event_inputs`] of the stage.
     routes: Vec<Option<usize>>,
-    /// Captured records already looked at.
-    seen: usize,
+    run: StageRun,
+}
+
+/// A stage fed as its inputs come (see [`run_strategy`]): tables whole first, then its streams merged by timestamp
+/// as [`interleave_by_timestamp`](adstream_processors::runtime::simulate::interleave_by_timestamp) merges whole inputs. A stream record goes in once every stream that may still
+/// bring one has its next record here, so the merge never has to take one back; an earlier stage's output is
+/// finished when that stage is.
+struct Chained {
+    name: String,
+    outputs: Vec<String>,
+    simulator: Simulator,
+    /// [`event_inputs`] of the stage.
+    routes: Vec<Option<usize>>,
+    /// The inputs earlier stages write.
+    upstream: Vec<Upstream>,
+    /// Table inputs, in input order; handed over whole, before any stream record, once all are finished.
+    tables: Vec<Feed>,
+    tables_fed: bool,
+    /// Stream inputs: the kept events in the history's order (one feed), and per partition the history's other
+    /// streams and earlier stages' outputs.
+    streams: Vec<Feed>,
+    /// Index in `streams` of the events' feed, when the stage reads ad events.
+    events: Option<usize>,
+    run: StageRun,
+}
+
+/// An input of a [`Chained`] stage that an earlier stage writes.
+struct Upstream {
+    topic: String,
+    read_back: ReadBack,
+    partitions: i32,
+    /// A table's feed in [`Chained::tables`], else the feed of partition 0 in [`Chained::streams`] (the others
+    /// follow it).
+    first: usize,
+    table: bool,
+}
+
+/// Records of one input (one partition of a stream) waiting for the merge.
+struct Feed {
+    /// Among heads of the same timestamp, the lowest rank goes first: (input, partition).
+    rank: (usize, i32),
+    records: VecDeque<SimulatedRecord>,
+    /// Nothing more will come.
+    finished: bool,
+}
+
+impl Feed {
+    fn new(rank: (usize, i32), records: Vec<SimulatedRecord>, finished: bool) -> Feed {
+        Feed {
+            rank,
+            records: records.into(),
+            finished,
+        }
+    }
+}
+
+impl Chained {
+    /// The stage's feeds: `written` names the topics earlier stages write; the others come from the history.
+    fn new(
+        stage: PlannedStage,
+        flow: &Dataflow,
+        history: &History,
+        ids: &OutputSchemas,
+        written: &HashSet<String>,
+    ) -> Result<Chained, BacktestError> {
+        let routes = event_inputs(history, &stage.inputs);
+        let (mut tables, mut streams, mut upstream) = (Vec::new(), Vec::new(), Vec::new());
+        for (input, spec) in stage.inputs.iter().enumerate() {
+            if routes.contains(&Some(input)) {
+                continue;
+            }
+            let table = spec.kind == InputKind::Table;
+            if written.contains(&spec.topic) {
+                let partitions = flow.partitions_of(&spec.topic, spec.internal_partitions)?;
+                let first = if table { tables.len() } else { streams.len() };
+                if table {
+                    tables.push(Feed::new((input, 0), Vec::new(), false));
+                } else {
+                    streams.extend((0..partitions).map(|p| Feed::new((input, p), Vec::new(), false)));
+                }
+                upstream.push(Upstream {
+                    topic: spec.topic.clone(),
+                    read_back: ReadBack::new(&spec.topic, input, partitions),
+                    partitions,
+                    first,
+                    table,
+                });
+                continue;
+            }
+            let records = history.source(&spec.topic, input).ok_or_else(|| {
+                BacktestError::Job(format!(
+                    "nothing replays {} for {}",
+                    spec.topic, stage.stage.application_id
+                ))
+            })?;
+            if table {
+                tables.push(Feed::new((input, 0), records, true));
+            } else {
+                let mut by_partition: BTreeMap<i32, Vec<SimulatedRecord>> = BTreeMap::new();
+                for record in records {
+                    by_partition.entry(record.partition).or_default().push(record);
+                }
+                streams.extend(
+                    by_partition
+                        .into_iter()
+                        .map(|(p, records)| Feed::new((input, p), records, true)),
+                );
+            }
+        }
+        let events = routes.iter().flatten().min().map(|input| {
+            streams.push(Feed::new((*input, i32::MIN), Vec::new(), false));
+            streams.len() - 1
+        });
+        let options = simulate_options(flow, &stage, ids)?;
+        Ok(Chained {
+            name: stage.stage.application_id.clone(),
+            outputs: stage.outputs.iter().map(|o| o.topic.clone()).collect(),
+            simulator: Simulator::new(stage.stage.operator, history.schemas(ids)?, options)?,
+            routes,
+            upstream,
+            tables,
+            tables_fed: false,
+            streams,
+            events,
+            run: StageRun::default(),
+        })
+    }
+
+    /// Takes `record`, an ad event the strategy kept, when the stage reads its topic.
+    fn offer_event(&mut self, record: &SimulatedRecord) {
+        if let (Some(input), Some(feed)) = (self.routes[record.input], self.events) {
+            self.streams[feed].records.push_back(SimulatedRecord {
+                input,
+                ..record.clone()
+            });
+        }
+    }
+
+    /// Takes the records an earlier stage sent, those of the topics it reads.
+    fn offer(&mut self, records: &[CapturedRecord]) -> Result<(), BacktestError> {
+        for upstream in &mut self.upstream {
+            for record in records.iter().filter(|r| r.topic == upstream.topic) {
+                let read = upstream.read_back.read(record);
+                let feed = if upstream.table {
+                    &mut self.tables[upstream.first]
+                } else if (0..upstream.partitions).contains(&read.partition) {
+                    &mut self.streams[upstream.first + read.partition as usize]
+                } else {
+                    return Err(BacktestError::Job(format!(
+                        "{} has {} partitions, but a record was sent to partition {}",
+                        upstream.topic, upstream.partitions, read.partition
+                    )));
+                };
+                feed.records.push_back(read);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing more comes of `topics` (their writer finished), nor of the ad events when `events`.
+    fn close(&mut self, topics: &[String], events: bool) {
+        for upstream in self.upstream.iter().filter(|u| topics.contains(&u.topic)) {
+            if upstream.table {
+                self.tables[upstream.first].finished = true;
+            } else {
+                for feed in &mut self.streams[upstream.first..][..upstream.partitions as usize] {
+                    feed.finished = true;
+                }
+            }
+        }
+        if let Some(feed) = self.events.filter(|_| events) {
+            self.streams[feed].finished = true;
+        }
+    }
+
+    /// The next stream record the merge can hand over; None while a stream that may still bring an earlier one
+    /// has nothing here, or when every stream is done.
+    fn next_record(&mut self) -> Option<SimulatedRecord> {
+        // (timestamp, rank) of the earliest head, and its feed.
+        let mut next = None;
+        for (index, feed) in self.streams.iter().enumerate() {
+            match feed.records.front() {
+                Some(record) => {
+                    let key = (record.timestamp_ms.unwrap_or(i64::MIN), feed.rank);
+                    if next.is_none_or(|(best, _)| key < best) {
+                        next = Some((key, index));
+                    }
+                }
+                None if !feed.finished => return None,
+                None => {}
+            }
+        }
+        next.and_then(|(_, index)| self.streams[index].records.pop_front())
+    }
+}
+
+/// Hands what stage `index` of `chain` can process to it, its outputs on to the stages after it, as far as their
+/// inputs allow; then the same for each later stage.
+fn pump(chain: &mut [Chained], flow: &Dataflow) -> Result<(), BacktestError> {
+    for index in 0..chain.len() {
+        let (head, later) = chain.split_at_mut(index + 1);
+        let stage = &mut head[index];
+        if !stage.tables_fed {
+            if stage.tables.iter().any(|feed| !feed.finished) {
+                continue;
+            }
+            for feed in &mut stage.tables {
+                for record in feed.records.drain(..) {
+                    stage.simulator.push(record)?;
+                }
+            }
+            stage.tables_fed = true;
+        }
+        while let Some(record) = stage.next_record() {
+            stage.simulator.push(record)?;
+            let sent = stage.simulator.take_captured();
+            if !sent.is_empty() {
+                for next in later.iter_mut() {
+                    next.offer(&sent)?;
+                }
+                stage.run.keep(sent, flow);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where each of the history's event topics goes among a stage's inputs.
@@ -841,7 +1273,7 @@ fn event_inputs(history: &History, inputs: &[InputSpec]) -> Vec<Option<usize>> {
     history
         .event_topics
         .iter()
-        .map(|(topic, _)| inputs.iter().position(|i| i.topic == *topic))
+        .map(|topic| inputs.iter().position(|i| i.topic == topic.name))
         .collect()
 }
 
@@ -906,7 +1338,7 @@ pub fn run_strategy(
             outputs: stage.outputs.iter().map(|o| o.topic.clone()).collect(),
             simulator: Simulator::new(stage.stage.operator, history.schemas(&ids)?, options)?,
             routes,
-            seen: 0,
+            run: StageRun::default(),
         });
     }
     let mut fatigue_decoder =
@@ -922,19 +1354,35 @@ pub fn run_strategy(
         .pause_at
         .as_ref()
         .map(|l| l.daily_budget_share);
-    let total = history.events.len() as u64;
+    // The other stages, fed as the events and the earlier stages' outputs come.
+    let mut written: HashSet<String> = lockstep.iter().flat_map(|s| s.outputs.clone()).collect();
+    let mut chain = Vec::with_capacity(after.len());
+    for stage in after {
+        let outputs: Vec<String> = stage.outputs.iter().map(|o| o.topic.clone()).collect();
+        chain.push(Chained::new(stage, flow, history, &ids, &written)?);
+        written.extend(outputs);
+    }
+    let total = history.infos.len() as u64;
     let mut pauses = Pauses::default();
-    let mut kept = Vec::with_capacity(history.events.len());
-    for (index, (record, info)) in history.events.iter().zip(&history.infos).enumerate() {
-        for InStep {
-            simulator, seen, ..
-        } in &mut lockstep
-        {
+    let mut kept = Vec::with_capacity(history.infos.len());
+    let mut index = 0usize;
+    history.replay_events(|record| {
+        let info = history.infos.get(index).ok_or_else(|| {
+            BacktestError::Job(
+                "the ad events read again are more than the history read: a topic changed under the backtest"
+                    .to_owned(),
+            )
+        })?;
+        for stage in &mut lockstep {
             if let Some(ts) = record.timestamp_ms {
-                simulator.advance_to(ts)?;
+                stage.simulator.advance_to(ts)?;
+            }
+            let sent = stage.simulator.take_captured();
+            if sent.is_empty() {
+                continue;
             }
             if strategy.fatigue.pause.enabled {
-                for captured in &simulator.captured()[*seen..] {
+                for captured in &sent {
                     if !reports_fatigue(&captured.topic) || captured.value.is_none() {
                         continue;
                     }
@@ -946,23 +1394,26 @@ pub fn run_strategy(
                     pauses.consider_fatigue(&report, trigger, strategy, period, history);
                 }
             }
-            *seen = simulator.captured().len();
+            for next in &mut chain {
+                next.offer(&sent)?;
+            }
+            stage.run.keep(sent, flow);
         }
         let keep = match info {
             Some(info) if info.time_ms >= period.from_ms => !pauses.removes(info),
             _ => true,
         };
         if keep {
-            for InStep {
-                simulator, routes, ..
-            } in &mut lockstep
-            {
-                if let Some(input) = routes[record.input] {
-                    simulator.push(SimulatedRecord {
+            for stage in &mut lockstep {
+                if let Some(input) = stage.routes[record.input] {
+                    stage.simulator.push(SimulatedRecord {
                         input,
                         ..record.clone()
                     })?;
                 }
+            }
+            for stage in &mut chain {
+                stage.offer_event(&record);
             }
             if let (Some(info), Some(share)) = (info, budget_share) {
                 let id = &history.campaign_ids[info.campaign as usize];
@@ -970,89 +1421,48 @@ pub fn run_strategy(
             }
         }
         kept.push(keep);
-        if index % 65_536 == 0 {
+        pump(&mut chain, flow)?;
+        if index.is_multiple_of(65_536) {
             progress(index as u64, total);
         }
+        index += 1;
+        Ok(())
+    })?;
+    if kept.len() != history.infos.len() {
+        return Err(BacktestError::Job(format!(
+            "{} ad events read again where the history read {}: a topic changed under the backtest",
+            kept.len(),
+            history.infos.len()
+        )));
     }
     progress(total, total);
     let mut simulations = Vec::new();
     let mut writers = HashMap::new();
-    for stage in lockstep {
-        writers.extend(
-            stage
-                .outputs
-                .into_iter()
-                .map(|topic| (topic, simulations.len())),
-        );
-        simulations.push((stage.name, stage.simulator.finish()?));
-    }
-
-    let kept_events: Vec<&SimulatedRecord> = history
-        .events
-        .iter()
-        .zip(&kept)
-        .filter(|(_, keep)| **keep)
-        .map(|(r, _)| r)
-        .collect();
-    let removed = (history.events.len() - kept_events.len()) as u64;
-
-    // Each other stage over its inputs: tables first (a live job bootstraps them before any stream record), then
-    // the kept events as replayed, or, when it also reads other streams or earlier stages' outputs, all of its
-    // streams merged by timestamp.
-    for stage in after {
-        let routes = event_inputs(history, &stage.inputs);
-        let (mut tables, mut streams) = (Vec::new(), Vec::new());
-        for (input, spec) in stage.inputs.iter().enumerate() {
-            if routes.contains(&Some(input)) {
-                continue;
-            }
-            let records = match writers.get(&spec.topic) {
-                Some(writer) => simulations[*writer].1.as_input(
-                    &spec.topic,
-                    input,
-                    flow.partitions_of(&spec.topic, spec.internal_partitions)?,
-                ),
-                None => history.source(&spec.topic, input).ok_or_else(|| {
-                    BacktestError::Job(format!(
-                        "nothing replays {} for {}",
-                        spec.topic, stage.stage.application_id
-                    ))
-                })?,
-            };
-            match spec.kind {
-                InputKind::Table => tables.extend(records),
-                InputKind::Stream => streams.extend(records),
-            }
+    for mut stage in lockstep {
+        let sent = stage.run.finish(stage.simulator.finish()?, flow);
+        for next in &mut chain {
+            next.offer(&sent)?;
+            next.close(&stage.outputs, false);
         }
-        let events = kept_events.iter().filter_map(|record| {
-            routes[record.input].map(|input| SimulatedRecord {
-                input,
-                ..(*record).clone()
-            })
-        });
-        let mut input = tables;
-        if streams.is_empty() {
-            input.extend(events);
-        } else {
-            streams.extend(events);
-            input.extend(interleave_by_timestamp(streams));
-        }
-        let options = simulate_options(flow, &stage, &ids)?;
-        let name = stage.stage.application_id.clone();
-        let simulation = simulate(
-            stage.stage.operator,
-            history.schemas(&ids)?,
-            input,
-            &options,
-        )?;
-        writers.extend(
-            stage
-                .outputs
-                .iter()
-                .map(|o| (o.topic.clone(), simulations.len())),
-        );
-        simulations.push((name, simulation));
+        writers.extend(stage.outputs.into_iter().map(|topic| (topic, simulations.len())));
+        simulations.push((stage.name, stage.run));
     }
+    for stage in &mut chain {
+        stage.close(&[], true);
+    }
+    pump(&mut chain, flow)?;
+    while !chain.is_empty() {
+        let mut stage = chain.remove(0);
+        let sent = stage.run.finish(stage.simulator.finish()?, flow);
+        for next in &mut chain {
+            next.offer(&sent)?;
+            next.close(&stage.outputs, false);
+        }
+        pump(&mut chain, flow)?;
+        writers.extend(stage.outputs.into_iter().map(|topic| (topic, simulations.len())));
+        simulations.push((stage.name, stage.run));
+    }
+    let removed = kept.iter().filter(|keep| !**keep).count() as u64;
 
     // Outcomes in the period.
     let mut campaigns: BTreeMap<String, Outcome> = BTreeMap::new();
@@ -1164,7 +1574,7 @@ fn outputs_of<'a>(
     flow: &'a Dataflow,
     ids: &'a OutputSchemas,
     writers: &'a HashMap<String, usize>,
-    simulations: &'a [(String, Simulation)],
+    simulations: &'a [(String, StageRun)],
     record: &'a str,
 ) -> impl Iterator<Item = &'a CapturedRecord> + 'a {
     ids.keys()
@@ -1172,7 +1582,7 @@ fn outputs_of<'a>(
         .filter_map(move |topic| {
             writers
                 .get(topic)
-                .map(|writer| simulations[*writer].1.topic(topic))
+                .map(|writer| simulations[*writer].1.simulation.topic(topic))
         })
         .flatten()
         .filter(|r| r.value.is_some())
@@ -1183,7 +1593,7 @@ fn rule_credits(
     flow: &Dataflow,
     ids: &OutputSchemas,
     writers: &HashMap<String, usize>,
-    simulations: &[(String, Simulation)],
+    simulations: &[(String, StageRun)],
     cache: &mut SchemaCache,
     model: AttributionModel,
 ) -> Result<Vec<Credit>, BacktestError> {
@@ -1219,7 +1629,7 @@ fn weighted_credits(
     flow: &Dataflow,
     ids: &OutputSchemas,
     writers: &HashMap<String, usize>,
-    simulations: &[(String, Simulation)],
+    simulations: &[(String, StageRun)],
     cache: &mut SchemaCache,
     weights: &BTreeMap<String, f64>,
 ) -> Result<Vec<Credit>, BacktestError> {

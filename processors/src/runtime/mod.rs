@@ -63,7 +63,7 @@ pub use driver::{run, run_with_standby, RunSummary, RuntimeError};
 pub use emit::{CapturedRecord, Context};
 pub use metrics::{merge_expositions, InputLag, JobMetrics};
 pub use simulate::{
-    simulate, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
+    simulate, ReadBack, SimulateError, SimulateOptions, SimulatedRecord, Simulation, Simulator,
 };
 pub use store::{
     ChangelogStore, JsonValues, KeyedStore, PartitionData, StoreError, StoreKey, ValueCodec,

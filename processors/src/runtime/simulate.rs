@@ -230,39 +230,69 @@ impl Simulation {
     }
 
     /// The records of `topic` as they would be read back as input `input` of a next stage, from a topic of
-    /// `partitions` partitions: keyed records on the partition Kafka's partitioner gives their key, others
-    /// (markers) where they were sent; offsets counted per partition in send order.
+    /// `partitions` partitions (see [`ReadBack`]).
     pub fn as_input(&self, topic: &str, input: usize, partitions: i32) -> Vec<SimulatedRecord> {
-        let mut offsets: HashMap<i32, i64> = HashMap::new();
+        let mut read_back = ReadBack::new(topic, input, partitions);
         self.topic(topic)
             .iter()
-            .map(|record| {
-                let partition = record
-                    .partition
-                    .unwrap_or_else(|| kafka_partition(&record.key, partitions));
-                let next = offsets.entry(partition).or_default();
-                let offset = *next;
-                *next += 1;
-                let correlation_id = correlation_id(
-                    RecordHeaders::Owned(&record.headers),
-                    topic,
-                    partition,
-                    offset,
-                )
-                .into_owned();
-                SimulatedRecord {
-                    input,
-                    partition,
-                    offset,
-                    timestamp_ms: record.timestamp_ms,
-                    // What the producer sends for an empty key (markers) is read back as none.
-                    key: (!record.key.is_empty()).then(|| record.key.clone()),
-                    value: record.value.clone(),
-                    headers: record.headers.clone(),
-                    correlation_id,
-                }
-            })
+            .map(|record| read_back.read(record))
             .collect()
+    }
+}
+
+/// How a next stage reads back the records a stage sent to one topic, one at a time in send order: keyed records
+/// on the partition Kafka's partitioner gives their key, others (markers) where they were sent; offsets counted per
+/// partition.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    topic: String,
+    input: usize,
+    partitions: i32,
+    next_offsets: HashMap<i32, i64>,
+}
+
+impl ReadBack {
+    /// Reading `topic`, of `partitions` partitions, as input `input`.
+    pub fn new(topic: &str, input: usize, partitions: i32) -> ReadBack {
+        ReadBack {
+            topic: topic.to_owned(),
+            input,
+            partitions,
+            next_offsets: HashMap::new(),
+        }
+    }
+
+    /// The partition `record` lands on.
+    pub fn partition_of(&self, record: &CapturedRecord) -> i32 {
+        record
+            .partition
+            .unwrap_or_else(|| kafka_partition(&record.key, self.partitions))
+    }
+
+    /// `record`, the next one sent to the topic, as read back.
+    pub fn read(&mut self, record: &CapturedRecord) -> SimulatedRecord {
+        let partition = self.partition_of(record);
+        let next = self.next_offsets.entry(partition).or_default();
+        let offset = *next;
+        *next += 1;
+        let correlation_id = correlation_id(
+            RecordHeaders::Owned(&record.headers),
+            &self.topic,
+            partition,
+            offset,
+        )
+        .into_owned();
+        SimulatedRecord {
+            input: self.input,
+            partition,
+            offset,
+            timestamp_ms: record.timestamp_ms,
+            // What the producer sends for an empty key (markers) is read back as none.
+            key: (!record.key.is_empty()).then(|| record.key.clone()),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+            correlation_id,
+        }
     }
 }
 
@@ -419,10 +449,11 @@ impl Simulator {
         }
     }
 
-    /// Everything captured so far (outputs, late records, dead letters, markers) in send order; it only grows,
-    /// so a caller keeps its own position in it.
-    pub fn captured(&self) -> &[CapturedRecord] {
-        &self.tasks.emitter.transport.records
+    /// Takes what was captured since the last call (outputs, late records, dead letters, markers), in send
+    /// order: a caller that hands a stage's outputs on as they come keeps none of them in the simulation. What is
+    /// taken is not in the [`Simulation`] that [`Simulator::finish`] returns (its counters still count it).
+    pub fn take_captured(&mut self) -> Vec<CapturedRecord> {
+        std::mem::take(&mut self.tasks.emitter.transport.records)
     }
 
     fn record(&mut self, index: usize, record: SimulatedRecord) -> Result<(), SimulateError> {
