@@ -1061,8 +1061,8 @@ struct Chained {
     tables_fed: bool,
     /// Stream inputs: the kept events in the history's order (one feed), and per partition the history's other
     /// streams and earlier stages' outputs.
-    streams: Vec<Feed>,
-    /// Index in `streams` of the events' feed, when the stage reads ad events.
+    streams: StreamMerge,
+    /// Index in `streams.feeds` of the events' feed, when the stage reads ad events.
     events: Option<usize>,
     run: StageRun,
 }
@@ -1072,7 +1072,7 @@ struct Upstream {
     topic: String,
     read_back: ReadBack,
     partitions: i32,
-    /// A table's feed in [`Chained::tables`], else the feed of partition 0 in [`Chained::streams`] (the others
+    /// A table's feed in [`Chained::tables`], else the feed of partition 0 in [`Chained::streams`]' feeds (the others
     /// follow it).
     first: usize,
     table: bool,
@@ -1107,7 +1107,8 @@ impl Chained {
         written: &HashSet<String>,
     ) -> Result<Chained, BacktestError> {
         let routes = event_inputs(history, &stage.inputs);
-        let (mut tables, mut streams, mut upstream) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tables, mut upstream) = (Vec::new(), Vec::new());
+        let mut streams = Vec::new();
         for (input, spec) in stage.inputs.iter().enumerate() {
             if routes.contains(&Some(input)) {
                 continue;
@@ -1119,7 +1120,8 @@ impl Chained {
                 if table {
                     tables.push(Feed::new((input, 0), Vec::new(), false));
                 } else {
-                    streams.extend((0..partitions).map(|p| Feed::new((input, p), Vec::new(), false)));
+                    streams
+                        .extend((0..partitions).map(|p| Feed::new((input, p), Vec::new(), false)));
                 }
                 upstream.push(Upstream {
                     topic: spec.topic.clone(),
@@ -1141,7 +1143,10 @@ impl Chained {
             } else {
                 let mut by_partition: BTreeMap<i32, Vec<SimulatedRecord>> = BTreeMap::new();
                 for record in records {
-                    by_partition.entry(record.partition).or_default().push(record);
+                    by_partition
+                        .entry(record.partition)
+                        .or_default()
+                        .push(record);
                 }
                 streams.extend(
                     by_partition
@@ -1163,7 +1168,7 @@ impl Chained {
             upstream,
             tables,
             tables_fed: false,
-            streams,
+            streams: StreamMerge { feeds: streams },
             events,
             run: StageRun::default(),
         })
@@ -1172,7 +1177,7 @@ impl Chained {
     /// Takes `record`, an ad event the strategy kept, when the stage reads its topic.
     fn offer_event(&mut self, record: &SimulatedRecord) {
         if let (Some(input), Some(feed)) = (self.routes[record.input], self.events) {
-            self.streams[feed].records.push_back(SimulatedRecord {
+            self.streams.feeds[feed].records.push_back(SimulatedRecord {
                 input,
                 ..record.clone()
             });
@@ -1187,7 +1192,7 @@ impl Chained {
                 let feed = if upstream.table {
                     &mut self.tables[upstream.first]
                 } else if (0..upstream.partitions).contains(&read.partition) {
-                    &mut self.streams[upstream.first + read.partition as usize]
+                    &mut self.streams.feeds[upstream.first + read.partition as usize]
                 } else {
                     return Err(BacktestError::Job(format!(
                         "{} has {} partitions, but a record was sent to partition {}",
@@ -1206,22 +1211,32 @@ impl Chained {
             if upstream.table {
                 self.tables[upstream.first].finished = true;
             } else {
-                for feed in &mut self.streams[upstream.first..][..upstream.partitions as usize] {
+                for feed in
+                    &mut self.streams.feeds[upstream.first..][..upstream.partitions as usize]
+                {
                     feed.finished = true;
                 }
             }
         }
         if let Some(feed) = self.events.filter(|_| events) {
-            self.streams[feed].finished = true;
+            self.streams.feeds[feed].finished = true;
         }
     }
+}
 
-    /// The next stream record the merge can hand over; None while a stream that may still bring an earlier one
-    /// has nothing here, or when every stream is done.
+/// Stream feeds merged by timestamp as they fill (see [`Chained`]).
+#[derive(Default)]
+struct StreamMerge {
+    feeds: Vec<Feed>,
+}
+
+impl StreamMerge {
+    /// The next record of the merge; None while a feed that may still bring an earlier one has nothing waiting,
+    /// or when every feed is done.
     fn next_record(&mut self) -> Option<SimulatedRecord> {
         // (timestamp, rank) of the earliest head, and its feed.
         let mut next = None;
-        for (index, feed) in self.streams.iter().enumerate() {
+        for (index, feed) in self.feeds.iter().enumerate() {
             match feed.records.front() {
                 Some(record) => {
                     let key = (record.timestamp_ms.unwrap_or(i64::MIN), feed.rank);
@@ -1233,7 +1248,7 @@ impl Chained {
                 None => {}
             }
         }
-        next.and_then(|(_, index)| self.streams[index].records.pop_front())
+        next.and_then(|(_, index)| self.feeds[index].records.pop_front())
     }
 }
 
@@ -1254,7 +1269,7 @@ fn pump(chain: &mut [Chained], flow: &Dataflow) -> Result<(), BacktestError> {
             }
             stage.tables_fed = true;
         }
-        while let Some(record) = stage.next_record() {
+        while let Some(record) = stage.streams.next_record() {
             stage.simulator.push(record)?;
             let sent = stage.simulator.take_captured();
             if !sent.is_empty() {
@@ -1444,7 +1459,12 @@ pub fn run_strategy(
             next.offer(&sent)?;
             next.close(&stage.outputs, false);
         }
-        writers.extend(stage.outputs.into_iter().map(|topic| (topic, simulations.len())));
+        writers.extend(
+            stage
+                .outputs
+                .into_iter()
+                .map(|topic| (topic, simulations.len())),
+        );
         simulations.push((stage.name, stage.run));
     }
     for stage in &mut chain {
@@ -1459,7 +1479,12 @@ pub fn run_strategy(
             next.close(&stage.outputs, false);
         }
         pump(&mut chain, flow)?;
-        writers.extend(stage.outputs.into_iter().map(|topic| (topic, simulations.len())));
+        writers.extend(
+            stage
+                .outputs
+                .into_iter()
+                .map(|topic| (topic, simulations.len())),
+        );
         simulations.push((stage.name, stage.run));
     }
     let removed = kept.iter().filter(|keep| !**keep).count() as u64;
@@ -1708,6 +1733,66 @@ mod tests {
             click: false,
             user: None,
         }
+    }
+
+    fn record(input: usize, partition: i32, offset: i64, timestamp_ms: i64) -> SimulatedRecord {
+        SimulatedRecord {
+            input,
+            partition,
+            offset,
+            timestamp_ms: Some(timestamp_ms),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            correlation_id: format!("{input}/{partition}/{offset}"),
+        }
+    }
+
+    #[test]
+    fn a_merge_fed_as_records_come_gives_the_order_of_the_whole_inputs() {
+        // Two partitions of an earlier stage's output, out of timestamp order within each, and a finished stream.
+        let upstream = [
+            vec![(10, 0), (30, 1), (20, 2), (50, 3)],
+            vec![(10, 0), (15, 1), (60, 2)],
+        ];
+        let conversions: Vec<SimulatedRecord> = [5, 10, 40, 55]
+            .iter()
+            .enumerate()
+            .map(|(offset, ts)| record(0, 0, offset as i64, *ts))
+            .collect();
+        let mut whole = conversions.clone();
+        for (partition, records) in upstream.iter().enumerate() {
+            whole.extend(
+                records
+                    .iter()
+                    .map(|(ts, offset)| record(1, partition as i32, *offset, *ts)),
+            );
+        }
+        let expected = adstream_processors::runtime::simulate::interleave_by_timestamp(whole);
+
+        let mut merge = StreamMerge {
+            feeds: vec![
+                Feed::new((0, 0), conversions, true),
+                Feed::new((1, 0), Vec::new(), false),
+                Feed::new((1, 1), Vec::new(), false),
+            ],
+        };
+        let mut merged = Vec::new();
+        // The earlier stage sends partition 0's records first: nothing may go before partition 1 has something
+        // waiting, since it might bring an earlier record than any (the conversion at 5 included).
+        for (ts, offset) in &upstream[0] {
+            merge.feeds[1].records.push_back(record(1, 0, *offset, *ts));
+            merged.extend(std::iter::from_fn(|| merge.next_record()));
+        }
+        assert!(merged.is_empty(), "{merged:?}");
+        for (ts, offset) in &upstream[1] {
+            merge.feeds[2].records.push_back(record(1, 1, *offset, *ts));
+            merged.extend(std::iter::from_fn(|| merge.next_record()));
+        }
+        merge.feeds[1].finished = true;
+        merge.feeds[2].finished = true;
+        merged.extend(std::iter::from_fn(|| merge.next_record()));
+        assert_eq!(merged, expected);
     }
 
     #[test]

@@ -384,7 +384,8 @@ pub fn replay(
         &[],
     )
     .expect("the topology's processors");
-    let source = std::sync::Arc::new(KafkaSource::new(recompute::kafka(), registry).expect("source"));
+    let source =
+        std::sync::Arc::new(KafkaSource::new(recompute::kafka(), registry).expect("source"));
     let history = History::read(
         &source,
         &flow,
