@@ -906,12 +906,13 @@ const INIT_TRANSACTIONS_LIMIT: Duration = Duration::from_secs(300);
 /// Initialises the transactional producer, which also fences and aborts whatever a previous incarnation with the
 /// same transactional id left open. A retriable failure (the coordinator not ready or moving, the call's `timeout`
 /// passed) is retried until `limit`: the broker answered, it is not ready yet, and a job must wait for it rather
-/// than exit.
+/// than exit; `waiting` is called before each wait.
 fn init_transactions<C: ProducerContext + 'static>(
     producer: &ThreadedProducer<C>,
     timeout: Duration,
     limit: Duration,
     shutdown: &AtomicBool,
+    mut waiting: impl FnMut(),
 ) -> Result<(), RuntimeError> {
     let started = Instant::now();
     loop {
@@ -927,6 +928,7 @@ fn init_transactions<C: ProducerContext + 'static>(
                     waited_secs = started.elapsed().as_secs(),
                     "the transaction coordinator is not ready: retrying"
                 );
+                waiting();
                 sleep_unless_shutdown(Duration::from_secs(1), shutdown);
             }
             Err(e) => return Err(RuntimeError::Setup(format!("init transactions: {e}"))),
@@ -1425,9 +1427,6 @@ pub fn run_with_standby(
     let producer: ThreadedProducer<DeliveryContext> = producer_config
         .create_with_context(DeliveryContext(delivery.clone()))
         .map_err(|e| RuntimeError::Setup(format!("producer: {e}")))?;
-    if exactly_once {
-        init_transactions(&producer, CALL_TIMEOUT, INIT_TRANSACTIONS_LIMIT, &shutdown)?;
-    }
     let inputs = operator.inputs();
     let transport = KafkaTransport {
         producer,
@@ -1490,9 +1489,35 @@ pub fn run_with_standby(
             metrics: config.metrics.clone(),
         })
         .map_err(|e| RuntimeError::Setup(format!("consumer: {e}")))?;
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))?;
+    let subscribe = || {
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| RuntimeError::Setup(format!("subscribe: {e}")))
+    };
+    // The group join goes on in librdkafka's threads while the producer gets its id (half a second of an
+    // exactly-once start): no partition is processed before the first poll, which comes after both. If the
+    // coordinator is not ready, the job leaves the group while it waits, so that the others keep its partitions.
+    subscribe()?;
+    if exactly_once {
+        let guard = task.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = false;
+        init_transactions(
+            &guard.tasks.emitter.transport.producer,
+            CALL_TIMEOUT,
+            INIT_TRANSACTIONS_LIMIT,
+            &shutdown,
+            || {
+                if !left {
+                    consumer.unsubscribe();
+                    left = true;
+                }
+            },
+        )?;
+        drop(guard);
+        if left {
+            subscribe()?;
+        }
+    }
     info!(topics = ?topics, guarantee = ?config.guarantee, "job started");
     let result = poll_loop(&consumer, &task, &config, partitions, &shutdown);
     let mut guard = task.lock().unwrap_or_else(|p| p.into_inner());
@@ -1863,13 +1888,17 @@ mod tests {
             .set("transactional.id", "txn")
             .create_with_context(DeliveryContext(Arc::default()))
             .expect("producer");
+        let mut waits = 0;
         init_transactions(
             &producer,
             Duration::from_secs(1),
             Duration::from_secs(60),
             &AtomicBool::new(false),
+            || waits += 1,
         )
         .expect("initialised once the coordinator is ready");
+        // Each wait is announced first: the job leaves its group for it.
+        assert!(waits > 0);
         producer.begin_transaction().expect("a usable producer");
     }
 
