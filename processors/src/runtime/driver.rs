@@ -267,8 +267,35 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The wall clock in epoch milliseconds, derived from the monotonic instant the poll loop reads anyway, so that a
+/// record costs no clock read of its own. Read again from the system every second, so it follows clock steps.
+struct WallClock {
+    base: Instant,
+    base_ms: i64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            base: Instant::now(),
+            base_ms: now_ms(),
+        }
+    }
+
+    /// Epoch milliseconds at `now`.
+    fn at(&mut self, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.base);
+        if since >= Duration::from_secs(1) {
+            *self = WallClock::new();
+            return self.base_ms;
+        }
+        self.base_ms + since.as_millis() as i64
+    }
+}
+
 impl Task {
-    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+    /// Processes `message`, read at `now` (epoch milliseconds).
+    fn handle(&mut self, message: &BorrowedMessage<'_>, now: i64) -> Result<(), RuntimeError> {
         let Some(input) = self
             .tasks
             .inputs
@@ -278,7 +305,6 @@ impl Task {
             return Ok(());
         };
         let headers = RecordHeaders::Kafka(KafkaHeaders::of(message));
-        let now = now_ms();
         if self.tasks.marker(input, message.partition(), headers, now) {
             self.positions
                 .insert((input, message.partition()), message.offset() + 1);
@@ -1608,6 +1634,7 @@ fn poll_loop(
         .filter(|_| config.guarantee == DeliveryGuarantee::AtLeastOnce);
     let poll_timeout = flush_interval.map_or(POLL_TIMEOUT, |f| f.min(POLL_TIMEOUT));
     let mut last_flush = Instant::now();
+    let mut wall_clock = WallClock::new();
     let metrics = lock().metrics.clone();
     let _leaves = LeavesLoop(&metrics);
     while !shutdown.load(Ordering::Relaxed) {
@@ -1621,7 +1648,7 @@ fn poll_loop(
         let mut check_end = false;
         match polled {
             None => check_end = last_end_check.elapsed() >= Duration::from_secs(1),
-            Some(Ok(message)) => match task.handle(&message) {
+            Some(Ok(message)) => match task.handle(&message, wall_clock.at(now)) {
                 Err(RuntimeError::Transient {
                     input,
                     partition,
@@ -1864,6 +1891,22 @@ fn read_to_the_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wall_clock_follows_the_instants_and_reads_the_system_clock_again_each_second() {
+        let mut clock = WallClock {
+            base: Instant::now(),
+            base_ms: 1_000_000,
+        };
+        let base = clock.base;
+        assert_eq!(clock.at(base), 1_000_000);
+        assert_eq!(clock.at(base + Duration::from_millis(250)), 1_000_250);
+        // An instant before the base (read before the clock was made) is the base.
+        assert_eq!(clock.at(base - Duration::from_millis(5)), 1_000_000);
+        // A second on, the system clock again: the made-up base is gone.
+        let later = clock.at(base + Duration::from_secs(2));
+        assert!((later - now_ms()).abs() < 1_000, "{later}");
+    }
 
     /// Regression: a job started right after its broker restarted exited with "init transactions: Failed to
     /// initialize Producer ID: Broker: Not coordinator" while the broker was still loading its transaction state
