@@ -63,7 +63,8 @@
 //! ids for the retention, as long as a conversion of their time is accepted), and a touch already among its user's
 //! touches (same id and time).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use adstream_schemas::events::{avsc, Conversion};
 use adstream_schemas::outputs::{
@@ -140,19 +141,63 @@ impl AttributionConfig {
     }
 }
 
-/// One touch as kept in the store.
+/// One touch as kept in the store: most of attribution's memory (every touch of every user within the lookback),
+/// so the campaign and creative names are shared between the touches that name them ([`Names`]) rather than
+/// copied into each: 64 bytes and the id, where three `String`s took about 180.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredTouch {
     /// Impression or click id.
-    pub id: String,
+    pub id: Box<str>,
     /// View or click.
     pub kind: TouchKind,
     /// Event time.
     pub t: i64,
     /// Campaign.
-    pub campaign: String,
+    #[serde(with = "shared_text")]
+    pub campaign: Arc<str>,
     /// Creative.
-    pub creative: String,
+    #[serde(with = "shared_text")]
+    pub creative: Arc<str>,
+}
+
+/// Serde for a shared name, as the plain string the JSON of older changelogs holds.
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
+}
+
+/// The campaign and creative names of the touches held, one allocation per name. Bounded: names come from input,
+/// so past [`Names::LIMIT`] the table starts over (the touches keep theirs; only later touches stop sharing them).
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    shared: HashSet<Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl Names {
+    /// Names held at most: far more campaigns and creatives than an advertiser runs at once.
+    pub(crate) const LIMIT: usize = 100_000;
+
+    /// `name`, shared.
+    pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.shared.get(name) {
+            return Arc::clone(shared);
+        }
+        if self.shared.len() >= Self::LIMIT {
+            self.shared.clear();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.shared.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 /// A user's touches, oldest first.
@@ -241,6 +286,8 @@ const JOURNEYS: usize = 2;
 pub struct AttributionJob {
     config: AttributionConfig,
     touches: KeyedStore<String, UserTouches, CompactTouches>,
+    /// The touches' campaign and creative names.
+    names: Names,
     pending: KeyedStore<String, PendingConversion>,
     /// Ids of the conversions taken, to drop a second copy.
     conversion_ids: SeenIds,
@@ -271,6 +318,7 @@ impl AttributionJob {
         Ok(AttributionJob {
             config,
             touches: KeyedStore::new("touches"),
+            names: Names::default(),
             pending: KeyedStore::new("pending"),
             conversion_ids,
             touch_decoder: TypedDecoder::new(
@@ -342,10 +390,14 @@ impl AttributionJob {
             .get_or_insert_with(partition, &touch.user_id, UserTouches::default);
         let old_oldest = user.touches.first().map(|t| t.t);
         let old_open_until = user.open_until(count_views);
-        let at = user.touches.partition_point(|t| {
-            (t.t, t.id.as_str()) < (touch.event_time, touch.event_id.as_str())
-        });
-        if user.touches.get(at).is_some_and(|t| t.id == touch.event_id) {
+        let at = user
+            .touches
+            .partition_point(|t| (t.t, &*t.id) < (touch.event_time, touch.event_id.as_str()));
+        if user
+            .touches
+            .get(at)
+            .is_some_and(|t| *t.id == *touch.event_id)
+        {
             // The same touch again (resent, or a re-driven record): already counted.
             self.counters.duplicate_touches += 1;
             return Ok(());
@@ -359,11 +411,11 @@ impl AttributionJob {
         user.touches.insert(
             at,
             StoredTouch {
-                id: touch.event_id,
+                id: touch.event_id.into_boxed_str(),
                 kind,
                 t: touch.event_time,
-                campaign: touch.campaign_id,
-                creative: touch.creative_id,
+                campaign: self.names.get(&touch.campaign_id),
+                creative: self.names.get(&touch.creative_id),
             },
         );
         self.counters.touches += 1;
@@ -528,7 +580,7 @@ impl AttributionJob {
             })
             .collect();
         if !eligible.is_empty() {
-            let channels: Vec<&str> = eligible.iter().map(|t| t.campaign.as_str()).collect();
+            let channels: Vec<&str> = eligible.iter().map(|t| &*t.campaign).collect();
             for model in self.weights.models() {
                 match self.weights.shares(model, &channels) {
                     Some(model_shares) => shares.push((model.into(), model_shares)),
@@ -551,11 +603,11 @@ impl AttributionJob {
             touchpoints: eligible
                 .iter()
                 .map(|t| Touchpoint {
-                    event_id: t.id.clone(),
+                    event_id: t.id.to_string(),
                     kind: output_kind(t.kind),
                     event_time: t.t,
-                    campaign_id: t.campaign.clone(),
-                    creative_id: t.creative.clone(),
+                    campaign_id: t.campaign.to_string(),
+                    creative_id: t.creative.to_string(),
                 })
                 .collect(),
             credits: shares
@@ -580,9 +632,12 @@ impl AttributionJob {
             // One credit per campaign: a campaign touched several times gets the sum of its touches' shares.
             let mut per_campaign: Vec<(&str, f64)> = Vec::new();
             for (touch, share) in eligible.iter().zip(shares) {
-                match per_campaign.iter_mut().find(|(c, _)| *c == touch.campaign) {
+                match per_campaign
+                    .iter_mut()
+                    .find(|(c, _)| *c == &*touch.campaign)
+                {
                     Some((_, total)) => *total += share,
-                    None => per_campaign.push((&touch.campaign, *share)),
+                    None => per_campaign.push((&*touch.campaign, *share)),
                 }
             }
             // A campaign a model gives nothing (last touch: every campaign but one) gets no record.
@@ -1060,11 +1115,11 @@ fn output_kind(kind: TouchKind) -> OutputTouchKind {
 /// A stored touch as a journey's touch.
 fn journey_touch(touch: &StoredTouch) -> JourneyTouch {
     JourneyTouch {
-        event_id: touch.id.clone(),
+        event_id: touch.id.to_string(),
         kind: output_kind(touch.kind),
         event_time: touch.t,
-        campaign_id: touch.campaign.clone(),
-        creative_id: touch.creative.clone(),
+        campaign_id: touch.campaign.to_string(),
+        creative_id: touch.creative.to_string(),
     }
 }
 
@@ -1072,7 +1127,7 @@ fn journey_touch(touch: &StoredTouch) -> JourneyTouch {
 fn journey_path(touches: &[StoredTouch]) -> String {
     touches
         .iter()
-        .map(|t| t.campaign.as_str())
+        .map(|t| &*t.campaign)
         .collect::<Vec<_>>()
         .join(Journey::PATH_SEPARATOR)
 }

@@ -25,6 +25,7 @@
 //! Decoding checks every length and index against what is there: a changelog record is input like any other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::models::TouchKind;
 use super::operator::{StoredTouch, UserTouches};
@@ -179,18 +180,19 @@ impl<'a> Reader<'a> {
             None
         };
         let n_strings = self.count()?;
-        let mut strings = Vec::with_capacity(n_strings);
+        // Each of the user's names once, shared by its touches.
+        let mut strings: Vec<Arc<str>> = Vec::with_capacity(n_strings);
         for _ in 0..n_strings {
             let bytes = self.bytes()?;
             let text = std::str::from_utf8(bytes).map_err(|e| format!("string: {e}"))?;
-            strings.push(text);
+            strings.push(Arc::from(text));
         }
         let n_ads = self.count()?;
         let mut ads = Vec::with_capacity(n_ads);
         for _ in 0..n_ads {
             let campaign = self.index(strings.len())?;
             let creative = self.index(strings.len())?;
-            ads.push((strings[campaign], strings[creative]));
+            ads.push((&strings[campaign], &strings[creative]));
         }
         let n_touches = self.count()?;
         let mut touches = Vec::with_capacity(n_touches);
@@ -229,15 +231,15 @@ impl<'a> Reader<'a> {
             }
             let text = std::str::from_utf8(&id).map_err(|e| format!("touch id: {e}"))?;
             touches.push(StoredTouch {
-                id: text.to_owned(),
+                id: Box::from(text),
                 kind: if header & 1 == 1 {
                     TouchKind::Click
                 } else {
                     TouchKind::View
                 },
                 t: time,
-                campaign: ad.0.to_owned(),
-                creative: ad.1.to_owned(),
+                campaign: Arc::clone(ad.0),
+                creative: Arc::clone(ad.1),
             });
         }
         if self.at != self.bytes.len() {
@@ -429,6 +431,39 @@ mod tests {
             ..UserTouches::default()
         };
         assert_eq!(CompactTouches::decode(&encode(&closed)).unwrap(), closed);
+    }
+
+    #[test]
+    fn a_decoded_user_shares_each_name_between_its_touches() {
+        let decoded = CompactTouches::decode(&encode(&sample())).unwrap();
+        for (a, b) in decoded.touches.iter().zip(&decoded.touches[1..]) {
+            if a.campaign == b.campaign {
+                assert!(
+                    Arc::ptr_eq(&a.campaign, &b.campaign),
+                    "{} copied",
+                    a.campaign
+                );
+            }
+        }
+        assert!(decoded
+            .touches
+            .windows(2)
+            .any(|w| w[0].campaign == w[1].campaign));
+    }
+
+    #[test]
+    fn names_are_shared_and_their_table_bounded() {
+        use super::super::operator::Names;
+        let mut names = Names::default();
+        let first = names.get("cmp-1");
+        assert!(Arc::ptr_eq(&first, &names.get("cmp-1")));
+        // Hostile input naming a new creative in every record: the table starts over rather than growing.
+        for n in 0..Names::LIMIT {
+            names.get(&format!("creative-{n}"));
+        }
+        let again = names.get("cmp-1");
+        assert_eq!(again, first);
+        assert!(!Arc::ptr_eq(&first, &again), "the table kept every name");
     }
 
     #[test]
