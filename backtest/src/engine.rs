@@ -19,7 +19,7 @@
 //! # Memory
 //!
 //! The ad events (impressions and clicks, nearly all of the history) are never held. [`History::read`] fixes the
-//! offsets each partition's replay covers and keeps a 40-byte [`EventInfo`] per event, for pause rules, outcomes
+//! offsets each partition's replay covers and keeps a 32-byte [`EventInfo`] per event, for pause rules, outcomes
 //! and journeys; each strategy reads the events again over the same offsets, one reader thread per partition a few
 //! batches ahead of a k-way merge by timestamp. Stage outputs are handed to the stages reading them as they are
 //! sent, and a run keeps of them only the latest row per key of the topology's topics and the credits
@@ -51,6 +51,7 @@
 //! journeys. Both under the naive counterfactual and under the Markov one ([`crate::journeys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -275,11 +276,17 @@ pub(crate) struct EventInfo {
     creative: u32,
     cost_micros: i64,
     click: bool,
-    /// The user, numbered as [`ConversionInfo::user`] numbers them; None when the event names none.
-    pub user: Option<u32>,
+    /// The user's number plus one (see [`EventInfo::user`]): a niche that keeps the struct at 32 bytes, one per
+    /// event of the history.
+    user_plus_one: Option<NonZeroU32>,
 }
 
 impl EventInfo {
+    /// The user, numbered as [`ConversionInfo::user`] numbers them; None when the event names none.
+    pub fn user(&self) -> Option<u32> {
+        self.user_plus_one.map(|n| n.get() - 1)
+    }
+
     /// View or click, as a touch.
     pub fn kind(&self) -> TouchKind {
         if self.click {
@@ -594,7 +601,10 @@ impl History {
                         },
                         cost_micros: cost,
                         click,
-                        user: user_id.filter(|id| !id.is_empty()).map(&mut user),
+                        user_plus_one: user_id
+                            .filter(|id| !id.is_empty())
+                            .map(&mut user)
+                            .and_then(|n| NonZeroU32::new(n.wrapping_add(1))),
                     }
                 }),
             );
@@ -1731,7 +1741,7 @@ mod tests {
             creative: 0,
             cost_micros,
             click: false,
-            user: None,
+            user_plus_one: None,
         }
     }
 
@@ -1746,6 +1756,13 @@ mod tests {
             headers: Vec::new(),
             correlation_id: format!("{input}/{partition}/{offset}"),
         }
+    }
+
+    #[test]
+    fn an_event_is_kept_in_32_bytes() {
+        // One per event of the history: 10 million for a week of the bench's traffic.
+        assert_eq!(std::mem::size_of::<EventInfo>(), 32);
+        assert_eq!(std::mem::size_of::<Option<EventInfo>>(), 32);
     }
 
     #[test]

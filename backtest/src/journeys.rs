@@ -105,7 +105,7 @@ impl Journeys {
         let mut touches: HashMap<u32, Vec<(i64, usize)>> = HashMap::new();
         for (index, info) in history.infos().iter().enumerate() {
             let Some(info) = info else { continue };
-            let Some(user) = info.user else { continue };
+            let Some(user) = info.user() else { continue };
             if count_views || info.kind() == TouchKind::Click {
                 touches.entry(user).or_default().push((info.time_ms, index));
             }
