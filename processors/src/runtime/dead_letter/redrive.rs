@@ -411,9 +411,11 @@ pub async fn send(
     let ledger = create_ledger(base, dlq_topic).await?;
     let mut config = base.clone();
     if config.get("message.timeout.ms").is_none() {
-        // The producers' default (the Java client's `delivery.timeout.ms`): it outlasts a broker failover on a
-        // replicated cluster, and a cluster that stays away fails the deliveries rather than waiting 5 minutes.
-        config.set("message.timeout.ms", "120000");
+        // As long as the transaction may last (librdkafka refuses a longer one: the transaction's 60 s default,
+        // like the jobs'), so that a broker failover delays the records rather than failing them; a cluster that
+        // stays away fails the run, and the ledger lets a second run send what the first did not.
+        let transaction = config.get("transaction.timeout.ms").unwrap_or("60000");
+        config.set("message.timeout.ms", transaction.to_owned());
     }
     config
         .set("enable.idempotence", "true")
