@@ -880,16 +880,7 @@ impl StageRun {
                     Some(table) => table,
                     None => self.compacted.entry(record.topic.clone()).or_default(),
                 };
-                match &record.value {
-                    Some(value) => {
-                        table.insert(record.key.clone(), value.clone());
-                    }
-                    None if !record.key.is_empty() => {
-                        table.remove(&record.key);
-                    }
-                    // A watermark marker.
-                    None => {}
-                }
+                record.compact_into(table);
             }
             let outcome = matches!(
                 flow.record(&record.topic),

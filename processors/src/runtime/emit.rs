@@ -60,6 +60,22 @@ pub struct CapturedRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl CapturedRecord {
+    /// Applies the record to `table`, a topic's compacted view (latest value per key): a value replaces the key's,
+    /// a tombstone removes the key, a watermark marker (no key, no value) changes nothing.
+    pub fn compact_into(&self, table: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+        match &self.value {
+            Some(value) => {
+                table.insert(self.key.clone(), value.clone());
+            }
+            None if !self.key.is_empty() => {
+                table.remove(&self.key);
+            }
+            None => {}
+        }
+    }
+}
+
 /// The simulation's transport: records in memory in the order they were sent; changelog records dropped (the
 /// operator's stores hold the state, and nothing restores from a changelog in a simulation).
 #[derive(Debug, Default)]

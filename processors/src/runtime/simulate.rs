@@ -216,15 +216,7 @@ impl Simulation {
     pub fn compacted(&self, topic: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
         let mut table = BTreeMap::new();
         for record in self.topic(topic) {
-            match &record.value {
-                Some(value) => {
-                    table.insert(record.key.clone(), value.clone());
-                }
-                None if !record.key.is_empty() => {
-                    table.remove(&record.key);
-                }
-                None => {}
-            }
+            record.compact_into(&mut table);
         }
         table
     }
