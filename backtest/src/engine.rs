@@ -1284,6 +1284,39 @@ fn pump(chain: &mut [Chained], flow: &Dataflow) -> Result<(), BacktestError> {
     Ok(())
 }
 
+/// The stages that finished, in the order they did.
+#[derive(Default)]
+struct Finished {
+    simulations: Vec<(String, StageRun)>,
+    /// Output topic → the index in `simulations` of the stage writing it.
+    writers: HashMap<String, usize>,
+}
+
+impl Finished {
+    /// Ends a stage's simulation: what it still held goes to the stages of `chain` reading it, whose inputs from
+    /// `outputs` are then finished.
+    fn add(
+        &mut self,
+        name: String,
+        outputs: Vec<String>,
+        simulator: Simulator,
+        mut run: StageRun,
+        chain: &mut [Chained],
+        flow: &Dataflow,
+    ) -> Result<(), BacktestError> {
+        let sent = run.finish(simulator.finish()?, flow);
+        for next in chain {
+            next.offer(&sent)?;
+            next.close(&outputs, false);
+        }
+        let index = self.simulations.len();
+        self.writers
+            .extend(outputs.into_iter().map(|topic| (topic, index)));
+        self.simulations.push((name, run));
+        Ok(())
+    }
+}
+
 /// Where each of the history's event topics goes among a stage's inputs.
 fn event_inputs(history: &History, inputs: &[InputSpec]) -> Vec<Option<usize>> {
     history
@@ -1452,42 +1485,37 @@ pub fn run_strategy(
         )));
     }
     progress(total, total);
-    let mut simulations = Vec::new();
-    let mut writers = HashMap::new();
-    for mut stage in lockstep {
-        let sent = stage.run.finish(stage.simulator.finish()?, flow);
-        for next in &mut chain {
-            next.offer(&sent)?;
-            next.close(&stage.outputs, false);
-        }
-        writers.extend(
-            stage
-                .outputs
-                .into_iter()
-                .map(|topic| (topic, simulations.len())),
-        );
-        simulations.push((stage.name, stage.run));
+    let mut finished = Finished::default();
+    for stage in lockstep {
+        finished.add(
+            stage.name,
+            stage.outputs,
+            stage.simulator,
+            stage.run,
+            &mut chain,
+            flow,
+        )?;
     }
     for stage in &mut chain {
         stage.close(&[], true);
     }
     pump(&mut chain, flow)?;
     while !chain.is_empty() {
-        let mut stage = chain.remove(0);
-        let sent = stage.run.finish(stage.simulator.finish()?, flow);
-        for next in &mut chain {
-            next.offer(&sent)?;
-            next.close(&stage.outputs, false);
-        }
+        let stage = chain.remove(0);
+        finished.add(
+            stage.name,
+            stage.outputs,
+            stage.simulator,
+            stage.run,
+            &mut chain,
+            flow,
+        )?;
         pump(&mut chain, flow)?;
-        writers.extend(
-            stage
-                .outputs
-                .into_iter()
-                .map(|topic| (topic, simulations.len())),
-        );
-        simulations.push((stage.name, stage.run));
     }
+    let Finished {
+        simulations,
+        writers,
+    } = finished;
     let removed = kept.iter().filter(|keep| !**keep).count() as u64;
 
     // Outcomes in the period.
