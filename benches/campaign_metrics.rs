@@ -38,6 +38,10 @@
 //!    restart of the job with the same application id over its fully committed input, timed from `runtime::run`
 //!    until the job reports ready (start-up, group join, restore of both stores, table bootstrap; the job is then
 //!    shut down);
+//!    Then restore at scale (`ADSTREAM_BENCH_RESTORE_KEYS`, 1,000,000): the `windows` changelog of a fresh
+//!    application id filled with that many distinct keys, read raw with the runtime's reader settings (baseline),
+//!    then the job started under that id until ready: keys/s of its restore by its own clock, beside the raw read.
+//!    `ADSTREAM_BENCH_RESTORE_ONLY=1` runs only this after the fill;
 //! 5. measures end-to-end latency: a live producer writes impressions (and one click in 30) for 24 campaigns with
 //!    event time = wall clock at send, at a fixed rate, into fresh topics, while the job runs exactly-once, once per
 //!    commit interval listed; a `read_committed` consumer on the hourly output matches rows to sends (see
@@ -58,12 +62,13 @@ use adstream_processors::attribution::models::RuleSettings;
 use adstream_processors::attribution::operator::{AttributionConfig, AttributionJob};
 use adstream_processors::attribution::repartition::{RepartitionConfig, TouchRepartition};
 use adstream_processors::campaign_metrics::operator::WindowRow;
+use adstream_processors::campaign_metrics::window_codec::CompactWindowRows;
 use adstream_processors::campaign_metrics::{CampaignMetricsConfig, CampaignMetricsJob, EmitMode};
 use adstream_processors::fatigue::detector::FatigueConfig;
 use adstream_processors::fatigue::operator::{CreativeFatigueConfig, CreativeFatigueJob};
 use adstream_processors::runtime::{
     self, ChangelogStore, DeliveryGuarantee, KeyedStore, Operator, RunSummary, RuntimeConfig,
-    CHECKPOINT_KEY,
+    ValueCodec, CHECKPOINT_KEY,
 };
 use adstream_processors::window::Lateness;
 use adstream_producers::builders::{ClickBuilder, ImpressionBuilder, Serving};
@@ -78,7 +83,7 @@ use apache_avro::Schema;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -739,6 +744,191 @@ fn restart_until_ready(
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// 4b. Restore at scale.
+
+/// What [`restore_at_scale`] measured.
+struct ScaleRestore {
+    /// Distinct keys written to the changelog.
+    keys: u64,
+    /// Bytes of their values.
+    bytes: usize,
+    /// The baseline: a read of the changelog to its end with the runtime's reader settings, nothing applied.
+    raw: Measured,
+    /// The job from `runtime::run` until ready: its summary has the records restored and the restore's seconds.
+    restart: JobRun,
+}
+
+/// Restore of a changelog of `keys` keys, as the runtime does it: fills the `windows` changelog of a fresh
+/// application id with `keys` final hourly rows (distinct keys, 5,000 campaigns, the job's compact encoding, spread
+/// over the partitions, no transaction), reads it once to its end with the runtime's reader settings (the
+/// baseline), then starts the job under that application id over the bench's inputs and stops it once ready (group
+/// join; restore of its four changelogs, three of them empty, and of the campaigns table).
+async fn restore_at_scale(
+    kafka: &Kafka,
+    registry_url: &str,
+    inputs: &Inputs,
+    keys: u64,
+    ticks: f64,
+) -> Result<ScaleRestore> {
+    let app = format!(
+        "{}-restore{keys}-{}-{}",
+        inputs.prefix,
+        std::process::id(),
+        chrono::Utc::now().timestamp()
+    );
+    create_outputs(kafka, &app).await?;
+    let changelog =
+        RuntimeConfig::new(&app, kafka.config.clone(), registry_url).changelog_topic("windows");
+    kafka
+        .create(&[(
+            changelog.clone(),
+            PARTITIONS,
+            vec![("cleanup.policy", "compact")],
+        )])
+        .await?;
+    tokio::task::block_in_place(|| -> Result<ScaleRestore> {
+        let started = Instant::now();
+        let bytes = fill_windows_changelog(kafka, &changelog, keys)?;
+        println!(
+            "restore at scale: wrote {keys} rows ({:.1} MB of values) to {changelog} in {:.1} s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        let consumer: BaseConsumer =
+            read::reader_config(&kafka.config, &format!("{app}-bench-raw"), true).create()?;
+        let meter = Meter::start(ticks);
+        let read = read_to_end(&consumer, &changelog, |_| Ok(()))?;
+        let raw = meter.stop();
+        drop(consumer);
+        if read != keys {
+            bail!("restore at scale: read {read} records of the {keys} written");
+        }
+        let mut config = RuntimeConfig::new(&app, kafka.config.clone(), registry_url);
+        config.exit_at_end_of_input = true;
+        let job = job_config(&inputs.topics, &app)?;
+        let restart = restart_until_ready(config, job, ticks)?;
+        Ok(ScaleRestore {
+            keys,
+            bytes,
+            raw,
+            restart,
+        })
+    })
+}
+
+/// Prints [`restore_at_scale`]'s rates: the raw read, the job's restore (from its summary) and its start to ready.
+fn print_scale_restore(scale: &ScaleRestore) {
+    let summary = &scale.restart.summary;
+    let raw_rate = scale.raw.rate(scale.keys);
+    let restore_rate = summary.restored as f64 / summary.restore_seconds.max(1e-9);
+    println!();
+    println!(
+        "restore at scale: a windows changelog of {} keys ({:.1} MB of values)",
+        scale.keys,
+        scale.bytes as f64 / 1e6
+    );
+    println!(
+        "{:<66} {:>12} {:>12} {:>8}",
+        "path", "records/s", "per core", "vs raw"
+    );
+    println!(
+        "{:<66} {:>12.0} {:>12.0} {:>7.2}x",
+        "baseline: read of the changelog to its end (runtime's reader)",
+        raw_rate,
+        scale.raw.per_core(scale.keys),
+        1.0
+    );
+    println!(
+        "{:<66} {:>12.0} {:>12} {:>7.2}x",
+        "the job's restore (4 changelogs + campaigns table, its own clock)",
+        restore_rate,
+        "-",
+        restore_rate / raw_rate.max(1e-9)
+    );
+    println!(
+        "restore at scale: {} keys/s; {} records restored in {:.2} s; the job was ready {:.2} s after its start \
+         ({:.1} CPU-s of the process)",
+        (scale.keys as f64 / summary.restore_seconds.max(1e-9)).round(),
+        summary.restored,
+        summary.restore_seconds,
+        scale.restart.measured.wall_s,
+        scale.restart.measured.cpu_s
+    );
+}
+
+/// Writes `keys` window rows with distinct keys to `topic`; returns the bytes of their values.
+fn fill_windows_changelog(kafka: &Kafka, topic: &str, keys: u64) -> Result<usize> {
+    const CAMPAIGNS: u64 = 5_000;
+    // 2026-12-01T00:00:00Z: the hours follow one another from there.
+    const FIRST_HOUR_MS: i64 = 1_764_547_200_000;
+    let producer: BaseProducer = kafka
+        .config
+        .clone()
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut key = String::new();
+    let mut value = Vec::new();
+    let mut bytes = 0usize;
+    for n in 0..keys {
+        let campaign = format!("bench-restore-{:04}", n % CAMPAIGNS);
+        let start_ms = FIRST_HOUR_MS + (n / CAMPAIGNS) as i64 * 3_600_000;
+        let row = WindowRow {
+            campaign_id: campaign,
+            daily: false,
+            start_ms,
+            end_ms: start_ms + 3_600_000,
+            time_zone: "America/New_York".into(),
+            platform: Platform::Meta,
+            account_id: "act-1001".into(),
+            currency: "USD".into(),
+            impressions: 1_000 + n % 997,
+            clicks: 10 + n % 89,
+            spend_micros: 2_500_000 + (n % 10_007) as i64,
+            conversions: 0.0,
+            revenue_micros: 0.0,
+            is_final: true,
+            corrections: 0,
+            revision: 3,
+            correlation_id: format!("imp-{n:012}"),
+        };
+        key.clear();
+        adstream_schemas::outputs::write_metrics_key(
+            &row.campaign_id,
+            adstream_schemas::outputs::Granularity::Hourly,
+            row.start_ms,
+            &mut key,
+        );
+        value.clear();
+        CompactWindowRows::encode(&row, &mut value);
+        bytes += value.len();
+        let partition = (n % PARTITIONS as u64) as i32;
+        loop {
+            match producer.send(
+                BaseRecord::to(topic)
+                    .partition(partition)
+                    .key(key.as_bytes())
+                    .payload(&value),
+            ) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => bail!("restore at scale: cannot send: {e}"),
+            }
+        }
+        if n % 10_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("restore at scale: flush")?;
+    Ok(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // 5. Latency.
 
 /// End-to-end latency: from the moment an input record is handed to the producer to the moment a `read_committed`
@@ -1157,6 +1347,12 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         inputs.topics.clicks.as_str(),
     ];
     println!("fill: ready after {:.1} s", started.elapsed().as_secs_f64());
+    let scale_keys: u64 = env_or("ADSTREAM_BENCH_RESTORE_KEYS", 1_000_000);
+    if std::env::var("ADSTREAM_BENCH_RESTORE_ONLY").is_ok() {
+        let scale = restore_at_scale(kafka, &registry_url, &inputs, scale_keys, ticks).await?;
+        print_scale_restore(&scale);
+        return Ok(());
+    }
 
     // 2. Baseline: raw consume of impressions + clicks.
     let (raw, raw_records) = tokio::task::block_in_place(|| -> Result<(Measured, u64)> {
@@ -1242,7 +1438,8 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
             let raw = meter.stop();
             drop(consumer);
             let consumer = kafka.consumer(&format!("{eos_app}-bench-restore"))?;
-            let mut store: KeyedStore<String, WindowRow> = KeyedStore::new("windows");
+            let mut store: KeyedStore<String, WindowRow, CompactWindowRows> =
+                KeyedStore::new("windows");
             let meter = Meter::start(ticks);
             // Each commit also writes a checkpoint record per task into the changelog; the runtime's restore
             // reads it for the commit number and skips it, as here.
@@ -1272,7 +1469,8 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
                 ));
                 Ok(())
             })?;
-            let mut fresh: KeyedStore<String, WindowRow> = KeyedStore::new("windows");
+            let mut fresh: KeyedStore<String, WindowRow, CompactWindowRows> =
+                KeyedStore::new("windows");
             let meter = Meter::start(ticks);
             let started = Instant::now();
             for (partition, key, value) in &records {
@@ -1296,6 +1494,8 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
         let job = job_config(&inputs.topics, &eos_app)?;
         tokio::task::block_in_place(|| restart_until_ready(config, job, ticks))?
     };
+
+    let scale = restore_at_scale(kafka, &registry_url, &inputs, scale_keys, ticks).await?;
 
     // 5. End-to-end latency, at each commit interval asked for.
     let intervals =
@@ -1438,6 +1638,7 @@ async fn bench(kafka: &Kafka, events: u64, seed: u64, bootstrap: &str) -> Result
     for line in &other_jobs.notes {
         println!("{line}");
     }
+    print_scale_restore(&scale);
     for latency in &mut latencies {
         latency.print();
     }

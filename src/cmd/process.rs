@@ -378,13 +378,14 @@ async fn run_stages(
                     joined.context("a job thread failed")?.context("a job thread panicked")?;
                 match outcome {
                     Ok(summary) => println!(
-                        "{name} stopped: {} records, {} commits, {} aborts, {} dead letters, {} late, {} restored",
+                        "{name} stopped: {} records, {} commits, {} aborts, {} dead letters, {} late, {} restored in {:.2} s",
                         summary.records,
                         summary.commits,
                         summary.aborts,
                         summary.dead_letters,
                         summary.late,
-                        summary.restored
+                        summary.restored,
+                        summary.restore_seconds
                     ),
                     Err(e) if e.clears_on_restart() && !shutting_down && failure.is_none() => {
                         let in_a_row = restarts_in_a_row.entry(name.clone()).or_default();

@@ -15,7 +15,9 @@ use std::path::Path;
 
 use adstream_backtest::engine::{self, StrategyRun};
 use adstream_backtest::{Dataflow, History, Period, Strategy};
+use adstream_processors::campaign_metrics::window_codec::CompactWindowRows;
 use adstream_processors::jobs::JobRegistry;
+use adstream_processors::runtime::ValueCodec;
 use adstream_query::source::KafkaSource;
 use adstream_schemas::events::{avsc, Conversion};
 use adstream_schemas::outputs::{
@@ -176,11 +178,8 @@ pub fn campaign_metrics(topics: &Topics, processor: &str) -> Vec<Verdict> {
             continue;
         };
         verdict.compared += 1;
-        let row: serde_json::Value = serde_json::from_slice(&value).expect("changelog JSON");
-        let now = (
-            row["impressions"].as_u64().expect("impressions"),
-            row["clicks"].as_u64().expect("clicks"),
-        );
+        let row = CompactWindowRows::decode(&value).expect("changelog row");
+        let now = (row.impressions, row.clicks);
         let before = counts.entry(key.clone()).or_insert((0, 0));
         if now.0 < before.0 || now.1 < before.1 {
             verdict.found(

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use super::models::TouchKind;
 use super::operator::{StoredTouch, UserTouches};
+use crate::runtime::binary::{put_bytes, put_signed, put_unsigned, Reader};
 use crate::runtime::{JsonValues, ValueCodec};
 
 /// The first byte of a value in this format.
@@ -112,7 +113,7 @@ impl ValueCodec<UserTouches> for CompactTouches {
 
     fn decode(bytes: &[u8]) -> Result<UserTouches, String> {
         match bytes.first() {
-            Some(&VERSION) => Reader { bytes, at: 1 }.user_touches(),
+            Some(&VERSION) => user_touches(Reader::new(bytes, 1)),
             Some(b'{') => JsonValues::decode(bytes),
             Some(other) => Err(format!("unknown touches format {other:#04x}")),
             None => Err("empty value".into()),
@@ -140,175 +141,88 @@ fn counter(digits: &[u8]) -> Option<i64> {
     )
 }
 
-fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
+/// Decodes the value after its format byte.
+fn user_touches(mut reader: Reader<'_>) -> Result<UserTouches, String> {
+    let flags = reader.byte()?;
+    if flags & !(HAS_ATTRIBUTED_UNTIL | HAS_CLOSED_UNTIL) != 0 {
+        return Err(format!("unknown flags {flags:#04x}"));
     }
-    out.push(value as u8);
-}
-
-fn put_signed(out: &mut Vec<u8>, value: i64) {
-    put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_unsigned(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// A cursor over an encoded value; every read checks what is left.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn user_touches(mut self) -> Result<UserTouches, String> {
-        let flags = self.byte()?;
-        if flags & !(HAS_ATTRIBUTED_UNTIL | HAS_CLOSED_UNTIL) != 0 {
-            return Err(format!("unknown flags {flags:#04x}"));
-        }
-        let attributed_until_ms = if flags & HAS_ATTRIBUTED_UNTIL != 0 {
-            Some(self.signed()?)
-        } else {
-            None
-        };
-        let closed_until_ms = if flags & HAS_CLOSED_UNTIL != 0 {
-            Some(self.signed()?)
-        } else {
-            None
-        };
-        let n_strings = self.count()?;
-        // Each of the user's names once, shared by its touches.
-        let mut strings: Vec<Arc<str>> = Vec::with_capacity(n_strings);
-        for _ in 0..n_strings {
-            let bytes = self.bytes()?;
-            let text = std::str::from_utf8(bytes).map_err(|e| format!("string: {e}"))?;
-            strings.push(Arc::from(text));
-        }
-        let n_ads = self.count()?;
-        let mut ads = Vec::with_capacity(n_ads);
-        for _ in 0..n_ads {
-            let campaign = self.index(strings.len())?;
-            let creative = self.index(strings.len())?;
-            ads.push((&strings[campaign], &strings[creative]));
-        }
-        let n_touches = self.count()?;
-        let mut touches = Vec::with_capacity(n_touches);
-        let mut time = 0i64;
-        let mut id: Vec<u8> = Vec::new();
-        for _ in 0..n_touches {
-            let header = self.unsigned()?;
-            let ad = usize::try_from(header >> 1)
-                .ok()
-                .and_then(|i| ads.get(i))
-                .ok_or_else(|| format!("touch names pair {} of {}", header >> 1, ads.len()))?;
-            time = time.wrapping_add(self.signed()?);
-            let prefix = self.unsigned()?;
-            let shared = usize::try_from(prefix >> 1).unwrap_or(usize::MAX);
-            if shared > id.len() {
-                return Err(format!(
-                    "id shares {shared} bytes of a {}-byte id",
-                    id.len()
-                ));
-            }
-            if prefix & 1 == 1 {
-                let digits = id.len() - shared;
-                let before = counter(&id[shared..]).ok_or_else(|| {
-                    "a counter id after an id that does not end in one".to_owned()
-                })?;
-                let now = before.wrapping_add(self.signed()?);
-                let text = format!("{now:0digits$}");
-                if now < 0 || text.len() != digits {
-                    return Err(format!("counter {now} does not fit {digits} digits"));
-                }
-                id.truncate(shared);
-                id.extend_from_slice(text.as_bytes());
-            } else {
-                id.truncate(shared);
-                id.extend_from_slice(self.bytes()?);
-            }
-            let text = std::str::from_utf8(&id).map_err(|e| format!("touch id: {e}"))?;
-            touches.push(StoredTouch {
-                id: Box::from(text),
-                kind: if header & 1 == 1 {
-                    TouchKind::Click
-                } else {
-                    TouchKind::View
-                },
-                t: time,
-                campaign: Arc::clone(ad.0),
-                creative: Arc::clone(ad.1),
-            });
-        }
-        if self.at != self.bytes.len() {
+    let attributed_until_ms = if flags & HAS_ATTRIBUTED_UNTIL != 0 {
+        Some(reader.signed()?)
+    } else {
+        None
+    };
+    let closed_until_ms = if flags & HAS_CLOSED_UNTIL != 0 {
+        Some(reader.signed()?)
+    } else {
+        None
+    };
+    let n_strings = reader.count()?;
+    // Each of the user's names once, shared by its touches.
+    let mut strings: Vec<Arc<str>> = Vec::with_capacity(n_strings);
+    for _ in 0..n_strings {
+        strings.push(Arc::from(reader.str("string")?));
+    }
+    let n_ads = reader.count()?;
+    let mut ads = Vec::with_capacity(n_ads);
+    for _ in 0..n_ads {
+        let campaign = reader.index(strings.len())?;
+        let creative = reader.index(strings.len())?;
+        ads.push((&strings[campaign], &strings[creative]));
+    }
+    let n_touches = reader.count()?;
+    let mut touches = Vec::with_capacity(n_touches);
+    let mut time = 0i64;
+    let mut id: Vec<u8> = Vec::new();
+    for _ in 0..n_touches {
+        let header = reader.unsigned()?;
+        let ad = usize::try_from(header >> 1)
+            .ok()
+            .and_then(|i| ads.get(i))
+            .ok_or_else(|| format!("touch names pair {} of {}", header >> 1, ads.len()))?;
+        time = time.wrapping_add(reader.signed()?);
+        let prefix = reader.unsigned()?;
+        let shared = usize::try_from(prefix >> 1).unwrap_or(usize::MAX);
+        if shared > id.len() {
             return Err(format!(
-                "{} bytes after the last touch",
-                self.bytes.len() - self.at
+                "id shares {shared} bytes of a {}-byte id",
+                id.len()
             ));
         }
-        Ok(UserTouches {
-            touches,
-            attributed_until_ms,
-            closed_until_ms,
-        })
-    }
-
-    fn byte(&mut self) -> Result<u8, String> {
-        let byte = *self
-            .bytes
-            .get(self.at)
-            .ok_or_else(|| format!("value ends at byte {}", self.at))?;
-        self.at += 1;
-        Ok(byte)
-    }
-
-    fn unsigned(&mut self) -> Result<u64, String> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
+        if prefix & 1 == 1 {
+            let digits = id.len() - shared;
+            let before = counter(&id[shared..])
+                .ok_or_else(|| "a counter id after an id that does not end in one".to_owned())?;
+            let now = before.wrapping_add(reader.signed()?);
+            let text = format!("{now:0digits$}");
+            if now < 0 || text.len() != digits {
+                return Err(format!("counter {now} does not fit {digits} digits"));
             }
+            id.truncate(shared);
+            id.extend_from_slice(text.as_bytes());
+        } else {
+            id.truncate(shared);
+            id.extend_from_slice(reader.bytes()?);
         }
-        Err(format!(
-            "varint longer than 10 bytes before byte {}",
-            self.at
-        ))
+        let text = std::str::from_utf8(&id).map_err(|e| format!("touch id: {e}"))?;
+        touches.push(StoredTouch {
+            id: Box::from(text),
+            kind: if header & 1 == 1 {
+                TouchKind::Click
+            } else {
+                TouchKind::View
+            },
+            t: time,
+            campaign: Arc::clone(ad.0),
+            creative: Arc::clone(ad.1),
+        });
     }
-
-    fn signed(&mut self) -> Result<i64, String> {
-        let raw = self.unsigned()?;
-        Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
-    }
-
-    /// A count of items that take at least a byte each: never more than the bytes left (so a hostile count cannot
-    /// make the decoder reserve memory).
-    fn count(&mut self) -> Result<usize, String> {
-        let count = self.unsigned()?;
-        let left = self.bytes.len() - self.at;
-        usize::try_from(count)
-            .ok()
-            .filter(|c| *c <= left)
-            .ok_or_else(|| format!("{count} items in {left} bytes"))
-    }
-
-    fn index(&mut self, len: usize) -> Result<usize, String> {
-        let index = self.unsigned()?;
-        usize::try_from(index)
-            .ok()
-            .filter(|i| *i < len)
-            .ok_or_else(|| format!("index {index} of {len} strings"))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let len = self.count()?;
-        let bytes = &self.bytes[self.at..self.at + len];
-        self.at += len;
-        Ok(bytes)
-    }
+    reader.finish("last touch")?;
+    Ok(UserTouches {
+        touches,
+        attributed_until_ms,
+        closed_until_ms,
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alerts::{AlertChange, AlertRules, AlertState, CampaignSettings, Observation, Severity};
 use super::kpi::{Kpis, Totals};
+use super::window_codec::CompactWindowRows;
 use crate::runtime::{
     cell_long, cell_text, ChangelogStore, CodecError, Context, DecodeError, InputSpec, JobError,
     KeyedStore, Operator, OutputSpec, ProjectedDecoder, Record, SchemaCache, SeenIds, TimeDomain,
@@ -208,7 +209,7 @@ pub struct CampaignMetricsCounters {
 /// The operator; see the module doc.
 pub struct CampaignMetricsJob {
     config: CampaignMetricsConfig,
-    windows: KeyedStore<String, WindowRow>,
+    windows: KeyedStore<String, WindowRow, CompactWindowRows>,
     campaign_states: KeyedStore<String, CampaignState>,
     /// Ids of the events counted, to skip a second copy.
     seen: SeenIds,

@@ -161,6 +161,8 @@ pub struct RunSummary {
     pub aborts: u64,
     /// Changelog and table records restored.
     pub restored: u64,
+    /// Wall-clock seconds spent restoring state and tables, over all the run's restores.
+    pub restore_seconds: f64,
 }
 
 /// Delivery outcome counters of the producer, read at commit time.
@@ -544,6 +546,7 @@ impl Task {
         c.commits = self.summary.commits;
         c.aborts = self.summary.aborts;
         c.restored = self.summary.restored;
+        c.restore_seconds = self.summary.restore_seconds;
         c.watermarks = self
             .tasks
             .task_watermarks
@@ -848,6 +851,7 @@ impl Task {
         self.tasks.operator.on_restored(partitions);
         self.task_commits.extend(commits);
         self.summary.restored += restored;
+        self.summary.restore_seconds += started.elapsed().as_secs_f64();
         self.metrics.set_restoring(false);
         self.publish();
         info!(

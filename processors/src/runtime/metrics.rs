@@ -76,6 +76,8 @@ pub struct Counters {
     pub aborts: u64,
     /// Changelog and table records restored.
     pub restored: u64,
+    /// Wall-clock seconds spent restoring state and tables.
+    pub restore_seconds: f64,
     /// Tasks taken over from their standby copies instead of restored from the changelogs.
     pub standby_promotions: u64,
     /// Event time → commit latency of processed records.
@@ -277,6 +279,12 @@ impl JobMetrics {
             out,
             "adstream_restored_records_total{{job=\"{job}\"}} {}",
             c.restored
+        );
+        let _ = writeln!(out, "# HELP adstream_restore_seconds_total Wall-clock seconds spent restoring state and tables before processing.\n# TYPE adstream_restore_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "adstream_restore_seconds_total{{job=\"{job}\"}} {:.3}",
+            c.restore_seconds
         );
         let _ = writeln!(out, "# HELP adstream_standby_promotions_total Tasks taken over from their standby copies instead of restored from the changelogs.\n# TYPE adstream_standby_promotions_total counter");
         let _ = writeln!(

@@ -32,6 +32,7 @@
 //! - `bounded`  — a limit on client calls librdkafka does not always return from in time.
 //! - `simulate` — the same operator and rules over records in memory, without Kafka (backtests).
 
+pub(crate) mod binary;
 mod bounded;
 mod checkpoint;
 pub mod codec;
