@@ -179,3 +179,57 @@ async fn a_restore_reads_commits_behind_a_dead_instances_open_transaction() {
         "every record counted once: the second run's commits behind the open transaction were restored"
     );
 }
+
+/// A read waiting at the end for records that never come gives up after its stall timeout, counted from the last
+/// record or end of partition, and says how far it got: the stall clock is read only after polls that bring
+/// nothing, never per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_waits_at_the_end_stalls_after_its_timeout() {
+    use adstream_kafka::read::{self, ReadError, ReadOptions};
+    use rdkafka::consumer::BaseConsumer;
+
+    let topic = unique("read-stall");
+    let admin: AdminClient<DefaultClientContext> = kafka().create().expect("admin");
+    admin
+        .create_topics(
+            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("topic");
+    tokio::task::spawn_blocking(move || {
+        produce(&topic, 50);
+        let consumer: BaseConsumer = read::reader_config(&kafka(), &unique("read-stall"), true)
+            .create()
+            .expect("consumer");
+        let options = ReadOptions {
+            stall_timeout: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(50),
+            ..ReadOptions::default()
+        };
+        let started = Instant::now();
+        // Partition 0 ends when it ends; partition 1 waits for records that never come.
+        let outcome = read::read_until(
+            &consumer,
+            &topic,
+            &[0, 1],
+            &options,
+            |_| Ok::<(), String>(()),
+            |partition| partition == 0,
+        );
+        let waited = started.elapsed();
+        match outcome {
+            Err(ReadError::Stalled { open, read, .. }) => {
+                assert_eq!(open, vec![1]);
+                assert_eq!(read, 50);
+            }
+            other => panic!("expected a stall, got {other:?}"),
+        }
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+            "stalled after {waited:?}"
+        );
+    })
+    .await
+    .expect("read");
+}
