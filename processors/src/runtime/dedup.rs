@@ -20,11 +20,13 @@
 //! ids held. A bucket expires as a whole once the watermark passes its end plus the horizon: its ids leave the set
 //! and each of its chunks gets a tombstone.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use sha2::Digest;
 
-use super::store::{put_partition_state, ChangelogSink, ChangelogStore, PartitionData, StoreError};
+use super::store::{
+    put_partition_state, ChangelogSink, ChangelogStore, PartitionData, PartitionMap, StoreError,
+};
 
 /// Width of the event-time buckets in which ids are written and expire.
 pub const BUCKET_MS: i64 = 3_600_000;
@@ -54,7 +56,7 @@ struct Bucket {
 pub struct SeenIds {
     name: String,
     horizon_ms: i64,
-    partitions: HashMap<i32, PartitionIds>,
+    partitions: PartitionMap<PartitionIds>,
     scratch: Vec<u8>,
 }
 
@@ -65,7 +67,7 @@ impl SeenIds {
         SeenIds {
             name: name.into(),
             horizon_ms: horizon_ms.max(0),
-            partitions: HashMap::new(),
+            partitions: PartitionMap::default(),
             scratch: Vec::new(),
         }
     }

@@ -15,7 +15,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::store::{put_partition_state, ChangelogSink, ChangelogStore, PartitionData, StoreError};
+use super::store::{
+    put_partition_state, ChangelogSink, ChangelogStore, PartitionData, PartitionMap, StoreError,
+};
 
 /// Which clock a timer waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,7 +73,7 @@ impl PartitionTimers {
 /// A store of timers per task with a changelog; see the module doc.
 pub struct Timers {
     name: String,
-    partitions: HashMap<i32, PartitionTimers>,
+    partitions: PartitionMap<PartitionTimers>,
 }
 
 impl Timers {
@@ -79,7 +81,7 @@ impl Timers {
     pub fn new(name: impl Into<String>) -> Timers {
         Timers {
             name: name.into(),
-            partitions: HashMap::new(),
+            partitions: PartitionMap::default(),
         }
     }
 
