@@ -126,8 +126,13 @@ impl StoreKey for String {
 
 /// One partition's keys and which of them changed. Every record looks its keys up here: foldhash, randomly seeded
 /// per process like std's SipHash (keys come from input records), costs a fraction of SipHash per lookup.
+///
+/// Values are boxed: growing the map moves each entry, and a restore grows it from empty to every key. With values
+/// of a few hundred bytes inline (a window row is 210), the doublings of a million-key restore moved and
+/// page-faulted about a gigabyte, over a third of the restore's time, and the final table held half its buckets
+/// empty at full value size. Boxed, an entry is the key and a pointer.
 struct PartitionState<K, V> {
-    entries: HashMap<K, V, foldhash::fast::RandomState>,
+    entries: HashMap<K, Box<V>, foldhash::fast::RandomState>,
     dirty: HashSet<K, foldhash::fast::RandomState>,
 }
 
@@ -165,7 +170,11 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.partitions.get(&partition)?.entries.get(key)
+        self.partitions
+            .get(&partition)?
+            .entries
+            .get(key)
+            .map(|value| &**value)
     }
 
     /// The value of `key` in `partition`, to change it; marks the key changed.
@@ -179,7 +188,7 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
         if !state.dirty.contains(key) {
             state.dirty.insert(key.to_owned());
         }
-        Some(value)
+        Some(&mut **value)
     }
 
     /// The value of `key`, inserted with `default()` when absent; marks the key changed. Clones the key only
@@ -199,7 +208,7 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
             state.dirty.insert(key.to_owned());
         }
         if !state.entries.contains_key(key) {
-            state.entries.insert(key.to_owned(), default());
+            state.entries.insert(key.to_owned(), Box::new(default()));
         }
         state
             .entries
@@ -211,7 +220,7 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
     pub fn put(&mut self, partition: i32, key: K, value: V) {
         let state = self.partitions.entry(partition).or_default();
         state.dirty.insert(key.clone());
-        state.entries.insert(key, value);
+        state.entries.insert(key, Box::new(value));
     }
 
     /// Removes `key`; the changelog gets a tombstone.
@@ -221,7 +230,7 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
         let state = self.partitions.get_mut(&partition)?;
-        let removed = state.entries.remove(key);
+        let removed = state.entries.remove(key).map(|value| *value);
         if removed.is_some() {
             state.dirty.insert(key.to_owned());
         }
@@ -232,7 +241,7 @@ impl<K: StoreKey, V, C: ValueCodec<V>> KeyedStore<K, V, C> {
     pub fn iter(&self) -> impl Iterator<Item = (i32, &K, &V)> {
         self.partitions
             .iter()
-            .flat_map(|(p, s)| s.entries.iter().map(move |(k, v)| (*p, k, v)))
+            .flat_map(|(p, s)| s.entries.iter().map(move |(k, v)| (*p, k, &**v)))
     }
 }
 
@@ -263,7 +272,7 @@ where
         match value {
             Some(bytes) => {
                 let decoded = C::decode(bytes).map_err(error)?;
-                state.entries.insert(parsed, decoded);
+                state.entries.insert(parsed, Box::new(decoded));
             }
             None => {
                 state.entries.remove(&parsed);
