@@ -128,6 +128,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Checks a decoder against every truncation of a valid encoding (each must fail), every one-byte corruption (each
+/// may decode to something else or fail, never panic or reserve what the bytes cannot hold) and a trailing byte.
+#[cfg(test)]
+pub(crate) fn assert_rejects_damage<T>(valid: &[u8], decode: impl Fn(&[u8]) -> Result<T, String>) {
+    for len in 0..valid.len() {
+        assert!(decode(&valid[..len]).is_err(), "{len} bytes");
+    }
+    for at in 0..valid.len() {
+        for flip in [0x01, 0x80, 0xff] {
+            let mut corrupt = valid.to_vec();
+            corrupt[at] ^= flip;
+            let _ = decode(&corrupt);
+        }
+    }
+    let mut trailing = valid.to_vec();
+    trailing.push(0);
+    assert!(decode(&trailing).is_err(), "a trailing byte");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
