@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use super::models::TouchKind;
 use super::operator::{StoredTouch, UserTouches};
-use crate::runtime::binary::{put_bytes, put_signed, put_unsigned, Reader};
-use crate::runtime::{JsonValues, ValueCodec};
+use crate::runtime::binary::{decode_compact_or_json, put_bytes, put_signed, put_unsigned, Reader};
+use crate::runtime::ValueCodec;
 
 /// The first byte of a value in this format.
 const VERSION: u8 = 1;
@@ -112,12 +112,7 @@ impl ValueCodec<UserTouches> for CompactTouches {
     }
 
     fn decode(bytes: &[u8]) -> Result<UserTouches, String> {
-        match bytes.first() {
-            Some(&VERSION) => user_touches(Reader::new(bytes, 1)),
-            Some(b'{') => JsonValues::decode(bytes),
-            Some(other) => Err(format!("unknown touches format {other:#04x}")),
-            None => Err("empty value".into()),
-        }
+        decode_compact_or_json(bytes, VERSION, "touches", user_touches)
     }
 }
 

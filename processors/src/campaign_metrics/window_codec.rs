@@ -24,8 +24,10 @@
 use adstream_schemas::events::Platform;
 
 use super::operator::WindowRow;
-use crate::runtime::binary::{put_bytes, put_f64, put_signed, put_unsigned, Reader};
-use crate::runtime::{JsonValues, ValueCodec};
+use crate::runtime::binary::{
+    decode_compact_or_json, put_bytes, put_f64, put_signed, put_unsigned, Reader,
+};
+use crate::runtime::ValueCodec;
 
 /// The first byte of a value in this format.
 const VERSION: u8 = 1;
@@ -78,12 +80,7 @@ impl ValueCodec<WindowRow> for CompactWindowRows {
     }
 
     fn decode(bytes: &[u8]) -> Result<WindowRow, String> {
-        match bytes.first() {
-            Some(&VERSION) => window_row(Reader::new(bytes, 1)),
-            Some(b'{') => JsonValues::decode(bytes),
-            Some(other) => Err(format!("unknown window row format {other:#04x}")),
-            None => Err("empty value".into()),
-        }
+        decode_compact_or_json(bytes, VERSION, "window row", window_row)
     }
 }
 

@@ -3,6 +3,28 @@
 //! bytes left. A changelog record is input like any other: a value that lies about its lengths is an error, never a
 //! panic or an allocation the record cannot back.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::store::{JsonValues, ValueCodec};
+
+/// The rule every compact changelog encoding follows: a value whose first byte is the format's `version` is read by
+/// `compact` from the byte after it, and one that starts with `{` is the JSON an older changelog holds; anything
+/// else is an error naming `what`.
+pub(crate) fn decode_compact_or_json<V: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    version: u8,
+    what: &str,
+    compact: impl FnOnce(Reader<'_>) -> Result<V, String>,
+) -> Result<V, String> {
+    match bytes.first() {
+        Some(&first) if first == version => compact(Reader::new(bytes, 1)),
+        Some(b'{') => JsonValues::decode(bytes),
+        Some(other) => Err(format!("unknown {what} format {other:#04x}")),
+        None => Err("empty value".into()),
+    }
+}
+
 /// Appends `value` as an unsigned LEB128 varint.
 pub(crate) fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
